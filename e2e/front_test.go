@@ -1,0 +1,244 @@
+package e2e
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pryv/pryv-tls/internal/devpki"
+)
+
+// TestRoutingWithCurlAndDrain checks the proxy with curl (HTTP/1.1 and
+// HTTP/2) and that SIGTERM lets an in-flight request finish, then exits 0.
+func TestRoutingWithCurlAndDrain(t *testing.T) {
+	curl := needTool(t, "curl")
+	dir := t.TempDir()
+	p := newPKI(t, dir)
+	is := p.issue(t, devpki.Leaf{})
+	certFile, keyFile := filepath.Join(dir, "fullchain.pem"), filepath.Join(dir, "privkey.pem")
+	writeFile(t, certFile, is.FullChain, 0o644)
+	writeFile(t, keyFile, is.KeyPEM, 0o600)
+	api := upstream(t, "api", 0)
+	hfs := upstream(t, "hfs", 0)
+	slow := upstream(t, "slow", 700*time.Millisecond)
+
+	port := freePort(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	cfg := sslConfig(t, dir, port, certFile, keyFile)
+	override := filepath.Join(dir, "upstreams.yml")
+	writeFile(t, override, yamlConfig("upstreams:", "  api: "+api, "  hfs: "+hfs), 0o644)
+	c := startCore(t, addr, "--config", cfg, "--config", override)
+
+	get := func(args ...string) string {
+		t.Helper()
+		base := []string{"-sS", "--max-time", "10", "--cacert", p.caPEM, "--resolve", fmt.Sprintf("%s:%d:127.0.0.1", host, port)}
+		out, err := run(t, 15*time.Second, curl, append(base, args...)...)
+		if err != nil {
+			t.Fatalf("curl %v: %v\n%s", args, err, out)
+		}
+		return out
+	}
+	url := fmt.Sprintf("https://%s:%d", host, port)
+	for _, tc := range []struct{ path, want string }{
+		{"/alice/events", "api /alice/events"},
+		{"/alice/events/ev1/series", "hfs /alice/events/ev1/series"},
+		{"/alice/series/batch", "hfs /alice/series/batch"},
+		{"/socket.io/", "api /socket.io/"},
+	} {
+		for _, proto := range []string{"--http1.1", "--http2"} {
+			out := get(proto, "-w", " %{http_version}", url+tc.path)
+			if !strings.HasPrefix(out, tc.want) {
+				t.Errorf("%s %s: got %q, want prefix %q", proto, tc.path, out, tc.want)
+			}
+			if !strings.Contains(out, "host="+host+fmt.Sprintf(":%d", port)) || !strings.Contains(out, "xfp=https") {
+				t.Errorf("%s %s: upstream did not get the original Host and X-Forwarded-Proto: %q", proto, tc.path, out)
+			}
+			wantVer := map[string]string{"--http1.1": " 1.1", "--http2": " 2"}[proto]
+			if !strings.HasSuffix(out, wantVer) {
+				t.Errorf("%s: negotiated %q", proto, out)
+			}
+		}
+	}
+
+	// SIGTERM with a request in flight: it completes, then exit 0.
+	writeFile(t, override, yamlConfig("upstreams:", "  api: "+slow, "  hfs: "+hfs), 0o644)
+	c.signal(syscall.SIGTERM)
+	if code := c.wait(10 * time.Second); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+	c2 := startCore(t, addr, "--config", cfg, "--config", override)
+	res := make(chan string, 1)
+	go func() {
+		o, err := run(t, 15*time.Second, curl, "-sS", "--max-time", "10", "--cacert", p.caPEM,
+			"--resolve", fmt.Sprintf("%s:%d:127.0.0.1", host, port), "-w", " %{http_code}", url+"/slow")
+		if err != nil {
+			o += " error: " + err.Error()
+		}
+		res <- o
+	}()
+	time.Sleep(250 * time.Millisecond) // let the request reach the slow upstream
+	c2.signal(syscall.SIGTERM)
+	if got := <-res; !strings.HasPrefix(got, "slow /slow") || !strings.HasSuffix(got, " 200") {
+		t.Fatalf("in-flight request during drain: %q", got)
+	}
+	if code := c2.wait(10 * time.Second); code != 0 {
+		t.Fatalf("exit code after drain = %d, want 0", code)
+	}
+}
+
+func TestDeadUpstream502(t *testing.T) {
+	dir := t.TempDir()
+	port := freePort(t)
+	deadPort := freePort(t) // bound and closed: nothing listens
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	cfg := filepath.Join(dir, "cfg.yml")
+	writeFile(t, cfg, yamlConfig("http:", "  ip: 127.0.0.1", fmt.Sprintf("  port: %d", port),
+		"upstreams:", fmt.Sprintf("  api: http://127.0.0.1:%d", deadPort), fmt.Sprintf("  hfs: http://127.0.0.1:%d", deadPort)), 0o644)
+	startCore(t, addr, "--config", cfg)
+	resp, body := httpGet(t, "http://"+addr+"/alice/events")
+	if resp != 502 {
+		t.Fatalf("status %d, want 502", resp)
+	}
+	var e struct {
+		Error struct{ ID, Message string } `json:"error"`
+	}
+	if err := json.Unmarshal([]byte(body), &e); err != nil || e.Error.ID != "unexpected-error" || e.Error.Message == "" {
+		t.Fatalf("body %q is not the Pryv error shape", body)
+	}
+}
+
+// TestStrategyBPlainHTTP: no http.ssl, letsEncrypt off -> plain HTTP.
+func TestStrategyBPlainHTTP(t *testing.T) {
+	dir := t.TempDir()
+	api := upstream(t, "api", 0)
+	port := freePort(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	cfg := filepath.Join(dir, "cfg.yml")
+	writeFile(t, cfg, yamlConfig("http:", "  ip: 127.0.0.1", fmt.Sprintf("  port: %d", port), "upstreams:", "  api: "+api), 0o644)
+	startCore(t, addr, "--config", cfg)
+	code, body := httpGet(t, "http://"+addr+"/alice/events")
+	if code != 200 || !strings.HasPrefix(body, "api /alice/events") || !strings.Contains(body, "xfp=http") {
+		t.Fatalf("plain HTTP: %d %q", code, body)
+	}
+	if _, err := tlsDialInsecure(addr, host); err == nil {
+		t.Fatal("a TLS handshake succeeded on a plain-HTTP front")
+	}
+}
+
+func TestConfigCheck(t *testing.T) {
+	dir := t.TempDir()
+	key := base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))
+	good := filepath.Join(dir, "good.yml")
+	writeFile(t, good, yamlConfig(
+		"http:", "  ip: 0.0.0.0", "  port: 443", "  ssl:",
+		"    keyFile: var-pryv/tls/your-domain.com/privkey.pem",
+		"    certFile: var-pryv/tls/your-domain.com/fullchain.pem",
+		"dnsLess:", "  isActive: true", "  publicUrl: https://your-domain.com",
+		"letsEncrypt:", "  enabled: true", "  email: ops@your-domain.com", "  atRestKey: '"+key+"'", "  certRenewer: true",
+		"auth:", "  adminAccessKey: super-secret-admin-key",
+	), 0o644)
+	out, err := exec.Command(binary, "config", "check", "--config", good).CombinedOutput()
+	if err != nil {
+		t.Fatalf("config check on the spec's example: %v\n%s", err, out)
+	}
+	for _, secret := range []string{key, "super-secret-admin-key"} {
+		if strings.Contains(string(out), secret) {
+			t.Fatalf("config check printed a secret:\n%s", out)
+		}
+	}
+	if !strings.Contains(string(out), "your-domain.com") || !strings.Contains(string(out), "HTTP-01") {
+		t.Fatalf("config check does not show the derived hostname and challenge:\n%s", out)
+	}
+
+	bad := filepath.Join(dir, "bad.yml")
+	writeFile(t, bad, yamlConfig(
+		"http:", "  port: abc",
+		"letsEncrypt:", "  enabled: true", "  emial: ops@your-domain.com", "  atRestKey: 'c2hvcnQ='",
+	), 0o644)
+	for _, args := range [][]string{{"config", "check", "--config", bad}, {"serve", "--config", bad}} {
+		cmd := exec.Command(binary, args...)
+		out, err := cmd.CombinedOutput()
+		ee, ok := err.(*exec.ExitError)
+		if !ok || ee.ExitCode() != 2 {
+			t.Fatalf("%v: exit %v, want 2\n%s", args, err, out)
+		}
+		for _, want := range []string{"http.port", "letsEncrypt.emial", `did you mean "email"`, "letsEncrypt.atRestKey", "no hostname can be derived"} {
+			if !strings.Contains(string(out), want) {
+				t.Errorf("%v: output lacks %q:\n%s", args, want, out)
+			}
+		}
+		if strings.Contains(string(out), "c2hvcnQ=") {
+			t.Errorf("%v: the atRestKey value was printed", args)
+		}
+	}
+}
+
+func TestKeygen(t *testing.T) {
+	seen := map[string]bool{}
+	for i := 0; i < 2; i++ {
+		out, err := exec.Command(binary, "keygen").Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		k := strings.TrimSpace(string(out))
+		raw, err := base64.StdEncoding.DecodeString(k)
+		if err != nil || len(raw) != 32 {
+			t.Fatalf("keygen printed %q: want base64 of 32 bytes", k)
+		}
+		if seen[k] {
+			t.Fatal("keygen printed the same key twice")
+		}
+		seen[k] = true
+	}
+}
+
+// TestDemo runs the README's first command and checks what it promises.
+func TestDemo(t *testing.T) {
+	curl := needTool(t, "curl")
+	dir := t.TempDir()
+	port := freePort(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	c := &core{t: t, addr: addr, logs: &syncBuffer{}, done: make(chan error, 1)}
+	c.cmd = exec.Command(binary, "demo", "--addr", addr, "--dir", dir)
+	c.cmd.Stdout, c.cmd.Stderr = c.logs, c.logs
+	if err := c.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { c.done <- c.cmd.Wait() }()
+	deadline := time.Now().Add(15 * time.Second)
+	for !strings.Contains(c.logs.String(), "Ctrl-C") {
+		if time.Now().After(deadline) {
+			_ = c.cmd.Process.Kill()
+			t.Fatalf("demo did not start:\n%s", c.logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	out, err := run(t, 10*time.Second, curl, "-sS", "--cacert", filepath.Join(dir, "ca.pem"),
+		fmt.Sprintf("https://localhost:%d/alice/events/e1/series", port))
+	if err != nil || !strings.Contains(out, `"servedBy":"demo hfs upstream, through pryv-tls"`) {
+		t.Fatalf("demo HFS route: %v %q", err, out)
+	}
+	c.signal(syscall.SIGTERM)
+	if code := c.wait(10 * time.Second); code != 0 {
+		t.Fatalf("demo exit code %d", code)
+	}
+}
+
+func httpGet(t *testing.T, url string) (int, string) {
+	t.Helper()
+	needTool(t, "curl")
+	out, err := run(t, 10*time.Second, "curl", "-sS", "--max-time", "8", "-w", "\n%{http_code}", url)
+	if err != nil {
+		t.Fatalf("curl %s: %v %s", url, err, out)
+	}
+	i := strings.LastIndexByte(out, '\n')
+	var code int
+	fmt.Sscan(out[i+1:], &code)
+	return code, out[:i]
+}

@@ -1,0 +1,158 @@
+// Package certs owns the certificates the front serves: parsing and checking
+// key/certificate pairs, the in-memory SNI set read on every handshake, the
+// file source of Strategy C and the self-signed placeholder.
+package certs
+
+import (
+	"crypto/tls"
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+)
+
+// Set is an immutable SNI index. It is never modified after build, so the
+// handshake path reads it without a lock.
+type Set struct {
+	exact    map[string]*tls.Certificate // lower-case DNS name -> cert
+	wildcard map[string]*tls.Certificate // "example.com" for "*.example.com"
+	fallback *tls.Certificate            // served when SNI matches nothing (or is absent)
+	all      []*tls.Certificate
+}
+
+// newSet indexes certs in order: the first certificate naming a host wins, and
+// the first certificate overall is the fallback.
+func newSet(certs []*tls.Certificate) *Set {
+	s := &Set{
+		exact:    make(map[string]*tls.Certificate),
+		wildcard: make(map[string]*tls.Certificate),
+		all:      certs,
+	}
+	for _, c := range certs {
+		if s.fallback == nil {
+			s.fallback = c
+		}
+		for _, name := range certNames(c) {
+			name = strings.TrimSuffix(strings.ToLower(name), ".")
+			if rest, ok := strings.CutPrefix(name, "*."); ok {
+				if _, dup := s.wildcard[rest]; !dup {
+					s.wildcard[rest] = c
+				}
+				continue
+			}
+			if _, dup := s.exact[name]; !dup {
+				s.exact[name] = c
+			}
+		}
+	}
+	return s
+}
+
+func certNames(c *tls.Certificate) []string {
+	if c.Leaf == nil {
+		return nil
+	}
+	if len(c.Leaf.DNSNames) > 0 {
+		return c.Leaf.DNSNames
+	}
+	if c.Leaf.Subject.CommonName != "" {
+		return []string{c.Leaf.Subject.CommonName}
+	}
+	return nil
+}
+
+// Lookup returns the certificate for a server name: exact name, then the
+// wildcard one label up, then the fallback. It does not allocate when name is
+// already lower case (what every mainstream client sends).
+func (s *Set) Lookup(name string) *tls.Certificate {
+	if name != "" {
+		name = strings.ToLower(name)
+		if name[len(name)-1] == '.' {
+			name = name[:len(name)-1]
+		}
+		if c, ok := s.exact[name]; ok {
+			return c
+		}
+		if i := strings.IndexByte(name, '.'); i > 0 {
+			if c, ok := s.wildcard[name[i+1:]]; ok {
+				return c
+			}
+		}
+	}
+	return s.fallback
+}
+
+// Len is the number of distinct certificates in the set.
+func (s *Set) Len() int { return len(s.all) }
+
+// Certificates returns the certificates of the set; callers must not modify them.
+func (s *Set) Certificates() []*tls.Certificate { return s.all }
+
+// Source names where certificates come from. Sources rank in the order
+// declared here: a lower rank wins a hostname both serve.
+type Source int
+
+const (
+	SourceFiles       Source = iota // Strategy C: http.ssl.* files
+	SourceStore                     // PlatformDB (ACME, import), materialised per hostname
+	SourcePlaceholder               // self-signed, only while no other source has a certificate
+	numSources
+)
+
+var errNoCertificate = errors.New("no certificate is loaded yet")
+
+// Store holds the current Set and rebuilds it when a source changes. Writers
+// are serialised by a mutex; readers (GetCertificate, on every handshake) only
+// do an atomic load.
+type Store struct {
+	mu      sync.Mutex
+	sources [numSources][]*tls.Certificate
+	cur     atomic.Pointer[Set]
+}
+
+// NewStore returns an empty store: handshakes fail until a source puts a certificate.
+func NewStore() *Store {
+	s := &Store{}
+	s.cur.Store(newSet(nil))
+	return s
+}
+
+// Replace sets the certificates of one source (nil clears it) and swaps in a
+// new Set. A placeholder is dropped from the set as soon as any other source
+// has a certificate, so it can never shadow a real one.
+func (s *Store) Replace(src Source, certs ...*tls.Certificate) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sources[src] = append([]*tls.Certificate(nil), certs...)
+	var all []*tls.Certificate
+	for i, list := range s.sources {
+		if Source(i) == SourcePlaceholder && len(all) > 0 {
+			break
+		}
+		all = append(all, list...)
+	}
+	s.cur.Store(newSet(all))
+}
+
+// Current returns the Set in force.
+func (s *Store) Current() *Set { return s.cur.Load() }
+
+// HasReal reports whether a source other than the placeholder has a certificate.
+func (s *Store) HasReal() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, list := range s.sources {
+		if Source(i) != SourcePlaceholder && len(list) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// GetCertificate is the tls.Config hook: no lock, no I/O, no allocation.
+func (s *Store) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	if c := s.cur.Load().Lookup(hello.ServerName); c != nil {
+		return c, nil
+	}
+	return nil, errNoCertificate
+}

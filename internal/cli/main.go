@@ -1,0 +1,85 @@
+// Package cli is pryv-tls's command line: one file per subcommand.
+package cli
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+)
+
+// Version is set at build time with -ldflags "-X github.com/pryv/pryv-tls/internal/cli.Version=...".
+var Version = "dev"
+
+// Exit codes: 0 fine, 1 failed while running, 2 bad usage or configuration.
+const (
+	exitOK     = 0
+	exitFailed = 1
+	exitUsage  = 2
+)
+
+const usage = `pryv-tls: public TLS for a Pryv.io core
+
+Usage:
+  pryv-tls serve --config FILE [--config FILE ...]   run the core's HTTPS front
+  pryv-tls config check --config FILE [...]         validate and print the effective configuration
+  pryv-tls keygen                                   print a new letsEncrypt.atRestKey
+  pryv-tls demo [--addr 127.0.0.1:8443]             run the front on a local demo setup (no internet needed)
+  pryv-tls version
+
+Run "pryv-tls COMMAND -h" for a command's flags.
+`
+
+// Main runs the command line and returns the process exit code.
+func Main(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitUsage
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "serve":
+		return serve(rest, stdout, stderr)
+	case "config":
+		if len(rest) == 0 || rest[0] != "check" {
+			fmt.Fprintln(stderr, `usage: pryv-tls config check --config FILE [--config FILE ...]`)
+			return exitUsage
+		}
+		return configCheck(rest[1:], stdout, stderr)
+	case "keygen":
+		return keygen(rest, stdout, stderr)
+	case "demo":
+		return demo(rest, stdout, stderr)
+	case "version", "--version":
+		fmt.Fprintln(stdout, "pryv-tls", Version)
+		return exitOK
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return exitOK
+	}
+	fmt.Fprintf(stderr, "pryv-tls: unknown command %q\n\n%s", cmd, usage)
+	return exitUsage
+}
+
+// stringList is a repeatable flag (--config a.yml --config b.yml).
+type stringList []string
+
+func (s *stringList) String() string     { return strings.Join(*s, ",") }
+func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
+
+// parseFlags parses fs and turns -h and errors into exit codes (ok=false).
+func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer) (code int, ok bool) {
+	fs.SetOutput(stderr)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK, false
+		}
+		return exitUsage, false
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "%s: unexpected argument %q\n", fs.Name(), fs.Arg(0))
+		return exitUsage, false
+	}
+	return 0, true
+}

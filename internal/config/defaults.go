@@ -1,0 +1,112 @@
+package config
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// The reference implementation's defaults.
+const (
+	DefaultHTTPIP             = "0.0.0.0"
+	DefaultHTTPSPort          = 443
+	DefaultHTTPPort           = 80
+	DefaultRenewBeforeDays    = 30
+	DefaultTLSDir             = "var-pryv/tls"
+	DefaultHTTP01Port         = 80
+	DefaultKeyType            = "ec256"
+	DefaultPropagationTimeout = Duration(2 * time.Minute)
+	DefaultDNSIP              = "0.0.0.0"
+	DefaultDNSPort            = 5353
+	DefaultDNSTTL             = 300
+	DefaultUpstreamAPI        = "http://127.0.0.1:3000"
+	DefaultUpstreamHFS        = "http://127.0.0.1:4000"
+	DefaultPlatformDBDataDir  = "var-pryv/platformdb"
+	DefaultPeerAddress        = "127.0.0.1:2380"
+	DefaultClientAddress      = "127.0.0.1:2379"
+	DefaultClusterCAPath      = "/etc/pryv/ca"
+)
+
+// applyDefaults fills what no layer set. explicit holds the leaf paths some
+// layer set, for the few keys where an explicit zero is a mistake rather
+// than "use the default".
+func applyDefaults(c *Config, explicit map[string]bool) []error {
+	setStr(&c.HTTP.IP, DefaultHTTPIP)
+	if c.HTTP.Port == 0 {
+		c.HTTP.Port = DefaultHTTPPort
+		if c.TLSEnabled() {
+			c.HTTP.Port = DefaultHTTPSPort
+		}
+	}
+
+	le := &c.LetsEncrypt
+	if le.RenewBeforeDays == 0 && !explicit["letsEncrypt.renewBeforeDays"] {
+		le.RenewBeforeDays = DefaultRenewBeforeDays
+	}
+	setStr(&le.TLSDir, DefaultTLSDir)
+	setInt(&le.HTTP01Port, DefaultHTTP01Port)
+	setStr(&le.KeyType, DefaultKeyType)
+	if le.DNS01.PropagationTimeout == 0 {
+		le.DNS01.PropagationTimeout = DefaultPropagationTimeout
+	}
+
+	c.DNS.Domain = normalizeDomain(c.DNS.Domain)
+	setStr(&c.DNS.IP, DefaultDNSIP)
+	setInt(&c.DNS.Port, DefaultDNSPort)
+	setInt(&c.DNS.DefaultTTL, DefaultDNSTTL)
+	setStr(&c.DNS.PublicIP, c.Core.IP)
+
+	setStr(&c.Upstreams.API, DefaultUpstreamAPI)
+	setStr(&c.Upstreams.HFS, DefaultUpstreamHFS)
+	setStr(&c.PlatformDB.DataDir, DefaultPlatformDBDataDir)
+	setStr(&c.PlatformDB.PeerAddress, DefaultPeerAddress)
+	setStr(&c.PlatformDB.ClientAddress, DefaultClientAddress)
+	setStr(&c.Cluster.CA.Path, DefaultClusterCAPath)
+
+	// Relative paths are relative to the working directory, as in the
+	// reference; resolving them once here means a later chdir or a
+	// subprocess (onRotateScript) sees the same files.
+	var errs []error
+	for _, f := range []struct {
+		key string
+		p   *string
+	}{
+		{"http.ssl.keyFile", &c.HTTP.SSL.KeyFile},
+		{"http.ssl.certFile", &c.HTTP.SSL.CertFile},
+		{"http.ssl.caFile", &c.HTTP.SSL.CAFile},
+		{"letsEncrypt.tlsDir", &le.TLSDir},
+		{"letsEncrypt.directoryCaFile", &le.DirectoryCAFile},
+		{"platformDB.dataDir", &c.PlatformDB.DataDir},
+		{"cluster.ca.path", &c.Cluster.CA.Path},
+	} {
+		key, p := f.key, f.p
+		if *p == "" {
+			continue
+		}
+		abs, err := filepath.Abs(*p)
+		if err != nil {
+			errs = append(errs, &FieldError{Path: key, Msg: fmt.Sprintf("cannot resolve %q against the working directory: %v", *p, err)})
+			continue
+		}
+		*p = abs
+	}
+	return errs
+}
+
+// normalizeDomain makes "Example.COM." and "example.com" the same zone.
+func normalizeDomain(d string) string {
+	return strings.TrimSuffix(strings.ToLower(strings.TrimSpace(d)), ".")
+}
+
+func setStr(p *string, def string) {
+	if *p == "" {
+		*p = def
+	}
+}
+
+func setInt(p *int, def int) {
+	if *p == 0 {
+		*p = def
+	}
+}

@@ -1,0 +1,55 @@
+package config
+
+import (
+	"fmt"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Redacted is the effective configuration as YAML, under the spec's key
+// names, with every Secret shown as <redacted> and empty keys left out, for
+// `config check` and support bundles.
+func (c *Config) Redacted() ([]byte, error) {
+	var n yaml.Node
+	if err := n.Encode(c); err != nil {
+		return nil, fmt.Errorf("encoding config: %w", err)
+	}
+	prune(&n)
+	out, err := yaml.Marshal(&n)
+	if err != nil {
+		return nil, fmt.Errorf("encoding config: %w", err)
+	}
+	return out, nil
+}
+
+// prune drops empty strings, nulls and empty lists or mappings; it keeps
+// false and 0, which are meaningful settings.
+func prune(n *yaml.Node) {
+	switch n.Kind {
+	case yaml.DocumentNode, yaml.SequenceNode:
+		for _, c := range n.Content {
+			prune(c)
+		}
+	case yaml.MappingNode:
+		kept := n.Content[:0]
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			prune(v)
+			if isEmpty(v) {
+				continue
+			}
+			kept = append(kept, k, v)
+		}
+		n.Content = kept
+	}
+}
+
+func isEmpty(n *yaml.Node) bool {
+	switch n.Kind {
+	case yaml.ScalarNode:
+		return n.ShortTag() == "!!null" || (n.ShortTag() == "!!str" && n.Value == "")
+	case yaml.SequenceNode, yaml.MappingNode:
+		return len(n.Content) == 0
+	}
+	return false
+}

@@ -1,0 +1,139 @@
+// Package config owns pryv-tls's configuration: the types, strict layered YAML
+// loading, the reference defaults, validation, secret redaction and the
+// topology -> hostnames + ACME challenge derivation of the spec.
+//
+// Only internal/cli, internal/daemon and internal/admin import this package;
+// every other package takes a small Options struct of its own.
+package config
+
+// Config is the whole configuration. The yaml tags are the key names of the
+// spec (Pryv.io v2 config) verbatim; keys marked "ours" are pryv-tls additions.
+// Pointers to bool distinguish "unset" from "false" where a default depends on it.
+type Config struct {
+	HTTP        HTTP        `yaml:"http"`
+	DNSLess     DNSLess     `yaml:"dnsLess"`
+	Core        Core        `yaml:"core"`
+	DNS         DNS         `yaml:"dns"`
+	LetsEncrypt LetsEncrypt `yaml:"letsEncrypt"`
+	Auth        Auth        `yaml:"auth"`
+	Upstreams   Upstreams   `yaml:"upstreams"`  // ours
+	PlatformDB  PlatformDB  `yaml:"platformDB"` // ours (issue: PlatformDB)
+	Cluster     Cluster     `yaml:"cluster"`    // ours (issue: cluster)
+	Metrics     Metrics     `yaml:"metrics"`    // ours (issue: operating it)
+}
+
+type HTTP struct {
+	IP   string `yaml:"ip"`   // default 0.0.0.0
+	Port int    `yaml:"port"` // default 443 when TLS is on, 3000... see defaults.go
+	SSL  SSL    `yaml:"ssl"`
+}
+
+type SSL struct {
+	KeyFile  string `yaml:"keyFile"`
+	CertFile string `yaml:"certFile"`
+	CAFile   string `yaml:"caFile"` // optional extra chain appended to certFile
+}
+
+type DNSLess struct {
+	IsActive  bool   `yaml:"isActive"`
+	PublicURL string `yaml:"publicUrl"`
+}
+
+type Core struct {
+	ID      string `yaml:"id"`
+	URL     string `yaml:"url"`
+	IP      string `yaml:"ip"`
+	IPv6    string `yaml:"ipv6"`
+	Hosting string `yaml:"hosting"`
+}
+
+type DNS struct {
+	Active        bool          `yaml:"active"`
+	Domain        string        `yaml:"domain"`
+	IP            string        `yaml:"ip"`         // default 0.0.0.0
+	IP6           string        `yaml:"ip6"`        // optional IPv6 listen address
+	Port          int           `yaml:"port"`       // default 5353
+	DefaultTTL    int           `yaml:"defaultTTL"` // default 300
+	PublicIP      string        `yaml:"publicIp"`   // address of core.{domain}; defaults to core.ip
+	Records       DNSRecords    `yaml:"records"`
+	StaticEntries []StaticEntry `yaml:"staticEntries"`
+}
+
+type DNSRecords struct {
+	Root RecordSet `yaml:"root"`
+}
+
+// RecordSet is the set of records of one name. Values are strings in zone-file
+// presentation format (e.g. mx: "10 mail.example.com.", caa: `0 issue "letsencrypt.org"`).
+type RecordSet struct {
+	A     []string `yaml:"a"`
+	AAAA  []string `yaml:"aaaa"`
+	CNAME string   `yaml:"cname"`
+	NS    []string `yaml:"ns"`
+	MX    []string `yaml:"mx"`
+	TXT   []string `yaml:"txt"`
+	CAA   []string `yaml:"caa"`
+	SOA   string   `yaml:"soa"`
+}
+
+type StaticEntry struct {
+	Subdomain string    `yaml:"subdomain"`
+	Records   RecordSet `yaml:"records"`
+}
+
+type LetsEncrypt struct {
+	Enabled         bool   `yaml:"enabled"`
+	Email           string `yaml:"email"`
+	AtRestKey       Secret `yaml:"atRestKey"` // base64 of exactly 32 bytes
+	CertRenewer     bool   `yaml:"certRenewer"`
+	OnRotateScript  string `yaml:"onRotateScript"`  // absolute path
+	RenewBeforeDays int    `yaml:"renewBeforeDays"` // default 30
+	Staging         bool   `yaml:"staging"`
+	DirectoryURL    string `yaml:"directoryUrl"` // wins over staging
+	TLSDir          string `yaml:"tlsDir"`       // default var-pryv/tls
+
+	// ours
+	DirectoryCAFile string `yaml:"directoryCaFile"`
+	HTTP01Port      int    `yaml:"http01Port"` // default 80
+	KeyType         string `yaml:"keyType"`    // ec256 (default), rsa2048, rsa4096
+	Profile         string `yaml:"profile"`
+	EAB             EAB    `yaml:"eab"`
+	DNS01           DNS01  `yaml:"dns01"`
+}
+
+type EAB struct {
+	KID     string `yaml:"kid"`
+	HMACKey Secret `yaml:"hmacKey"`
+}
+
+type DNS01 struct {
+	PropagationTimeout   Duration `yaml:"propagationTimeout"` // default 2m
+	SkipPropagationCheck bool     `yaml:"skipPropagationCheck"`
+}
+
+type Auth struct {
+	AdminAccessKey Secret `yaml:"adminAccessKey"`
+}
+
+type Upstreams struct {
+	API string `yaml:"api"` // default http://127.0.0.1:3000
+	HFS string `yaml:"hfs"` // default http://127.0.0.1:4000
+}
+
+type PlatformDB struct {
+	DataDir       string `yaml:"dataDir"`       // default var-pryv/platformdb
+	PeerAddress   string `yaml:"peerAddress"`   // default 127.0.0.1:2380
+	ClientAddress string `yaml:"clientAddress"` // default 127.0.0.1:2379
+}
+
+type Cluster struct {
+	CA ClusterCA `yaml:"ca"`
+}
+
+type ClusterCA struct {
+	Path string `yaml:"path"` // default /etc/pryv/ca
+}
+
+type Metrics struct {
+	Listen string `yaml:"listen"` // empty = off
+}

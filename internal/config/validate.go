@@ -1,0 +1,314 @@
+package config
+
+import (
+	"encoding/base64"
+	"fmt"
+	"net"
+	"net/mail"
+	"net/netip"
+	"net/url"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// NoHostnameError is the spec's "loud error": letsEncrypt is on but the
+// topology names no host to certify.
+const NoHostnameError = "letsEncrypt.enabled is true but no hostname can be derived from the topology: " +
+	"set dnsLess.isActive: true with dnsLess.publicUrl (single core), " +
+	"dns.domain (multi-core with embedded DNS: wildcard *.{domain} by DNS-01), " +
+	"or core.url (multi-core with DNSless overrides); there is intentionally no letsEncrypt.hostnames key"
+
+const keygenHint = "generate one with: pryv-tls keygen"
+
+// KeyTypes are the accepted letsEncrypt.keyType values.
+var KeyTypes = []string{"ec256", "ec384", "rsa2048", "rsa4096"}
+
+type validator struct{ errs []error }
+
+func (v *validator) add(path, format string, args ...any) {
+	v.errs = append(v.errs, &FieldError{Path: path, Msg: fmt.Sprintf(format, args...)})
+}
+
+// validate runs on the defaulted config; it reports every problem, in the
+// order of the keys in the file, so one `config check` shows them all.
+func validate(c *Config) []error {
+	v := &validator{}
+	v.http(c)
+	v.dnsLess(c)
+	v.core(c)
+	v.dns(c)
+	v.letsEncrypt(c)
+	v.upstreams(c)
+	v.hostPort("platformDB.peerAddress", c.PlatformDB.PeerAddress, false)
+	v.hostPort("platformDB.clientAddress", c.PlatformDB.ClientAddress, false)
+	v.hostPort("metrics.listen", c.Metrics.Listen, true)
+	return v.errs
+}
+
+func (v *validator) http(c *Config) {
+	v.ip("http.ip", c.HTTP.IP, 0, true)
+	v.port("http.port", c.HTTP.Port)
+	ssl := c.HTTP.SSL
+	switch {
+	case ssl.CertFile != "" && ssl.KeyFile == "":
+		v.add("http.ssl", "certFile and keyFile must be set together (certFile is set, keyFile is empty)")
+	case ssl.CertFile == "" && ssl.KeyFile != "":
+		v.add("http.ssl", "certFile and keyFile must be set together (keyFile is set, certFile is empty)")
+	case ssl.CertFile == "" && ssl.CAFile != "":
+		v.add("http.ssl", "caFile is set but certFile and keyFile are empty; caFile only extends certFile's chain")
+	}
+}
+
+func (v *validator) dnsLess(c *Config) {
+	if c.DNSLess.IsActive && c.DNSLess.PublicURL == "" {
+		v.add("dnsLess.publicUrl", "required when dnsLess.isActive is true")
+	}
+	v.httpsURL("dnsLess.publicUrl", c.DNSLess.PublicURL)
+}
+
+func (v *validator) core(c *Config) {
+	v.httpsURL("core.url", c.Core.URL)
+	v.ip("core.ip", c.Core.IP, 4, false)
+	v.ip("core.ipv6", c.Core.IPv6, 6, false)
+}
+
+func (v *validator) dns(c *Config) {
+	d := c.DNS
+	switch {
+	case d.Domain != "" && !validDomain(d.Domain):
+		v.add("dns.domain", "%q is not a valid domain name", d.Domain)
+	case d.Domain == "" && d.Active:
+		v.add("dns.domain", "required when dns.active is true")
+	}
+	v.ip("dns.ip", d.IP, 4, true)
+	v.ip("dns.ip6", d.IP6, 6, true)
+	v.port("dns.port", d.Port)
+	if d.DefaultTTL < 1 {
+		v.add("dns.defaultTTL", "must be a positive number of seconds, got %d", d.DefaultTTL)
+	}
+	v.ip("dns.publicIp", d.PublicIP, 4, false)
+	v.records("dns.records.root", d.Records.Root)
+
+	first := map[string]int{}
+	for i, e := range d.StaticEntries {
+		p := fmt.Sprintf("dns.staticEntries[%d]", i)
+		sub := normalizeDomain(e.Subdomain)
+		switch j, dup := first[sub]; {
+		case sub == "":
+			v.add(p+".subdomain", "required")
+		case dup:
+			v.add(p+".subdomain", "%q is already used by dns.staticEntries[%d]; merge the two entries", e.Subdomain, j)
+		default:
+			first[sub] = i
+		}
+		v.records(p+".records", e.Records)
+	}
+}
+
+func (v *validator) records(path string, r RecordSet) {
+	for i, a := range r.A {
+		v.ip(fmt.Sprintf("%s.a[%d]", path, i), a, 4, false)
+	}
+	for i, a := range r.AAAA {
+		v.ip(fmt.Sprintf("%s.aaaa[%d]", path, i), a, 6, false)
+	}
+}
+
+func (v *validator) letsEncrypt(c *Config) {
+	le := c.LetsEncrypt
+	switch {
+	case le.Email != "" && !bareEmail(le.Email):
+		v.add("letsEncrypt.email", "%q is not an email address", le.Email)
+	case le.Email == "" && le.Enabled:
+		v.add("letsEncrypt.email", "required when letsEncrypt.enabled is true (the ACME CA sends expiry notices there)")
+	}
+	// Never echo the key: a wrong key is still usually someone's real key.
+	switch key := le.AtRestKey.Reveal(); {
+	case key == "" && le.Enabled:
+		v.add("letsEncrypt.atRestKey", "required when letsEncrypt.enabled is true; %s", keygenHint)
+	case key != "":
+		if _, err := le.AtRestKeyBytes(); err != nil {
+			v.add("letsEncrypt.atRestKey", "%s", err.Error())
+		}
+	}
+	if le.OnRotateScript != "" && !filepath.IsAbs(le.OnRotateScript) {
+		v.add("letsEncrypt.onRotateScript", "must be an absolute path, got %q", le.OnRotateScript)
+	}
+	if le.RenewBeforeDays < 1 || le.RenewBeforeDays > 89 {
+		v.add("letsEncrypt.renewBeforeDays", "must be between 1 and 89, got %d", le.RenewBeforeDays)
+	}
+	v.httpsURL("letsEncrypt.directoryUrl", le.DirectoryURL)
+	v.port("letsEncrypt.http01Port", le.HTTP01Port)
+	if !slices.Contains(KeyTypes, le.KeyType) {
+		v.add("letsEncrypt.keyType", "must be one of %s, got %q", strings.Join(KeyTypes, ", "), le.KeyType)
+	}
+	if (le.EAB.KID == "") != (le.EAB.HMACKey == "") {
+		v.add("letsEncrypt.eab", "kid and hmacKey must be set together")
+	}
+	if h := le.EAB.HMACKey.Reveal(); h != "" && !isBase64URL(h) {
+		v.add("letsEncrypt.eab.hmacKey", "not valid base64url; paste it exactly as the CA gave it")
+	}
+	if le.DNS01.PropagationTimeout < 0 {
+		v.add("letsEncrypt.dns01.propagationTimeout", "must be positive, got %s", le.DNS01.PropagationTimeout)
+	}
+	if le.Enabled && !hasTopology(c) {
+		v.add("", "%s", NoHostnameError)
+	}
+}
+
+// hasTopology looks at the keys as written, not at Plans: a malformed URL
+// gets its own error and must not also trigger the "nothing set" one.
+func hasTopology(c *Config) bool {
+	return (c.DNSLess.IsActive && c.DNSLess.PublicURL != "") || c.Core.URL != "" || c.DNS.Domain != ""
+}
+
+func (v *validator) upstreams(c *Config) {
+	for _, u := range []struct{ key, raw string }{
+		{"upstreams.api", c.Upstreams.API},
+		{"upstreams.hfs", c.Upstreams.HFS},
+	} {
+		parsed, err := url.Parse(u.raw)
+		switch {
+		case err != nil || parsed.Scheme != "http":
+			v.add(u.key, "must be an http:// URL (TLS is terminated here), got %q", u.raw)
+		case parsed.Host == "":
+			v.add(u.key, "must name a host, got %q", u.raw)
+		case pointsAtListener(c, parsed):
+			v.add(u.key, "points at this front's own listen address %s; the front would proxy to itself", c.ListenAddr())
+		}
+	}
+}
+
+func pointsAtListener(c *Config, u *url.URL) bool {
+	port := u.Port()
+	if port == "" {
+		port = "80"
+	}
+	if port != strconv.Itoa(c.HTTP.Port) {
+		return false
+	}
+	host := u.Hostname()
+	if strings.EqualFold(host, c.HTTP.IP) {
+		return true
+	}
+	listen, err := netip.ParseAddr(c.HTTP.IP)
+	if err != nil {
+		return false
+	}
+	var cands []netip.Addr
+	if strings.EqualFold(host, "localhost") {
+		cands = []netip.Addr{netip.MustParseAddr("127.0.0.1"), netip.IPv6Loopback()}
+	} else if a, err := netip.ParseAddr(host); err == nil {
+		cands = []netip.Addr{a}
+	}
+	core, _ := netip.ParseAddr(c.Core.IP)
+	for _, a := range cands {
+		a = a.Unmap()
+		if listen.IsUnspecified() && (a.IsLoopback() || a.IsUnspecified() || a == core.Unmap()) {
+			return true
+		}
+		if a == listen.Unmap() {
+			return true
+		}
+	}
+	return false
+}
+
+func (v *validator) port(path string, p int) {
+	if p < 1 || p > 65535 {
+		v.add(path, "must be between 1 and 65535, got %d", p)
+	}
+}
+
+// ip checks an address of the given family (0 = either). Listen addresses
+// may carry an IPv6 zone; addresses published in DNS may not.
+func (v *validator) ip(path, s string, family int, listen bool) {
+	if s == "" {
+		return
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil || (!listen && a.Zone() != "") {
+		v.add(path, "%q is not an IP address", s)
+		return
+	}
+	switch {
+	case family == 4 && !a.Unmap().Is4():
+		v.add(path, "%q is not an IPv4 address", s)
+	case family == 6 && (!a.Is6() || a.Is4In6()):
+		v.add(path, "%q is not an IPv6 address", s)
+	}
+}
+
+func (v *validator) httpsURL(path, raw string) {
+	if raw == "" {
+		return
+	}
+	u, err := url.Parse(raw)
+	switch {
+	case err != nil || u.Scheme != "https":
+		v.add(path, "must be an https:// URL, got %q", raw)
+	case u.Host == "":
+		v.add(path, "must name a host, got %q", raw)
+	}
+}
+
+func (v *validator) hostPort(path, s string, emptyHostOK bool) {
+	if s == "" {
+		return
+	}
+	host, port, err := net.SplitHostPort(s)
+	n, perr := strconv.Atoi(port)
+	if err != nil || perr != nil || n < 1 || n > 65535 || (host == "" && !emptyHostOK) {
+		v.add(path, "must be host:port such as 127.0.0.1:2379, got %q", s)
+	}
+}
+
+// AtRestKeyBytes decodes letsEncrypt.atRestKey. The error never contains the
+// key.
+func (le *LetsEncrypt) AtRestKeyBytes() ([]byte, error) {
+	s := strings.TrimSpace(le.AtRestKey.Reveal())
+	b, err := base64.StdEncoding.DecodeString(s)
+	if err != nil {
+		b, err = base64.RawStdEncoding.DecodeString(s)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("not valid base64; %s", keygenHint)
+	}
+	if len(b) != 32 {
+		return nil, fmt.Errorf("must be the base64 of exactly 32 random bytes (got %d bytes); %s", len(b), keygenHint)
+	}
+	return b, nil
+}
+
+func bareEmail(s string) bool {
+	a, err := mail.ParseAddress(s)
+	return err == nil && a.Name == "" && a.Address == s
+}
+
+func isBase64URL(s string) bool {
+	if _, err := base64.RawURLEncoding.DecodeString(s); err == nil {
+		return true
+	}
+	_, err := base64.URLEncoding.DecodeString(s)
+	return err == nil
+}
+
+// validDomain expects a normalized (lowercase, no trailing dot) name.
+func validDomain(d string) bool {
+	if d == "" || len(d) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(d, ".") {
+		if len(label) < 1 || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, r := range label {
+			if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-') {
+				return false
+			}
+		}
+	}
+	return true
+}

@@ -1,0 +1,173 @@
+// Package daemon wires the subsystems of one core together in start order
+// and takes them down in reverse: certificates, then the front.
+package daemon
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net/url"
+	"time"
+
+	"github.com/pryv/pryv-tls/internal/certs"
+	"github.com/pryv/pryv-tls/internal/config"
+	"github.com/pryv/pryv-tls/internal/front"
+)
+
+// Options are the process-level knobs of serve that are not configuration.
+type Options struct {
+	Logger       *slog.Logger
+	Reload       <-chan struct{} // SIGHUP: re-read certificate files now
+	DrainTimeout time.Duration   // how long in-flight requests get at shutdown
+	// Ready, if set, is called once the front is bound (tests and the demo use it).
+	Ready func(addr string)
+}
+
+// placeholderValidity is short on purpose: a placeholder is a sign something
+// is not done yet, and it is renewed while that stays true.
+const placeholderValidity = 24 * time.Hour
+
+// Run serves until ctx is cancelled, then drains and returns nil. It returns
+// an error only when the core cannot start (a bad upstream URL, a taken port).
+func Run(ctx context.Context, cfg *config.Config, opts Options) error {
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	api, err := url.Parse(cfg.Upstreams.API)
+	if err != nil {
+		return fmt.Errorf("upstreams.api: %w", err)
+	}
+	hfs, err := url.Parse(cfg.Upstreams.HFS)
+	if err != nil {
+		return fmt.Errorf("upstreams.hfs: %w", err)
+	}
+
+	fopts := front.Options{Addr: cfg.ListenAddr(), API: api, HFS: hfs, Logger: log}
+	var tlsRun func(context.Context)
+	if cfg.TLSEnabled() {
+		store := certs.NewStore()
+		tlsRun = startCertificates(cfg, store, opts, log)
+		fopts.GetCertificate = store.GetCertificate
+	}
+
+	f, err := front.New(fopts)
+	if err != nil {
+		return err
+	}
+	if err := f.Listen(); err != nil {
+		return err
+	}
+	if opts.Ready != nil {
+		opts.Ready(f.Addr().String())
+	}
+
+	bg, stopBG := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	if tlsRun != nil {
+		go func() { defer close(done); tlsRun(bg) }()
+	} else {
+		close(done)
+	}
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- f.Serve() }()
+
+	select {
+	case err := <-serveErr:
+		stopBG()
+		<-done
+		return fmt.Errorf("front stopped: %w", err)
+	case <-ctx.Done():
+	}
+	drain := opts.DrainTimeout
+	if drain <= 0 {
+		drain = 20 * time.Second
+	}
+	log.Info("shutting down: draining in-flight requests", "timeout", drain.String())
+	sctx, cancel := context.WithTimeout(context.Background(), drain)
+	defer cancel()
+	_ = f.Shutdown(sctx)
+	stopBG()
+	<-done
+	if err := <-serveErr; err != nil {
+		return err
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// startCertificates does the start-up read of the certificate files (so the
+// first handshake already has the real certificate when it exists), puts a
+// placeholder in otherwise, and returns the loop that keeps both current.
+func startCertificates(cfg *config.Config, store *certs.Store, opts Options, log *slog.Logger) func(context.Context) {
+	certFile, keyFile, caFile := cfg.CertFiles()
+	var src *certs.FileSource
+	if certFile != "" {
+		src = &certs.FileSource{
+			CertFile: certFile, KeyFile: keyFile, CAFile: caFile,
+			Logger: log,
+			OnLoad: func(c *tls.Certificate) { store.Replace(certs.SourceFiles, c) },
+		}
+		if err := src.Load(); err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				log.Warn("no certificate files yet; they are watched and served as soon as they appear",
+					"certFile", certFile, "keyFile", keyFile)
+			} else {
+				log.Error("certificate files refused", "certFile", certFile, "keyFile", keyFile, "error", err.Error())
+			}
+		}
+	}
+	ph := &placeholder{store: store, names: cfg.Hostnames(), log: log}
+	ph.refresh(time.Now())
+
+	return func(ctx context.Context) {
+		if src != nil {
+			go src.Run(ctx, opts.Reload)
+		}
+		t := time.NewTicker(time.Minute)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case now := <-t.C:
+				ph.refresh(now)
+			}
+		}
+	}
+}
+
+// placeholder keeps a self-signed certificate in the store while no real
+// certificate exists, renewing it before it expires.
+type placeholder struct {
+	store    *certs.Store
+	names    []string
+	log      *slog.Logger
+	notAfter time.Time
+}
+
+func (p *placeholder) refresh(now time.Time) {
+	if p.store.HasReal() {
+		if !p.notAfter.IsZero() {
+			p.store.Replace(certs.SourcePlaceholder)
+			p.notAfter = time.Time{}
+		}
+		return
+	}
+	if !p.notAfter.IsZero() && p.notAfter.Sub(now) > placeholderValidity/2 {
+		return
+	}
+	c, err := certs.Placeholder(p.names, placeholderValidity, now)
+	if err != nil {
+		p.log.Error("making the placeholder certificate", "error", err.Error())
+		return
+	}
+	p.store.Replace(certs.SourcePlaceholder, c)
+	p.notAfter = c.Leaf.NotAfter
+	p.log.Warn("SERVING A SELF-SIGNED PLACEHOLDER CERTIFICATE: no real certificate is available yet; clients will not trust this core until one is",
+		"hostnames", c.Leaf.DNSNames, "notAfter", p.notAfter.UTC())
+}

@@ -1,0 +1,115 @@
+// Package front is the core's public listener: HTTPS (or plain HTTP behind a
+// TLS-terminating proxy, Strategy B) forwarding to the core's API and HFS.
+package front
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"time"
+)
+
+// Options configures a Front. GetCertificate nil means plain HTTP.
+type Options struct {
+	Addr           string // host:port to listen on
+	GetCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error)
+	API, HFS       *url.URL
+	Logger         *slog.Logger
+}
+
+// Front owns the listener and the HTTP server.
+type Front struct {
+	opts Options
+	srv  *http.Server
+	ln   net.Listener
+	log  *slog.Logger
+}
+
+// TLSConfig is the front's TLS policy: TLS 1.2 and 1.3 only, forward-secret
+// AEAD suites only (TLS 1.3 suites are not configurable and all qualify),
+// HTTP/2 preferred.
+func TLSConfig(getCert func(*tls.ClientHelloInfo) (*tls.Certificate, error)) *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		CipherSuites: []uint16{
+			tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+			tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+			tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+			tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+			tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+			tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+		},
+		GetCertificate: getCert,
+		NextProtos:     []string{"h2", "http/1.1"},
+	}
+}
+
+// New builds the front; nothing is bound until Listen.
+func New(opts Options) (*Front, error) {
+	if opts.API == nil || opts.HFS == nil {
+		return nil, errors.New("front: API and HFS upstreams are required")
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	f := &Front{opts: opts, log: log}
+	f.srv = &http.Server{
+		Handler:           newProxy(opts.API, opts.HFS, log),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    1 << 20,
+		// Handshake failures from scanners are noise at info level.
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	if opts.GetCertificate != nil {
+		f.srv.TLSConfig = TLSConfig(opts.GetCertificate)
+	}
+	return f, nil
+}
+
+// Listen binds the address, so a taken port fails before anything else starts.
+func (f *Front) Listen() error {
+	ln, err := net.Listen("tcp", f.opts.Addr)
+	if err != nil {
+		return fmt.Errorf("front: listening on %s: %w", f.opts.Addr, err)
+	}
+	f.ln = ln
+	return nil
+}
+
+// Addr is the bound address (useful with port 0).
+func (f *Front) Addr() net.Addr { return f.ln.Addr() }
+
+// Serve blocks until Shutdown; it returns nil after a clean shutdown.
+func (f *Front) Serve() error {
+	var err error
+	if f.srv.TLSConfig != nil {
+		f.log.Info("front listening", "addr", f.ln.Addr().String(), "tls", true)
+		err = f.srv.ServeTLS(f.ln, "", "")
+	} else {
+		f.log.Info("front listening", "addr", f.ln.Addr().String(), "tls", false,
+			"note", "plain HTTP: a proxy in front terminates TLS (Strategy B)")
+		err = f.srv.Serve(f.ln)
+	}
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Shutdown stops accepting, lets in-flight requests finish until ctx ends,
+// then closes what is left.
+func (f *Front) Shutdown(ctx context.Context) error {
+	err := f.srv.Shutdown(ctx)
+	if err != nil {
+		f.log.Warn("drain timed out; closing remaining connections", "error", err.Error())
+		return f.srv.Close()
+	}
+	return nil
+}

@@ -1,0 +1,107 @@
+package front
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// proxy routes each request to HFS or the API and forwards it over pooled
+// keep-alive connections. Both ReverseProxies are built once; the per-request
+// path is a prefix test and a pointer pick.
+type proxy struct {
+	api, hfs *httputil.ReverseProxy
+}
+
+func newProxy(api, hfs *url.URL, log *slog.Logger) *proxy {
+	tr := &http.Transport{
+		Proxy: nil, // never send upstream traffic through HTTP_PROXY
+		DialContext: (&net.Dialer{
+			Timeout:   5 * time.Second,
+			KeepAlive: 30 * time.Second,
+		}).DialContext,
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   256,
+		IdleConnTimeout:       90 * time.Second,
+		ExpectContinueTimeout: time.Second,
+	}
+	return &proxy{
+		api: reverseProxy("api", api, tr, log),
+		hfs: reverseProxy("hfs", hfs, tr, log),
+	}
+}
+
+func reverseProxy(name string, target *url.URL, tr http.RoundTripper, log *slog.Logger) *httputil.ReverseProxy {
+	return &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(target)
+			// We are the edge: whatever X-Forwarded-* the client sent is not
+			// to be trusted, so they are replaced (Rewrite already dropped them).
+			pr.SetXForwarded()
+			pr.Out.Host = pr.In.Host
+		},
+		Transport: tr,
+		ErrorLog:  slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+				return // the client went away; nobody is left to answer
+			}
+			log.Warn("upstream unreachable", "upstream", name, "target", target.Host,
+				"method", r.Method, "path", r.URL.Path, "error", err.Error())
+			writeJSONError(w, http.StatusBadGateway, "unexpected-error",
+				"the "+name+" upstream of this core is unreachable")
+		},
+	}
+}
+
+func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if isHFS(r.URL.Path) {
+		p.hfs.ServeHTTP(w, r)
+		return
+	}
+	p.api.ServeHTTP(w, r)
+}
+
+// isHFS reports whether path matches one of the reference's HFS routes,
+// `^/[^/]+/events/[^/]+/series` or `^/[^/]+/series/batch`, without a regexp
+// on the hot path (front_test checks it agrees with the regexps).
+func isHFS(path string) bool {
+	if len(path) < 2 || path[0] != '/' {
+		return false
+	}
+	i := strings.IndexByte(path[1:], '/')
+	if i <= 0 {
+		return false
+	}
+	rest := path[1+i:] // "/..." after the first segment
+	if strings.HasPrefix(rest, "/series/batch") {
+		return true
+	}
+	rest, ok := strings.CutPrefix(rest, "/events/")
+	if !ok {
+		return false
+	}
+	j := strings.IndexByte(rest, '/')
+	return j > 0 && strings.HasPrefix(rest[j:], "/series")
+}
+
+// writeJSONError answers in the Pryv API's error shape so SDKs show it.
+func writeJSONError(w http.ResponseWriter, status int, id, message string) {
+	var body struct {
+		Error struct {
+			ID      string `json:"id"`
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	body.Error.ID, body.Error.Message = id, message
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(body)
+}
