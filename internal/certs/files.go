@@ -138,8 +138,8 @@ func (f *FileSource) poll() {
 }
 
 func (f *FileSource) refuse(err error) {
-	f.log().Error("certificate change refused; the previous certificate keeps serving",
-		"certFile", f.CertFile, "keyFile", f.KeyFile, "error", err.Error())
+	// err names the files already.
+	f.log().Error("certificate change refused; the previous certificate keeps serving", "error", err.Error())
 }
 
 // String names the source in logs.
