@@ -81,7 +81,11 @@ func (l *loader) finish() (*Config, error) {
 		return a.col < b.col
 	})
 	var all Errors
-	for _, e := range l.errs {
+	for i, e := range l.errs {
+		// A merged anchor used twice would report its problems twice.
+		if i > 0 && e.err.Error() == l.errs[i-1].err.Error() {
+			continue
+		}
 		all = append(all, e.err)
 	}
 	c := &l.cfg

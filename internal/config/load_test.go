@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -305,4 +306,32 @@ cluster:
 	if want := filepath.Join(filepath.Dir(wd), "ca.pem"); c.HTTP.SSL.CAFile != want {
 		t.Errorf("caFile = %q, want %q", c.HTTP.SSL.CAFile, want)
 	}
+}
+
+func TestAliasExpansionIsBounded(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("x0: &a0 {ip: 192.0.2.1}\n")
+	for i := 1; i <= 12; i++ {
+		fmt.Fprintf(&b, "x%d: &a%d {<<: [", i, i)
+		for j := 0; j < 10; j++ {
+			if j > 0 {
+				b.WriteString(", ")
+			}
+			fmt.Fprintf(&b, "*a%d", i-1)
+		}
+		b.WriteString("]}\n")
+	}
+	b.WriteString("core: *a12\n")
+	_, err := LoadBytes("cfg.yml", []byte(b.String()))
+	got := problems(t, err)
+	if len(got) == 0 || !strings.Contains(err.Error(), "too many nodes once aliases are expanded") {
+		t.Errorf("got %d problems: %.500s", len(got), err)
+	}
+}
+
+func TestMergedAnchorProblemReportedOnce(t *testing.T) {
+	assertProblems(t, "x: &a {idd: 1}\ncore:\n  <<: [*a, *a]\n", []string{
+		`cfg.yml:1: x: unknown key`,
+		`cfg.yml:1: core.idd: unknown key (did you mean "id"?)`,
+	})
 }

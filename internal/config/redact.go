@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bytes"
 	"fmt"
 
 	"go.yaml.in/yaml/v3"
@@ -15,11 +16,16 @@ func (c *Config) Redacted() ([]byte, error) {
 		return nil, fmt.Errorf("encoding config: %w", err)
 	}
 	prune(&n)
-	out, err := yaml.Marshal(&n)
-	if err != nil {
+	var out bytes.Buffer
+	enc := yaml.NewEncoder(&out)
+	enc.SetIndent(2) // as in the spec's snippets
+	if err := enc.Encode(&n); err != nil {
 		return nil, fmt.Errorf("encoding config: %w", err)
 	}
-	return out, nil
+	if err := enc.Close(); err != nil {
+		return nil, fmt.Errorf("encoding config: %w", err)
+	}
+	return out.Bytes(), nil
 }
 
 // prune drops empty strings, nulls and empty lists or mappings; it keeps

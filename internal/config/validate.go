@@ -88,7 +88,10 @@ func (v *validator) dns(c *Config) {
 	if d.DefaultTTL < 1 {
 		v.add("dns.defaultTTL", "must be a positive number of seconds, got %d", d.DefaultTTL)
 	}
-	v.ip("dns.publicIp", d.PublicIP, 4, false)
+	// It defaults to core.ip, which reports its own error.
+	if d.PublicIP != c.Core.IP {
+		v.ip("dns.publicIp", d.PublicIP, 4, false)
+	}
 	v.records("dns.records.root", d.Records.Root)
 
 	first := map[string]int{}

@@ -17,10 +17,15 @@ var (
 // against the struct, so that every problem is reported with its file, line
 // and full key path instead of yaml.v3's first-error-only messages.
 type fileDecoder struct {
-	l    *loader
-	name string
-	idx  int
+	l      *loader
+	name   string
+	idx    int
+	visits int
 }
+
+// maxVisits bounds the walk: merge keys over aliases can expand
+// exponentially ("billion laughs"), and a real config has a few hundred nodes.
+const maxVisits = 50_000
 
 func (d *fileDecoder) fail(n *yaml.Node, path, msg string) {
 	d.l.add(d.idx, n.Line, n.Column, &FieldError{File: d.name, Line: n.Line, Path: path, Msg: msg})
@@ -36,6 +41,12 @@ func (d *fileDecoder) typeError(n *yaml.Node, t reflect.Type, path string) {
 func (d *fileDecoder) decode(n *yaml.Node, v reflect.Value, path string) {
 	n = deref(n)
 	if n == nil || isNull(n) {
+		return
+	}
+	if d.visits++; d.visits > maxVisits {
+		if d.visits == maxVisits+1 {
+			d.fail(n, path, "too many nodes once aliases are expanded; stopped reading this file")
+		}
 		return
 	}
 	t := v.Type()

@@ -1,0 +1,120 @@
+package config
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestValidation(t *testing.T) {
+	const mc = "dns:\n  domain: mc.example.com\n"
+	tests := []struct {
+		name, yml string
+		want      []string
+	}{
+		{"empty config is valid", "", nil},
+		{"full letsEncrypt config is valid", leBlock + mc, nil},
+
+		{"http.port range", "http:\n  port: 70000\n", []string{"http.port: must be between 1 and 65535, got 70000"}},
+		{"dns.port range", "dns:\n  port: -1\n", []string{"dns.port: must be between 1 and 65535, got -1"}},
+		{"http01Port range", "letsEncrypt:\n  http01Port: 65536\n", []string{"letsEncrypt.http01Port: must be between 1 and 65535, got 65536"}},
+
+		{"http.ip", "http:\n  ip: abc\n", []string{`http.ip: "abc" is not an IP address`}},
+		{"http.ip may be IPv6", "http:\n  ip: '::'\n", nil},
+		{"dns.ip", "dns:\n  ip: 1.2.3.4.5\n", []string{`dns.ip: "1.2.3.4.5" is not an IP address`}},
+		{"dns.ip6", "dns:\n  ip6: 192.0.2.1\n", []string{`dns.ip6: "192.0.2.1" is not an IPv6 address`}},
+		{"core.ip", "core:\n  ip: '2001:db8::1'\n", []string{`core.ip: "2001:db8::1" is not an IPv4 address`}},
+		{"core.ipv6", "core:\n  ipv6: 1.2.3.4\n", []string{`core.ipv6: "1.2.3.4" is not an IPv6 address`}},
+		{"dns.publicIp", "dns:\n  publicIp: nope\n", []string{`dns.publicIp: "nope" is not an IP address`}},
+		{"record a", "dns:\n  records:\n    root:\n      a: ['::1']\n", []string{`dns.records.root.a[0]: "::1" is not an IPv4 address`}},
+
+		{"ssl certFile alone", "http:\n  ssl:\n    certFile: /c\n",
+			[]string{"http.ssl: certFile and keyFile must be set together (certFile is set, keyFile is empty)"}},
+		{"ssl keyFile alone", "http:\n  ssl:\n    keyFile: /k\n",
+			[]string{"http.ssl: certFile and keyFile must be set together (keyFile is set, certFile is empty)"}},
+		{"ssl caFile alone", "http:\n  ssl:\n    caFile: /ca\n",
+			[]string{"http.ssl: caFile is set but certFile and keyFile are empty; caFile only extends certFile's chain"}},
+		{"ssl full", "http:\n  ssl:\n    certFile: /c\n    keyFile: /k\n    caFile: /ca\n", nil},
+
+		{"atRestKey short", "letsEncrypt:\n  atRestKey: AAECAwQFBgcICQoLDA0ODw==\n",
+			[]string{"letsEncrypt.atRestKey: must be the base64 of exactly 32 random bytes (got 16 bytes); generate one with: pryv-tls keygen"}},
+		{"atRestKey not base64", "letsEncrypt:\n  atRestKey: '<base64 of 32 random bytes>'\n",
+			[]string{"letsEncrypt.atRestKey: not valid base64; generate one with: pryv-tls keygen"}},
+		{"atRestKey required", "letsEncrypt:\n  enabled: true\n  email: ops@example.com\n" + mc,
+			[]string{"letsEncrypt.atRestKey: required when letsEncrypt.enabled is true; generate one with: pryv-tls keygen"}},
+
+		{"email", "letsEncrypt:\n  email: x\n", []string{`letsEncrypt.email: "x" is not an email address`}},
+		{"email with a name", "letsEncrypt:\n  email: Ops <ops@example.com>\n",
+			[]string{`letsEncrypt.email: "Ops <ops@example.com>" is not an email address`}},
+		{"email required", "letsEncrypt:\n  enabled: true\n  atRestKey: " + testAtRestKey + "\n" + mc,
+			[]string{"letsEncrypt.email: required when letsEncrypt.enabled is true (the ACME CA sends expiry notices there)"}},
+
+		{"onRotateScript", "letsEncrypt:\n  onRotateScript: hooks/x.sh\n",
+			[]string{`letsEncrypt.onRotateScript: must be an absolute path, got "hooks/x.sh"`}},
+
+		{"publicUrl scheme", "dnsLess:\n  publicUrl: ftp://x\n", []string{`dnsLess.publicUrl: must be an https:// URL, got "ftp://x"`}},
+		{"publicUrl bare host", "dnsLess:\n  publicUrl: your-domain.com\n",
+			[]string{`dnsLess.publicUrl: must be an https:// URL, got "your-domain.com"`}},
+		{"core.url no host", "core:\n  url: 'https:///x'\n", []string{`core.url: must name a host, got "https:///x"`}},
+		{"directoryUrl", "letsEncrypt:\n  directoryUrl: http://pebble:14000/dir\n",
+			[]string{`letsEncrypt.directoryUrl: must be an https:// URL, got "http://pebble:14000/dir"`}},
+		{"upstream https", "upstreams:\n  api: https://127.0.0.1:3000\n",
+			[]string{`upstreams.api: must be an http:// URL (TLS is terminated here), got "https://127.0.0.1:3000"`}},
+		{"upstream no host", "upstreams:\n  hfs: 'http://'\n", []string{`upstreams.hfs: must name a host, got "http://"`}},
+
+		{"renewBeforeDays explicit 0", "letsEncrypt:\n  renewBeforeDays: 0\n",
+			[]string{"letsEncrypt.renewBeforeDays: must be between 1 and 89, got 0"}},
+		{"renewBeforeDays 90", "letsEncrypt:\n  renewBeforeDays: 90\n",
+			[]string{"letsEncrypt.renewBeforeDays: must be between 1 and 89, got 90"}},
+		{"renewBeforeDays null means default", "letsEncrypt:\n  renewBeforeDays:\n", nil},
+
+		{"keyType", "letsEncrypt:\n  keyType: dsa\n",
+			[]string{`letsEncrypt.keyType: must be one of ec256, ec384, rsa2048, rsa4096, got "dsa"`}},
+		{"eab kid alone", "letsEncrypt:\n  eab:\n    kid: k1\n", []string{"letsEncrypt.eab: kid and hmacKey must be set together"}},
+		{"eab hmacKey alone", "letsEncrypt:\n  eab:\n    hmacKey: " + testHMACKey + "\n",
+			[]string{"letsEncrypt.eab: kid and hmacKey must be set together"}},
+		{"eab hmacKey not base64url", "letsEncrypt:\n  eab:\n    kid: k1\n    hmacKey: 'a+b/c=='\n",
+			[]string{"letsEncrypt.eab.hmacKey: not valid base64url; paste it exactly as the CA gave it"}},
+		{"eab padded", "letsEncrypt:\n  eab:\n    kid: k1\n    hmacKey: 'YWJj'\n", nil},
+		{"propagationTimeout", "letsEncrypt:\n  dns01:\n    propagationTimeout: -5s\n",
+			[]string{"letsEncrypt.dns01.propagationTimeout: must be positive, got -5s"}},
+
+		{"publicUrl required", "dnsLess:\n  isActive: true\n", []string{"dnsLess.publicUrl: required when dnsLess.isActive is true"}},
+
+		{"domain with a space", "dns:\n  domain: ex ample\n", []string{`dns.domain: "ex ample" is not a valid domain name`}},
+		{"domain label hyphen", "dns:\n  domain: -bad.example.com\n", []string{`dns.domain: "-bad.example.com" is not a valid domain name`}},
+		{"domain empty label", "dns:\n  domain: a..b\n", []string{`dns.domain: "a..b" is not a valid domain name`}},
+		{"domain long label", "dns:\n  domain: " + strings.Repeat("a", 64) + ".com\n",
+			[]string{`dns.domain: "` + strings.Repeat("a", 64) + `.com" is not a valid domain name`}},
+		{"domain required", "dns:\n  active: true\n", []string{"dns.domain: required when dns.active is true"}},
+		{"defaultTTL", "dns:\n  defaultTTL: -3\n", []string{"dns.defaultTTL: must be a positive number of seconds, got -3"}},
+
+		{"static entry subdomain", "dns:\n  staticEntries:\n    - subdomain: www\n    - records:\n        a: [192.0.2.1]\n",
+			[]string{"dns.staticEntries[1].subdomain: required"}},
+		{"static entry duplicate", "dns:\n  staticEntries:\n    - subdomain: www\n    - subdomain: mail\n    - subdomain: WWW\n",
+			[]string{`dns.staticEntries[2].subdomain: "WWW" is already used by dns.staticEntries[0]; merge the two entries`}},
+
+		{"no topology", leBlock, []string{NoHostnameError}},
+		{"publicUrl without isActive is no topology", leBlock + "dnsLess:\n  publicUrl: https://your-domain.com\n",
+			[]string{NoHostnameError}},
+
+		{"front proxies to itself", "http:\n  port: 3000\n",
+			[]string{"upstreams.api: points at this front's own listen address 0.0.0.0:3000; the front would proxy to itself"}},
+		{"front proxies to itself by localhost", "http:\n  ip: 127.0.0.1\n  port: 8080\nupstreams:\n  hfs: http://localhost:8080\n",
+			[]string{"upstreams.hfs: points at this front's own listen address 127.0.0.1:8080; the front would proxy to itself"}},
+		{"other loopback address is fine", "http:\n  ip: 127.0.0.2\n  port: 3000\n", nil},
+
+		{"platformDB address", "platformDB:\n  peerAddress: nowhere\n",
+			[]string{`platformDB.peerAddress: must be host:port such as 127.0.0.1:2379, got "nowhere"`}},
+		{"metrics listen", "metrics:\n  listen: ':9090'\n", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) { assertProblems(t, tt.yml, tt.want) })
+	}
+}
+
+func TestLoudErrorExactText(t *testing.T) {
+	want := "letsEncrypt.enabled is true but no hostname can be derived from the topology: set dnsLess.isActive: true with dnsLess.publicUrl (single core), dns.domain (multi-core with embedded DNS: wildcard *.{domain} by DNS-01), or core.url (multi-core with DNSless overrides); there is intentionally no letsEncrypt.hostnames key"
+	if NoHostnameError != want {
+		t.Errorf("NoHostnameError = %q", NoHostnameError)
+	}
+}
