@@ -26,6 +26,7 @@ const (
 	DefaultPeerAddress        = "127.0.0.1:2380"
 	DefaultClientAddress      = "127.0.0.1:2379"
 	DefaultClusterCAPath      = "/etc/pryv/ca"
+	DefaultControlSocket      = "var-pryv/run/pryv-tls.sock"
 )
 
 // applyDefaults fills what no layer set. explicit holds the leaf paths some
@@ -63,6 +64,7 @@ func applyDefaults(c *Config, explicit map[string]bool) []error {
 	setStr(&c.PlatformDB.PeerAddress, DefaultPeerAddress)
 	setStr(&c.PlatformDB.ClientAddress, DefaultClientAddress)
 	setStr(&c.Cluster.CA.Path, DefaultClusterCAPath)
+	setStr(&c.Control.Socket, DefaultControlSocket)
 
 	// Relative paths are relative to the working directory, as in the
 	// reference; resolving them once here means a later chdir or a
@@ -79,6 +81,7 @@ func applyDefaults(c *Config, explicit map[string]bool) []error {
 		{"letsEncrypt.directoryCaFile", &le.DirectoryCAFile},
 		{"platformDB.dataDir", &c.PlatformDB.DataDir},
 		{"cluster.ca.path", &c.Cluster.CA.Path},
+		{"control.socket", &c.Control.Socket},
 	} {
 		key, p := f.key, f.p
 		if *p == "" {

@@ -20,6 +20,7 @@ type Config struct {
 	PlatformDB  PlatformDB  `yaml:"platformDB"` // ours (issue: PlatformDB)
 	Cluster     Cluster     `yaml:"cluster"`    // ours (issue: cluster)
 	Metrics     Metrics     `yaml:"metrics"`    // ours (issue: operating it)
+	Control     Control     `yaml:"control"`    // ours: the local CLI's channel to serve
 }
 
 type HTTP struct {
@@ -136,4 +137,10 @@ type ClusterCA struct {
 
 type Metrics struct {
 	Listen string `yaml:"listen"` // empty = off
+}
+
+// Control is the unix socket through which the local CLI ("pryv-tls certs
+// ...") reaches the running core. Only its owner (and root) can use it.
+type Control struct {
+	Socket string `yaml:"socket"` // default var-pryv/run/pryv-tls.sock
 }

@@ -1,0 +1,212 @@
+// Package admin is the core's management API. It is served twice: the
+// read-only public part under /system/admin/ on the front, authorised by
+// auth.adminAccessKey; and the whole API on a 0600 unix socket for the local
+// CLI ("pryv-tls certs ..."), where the file's permissions are the
+// authorisation and no key is needed.
+package admin
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/pryv/pryv-tls/internal/certstore"
+)
+
+// Certs is what the API needs of the certificate store.
+type Certs interface {
+	List(ctx context.Context) ([]*certstore.Record, []error, error)
+	Store(ctx context.Context, hostname, source string, chainPEM, keyPEM []byte) (*certstore.Record, error)
+	Export(ctx context.Context, hostname string) (chainPEM, keyPEM []byte, err error)
+	Delete(ctx context.Context, hostname string) error
+}
+
+// API serves the admin endpoints.
+type API struct {
+	Certs  Certs
+	Logger *slog.Logger
+	Now    func() time.Time
+}
+
+// CertInfo is one certificate as the admin API shows it. Times are RFC 3339
+// in UTC (ISO 8601), the same everywhere in this API.
+type CertInfo struct {
+	Hostname        string    `json:"hostname"`
+	IssuedAt        time.Time `json:"issuedAt"`
+	ExpiresAt       time.Time `json:"expiresAt"`
+	DaysUntilExpiry int       `json:"daysUntilExpiry"`
+	Names           []string  `json:"names"`
+	Issuer          string    `json:"issuer"`
+	Serial          string    `json:"serial"`
+	Source          string    `json:"source"`
+}
+
+func (a *API) now() time.Time {
+	if a.Now != nil {
+		return a.Now()
+	}
+	return time.Now()
+}
+
+func (a *API) log() *slog.Logger {
+	if a.Logger != nil {
+		return a.Logger
+	}
+	return slog.Default()
+}
+
+// Public returns the handler mounted on the front at /system/admin/certs.
+// Requests must carry "Authorization: <adminAccessKey>". An empty key
+// disables the endpoint (every request is refused).
+func (a *API) Public(adminKey string) http.Handler {
+	want := sha256.Sum256([]byte(adminKey))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got := r.Header.Get("Authorization")
+		if got == "" {
+			writeError(w, http.StatusUnauthorized, "invalid-access-token", "missing Authorization header")
+			return
+		}
+		// Hash both sides so the comparison's time depends on neither the
+		// key's content nor its length.
+		h := sha256.Sum256([]byte(got))
+		if adminKey == "" || subtle.ConstantTimeCompare(h[:], want[:]) != 1 {
+			writeError(w, http.StatusForbidden, "forbidden", "access denied")
+			return
+		}
+		if r.Method != http.MethodGet {
+			writeError(w, http.StatusMethodNotAllowed, "invalid-operation", "only GET is allowed here")
+			return
+		}
+		a.listCerts(w, r)
+	})
+}
+
+// Local returns the full API for the unix control socket.
+func (a *API) Local() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /certs", a.listCerts)
+	mux.HandleFunc("POST /certs", a.importCert)
+	mux.HandleFunc("GET /certs/{hostname}/export", a.exportCert)
+	mux.HandleFunc("DELETE /certs/{hostname}", a.deleteCert)
+	return mux
+}
+
+func (a *API) listCerts(w http.ResponseWriter, r *http.Request) {
+	recs, bad, err := a.Certs.List(r.Context())
+	if err != nil {
+		a.storeError(w, "listing certificates", err)
+		return
+	}
+	for _, e := range bad {
+		a.log().Warn("skipping an unreadable certificate record", "error", e.Error())
+	}
+	now := a.now()
+	out := struct {
+		Certs []CertInfo `json:"certs"`
+	}{Certs: make([]CertInfo, 0, len(recs))}
+	for _, rec := range recs {
+		out.Certs = append(out.Certs, Info(rec, now))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// Info is a record's public view.
+func Info(r *certstore.Record, now time.Time) CertInfo {
+	return CertInfo{
+		Hostname: r.Hostname, IssuedAt: r.IssuedAt, ExpiresAt: r.ExpiresAt,
+		DaysUntilExpiry: r.DaysLeft(now), Names: r.Names, Issuer: r.Issuer,
+		Serial: r.Serial, Source: r.Source,
+	}
+}
+
+// ImportRequest is the body of POST /certs on the control socket.
+type ImportRequest struct {
+	Hostname string `json:"hostname,omitempty"`
+	Chain    string `json:"chain"`
+	Key      string `json:"key"`
+	Source   string `json:"source,omitempty"`
+}
+
+func (a *API) importCert(w http.ResponseWriter, r *http.Request) {
+	var req ImportRequest
+	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
+		writeError(w, http.StatusBadRequest, "invalid-request-structure", "body must be JSON {hostname, chain, key}")
+		return
+	}
+	src := req.Source
+	if src == "" {
+		src = certstore.SourceImport
+	}
+	rec, err := a.Certs.Store(r.Context(), req.Hostname, src, []byte(req.Chain), []byte(req.Key))
+	if err != nil {
+		var invalid *certstore.InvalidError
+		if errors.As(err, &invalid) {
+			writeError(w, http.StatusBadRequest, "invalid-certificate", err.Error())
+			return
+		}
+		a.storeError(w, "storing the certificate", err)
+		return
+	}
+	a.log().Info("certificate imported", "hostname", rec.Hostname, "serial", rec.Serial, "source", rec.Source)
+	writeJSON(w, http.StatusOK, Info(rec, a.now()))
+}
+
+// ExportResponse is the body of GET /certs/{hostname}/export.
+type ExportResponse struct {
+	Hostname string `json:"hostname"`
+	Chain    string `json:"chain"`
+	Key      string `json:"key"`
+}
+
+func (a *API) exportCert(w http.ResponseWriter, r *http.Request) {
+	host := r.PathValue("hostname")
+	chain, key, err := a.Certs.Export(r.Context(), host)
+	if err != nil {
+		a.recordError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, ExportResponse{Hostname: strings.ToLower(host), Chain: string(chain), Key: string(key)})
+}
+
+func (a *API) deleteCert(w http.ResponseWriter, r *http.Request) {
+	host := r.PathValue("hostname")
+	if err := a.Certs.Delete(r.Context(), host); err != nil {
+		a.recordError(w, err)
+		return
+	}
+	a.log().Info("certificate deleted", "hostname", host)
+	writeJSON(w, http.StatusOK, map[string]string{"deleted": strings.ToLower(host)})
+}
+
+func (a *API) recordError(w http.ResponseWriter, err error) {
+	if errors.Is(err, certstore.ErrNoRecord) {
+		writeError(w, http.StatusNotFound, "unknown-resource", err.Error())
+		return
+	}
+	a.storeError(w, "reading the certificate", err)
+}
+
+// storeError answers 503 for a store problem; the detail goes to the log
+// and, since the socket is local and the front's endpoint read-only, a short
+// form to the caller.
+func (a *API) storeError(w http.ResponseWriter, what string, err error) {
+	a.log().Error(what, "error", err.Error())
+	writeError(w, http.StatusServiceUnavailable, "unexpected-error", what+": "+err.Error())
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, id, msg string) {
+	writeJSON(w, status, map[string]any{"error": map[string]string{"id": id, "message": msg}})
+}

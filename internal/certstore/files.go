@@ -1,0 +1,133 @@
+package certstore
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// WritePair writes fullchain.pem (0644) and privkey.pem (0600) so that the
+// pair switches at once: both go into a new version directory
+// ".<name>.<stamp>", and the symlink <name> is then renamed onto it. A reader
+// that resolves <name> once sees the old pair or the new one, never one file
+// of each; a crash leaves the old link in place. It returns <tlsDir>/<name>.
+// The version before the current one is kept; older ones are removed.
+func WritePair(tlsDir, name string, chain, key []byte) (string, error) {
+	if name == "" || strings.ContainsAny(name, `/\`) || strings.HasPrefix(name, ".") {
+		return "", fmt.Errorf("materialising: %q is not a usable directory name", name)
+	}
+	if err := os.MkdirAll(tlsDir, 0o755); err != nil {
+		return "", fmt.Errorf("materialising %s: %w", name, err)
+	}
+	link := filepath.Join(tlsDir, name)
+	version := fmt.Sprintf(".%s.%d", name, time.Now().UnixNano())
+	tmpDir := filepath.Join(tlsDir, version+".tmp")
+	if err := os.Mkdir(tmpDir, 0o755); err != nil {
+		return "", fmt.Errorf("materialising %s: %w", name, err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			_ = os.RemoveAll(tmpDir)
+		}
+	}()
+	if err := writeSynced(filepath.Join(tmpDir, "privkey.pem"), key, 0o600); err != nil {
+		return "", err
+	}
+	if err := writeSynced(filepath.Join(tmpDir, "fullchain.pem"), chain, 0o644); err != nil {
+		return "", err
+	}
+	if err := os.Rename(tmpDir, filepath.Join(tlsDir, version)); err != nil {
+		return "", fmt.Errorf("materialising %s: %w", name, err)
+	}
+	ok = true
+
+	// A real directory at <name> (an operator's, or a pre-symlink layout)
+	// cannot be renamed over: move it aside first, keeping it.
+	prev := ""
+	if fi, err := os.Lstat(link); err == nil {
+		if fi.Mode()&os.ModeSymlink != 0 {
+			prev, _ = os.Readlink(link)
+		} else {
+			aside := fmt.Sprintf(".%s.previous-%d", name, time.Now().Unix())
+			if err := os.Rename(link, filepath.Join(tlsDir, aside)); err != nil {
+				return "", fmt.Errorf("materialising %s: moving the existing directory aside: %w", name, err)
+			}
+		}
+	}
+	tmpLink := filepath.Join(tlsDir, "."+name+".link.tmp")
+	_ = os.Remove(tmpLink)
+	if err := os.Symlink(version, tmpLink); err != nil {
+		return "", fmt.Errorf("materialising %s: %w", name, err)
+	}
+	if err := os.Rename(tmpLink, link); err != nil {
+		_ = os.Remove(tmpLink)
+		return "", fmt.Errorf("materialising %s: %w", name, err)
+	}
+	syncDir(tlsDir)
+	pruneVersions(tlsDir, name, version, prev)
+	return link, nil
+}
+
+// pruneVersions removes version directories of name other than keep and prev.
+func pruneVersions(tlsDir, name, keep, prev string) {
+	entries, err := os.ReadDir(tlsDir)
+	if err != nil {
+		return
+	}
+	prefix := "." + name + "."
+	for _, e := range entries {
+		n := e.Name()
+		if !strings.HasPrefix(n, prefix) || n == keep || n == prev || strings.Contains(n[len(prefix):], "previous-") {
+			continue
+		}
+		if rest := n[len(prefix):]; rest != "" && strings.Trim(rest, "0123456789") == "" {
+			_ = os.RemoveAll(filepath.Join(tlsDir, n))
+		}
+	}
+}
+
+// writeFileAtomic replaces path by a temp file + rename in the same directory.
+func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	tmp := filepath.Join(dir, fmt.Sprintf(".%s.tmp%d", filepath.Base(path), time.Now().UnixNano()))
+	if err := writeSynced(tmp, data, mode); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	syncDir(dir)
+	return nil
+}
+
+func writeSynced(path string, data []byte, mode os.FileMode) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	return nil
+}
+
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+}

@@ -1,0 +1,254 @@
+package certstore
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/pryv/pryv-tls/internal/certs"
+	"github.com/pryv/pryv-tls/internal/platformdb"
+)
+
+// Materialiser keeps this core's disk and SNI set in step with the records in
+// PlatformDB: it lists tls-cert/, then watches it, and for every new or changed
+// record opens the key, re-checks the pair, writes it under TLSDir (and onto
+// the http.ssl files for the primary hostname), swaps it into the front and
+// runs the rotation hook. A record that does not check out is refused and the
+// certificate already served for that hostname stays.
+type Materialiser struct {
+	Catalog *Catalog
+	TLSDir  string
+	// Primary's record is also written to CertFile/KeyFile (http.ssl.*), unless
+	// those are the materialised files themselves. Empty: not written.
+	Primary           string
+	CertFile, KeyFile string
+	// Serve receives every certificate to serve, after each change.
+	Serve func([]*tls.Certificate)
+	// OnRotate is called after a hostname's files changed on disk.
+	OnRotate func(hostname, certPath, keyPath string)
+	Logger   *slog.Logger
+
+	served map[string]served // by hostname; only Run's goroutine touches it
+}
+
+type served struct {
+	hash string
+	cert *tls.Certificate
+}
+
+func (m *Materialiser) log() *slog.Logger {
+	if m.Logger != nil {
+		return m.Logger
+	}
+	return slog.Default()
+}
+
+// LoadDisk serves what an earlier run materialised, so a core that starts
+// while PlatformDB is unreachable still has its certificates. Call it before
+// Run.
+func (m *Materialiser) LoadDisk() {
+	if m.served == nil {
+		m.served = make(map[string]served)
+	}
+	entries, err := os.ReadDir(m.TLSDir)
+	if err != nil {
+		if !errors.Is(err, os.ErrNotExist) {
+			m.log().Warn("reading materialised certificates", "dir", m.TLSDir, "error", err.Error())
+		}
+		return
+	}
+	for _, e := range entries {
+		name := e.Name()
+		if strings.HasPrefix(name, ".") {
+			continue
+		}
+		dir := filepath.Join(m.TLSDir, name)
+		chain, err1 := os.ReadFile(filepath.Join(dir, "fullchain.pem"))
+		key, err2 := os.ReadFile(filepath.Join(dir, "privkey.pem"))
+		if err1 != nil || err2 != nil {
+			continue
+		}
+		c, err := certs.ParsePair(chain, key, time.Now())
+		if err != nil {
+			m.log().Warn("materialised certificate refused", "dir", dir, "error", err.Error())
+			continue
+		}
+		host := name
+		if rest, ok := strings.CutPrefix(name, "wildcard."); ok {
+			host = "*." + rest
+		}
+		m.served[host] = served{hash: pairHash(chain, key), cert: c}
+	}
+	m.publish()
+}
+
+// Run syncs from PlatformDB until ctx ends: a full listing, then the watch;
+// after a watch reset (history compacted away) it lists again.
+func (m *Materialiser) Run(ctx context.Context) {
+	if m.served == nil {
+		m.served = make(map[string]served)
+	}
+	for ctx.Err() == nil {
+		rev, err := m.sync(ctx)
+		if err != nil {
+			m.log().Warn("listing certificates in PlatformDB; serving what is on disk meanwhile", "error", err.Error())
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(2 * time.Second):
+			}
+			continue
+		}
+		m.watch(ctx, rev+1)
+	}
+}
+
+// sync applies the full listing and forgets hostnames no longer stored.
+func (m *Materialiser) sync(ctx context.Context) (int64, error) {
+	entries, rev, err := m.Catalog.KV.List(ctx, Prefix)
+	if err != nil {
+		return 0, err
+	}
+	seen := make(map[string]bool, len(entries))
+	changed := false
+	for _, e := range entries {
+		host := strings.TrimPrefix(e.Key, Prefix)
+		seen[host] = true
+		if m.apply(e) {
+			changed = true
+		}
+	}
+	for host := range m.served {
+		if !seen[host] {
+			m.forget(host)
+			changed = true
+		}
+	}
+	if changed {
+		m.publish()
+	}
+	return rev, nil
+}
+
+// watch applies events until the channel closes or asks for a re-list.
+func (m *Materialiser) watch(ctx context.Context, from int64) {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for ev := range m.Catalog.KV.Watch(wctx, Prefix, from) {
+		switch ev.Type {
+		case platformdb.EventPut:
+			if m.apply(ev.Entry) {
+				m.publish()
+			}
+		case platformdb.EventDelete:
+			host := strings.TrimPrefix(ev.Entry.Key, Prefix)
+			if _, ok := m.served[host]; ok {
+				m.forget(host)
+				m.publish()
+			}
+		case platformdb.EventReset:
+			return
+		}
+	}
+}
+
+// apply materialises one record if its content changed; it reports whether
+// the served set changed.
+func (m *Materialiser) apply(e platformdb.Entry) bool {
+	r, err := Unmarshal(e.Key, e.Value)
+	if err != nil {
+		m.log().Error("certificate record refused", "row", e.Key, "error", err.Error())
+		return false
+	}
+	if cur, ok := m.served[r.Hostname]; ok && cur.hash == r.Hash {
+		return false
+	}
+	c, keyPEM, err := r.Open(m.Catalog.Keys, time.Now())
+	if err != nil {
+		m.log().Error("certificate record refused; the previous certificate keeps serving",
+			"row", e.Key, "error", err.Error())
+		return false
+	}
+	certPath, keyPath, err := m.write(r.Hostname, []byte(r.Chain), keyPEM)
+	if err != nil {
+		// Serving from memory still works; the disk copy is what failed.
+		m.log().Error("writing certificate files", "hostname", r.Hostname, "error", err.Error())
+	}
+	m.served[r.Hostname] = served{hash: pairHash([]byte(r.Chain), keyPEM), cert: c}
+	m.log().Info("certificate materialised", "hostname", r.Hostname, "certificate", certs.Describe(c.Leaf),
+		"notAfter", c.Leaf.NotAfter.UTC(), "source", r.Source, "path", certPath)
+	if err == nil && m.OnRotate != nil {
+		m.OnRotate(r.Hostname, certPath, keyPath)
+	}
+	return true
+}
+
+func (m *Materialiser) forget(host string) {
+	delete(m.served, host)
+	dir := filepath.Join(m.TLSDir, DirName(host))
+	if fi, err := os.Lstat(dir); err == nil && fi.Mode()&os.ModeSymlink != 0 {
+		target, _ := os.Readlink(dir)
+		_ = os.Remove(dir)
+		if target != "" && !filepath.IsAbs(target) && strings.HasPrefix(target, ".") {
+			_ = os.RemoveAll(filepath.Join(m.TLSDir, target))
+		}
+	}
+	m.log().Info("certificate no longer stored; not served any more", "hostname", host)
+}
+
+func (m *Materialiser) publish() {
+	if m.Serve == nil {
+		return
+	}
+	hosts := make([]string, 0, len(m.served))
+	for h := range m.served {
+		hosts = append(hosts, h)
+	}
+	sort.Strings(hosts)
+	list := make([]*tls.Certificate, 0, len(hosts))
+	for _, h := range hosts {
+		list = append(list, m.served[h].cert)
+	}
+	m.Serve(list)
+}
+
+// write materialises a pair and returns the paths an outside reader should use.
+func (m *Materialiser) write(host string, chain, key []byte) (certPath, keyPath string, err error) {
+	dir, err := WritePair(m.TLSDir, DirName(host), chain, key)
+	if err != nil {
+		return "", "", err
+	}
+	certPath, keyPath = filepath.Join(dir, "fullchain.pem"), filepath.Join(dir, "privkey.pem")
+	if host != m.Primary || m.CertFile == "" {
+		return certPath, keyPath, nil
+	}
+	if filepath.Clean(m.CertFile) == certPath && filepath.Clean(m.KeyFile) == keyPath {
+		return certPath, keyPath, nil
+	}
+	// Separate http.ssl paths cannot switch as a pair; the key goes first so
+	// a reader that checks the pair (as ours does) refuses the in-between
+	// state rather than serving it, and sees the new pair a moment later.
+	if err := writeFileAtomic(m.KeyFile, key, 0o600); err != nil {
+		return "", "", err
+	}
+	if err := writeFileAtomic(m.CertFile, chain, 0o644); err != nil {
+		return "", "", err
+	}
+	return m.CertFile, m.KeyFile, nil
+}
+
+func pairHash(chain, key []byte) string {
+	h := sha256.New()
+	h.Write(chain)
+	h.Write([]byte{0})
+	h.Write(key)
+	return hex.EncodeToString(h.Sum(nil))
+}

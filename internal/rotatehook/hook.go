@@ -1,0 +1,102 @@
+// Package rotatehook runs letsEncrypt.onRotateScript after a certificate
+// rotation, as the spec describes: PRYV_CERT_HOSTNAME, PRYV_CERT_PATH and
+// PRYV_CERT_KEYPATH in the environment; a non-zero exit is logged and moved
+// past — no retry, no rollback.
+package rotatehook
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"time"
+)
+
+// DefaultTimeout is how long a script may run before it is killed.
+const DefaultTimeout = 30 * time.Second
+
+// maxStderr bounds what is kept of a script's stderr for the log.
+const maxStderr = 4 << 10
+
+// Runner runs the script. Runs are serialised: a reload script (nginx -s
+// reload) is not meant to run twice at once.
+type Runner struct {
+	Script  string // absolute path; "" disables the hook
+	Timeout time.Duration
+	Logger  *slog.Logger
+
+	mu sync.Mutex
+}
+
+// Result is what one run did, for logs and tests.
+type Result struct {
+	ExitCode int // -1 if it could not start or was killed
+	Stderr   string
+	TimedOut bool
+	Err      error
+}
+
+// Run runs the script for one rotated hostname and logs the outcome.
+func (r *Runner) Run(ctx context.Context, hostname, certPath, keyPath string) Result {
+	if r.Script == "" {
+		return Result{}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	timeout := r.Timeout
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, r.Script)
+	cmd.Env = append(os.Environ(),
+		"PRYV_CERT_HOSTNAME="+hostname,
+		"PRYV_CERT_PATH="+certPath,
+		"PRYV_CERT_KEYPATH="+keyPath,
+	)
+	var stderr limitedBuffer
+	cmd.Stderr = &stderr
+	cmd.WaitDelay = time.Second // do not wait for grandchildren holding stderr open
+	start := time.Now()
+	err := cmd.Run()
+	res := Result{ExitCode: cmd.ProcessState.ExitCode(), Stderr: strings.TrimSpace(stderr.String()), Err: err}
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		res.TimedOut = true
+	}
+	log := r.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	attrs := []any{"script", r.Script, "hostname", hostname, "exitCode", res.ExitCode,
+		"duration", time.Since(start).Round(time.Millisecond).String()}
+	if res.Stderr != "" {
+		attrs = append(attrs, "stderr", res.Stderr)
+	}
+	switch {
+	case res.TimedOut:
+		log.Error("onRotateScript killed after timeout; moving on", append(attrs, "timeout", timeout.String())...)
+	case err != nil:
+		log.Error("onRotateScript failed; moving on (no retry, no rollback)", append(attrs, "error", err.Error())...)
+	default:
+		log.Info("onRotateScript ran", attrs...)
+	}
+	return res
+}
+
+type limitedBuffer struct{ bytes.Buffer }
+
+func (b *limitedBuffer) Write(p []byte) (int, error) {
+	if room := maxStderr - b.Len(); room > 0 {
+		if len(p) > room {
+			b.Buffer.Write(p[:room])
+		} else {
+			b.Buffer.Write(p)
+		}
+	}
+	return len(p), nil
+}
