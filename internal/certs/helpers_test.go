@@ -48,6 +48,17 @@ func mustPair(tb testing.TB, ca *devpki.CA, names ...string) *tls.Certificate {
 	return c
 }
 
+// pairAt issues a leaf valid from notBefore, for tests where issue order matters.
+func pairAt(tb testing.TB, ca *devpki.CA, notBefore time.Time, names ...string) *tls.Certificate {
+	tb.Helper()
+	iss := mustIssue(tb, ca, devpki.Leaf{Names: names, NotBefore: notBefore, NotAfter: notBefore.Add(90 * 24 * time.Hour)})
+	c, err := ParsePair(iss.FullChain, iss.KeyPEM, time.Now())
+	if err != nil {
+		tb.Fatalf("ParsePair(%v): %v", names, err)
+	}
+	return c
+}
+
 // parseKey reads back the PKCS#8 key devpki writes.
 func parseKey(tb testing.TB, keyPEM []byte) crypto.Signer {
 	tb.Helper()

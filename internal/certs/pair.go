@@ -1,6 +1,7 @@
 package certs
 
 import (
+	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
@@ -53,6 +54,11 @@ func ParsePair(certPEM, keyPEM []byte, now time.Time) (*tls.Certificate, error) 
 	}
 	if !hasKeyBlock(keyPEM) {
 		return nil, fmt.Errorf("no PEM private key found in the key file")
+	}
+	if !allBlocksDecode(certPEM) {
+		// A half-written chain (leaf complete, intermediate cut) would
+		// otherwise be served without its intermediates.
+		return nil, fmt.Errorf("incomplete PEM block in the certificate chain (file still being written?)")
 	}
 	c, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
@@ -119,5 +125,22 @@ func hasKeyBlock(data []byte) bool {
 		if b.Type == "PRIVATE KEY" || strings.HasSuffix(b.Type, " PRIVATE KEY") {
 			return true
 		}
+	}
+}
+
+// allBlocksDecode reports whether every "-----BEGIN " line starts a block
+// that decodes: pem.Decode silently skips a cut or corrupt block.
+func allBlocksDecode(data []byte) bool {
+	begins := bytes.Count(data, []byte("\n-----BEGIN "))
+	if bytes.HasPrefix(data, []byte("-----BEGIN ")) {
+		begins++
+	}
+	blocks := 0
+	for {
+		var b *pem.Block
+		if b, data = pem.Decode(data); b == nil {
+			return blocks == begins
+		}
+		blocks++
 	}
 }

@@ -20,32 +20,43 @@ type Set struct {
 	all      []*tls.Certificate
 }
 
-// newSet indexes certs in order: the first certificate naming a host wins, and
-// the first certificate overall is the fallback.
-func newSet(certs []*tls.Certificate) *Set {
+// newSet indexes certs. When several certificates name the same host, the
+// most recently issued (latest NotBefore) wins, whatever its source: a
+// renewal, a file replaced by certbot and a record rotated in PlatformDB all
+// carry a newer NotBefore than what they replace; on a tie the earlier
+// certificate in the list wins. The fallback, served when SNI matches nothing
+// or is absent, is the certificate for defaultName, else the first one.
+func newSet(certs []*tls.Certificate, defaultName string) *Set {
 	s := &Set{
 		exact:    make(map[string]*tls.Certificate),
 		wildcard: make(map[string]*tls.Certificate),
 		all:      certs,
 	}
 	for _, c := range certs {
-		if s.fallback == nil {
-			s.fallback = c
-		}
 		for _, name := range certNames(c) {
 			name = strings.TrimSuffix(strings.ToLower(name), ".")
+			m := s.exact
 			if rest, ok := strings.CutPrefix(name, "*."); ok {
-				if _, dup := s.wildcard[rest]; !dup {
-					s.wildcard[rest] = c
-				}
-				continue
+				m, name = s.wildcard, rest
 			}
-			if _, dup := s.exact[name]; !dup {
-				s.exact[name] = c
+			if cur, dup := m[name]; !dup || newer(c, cur) {
+				m[name] = c
+			}
+		}
+	}
+	if len(certs) > 0 {
+		s.fallback = certs[0]
+		if defaultName != "" {
+			if c := s.Lookup(defaultName); c != nil {
+				s.fallback = c
 			}
 		}
 	}
 	return s
+}
+
+func newer(a, b *tls.Certificate) bool {
+	return a.Leaf != nil && b.Leaf != nil && a.Leaf.NotBefore.After(b.Leaf.NotBefore)
 }
 
 func certNames(c *tls.Certificate) []string {
@@ -88,8 +99,8 @@ func (s *Set) Len() int { return len(s.all) }
 // Certificates returns the certificates of the set; callers must not modify them.
 func (s *Set) Certificates() []*tls.Certificate { return s.all }
 
-// Source names where certificates come from. Sources rank in the order
-// declared here: a lower rank wins a hostname both serve.
+// Source names where certificates come from. The placeholder is served only
+// while no other source has a certificate.
 type Source int
 
 const (
@@ -105,16 +116,26 @@ var errNoCertificate = errors.New("no certificate is loaded yet")
 // are serialised by a mutex; readers (GetCertificate, on every handshake) only
 // do an atomic load.
 type Store struct {
-	mu      sync.Mutex
-	sources [numSources][]*tls.Certificate
-	cur     atomic.Pointer[Set]
+	mu          sync.Mutex
+	sources     [numSources][]*tls.Certificate
+	defaultName string
+	cur         atomic.Pointer[Set]
 }
 
 // NewStore returns an empty store: handshakes fail until a source puts a certificate.
 func NewStore() *Store {
 	s := &Store{}
-	s.cur.Store(newSet(nil))
+	s.cur.Store(newSet(nil, ""))
 	return s
+}
+
+// SetDefaultName makes name's certificate the one served to clients that
+// send no SNI or an unknown name (normally the primary hostname).
+func (s *Store) SetDefaultName(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.defaultName = name
+	s.rebuild()
 }
 
 // Replace sets the certificates of one source (nil clears it) and swaps in a
@@ -123,7 +144,17 @@ func NewStore() *Store {
 func (s *Store) Replace(src Source, certs ...*tls.Certificate) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.sources[src] = append([]*tls.Certificate(nil), certs...)
+	list := make([]*tls.Certificate, 0, len(certs))
+	for _, c := range certs {
+		if c != nil {
+			list = append(list, c)
+		}
+	}
+	s.sources[src] = list
+	s.rebuild()
+}
+
+func (s *Store) rebuild() {
 	var all []*tls.Certificate
 	for i, list := range s.sources {
 		if Source(i) == SourcePlaceholder && len(all) > 0 {
@@ -131,7 +162,7 @@ func (s *Store) Replace(src Source, certs ...*tls.Certificate) {
 		}
 		all = append(all, list...)
 	}
-	s.cur.Store(newSet(all))
+	s.cur.Store(newSet(all, s.defaultName))
 }
 
 // Current returns the Set in force.

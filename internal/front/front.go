@@ -20,6 +20,9 @@ type Options struct {
 	GetCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error)
 	API, HFS       *url.URL
 	Logger         *slog.Logger
+	// Local answers these exact paths on the front itself instead of
+	// proxying them (the admin API); every other path goes upstream.
+	Local map[string]http.Handler
 }
 
 // Front owns the listener and the HTTP server.
@@ -59,8 +62,12 @@ func New(opts Options) (*Front, error) {
 		log = slog.Default()
 	}
 	f := &Front{opts: opts, log: log}
+	var h http.Handler = newProxy(opts.API, opts.HFS, log)
+	if len(opts.Local) > 0 {
+		h = &localRoutes{routes: opts.Local, next: h}
+	}
 	f.srv = &http.Server{
-		Handler:           newProxy(opts.API, opts.HFS, log),
+		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    1 << 20,
@@ -112,4 +119,19 @@ func (f *Front) Shutdown(ctx context.Context) error {
 		return f.srv.Close()
 	}
 	return nil
+}
+
+// localRoutes answers a few exact paths here; a map lookup is all it adds to
+// the proxied path.
+type localRoutes struct {
+	routes map[string]http.Handler
+	next   http.Handler
+}
+
+func (l *localRoutes) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h, ok := l.routes[r.URL.Path]; ok {
+		h.ServeHTTP(w, r)
+		return
+	}
+	l.next.ServeHTTP(w, r)
 }

@@ -261,7 +261,7 @@ func protoName(h2 bool) string {
 	return "http1.1"
 }
 
-// getEcho does a request and decodes the upstream's echoReply.
+// doEcho does a request and decodes the upstream's echoReply.
 func doEcho(tb testing.TB, c *http.Client, method, rawURL string, body io.Reader, hdr http.Header) (*http.Response, echoReply) {
 	tb.Helper()
 	req, err := http.NewRequest(method, rawURL, body)
@@ -334,4 +334,12 @@ func countLines(logs string, subs ...string) int {
 		}
 	}
 	return n
+}
+
+// newUpstream serves h on 127.0.0.1 for the test's duration.
+func newUpstream(tb testing.TB, h http.Handler) *httptest.Server {
+	tb.Helper()
+	srv := httptest.NewServer(h)
+	tb.Cleanup(srv.Close)
+	return srv
 }

@@ -1,0 +1,74 @@
+package front
+
+import (
+	"io"
+	"net/http"
+	"testing"
+)
+
+// BenchmarkProxyKeepAlive measures HTTPS requests through the front to a
+// small upstream, over one keep-alive client shared by parallel goroutines.
+func BenchmarkProxyKeepAlive(b *testing.B) {
+	upstream := newUpstream(b, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"events":[]}`)
+	}))
+	for _, bc := range []struct {
+		name string
+		h2   bool
+		path string
+	}{
+		{"http1.1/api", false, "/alice/events"},
+		{"http1.1/hfs", false, "/alice/events/e1/series"},
+		{"h2/api", true, "/alice/events"},
+		{"h2/hfs", true, "/alice/events/e1/series"},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			tf := startFront(b, frontSetup{API: upstream.URL, HFS: upstream.URL, GetCertificate: getPKI(b).store.GetCertificate})
+			c := httpsClient(b, tf.addr, bc.h2, nil)
+			url := "https://" + testHost + bc.path
+			get := func() error {
+				resp, err := c.Get(url)
+				if err != nil {
+					return err
+				}
+				_, err = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if err == nil && resp.StatusCode != http.StatusOK {
+					b.Errorf("status %d", resp.StatusCode)
+				}
+				return err
+			}
+			if err := get(); err != nil { // warm up: handshake and upstream pool
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if err := get(); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "req/s")
+		})
+	}
+}
+
+func BenchmarkIsHFS(b *testing.B) {
+	paths := []string{
+		"/alice/events/ckq1w2e3r4t5y6/series",
+		"/alice/series/batch",
+		"/alice/events/ckq1w2e3r4t5y6",
+		"/socket.io/",
+		"/alice/events",
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		sinkBool = isHFS(paths[i%len(paths)])
+		i++
+	}
+}
