@@ -14,7 +14,8 @@ import (
 	"time"
 )
 
-// Options configures a Front. GetCertificate nil means plain HTTP.
+// Options configures a Front. GetCertificate nil means plain HTTP behind a
+// TLS-terminating proxy (Strategy B), whose X-Forwarded-* headers are kept.
 type Options struct {
 	Addr           string // host:port to listen on
 	GetCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error)
@@ -62,7 +63,7 @@ func New(opts Options) (*Front, error) {
 		log = slog.Default()
 	}
 	f := &Front{opts: opts, log: log}
-	var h http.Handler = newProxy(opts.API, opts.HFS, log)
+	var h http.Handler = newProxy(opts.API, opts.HFS, opts.GetCertificate == nil, log)
 	if len(opts.Local) > 0 {
 		h = &localRoutes{routes: opts.Local, next: h}
 	}

@@ -20,7 +20,9 @@ type proxy struct {
 	api, hfs *httputil.ReverseProxy
 }
 
-func newProxy(api, hfs *url.URL, log *slog.Logger) *proxy {
+// trustForwarded is set when a TLS-terminating proxy stands in front
+// (Strategy B): its X-Forwarded-* headers are then the truth about the client.
+func newProxy(api, hfs *url.URL, trustForwarded bool, log *slog.Logger) *proxy {
 	tr := &http.Transport{
 		Proxy: nil, // never send upstream traffic through HTTP_PROXY
 		DialContext: (&net.Dialer{
@@ -33,19 +35,31 @@ func newProxy(api, hfs *url.URL, log *slog.Logger) *proxy {
 		ExpectContinueTimeout: time.Second,
 	}
 	return &proxy{
-		api: reverseProxy("api", api, tr, log),
-		hfs: reverseProxy("hfs", hfs, tr, log),
+		api: reverseProxy("api", api, tr, trustForwarded, log),
+		hfs: reverseProxy("hfs", hfs, tr, trustForwarded, log),
 	}
 }
 
-func reverseProxy(name string, target *url.URL, tr http.RoundTripper, log *slog.Logger) *httputil.ReverseProxy {
+func reverseProxy(name string, target *url.URL, tr http.RoundTripper, trustForwarded bool, log *slog.Logger) *httputil.ReverseProxy {
 	return &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(target)
-			// We are the edge: whatever X-Forwarded-* the client sent is not
-			// to be trusted, so they are replaced (Rewrite already dropped them).
-			pr.SetXForwarded()
 			pr.Out.Host = pr.In.Host
+			if !trustForwarded {
+				// We are the edge: whatever X-Forwarded-* the client sent is
+				// not to be trusted, so it is replaced (Rewrite dropped it).
+				pr.SetXForwarded()
+				return
+			}
+			// Behind the operator's proxy: keep its chain and append the hop.
+			in := pr.In.Header
+			pr.Out.Header["X-Forwarded-For"] = in["X-Forwarded-For"]
+			pr.SetXForwarded()
+			for _, h := range []string{"X-Forwarded-Proto", "X-Forwarded-Host"} {
+				if v := in.Get(h); v != "" {
+					pr.Out.Header.Set(h, v)
+				}
+			}
 		},
 		Transport: tr,
 		ErrorLog:  slog.NewLogLogger(log.Handler(), slog.LevelDebug),

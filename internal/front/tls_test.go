@@ -3,6 +3,7 @@ package front
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"io"
 	"net"
@@ -318,5 +319,35 @@ func TestPlainHTTPStrategyB(t *testing.T) {
 		t.Fatal("TLS handshake succeeded against the plain-HTTP front")
 	} else {
 		t.Logf("TLS client against plain HTTP: %v", err)
+	}
+}
+
+// TestPlainHTTPKeepsProxyForwardedHeaders: behind the operator's
+// TLS-terminating proxy, its X-Forwarded-* headers describe the real client
+// and are kept (the chain gets this hop appended), unlike on the HTTPS edge.
+func TestPlainHTTPKeepsProxyForwardedHeaders(t *testing.T) {
+	api, hfs := newEchoUpstream(t, "api"), newEchoUpstream(t, "hfs")
+	tf := startFront(t, frontSetup{API: api.URL, HFS: hfs.URL})
+	req, _ := http.NewRequest(http.MethodGet, "http://"+tf.addr+"/alice/events", nil)
+	req.Host = testHost
+	req.Header.Set("X-Forwarded-For", "203.0.113.7")
+	req.Header.Set("X-Forwarded-Proto", "https")
+	req.Header.Set("X-Forwarded-Host", "alice.pryv.example")
+	tr := &http.Transport{Proxy: nil}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var got echoReply
+	if err := json.NewDecoder(resp.Body).Decode(&got); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(got.XFF, ",") != "203.0.113.7, 127.0.0.1" {
+		t.Errorf("X-Forwarded-For = %q, want the proxy's chain plus this hop", got.XFF)
+	}
+	if strings.Join(got.XFProto, ",") != "https" || strings.Join(got.XFHost, ",") != "alice.pryv.example" {
+		t.Errorf("X-Forwarded-Proto %q, -Host %q: want the proxy's values kept", got.XFProto, got.XFHost)
 	}
 }
