@@ -88,15 +88,15 @@ func (r *Runner) Run(ctx context.Context, hostname, certPath, keyPath string) Re
 	return res
 }
 
-type limitedBuffer struct{ bytes.Buffer }
+// limitedBuffer keeps the first maxStderr bytes. It holds the buffer in a
+// field, not embedded, so io.Copy cannot bypass Write through ReadFrom.
+type limitedBuffer struct{ buf bytes.Buffer }
 
 func (b *limitedBuffer) Write(p []byte) (int, error) {
-	if room := maxStderr - b.Len(); room > 0 {
-		if len(p) > room {
-			b.Buffer.Write(p[:room])
-		} else {
-			b.Buffer.Write(p)
-		}
+	if room := maxStderr - b.buf.Len(); room > 0 {
+		b.buf.Write(p[:min(len(p), room)])
 	}
 	return len(p), nil
 }
+
+func (b *limitedBuffer) String() string { return b.buf.String() }
