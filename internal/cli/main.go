@@ -24,6 +24,8 @@ const usage = `pryv-tls: public TLS for a Pryv.io core
 Usage:
   pryv-tls serve --config FILE [--config FILE ...]   run the core's HTTPS front
   pryv-tls config check --config FILE [...]         validate and print the effective configuration
+  pryv-tls certs list|import|export|delete --config FILE ...
+                                                    manage the certificates stored in PlatformDB
   pryv-tls keygen                                   print a new letsEncrypt.atRestKey
   pryv-tls demo [--addr 127.0.0.1:8443]             run the front on a local demo setup (no internet needed)
   pryv-tls version
@@ -47,6 +49,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 			return exitUsage
 		}
 		return configCheck(rest[1:], stdout, stderr)
+	case "certs":
+		return certsCmd(rest, stdout, stderr)
 	case "keygen":
 		return keygen(rest, stdout, stderr)
 	case "demo":

@@ -1,5 +1,6 @@
 // Package daemon wires the subsystems of one core together in start order
-// and takes them down in reverse: certificates, then the front.
+// and takes them down in reverse: certificates from disk, PlatformDB and the
+// materialiser, the control socket, then the front.
 package daemon
 
 import (
@@ -9,7 +10,9 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net/http"
 	"net/url"
+	"sync"
 	"time"
 
 	"github.com/pryv/pryv-tls/internal/certs"
@@ -30,8 +33,23 @@ type Options struct {
 // is not done yet, and it is renewed while that stays true.
 const placeholderValidity = 24 * time.Hour
 
+// tasks runs background loops and waits for them at shutdown.
+type tasks struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+func (t *tasks) Go(f func(ctx context.Context)) {
+	t.wg.Add(1)
+	go func() { defer t.wg.Done(); f(t.ctx) }()
+}
+
+func (t *tasks) Stop() { t.cancel(); t.wg.Wait() }
+
 // Run serves until ctx is cancelled, then drains and returns nil. It returns
-// an error only when the core cannot start (a bad upstream URL, a taken port).
+// an error only when the core cannot start (a bad upstream URL, a taken port,
+// a PlatformDB that does not come up).
 func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	log := opts.Logger
 	if log == nil {
@@ -45,13 +63,33 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	if err != nil {
 		return fmt.Errorf("upstreams.hfs: %w", err)
 	}
+	bgCtx, cancel := context.WithCancel(context.Background())
+	bg := &tasks{ctx: bgCtx, cancel: cancel}
+	defer bg.Stop()
 
-	fopts := front.Options{Addr: cfg.ListenAddr(), API: api, HFS: hfs, Logger: log}
-	var tlsRun func(context.Context)
+	fopts := front.Options{Addr: cfg.ListenAddr(), API: api, HFS: hfs, Logger: log, Local: map[string]http.Handler{}}
+	store := certs.NewStore()
+	store.SetDefaultName(cfg.PrimaryHostname())
 	if cfg.TLSEnabled() {
-		store := certs.NewStore()
-		tlsRun = startCertificates(cfg, store, opts, log)
 		fopts.GetCertificate = store.GetCertificate
+		startFiles(cfg, store, opts, bg, log)
+	}
+
+	if cfg.PlatformDBEnabled() {
+		p, err := startPlatform(ctx, cfg, store, bg, log)
+		if err != nil {
+			return err
+		}
+		defer p.Close()
+		if p.admin != nil {
+			fopts.Local["/system/admin/certs"] = p.admin.Public(cfg.Auth.AdminAccessKey.Reveal())
+		}
+	}
+
+	if cfg.TLSEnabled() {
+		ph := &placeholder{store: store, names: cfg.Hostnames(), log: log}
+		ph.refresh(time.Now())
+		bg.Go(ph.run)
 	}
 
 	f, err := front.New(fopts)
@@ -64,22 +102,11 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	if opts.Ready != nil {
 		opts.Ready(f.Addr().String())
 	}
-
-	bg, stopBG := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	if tlsRun != nil {
-		go func() { defer close(done); tlsRun(bg) }()
-	} else {
-		close(done)
-	}
-
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- f.Serve() }()
 
 	select {
 	case err := <-serveErr:
-		stopBG()
-		<-done
 		return fmt.Errorf("front stopped: %w", err)
 	case <-ctx.Done():
 	}
@@ -88,57 +115,39 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 		drain = 20 * time.Second
 	}
 	log.Info("shutting down: draining in-flight requests", "timeout", drain.String())
-	sctx, cancel := context.WithTimeout(context.Background(), drain)
-	defer cancel()
+	sctx, cancelDrain := context.WithTimeout(context.Background(), drain)
+	defer cancelDrain()
 	_ = f.Shutdown(sctx)
-	stopBG()
-	<-done
 	if err := <-serveErr; err != nil {
 		return err
 	}
+	bg.Stop()
 	log.Info("stopped")
 	return nil
 }
 
-// startCertificates does the start-up read of the certificate files (so the
-// first handshake already has the real certificate when it exists), puts a
-// placeholder in otherwise, and returns the loop that keeps both current.
-func startCertificates(cfg *config.Config, store *certs.Store, opts Options, log *slog.Logger) func(context.Context) {
+// startFiles does the start-up read of the http.ssl files (so the first
+// handshake already has the real certificate when it exists) and keeps
+// watching them.
+func startFiles(cfg *config.Config, store *certs.Store, opts Options, bg *tasks, log *slog.Logger) {
 	certFile, keyFile, caFile := cfg.CertFiles()
-	var src *certs.FileSource
-	if certFile != "" {
-		src = &certs.FileSource{
-			CertFile: certFile, KeyFile: keyFile, CAFile: caFile,
-			Logger: log,
-			OnLoad: func(c *tls.Certificate) { store.Replace(certs.SourceFiles, c) },
-		}
-		if err := src.Load(); err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
-				log.Warn("no certificate files yet; they are watched and served as soon as they appear",
-					"certFile", certFile, "keyFile", keyFile)
-			} else {
-				log.Error("certificate files refused", "certFile", certFile, "keyFile", keyFile, "error", err.Error())
-			}
+	if certFile == "" {
+		return
+	}
+	src := &certs.FileSource{
+		CertFile: certFile, KeyFile: keyFile, CAFile: caFile,
+		Logger: log,
+		OnLoad: func(c *tls.Certificate) { store.Replace(certs.SourceFiles, c) },
+	}
+	if err := src.Load(); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			log.Warn("no certificate files yet; they are watched and served as soon as they appear",
+				"certFile", certFile, "keyFile", keyFile)
+		} else {
+			log.Error("certificate files refused", "error", err.Error())
 		}
 	}
-	ph := &placeholder{store: store, names: cfg.Hostnames(), log: log}
-	ph.refresh(time.Now())
-
-	return func(ctx context.Context) {
-		if src != nil {
-			go src.Run(ctx, opts.Reload)
-		}
-		t := time.NewTicker(time.Minute)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case now := <-t.C:
-				ph.refresh(now)
-			}
-		}
-	}
+	bg.Go(func(ctx context.Context) { src.Run(ctx, opts.Reload) })
 }
 
 // placeholder keeps a self-signed certificate in the store while no real
@@ -148,6 +157,19 @@ type placeholder struct {
 	names    []string
 	log      *slog.Logger
 	notAfter time.Time
+}
+
+func (p *placeholder) run(ctx context.Context) {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			p.refresh(now)
+		}
+	}
 }
 
 func (p *placeholder) refresh(now time.Time) {

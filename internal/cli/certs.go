@@ -1,0 +1,220 @@
+package cli
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/pryv/pryv-tls/internal/admin"
+	"github.com/pryv/pryv-tls/internal/config"
+)
+
+const certsUsage = `usage:
+  pryv-tls certs list   --config FILE [--json]
+  pryv-tls certs import --config FILE --cert FILE --key FILE [--hostname NAME]
+  pryv-tls certs export --config FILE HOSTNAME --out DIR
+  pryv-tls certs delete --config FILE HOSTNAME
+
+They reach the running "pryv-tls serve" through its control socket (control.socket).
+`
+
+// certsCmd manages the certificates stored in PlatformDB.
+func certsCmd(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, certsUsage)
+		return exitUsage
+	}
+	sub, rest := args[0], args[1:]
+	fs := flag.NewFlagSet("certs "+sub, flag.ContinueOnError)
+	var files stringList
+	fs.Var(&files, "config", "configuration `FILE` (as given to serve)")
+	asJSON := fs.Bool("json", false, "list: print JSON")
+	certFile := fs.String("cert", "", "import: certificate chain `FILE` (PEM)")
+	keyFile := fs.String("key", "", "import: private key `FILE` (PEM)")
+	hostname := fs.String("hostname", "", "import: the row to store under (default: the certificate's first name)")
+	out := fs.String("out", "", "export: `DIR` to write fullchain.pem and privkey.pem into")
+	fs.SetOutput(stderr)
+	// Operands may sit between flags (export --config F HOST --out DIR).
+	var operands []string
+	for {
+		if err := fs.Parse(rest); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return exitOK
+			}
+			return exitUsage
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		operands = append(operands, fs.Arg(0))
+		rest = fs.Args()[1:]
+	}
+	wantOperands := map[string]int{"list": 0, "import": 0, "export": 1, "delete": 1}
+	n, known := wantOperands[sub]
+	if !known {
+		fmt.Fprintf(stderr, "pryv-tls certs: unknown subcommand %q\n%s", sub, certsUsage)
+		return exitUsage
+	}
+	if len(operands) != n {
+		fmt.Fprintf(stderr, "pryv-tls certs %s: expected %d operand(s), got %q\n%s", sub, n, operands, certsUsage)
+		return exitUsage
+	}
+	cfg, code := loadConfig(files, stderr)
+	if cfg == nil {
+		return code
+	}
+	c := &controlClient{cfg: cfg, http: admin.SocketClient(cfg.Control.Socket)}
+
+	var err error
+	switch sub {
+	case "list":
+		err = c.list(stdout, *asJSON)
+	case "import":
+		if *certFile == "" || *keyFile == "" {
+			fmt.Fprintln(stderr, "pryv-tls certs import: --cert FILE and --key FILE are required")
+			return exitUsage
+		}
+		err = c.importPair(stdout, *certFile, *keyFile, *hostname)
+	case "export":
+		if *out == "" {
+			fmt.Fprintln(stderr, "pryv-tls certs export: --out DIR is required")
+			return exitUsage
+		}
+		err = c.export(stdout, operands[0], *out)
+	case "delete":
+		err = c.delete(stdout, operands[0])
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "pryv-tls certs %s: %v\n", sub, err)
+		return exitFailed
+	}
+	return exitOK
+}
+
+type controlClient struct {
+	cfg  *config.Config
+	http *http.Client
+}
+
+// do sends a request to the running core and decodes its JSON answer.
+func (c *controlClient) do(method, path string, body, into any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, "http://pryv-tls"+path, rd)
+	if err != nil {
+		return err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("cannot reach the running core through its control socket %s (is \"pryv-tls serve\" running with this configuration, as this user or root?): %w",
+			c.cfg.Control.Socket, errors.Unwrap(err))
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		var e struct {
+			Error struct{ Message string } `json:"error"`
+		}
+		if json.Unmarshal(data, &e) == nil && e.Error.Message != "" {
+			return errors.New(e.Error.Message)
+		}
+		return fmt.Errorf("the core answered %s", resp.Status)
+	}
+	return json.Unmarshal(data, into)
+}
+
+func (c *controlClient) list(w io.Writer, asJSON bool) error {
+	var res struct {
+		Certs []admin.CertInfo `json:"certs"`
+	}
+	if err := c.do("GET", "/certs", nil, &res); err != nil {
+		return err
+	}
+	if asJSON {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(res)
+	}
+	if len(res.Certs) == 0 {
+		fmt.Fprintln(w, "no certificate stored")
+		return nil
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "HOSTNAME\tISSUER\tISSUED\tEXPIRES\tDAYS LEFT\tSOURCE")
+	for _, ci := range res.Certs {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", ci.Hostname, ci.Issuer,
+			ci.IssuedAt.Format(time.DateOnly), ci.ExpiresAt.Format(time.DateOnly), ci.DaysUntilExpiry, ci.Source)
+	}
+	return tw.Flush()
+}
+
+func (c *controlClient) importPair(w io.Writer, certFile, keyFile, hostname string) error {
+	chain, err := os.ReadFile(certFile)
+	if err != nil {
+		return err
+	}
+	key, err := os.ReadFile(keyFile)
+	if err != nil {
+		return err
+	}
+	var ci admin.CertInfo
+	err = c.do("POST", "/certs", admin.ImportRequest{Hostname: hostname, Chain: string(chain), Key: string(key)}, &ci)
+	if err != nil {
+		return fmt.Errorf("%s + %s: %w", certFile, keyFile, err)
+	}
+	fmt.Fprintf(w, "stored %s (serial %s, expires %s, %d days left); every core serves it now\n",
+		ci.Hostname, ci.Serial, ci.ExpiresAt.Format(time.DateOnly), ci.DaysUntilExpiry)
+	return nil
+}
+
+func (c *controlClient) export(w io.Writer, hostname, dir string) error {
+	var res admin.ExportResponse
+	if err := c.do("GET", "/certs/"+url.PathEscape(hostname)+"/export", nil, &res); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	keyPath := filepath.Join(dir, "privkey.pem")
+	// WriteFile keeps an existing file's mode: start from a fresh file so the
+	// key is never in a file more open than 0600.
+	if err := os.Remove(keyPath); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	if err := os.WriteFile(keyPath, []byte(res.Key), 0o600); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "fullchain.pem"), []byte(res.Chain), 0o644); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "wrote %s and %s\n", filepath.Join(dir, "fullchain.pem"), keyPath)
+	return nil
+}
+
+func (c *controlClient) delete(w io.Writer, hostname string) error {
+	var res map[string]string
+	if err := c.do("DELETE", "/certs/"+url.PathEscape(hostname), nil, &res); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "deleted %s; no core serves it any more\n", strings.ToLower(hostname))
+	return nil
+}

@@ -1,0 +1,98 @@
+package daemon
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/pryv/pryv-tls/internal/admin"
+	"github.com/pryv/pryv-tls/internal/atrest"
+	"github.com/pryv/pryv-tls/internal/certs"
+	"github.com/pryv/pryv-tls/internal/certstore"
+	"github.com/pryv/pryv-tls/internal/config"
+	"github.com/pryv/pryv-tls/internal/platformdb"
+	"github.com/pryv/pryv-tls/internal/rotatehook"
+)
+
+// platform is this core's PlatformDB member and what runs on it.
+type platform struct {
+	db    *platformdb.Etcd
+	admin *admin.API
+	once  sync.Once
+}
+
+func (p *platform) Close() { p.once.Do(func() { _ = p.db.Close() }) }
+
+// startPlatform serves the last materialised certificates from disk, opens
+// PlatformDB, and starts the materialiser and the control socket.
+func startPlatform(ctx context.Context, cfg *config.Config, store *certs.Store, bg *tasks, log *slog.Logger) (*platform, error) {
+	var keys *atrest.Keyring
+	if cfg.LetsEncrypt.AtRestKey != "" {
+		raw, err := cfg.LetsEncrypt.AtRestKeyBytes()
+		if err == nil {
+			keys, err = atrest.New(raw)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("letsEncrypt.atRestKey: %w", err)
+		}
+	}
+
+	var mat *certstore.Materialiser
+	if keys != nil {
+		certFile, keyFile, _ := cfg.CertFiles()
+		hook := &rotatehook.Runner{Script: cfg.LetsEncrypt.OnRotateScript, Logger: log}
+		mat = &certstore.Materialiser{
+			TLSDir:  cfg.LetsEncrypt.TLSDir,
+			Primary: cfg.PrimaryHostname(),
+			Logger:  log,
+			Serve:   func(list []*tls.Certificate) { store.Replace(certs.SourceStore, list...) },
+			OnRotate: func(host, certPath, keyPath string) {
+				bg.Go(func(ctx context.Context) { hook.Run(ctx, host, certPath, keyPath) })
+			},
+		}
+		// The http.ssl files are outputs only under Strategy A; under
+		// Strategy C they belong to whoever manages them (certbot's symlinks).
+		if cfg.LetsEncrypt.Enabled {
+			mat.CertFile, mat.KeyFile = certFile, keyFile
+		}
+		mat.LoadDisk()
+	}
+
+	db, err := platformdb.Open(ctx, platformdb.Options{
+		Name:          coreName(cfg),
+		DataDir:       cfg.PlatformDB.DataDir,
+		PeerAddress:   cfg.PlatformDB.PeerAddress,
+		ClientAddress: cfg.PlatformDB.ClientAddress,
+		Logger:        log.With("component", "platformdb"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("starting PlatformDB: %w", err)
+	}
+	p := &platform{db: db}
+	if keys == nil {
+		log.Info("PlatformDB up; no letsEncrypt.atRestKey, so no certificate is stored in it")
+		return p, nil
+	}
+
+	catalog := &certstore.Catalog{KV: db, Keys: keys}
+	mat.Catalog = catalog
+	bg.Go(mat.Run)
+
+	p.admin = &admin.API{Certs: catalog, Logger: log}
+	ln, err := admin.ListenSocket(cfg.Control.Socket)
+	if err != nil {
+		p.Close()
+		return nil, err
+	}
+	bg.Go(func(ctx context.Context) { p.admin.ServeSocket(ctx, ln) })
+	return p, nil
+}
+
+func coreName(cfg *config.Config) string {
+	if cfg.Core.ID != "" {
+		return cfg.Core.ID
+	}
+	return "single"
+}
