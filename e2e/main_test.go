@@ -98,8 +98,16 @@ func (s *syncBuffer) String() string {
 // the front accepts connections.
 func startCore(t *testing.T, addr string, args ...string) *core {
 	t.Helper()
+	return startCoreIn(t, "", addr, args...)
+}
+
+// startCoreIn is startCore with a working directory, against which the
+// spec's relative paths (var-pryv/...) resolve.
+func startCoreIn(t *testing.T, dir, addr string, args ...string) *core {
+	t.Helper()
 	c := &core{t: t, addr: addr, logs: &syncBuffer{}, done: make(chan error, 1)}
 	c.cmd = exec.Command(binary, append([]string{"serve"}, args...)...)
+	c.cmd.Dir = dir
 	c.cmd.Stdout, c.cmd.Stderr = c.logs, c.logs
 	if err := c.cmd.Start(); err != nil {
 		t.Fatal(err)

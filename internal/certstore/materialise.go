@@ -118,22 +118,15 @@ func (m *Materialiser) sync(ctx context.Context) (int64, error) {
 		return 0, err
 	}
 	seen := make(map[string]bool, len(entries))
-	changed := false
 	for _, e := range entries {
-		host := strings.TrimPrefix(e.Key, Prefix)
-		seen[host] = true
-		if m.apply(e) {
-			changed = true
-		}
+		seen[strings.TrimPrefix(e.Key, Prefix)] = true
+		m.apply(e)
 	}
 	for host := range m.served {
 		if !seen[host] {
 			m.forget(host)
-			changed = true
+			m.publish()
 		}
-	}
-	if changed {
-		m.publish()
 	}
 	return rev, nil
 }
@@ -145,9 +138,7 @@ func (m *Materialiser) watch(ctx context.Context, from int64) {
 	for ev := range m.Catalog.KV.Watch(wctx, Prefix, from) {
 		switch ev.Type {
 		case platformdb.EventPut:
-			if m.apply(ev.Entry) {
-				m.publish()
-			}
+			m.apply(ev.Entry)
 		case platformdb.EventDelete:
 			host := strings.TrimPrefix(ev.Entry.Key, Prefix)
 			if _, ok := m.served[host]; ok {
@@ -160,35 +151,36 @@ func (m *Materialiser) watch(ctx context.Context, from int64) {
 	}
 }
 
-// apply materialises one record if its content changed; it reports whether
-// the served set changed.
-func (m *Materialiser) apply(e platformdb.Entry) bool {
+// apply serves and materialises one record if its content changed.
+func (m *Materialiser) apply(e platformdb.Entry) {
 	r, err := Unmarshal(e.Key, e.Value)
 	if err != nil {
 		m.log().Error("certificate record refused", "row", e.Key, "error", err.Error())
-		return false
+		return
 	}
 	if cur, ok := m.served[r.Hostname]; ok && cur.hash == r.Hash {
-		return false
+		return
 	}
 	c, keyPEM, err := r.Open(m.Catalog.Keys, time.Now())
 	if err != nil {
 		m.log().Error("certificate record refused; the previous certificate keeps serving",
 			"row", e.Key, "error", err.Error())
-		return false
+		return
 	}
+	// Serve from memory first: the disk copy (with its fsyncs) is for other
+	// readers and the next start, and need not delay the handshake.
+	m.served[r.Hostname] = served{hash: pairHash([]byte(r.Chain), keyPEM), cert: c}
+	m.publish()
 	certPath, keyPath, err := m.write(r.Hostname, []byte(r.Chain), keyPEM)
 	if err != nil {
-		// Serving from memory still works; the disk copy is what failed.
-		m.log().Error("writing certificate files", "hostname", r.Hostname, "error", err.Error())
+		m.log().Error("writing certificate files; the certificate is served from memory",
+			"hostname", r.Hostname, "error", err.Error())
 	}
-	m.served[r.Hostname] = served{hash: pairHash([]byte(r.Chain), keyPEM), cert: c}
 	m.log().Info("certificate materialised", "hostname", r.Hostname, "certificate", certs.Describe(c.Leaf),
 		"notAfter", c.Leaf.NotAfter.UTC(), "source", r.Source, "path", certPath)
 	if err == nil && m.OnRotate != nil {
 		m.OnRotate(r.Hostname, certPath, keyPath)
 	}
-	return true
 }
 
 func (m *Materialiser) forget(host string) {

@@ -215,6 +215,6 @@ func (c *controlClient) delete(w io.Writer, hostname string) error {
 	if err := c.do("DELETE", "/certs/"+url.PathEscape(hostname), nil, &res); err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "deleted %s; no core serves it any more\n", strings.ToLower(hostname))
+	fmt.Fprintf(w, "deleted %s from PlatformDB; cores stop serving it (unless http.ssl files still hold it)\n", strings.ToLower(hostname))
 	return nil
 }
