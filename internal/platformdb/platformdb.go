@@ -32,6 +32,9 @@ import (
 // not an error); a failed compare is ErrConflict; a store that cannot reach
 // quorum returns ErrUnavailable once ctx ends or its own request timeout
 // passes; a closed store returns ErrClosed. Errors never contain values.
+// (Errors wrap these sentinels with the operation and the key: test them
+// with errors.Is. ErrUnavailable also wraps its cause, e.g.
+// context.DeadlineExceeded when ctx ended.)
 type Store interface {
 	// Get returns the entry at key, or ErrNotFound.
 	Get(ctx context.Context, key string) (Entry, error)
@@ -62,6 +65,11 @@ type Store interface {
 	// revision: the consumer must then List again. The channel is closed when
 	// ctx ends or the store closes; it never blocks the store (a slow consumer
 	// only delays its own events).
+	//
+	// A from <= 0 is "from now": writes that returned before Watch was
+	// called are not delivered. After an EventReset, events up to the
+	// revision of the consumer's new List may still arrive (they are
+	// already in the listing): skip those whose Revision is not above it.
 	Watch(ctx context.Context, prefix string, from int64) <-chan Event
 
 	// Lock takes the named lock, blocking until it is held or ctx ends. The
@@ -69,6 +77,10 @@ type Store interface {
 	// for longer than ttl, the lock is released and another holder may take
 	// it. The returned Lock's Lost channel is closed when that happens, so a
 	// holder stops working under a lock it no longer has.
+	//
+	// If ctx ends while another holder has the lock, the error wraps
+	// ctx.Err() (waiting is not unavailability). The ttl may be rounded up
+	// to the engine's granularity (whole seconds, and a minimum for etcd).
 	Lock(ctx context.Context, name string, ttl time.Duration) (Lock, error)
 
 	// Close releases everything. It is safe to call more than once.
