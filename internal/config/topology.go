@@ -87,21 +87,21 @@ func (c *Config) Hostnames() []string {
 	return out
 }
 
-// PrimaryHostname is the name the front presents when SNI matches nothing:
-// the first plan's first plain (non-wildcard) name, so the apex for the
-// dns.domain plan. "" when the topology names no host.
+// PrimaryHostname is the row of the first plan: the certificate the front
+// presents when SNI matches nothing, and the one also written to http.ssl.*
+// ("*.{domain}" for the dns.domain plan). "" when the topology names no host.
 func (c *Config) PrimaryHostname() string {
 	plans := c.Plans()
 	if len(plans) == 0 {
 		return ""
 	}
-	for _, h := range plans[0].Hostnames {
-		if !strings.HasPrefix(h, "*.") {
-			return h
-		}
-	}
-	return plans[0].Hostnames[0]
+	return plans[0].Row()
 }
+
+// Row is the name a plan's certificate is stored and materialised under: its
+// first hostname, so "*.{domain}" for the DNS-01 plan (tls-cert/*.{domain},
+// tlsDir/wildcard.{domain}/).
+func (p Plan) Row() string { return p.Hostnames[0] }
 
 // TLSEnabled reports whether the front serves HTTPS (Strategy A or C);
 // otherwise a proxy in front terminates TLS (Strategy B).

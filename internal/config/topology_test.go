@@ -16,11 +16,11 @@ func TestPlans(t *testing.T) {
 		{"single-core dnsLess", "dnsLess:\n  isActive: true\n  publicUrl: https://your-domain.com\n",
 			[]Plan{{[]string{"your-domain.com"}, ChallengeHTTP01, "dnsLess.publicUrl"}}, "your-domain.com", "your-domain.com"},
 		{"multi-core embedded DNS", "dns:\n  domain: mc.example.com\n",
-			[]Plan{{[]string{"*.mc.example.com", "mc.example.com"}, ChallengeDNS01, "dns.domain"}}, "mc.example.com", "mc.example.com"},
+			[]Plan{{[]string{"*.mc.example.com", "mc.example.com"}, ChallengeDNS01, "dns.domain"}}, "*.mc.example.com", "wildcard.mc.example.com"},
 		{"multi-core DNSless overrides", "core:\n  url: https://core1.example.org\n",
 			[]Plan{{[]string{"core1.example.org"}, ChallengeHTTP01, "core.url"}}, "core1.example.org", "core1.example.org"},
 		{"core.url under the wildcard is dropped", "dns:\n  domain: mc.example.com\ncore:\n  url: https://core1.mc.example.com\n",
-			[]Plan{{[]string{"*.mc.example.com", "mc.example.com"}, ChallengeDNS01, "dns.domain"}}, "mc.example.com", "mc.example.com"},
+			[]Plan{{[]string{"*.mc.example.com", "mc.example.com"}, ChallengeDNS01, "dns.domain"}}, "*.mc.example.com", "wildcard.mc.example.com"},
 		{"two labels below the wildcard is kept", "dns:\n  domain: mc.example.com\ncore:\n  url: https://a.b.mc.example.com\n",
 			[]Plan{
 				{[]string{"a.b.mc.example.com"}, ChallengeHTTP01, "core.url"},
