@@ -7,8 +7,10 @@ package certstore
 import (
 	"crypto/sha256"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"strings"
 	"time"
@@ -111,6 +113,15 @@ func (r *Record) Open(keys *atrest.Keyring, now time.Time) (*tls.Certificate, []
 		return nil, nil, fmt.Errorf("record %s: %w", RowKey(r.Hostname), err)
 	}
 	return c, keyPEM, nil
+}
+
+// Leaf parses the record's leaf certificate (public data: no key needed).
+func (r *Record) Leaf() (*x509.Certificate, error) {
+	b, _ := pem.Decode([]byte(r.Chain))
+	if b == nil || b.Type != "CERTIFICATE" {
+		return nil, fmt.Errorf("record %s: no certificate in the chain", RowKey(r.Hostname))
+	}
+	return x509.ParseCertificate(b.Bytes)
 }
 
 // Marshal and Unmarshal are the row's wire format (JSON; the sealed key is base64).

@@ -1,0 +1,443 @@
+// Package acme is the renewer of Strategy A: it obtains and renews the
+// certificates the topology calls for with lego (RFC 8555, ARI per RFC 9773),
+// answering HTTP-01 from PlatformDB (so any core can), holding a PlatformDB
+// lock while it orders (so two renewers never order at once), and keeping its
+// backoff in PlatformDB (so a restart loop cannot hammer the CA). New
+// certificates go to the certificate store, from which every core serves them.
+package acme
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	legoacme "github.com/go-acme/lego/v5/acme"
+	"github.com/go-acme/lego/v5/acme/api"
+	"github.com/go-acme/lego/v5/certcrypto"
+	"github.com/go-acme/lego/v5/certificate"
+	"github.com/go-acme/lego/v5/challenge"
+	"github.com/go-acme/lego/v5/lego"
+
+	"github.com/pryv/pryv-tls/internal/atrest"
+	"github.com/pryv/pryv-tls/internal/certstore"
+	"github.com/pryv/pryv-tls/internal/platformdb"
+)
+
+// KV is what the renewer needs of PlatformDB.
+type KV interface {
+	Get(ctx context.Context, key string) (platformdb.Entry, error)
+	Put(ctx context.Context, key string, value []byte) (int64, error)
+	Delete(ctx context.Context, key string) error
+	List(ctx context.Context, prefix string) ([]platformdb.Entry, int64, error)
+	Lock(ctx context.Context, name string, ttl time.Duration) (platformdb.Lock, error)
+}
+
+// Certs is what the renewer needs of the certificate store.
+type Certs interface {
+	Get(ctx context.Context, hostname string) (*certstore.Record, error)
+	Store(ctx context.Context, hostname, source string, chainPEM, keyPEM []byte) (*certstore.Record, error)
+}
+
+// Plan is one certificate to keep: its hostnames (the first is its row) and
+// the challenge that proves them.
+type Plan struct {
+	Hostnames []string
+	Challenge string // "http-01" or "dns-01"
+}
+
+// Row is the certificate's name in the store.
+func (p Plan) Row() string { return p.Hostnames[0] }
+
+// EAB is an External Account Binding (commercial CAs).
+type EAB struct{ KID, HMACKey string }
+
+// Options configure a Renewer.
+type Options struct {
+	DirectoryURL string
+	HTTPClient   *http.Client // trusts the directory's TLS
+	UserAgent    string
+	Email        string
+	KeyType      string // ec256 (default), ec384, rsa2048, rsa4096
+	Profile      string
+	EAB          *EAB
+	Plans        []Plan
+	RenewBefore  time.Duration // letsEncrypt.renewBeforeDays
+	KV           KV
+	Keys         *atrest.Keyring
+	Certs        Certs
+	// DNS01 publishes _acme-challenge TXT records; nil until the embedded
+	// DNS server provides one (DNS-01 plans then fail with a clear error).
+	DNS01 challenge.Provider
+	// CheckInterval between cheap checks (default 5 min, ±10% jitter).
+	CheckInterval time.Duration
+	// LockTTL is the renewer lock's lease (default 30 s): a renewer that dies
+	// mid-order frees the lock after this long.
+	LockTTL time.Duration
+	Logger  *slog.Logger
+	Now     func() time.Time
+}
+
+// lockName is the PlatformDB lock every renewer takes before ordering.
+const lockName = "acme-renewer"
+
+// Renewer keeps the plans' certificates current.
+type Renewer struct {
+	opts Options
+	log  *slog.Logger
+
+	mu     sync.Mutex // single flight: one check or order at a time, scheduled or forced
+	client *lego.Client
+	user   *user
+}
+
+// New checks the options; nothing is contacted until Run or ForceRenew.
+func New(opts Options) (*Renewer, error) {
+	if opts.DirectoryURL == "" || opts.KV == nil || opts.Keys == nil || opts.Certs == nil {
+		return nil, errors.New("acme: DirectoryURL, KV, Keys and Certs are required")
+	}
+	if opts.HTTPClient == nil {
+		opts.HTTPClient = &http.Client{Timeout: 2 * time.Minute}
+	}
+	if opts.CheckInterval <= 0 {
+		opts.CheckInterval = 5 * time.Minute
+	}
+	if opts.LockTTL <= 0 {
+		opts.LockTTL = 30 * time.Second
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if _, err := keyType(opts.KeyType); err != nil {
+		return nil, err
+	}
+	return &Renewer{opts: opts, log: opts.Logger}, nil
+}
+
+// Run checks every plan now, then every CheckInterval, until ctx ends. The
+// certificates already served keep serving whatever happens here.
+func (r *Renewer) Run(ctx context.Context) {
+	for {
+		for _, p := range r.opts.Plans {
+			if _, err := r.check(ctx, p, false); err != nil && ctx.Err() == nil {
+				r.log.Debug("renewal check", "hostname", p.Row(), "error", err.Error())
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(jitter(r.opts.CheckInterval, 0.1)):
+		}
+	}
+}
+
+// ForceRenew orders a new certificate for hostname's plan now ("" = the
+// first plan), whatever the schedule or backoff says.
+func (r *Renewer) ForceRenew(ctx context.Context, hostname string) (*certstore.Record, error) {
+	p, ok := r.planFor(hostname)
+	if !ok {
+		return nil, fmt.Errorf("%s is not a hostname this deployment's topology covers", hostname)
+	}
+	return r.check(ctx, p, true)
+}
+
+func (r *Renewer) planFor(hostname string) (Plan, bool) {
+	if len(r.opts.Plans) == 0 {
+		return Plan{}, false
+	}
+	if hostname == "" {
+		return r.opts.Plans[0], true
+	}
+	hostname = strings.ToLower(hostname)
+	for _, p := range r.opts.Plans {
+		if slices.Contains(p.Hostnames, hostname) {
+			return p, true
+		}
+	}
+	return Plan{}, false
+}
+
+// check renews p if it is due (or force), recording the outcome in its state.
+func (r *Renewer) check(ctx context.Context, p Plan, force bool) (*certstore.Record, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	row := p.Row()
+	st, err := loadState(ctx, r.opts.KV, row)
+	if err != nil {
+		return nil, err
+	}
+	st.Hostnames = p.Hostnames
+	cur, err := r.current(ctx, row)
+	if err != nil {
+		return nil, err
+	}
+	now := r.opts.Now().UTC()
+	if !force {
+		if now.Before(st.NextAttempt) {
+			return nil, nil // backing off
+		}
+		due, reason := r.due(ctx, p, cur, &st, now)
+		if !due {
+			return nil, saveState(ctx, r.opts.KV, row, st)
+		}
+		r.log.Info("certificate due for renewal", "hostname", row, "reason", reason)
+	}
+
+	rec, err := r.order(ctx, p, replacesID(cur, &st))
+	now = r.opts.Now().UTC()
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		st.Failures++
+		st.LastError, st.LastErrorAt = problem(err), now
+		st.NextAttempt = now.Add(backoffDelay(st.Failures, retryAfter(err)))
+		r.log.Error("certificate order failed; the current certificate keeps serving",
+			"hostname", row, "error", st.LastError, "failures", st.Failures, "nextAttempt", st.NextAttempt)
+		_ = saveState(ctx, r.opts.KV, row, st)
+		return nil, errors.New(st.LastError)
+	}
+	st.Failures, st.NextAttempt, st.LastError, st.LastErrorAt = 0, time.Time{}, "", time.Time{}
+	st.LastSuccess = now
+	st.ARIStart, st.ARIEnd, st.ARISerial, st.ARICheckAfter = time.Time{}, time.Time{}, "", time.Time{}
+	st.NextRenewal = scheduledRenewal(rec.IssuedAt, rec.ExpiresAt, r.opts.RenewBefore)
+	r.log.Info("certificate issued", "hostname", row, "serial", rec.Serial, "notAfter", rec.ExpiresAt,
+		"nextRenewal", st.NextRenewal)
+	return rec, saveState(ctx, r.opts.KV, row, st)
+}
+
+func (r *Renewer) current(ctx context.Context, row string) (*certstore.Record, error) {
+	rec, err := r.opts.Certs.Get(ctx, row)
+	if errors.Is(err, certstore.ErrNoRecord) {
+		return nil, nil
+	}
+	return rec, err
+}
+
+// due decides whether cur must be replaced now, and records when it will be.
+func (r *Renewer) due(ctx context.Context, p Plan, cur *certstore.Record, st *State, now time.Time) (bool, string) {
+	switch {
+	case cur == nil:
+		return true, "no certificate yet"
+	case !sameNames(cur.Names, p.Hostnames):
+		return true, fmt.Sprintf("the topology asks for %s, the certificate covers %s",
+			strings.Join(p.Hostnames, ", "), strings.Join(cur.Names, ", "))
+	case !now.Before(cur.ExpiresAt):
+		return true, "expired"
+	}
+	next := scheduledRenewal(cur.IssuedAt, cur.ExpiresAt, r.opts.RenewBefore)
+	reason := "the schedule (last third of the lifetime or renewBeforeDays)"
+	if at, ok := r.ariTime(ctx, cur, st, now); ok {
+		next, reason = at, "the CA's renewal window (ARI)"
+	}
+	st.NextRenewal = next
+	return !now.Before(next), reason
+}
+
+// ariTime asks the CA's renewal information — no more often than its
+// Retry-After allows — and picks a time in the window. The pick is derived
+// from the serial, so every check (and every core) agrees on it instead of
+// drawing a new random time each time.
+func (r *Renewer) ariTime(ctx context.Context, cur *certstore.Record, st *State, now time.Time) (time.Time, bool) {
+	if st.ARISerial != cur.Serial || !now.Before(st.ARICheckAfter) {
+		leaf, err := cur.Leaf()
+		if err != nil {
+			return time.Time{}, false
+		}
+		client, err := r.ensureClient(ctx)
+		if err != nil {
+			r.log.Warn("ACME directory unreachable; renewal timing falls back to the schedule", "error", problem(err))
+			return time.Time{}, false
+		}
+		info, err := client.Certificate.GetRenewalInfo(ctx, leaf)
+		if errors.Is(err, api.ErrNoARI) {
+			return time.Time{}, false
+		}
+		if err != nil {
+			r.log.Warn("fetching renewal information (ARI)", "hostname", cur.Hostname, "error", problem(err))
+			st.ARICheckAfter = now.Add(time.Hour)
+			return time.Time{}, false
+		}
+		wait := info.RetryAfter
+		if wait <= 0 {
+			wait = 6 * time.Hour
+		}
+		st.ARIStart, st.ARIEnd = info.SuggestedWindow.Start.UTC(), info.SuggestedWindow.End.UTC()
+		st.ARISerial = cur.Serial
+		st.ARICheckAfter = now.Add(min(max(wait, time.Minute), 24*time.Hour))
+	}
+	if st.ARISerial != cur.Serial || st.ARIStart.IsZero() {
+		return time.Time{}, false
+	}
+	window := st.ARIEnd.Sub(st.ARIStart)
+	if window <= 0 {
+		return st.ARIStart, true
+	}
+	h := sha256.Sum256([]byte(cur.Serial))
+	frac := float64(binary.BigEndian.Uint64(h[:8])>>11) / float64(1<<53)
+	return st.ARIStart.Add(time.Duration(frac * float64(window))), true
+}
+
+// order runs one ACME order under the renewer lock and stores the result.
+// replaces is the ARI CertID of the certificate being replaced, when this CA
+// issued it: the CA then knows the renewal is not a new certificate.
+func (r *Renewer) order(ctx context.Context, p Plan, replaces string) (*certstore.Record, error) {
+	lctx, cancel := context.WithTimeout(ctx, r.opts.CheckInterval)
+	lock, err := r.opts.KV.Lock(lctx, lockName, r.opts.LockTTL)
+	cancel()
+	if err != nil {
+		return nil, fmt.Errorf("another renewer core holds the ACME lock (or PlatformDB is unavailable): %w", err)
+	}
+	defer func() { _ = lock.Unlock(context.WithoutCancel(ctx)) }()
+	octx, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() {
+		select {
+		case <-lock.Lost():
+			stop() // never go on ordering under a lock that is gone
+		case <-octx.Done():
+		}
+	}()
+
+	client, err := r.ensureClient(octx)
+	if err != nil {
+		return nil, err
+	}
+	if r.user.reg == nil {
+		// Another renewer may have registered while we waited for the lock.
+		if u, ok, err := loadAccount(octx, r.opts.KV, r.opts.Keys, r.opts.DirectoryURL, r.opts.Email); err == nil && ok {
+			r.user, r.client = u, nil
+			if client, err = r.ensureClient(octx); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if r.user.reg == nil {
+		if err := register(octx, client, r.opts.KV, r.opts.Keys, r.opts.DirectoryURL, r.user, r.opts.EAB); err != nil {
+			return nil, err
+		}
+		r.log.Info("ACME account registered", "directory", r.opts.DirectoryURL, "account", r.user.reg.Location)
+	}
+	if err := r.setSolver(client, p); err != nil {
+		return nil, err
+	}
+	kt, _ := keyType(r.opts.KeyType)
+	req := certificate.ObtainRequest{Domains: p.Hostnames, Bundle: true, KeyType: kt, Profile: r.opts.Profile,
+		ReplacesCertID: replaces}
+	start := time.Now()
+	res, err := client.Certificate.Obtain(octx, req)
+	if err != nil {
+		return nil, err
+	}
+	rec, err := r.opts.Certs.Store(ctx, p.Row(), certstore.SourceACME, res.Certificate, res.PrivateKey)
+	if err != nil {
+		return nil, fmt.Errorf("storing the new certificate: %w", err)
+	}
+	r.log.Info("ACME order complete", "hostname", p.Row(), "took", time.Since(start).Round(time.Millisecond).String())
+	return rec, nil
+}
+
+// ensureClient builds the lego client for the stored account (or a fresh,
+// not yet registered key). It fetches the directory, so it fails when the CA
+// is unreachable.
+func (r *Renewer) ensureClient(ctx context.Context) (*lego.Client, error) {
+	if r.client != nil {
+		return r.client, nil
+	}
+	if r.user == nil {
+		u, _, err := loadAccount(ctx, r.opts.KV, r.opts.Keys, r.opts.DirectoryURL, r.opts.Email)
+		if err != nil {
+			return nil, err
+		}
+		r.user = u
+	}
+	cfg := lego.NewConfig(r.user)
+	cfg.CADirURL = r.opts.DirectoryURL
+	cfg.HTTPClient = r.opts.HTTPClient
+	cfg.UserAgent = r.opts.UserAgent
+	c, err := lego.NewClient(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("ACME directory %s: %w", r.opts.DirectoryURL, err)
+	}
+	r.client = c
+	return c, nil
+}
+
+func (r *Renewer) setSolver(c *lego.Client, p Plan) error {
+	c.Challenge.ResetSolvers()
+	switch p.Challenge {
+	case "dns-01":
+		if r.opts.DNS01 == nil {
+			return fmt.Errorf("%s needs the DNS-01 challenge, which needs the embedded DNS server (dns.active: true)", p.Row())
+		}
+		return c.Challenge.SetDNS01Provider(r.opts.DNS01)
+	default:
+		return c.Challenge.SetHTTP01Provider(&HTTP01Provider{KV: r.opts.KV})
+	}
+}
+
+// replacesID is cur's ARI CertID if this CA answered renewal information for
+// it (so it knows the certificate), else "".
+func replacesID(cur *certstore.Record, st *State) string {
+	if cur == nil || st.ARISerial != cur.Serial {
+		return ""
+	}
+	leaf, err := cur.Leaf()
+	if err != nil {
+		return ""
+	}
+	id, err := api.MakeARICertID(leaf)
+	if err != nil {
+		return ""
+	}
+	return id
+}
+
+func keyType(s string) (certcrypto.KeyType, error) {
+	switch s {
+	case "", "ec256":
+		return certcrypto.EC256, nil
+	case "ec384":
+		return certcrypto.EC384, nil
+	case "rsa2048":
+		return certcrypto.RSA2048, nil
+	case "rsa4096":
+		return certcrypto.RSA4096, nil
+	}
+	return "", fmt.Errorf("acme: unknown key type %q", s)
+}
+
+func sameNames(a, b []string) bool {
+	x, y := slices.Clone(a), slices.Clone(b)
+	slices.Sort(x)
+	slices.Sort(y)
+	return slices.Equal(x, y)
+}
+
+// problem is the ACME problem document's detail when there is one: what the
+// operator needs, without lego's wrapping.
+func problem(err error) string {
+	var pd *legoacme.ProblemDetails
+	if errors.As(err, &pd) && pd.Detail != "" {
+		return fmt.Sprintf("%s (%s)", pd.Detail, strings.TrimPrefix(pd.Type, "urn:ietf:params:acme:error:"))
+	}
+	return err.Error()
+}
+
+func retryAfter(err error) time.Duration {
+	var rl *legoacme.RateLimitedError
+	if errors.As(err, &rl) {
+		return rl.RetryAfter
+	}
+	return 0
+}

@@ -1,0 +1,49 @@
+package acme
+
+import (
+	"math/rand/v2"
+	"time"
+)
+
+// Backoff bounds: about a minute after the first failure, doubling, never
+// more than six hours apart — well inside Let's Encrypt's failed-validation
+// limit (5 per hour per account and hostname).
+const (
+	backoffMin = time.Minute
+	backoffMax = 6 * time.Hour
+)
+
+// scheduledRenewal is when a certificate is due without ARI: the earlier of
+// renewBefore ahead of expiry and the start of the last third of its
+// lifetime — so a 90-day certificate renews at day 60, a 6-day one at day 4,
+// and a 120-second one at 80 s.
+func scheduledRenewal(notBefore, notAfter time.Time, renewBefore time.Duration) time.Time {
+	byDays := notAfter.Add(-renewBefore)
+	byThird := notBefore.Add(notAfter.Sub(notBefore) * 2 / 3)
+	if byThird.Before(byDays) {
+		return byThird
+	}
+	return byDays
+}
+
+// backoffDelay is the wait after the n-th consecutive failure (n >= 1),
+// at least what the CA asked for, with ±10% jitter so a fleet does not retry
+// in step.
+func backoffDelay(n int, retryAfter time.Duration) time.Duration {
+	d := backoffMin
+	for i := 1; i < n && d < backoffMax; i++ {
+		d *= 2
+	}
+	d = min(d, backoffMax)
+	d = jitter(d, 0.1)
+	return max(d, retryAfter)
+}
+
+// jitter spreads d by ±frac.
+func jitter(d time.Duration, frac float64) time.Duration {
+	if d <= 0 {
+		return d
+	}
+	delta := float64(d) * frac
+	return time.Duration(float64(d) - delta + rand.Float64()*2*delta)
+}

@@ -1,0 +1,76 @@
+package acme
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/pryv/pryv-tls/internal/platformdb"
+)
+
+// statePrefix keeps each certificate's renewal state in PlatformDB
+// (acme-state/<row>), so a restart — or a restart loop — resumes the backoff
+// instead of hammering the CA, and every core's admin API can show it.
+const statePrefix = "acme-state/"
+
+// State is one certificate's renewal bookkeeping. Times are UTC.
+type State struct {
+	Hostnames   []string  `json:"hostnames"`
+	NextRenewal time.Time `json:"nextRenewal,omitzero"` // planned (ARI or schedule)
+	// Backoff: no order before NextAttempt after Failures consecutive failures.
+	Failures    int       `json:"failures,omitempty"`
+	NextAttempt time.Time `json:"nextAttempt,omitzero"`
+	LastError   string    `json:"lastError,omitempty"`
+	LastErrorAt time.Time `json:"lastErrorAt,omitzero"`
+	LastSuccess time.Time `json:"lastSuccess,omitzero"`
+	// ARI: the CA's window for the current certificate, and when to ask again.
+	ARIStart      time.Time `json:"ariStart,omitzero"`
+	ARIEnd        time.Time `json:"ariEnd,omitzero"`
+	ARISerial     string    `json:"ariSerial,omitempty"` // the certificate the window is for
+	ARICheckAfter time.Time `json:"ariCheckAfter,omitzero"`
+}
+
+func loadState(ctx context.Context, kv KV, row string) (State, error) {
+	var s State
+	e, err := kv.Get(ctx, statePrefix+row)
+	if errors.Is(err, platformdb.ErrNotFound) {
+		return s, nil
+	}
+	if err != nil {
+		return s, fmt.Errorf("reading %s%s: %w", statePrefix, row, err)
+	}
+	if err := json.Unmarshal(e.Value, &s); err != nil {
+		// A damaged state row only loses bookkeeping: start afresh.
+		return State{}, nil
+	}
+	return s, nil
+}
+
+func saveState(ctx context.Context, kv KV, row string, s State) error {
+	data, err := json.Marshal(s)
+	if err != nil {
+		return err
+	}
+	if _, err := kv.Put(ctx, statePrefix+row, data); err != nil {
+		return fmt.Errorf("writing %s%s: %w", statePrefix, row, err)
+	}
+	return nil
+}
+
+// LoadStates returns the renewal state of every row, for the admin API.
+func LoadStates(ctx context.Context, kv KV) (map[string]State, error) {
+	entries, _, err := kv.List(ctx, statePrefix)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]State, len(entries))
+	for _, e := range entries {
+		var s State
+		if json.Unmarshal(e.Value, &s) == nil {
+			out[e.Key[len(statePrefix):]] = s
+		}
+	}
+	return out, nil
+}
