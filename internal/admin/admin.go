@@ -14,6 +14,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -28,11 +29,28 @@ type Certs interface {
 	Delete(ctx context.Context, hostname string) error
 }
 
+// Renewer is the ACME renewer, on the core that has one.
+type Renewer interface {
+	ForceRenew(ctx context.Context, hostname string) (*certstore.Record, error)
+}
+
+// RenewalState is what the API shows of a certificate's renewal bookkeeping.
+type RenewalState struct {
+	NextRenewal time.Time
+	LastError   string
+	LastErrorAt time.Time
+}
+
 // API serves the admin endpoints.
 type API struct {
-	Certs  Certs
-	Logger *slog.Logger
-	Now    func() time.Time
+	Certs Certs
+	// Renewer is nil on a core that is not the certRenewer.
+	Renewer Renewer
+	// Renewals, if set, returns the renewal state by hostname (any core can
+	// read it: it lives in PlatformDB).
+	Renewals func(ctx context.Context) (map[string]RenewalState, error)
+	Logger   *slog.Logger
+	Now      func() time.Time
 }
 
 // CertInfo is one certificate as the admin API shows it. Times are RFC 3339
@@ -46,6 +64,10 @@ type CertInfo struct {
 	Issuer          string    `json:"issuer"`
 	Serial          string    `json:"serial"`
 	Source          string    `json:"source"`
+	// From the renewer's bookkeeping, when there is one for this hostname.
+	NextRenewal *time.Time `json:"nextRenewal,omitempty"`
+	LastError   string     `json:"lastError,omitempty"`
+	LastErrorAt *time.Time `json:"lastErrorAt,omitempty"`
 }
 
 func (a *API) now() time.Time {
@@ -62,9 +84,12 @@ func (a *API) log() *slog.Logger {
 	return slog.Default()
 }
 
-// Public returns the handler mounted on the front at /system/admin/certs.
+// PublicPaths are the paths Public answers on the front.
+var PublicPaths = []string{"/system/admin/certs", "/system/admin/certs/force-renew"}
+
+// Public returns the handler mounted on the front at PublicPaths.
 // Requests must carry "Authorization: <adminAccessKey>". An empty key
-// disables the endpoint (every request is refused).
+// disables the endpoints (every request is refused).
 func (a *API) Public(adminKey string) http.Handler {
 	want := sha256.Sum256([]byte(adminKey))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -80,11 +105,16 @@ func (a *API) Public(adminKey string) http.Handler {
 			writeError(w, http.StatusForbidden, "forbidden", "access denied")
 			return
 		}
-		if r.Method != http.MethodGet {
-			writeError(w, http.StatusMethodNotAllowed, "invalid-operation", "only GET is allowed here")
+		method := http.MethodGet
+		handle := a.listCerts
+		if r.URL.Path == "/system/admin/certs/force-renew" {
+			method, handle = http.MethodPost, a.forceRenew
+		}
+		if r.Method != method {
+			writeError(w, http.StatusMethodNotAllowed, "invalid-operation", "only "+method+" is allowed here")
 			return
 		}
-		a.listCerts(w, r)
+		handle(w, r)
 	})
 }
 
@@ -95,6 +125,7 @@ func (a *API) Local() http.Handler {
 	mux.HandleFunc("POST /certs", a.importCert)
 	mux.HandleFunc("GET /certs/{hostname}/export", a.exportCert)
 	mux.HandleFunc("DELETE /certs/{hostname}", a.deleteCert)
+	mux.HandleFunc("POST /certs/force-renew", a.forceRenew)
 	return mux
 }
 
@@ -111,16 +142,65 @@ func (a *API) listCerts(w http.ResponseWriter, r *http.Request) {
 	out := struct {
 		Certs []CertInfo `json:"certs"`
 	}{Certs: make([]CertInfo, 0, len(recs))}
+	var states map[string]RenewalState
+	if a.Renewals != nil {
+		if states, err = a.Renewals(r.Context()); err != nil {
+			a.log().Warn("reading renewal state", "error", err.Error())
+		}
+	}
 	for _, rec := range recs {
-		out.Certs = append(out.Certs, Info(rec, now))
+		ci := Info(rec, now)
+		if st, ok := states[rec.Hostname]; ok {
+			if !st.NextRenewal.IsZero() {
+				ci.NextRenewal = &st.NextRenewal
+			}
+			if st.LastError != "" {
+				ci.LastError, ci.LastErrorAt = st.LastError, &st.LastErrorAt
+			}
+		}
+		out.Certs = append(out.Certs, ci)
+	}
+	// A certificate not issued yet still has renewal state worth showing
+	// (the first order failing, say).
+	for host, st := range states {
+		if st.LastError == "" || slices.ContainsFunc(recs, func(r *certstore.Record) bool { return r.Hostname == host }) {
+			continue
+		}
+		out.Certs = append(out.Certs, CertInfo{Hostname: host, LastError: st.LastError, LastErrorAt: &st.LastErrorAt})
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// forceRenew orders a certificate now: POST with an optional body
+// {"hostname": "..."} (default: the primary one).
+func (a *API) forceRenew(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Hostname string `json:"hostname"`
+	}
+	if r.ContentLength != 0 {
+		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&req); err != nil && !errors.Is(err, io.EOF) {
+			writeJSON(w, http.StatusBadRequest, map[string]any{"ok": false, "error": "body must be JSON {\"hostname\": \"...\"} or empty"})
+			return
+		}
+	}
+	if a.Renewer == nil {
+		writeJSON(w, http.StatusBadRequest, map[string]any{"ok": false,
+			"error": "not the certRenewer core: force-renew on the core with letsEncrypt.certRenewer: true"})
+		return
+	}
+	rec, err := a.Renewer.ForceRenew(r.Context(), req.Hostname)
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]any{"ok": false, "error": err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"ok": true, "hostname": rec.Hostname,
+		"issuedAt": rec.IssuedAt.UTC(), "expiresAt": rec.ExpiresAt.UTC()})
 }
 
 // Info is a record's public view.
 func Info(r *certstore.Record, now time.Time) CertInfo {
 	return CertInfo{
-		Hostname: r.Hostname, IssuedAt: r.IssuedAt, ExpiresAt: r.ExpiresAt,
+		Hostname: r.Hostname, IssuedAt: r.IssuedAt.UTC(), ExpiresAt: r.ExpiresAt.UTC(),
 		DaysUntilExpiry: r.DaysLeft(now), Names: r.Names, Issuer: r.Issuer,
 		Serial: r.Serial, Source: r.Source,
 	}

@@ -51,6 +51,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		}
 	}()
 
+	daemon.Version = Version
 	err = daemon.Run(ctx, cfg, daemon.Options{Logger: log, Reload: reload, DrainTimeout: *drain})
 	if err != nil {
 		log.Error("serve failed", "error", err.Error())

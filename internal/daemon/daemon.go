@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pryv/pryv-tls/internal/admin"
 	"github.com/pryv/pryv-tls/internal/certs"
 	"github.com/pryv/pryv-tls/internal/config"
 	"github.com/pryv/pryv-tls/internal/front"
@@ -82,7 +83,10 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 		}
 		defer p.Close()
 		if p.admin != nil {
-			fopts.Local["/system/admin/certs"] = p.admin.Public(cfg.Auth.AdminAccessKey.Reveal())
+			h := p.admin.Public(cfg.Auth.AdminAccessKey.Reveal())
+			for _, path := range admin.PublicPaths {
+				fopts.Local[path] = h
+			}
 		}
 	}
 

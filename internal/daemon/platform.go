@@ -81,6 +81,12 @@ func startPlatform(ctx context.Context, cfg *config.Config, store *certs.Store, 
 	bg.Go(mat.Run)
 
 	p.admin = &admin.API{Certs: catalog, Logger: log}
+	if cfg.LetsEncrypt.Enabled {
+		if err := startACME(cfg, db, keys, catalog, p.admin, bg, log); err != nil {
+			p.Close()
+			return nil, err
+		}
+	}
 	ln, err := admin.ListenSocket(cfg.Control.Socket)
 	if err != nil {
 		p.Close()
