@@ -98,8 +98,8 @@ func (c *Catalog) Export(ctx context.Context, hostname string) (chainPEM, keyPEM
 	return []byte(r.Chain), keyPEM, nil
 }
 
-// Delete removes hostname's record; the materialised files stay on disk
-// (something may still read them), but the front stops serving it.
+// Delete removes hostname's record. Every core then stops serving it and
+// removes its materialised directory (copies on http.ssl paths stay).
 func (c *Catalog) Delete(ctx context.Context, hostname string) error {
 	if _, err := c.Get(ctx, hostname); err != nil {
 		return err

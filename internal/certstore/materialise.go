@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -81,8 +82,10 @@ func (m *Materialiser) LoadDisk() {
 			m.log().Warn("materialised certificate refused", "dir", dir, "error", err.Error())
 			continue
 		}
+		// "wildcard.x" holds "*.x" — unless it is a literal host named
+		// wildcard.x: the certificate says which.
 		host := name
-		if rest, ok := strings.CutPrefix(name, "wildcard."); ok {
+		if rest, ok := strings.CutPrefix(name, "wildcard."); ok && slices.Contains(c.Leaf.DNSNames, "*."+rest) {
 			host = "*." + rest
 		}
 		m.served[host] = served{hash: pairHash(chain, key), cert: c}

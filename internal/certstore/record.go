@@ -132,7 +132,7 @@ func Unmarshal(key string, data []byte) (*Record, error) {
 	if err := json.Unmarshal(data, &r); err != nil {
 		return nil, fmt.Errorf("record %s: not a certificate record: %w", key, err)
 	}
-	if RowKey(r.Hostname) != key {
+	if Prefix+r.Hostname != key { // exact: NewRecord writes rows in lower case
 		return nil, fmt.Errorf("record %s: names hostname %q, which belongs in another row", key, r.Hostname)
 	}
 	return &r, nil
