@@ -298,3 +298,58 @@ func keyBody(keyPEM []byte) []byte {
 	lines := bytes.Split(keyPEM, []byte("\n"))
 	return lines[1]
 }
+
+// TestKill9DuringWrites: a core killed with SIGKILL in the middle of a
+// stream of certificate writes comes back with a record that is one of the
+// written ones, whole, and serves it.
+func TestKill9DuringWrites(t *testing.T) {
+	dir := t.TempDir()
+	p := newPKI(t, dir)
+	port := freePort(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	cfg := strategyA(t, dir, port, "/bin/true")
+	c := startCoreIn(t, dir, addr, cfg...)
+	client := admin.SocketClient(filepath.Join(dir, "var-pryv/run/pryv-tls.sock"))
+	written := map[string]bool{}
+	stop := time.Now().Add(400 * time.Millisecond)
+	killed := false
+	for i := 0; i < 500 && !killed; i++ {
+		next := p.issue(t, devpki.Leaf{})
+		written[serial(next)] = true
+		body, _ := json.Marshal(admin.ImportRequest{Chain: string(next.FullChain), Key: string(next.KeyPEM)})
+		go func() {
+			if resp, err := client.Post("http://pryv-tls/certs", "application/json", bytes.NewReader(body)); err == nil {
+				resp.Body.Close()
+			}
+		}()
+		if time.Now().After(stop) {
+			c.signal(syscall.SIGKILL)
+			killed = true
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	if !killed {
+		c.signal(syscall.SIGKILL)
+	}
+	c.wait(10 * time.Second)
+
+	startCoreIn(t, dir, addr, cfg...)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got, err := servedSerial(t, addr, host, p.roots)
+		if err == nil {
+			if !written[got] {
+				t.Fatalf("after kill -9 the core serves serial %s, which was never written", got)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nothing trusted served after the restart: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	out, code := cli(t, dir, append([]string{"certs", "list", "--json"}, cfg...)...)
+	if code != 0 || !strings.Contains(out, "your-domain.com") {
+		t.Fatalf("certs list after kill -9: %d\n%s", code, out)
+	}
+}
