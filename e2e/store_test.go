@@ -246,6 +246,30 @@ func TestCertificateStoreEndToEnd(t *testing.T) {
 		t.Logf("write -> served, 100 rotations: p50 %s, p99 %s, max %s", took[49], took[98], took[99])
 	})
 
+	t.Run("PlatformDB refuses a client without a node certificate", func(t *testing.T) {
+		// The etcd client port, reached the way any local process could.
+		var clientAddr string
+		for _, a := range cfg {
+			b, _ := os.ReadFile(a)
+			for _, line := range strings.Split(string(b), "\n") {
+				if v, ok := strings.CutPrefix(strings.TrimSpace(line), "clientAddress: "); ok {
+					clientAddr = v
+				}
+			}
+		}
+		if clientAddr == "" {
+			t.Fatal("no platformDB.clientAddress in the test config")
+		}
+		plain, err := run(t, 10*time.Second, curl, "-sS", "--max-time", "3", "http://"+clientAddr+"/version")
+		if err == nil && strings.Contains(plain, "etcdserver") {
+			t.Fatalf("plain HTTP to the store's client port answered: %s", plain)
+		}
+		noCert, err := run(t, 10*time.Second, curl, "-sS", "-k", "--max-time", "3", "https://"+clientAddr+"/version")
+		if err == nil && strings.Contains(noCert, "etcdserver") {
+			t.Fatalf("TLS without a client certificate to the store's client port answered: %s", noCert)
+		}
+	})
+
 	t.Run("no plaintext key in PlatformDB", func(t *testing.T) {
 		// Every byte etcd keeps on disk (WAL, snapshots, bbolt) is searched
 		// for the private keys' PEM body.

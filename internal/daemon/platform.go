@@ -5,12 +5,15 @@ import (
 	"crypto/tls"
 	"fmt"
 	"log/slog"
+	"net"
+	"path/filepath"
 	"sync"
 
 	"github.com/pryv/pryv-tls/internal/admin"
 	"github.com/pryv/pryv-tls/internal/atrest"
 	"github.com/pryv/pryv-tls/internal/certs"
 	"github.com/pryv/pryv-tls/internal/certstore"
+	"github.com/pryv/pryv-tls/internal/cluster"
 	"github.com/pryv/pryv-tls/internal/config"
 	"github.com/pryv/pryv-tls/internal/platformdb"
 	"github.com/pryv/pryv-tls/internal/rotatehook"
@@ -60,11 +63,16 @@ func startPlatform(ctx context.Context, cfg *config.Config, store *certs.Store, 
 		mat.LoadDisk()
 	}
 
+	tlsFiles, err := nodeTLS(cfg)
+	if err != nil {
+		return nil, err
+	}
 	db, err := platformdb.Open(ctx, platformdb.Options{
 		Name:          coreName(cfg),
 		DataDir:       cfg.PlatformDB.DataDir,
 		PeerAddress:   cfg.PlatformDB.PeerAddress,
 		ClientAddress: cfg.PlatformDB.ClientAddress,
+		TLS:           tlsFiles,
 		Logger:        log.With("component", "platformdb"),
 	})
 	if err != nil {
@@ -94,6 +102,38 @@ func startPlatform(ctx context.Context, cfg *config.Config, store *certs.Store, 
 	}
 	bg.Go(func(ctx context.Context) { p.admin.ServeSocket(ctx, ln) })
 	return p, nil
+}
+
+// nodeTLS gives PlatformDB's listeners mutual TLS, so no process without a
+// node certificate can read or write the store, not even on loopback. The
+// cluster CA at cluster.ca.path signs the node certificate when this core
+// holds it; a core that is not (yet) part of a cluster uses a CA of its own,
+// next to its data directory.
+func nodeTLS(cfg *config.Config) (*platformdb.TLSFiles, error) {
+	dir := filepath.Join(filepath.Dir(cfg.PlatformDB.DataDir), "platformdb-tls")
+	caDir := cfg.Cluster.CA.Path
+	ca, err := cluster.LoadCA(caDir)
+	if err != nil {
+		caDir = dir
+		if ca, err = cluster.LoadOrCreateCA(dir); err != nil {
+			return nil, fmt.Errorf("PlatformDB TLS: %w", err)
+		}
+	}
+	ips := []net.IP{net.IPv4(127, 0, 0, 1)}
+	for _, a := range []string{cfg.PlatformDB.PeerAddress, cfg.PlatformDB.ClientAddress, cfg.Core.IP} {
+		host := a
+		if h, _, err := net.SplitHostPort(a); err == nil {
+			host = h
+		}
+		if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() {
+			ips = append(ips, ip)
+		}
+	}
+	certFile, keyFile, err := cluster.EnsureNodeCert(ca, dir, coreName(cfg), nil, ips)
+	if err != nil {
+		return nil, fmt.Errorf("PlatformDB TLS: %w", err)
+	}
+	return &platformdb.TLSFiles{CAFile: filepath.Join(caDir, cluster.CACertName), CertFile: certFile, KeyFile: keyFile}, nil
 }
 
 func coreName(cfg *config.Config) string {

@@ -8,8 +8,12 @@ import (
 
 // BenchmarkPut: one durable write (raft commit + fsync) through the
 // in-process client of an embedded one-member cluster.
-func BenchmarkPut(b *testing.B) {
-	e := openEtcd(b, "")
+func BenchmarkPut(b *testing.B) { benchPut(b, openEtcd(b, "")) }
+
+// BenchmarkPutTLS: the same with mutual TLS on the client connection.
+func BenchmarkPutTLS(b *testing.B) { benchPut(b, openEtcdTLS(b, "", newTestPKI(b).node)) }
+
+func benchPut(b *testing.B, e *Etcd) {
 	ctx := context.Background()
 	value := make([]byte, 2048) // about a certificate
 	b.ReportAllocs()
@@ -24,8 +28,12 @@ func BenchmarkPut(b *testing.B) {
 }
 
 // BenchmarkGet: one linearizable read.
-func BenchmarkGet(b *testing.B) {
-	e := openEtcd(b, "")
+func BenchmarkGet(b *testing.B) { benchGet(b, openEtcd(b, "")) }
+
+// BenchmarkGetTLS: the same with mutual TLS on the client connection.
+func BenchmarkGetTLS(b *testing.B) { benchGet(b, openEtcdTLS(b, "", newTestPKI(b).node)) }
+
+func benchGet(b *testing.B, e *Etcd) {
 	ctx := context.Background()
 	if _, err := e.Put(ctx, "bench/k", make([]byte, 2048)); err != nil {
 		b.Fatal(err)

@@ -26,8 +26,12 @@ type ConnectOptions struct {
 	Logger *slog.Logger
 	// RequestTimeout bounds every request (default 5 s), as in Options.
 	RequestTimeout time.Duration
-
-	// Later (cluster issue): client TLS from the cluster CA.
+	// TLS: dial with mutual TLS, presenting the node certificate and
+	// trusting only the CA (see TLSFiles); required by members opened
+	// with Options.TLS, so always set by the daemon and its tools. The
+	// certificate must name the endpoints' hosts too (it is a server
+	// certificate as well, and only node certificates are trusted).
+	TLS *TLSFiles
 }
 
 // Conn is a Store over an etcd client, without a member of its own: what
@@ -91,13 +95,27 @@ func newConn(opts ConnectOptions) (*Conn, error) {
 		locks:   make(map[*etcdLock]struct{}),
 		inner:   make(map[int]context.CancelFunc),
 	}
-	cli, err := clientv3.New(clientv3.Config{
+	cfg := clientv3.Config{
 		Endpoints:   opts.Endpoints,
 		DialTimeout: opts.RequestTimeout,
 		Logger:      newZapLogger(opts.Logger, "etcd-client", &c.closing),
 		// The default 2 MiB would refuse a listing bigger than that.
 		MaxCallRecvMsgSize: 256 << 20,
-	})
+	}
+	if opts.TLS != nil {
+		for _, ep := range opts.Endpoints {
+			if strings.HasPrefix(ep, "http://") || strings.HasPrefix(ep, "unix:") {
+				// clientv3 would silently dial it without TLS.
+				return nil, fmt.Errorf("platformdb: connect to %s: TLS is set but the endpoint is not https", ep)
+			}
+		}
+		tc, err := opts.TLS.clientConfig()
+		if err != nil {
+			return nil, fmt.Errorf("platformdb: connect to %s: %w", strings.Join(opts.Endpoints, ","), err)
+		}
+		cfg.TLS = tc
+	}
+	cli, err := clientv3.New(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("platformdb: connect to %s: %w", strings.Join(opts.Endpoints, ","), err)
 	}

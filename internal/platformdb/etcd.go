@@ -95,12 +95,18 @@ type Options struct {
 	HeartbeatInterval time.Duration
 	ElectionTimeout   time.Duration
 
+	// TLS turns on mutual TLS from the cluster CA on both listeners: they
+	// speak https only, require a client certificate signed by TLS.CAFile
+	// (and trust nothing else), and the in-process client presents the
+	// node certificate. Without it anyone who can reach the listeners can
+	// read and write the store, and join it through the peer listener: the
+	// daemon always sets it; nil is for tests of this package. Open checks
+	// the files first (the certificate chains to the CA for server and
+	// client auth, and names the listeners' hosts) and fails naming them.
+	TLS *TLSFiles
+
 	// Later (cluster issue), not implemented yet:
 	//
-	// Peer and client mutual TLS from the cluster CA (etcd takes file paths
-	// in transport.TLSInfo: cert, key, trusted CA, ClientCertAuth=true):
-	//   PeerTLS   TLSFiles
-	//   ClientTLS TLSFiles
 	// Joining an existing cluster (member added as a learner first, then
 	// promoted; see DESIGN.md):
 	//   InitialCluster string // "name1=https://10.0.0.1:2380,name2=..."
@@ -118,6 +124,7 @@ type Etcd struct {
 
 	dataDir string
 	name    string
+	scheme  string // of both listeners: "https" with Options.TLS, else "http"
 
 	srv        *embed.Etcd
 	clientAddr string
@@ -176,19 +183,36 @@ func Open(ctx context.Context, opts Options) (*Etcd, error) {
 			return nil, fmt.Errorf("platformdb: open: %s address %q: want host:port: %w", a.what, a.addr, err)
 		}
 	}
+	scheme := "http"
+	if opts.TLS != nil {
+		scheme = "https"
+		_, leaf, err := opts.TLS.load()
+		if err == nil {
+			err = checkHost(opts.TLS, leaf, "peer", opts.PeerAddress)
+		}
+		if err == nil {
+			err = checkHost(opts.TLS, leaf, "client", opts.ClientAddress)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("platformdb: open: %w", err)
+		}
+	}
 	if err := os.MkdirAll(opts.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("platformdb: open: data dir: %w", err)
 	}
 	walSegmentOnce.Do(func() { wal.SegmentSizeBytes = WALSegmentBytes })
 
-	s := &Etcd{dataDir: opts.DataDir, name: opts.Name}
+	s := &Etcd{dataDir: opts.DataDir, name: opts.Name, scheme: scheme}
 	where := fmt.Sprintf("member %q, data dir %s, peer %s, client %s", opts.Name, opts.DataDir, opts.PeerAddress, opts.ClientAddress)
+	if opts.TLS != nil {
+		where += ", mutual TLS"
+	}
 
 	cfg := embed.NewConfig()
 	cfg.Name = opts.Name
 	cfg.Dir = opts.DataDir
-	peerURL := url.URL{Scheme: "http", Host: opts.PeerAddress}
-	clientURL := url.URL{Scheme: "http", Host: opts.ClientAddress}
+	peerURL := url.URL{Scheme: scheme, Host: opts.PeerAddress}
+	clientURL := url.URL{Scheme: scheme, Host: opts.ClientAddress}
 	cfg.ListenPeerUrls = []url.URL{peerURL}
 	cfg.AdvertisePeerUrls = []url.URL{peerURL}
 	cfg.ListenClientUrls = []url.URL{clientURL}
@@ -204,6 +228,21 @@ func Open(ctx context.Context, opts Options) (*Etcd, error) {
 	cfg.TickMs = uint(opts.HeartbeatInterval.Milliseconds())
 	cfg.ElectionMs = uint(opts.ElectionTimeout.Milliseconds())
 	cfg.EnableGRPCGateway = false // gRPC only: no JSON gateway on the client port
+	if t := opts.TLS; t != nil {
+		// etcd reads the files itself (again at every handshake).
+		// ClientCertAuth: a client certificate signed by the CA is
+		// required; etcd's peer listener also checks its IP SANs
+		// against the source address (see TLSFiles).
+		cfg.PeerTLSInfo.CertFile = t.CertFile
+		cfg.PeerTLSInfo.KeyFile = t.KeyFile
+		cfg.PeerTLSInfo.TrustedCAFile = t.CAFile
+		cfg.PeerTLSInfo.ClientCertAuth = true
+		cfg.ClientTLSInfo.CertFile = t.CertFile
+		cfg.ClientTLSInfo.KeyFile = t.KeyFile
+		cfg.ClientTLSInfo.TrustedCAFile = t.CAFile
+		cfg.ClientTLSInfo.ClientCertAuth = true
+		cfg.TlsMinVersion = "TLS1.3" // as tlsMinVersion
+	}
 
 	srv, err := embed.StartEtcd(cfg)
 	if err != nil {
@@ -226,9 +265,10 @@ func Open(ctx context.Context, opts Options) (*Etcd, error) {
 	s.peerAddr = srv.Peers[0].Addr().String()
 
 	conn, err := newConn(ConnectOptions{
-		Endpoints:      []string{s.clientAddr},
+		Endpoints:      []string{dialAddress(s.clientAddr)},
 		Logger:         opts.Logger,
 		RequestTimeout: opts.RequestTimeout,
+		TLS:            opts.TLS,
 	})
 	if err != nil {
 		s.stopServer()
@@ -247,12 +287,13 @@ func Open(ctx context.Context, opts Options) (*Etcd, error) {
 
 // fixPeerURL records the bound peer URL in the membership when it differs
 // from the stored one in a one-member cluster: after a start with port 0
-// (tests) or after the operator changed PeerAddress. A member that later
+// (tests), after the operator changed PeerAddress, or after TLS was turned
+// on or off (the scheme changes between http and https). A member that later
 // joins the cluster dials the stored URL, so it must be right. Clusters of
 // several members are left alone (a peer URL change there is an operator's
 // "member update", done by the cluster issue's tooling).
 func (s *Etcd) fixPeerURL(ctx context.Context) error {
-	want := (&url.URL{Scheme: "http", Host: s.peerAddr}).String()
+	want := (&url.URL{Scheme: s.scheme, Host: s.peerAddr}).String()
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	resp, err := s.cli.MemberList(ctx)
@@ -270,6 +311,20 @@ func (s *Etcd) fixPeerURL(ctx context.Context) error {
 		return fmt.Errorf("member update of peer URL: %w", err)
 	}
 	return nil
+}
+
+// dialAddress is where the in-process client reaches a listener bound to
+// addr: the loopback address for a listener on every address (0.0.0.0 or
+// ::), which the node certificate always names.
+func dialAddress(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		return net.JoinHostPort("127.0.0.1", port)
+	}
+	return addr
 }
 
 // stopServer stops the embedded member. embed.Etcd.Close panics when called

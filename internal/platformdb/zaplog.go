@@ -72,8 +72,9 @@ func (c *zapToSlog) Sync() error { return nil }
 // alwaysNoise are warnings etcd emits for choices this package makes on
 // purpose. They are demoted to Debug.
 var alwaysNoise = []string{
-	// We serve gRPC on the client port only (the HTTP gateway is off); the
-	// client port is loopback-only for the in-process client.
+	// We serve gRPC on the client port (the HTTP gateway is off; etcd's
+	// /health, /metrics and /version stay there, behind the same mutual
+	// TLS), and give it no separate HTTP port.
 	"Running http and grpc server on single port",
 	// The client retries unary calls itself; the caller gets our mapped
 	// error (ErrUnavailable) and decides whether to log it.
@@ -81,7 +82,7 @@ var alwaysNoise = []string{
 	// A one-member deployment keeps the default name; the cluster issue
 	// names members.
 	"it isn't recommended to use default name",
-	// etcd auth is off (access is by network and, later, mutual TLS): its
+	// etcd auth is off (access is by mutual TLS, Options.TLS): its
 	// "simple" token type is never used.
 	"simple token is not cryptographically signed",
 }

@@ -1,0 +1,574 @@
+// Package cluster holds what the cores of a deployment share to trust each
+// other: the cluster CA, a self-signed authority that signs only node
+// certificates, and the node certificates themselves, which every core uses
+// both as a server (its PlatformDB peer and client listeners) and as a client
+// (dialing another core's member, or its own).
+//
+// Everything is pure Go (crypto/x509): ECDSA P-256 keys in PKCS#8 PEM,
+// certificates in PEM. On disk:
+//
+//	<ca dir>/ca.pem          the CA certificate (0644): every core has it
+//	<ca dir>/ca.key          the CA key (0600): only where node certs are signed
+//	<node dir>/node.pem      this core's certificate (0644)
+//	<node dir>/node-key.pem  its key (0600)
+package cluster
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io/fs"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+)
+
+// File names in the CA and node directories.
+const (
+	CACertName   = "ca.pem"
+	CAKeyName    = "ca.key"
+	NodeCertName = "node.pem"
+	NodeKeyName  = "node-key.pem"
+)
+
+const (
+	// CACommonName is the subject of the cluster CA.
+	CACommonName = "pryv-tls cluster CA"
+	// CAValidity is the lifetime of a new cluster CA.
+	CAValidity = 10 * 365 * 24 * time.Hour
+	// DefaultNodeValidity is the lifetime of a node certificate when
+	// IssueNode is given none, and the one EnsureNodeCert issues.
+	DefaultNodeValidity = 365 * 24 * time.Hour
+	// RenewBefore: EnsureNodeCert re-issues a node certificate that has
+	// less than this left.
+	RenewBefore = 30 * 24 * time.Hour
+
+	// backdate is how far before "now" a certificate starts, for clocks of
+	// different cores that disagree a little.
+	backdate = 5 * time.Minute
+)
+
+// CA is the cluster certificate authority: its certificate and its key.
+// It is safe for concurrent use.
+type CA struct {
+	cert    *x509.Certificate
+	certPEM []byte
+	key     crypto.Signer
+}
+
+// LoadOrCreateCA loads the CA from dir (ca.pem and ca.key), or creates a
+// new one there if neither file exists: dir is created 0700 if missing,
+// ca.pem is written 0644 and ca.key 0600 (PKCS#8 ECDSA P-256), the
+// certificate is self-signed for CAValidity with CN "pryv-tls cluster CA",
+// key usage CertSign|CRLSign and a path length of 0 (it signs node
+// certificates only, never another CA).
+//
+// It never overwrites a file: if only one of the two exists, it fails
+// (creating a new CA would silently break trust with every other core).
+// Loading fails as LoadCA does.
+func LoadOrCreateCA(dir string) (*CA, error) {
+	certPath, keyPath := filepath.Join(dir, CACertName), filepath.Join(dir, CAKeyName)
+	_, certErr := os.Lstat(certPath)
+	_, keyErr := os.Lstat(keyPath)
+	if errors.Is(certErr, fs.ErrNotExist) && errors.Is(keyErr, fs.ErrNotExist) {
+		ca, err := createCA(dir)
+		if !errors.Is(err, fs.ErrExist) {
+			return ca, err
+		}
+		// Another process created it at the same time: load theirs.
+	}
+	return LoadCA(dir)
+}
+
+// LoadCA loads the CA from dir (ca.pem and ca.key) and checks it: the key
+// file must not be readable by group or others, the key must match the
+// certificate, the certificate must be a self-signed CA allowed to sign
+// certificates, and it must be currently valid. Errors name the file and
+// what to do.
+func LoadCA(dir string) (*CA, error) {
+	certPath, keyPath := filepath.Join(dir, CACertName), filepath.Join(dir, CAKeyName)
+	certPEM, certErr := os.ReadFile(certPath)
+	fi, keyErr := os.Stat(keyPath)
+	switch {
+	case errors.Is(certErr, fs.ErrNotExist) && errors.Is(keyErr, fs.ErrNotExist):
+		return nil, fmt.Errorf("cluster CA: no %s and no %s in %s", CACertName, CAKeyName, dir)
+	case errors.Is(certErr, fs.ErrNotExist):
+		return nil, fmt.Errorf("cluster CA: %s exists but %s is missing: restore it from a backup (or remove %s to create a new CA, after which every node certificate must be re-issued)", keyPath, certPath, keyPath)
+	case errors.Is(keyErr, fs.ErrNotExist):
+		return nil, fmt.Errorf("cluster CA: %s exists but %s is missing: restore it from a backup (or remove %s to create a new CA, after which every node certificate must be re-issued)", certPath, keyPath, certPath)
+	case certErr != nil:
+		return nil, fmt.Errorf("cluster CA: %w", certErr)
+	case keyErr != nil:
+		return nil, fmt.Errorf("cluster CA: %w", keyErr)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("cluster CA: key %s is not a regular file", keyPath)
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		return nil, fmt.Errorf("cluster CA: key %s is readable or writable by group or others (mode %#o): run chmod 600 %s", keyPath, perm, keyPath)
+	}
+	keyPEM, err := os.ReadFile(keyPath)
+	if err != nil {
+		return nil, fmt.Errorf("cluster CA: %w", err)
+	}
+
+	cert, err := parseCertPEM(certPEM)
+	if err != nil {
+		return nil, fmt.Errorf("cluster CA: %s: %w", certPath, err)
+	}
+	key, err := parseKeyPEM(keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("cluster CA: %s: %w", keyPath, err)
+	}
+	if !publicKeyEqual(cert.PublicKey, key.Public()) {
+		return nil, fmt.Errorf("cluster CA: key %s does not match certificate %s", keyPath, certPath)
+	}
+	if !cert.BasicConstraintsValid || !cert.IsCA || cert.KeyUsage&x509.KeyUsageCertSign == 0 {
+		return nil, fmt.Errorf("cluster CA: %s is not a CA certificate (it may not sign certificates)", certPath)
+	}
+	if err := cert.CheckSignatureFrom(cert); err != nil {
+		return nil, fmt.Errorf("cluster CA: %s is not self-signed: %w", certPath, err)
+	}
+	now := time.Now()
+	if now.After(cert.NotAfter) {
+		return nil, fmt.Errorf("cluster CA: %s expired on %s", certPath, cert.NotAfter.UTC().Format(time.RFC3339))
+	}
+	if now.Before(cert.NotBefore) {
+		return nil, fmt.Errorf("cluster CA: %s is not valid before %s (is the clock right?)", certPath, cert.NotBefore.UTC().Format(time.RFC3339))
+	}
+	return &CA{cert: cert, certPEM: encodePEM("CERTIFICATE", cert.Raw), key: key}, nil
+}
+
+// createCA makes a new CA in dir. It fails with an error wrapping
+// fs.ErrExist if a CA file appeared meanwhile (it never overwrites).
+func createCA(dir string) (*CA, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("cluster CA: %w", err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("cluster CA: generate key: %w", err)
+	}
+	serial, err := newSerial()
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: CACommonName},
+		NotBefore:             now.Add(-backdate),
+		NotAfter:              now.Add(CAValidity),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		MaxPathLen:            0,
+		MaxPathLenZero:        true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		return nil, fmt.Errorf("cluster CA: create certificate: %w", err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, fmt.Errorf("cluster CA: %w", err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, fmt.Errorf("cluster CA: %w", err)
+	}
+	certPEM := encodePEM("CERTIFICATE", der)
+	// The key first: a ca.pem without ca.key is refused by LoadCA, the
+	// other way round too, but a crash between the two leaves the key
+	// (the secret) rather than only the certificate.
+	if err := writeFile(dir, CAKeyName, encodePEM("PRIVATE KEY", keyDER), 0o600, false); err != nil {
+		return nil, fmt.Errorf("cluster CA: %w", err)
+	}
+	if err := writeFile(dir, CACertName, certPEM, 0o644, false); err != nil {
+		return nil, fmt.Errorf("cluster CA: %w", err)
+	}
+	return &CA{cert: cert, certPEM: certPEM, key: key}, nil
+}
+
+// Certificate returns the CA certificate (do not modify it).
+func (ca *CA) Certificate() *x509.Certificate { return ca.cert }
+
+// CertPEM returns the CA certificate in PEM, as in ca.pem.
+func (ca *CA) CertPEM() []byte { return slices.Clone(ca.certPEM) }
+
+// Pool returns a new certificate pool holding only the CA certificate: the
+// roots for verifying node certificates, as servers and as clients.
+func (ca *CA) Pool() *x509.CertPool {
+	p := x509.NewCertPool()
+	p.AddCert(ca.cert)
+	return p
+}
+
+// Fingerprint is "sha256:" and the lowercase hex SHA-256 of the CA
+// certificate's DER: what a join token pins.
+func (ca *CA) Fingerprint() string {
+	sum := sha256.Sum256(ca.cert.Raw)
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// IssueNode makes a new ECDSA P-256 key and a node certificate for it,
+// signed by the CA: CN id, subject alternative names id, dnsNames and ips
+// (exactly those: the caller adds 127.0.0.1 and every address the core
+// connects from, since etcd's peer listener checks the client
+// certificate's IP SANs against the connection's source address), extended
+// key usage server and client authentication. An id that is an IP address
+// goes into the IP SANs. validity <= 0 means DefaultNodeValidity; the
+// certificate never outlives the CA. It returns the certificate and the
+// key (PKCS#8) in PEM.
+func (ca *CA) IssueNode(id string, dnsNames []string, ips []net.IP, validity time.Duration) (certPEM, keyPEM []byte, err error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, fmt.Errorf("cluster: issue node certificate: generate key: %w", err)
+	}
+	certPEM, err = ca.issue(id, dnsNames, ips, validity, key.Public())
+	if err != nil {
+		return nil, nil, err
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("cluster: issue node certificate: %w", err)
+	}
+	return certPEM, encodePEM("PRIVATE KEY", keyDER), nil
+}
+
+// issue signs a node certificate for pub.
+func (ca *CA) issue(id string, dnsNames []string, ips []net.IP, validity time.Duration, pub crypto.PublicKey) ([]byte, error) {
+	names, addrs, err := wantSANs(id, dnsNames, ips)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: issue node certificate: %w", err)
+	}
+	if validity <= 0 {
+		validity = DefaultNodeValidity
+	}
+	serial, err := newSerial()
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	notAfter := now.Add(validity)
+	if notAfter.After(ca.cert.NotAfter) {
+		notAfter = ca.cert.NotAfter
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: id},
+		NotBefore:             now.Add(-backdate),
+		NotAfter:              notAfter,
+		KeyUsage:              x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		BasicConstraintsValid: true,
+		DNSNames:              names,
+		IPAddresses:           addrs,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, pub, ca.key)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: issue node certificate for %q: %w", id, err)
+	}
+	return encodePEM("CERTIFICATE", der), nil
+}
+
+// EnsureNodeCert makes sure dir holds a node certificate for id (node.pem,
+// 0644) and its key (node-key.pem, 0600), signed by ca, naming exactly id,
+// dnsNames and ips, with at least RenewBefore left; it returns the two
+// paths. It keeps the files when they pass; otherwise it issues a new
+// certificate for DefaultNodeValidity. dir is created 0700 if missing.
+//
+// The key is kept when it is still good (present, parsable, mode 0600 or
+// stricter): the certificate is then replaced alone, by a rename, so a
+// reader that loads the pair on every handshake (etcd does) never sees a
+// certificate that does not match its key. Only when the key itself is
+// missing or unusable is a new key written (rename) just before the new
+// certificate.
+func EnsureNodeCert(ca *CA, dir, id string, dnsNames []string, ips []net.IP) (certFile, keyFile string, err error) {
+	certFile, keyFile = filepath.Join(dir, NodeCertName), filepath.Join(dir, NodeKeyName)
+	names, addrs, err := wantSANs(id, dnsNames, ips)
+	if err != nil {
+		return "", "", fmt.Errorf("cluster: node certificate: %w", err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", "", fmt.Errorf("cluster: node certificate: %w", err)
+	}
+
+	key := readNodeKey(keyFile)
+	if key != nil && nodeCertGood(ca, certFile, key, id, names, addrs) {
+		return certFile, keyFile, nil
+	}
+	newKey := key == nil
+	if newKey {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return "", "", fmt.Errorf("cluster: node certificate: generate key: %w", err)
+		}
+		key = k
+	}
+	certPEM, err := ca.issue(id, dnsNames, ips, DefaultNodeValidity, key.Public())
+	if err != nil {
+		return "", "", err
+	}
+	if newKey {
+		keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+		if err != nil {
+			return "", "", fmt.Errorf("cluster: node certificate: %w", err)
+		}
+		if err := writeFile(dir, NodeKeyName, encodePEM("PRIVATE KEY", keyDER), 0o600, true); err != nil {
+			return "", "", fmt.Errorf("cluster: node certificate: %w", err)
+		}
+	}
+	if err := writeFile(dir, NodeCertName, certPEM, 0o644, true); err != nil {
+		return "", "", fmt.Errorf("cluster: node certificate: %w", err)
+	}
+	return certFile, keyFile, nil
+}
+
+// readNodeKey returns the node key at path if it can be reused: a regular
+// file of mode 0600 or stricter holding a private key. Else nil.
+func readNodeKey(path string) crypto.Signer {
+	fi, err := os.Stat(path)
+	if err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm()&0o077 != 0 {
+		return nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil
+	}
+	key, err := parseKeyPEM(b)
+	if err != nil {
+		return nil
+	}
+	return key
+}
+
+// nodeCertGood reports whether the certificate at path can be kept: it
+// is for key, verifies against ca for server and client authentication,
+// has CN id and exactly the wanted SANs, and has RenewBefore left.
+func nodeCertGood(ca *CA, path string, key crypto.Signer, id string, names []string, addrs []net.IP) bool {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return false
+	}
+	cert, err := parseCertPEM(b)
+	if err != nil || !publicKeyEqual(cert.PublicKey, key.Public()) {
+		return false
+	}
+	now := time.Now()
+	if cert.NotAfter.Sub(now) < RenewBefore || now.Before(cert.NotBefore) {
+		return false
+	}
+	if _, err := cert.Verify(x509.VerifyOptions{
+		Roots:       ca.Pool(),
+		CurrentTime: now,
+		KeyUsages:   []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}); err != nil {
+		return false
+	}
+	if _, err := cert.Verify(x509.VerifyOptions{
+		Roots:       ca.Pool(),
+		CurrentTime: now,
+		KeyUsages:   []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}); err != nil {
+		return false
+	}
+	if cert.Subject.CommonName != id {
+		return false
+	}
+	gotNames, gotAddrs, err := normSANs(cert.DNSNames, cert.IPAddresses)
+	if err != nil {
+		return false
+	}
+	return slices.Equal(gotNames, names) && slices.EqualFunc(gotAddrs, addrs, net.IP.Equal)
+}
+
+// wantSANs returns the SANs of a node certificate for id, dnsNames and ips,
+// normalised (see normSANs). id must be a plain name (letters, digits,
+// '.', '-', '_', at most 64 characters, the limit of a CN) or an IP
+// address.
+func wantSANs(id string, dnsNames []string, ips []net.IP) ([]string, []net.IP, error) {
+	if id == "" {
+		return nil, nil, errors.New("empty node id")
+	}
+	if len(id) > 64 {
+		return nil, nil, fmt.Errorf("node id %q: longer than 64 characters", id)
+	}
+	names := slices.Clone(dnsNames)
+	addrs := slices.Clone(ips)
+	if ip := net.ParseIP(id); ip != nil {
+		addrs = append(addrs, ip)
+	} else {
+		names = append(names, id)
+	}
+	return normSANs(names, addrs)
+}
+
+// normSANs checks and normalises SANs for comparison: DNS names lowercased,
+// sorted, without duplicates; IPs in their 4-byte form when IPv4, sorted,
+// without duplicates.
+func normSANs(dnsNames []string, ips []net.IP) ([]string, []net.IP, error) {
+	names := make([]string, 0, len(dnsNames))
+	for _, n := range dnsNames {
+		if !validName(n) {
+			return nil, nil, fmt.Errorf("invalid DNS name %q", n)
+		}
+		names = append(names, strings.ToLower(n))
+	}
+	slices.Sort(names)
+	names = slices.Compact(names)
+
+	addrs := make([]net.IP, 0, len(ips))
+	for _, ip := range ips {
+		switch {
+		case ip.To4() != nil:
+			addrs = append(addrs, ip.To4())
+		case len(ip) == net.IPv6len:
+			addrs = append(addrs, ip)
+		default:
+			return nil, nil, fmt.Errorf("invalid IP address %v", ip)
+		}
+	}
+	slices.SortFunc(addrs, func(a, b net.IP) int {
+		if len(a) != len(b) {
+			return len(a) - len(b)
+		}
+		return bytes.Compare(a, b)
+	})
+	addrs = slices.CompactFunc(addrs, net.IP.Equal)
+	return names, addrs, nil
+}
+
+// validName accepts host names (and node ids): letters, digits, '-', '_'
+// and '.', with a leading "*." for a wildcard, at most 253 characters.
+func validName(s string) bool {
+	s = strings.TrimPrefix(s, "*.")
+	if s == "" || len(s) > 253 || strings.HasPrefix(s, ".") || strings.HasSuffix(s, ".") || strings.Contains(s, "..") {
+		return false
+	}
+	for _, r := range s {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '_', r == '.':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+func newSerial() (*big.Int, error) {
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	if err != nil {
+		return nil, fmt.Errorf("cluster: serial number: %w", err)
+	}
+	return serial.Add(serial, big.NewInt(1)), nil // never 0
+}
+
+func encodePEM(typ string, der []byte) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})
+}
+
+// parseCertPEM returns the first certificate of a PEM file.
+func parseCertPEM(b []byte) (*x509.Certificate, error) {
+	for {
+		var block *pem.Block
+		block, b = pem.Decode(b)
+		if block == nil {
+			return nil, errors.New("no PEM CERTIFICATE block")
+		}
+		if block.Type == "CERTIFICATE" {
+			return x509.ParseCertificate(block.Bytes)
+		}
+	}
+}
+
+// parseKeyPEM returns the private key of a PEM file: PKCS#8 ("PRIVATE
+// KEY"), or SEC 1 ("EC PRIVATE KEY") for keys made by other tools.
+func parseKeyPEM(b []byte) (crypto.Signer, error) {
+	for {
+		var block *pem.Block
+		block, b = pem.Decode(b)
+		if block == nil {
+			return nil, errors.New("no PEM private key block")
+		}
+		switch block.Type {
+		case "PRIVATE KEY":
+			k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+			if err != nil {
+				return nil, err
+			}
+			s, ok := k.(crypto.Signer)
+			if !ok {
+				return nil, fmt.Errorf("unsupported private key type %T", k)
+			}
+			return s, nil
+		case "EC PRIVATE KEY":
+			return x509.ParseECPrivateKey(block.Bytes)
+		}
+	}
+}
+
+func publicKeyEqual(a, b crypto.PublicKey) bool {
+	ak, ok := a.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && ak.Equal(b)
+}
+
+// writeFile writes data to dir/name with mode perm through a temporary file
+// in dir (fsynced), so a reader sees the old or the new content, never a
+// part. With replace it renames over an existing file; without, it fails
+// with an error wrapping fs.ErrExist if the file exists (link, not rename).
+// The directory is fsynced after.
+func writeFile(dir, name string, data []byte, perm os.FileMode, replace bool) (err error) {
+	f, err := os.CreateTemp(dir, "."+name+".tmp*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer func() {
+		if err != nil || !replace {
+			_ = os.Remove(tmp)
+		}
+	}()
+	if err := f.Chmod(perm); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	final := filepath.Join(dir, name)
+	if replace {
+		err = os.Rename(tmp, final)
+	} else {
+		err = os.Link(tmp, final)
+	}
+	if err != nil {
+		return err
+	}
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+	return nil
+}
