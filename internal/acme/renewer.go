@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -24,6 +25,7 @@ import (
 	"github.com/go-acme/lego/v5/certcrypto"
 	"github.com/go-acme/lego/v5/certificate"
 	"github.com/go-acme/lego/v5/challenge"
+	"github.com/go-acme/lego/v5/challenge/dns01"
 	"github.com/go-acme/lego/v5/lego"
 
 	"github.com/pryv/pryv-tls/internal/atrest"
@@ -117,6 +119,12 @@ func New(opts Options) (*Renewer, error) {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
+	}
+	if opts.DNS01 != nil {
+		// We answer DNS for the domain ourselves: _acme-challenge is never
+		// delegated by CNAME, and lego's CNAME lookup would query the host's
+		// resolvers (the public DNS) on every validation.
+		_ = os.Setenv("LEGO_DISABLE_CNAME_SUPPORT", "true")
 	}
 	if _, err := keyType(opts.KeyType); err != nil {
 		return nil, err
@@ -380,7 +388,16 @@ func (r *Renewer) setSolver(c *lego.Client, p Plan) error {
 		if r.opts.DNS01 == nil {
 			return fmt.Errorf("%s needs the DNS-01 challenge, which needs the embedded DNS server (dns.active: true)", p.Row())
 		}
-		return c.Challenge.SetDNS01Provider(r.opts.DNS01)
+		var opts []dns01.ChallengeOption
+		if pc, ok := r.opts.DNS01.(propagationChecker); ok {
+			// Our provider knows which servers the CA will ask (ours): check
+			// those instead of lego's recursive lookups, which would leave
+			// this host for the public DNS.
+			opts = append(opts, dns01.WrapPreCheck(func(ctx context.Context, _, fqdn, value string, _ dns01.PreCheckFunc) (bool, error) {
+				return pc.Propagated(ctx, fqdn, value)
+			}))
+		}
+		return c.Challenge.SetDNS01Provider(r.opts.DNS01, opts...)
 	default:
 		return c.Challenge.SetHTTP01Provider(&HTTP01Provider{KV: r.opts.KV})
 	}
@@ -401,6 +418,12 @@ func replacesID(cur *certstore.Record, st *State) string {
 		return ""
 	}
 	return id
+}
+
+// propagationChecker is a DNS-01 provider that can tell when its record is
+// visible where the CA will look.
+type propagationChecker interface {
+	Propagated(ctx context.Context, fqdn, value string) (bool, error)
 }
 
 func keyType(s string) (certcrypto.KeyType, error) {

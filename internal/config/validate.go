@@ -66,6 +66,9 @@ func (v *validator) dnsLess(c *Config) {
 		v.add("dnsLess.publicUrl", "required when dnsLess.isActive is true")
 	}
 	v.httpsURL("dnsLess.publicUrl", c.DNSLess.PublicURL)
+	if c.DNSLess.IsActive && c.DNS.Active {
+		v.add("dns.active", "cannot be true together with dnsLess.isActive: a DNS-less core answers no DNS (set one of them to false)")
+	}
 }
 
 func (v *validator) core(c *Config) {

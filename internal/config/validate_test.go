@@ -18,6 +18,8 @@ func TestValidation(t *testing.T) {
 		{"dns.port range", "dns:\n  port: -1\n", []string{"dns.port: must be between 1 and 65535, got -1"}},
 		{"http01Port range", "letsEncrypt:\n  http01Port: 65536\n", []string{"letsEncrypt.http01Port: must be between 1 and 65535, got 65536"}},
 
+		{"dns.active with dnsLess", "dnsLess:\n  isActive: true\n  publicUrl: https://x.example.com\ndns:\n  active: true\n  domain: example.com\n",
+			[]string{"dns.active: cannot be true together with dnsLess.isActive: a DNS-less core answers no DNS (set one of them to false)"}},
 		{"http.ip", "http:\n  ip: abc\n", []string{`http.ip: "abc" is not an IP address`}},
 		{"http.ip may be IPv6", "http:\n  ip: '::'\n", nil},
 		{"dns.ip", "dns:\n  ip: 1.2.3.4.5\n", []string{`dns.ip: "1.2.3.4.5" is not an IP address`}},
