@@ -49,8 +49,10 @@ type API struct {
 	// Renewals, if set, returns the renewal state by hostname (any core can
 	// read it: it lives in PlatformDB).
 	Renewals func(ctx context.Context) (map[string]RenewalState, error)
-	Logger   *slog.Logger
-	Now      func() time.Time
+	// DNS, if set, serves the dns-records, users and cores endpoints.
+	DNS    DNSRows
+	Logger *slog.Logger
+	Now    func() time.Time
 }
 
 // CertInfo is one certificate as the admin API shows it. Times are RFC 3339
@@ -84,14 +86,19 @@ func (a *API) log() *slog.Logger {
 	return slog.Default()
 }
 
-// PublicPaths are the paths Public answers on the front.
-var PublicPaths = []string{"/system/admin/certs", "/system/admin/certs/force-renew"}
+// PublicPaths are the paths Public answers on the front; a trailing "/"
+// covers everything under it.
+var PublicPaths = []string{"/system/admin/certs", "/system/admin/certs/force-renew",
+	"/system/admin/dns-records", "/system/admin/dns-records/", "/system/admin/users",
+	"/system/admin/users/", "/system/admin/cores"}
 
 // Public returns the handler mounted on the front at PublicPaths.
 // Requests must carry "Authorization: <adminAccessKey>". An empty key
 // disables the endpoints (every request is refused).
 func (a *API) Public(adminKey string) http.Handler {
 	want := sha256.Sum256([]byte(adminKey))
+	dnsMux := http.NewServeMux()
+	a.dnsRoutes(dnsMux, "/system/admin")
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		got := r.Header.Get("Authorization")
 		if got == "" {
@@ -103,6 +110,10 @@ func (a *API) Public(adminKey string) http.Handler {
 		h := sha256.Sum256([]byte(got))
 		if adminKey == "" || subtle.ConstantTimeCompare(h[:], want[:]) != 1 {
 			writeError(w, http.StatusForbidden, "forbidden", "access denied")
+			return
+		}
+		if !strings.HasPrefix(r.URL.Path, "/system/admin/certs") {
+			dnsMux.ServeHTTP(w, r)
 			return
 		}
 		method := http.MethodGet
@@ -126,6 +137,7 @@ func (a *API) Local() http.Handler {
 	mux.HandleFunc("GET /certs/{hostname}/export", a.exportCert)
 	mux.HandleFunc("DELETE /certs/{hostname}", a.deleteCert)
 	mux.HandleFunc("POST /certs/force-renew", a.forceRenew)
+	a.dnsRoutes(mux, "")
 	return mux
 }
 

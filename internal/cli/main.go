@@ -26,6 +26,10 @@ Usage:
   pryv-tls config check --config FILE [...]         validate and print the effective configuration
   pryv-tls certs list|import|export|delete --config FILE ...
                                                     manage the certificates stored in PlatformDB
+  pryv-tls dns-records list|load|delete|export --config FILE ...
+                                                    manage the runtime DNS records (dns-record/ rows)
+  pryv-tls users set-core|get|delete|list --config FILE ...
+                                                    manage which core hosts each user (DNS answers)
   pryv-tls keygen                                   print a new letsEncrypt.atRestKey
   pryv-tls demo [--addr 127.0.0.1:8443]             run the front on a local demo setup (no internet needed)
   pryv-tls version
@@ -51,6 +55,10 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return configCheck(rest[1:], stdout, stderr)
 	case "certs":
 		return certsCmd(rest, stdout, stderr)
+	case "dns-records":
+		return dnsRecordsCmd(rest, stdout, stderr)
+	case "users":
+		return usersCmd(rest, stdout, stderr)
 	case "keygen":
 		return keygen(rest, stdout, stderr)
 	case "demo":

@@ -21,6 +21,7 @@ import (
 	"github.com/pryv/pryv-tls/internal/atrest"
 	"github.com/pryv/pryv-tls/internal/certstore"
 	"github.com/pryv/pryv-tls/internal/config"
+	"github.com/pryv/pryv-tls/internal/dnsdata"
 	"github.com/pryv/pryv-tls/internal/platformdb"
 )
 
@@ -40,7 +41,7 @@ func DirectoryURL(le config.LetsEncrypt) string {
 
 // startACME runs the HTTP-01 port on every core of a Strategy A deployment
 // and, on the certRenewer core, the renewer.
-func startACME(cfg *config.Config, db *platformdb.Etcd, keys *atrest.Keyring, catalog *certstore.Catalog, api *admin.API, bg *tasks, log *slog.Logger) error {
+func startACME(cfg *config.Config, db *platformdb.Etcd, keys *atrest.Keyring, catalog *certstore.Catalog, api *admin.API, dns01 *dnsdata.DNS01, bg *tasks, log *slog.Logger) error {
 	le := cfg.LetsEncrypt
 	addr := net.JoinHostPort(cfg.HTTP.IP, strconv.Itoa(le.HTTP01Port))
 	ln, err := net.Listen("tcp", addr)
@@ -89,7 +90,7 @@ func startACME(cfg *config.Config, db *platformdb.Etcd, keys *atrest.Keyring, ca
 		plans = append(plans, acme.Plan{Hostnames: p.Hostnames, Challenge: p.Challenge})
 	}
 	legolog.SetDefault(log.With("component", "lego"))
-	r, err := acme.New(acme.Options{
+	opts := acme.Options{
 		DirectoryURL: DirectoryURL(le),
 		HTTPClient:   httpClient,
 		UserAgent:    "pryv-tls/" + Version,
@@ -103,7 +104,11 @@ func startACME(cfg *config.Config, db *platformdb.Etcd, keys *atrest.Keyring, ca
 		Keys:         keys,
 		Certs:        catalog,
 		Logger:       log.With("component", "acme"),
-	})
+	}
+	if dns01 != nil { // a nil *DNS01 in the interface would not read as "none"
+		opts.DNS01 = dns01
+	}
+	r, err := acme.New(opts)
 	if err != nil {
 		return err
 	}

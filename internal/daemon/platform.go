@@ -15,6 +15,7 @@ import (
 	"github.com/pryv/pryv-tls/internal/certstore"
 	"github.com/pryv/pryv-tls/internal/cluster"
 	"github.com/pryv/pryv-tls/internal/config"
+	"github.com/pryv/pryv-tls/internal/dnsdata"
 	"github.com/pryv/pryv-tls/internal/platformdb"
 	"github.com/pryv/pryv-tls/internal/rotatehook"
 )
@@ -88,9 +89,16 @@ func startPlatform(ctx context.Context, cfg *config.Config, store *certs.Store, 
 	mat.Catalog = catalog
 	bg.Go(mat.Run)
 
-	p.admin = &admin.API{Certs: catalog, Logger: log}
+	p.admin = &admin.API{Certs: catalog, DNS: dnsdata.Rows{KV: db}, Logger: log}
+	var dns01 *dnsdata.DNS01
+	if cfg.DNS.Active {
+		if _, dns01, err = startDNS(ctx, cfg, db, bg, log); err != nil {
+			p.Close()
+			return nil, err
+		}
+	}
 	if cfg.LetsEncrypt.Enabled {
-		if err := startACME(cfg, db, keys, catalog, p.admin, bg, log); err != nil {
+		if err := startACME(cfg, db, keys, catalog, p.admin, dns01, bg, log); err != nil {
 			p.Close()
 			return nil, err
 		}

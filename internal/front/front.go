@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 )
 
@@ -21,8 +22,9 @@ type Options struct {
 	GetCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error)
 	API, HFS       *url.URL
 	Logger         *slog.Logger
-	// Local answers these exact paths on the front itself instead of
-	// proxying them (the admin API); every other path goes upstream.
+	// Local answers these paths on the front itself instead of proxying
+	// them (the admin API); a key ending in "/" covers the paths under it.
+	// Every other path goes upstream.
 	Local map[string]http.Handler
 }
 
@@ -65,7 +67,15 @@ func New(opts Options) (*Front, error) {
 	f := &Front{opts: opts, log: log}
 	var h http.Handler = newProxy(opts.API, opts.HFS, opts.GetCertificate == nil, log)
 	if len(opts.Local) > 0 {
-		h = &localRoutes{routes: opts.Local, next: h}
+		lr := &localRoutes{routes: map[string]http.Handler{}, next: h}
+		for p, lh := range opts.Local {
+			if strings.HasSuffix(p, "/") {
+				lr.prefixes = append(lr.prefixes, localPrefix{p, lh})
+			} else {
+				lr.routes[p] = lh
+			}
+		}
+		h = lr
 	}
 	f.srv = &http.Server{
 		Handler:           h,
@@ -122,17 +132,31 @@ func (f *Front) Shutdown(ctx context.Context) error {
 	return nil
 }
 
-// localRoutes answers a few exact paths here; a map lookup is all it adds to
-// the proxied path.
+// localRoutes answers a few paths here; a map lookup (and, under
+// /system/admin/ only, a few prefix tests) is all it adds to the proxied path.
 type localRoutes struct {
-	routes map[string]http.Handler
-	next   http.Handler
+	routes   map[string]http.Handler
+	prefixes []localPrefix
+	next     http.Handler
+}
+
+type localPrefix struct {
+	prefix string
+	h      http.Handler
 }
 
 func (l *localRoutes) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if h, ok := l.routes[r.URL.Path]; ok {
 		h.ServeHTTP(w, r)
 		return
+	}
+	if strings.HasPrefix(r.URL.Path, "/system/admin/") {
+		for _, p := range l.prefixes {
+			if strings.HasPrefix(r.URL.Path, p.prefix) {
+				p.h.ServeHTTP(w, r)
+				return
+			}
+		}
 	}
 	l.next.ServeHTTP(w, r)
 }

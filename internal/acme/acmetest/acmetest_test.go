@@ -1,8 +1,10 @@
 package acmetest
 
-// These tests use golang.org/x/crypto/acme (already in the module graph) as a
-// minimal ACME client, to prove the harness end to end before pryv-tls has
-// lego. Start calls t.Setenv: no t.Parallel here.
+// These tests cover what acmetest adds to pebbledev: the testing.TB API
+// (t.Setenv, t.Cleanup, t.Fatalf, the log kept for failed tests) and that
+// every method reaches pebbledev. Pebble's own behaviour is tested in
+// pebbledev. They use golang.org/x/crypto/acme as a minimal ACME client.
+// Start calls t.Setenv: no t.Parallel here.
 
 import (
 	"context"
@@ -15,11 +17,12 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -29,19 +32,8 @@ import (
 	"golang.org/x/crypto/acme"
 )
 
-func ctxFor(t *testing.T, d time.Duration) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 type directory struct {
-	NewNonce    string `json:"newNonce"`
-	NewAccount  string `json:"newAccount"`
-	NewOrder    string `json:"newOrder"`
-	RenewalInfo string `json:"renewalInfo"`
-	Meta        struct {
+	Meta struct {
 		Profiles                map[string]string `json:"profiles"`
 		ExternalAccountRequired bool              `json:"externalAccountRequired"`
 	} `json:"meta"`
@@ -80,20 +72,11 @@ func TestStartDirectoryStop(t *testing.T) {
 	if p.HTTPPort == 0 || p.TLSALPNPort == 0 || !strings.HasPrefix(p.DNSAddr, "127.0.0.1:") {
 		t.Errorf("HTTPPort %d, TLSALPNPort %d, DNSAddr %q", p.HTTPPort, p.TLSALPNPort, p.DNSAddr)
 	}
-
 	d := getDirectory(t, p.HTTPClient(), p.DirectoryURL)
-	for name, u := range map[string]string{"newNonce": d.NewNonce, "newAccount": d.NewAccount, "newOrder": d.NewOrder, "renewalInfo": d.RenewalInfo} {
-		if !strings.HasPrefix(u, "https://127.0.0.1:") {
-			t.Errorf("directory %s = %q", name, u)
-		}
-	}
 	for _, prof := range []string{"default", "shortlived", "short120s"} {
 		if _, ok := d.Meta.Profiles[prof]; !ok {
 			t.Errorf("meta.profiles lacks %q: %v", prof, d.Meta.Profiles)
 		}
-	}
-	if d.Meta.ExternalAccountRequired {
-		t.Error("externalAccountRequired without EABKeys")
 	}
 
 	// CAFile holds the same CA as ListenerRoots: a client built from the
@@ -108,13 +91,8 @@ func TestStartDirectoryStop(t *testing.T) {
 	}
 	fromFile := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
 	getDirectory(t, fromFile, p.DirectoryURL)
-	// localhost is on the listener certificate too.
-	getDirectory(t, fromFile, strings.Replace(p.DirectoryURL, "127.0.0.1", "localhost", 1))
-
-	// An untrusting client fails the handshake.
-	if _, err := (&http.Client{Timeout: 10 * time.Second}).Get(p.DirectoryURL); err == nil {
-		t.Error("the system roots trust Pebble's listener")
-	}
+	withRoots := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: p.ListenerRoots}}}
+	getDirectory(t, withRoots, strings.Replace(p.DirectoryURL, "127.0.0.1", "localhost", 1))
 
 	p.Stop()
 	p.Stop() // idempotent
@@ -126,6 +104,69 @@ func TestStartDirectoryStop(t *testing.T) {
 	if _, err := net.DialTimeout("tcp", strings.TrimPrefix(p.ManagementURL, "https://"), 2*time.Second); err == nil {
 		t.Error("management API still listening after Stop")
 	}
+	// CAFile lives in a t.TempDir: it outlives Stop.
+	if _, err := os.Stat(p.CAFile); err != nil {
+		t.Errorf("CAFile after Stop: %v", err)
+	}
+}
+
+// TestOptions: each option reaches pebbledev.
+func TestOptions(t *testing.T) {
+	hmac := make([]byte, 32)
+	_, _ = rand.Read(hmac)
+	httpPort, alpnPort := freePort(t), freePort(t)
+	p := Start(t, Options{
+		HTTPPort:    httpPort,
+		TLSALPNPort: alpnPort,
+		Profiles:    map[string]Profile{"only": {ValidityPeriod: time.Hour}},
+		EABKeys:     map[string]string{"kid-1": base64.RawURLEncoding.EncodeToString(hmac)},
+		DNSServer:   "127.0.0.1:1",
+	})
+	if p.HTTPPort != httpPort || p.TLSALPNPort != alpnPort || p.DNSAddr != "" {
+		t.Errorf("HTTPPort %d, TLSALPNPort %d, DNSAddr %q; want %d, %d, \"\"", p.HTTPPort, p.TLSALPNPort, p.DNSAddr, httpPort, alpnPort)
+	}
+	d := getDirectory(t, p.HTTPClient(), p.DirectoryURL)
+	if _, ok := d.Meta.Profiles["only"]; !ok || len(d.Meta.Profiles) != 1 || !d.Meta.ExternalAccountRequired {
+		t.Errorf("directory meta %+v, want EAB required and the profile \"only\" alone", d.Meta)
+	}
+	if got := postRetryAfter(t, p.HTTPClient(), strings.TrimSuffix(p.DirectoryURL, "/dir")+"/chalZ/nope"); got != "1" {
+		t.Errorf("challenge POST: Retry-After %q, want 1", got)
+	}
+
+	q := Start(t, Options{NoRetryAfter: true, BlockedDomains: []string{"blocked.pryv.test"}})
+	if got := postRetryAfter(t, q.HTTPClient(), strings.TrimSuffix(q.DirectoryURL, "/dir")+"/chalZ/nope"); got != "" {
+		t.Errorf("NoRetryAfter: challenge POST: Retry-After %q, want none", got)
+	}
+	ctx := ctxFor(t, 30*time.Second)
+	c := newClient(t, ctx, q)
+	_, err := c.AuthorizeOrder(ctx, acme.DomainIDs("www.blocked.pryv.test"), acme.WithOrderIssuanceProfile("default"))
+	var ae *acme.Error
+	if !errors.As(err, &ae) || ae.ProblemType != "urn:ietf:params:acme:error:rejectedIdentifier" {
+		t.Errorf("order for a blocked name: err = %v, want rejectedIdentifier", err)
+	}
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func postRetryAfter(t *testing.T, c *http.Client, u string) string {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, u, strings.NewReader("{}"))
+	req.Header.Set("User-Agent", "acmetest-test")
+	req.Header.Set("Content-Type", "application/jose+json")
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("POST %s: %v", u, err)
+	}
+	resp.Body.Close()
+	return resp.Header.Get("Retry-After")
 }
 
 func TestManagementRoots(t *testing.T) {
@@ -153,81 +194,35 @@ func TestManagementRoots(t *testing.T) {
 	}
 }
 
-func dnsQuery(t *testing.T, network, addr, name string, qtype uint16) *dns.Msg {
-	t.Helper()
-	c := &dns.Client{Net: network, Timeout: 5 * time.Second}
-	m := new(dns.Msg)
-	m.SetQuestion(dns.Fqdn(name), qtype)
-	in, _, err := c.Exchange(m, addr)
-	if err != nil {
-		t.Fatalf("%s %s %s: %v", network, name, dns.TypeToString[qtype], err)
-	}
-	if in.Rcode != dns.RcodeSuccess {
-		t.Fatalf("%s %s %s: rcode %s", network, name, dns.TypeToString[qtype], dns.RcodeToString[in.Rcode])
-	}
-	return in
-}
-
-func txts(m *dns.Msg) []string {
-	var out []string
-	for _, rr := range m.Answer {
-		if t, ok := rr.(*dns.TXT); ok {
-			out = append(out, strings.Join(t.Txt, ""))
-		}
-	}
-	slices.Sort(out)
-	return out
-}
-
-func TestDNSResponder(t *testing.T) {
+func TestTXT(t *testing.T) {
 	p := Start(t, Options{})
-	long := strings.Repeat("x", 300) // more than one 255-byte character-string
-	p.SetTXT("_acme-challenge.www.pryv.test", "one")
-	p.SetTXT("_ACME-challenge.www.pryv.test.", "two") // case and trailing dot do not matter
-	p.SetTXT("_acme-challenge.www.pryv.test", "two")  // no duplicates
-	p.SetTXT("long.pryv.test", long)
-
-	for _, network := range []string{"udp", "tcp"} {
-		in := dnsQuery(t, network, p.DNSAddr, "anything.example.org", dns.TypeA)
-		if len(in.Answer) != 1 {
-			t.Fatalf("%s A: %v", network, in.Answer)
+	query := func() []string {
+		t.Helper()
+		m := new(dns.Msg)
+		m.SetQuestion("_acme-challenge.www.pryv.test.", dns.TypeTXT)
+		in, _, err := (&dns.Client{Net: "tcp", Timeout: 5 * time.Second}).Exchange(m, p.DNSAddr)
+		if err != nil {
+			t.Fatal(err)
 		}
-		if a, ok := in.Answer[0].(*dns.A); !ok || !a.A.Equal(net.IPv4(127, 0, 0, 1)) {
-			t.Errorf("%s A: %v", network, in.Answer[0])
+		var out []string
+		for _, rr := range in.Answer {
+			out = append(out, strings.Join(rr.(*dns.TXT).Txt, ""))
 		}
-		if in := dnsQuery(t, network, p.DNSAddr, "anything.example.org", dns.TypeAAAA); len(in.Answer) != 0 {
-			t.Errorf("%s AAAA: %v", network, in.Answer)
-		}
-		got := txts(dnsQuery(t, network, p.DNSAddr, "_acme-challenge.www.pryv.test", dns.TypeTXT))
-		if !slices.Equal(got, []string{"one", "two"}) {
-			t.Errorf("%s TXT = %q", network, got)
-		}
-		if got := txts(dnsQuery(t, network, p.DNSAddr, "long.pryv.test", dns.TypeTXT)); !slices.Equal(got, []string{long}) {
-			t.Errorf("%s long TXT = %q", network, got)
-		}
-		if in := dnsQuery(t, network, p.DNSAddr, "pryv.test", dns.TypeSOA); len(in.Answer) != 1 {
-			t.Errorf("%s SOA pryv.test: %v", network, in.Answer)
-		}
-		if in := dnsQuery(t, network, p.DNSAddr, "www.pryv.test", dns.TypeSOA); len(in.Answer) != 0 {
-			t.Errorf("%s SOA www.pryv.test: %v", network, in.Answer)
-		}
+		slices.Sort(out)
+		return out
 	}
-
+	p.SetTXT("_acme-challenge.www.pryv.test", "one")
+	p.SetTXT("_ACME-challenge.www.pryv.test.", "two")
+	if got := query(); !slices.Equal(got, []string{"one", "two"}) {
+		t.Errorf("TXT = %q", got)
+	}
 	p.RemoveTXT("_acme-challenge.www.pryv.test", "one")
-	if got := txts(dnsQuery(t, "udp", p.DNSAddr, "_acme-challenge.www.pryv.test", dns.TypeTXT)); !slices.Equal(got, []string{"two"}) {
+	if got := query(); !slices.Equal(got, []string{"two"}) {
 		t.Errorf("after RemoveTXT: %q", got)
 	}
 	p.ClearTXT("_acme-challenge.www.pryv.test")
-	if got := txts(dnsQuery(t, "tcp", p.DNSAddr, "_acme-challenge.www.pryv.test", dns.TypeTXT)); len(got) != 0 {
+	if got := query(); len(got) != 0 {
 		t.Errorf("after ClearTXT: %q", got)
-	}
-
-	p.Stop()
-	c := &dns.Client{Net: "tcp", Timeout: time.Second}
-	m := new(dns.Msg)
-	m.SetQuestion("x.pryv.test.", dns.TypeA)
-	if _, _, err := c.Exchange(m, p.DNSAddr); err == nil {
-		t.Error("DNS responder still answers after Stop")
 	}
 }
 
@@ -244,179 +239,56 @@ func TestDNSServerOptionSkipsResponder(t *testing.T) {
 	p.SetTXT("x.pryv.test", "v")
 }
 
-func TestOptionsValidation(t *testing.T) {
-	if _, err := pebbleProfiles(map[string]Profile{"tiny": {ValidityPeriod: time.Millisecond}}); err == nil {
-		t.Error("a sub-second profile was accepted")
-	}
-	if _, err := pebbleProfiles(map[string]Profile{}); err == nil {
-		t.Error("an empty profile map was accepted")
-	}
-	got, err := pebbleProfiles(nil)
-	if err != nil || got["short120s"].ValidityPeriod != 120 || got["default"].ValidityPeriod != 90*24*3600 {
-		t.Errorf("default profiles: %v, %v", got, err)
-	}
+func ctxFor(t *testing.T, d time.Duration) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
 }
 
-// newClient registers an ACME account (with eab if non-nil).
-func newClient(t *testing.T, ctx context.Context, p *Pebble, hc *http.Client, eab *acme.ExternalAccountBinding) *acme.Client {
+func newClient(t *testing.T, ctx context.Context, p *Pebble) *acme.Client {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &acme.Client{Key: key, DirectoryURL: p.DirectoryURL, HTTPClient: hc, UserAgent: "acmetest-test"}
-	if _, err := c.Register(ctx, &acme.Account{ExternalAccountBinding: eab}, acme.AcceptTOS); err != nil {
+	c := &acme.Client{Key: key, DirectoryURL: p.DirectoryURL, HTTPClient: p.HTTPClient(), UserAgent: "acmetest-test"}
+	if _, err := c.Register(ctx, &acme.Account{}, acme.AcceptTOS); err != nil {
 		t.Fatalf("register: %v", err)
 	}
 	return c
 }
 
-func TestEABRequired(t *testing.T) {
-	hmac := make([]byte, 32)
-	_, _ = rand.Read(hmac)
-	p := Start(t, Options{EABKeys: map[string]string{"kid-1": base64.RawURLEncoding.EncodeToString(hmac)}})
-	ctx := ctxFor(t, 30*time.Second)
-
-	if d := getDirectory(t, p.HTTPClient(), p.DirectoryURL); !d.Meta.ExternalAccountRequired {
-		t.Fatal("meta.externalAccountRequired is false with EABKeys set")
-	}
-
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	c := &acme.Client{Key: key, DirectoryURL: p.DirectoryURL, HTTPClient: p.HTTPClient(), UserAgent: "acmetest-test"}
-	_, err := c.Register(ctx, &acme.Account{}, acme.AcceptTOS)
-	var ae *acme.Error
-	if !errors.As(err, &ae) || ae.ProblemType != "urn:ietf:params:acme:error:externalAccountRequired" {
-		t.Fatalf("register without EAB: err = %v, want externalAccountRequired", err)
-	}
-	wrong := make([]byte, 32)
-	if _, err := c.Register(ctx, &acme.Account{ExternalAccountBinding: &acme.ExternalAccountBinding{KID: "kid-1", Key: wrong}}, acme.AcceptTOS); err == nil {
-		t.Fatal("register with a wrong EAB MAC key succeeded")
-	}
-	newClient(t, ctx, p, p.HTTPClient(), &acme.ExternalAccountBinding{KID: "kid-1", Key: hmac})
-}
-
-func TestBlockedDomain(t *testing.T) {
-	p := Start(t, Options{BlockedDomains: []string{"Blocked.pryv.test"}})
-	ctx := ctxFor(t, 30*time.Second)
-	c := newClient(t, ctx, p, p.HTTPClient(), nil)
-	for _, name := range []string{"blocked.pryv.test", "www.blocked.pryv.test"} {
-		_, err := c.AuthorizeOrder(ctx, acme.DomainIDs(name), acme.WithOrderIssuanceProfile("default"))
-		var ae *acme.Error
-		if !errors.As(err, &ae) || ae.ProblemType != "urn:ietf:params:acme:error:rejectedIdentifier" {
-			t.Errorf("order for %s: err = %v, want rejectedIdentifier", name, err)
-		}
-	}
-	if _, err := c.AuthorizeOrder(ctx, acme.DomainIDs("ok.pryv.test"), acme.WithOrderIssuanceProfile("default")); err != nil {
-		t.Errorf("order for an allowed name: %v", err)
-	}
-}
-
-// http01Responder serves key authorizations on 127.0.0.1:port.
-type http01Responder struct {
-	mu   sync.Mutex
-	keys map[string]string // token -> key authorization
-	hits int
-}
-
-func serveHTTP01(t *testing.T, port int) *http01Responder {
+// issueAlwaysValid gets a certificate for name from a Pebble started with
+// AlwaysValid (no challenge is served) and returns its chain, leaf first.
+func issueAlwaysValid(t *testing.T, p *Pebble, name, profile string) ([]byte, []*x509.Certificate) {
 	t.Helper()
-	r := &http01Responder{keys: map[string]string{}}
-	l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		token := strings.TrimPrefix(req.URL.Path, "/.well-known/acme-challenge/")
-		r.mu.Lock()
-		ka, ok := r.keys[token]
-		r.hits++
-		r.mu.Unlock()
-		if !ok {
-			http.NotFound(w, req)
-			return
-		}
-		_, _ = w.Write([]byte(ka))
-	})}
-	go func() { _ = srv.Serve(l) }()
-	t.Cleanup(func() { _ = srv.Close() })
-	return r
-}
-
-func (r *http01Responder) set(token, ka string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.keys[token] = ka
-}
-
-// retryAfterRecorder records the Retry-After of responses to challenge POSTs.
-type retryAfterRecorder struct {
-	base http.RoundTripper
-	mu   sync.Mutex
-	seen []string
-}
-
-func (r *retryAfterRecorder) RoundTrip(req *http.Request) (*http.Response, error) {
-	resp, err := r.base.RoundTrip(req)
-	if err == nil && req.Method == http.MethodPost && strings.Contains(req.URL.Path, challengePath) {
-		r.mu.Lock()
-		r.seen = append(r.seen, resp.Header.Get("Retry-After"))
-		r.mu.Unlock()
-	}
-	return resp, err
-}
-
-// issue runs one order to a certificate, answering challenges of chalType
-// with solve, and returns the chain (leaf first) PEM and parsed.
-func issue(t *testing.T, ctx context.Context, c *acme.Client, names []string, profile, chalType string,
-	solve func(name string, ch *acme.Challenge)) ([]byte, []*x509.Certificate) {
-	t.Helper()
-	order, err := c.AuthorizeOrder(ctx, acme.DomainIDs(names...), acme.WithOrderIssuanceProfile(acme.ProfileName(profile)))
+	ctx := ctxFor(t, 60*time.Second)
+	c := newClient(t, ctx, p)
+	order, err := c.AuthorizeOrder(ctx, acme.DomainIDs(name), acme.WithOrderIssuanceProfile(acme.ProfileName(profile)))
 	if err != nil {
 		t.Fatalf("new order: %v", err)
-	}
-	if order.Profile != acme.ProfileName(profile) {
-		t.Errorf("order profile = %q, want %q", order.Profile, profile)
 	}
 	for _, u := range order.AuthzURLs {
 		z, err := c.GetAuthorization(ctx, u)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if z.Status == acme.StatusValid {
-			continue
-		}
-		var ch *acme.Challenge
-		for _, cand := range z.Challenges {
-			if cand.Type == chalType {
-				ch = cand
-			}
-		}
-		if ch == nil {
-			t.Fatalf("no %s challenge for %s", chalType, z.Identifier.Value)
-		}
-		name := z.Identifier.Value
-		if z.Wildcard {
-			name = "*." + name
-		}
-		solve(name, ch)
-		if _, err := c.Accept(ctx, ch); err != nil {
-			t.Fatalf("accept %s: %v", name, err)
+		if _, err := c.Accept(ctx, z.Challenges[0]); err != nil {
+			t.Fatalf("accept: %v", err)
 		}
 		if _, err := c.WaitAuthorization(ctx, z.URI); err != nil {
-			t.Fatalf("authorization of %s: %v", name, err)
+			t.Fatalf("authorization: %v", err)
 		}
 	}
-	order, err = c.WaitOrder(ctx, order.URI)
-	if err != nil {
+	if order, err = c.WaitOrder(ctx, order.URI); err != nil {
 		t.Fatalf("order: %v", err)
 	}
-	certKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{DNSNames: names}, certKey)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{DNSNames: []string{name}}, key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// CreateCertFromOrder, not CreateOrderCert: Pebble's finalize answer
-	// has no Location header, which CreateOrderCert needs.
 	ders, _, err := c.CreateCertFromOrder(ctx, order, csr, true)
 	if err != nil {
 		t.Fatalf("finalize: %v", err)
@@ -434,67 +306,24 @@ func issue(t *testing.T, ctx context.Context, c *acme.Client, names []string, pr
 	return chainPEM, chain
 }
 
-func verifyChain(t *testing.T, p *Pebble, chain []*x509.Certificate, name string) {
-	t.Helper()
+// TestRenewalInfo: IssuerRoots, RenewalInfo, SetRenewalInfo and
+// SetRenewalInfoResponse on a certificate Pebble issued.
+func TestRenewalInfo(t *testing.T) {
+	p := Start(t, Options{AlwaysValid: true})
+	chainPEM, chain := issueAlwaysValid(t, p, "www.pryv.test", "short120s")
 	inter := x509.NewCertPool()
 	for _, c := range chain[1:] {
 		inter.AddCert(c)
 	}
-	if _, err := chain[0].Verify(x509.VerifyOptions{DNSName: name, Roots: p.IssuerRoots(t), Intermediates: inter}); err != nil {
-		t.Errorf("chain does not verify against IssuerRoots for %s: %v", name, err)
-	}
-}
-
-// TestIssuanceHTTP01 proves the harness end to end: a real HTTP-01
-// validation by Pebble's VA (name resolved by the built-in responder,
-// dialled on HTTPPort), a short-lived certificate that verifies against
-// IssuerRoots, and ARI read and moved through the management API.
-func TestIssuanceHTTP01(t *testing.T) {
-	p := Start(t, Options{})
-	ctx := ctxFor(t, 60*time.Second)
-	responder := serveHTTP01(t, p.HTTPPort)
-
-	hc := p.HTTPClient()
-	rec := &retryAfterRecorder{base: hc.Transport}
-	hc.Transport = rec
-	c := newClient(t, ctx, p, hc, nil)
-
-	begin := time.Now()
-	chainPEM, chain := issue(t, ctx, c, []string{"www.pryv.test"}, "short120s", "http-01", func(_ string, ch *acme.Challenge) {
-		ka, err := c.HTTP01ChallengeResponse(ch.Token)
-		if err != nil {
-			t.Fatal(err)
-		}
-		responder.set(ch.Token, ka)
-	})
-	t.Logf("HTTP-01 issuance took %v", time.Since(begin))
-
-	responder.mu.Lock()
-	hits := responder.hits
-	responder.mu.Unlock()
-	if hits == 0 {
-		t.Error("Pebble's VA never reached the HTTP-01 responder")
-	}
-	rec.mu.Lock()
-	seen := slices.Clone(rec.seen)
-	rec.mu.Unlock()
-	if len(seen) == 0 || slices.ContainsFunc(seen, func(v string) bool { return v != "1" }) {
-		t.Errorf("Retry-After on challenge POSTs = %q, want all \"1\"", seen)
-	}
-
-	if len(chain) < 2 {
-		t.Fatalf("chain has %d certificates, want leaf + intermediate", len(chain))
-	}
 	leaf := chain[0]
-	verifyChain(t, p, chain, "www.pryv.test")
-	if got := leaf.NotAfter.Sub(leaf.NotBefore); got != 119*time.Second {
-		t.Errorf("short120s lifetime = %v, want 119 s (Pebble: NotAfter = NotBefore + validity - 1 s)", got)
+	if _, err := leaf.Verify(x509.VerifyOptions{DNSName: "www.pryv.test", Roots: p.IssuerRoots(t), Intermediates: inter}); err != nil {
+		t.Errorf("chain does not verify against IssuerRoots: %v", err)
 	}
-	if leaf.Subject.CommonName != "" {
-		t.Errorf("short120s promoted the CN: %q", leaf.Subject.CommonName)
+	if id, err := ARICertID(leaf); err != nil || !strings.Contains(id, ".") {
+		t.Errorf("ARICertID = %q, %v", id, err)
 	}
 
-	// ARI: for a 120 s certificate the window is its whole life.
+	// For a 120 s certificate the window is its whole life.
 	w := p.RenewalInfo(t, chainPEM)
 	if w.Start.After(leaf.NotBefore.Add(time.Second)) || w.End.Before(leaf.NotAfter.Add(-time.Second)) {
 		t.Errorf("ARI window %v..%v, lifetime %v..%v", w.Start, w.End, leaf.NotBefore, leaf.NotAfter)
@@ -504,97 +333,119 @@ func TestIssuanceHTTP01(t *testing.T) {
 	if w := p.RenewalInfo(t, chainPEM); !w.Start.Equal(start) || !w.End.Equal(end) {
 		t.Errorf("after SetRenewalInfo: window %v..%v, want %v..%v", w.Start, w.End, start, end)
 	}
-}
 
-// TestIssuanceDNS01 issues for a name and its wildcard with DNS-01: Pebble
-// reads the TXT records set with SetTXT from the built-in responder (over
-// TCP). The "default" profile promotes the CN and lasts 90 days.
-func TestIssuanceDNS01(t *testing.T) {
-	p := Start(t, Options{})
-	ctx := ctxFor(t, 60*time.Second)
-	c := newClient(t, ctx, p, p.HTTPClient(), nil)
-	begin := time.Now()
-	_, chain := issue(t, ctx, c, []string{"pryv.test", "*.pryv.test"}, "default", "dns-01", func(name string, ch *acme.Challenge) {
-		v, err := c.DNS01ChallengeRecord(ch.Token)
-		if err != nil {
-			t.Fatal(err)
-		}
-		p.SetTXT("_acme-challenge."+strings.TrimPrefix(name, "*."), v)
-	})
-	t.Logf("DNS-01 issuance (2 names) took %v", time.Since(begin))
-	verifyChain(t, p, chain, "pryv.test")
-	verifyChain(t, p, chain, "anything.pryv.test")
-	if got := chain[0].NotAfter.Sub(chain[0].NotBefore); got != 90*24*time.Hour-time.Second {
-		t.Errorf("default lifetime = %v", got)
-	}
-	if chain[0].Subject.CommonName != "pryv.test" {
-		t.Errorf("default profile CN = %q, want pryv.test", chain[0].Subject.CommonName)
+	p.SetRenewalInfoResponse(t, chainPEM, "not json")
+	msg := fatalOf(t, func(tb testing.TB) { p.RenewalInfo(tb, chainPEM) })
+	if !strings.HasPrefix(msg, "acmetest: ") || !strings.Contains(msg, "RenewalInfo") {
+		t.Errorf("RenewalInfo of a malformed ARI answer: Fatalf(%q)", msg)
 	}
 }
 
-// TestFailedValidation: with nothing serving HTTP-01, the authorization
-// turns invalid (the way to provoke a validation failure for a name).
-func TestFailedValidation(t *testing.T) {
-	p := Start(t, Options{})
-	ctx := ctxFor(t, 60*time.Second)
-	c := newClient(t, ctx, p, p.HTTPClient(), nil)
-	order, err := c.AuthorizeOrder(ctx, acme.DomainIDs("nobody.pryv.test"), acme.WithOrderIssuanceProfile("default"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	z, err := c.GetAuthorization(ctx, order.AuthzURLs[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, ch := range z.Challenges {
-		if ch.Type == "http-01" {
-			if _, err := c.Accept(ctx, ch); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	_, err = c.WaitAuthorization(ctx, z.URI)
-	var ae *acme.AuthorizationError
-	if !errors.As(err, &ae) {
-		t.Fatalf("authorization with no responder: err = %v, want an AuthorizationError", err)
-	}
-	t.Logf("validation failure as a client sees it: %v", err)
+// fakeTB is a real testing.TB whose Fatalf, Log, Logf and Failed are
+// recorded or faked.
+type fakeTB struct {
+	testing.TB
+	failed bool
+
+	mu    sync.Mutex
+	fatal string
+	logs  []string
 }
 
-func postStatusRetryAfter(t *testing.T, c *http.Client, u string) string {
+func (f *fakeTB) Fatalf(format string, args ...any) {
+	f.mu.Lock()
+	f.fatal = fmt.Sprintf(format, args...)
+	f.mu.Unlock()
+	runtime.Goexit()
+}
+
+func (f *fakeTB) Log(args ...any) { f.Logf("%s", fmt.Sprint(args...)) }
+
+func (f *fakeTB) Logf(format string, args ...any) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.logs = append(f.logs, fmt.Sprintf(format, args...))
+}
+
+func (f *fakeTB) Failed() bool { return f.failed }
+
+func (f *fakeTB) logged() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.logs)
+}
+
+// fatalOf runs fn on a goroutine with a fakeTB and returns what it passed
+// to Fatalf ("" if nothing).
+func fatalOf(t *testing.T, fn func(tb testing.TB)) string {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodPost, u, strings.NewReader("{}"))
-	req.Header.Set("User-Agent", "acmetest-test")
-	req.Header.Set("Content-Type", "application/jose+json")
-	resp, err := c.Do(req)
-	if err != nil {
-		t.Fatalf("POST %s: %v", u, err)
-	}
-	resp.Body.Close()
-	return resp.Header.Get("Retry-After")
+	f := &fakeTB{TB: t}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		fn(f)
+	}()
+	<-done
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.fatal
 }
 
-// TestRetryAfter: HTTPClient adds Retry-After: 1 to challenge POSTs only
-// (Pebble answers these garbage POSTs with an error, which is enough to
-// see the header), on 127.0.0.1 and localhost, and not with NoRetryAfter.
-func TestRetryAfter(t *testing.T) {
-	p := Start(t, Options{Verbose: true})
-	base := strings.TrimSuffix(p.DirectoryURL, "/dir")
-	c := p.HTTPClient()
-	if got := postStatusRetryAfter(t, c, base+"/chalZ/nope"); got != "1" {
-		t.Errorf("challenge POST: Retry-After %q, want 1", got)
+// TestFatal: a failing Start or method calls t.Fatalf.
+func TestFatal(t *testing.T) {
+	for name, fn := range map[string]func(testing.TB){
+		"Start":          func(tb testing.TB) { Start(tb, Options{KeyAlgorithm: "dsa"}) },
+		"empty Profiles": func(tb testing.TB) { Start(tb, Options{Profiles: map[string]Profile{}}) },
+	} {
+		if msg := fatalOf(t, fn); !strings.HasPrefix(msg, "acmetest: ") {
+			t.Errorf("%s: Fatalf(%q)", name, msg)
+		}
 	}
-	if got := postStatusRetryAfter(t, c, strings.Replace(base, "127.0.0.1", "localhost", 1)+"/chalZ/nope"); got != "1" {
-		t.Errorf("challenge POST via localhost: Retry-After %q, want 1", got)
+	p := Start(t, Options{})
+	if msg := fatalOf(t, func(tb testing.TB) { p.SetRenewalInfo(tb, []byte("no PEM"), time.Now(), time.Now()) }); !strings.Contains(msg, "PEM") {
+		t.Errorf("SetRenewalInfo without a certificate: Fatalf(%q)", msg)
 	}
-	if got := postStatusRetryAfter(t, c, base+"/order-plz"); got != "" {
-		t.Errorf("newOrder POST: Retry-After %q, want none", got)
+	p.Stop()
+	if msg := fatalOf(t, func(tb testing.TB) { p.IssuerRoots(tb) }); msg == "" {
+		t.Error("IssuerRoots after Stop did not fail the test")
 	}
+}
 
-	begin := time.Now()
-	q := Start(t, Options{NoRetryAfter: true, KeyAlgorithm: "rsa"})
-	t.Logf("Start with RSA roots took %v", time.Since(begin))
-	if got := postStatusRetryAfter(t, q.HTTPClient(), strings.TrimSuffix(q.DirectoryURL, "/dir")+"/chalZ/nope"); got != "" {
-		t.Errorf("NoRetryAfter: challenge POST: Retry-After %q, want none", got)
+// TestSetenv: the PEBBLE_* variables are restored when the test that
+// called Start ends.
+func TestSetenv(t *testing.T) {
+	t.Setenv("PEBBLE_VA_NOSLEEP", "before")
+	t.Run("start", func(t *testing.T) {
+		Start(t, Options{})
+		if got := os.Getenv("PEBBLE_VA_NOSLEEP"); got != "1" {
+			t.Errorf("during the test: PEBBLE_VA_NOSLEEP=%q, want 1", got)
+		}
+	})
+	if got := os.Getenv("PEBBLE_VA_NOSLEEP"); got != "before" {
+		t.Errorf("after the test: PEBBLE_VA_NOSLEEP=%q, want it restored", got)
+	}
+}
+
+// TestLog: Verbose streams Pebble's log to t.Log; otherwise its last lines
+// are logged only if the test failed.
+func TestLog(t *testing.T) {
+	run := func(opts Options, failed bool) []string {
+		var f *fakeTB
+		t.Run("", func(t *testing.T) {
+			f = &fakeTB{TB: t, failed: failed}
+			p := Start(f, opts)
+			getDirectory(t, p.HTTPClient(), p.DirectoryURL)
+		})
+		return f.logged()
+	}
+	if logs := run(Options{Verbose: true}, false); len(logs) == 0 || !strings.HasPrefix(logs[0], "pebble ") {
+		t.Errorf("Verbose: t.Log got %q", logs)
+	}
+	if logs := run(Options{}, false); len(logs) != 0 {
+		t.Errorf("a passing test logged %q", logs)
+	}
+	logs := run(Options{}, true)
+	if len(logs) != 1 || !strings.HasPrefix(logs[0], "acmetest: last ") || !strings.Contains(logs[0], "\npebble ") {
+		t.Errorf("a failed test logged %q", logs)
 	}
 }

@@ -1,4 +1,4 @@
-package acmetest
+package pebbledev
 
 import (
 	"context"

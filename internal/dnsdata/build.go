@@ -1,0 +1,274 @@
+package dnsdata
+
+import (
+	"fmt"
+	"net"
+	"sort"
+	"strings"
+
+	mdns "github.com/miekg/dns"
+
+	"github.com/pryv/pryv-tls/internal/dns"
+)
+
+// ReservedNames answer with every available core's addresses.
+var ReservedNames = []string{"lsc", "reg", "access", "mfa"}
+
+// Static is the part of the zone that comes from configuration.
+type Static struct {
+	Domain string // dns.domain, lower case, no trailing dot
+	TTL    uint32 // dns.defaultTTL
+	// Apex records (dns.records.root); SOA in presentation format without
+	// the serial's meaning (the serial is replaced). Empty: a default SOA.
+	Root    Records
+	RootSOA string
+	// The apex NS host core.{domain} (unless Root.NS names others):
+	// dns.publicIp, and this core's IPv6.
+	NSHostIP, NSHostIPv6 string
+	Entries              []Entry // dns.staticEntries
+}
+
+// rows is the in-memory copy of the DNS rows the zone is built from.
+type rows struct {
+	users      map[string]string            // username -> core id
+	cores      map[string]CoreInfo          // id -> info
+	records    map[string]Records           // subdomain -> records
+	challenges map[string]map[string]string // fqdn (no trailing dot) -> row key -> value
+}
+
+func newRows() *rows {
+	return &rows{
+		users:      map[string]string{},
+		cores:      map[string]CoreInfo{},
+		records:    map[string]Records{},
+		challenges: map[string]map[string]string{},
+	}
+}
+
+// Build makes the zone: static entries first, then runtime records (a name
+// both define keeps the static one, and a warning says so), the reserved
+// names and per-core names, then users, then ACME TXT values.
+func Build(st Static, r *rows, serial uint32) (*dns.Zone, []string, error) {
+	origin := mdns.Fqdn(st.Domain)
+	ttl := st.TTL
+	var warnings []string
+	var all []mdns.RR
+	taken := map[string]string{} // relative name -> what claimed it
+
+	claim := func(name, by string) bool {
+		if prev, ok := taken[name]; ok {
+			if by != "user" {
+				warnings = append(warnings, fmt.Sprintf("%s.%s: defined by %s and %s; keeping %s", name, st.Domain, prev, by, prev))
+			}
+			return false
+		}
+		taken[name] = by
+		return true
+	}
+	add := func(name string, recs Records, by string) {
+		rrs, err := buildRRs(name+"."+origin, ttl, recs)
+		if err != nil {
+			warnings = append(warnings, fmt.Sprintf("%s.%s (%s): %v; skipped", name, st.Domain, by, err))
+			return
+		}
+		all = append(all, rrs...)
+	}
+
+	// Apex.
+	root := st.Root
+	nsHost := "core." + origin
+	if len(root.NS) == 0 {
+		root.NS = []string{nsHost}
+	}
+	apex, err := buildRRs(origin, ttl, root)
+	if err != nil {
+		return nil, nil, fmt.Errorf("dns.records.root: %w", err)
+	}
+	all = append(all, apex...)
+
+	for _, e := range st.Entries {
+		if claim(strings.ToLower(e.Subdomain), "dns.staticEntries") {
+			add(strings.ToLower(e.Subdomain), e.Records, "dns.staticEntries")
+		}
+	}
+	for _, sub := range sortedKeys(r.records) {
+		if claim(sub, "dns-record row") {
+			add(sub, r.records[sub], "dns-record row")
+		}
+	}
+	if st.NSHostIP != "" || st.NSHostIPv6 != "" {
+		if claim("core", "dns.publicIp") {
+			add("core", addrRecords(st.NSHostIP, st.NSHostIPv6), "dns.publicIp")
+		}
+	}
+
+	var everyCore Records
+	for _, id := range sortedKeys(r.cores) {
+		c := r.cores[id]
+		recs := coreRecords(c)
+		if recs.Empty() {
+			continue
+		}
+		if claim(strings.ToLower(id), "core-info row") {
+			add(strings.ToLower(id), recs, "core-info row")
+		}
+		if c.Available {
+			everyCore.A = append(everyCore.A, recs.A...)
+			everyCore.AAAA = append(everyCore.AAAA, recs.AAAA...)
+		}
+	}
+	if !everyCore.Empty() {
+		for _, n := range ReservedNames {
+			if claim(n, "reserved name") {
+				add(n, everyCore, "reserved name")
+			}
+		}
+	}
+
+	// Users: the hot part of a big zone, so records are made directly rather
+	// than parsed from text.
+	coreRRs := map[string][]mdns.RR{}
+	for id, c := range r.cores {
+		rrs, err := buildRRs("x."+origin, ttl, coreRecords(c))
+		if err == nil {
+			coreRRs[id] = rrs
+		}
+	}
+	for user, coreID := range r.users {
+		tmpl, ok := coreRRs[coreID]
+		if !ok || !claim(user, "user") {
+			continue
+		}
+		owner := user + "." + origin
+		for _, rr := range tmpl {
+			c := mdns.Copy(rr)
+			c.Header().Name = owner
+			all = append(all, c)
+		}
+	}
+
+	for fqdn, values := range r.challenges {
+		owner := mdns.Fqdn(fqdn)
+		if !mdns.IsSubDomain(origin, owner) {
+			continue
+		}
+		for _, v := range values {
+			all = append(all, &mdns.TXT{Hdr: mdns.RR_Header{Name: owner, Rrtype: mdns.TypeTXT, Class: mdns.ClassINET, Ttl: 60}, Txt: []string{v}})
+		}
+	}
+
+	soa, err := makeSOA(origin, ttl, st.RootSOA, serial)
+	if err != nil {
+		return nil, nil, err
+	}
+	z, err := dns.NewZone(origin, soa, all)
+	if err != nil {
+		return nil, warnings, err
+	}
+	return z, warnings, nil
+}
+
+func coreRecords(c CoreInfo) Records {
+	if c.IP == "" && c.IPv6 == "" && c.CNAME != "" {
+		return Records{CNAME: mdns.Fqdn(c.CNAME)}
+	}
+	return addrRecords(c.IP, c.IPv6)
+}
+
+func addrRecords(ip, ipv6 string) Records {
+	var r Records
+	if ip != "" {
+		r.A = []string{ip}
+	}
+	if ipv6 != "" {
+		r.AAAA = []string{ipv6}
+	}
+	return r
+}
+
+func makeSOA(origin string, ttl uint32, text string, serial uint32) (*mdns.SOA, error) {
+	if text == "" {
+		text = fmt.Sprintf("core.%s hostmaster.%s 1 3600 600 1209600 %d", origin, origin, ttl)
+	}
+	rr, err := mdns.NewRR(fmt.Sprintf("%s %d IN SOA %s", origin, ttl, text))
+	if err != nil || rr == nil {
+		return nil, fmt.Errorf("dns.records.root.soa: %q is not an SOA (mname rname serial refresh retry expire minimum): %v", text, err)
+	}
+	soa := rr.(*mdns.SOA)
+	soa.Serial = serial
+	return soa, nil
+}
+
+// buildRRs turns presentation-format values into records, with the
+// library's parser (never our own).
+func buildRRs(owner string, ttl uint32, r Records) ([]mdns.RR, error) {
+	var out []mdns.RR
+	one := func(typ, v string) error {
+		rr, err := mdns.NewRR(fmt.Sprintf("%s %d IN %s %s", owner, ttl, typ, v))
+		if err != nil {
+			return fmt.Errorf("%s %q: %v", strings.ToLower(typ), v, err)
+		}
+		if rr == nil {
+			return fmt.Errorf("%s %q: empty", strings.ToLower(typ), v)
+		}
+		out = append(out, rr)
+		return nil
+	}
+	for _, v := range r.A {
+		if net.ParseIP(v).To4() == nil {
+			return nil, fmt.Errorf("a %q: not an IPv4 address", v)
+		}
+		if err := one("A", v); err != nil {
+			return nil, err
+		}
+	}
+	for _, v := range r.AAAA {
+		if err := one("AAAA", v); err != nil {
+			return nil, err
+		}
+	}
+	if r.CNAME != "" {
+		if err := one("CNAME", mdns.Fqdn(r.CNAME)); err != nil {
+			return nil, err
+		}
+	}
+	for _, v := range r.NS {
+		if err := one("NS", mdns.Fqdn(v)); err != nil {
+			return nil, err
+		}
+	}
+	for _, v := range r.MX {
+		if err := one("MX", v); err != nil {
+			return nil, err
+		}
+	}
+	for _, v := range r.TXT {
+		// A TXT value is taken as the text itself, not zone-file syntax.
+		out = append(out, &mdns.TXT{Hdr: mdns.RR_Header{Name: owner, Rrtype: mdns.TypeTXT, Class: mdns.ClassINET, Ttl: ttl}, Txt: splitTXT(v)})
+	}
+	for _, v := range r.CAA {
+		if err := one("CAA", v); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// splitTXT cuts a long value into the 255-byte strings TXT allows.
+func splitTXT(v string) []string {
+	var parts []string
+	for len(v) > 255 {
+		parts = append(parts, v[:255])
+		v = v[255:]
+	}
+	return append(parts, v)
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

@@ -1,0 +1,101 @@
+package dnsdata
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"strings"
+	"time"
+
+	mdns "github.com/miekg/dns"
+)
+
+// DNS01 is lego's challenge.Provider for DNS-01 through the embedded DNS:
+// each value is its own row (acme-dns01/<fqdn>/<hash of value>), so the two
+// values a wildcard + apex order publishes at the same name live side by
+// side, and cleaning one up never removes the other.
+type DNS01 struct {
+	KV interface {
+		Put(ctx context.Context, key string, value []byte) (int64, error)
+		Delete(ctx context.Context, key string) error
+	}
+	// Servers are the DNS servers (host:port) that must answer a value
+	// before the CA is told to look: this core's, and the other cores'.
+	Servers func() []string
+	// PropagationTimeout bounds the wait (letsEncrypt.dns01.propagationTimeout);
+	// SkipPropagationCheck trusts the write alone (skipPropagationCheck).
+	PropagationTimeout   time.Duration
+	SkipPropagationCheck bool
+}
+
+// challenge is RFC 8555 §8.4: the record name and the value for a key authorisation.
+func challenge(domain, keyAuth string) (fqdn, value string) {
+	sum := sha256.Sum256([]byte(keyAuth))
+	return "_acme-challenge." + strings.ToLower(strings.TrimPrefix(domain, "*.")), base64.RawURLEncoding.EncodeToString(sum[:])
+}
+
+func challengeRow(fqdn, value string) string {
+	sum := sha256.Sum256([]byte(value))
+	return ChallengePrefix + fqdn + "/" + hex.EncodeToString(sum[:8])
+}
+
+// Present publishes the value.
+func (p *DNS01) Present(ctx context.Context, domain, token, keyAuth string) error {
+	fqdn, value := challenge(domain, keyAuth)
+	if _, err := p.KV.Put(ctx, challengeRow(fqdn, value), []byte(value)); err != nil {
+		return fmt.Errorf("publishing the DNS-01 value for %s: %w", domain, err)
+	}
+	return nil
+}
+
+// CleanUp removes exactly that value.
+func (p *DNS01) CleanUp(ctx context.Context, domain, token, keyAuth string) error {
+	fqdn, value := challenge(domain, keyAuth)
+	if err := p.KV.Delete(ctx, challengeRow(fqdn, value)); err != nil {
+		return fmt.Errorf("removing the DNS-01 value for %s: %w", domain, err)
+	}
+	return nil
+}
+
+// Timeout tells lego how long to wait for Propagated, and how often to ask.
+func (p *DNS01) Timeout() (timeout, interval time.Duration) {
+	t := p.PropagationTimeout
+	if t <= 0 {
+		t = 2 * time.Minute
+	}
+	return t, 200 * time.Millisecond
+}
+
+// Propagated reports whether every server answers value at fqdn: the CA's
+// validators ask these servers, so there is no point asking it to look before.
+func (p *DNS01) Propagated(ctx context.Context, fqdn, value string) (bool, error) {
+	if p.SkipPropagationCheck || p.Servers == nil {
+		return true, nil
+	}
+	q := new(mdns.Msg)
+	q.SetQuestion(mdns.Fqdn(strings.ToLower(fqdn)), mdns.TypeTXT)
+	q.RecursionDesired = false
+	for _, srv := range p.Servers() {
+		c := &mdns.Client{Timeout: 2 * time.Second}
+		resp, _, err := c.ExchangeContext(ctx, q, srv)
+		if err == nil && resp.Truncated {
+			c.Net = "tcp"
+			resp, _, err = c.ExchangeContext(ctx, q, srv)
+		}
+		if err != nil || !hasTXT(resp, value) {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+func hasTXT(m *mdns.Msg, value string) bool {
+	for _, rr := range m.Answer {
+		if t, ok := rr.(*mdns.TXT); ok && strings.Join(t.Txt, "") == value {
+			return true
+		}
+	}
+	return false
+}

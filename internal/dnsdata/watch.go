@@ -1,0 +1,211 @@
+package dnsdata
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/pryv/pryv-tls/internal/dns"
+	"github.com/pryv/pryv-tls/internal/platformdb"
+)
+
+// Watcher keeps the DNS server's zone equal to configuration + PlatformDB:
+// it lists the DNS tables once, then applies watch events to an in-memory
+// copy and rebuilds the zone from it — never reading the store per query,
+// never per event: a burst of events costs one rebuild.
+type Watcher struct {
+	Static Static
+	KV     interface {
+		List(ctx context.Context, prefix string) ([]platformdb.Entry, int64, error)
+		Watch(ctx context.Context, prefix string, from int64) <-chan platformdb.Event
+	}
+	Swap   func(*dns.Zone)
+	Logger *slog.Logger
+	// Settle is how long a change waits for followers before the rebuild
+	// (default 10 ms): long enough to batch a burst, far under the 1 s target.
+	Settle time.Duration
+
+	rows   *rows
+	serial uint32
+	warned map[string]bool
+}
+
+var tables = []string{UserCorePrefix, CoreInfoPrefix, RecordPrefix, ChallengePrefix}
+
+func (w *Watcher) log() *slog.Logger {
+	if w.Logger != nil {
+		return w.Logger
+	}
+	return slog.Default()
+}
+
+// Static serves a zone from configuration alone, for the time before
+// PlatformDB answers (or without it).
+func (w *Watcher) ServeStatic() error {
+	w.rows = newRows()
+	return w.rebuild()
+}
+
+// Run syncs until ctx ends.
+func (w *Watcher) Run(ctx context.Context) {
+	settle := w.Settle
+	if settle <= 0 {
+		settle = 10 * time.Millisecond
+	}
+	for ctx.Err() == nil {
+		revs, err := w.listAll(ctx)
+		if err != nil {
+			w.log().Warn("listing DNS rows in PlatformDB; answering from the last zone meanwhile", "error", err.Error())
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(2 * time.Second):
+			}
+			continue
+		}
+		w.rebuildLogged()
+		w.follow(ctx, revs, settle)
+	}
+}
+
+func (w *Watcher) listAll(ctx context.Context) (map[string]int64, error) {
+	r := newRows()
+	revs := map[string]int64{}
+	var maxRev int64
+	for _, t := range tables {
+		entries, rev, err := w.KV.List(ctx, t)
+		if err != nil {
+			return nil, err
+		}
+		revs[t] = rev
+		maxRev = max(maxRev, rev)
+		for _, e := range entries {
+			r.apply(platformdb.Event{Type: platformdb.EventPut, Entry: e})
+		}
+	}
+	w.rows = r
+	w.serial = uint32(maxRev)
+	return revs, nil
+}
+
+// follow applies events from every table until a watch asks for a re-list
+// (history compacted) or ctx ends.
+func (w *Watcher) follow(ctx context.Context, revs map[string]int64, settle time.Duration) {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	events := make(chan platformdb.Event, 256)
+	var wg sync.WaitGroup
+	for _, t := range tables {
+		ch := w.KV.Watch(wctx, t, revs[t]+1)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ev := range ch {
+				select {
+				case events <- ev:
+				case <-wctx.Done():
+					return
+				}
+			}
+		}()
+	}
+	go func() { wg.Wait(); close(events) }()
+
+	var timer <-chan time.Time
+	for {
+		select {
+		case ev, ok := <-events:
+			if !ok {
+				return
+			}
+			if ev.Type == platformdb.EventReset {
+				return
+			}
+			w.rows.apply(ev)
+			w.serial = max(w.serial, uint32(ev.Entry.Revision))
+			if timer == nil {
+				timer = time.After(settle)
+			}
+		case <-timer:
+			timer = nil
+			w.rebuildLogged()
+		}
+	}
+}
+
+func (w *Watcher) rebuildLogged() {
+	if err := w.rebuild(); err != nil {
+		w.log().Error("DNS zone not rebuilt; the previous zone keeps answering", "error", err.Error())
+	}
+}
+
+func (w *Watcher) rebuild() error {
+	z, warnings, err := Build(w.Static, w.rows, w.serial)
+	if err != nil {
+		return err
+	}
+	if w.warned == nil {
+		w.warned = map[string]bool{}
+	}
+	for _, msg := range warnings {
+		if !w.warned[msg] { // each conflict once, not at every rebuild
+			w.warned[msg] = true
+			w.log().Warn("DNS record conflict", "detail", msg)
+		}
+	}
+	w.Swap(z)
+	return nil
+}
+
+// apply updates the in-memory rows with one event.
+func (r *rows) apply(ev platformdb.Event) {
+	key := ev.Entry.Key
+	del := ev.Type == platformdb.EventDelete
+	switch {
+	case strings.HasPrefix(key, UserCorePrefix):
+		name := strings.TrimPrefix(key, UserCorePrefix)
+		var uc UserCore
+		if del || json.Unmarshal(ev.Entry.Value, &uc) != nil || uc.Core == "" {
+			delete(r.users, name)
+			return
+		}
+		r.users[name] = uc.Core
+	case strings.HasPrefix(key, CoreInfoPrefix):
+		id := strings.TrimPrefix(key, CoreInfoPrefix)
+		var c CoreInfo
+		if del || json.Unmarshal(ev.Entry.Value, &c) != nil {
+			delete(r.cores, id)
+			return
+		}
+		r.cores[id] = c
+	case strings.HasPrefix(key, RecordPrefix):
+		sub := strings.TrimPrefix(key, RecordPrefix)
+		var rec Records
+		if del || json.Unmarshal(ev.Entry.Value, &rec) != nil {
+			delete(r.records, sub)
+			return
+		}
+		r.records[sub] = rec
+	case strings.HasPrefix(key, ChallengePrefix):
+		rest := strings.TrimPrefix(key, ChallengePrefix)
+		i := strings.LastIndexByte(rest, '/')
+		if i <= 0 {
+			return
+		}
+		fqdn, id := rest[:i], rest[i+1:]
+		if del {
+			delete(r.challenges[fqdn], id)
+			if len(r.challenges[fqdn]) == 0 {
+				delete(r.challenges, fqdn)
+			}
+			return
+		}
+		if r.challenges[fqdn] == nil {
+			r.challenges[fqdn] = map[string]string{}
+		}
+		r.challenges[fqdn][id] = string(ev.Entry.Value)
+	}
+}
