@@ -242,3 +242,43 @@ func httpGet(t *testing.T, url string) (int, string) {
 	fmt.Sscan(out[i+1:], &code)
 	return code, out[:i]
 }
+
+// TestDemoACME runs the README's Strategy A command: the spec's config
+// against an in-process Pebble, the placeholder replaced by the issued
+// certificate, checked by curl against Pebble's roots.
+func TestDemoACME(t *testing.T) {
+	curl := needTool(t, "curl")
+	dir := t.TempDir()
+	port := freePort(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	c := &core{t: t, addr: addr, logs: &syncBuffer{}, done: make(chan error, 1)}
+	c.cmd = exec.Command(binary, "demo", "--acme", "--addr", addr, "--dir", dir)
+	c.cmd.Stdout, c.cmd.Stderr = c.logs, c.logs
+	if err := c.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { c.done <- c.cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = c.cmd.Process.Kill()
+		if t.Failed() {
+			t.Logf("demo output:\n%s", c.logs.String())
+		}
+	})
+	resolve := fmt.Sprintf("your-domain.com:%d:127.0.0.1", port)
+	url := fmt.Sprintf("https://your-domain.com:%d/alice/events", port)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		out, err := run(t, 10*time.Second, curl, "-sS", "--max-time", "5", "--cacert", filepath.Join(dir, "pebble-roots.pem"), "--resolve", resolve, url)
+		if err == nil && strings.Contains(out, `"servedBy":"demo api upstream, through pryv-tls"`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the demo's certificate from Pebble was not served within 60s: %v %s", err, out)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	c.signal(syscall.SIGTERM)
+	if code := c.wait(15 * time.Second); code != 0 {
+		t.Fatalf("demo --acme exit code %d", code)
+	}
+}
