@@ -1,0 +1,118 @@
+package dns
+
+import (
+	"fmt"
+	"net"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+const benchUsers = 10000
+
+func BenchmarkAnswer(b *testing.B) {
+	z := userZone(b, benchUsers, 1)
+	for _, c := range []struct {
+		name string
+		req  *dns.Msg
+	}{
+		{"A", query("user4242.mc.example.com.", dns.TypeA)},
+		{"A-EDNS", ednsQuery("user4242.mc.example.com.", dns.TypeA, 4096)},
+		{"A-0x20", query("uSeR4242.Mc.ExAmPlE.cOm.", dns.TypeA)},
+		{"NXDOMAIN", query("nobody.mc.example.com.", dns.TypeA)},
+		{"NODATA", query("user4242.mc.example.com.", dns.TypeAAAA)},
+		{"TXT", query("_acme-challenge.mc.example.com.", dns.TypeTXT)},
+		{"NS-glue-EDNS", ednsQuery("mc.example.com.", dns.TypeNS, 1232)},
+		{"REFUSED", query("example.org.", dns.TypeA)},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if Answer(z, c.req, DefaultMaxUDPSize, false) == nil {
+					b.Fatal("no answer")
+				}
+			}
+		})
+	}
+	// Answer plus the packing the server does for every response.
+	b.Run("A+Pack", func(b *testing.B) {
+		req := query("user4242.mc.example.com.", dns.TypeA)
+		buf := make([]byte, 512)
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := Answer(z, req, DefaultMaxUDPSize, false).PackBuffer(buf); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("CNAME", func(b *testing.B) {
+		z := testZone(b)
+		req := query("www.mc.example.com.", dns.TypeA)
+		b.ReportAllocs()
+		for b.Loop() {
+			Answer(z, req, DefaultMaxUDPSize, false)
+		}
+	})
+	b.Run("TXT60-truncated", func(b *testing.B) {
+		z := testZone(b)
+		req := query("big.mc.example.com.", dns.TypeTXT)
+		b.ReportAllocs()
+		for b.Loop() {
+			Answer(z, req, DefaultMaxUDPSize, false)
+		}
+	})
+}
+
+func BenchmarkNewZone(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		userZone(b, benchUsers, 1)
+	}
+}
+
+// BenchmarkServeUDP measures queries through a real UDP socket on loopback:
+// each client goroutine sends one query and waits for its answer.
+func BenchmarkServeUDP(b *testing.B) {
+	s := startServer(b, userZone(b, benchUsers, 1), ServerOptions{})
+	udp, _ := serverAddr(b, s)
+	for _, clients := range []int{1, 8} {
+		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
+			var next atomic.Int64
+			b.ReportAllocs()
+			b.SetParallelism(clients) // × GOMAXPROCS goroutines
+			start := time.Now()
+			b.RunParallel(func(pb *testing.PB) {
+				conn, err := net.Dial("udp", udp)
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				defer conn.Close()
+				buf := make([]byte, 1500)
+				for pb.Next() {
+					i := next.Add(1)
+					q := query(fmt.Sprintf("user%d.mc.example.com.", i%benchUsers), dns.TypeA)
+					q.Id = uint16(i)
+					wire, _ := q.Pack()
+					if _, err := conn.Write(wire); err != nil {
+						b.Error(err)
+						return
+					}
+					_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+					n, err := conn.Read(buf)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					if n < 12 || buf[0] != wire[0] || buf[1] != wire[1] || buf[3]&0xF != 0 {
+						b.Errorf("bad response (%d bytes)", n)
+						return
+					}
+				}
+			})
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "queries/s")
+		})
+	}
+}

@@ -1,0 +1,118 @@
+// Package dns is pryv-tls's authoritative DNS server for the platform domain
+// (dns.domain, e.g. "mc.example.com"): per-user names, per-core names, static
+// records and the _acme-challenge TXT records of ACME DNS-01.
+//
+// The package owns three things:
+//
+//   - Zone, an immutable, indexed snapshot of one zone, built by NewZone from
+//     the apex SOA and every other record. Whoever builds the zone's content
+//     (config + PlatformDB) builds a new Zone on every change and hands it to
+//     Server.Swap; a Zone is never modified after NewZone returns, so any
+//     number of goroutines may read it.
+//   - Answer, the pure function that turns a query into a response for a Zone.
+//     It takes no lock, does no I/O and shares the Zone's precomputed record
+//     slices with the response (read-only), so an ordinary positive answer
+//     costs one or two small allocations.
+//   - Server, which serves Answer over UDP and TCP (miekg/dns does all wire
+//     parsing and packing) and swaps zones with an atomic.Pointer.
+//
+// # Building a zone (NewZone)
+//
+// NewZone(origin, soa, rrs): origin is the zone's apex in any case, with or
+// without the trailing dot, and must not be the root. soa is the apex SOA (the
+// caller sets its Serial); its owner may be empty (it then becomes the
+// origin) or must equal the origin. rrs are all the other records, owner names
+// absolute and in any case. NewZone copies every record (the caller may reuse
+// or change its records afterwards), canonicalises owner names (lower case,
+// miekg's presentation form) and rejects, naming the record:
+//
+//   - a record whose owner is outside the origin ("evilmc.example.com." is not
+//     inside "mc.example.com."; names are compared on label boundaries);
+//   - a CNAME at the apex, a CNAME next to any other data at the same name
+//     (RFC 1034 §3.6.2; RRSIG and NSEC are the only exceptions) and two
+//     different CNAMEs at one name;
+//   - an SOA among rrs (the apex SOA is the soa argument), DNAME (no DNAME
+//     synthesis is implemented), meta types (OPT, TSIG, TKEY, AXFR, IXFR,
+//     ANY, MAILA, MAILB, type 0), a class other than IN (class 0 is taken as
+//     IN), a record whose Go type does not match its header's Rrtype and a
+//     record whose rdata cannot be packed.
+//
+// Identical records are kept once, and all records of one RRset get the
+// lowest TTL found among them (RFC 2181 §5.2). Records keep the caller's order
+// inside an RRset. Everything a query needs is precomputed: per name, one
+// slice per type; the set of existing names including every empty
+// non-terminal between a record and the apex (RFC 8020); the SOA used in
+// negative answers (TTL = min(SOA TTL, SOA MINIMUM), RFC 2308 §3); glue (the
+// in-zone A and AAAA records of NS, MX and SRV targets); wildcard owners; and
+// delegations.
+//
+// # Answering (Answer)
+//
+// Answer(z, req, maxUDP, tcp) returns the response to req, or nil when req
+// must be dropped (it is itself a response: QR set). In order:
+//
+//   - More than one OPT record -> FORMERR (no OPT). An OPT whose owner is not
+//     the root -> FORMERR. EDNS version > 0 -> BADVERS with an OPT of version 0.
+//   - Opcode other than QUERY -> NOTIMP (question echoed when there is exactly
+//     one).
+//   - Zero or several questions, or a question name that is not fully
+//     qualified -> FORMERR with no question section.
+//   - Class other than IN and ANY -> REFUSED.
+//   - No zone yet (z == nil: the server started before the first snapshot)
+//     -> SERVFAIL, so resolvers try another core.
+//   - A name outside the zone -> REFUSED, without AA. Names match without
+//     regard to ASCII case and on label boundaries: for "mc.example.com.",
+//     "mc.example.com." and "x.mc.example.com." are inside; "evilmc.example.com.",
+//     "evil\.mc.example.com." (one label holding a dot) and "example.com." are
+//     not.
+//   - QTYPE AXFR or IXFR -> REFUSED: zone transfers are not offered (every
+//     core builds its own zone from the shared store).
+//   - Otherwise the answer is authoritative (AA):
+//   - name below a delegation (NS records at a name under the apex; DS at the
+//     cut itself excepted) -> a referral: NOERROR without AA, the NS RRset in
+//     the authority section and glue in the additional section;
+//   - QTYPE ANY at an existing name that holds records -> one synthesised
+//     HINFO "RFC8482" "" record (RFC 8482) at the name, TTL 3600, over
+//     UDP and TCP alike: never the full set of RRsets;
+//   - name with a CNAME and QTYPE not CNAME -> the CNAME, followed inside the
+//     zone: each in-zone target's CNAME is added too, up to 8 CNAMEs (a loop or
+//     a longer chain stops there, NOERROR), then the final target's RRset of
+//     QTYPE. A target outside the zone (or below a delegation) ends the chain
+//     with just the CNAMEs. A final target that does not exist gives NXDOMAIN
+//     and one without data of QTYPE gives NODATA (RFC 6604), both with the
+//     CNAMEs in the answer and the SOA in the authority section;
+//   - existing name with an RRset of QTYPE -> that RRset; for NS, MX and SRV
+//     RRsets (the apex NS set included) the A and AAAA records of every target
+//     inside the zone go to the additional section;
+//   - existing name without data of QTYPE, including an empty non-terminal
+//     (the zone has b.a.mc.example.com., the query is for a.mc.example.com.)
+//     -> NOERROR/NODATA with the negative SOA in the authority section;
+//   - a name that does not exist -> NXDOMAIN with the negative SOA in the
+//     authority section, unless a wildcard applies (RFC 4592: "*.<closest
+//     encloser>" exists), in which case its records are synthesised with the
+//     query name as owner.
+//
+// Every response carries the query's ID, opcode, question (as sent, case
+// included), RD and CD; RA and AD are never set. Answer owner names are the
+// zone's canonical (lower-case) names.
+//
+// EDNS0 (RFC 6891): when the query has an OPT, the response has one too,
+// advertising min(client's UDP size, maxUDP), never less than 512; no EDNS
+// option is echoed and DO is not set (the zone is not signed). The size limit
+// of a response is 65535 over TCP, that advertised size over UDP with EDNS,
+// and 512 over UDP without. A response that does not fit is first stripped of
+// its additional records (glue is optional in an authoritative answer; not in
+// a referral); if it still does not fit, TC is set and the answer, authority
+// and additional sections are emptied (the question and OPT stay), so the
+// client retries over TCP, where the full answer fits. Responses are sent
+// uncompressed when they fit that way, compressed otherwise.
+//
+// # Serving (Server)
+//
+// Server serves UDP and TCP on any number of addresses. Queries read the
+// current Zone from an atomic.Pointer: no lock and no I/O on the query path.
+// Malformed packets are handled by miekg/dns (an unparsable header is dropped,
+// an unparsable body gets FORMERR); responses (QR set) are dropped before
+// parsing; everything else goes through Answer. A panic in the handler is
+// recovered, logged and answered with SERVFAIL.
+package dns

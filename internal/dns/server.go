@@ -1,0 +1,323 @@
+package dns
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// ServerOptions configures a Server. The zero value is usable.
+type ServerOptions struct {
+	// Logger receives serve-loop errors and recovered panics (Error) and
+	// failed writes (Debug). Nothing is logged per query. Default: discard.
+	Logger *slog.Logger
+	// MaxUDPSize is the largest UDP response, advertised in EDNS0
+	// responses (clamped to 512..65535). Default DefaultMaxUDPSize (1232).
+	MaxUDPSize int
+	// TCPIdleTimeout closes a TCP connection idle for that long between
+	// queries. Default 8 s.
+	TCPIdleTimeout time.Duration
+	// MaxTCPQueries closes a TCP connection after that many queries;
+	// -1 means unlimited. Default 128.
+	MaxTCPQueries int
+}
+
+// udpReadSize is the read buffer for incoming UDP queries: large enough for
+// any real query (a question plus an OPT with options).
+const udpReadSize = 4096
+
+// startTimeout bounds how long ListenAndServe waits for its serve loops.
+const startTimeout = 10 * time.Second
+
+// Server is an authoritative DNS server over UDP and TCP answering from the
+// Zone most recently given to Swap. Create it with NewServer.
+type Server struct {
+	log           *slog.Logger
+	maxUDP        int
+	idle          time.Duration
+	maxTCPQueries int
+
+	zone atomic.Pointer[Zone]
+
+	mu      sync.Mutex
+	servers []*dns.Server
+	udp     []net.Addr
+	tcp     []net.Addr
+	closed  bool
+
+	stats counters
+}
+
+// NewServer returns a server that does not listen yet and, until the first
+// Swap, answers SERVFAIL to every query for any name.
+func NewServer(opts ServerOptions) *Server {
+	s := &Server{
+		log:           opts.Logger,
+		maxUDP:        opts.MaxUDPSize,
+		idle:          opts.TCPIdleTimeout,
+		maxTCPQueries: opts.MaxTCPQueries,
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if s.maxUDP == 0 {
+		s.maxUDP = DefaultMaxUDPSize
+	}
+	s.maxUDP = min(max(s.maxUDP, minUDPSize), dns.MaxMsgSize)
+	if s.idle <= 0 {
+		s.idle = 8 * time.Second
+	}
+	if s.maxTCPQueries == 0 {
+		s.maxTCPQueries = 128
+	}
+	return s
+}
+
+// Swap makes z the zone every following query is answered from. z may be
+// nil (queries then get SERVFAIL). Queries in flight finish with the zone
+// they started with.
+func (s *Server) Swap(z *Zone) { s.zone.Store(z) }
+
+// Zone returns the zone being served, or nil.
+func (s *Server) Zone() *Zone { return s.zone.Load() }
+
+// ListenAndServe binds UDP and TCP on every address ("0.0.0.0:53",
+// "[::]:53", "127.0.0.1:0") and serves them in goroutines. It returns once
+// every socket is bound and served, or with the first error, naming the
+// address; on error nothing it bound stays open. An IPv4 literal binds IPv4
+// only and an IPv6 literal IPv6 only, so "0.0.0.0:53" and "[::]:53" can be
+// used together. With port 0, TCP gets the same port as UDP. It may be
+// called more than once; Shutdown stops everything.
+func (s *Server) ListenAndServe(addrs ...string) error {
+	if len(addrs) == 0 {
+		return errors.New("dns: no address to listen on")
+	}
+	type bound struct {
+		pc net.PacketConn
+		l  net.Listener
+	}
+	var all []bound
+	closeAll := func() {
+		for _, b := range all {
+			_ = b.pc.Close()
+			_ = b.l.Close()
+		}
+	}
+	for _, addr := range addrs {
+		pc, l, err := listenPair(addr)
+		if err != nil {
+			closeAll()
+			return fmt.Errorf("dns: listen on %s: %w", addr, err)
+		}
+		all = append(all, bound{pc, l})
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		closeAll()
+		return errors.New("dns: server is shut down")
+	}
+	accept := func(dh dns.Header) dns.MsgAcceptAction {
+		if dh.Bits&(1<<15) != 0 { // QR: a response, never answered
+			s.stats.dropped.Add(1)
+			return dns.MsgIgnore
+		}
+		return dns.MsgAccept // Answer decides everything else
+	}
+	invalid := func(m []byte, err error) { s.stats.malformed.Add(1) }
+	var started []*dns.Server
+	for i, b := range all {
+		for _, srv := range []*dns.Server{
+			{PacketConn: b.pc, UDPSize: udpReadSize},
+			{Listener: b.l, IdleTimeout: func() time.Duration { return s.idle }, MaxTCPQueries: s.maxTCPQueries},
+		} {
+			up, done := make(chan struct{}), make(chan error, 1)
+			srv.Handler = s
+			srv.MsgAcceptFunc = accept
+			srv.MsgInvalidFunc = invalid
+			srv.NotifyStartedFunc = func() { close(up) }
+			addr := addrs[i]
+			go func() {
+				err := srv.ActivateAndServe()
+				if err != nil {
+					s.log.Error("dns: serve loop stopped", "addr", addr, "err", err)
+				}
+				done <- err
+			}()
+			select {
+			case <-up:
+				started = append(started, srv)
+			case err := <-done:
+				s.stopLocked(started)
+				closeAll()
+				return fmt.Errorf("dns: serve %s: %v", addr, err)
+			case <-time.After(startTimeout):
+				s.stopLocked(started)
+				closeAll()
+				return fmt.Errorf("dns: serve %s: did not start within %s", addr, startTimeout)
+			}
+		}
+	}
+	s.servers = append(s.servers, started...)
+	for _, b := range all {
+		s.udp = append(s.udp, b.pc.LocalAddr())
+		s.tcp = append(s.tcp, b.l.Addr())
+	}
+	return nil
+}
+
+func (s *Server) stopLocked(srvs []*dns.Server) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	for _, srv := range srvs {
+		_ = srv.ShutdownContext(ctx)
+	}
+}
+
+// listenPair binds UDP and TCP on addr; with port 0, both on the same port.
+func listenPair(addr string) (net.PacketConn, net.Listener, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	udpNet, tcpNet := "udp", "tcp"
+	if ip := net.ParseIP(host); ip != nil {
+		if ip.To4() != nil {
+			udpNet, tcpNet = "udp4", "tcp4"
+		} else {
+			udpNet, tcpNet = "udp6", "tcp6"
+		}
+	}
+	var lastErr error
+	for range 20 {
+		pc, err := net.ListenPacket(udpNet, addr)
+		if err != nil {
+			return nil, nil, err
+		}
+		tcpAddr := addr
+		if port == "0" {
+			tcpAddr = pc.LocalAddr().String()
+		}
+		l, err := net.Listen(tcpNet, tcpAddr)
+		if err == nil {
+			return pc, l, nil
+		}
+		_ = pc.Close()
+		lastErr = err
+		if port != "0" {
+			break
+		}
+	}
+	return nil, nil, lastErr
+}
+
+// Addrs returns the bound UDP and TCP addresses, in ListenAndServe order.
+func (s *Server) Addrs() (udp, tcp []net.Addr) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]net.Addr(nil), s.udp...), append([]net.Addr(nil), s.tcp...)
+}
+
+// Shutdown stops every listener, waits (until ctx is done) for the queries in
+// flight and returns ctx's error if it had to stop waiting. The server cannot
+// serve again afterwards.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	srvs := s.servers
+	s.servers = nil
+	s.closed = true
+	s.mu.Unlock()
+	var errs []error
+	for _, srv := range srvs {
+		if err := srv.ShutdownContext(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ServeDNS answers one query (dns.Handler): Answer on the current zone, then
+// one write. It never panics: a panic is logged and answered with SERVFAIL.
+func (s *Server) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
+	s.stats.queries.Add(1)
+	defer func() {
+		if p := recover(); p != nil {
+			s.stats.panics.Add(1)
+			s.log.Error("dns: panic answering a query", "panic", p, "remote", w.RemoteAddr())
+			if r != nil {
+				fail := new(dns.Msg)
+				fail.Id = r.Id
+				fail.Response = true
+				fail.Opcode = r.Opcode
+				fail.Rcode = dns.RcodeServerFailure
+				_ = w.WriteMsg(fail)
+			}
+		}
+	}()
+	_, tcp := w.RemoteAddr().(*net.TCPAddr)
+	m := Answer(s.zone.Load(), r, s.maxUDP, tcp)
+	if m == nil {
+		s.stats.dropped.Add(1)
+		return
+	}
+	s.stats.count(m)
+	if err := w.WriteMsg(m); err != nil {
+		s.stats.writeErrors.Add(1)
+		s.log.Debug("dns: write failed", "remote", w.RemoteAddr(), "err", err)
+	}
+}
+
+// Stats are counters since NewServer.
+type Stats struct {
+	Queries     uint64 // messages handed to the handler
+	Dropped     uint64 // responses (QR set) ignored
+	Malformed   uint64 // messages miekg/dns could not parse (answered FORMERR when the header was readable)
+	Truncated   uint64 // responses sent with TC
+	WriteErrors uint64
+	Panics      uint64
+	// Rcodes counts responses by RCODE (extended ones included: BADVERS is 16).
+	NoError, FormErr, ServFail, NXDomain, NotImp, Refused, BadVers uint64
+}
+
+type counters struct {
+	queries, dropped, malformed, truncated, writeErrors, panics atomic.Uint64
+	rcode                                                       [17]atomic.Uint64
+}
+
+func (c *counters) count(m *dns.Msg) {
+	if m.Truncated {
+		c.truncated.Add(1)
+	}
+	if m.Rcode >= 0 && m.Rcode < len(c.rcode) {
+		c.rcode[m.Rcode].Add(1)
+	}
+}
+
+// Stats returns a snapshot of the counters.
+func (s *Server) Stats() Stats {
+	c := &s.stats
+	return Stats{
+		Queries:     c.queries.Load(),
+		Dropped:     c.dropped.Load(),
+		Malformed:   c.malformed.Load(),
+		Truncated:   c.truncated.Load(),
+		WriteErrors: c.writeErrors.Load(),
+		Panics:      c.panics.Load(),
+		NoError:     c.rcode[dns.RcodeSuccess].Load(),
+		FormErr:     c.rcode[dns.RcodeFormatError].Load(),
+		ServFail:    c.rcode[dns.RcodeServerFailure].Load(),
+		NXDomain:    c.rcode[dns.RcodeNameError].Load(),
+		NotImp:      c.rcode[dns.RcodeNotImplemented].Load(),
+		Refused:     c.rcode[dns.RcodeRefused].Load(),
+		BadVers:     c.rcode[dns.RcodeBadVers].Load(),
+	}
+}
