@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/pryv/pryv-tls/internal/platformdb"
 )
@@ -34,8 +35,12 @@ func (p *HTTP01Provider) Present(ctx context.Context, domain, token, keyAuth str
 	return nil
 }
 
-// CleanUp removes it.
+// CleanUp removes it. lego calls it with the order's context, which is
+// done when the order was cancelled (shutdown, the renewer lock lost): the
+// token is removed regardless, or every interrupted order would leave a row.
 func (p *HTTP01Provider) CleanUp(ctx context.Context, domain, token, keyAuth string) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
 	if err := p.KV.Delete(ctx, http01Prefix+token); err != nil {
 		return fmt.Errorf("removing the HTTP-01 token for %s: %w", domain, err)
 	}
@@ -60,6 +65,9 @@ func (h *HTTP01Responder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	host := r.Host
 	if hh, _, err := net.SplitHostPort(host); err == nil {
 		host = hh
+		if strings.Contains(host, ":") {
+			host = "[" + host + "]" // an IPv6 literal keeps its brackets
+		}
 	}
 	if host == "" {
 		http.Error(w, "missing Host header", http.StatusBadRequest)

@@ -221,7 +221,10 @@ func (r *Renewer) check(ctx context.Context, p Plan, force bool) (*certstore.Rec
 	st.NextRenewal = scheduledRenewal(rec.IssuedAt, rec.ExpiresAt, r.opts.RenewBefore)
 	r.log.Info("certificate issued", "hostname", row, "serial", rec.Serial, "notAfter", rec.ExpiresAt,
 		"nextRenewal", st.NextRenewal)
-	return rec, saveState(ctx, r.opts.KV, row, st)
+	// Recorded even if ctx ended (shutdown) once the certificate was stored.
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	return rec, saveState(sctx, r.opts.KV, row, st)
 }
 
 func (r *Renewer) current(ctx context.Context, row string) (*certstore.Record, error) {
@@ -273,16 +276,22 @@ func (r *Renewer) ariTime(ctx context.Context, cur *certstore.Record, st *State,
 		}
 		if err != nil {
 			r.log.Warn("fetching renewal information (ARI)", "hostname", cur.Hostname, "error", problem(err))
+			if st.ARISerial != cur.Serial {
+				// Asked for this certificate, no window (e.g. another CA's
+				// certificate): without this, the next check would ask
+				// again at once instead of in an hour.
+				st.ARISerial, st.ARIStart, st.ARIEnd = cur.Serial, time.Time{}, time.Time{}
+			}
 			st.ARICheckAfter = now.Add(time.Hour)
-			return time.Time{}, false
+		} else {
+			wait := info.RetryAfter
+			if wait <= 0 {
+				wait = 6 * time.Hour
+			}
+			st.ARIStart, st.ARIEnd = info.SuggestedWindow.Start.UTC(), info.SuggestedWindow.End.UTC()
+			st.ARISerial = cur.Serial
+			st.ARICheckAfter = now.Add(min(max(wait, time.Minute), 24*time.Hour))
 		}
-		wait := info.RetryAfter
-		if wait <= 0 {
-			wait = 6 * time.Hour
-		}
-		st.ARIStart, st.ARIEnd = info.SuggestedWindow.Start.UTC(), info.SuggestedWindow.End.UTC()
-		st.ARISerial = cur.Serial
-		st.ARICheckAfter = now.Add(min(max(wait, time.Minute), 24*time.Hour))
 	}
 	if st.ARISerial != cur.Serial || st.ARIStart.IsZero() {
 		return time.Time{}, false
@@ -347,7 +356,11 @@ func (r *Renewer) order(ctx context.Context, p Plan, replaces string) (*certstor
 	if err != nil {
 		return nil, err
 	}
-	rec, err := r.opts.Certs.Store(ctx, p.Row(), certstore.SourceACME, res.Certificate, res.PrivateKey)
+	// The CA has issued: store the certificate even if ctx ends now
+	// (shutdown), or the issuance is lost and only counts against the limits.
+	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer scancel()
+	rec, err := r.opts.Certs.Store(sctx, p.Row(), certstore.SourceACME, res.Certificate, res.PrivateKey)
 	if err != nil {
 		return nil, fmt.Errorf("storing the new certificate: %w", err)
 	}
@@ -406,7 +419,7 @@ func (r *Renewer) setSolver(c *lego.Client, p Plan) error {
 // replacesID is cur's ARI CertID if this CA answered renewal information for
 // it (so it knows the certificate), else "".
 func replacesID(cur *certstore.Record, st *State) string {
-	if cur == nil || st.ARISerial != cur.Serial {
+	if cur == nil || st.ARISerial != cur.Serial || st.ARIStart.IsZero() {
 		return ""
 	}
 	leaf, err := cur.Leaf()

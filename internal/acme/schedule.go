@@ -16,11 +16,14 @@ const (
 // scheduledRenewal is when a certificate is due without ARI: the earlier of
 // renewBefore ahead of expiry and the start of the last third of its
 // lifetime — so a 90-day certificate renews at day 60, a 6-day one at day 4,
-// and a 120-second one at 80 s.
+// and a 120-second one at 80 s. A renewBefore as long as the lifetime or
+// longer (the default 30 days for a 6-day certificate) cannot be honoured:
+// it would make the certificate due from the moment it is issued, and the
+// renewer would order again at every check; the last third applies then.
 func scheduledRenewal(notBefore, notAfter time.Time, renewBefore time.Duration) time.Time {
 	byDays := notAfter.Add(-renewBefore)
 	byThird := notBefore.Add(notAfter.Sub(notBefore) * 2 / 3)
-	if byThird.Before(byDays) {
+	if byThird.Before(byDays) || !byDays.After(notBefore) {
 		return byThird
 	}
 	return byDays

@@ -105,13 +105,14 @@ type Options struct {
 	// client auth, and names the listeners' hosts) and fails naming them.
 	TLS *TLSFiles
 
-	// Later (cluster issue), not implemented yet:
-	//
-	// Joining an existing cluster (member added as a learner first, then
-	// promoted; see DESIGN.md):
-	//   InitialCluster string // "name1=https://10.0.0.1:2380,name2=..."
-	//   ClusterState   string // "new" (default) or "existing"
-	//   AdvertisePeerAddress string // when the listener binds 0.0.0.0
+	// InitialCluster and ClusterState join an existing cluster: the
+	// member must first have been added (as a learner) by a member of it
+	// (Etcd.AddLearner), which returns the InitialCluster to use;
+	// ClusterState is then "existing". Both are read only when the data
+	// dir holds no member yet; a restart finds the membership in it.
+	// Empty: a new one-member cluster.
+	InitialCluster string // "name1=https://10.0.0.1:2380,name2=..."
+	ClusterState   string // "new" (default) or "existing"
 }
 
 // Etcd is a Store on an embedded etcd member, through an in-process
@@ -219,6 +220,12 @@ func Open(ctx context.Context, opts Options) (*Etcd, error) {
 	cfg.AdvertiseClientUrls = []url.URL{clientURL}
 	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
 	cfg.ClusterState = embed.ClusterStateFlagNew
+	if opts.InitialCluster != "" {
+		cfg.InitialCluster = opts.InitialCluster
+	}
+	if opts.ClusterState == embed.ClusterStateFlagExisting {
+		cfg.ClusterState = embed.ClusterStateFlagExisting
+	}
 	cfg.LogLevel = "warn"
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(newZapLogger(opts.Logger, "etcd", &s.closing))
 	cfg.AutoCompactionMode = embed.CompactorModeRevision

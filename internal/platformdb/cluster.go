@@ -1,0 +1,155 @@
+package platformdb
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"sort"
+	"strings"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+)
+
+// Member is one etcd member of the PlatformDB cluster.
+type Member struct {
+	ID         uint64
+	Name       string // "" for a member added but not started yet
+	PeerURLs   []string
+	ClientURLs []string
+	IsLearner  bool
+}
+
+func members(ms []*etcdMember) []Member {
+	out := make([]Member, 0, len(ms))
+	for _, m := range ms {
+		out = append(out, Member{ID: m.ID, Name: m.Name, PeerURLs: m.PeerURLs, ClientURLs: m.ClientURLs, IsLearner: m.IsLearner})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Members lists the cluster's members.
+func (s *Etcd) Members(ctx context.Context) ([]Member, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	resp, err := s.cli.MemberList(ctx)
+	if err != nil {
+		return nil, s.fail("member list", "", err)
+	}
+	return members(resp.Members), nil
+}
+
+// AddLearner adds a member with peerURL as a learner (it receives the log
+// but does not vote until promoted) and returns the InitialCluster string
+// the new member must start with. Adding a learner never costs quorum, even
+// in a one-member cluster. It is idempotent: a member already at peerURL is
+// returned as it is. etcd refuses membership changes for a few seconds after
+// a member (re)joined ("unhealthy cluster"): that is retried until ctx ends.
+func (s *Etcd) AddLearner(ctx context.Context, name, peerURL string) (Member, string, error) {
+	for {
+		ms, err := s.Members(ctx)
+		if err != nil {
+			return Member{}, "", err
+		}
+		for _, m := range ms {
+			for _, u := range m.PeerURLs {
+				if u == peerURL {
+					return m, initialCluster(ms, m.ID, name), nil
+				}
+			}
+		}
+		actx, cancel := context.WithTimeout(ctx, s.timeout)
+		resp, err := s.cli.MemberAddAsLearner(actx, []string{peerURL})
+		cancel()
+		if err == nil {
+			all := members(resp.Members)
+			return Member{ID: resp.Member.ID, PeerURLs: resp.Member.PeerURLs, IsLearner: true}, initialCluster(all, resp.Member.ID, name), nil
+		}
+		if !retryableMembership(err) {
+			return Member{}, "", s.fail("member add", "", err)
+		}
+		select {
+		case <-ctx.Done():
+			return Member{}, "", s.fail("member add", "", err)
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// Promote makes learner id a voting member once it has caught up; etcd
+// refuses before that, so it is retried until ctx ends.
+func (s *Etcd) Promote(ctx context.Context, id uint64) error {
+	for {
+		pctx, cancel := context.WithTimeout(ctx, s.timeout)
+		_, err := s.cli.MemberPromote(pctx, id)
+		cancel()
+		if err == nil || strings.Contains(err.Error(), "not a learner") {
+			return nil
+		}
+		if !retryableMembership(err) && !strings.Contains(err.Error(), "in sync") {
+			return s.fail("member promote", "", err)
+		}
+		select {
+		case <-ctx.Done():
+			return s.fail("member promote", "", err)
+		case <-time.After(300 * time.Millisecond):
+		}
+	}
+}
+
+// RemoveMember removes a member (a core that will not come back).
+func (s *Etcd) RemoveMember(ctx context.Context, id uint64) error {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	if _, err := s.cli.MemberRemove(ctx, id); err != nil {
+		return s.fail("member remove", "", err)
+	}
+	return nil
+}
+
+// Healthy reports whether a member answers on its client URL within the
+// request timeout (a status request over the node's mutual TLS).
+func (s *Etcd) Healthy(ctx context.Context, m Member) bool {
+	if len(m.ClientURLs) == 0 {
+		return false
+	}
+	u, err := url.Parse(m.ClientURLs[0])
+	if err != nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, min(s.timeout, 2*time.Second))
+	defer cancel()
+	_, err = s.cli.Status(ctx, u.Host)
+	return err == nil
+}
+
+// ID is this member's id.
+func (s *Etcd) ID() uint64 { return uint64(s.srv.Server.MemberID()) }
+
+func initialCluster(ms []Member, newID uint64, newName string) string {
+	var parts []string
+	for _, m := range ms {
+		name := m.Name
+		if m.ID == newID {
+			name = newName
+		}
+		if name == "" {
+			continue // added but never started: not part of the initial view
+		}
+		for _, u := range m.PeerURLs {
+			parts = append(parts, fmt.Sprintf("%s=%s", name, u))
+		}
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, ",")
+}
+
+// retryableMembership: etcd's transient refusals of membership changes.
+func retryableMembership(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, "unhealthy cluster") || strings.Contains(msg, "request timed out") ||
+		strings.Contains(msg, "leader changed") || strings.Contains(msg, "not in sync")
+}
+
+type etcdMember = pb.Member
