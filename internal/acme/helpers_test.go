@@ -122,9 +122,9 @@ func (e *testEnv) pebble(opts acmetest.Options) *acmetest.Pebble {
 }
 
 // options are a renewer's options for one HTTP-01 plan, as the daemon sets
-// them (renewBeforeDays 30, LockTTL default 30 s). CheckInterval is 5 s: it
-// also bounds the wait for the renewer lock, which takes more than 200 ms
-// on a loaded machine under -race; tests of Run shorten it (runOptions).
+// them (renewBeforeDays 30, LockTTL default 30 s). CheckInterval is 5 s and
+// LockWait 5 s (taking the lock takes more than 200 ms on a loaded machine
+// under -race); tests of Run shorten CheckInterval (runOptions).
 func (e *testEnv) options(p *acmetest.Pebble, who, host, profile string) Options {
 	return Options{
 		DirectoryURL:  p.DirectoryURL,
@@ -138,6 +138,7 @@ func (e *testEnv) options(p *acmetest.Pebble, who, host, profile string) Options
 		Keys:          e.keys,
 		Certs:         e.certs,
 		CheckInterval: 5 * time.Second,
+		LockWait:      5 * time.Second,
 		Logger:        e.log.With("renewer", who),
 	}
 }

@@ -80,6 +80,9 @@ type Options struct {
 	DNS01 challenge.Provider
 	// CheckInterval between cheap checks (default 5 min, ±10% jitter).
 	CheckInterval time.Duration
+	// LockWait bounds the wait for the renewer lock (default 1 min): a
+	// forced renewal behind another renewer's order fails after this long.
+	LockWait time.Duration
 	// LockTTL is the renewer lock's lease (default 30 s): a renewer that dies
 	// mid-order frees the lock after this long.
 	LockTTL time.Duration
@@ -113,6 +116,9 @@ func New(opts Options) (*Renewer, error) {
 	}
 	if opts.LockTTL <= 0 {
 		opts.LockTTL = 30 * time.Second
+	}
+	if opts.LockWait <= 0 {
+		opts.LockWait = time.Minute
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -180,31 +186,69 @@ func (r *Renewer) check(ctx context.Context, p Plan, force bool) (*certstore.Rec
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	row := p.Row()
-	st, err := loadState(ctx, r.opts.KV, row)
-	if err != nil {
-		return nil, err
+	if !force {
+		// A cheap look first: most checks end here, without the lock.
+		st, cur, err := r.load(ctx, p)
+		if err != nil {
+			return nil, err
+		}
+		now := r.opts.Now().UTC()
+		if now.Before(st.NextAttempt) {
+			return nil, nil // backing off
+		}
+		due, _ := r.due(ctx, p, cur, &st, now)
+		// Saved either way: the ARI answer just fetched must not be asked
+		// again under the lock.
+		if err := saveState(ctx, r.opts.KV, row, st); err != nil || !due {
+			return nil, err
+		}
 	}
-	st.Hostnames = p.Hostnames
-	cur, err := r.current(ctx, row)
+
+	// Due (or forced): take the renewer lock, then decide again with what
+	// the store says now — another renewer may have renewed while we
+	// waited, and must not be followed by a second order.
+	lctx, cancel := context.WithTimeout(ctx, r.opts.LockWait)
+	lock, err := r.opts.KV.Lock(lctx, lockName, r.opts.LockTTL)
+	cancel()
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		// Not a CA failure: no backoff, nothing recorded.
+		r.log.Info("another renewer core holds the ACME lock; trying again later", "hostname", row)
+		return nil, fmt.Errorf("another renewer core holds the ACME lock (or PlatformDB is unavailable): %w", err)
+	}
+	defer func() { _ = lock.Unlock(context.WithoutCancel(ctx)) }()
+	octx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	go func() {
+		select {
+		case <-lock.Lost():
+			stop(errLockLost) // never go on ordering under a lock that is gone
+		case <-octx.Done():
+		}
+	}()
+
+	st, cur, err := r.load(octx, p)
 	if err != nil {
 		return nil, err
 	}
 	now := r.opts.Now().UTC()
 	if !force {
-		if now.Before(st.NextAttempt) {
-			return nil, nil // backing off
-		}
-		due, reason := r.due(ctx, p, cur, &st, now)
-		if !due {
-			return nil, saveState(ctx, r.opts.KV, row, st)
+		due, reason := r.due(octx, p, cur, &st, now)
+		if !due || now.Before(st.NextAttempt) {
+			return nil, saveState(octx, r.opts.KV, row, st)
 		}
 		r.log.Info("certificate due for renewal", "hostname", row, "reason", reason)
 	}
+	r.sweepChallenges(octx)
 
-	rec, err := r.order(ctx, p, replacesID(cur, &st))
+	rec, err := r.order(octx, p, replacesID(cur, &st))
 	now = r.opts.Now().UTC()
 	if err != nil {
-		if ctx.Err() != nil {
+		if cause := context.Cause(octx); errors.Is(cause, errLockLost) {
+			err = cause
+		} else if ctx.Err() != nil {
 			return nil, err
 		}
 		st.Failures++
@@ -212,7 +256,9 @@ func (r *Renewer) check(ctx context.Context, p Plan, force bool) (*certstore.Rec
 		st.NextAttempt = now.Add(backoffDelay(st.Failures, retryAfter(err)))
 		r.log.Error("certificate order failed; the current certificate keeps serving",
 			"hostname", row, "error", st.LastError, "failures", st.Failures, "nextAttempt", st.NextAttempt)
-		_ = saveState(ctx, r.opts.KV, row, st)
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		_ = saveState(sctx, r.opts.KV, row, st)
 		return nil, errors.New(st.LastError)
 	}
 	st.Failures, st.NextAttempt, st.LastError, st.LastErrorAt = 0, time.Time{}, "", time.Time{}
@@ -225,6 +271,34 @@ func (r *Renewer) check(ctx context.Context, p Plan, force bool) (*certstore.Rec
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
 	return rec, saveState(sctx, r.opts.KV, row, st)
+}
+
+// errLockLost ends an order whose renewer lock expired under it.
+var errLockLost = errors.New("lost the renewer lock mid-order (PlatformDB unreachable for longer than its lease); the order was abandoned")
+
+// load reads a plan's state and current certificate.
+func (r *Renewer) load(ctx context.Context, p Plan) (State, *certstore.Record, error) {
+	st, err := loadState(ctx, r.opts.KV, p.Row())
+	if err != nil {
+		return st, nil, err
+	}
+	st.Hostnames = p.Hostnames
+	cur, err := r.current(ctx, p.Row())
+	return st, cur, err
+}
+
+// sweepChallenges removes challenge rows an earlier order left behind (a
+// renewer killed mid-order). Called with the lock held, so no order of
+// another renewer is using them.
+func (r *Renewer) sweepChallenges(ctx context.Context) {
+	if entries, _, err := r.opts.KV.List(ctx, http01Prefix); err == nil {
+		for _, e := range entries {
+			_ = r.opts.KV.Delete(ctx, e.Key)
+		}
+	}
+	if sw, ok := r.opts.DNS01.(interface{ Sweep(context.Context) }); ok {
+		sw.Sweep(ctx)
+	}
 }
 
 func (r *Renewer) current(ctx context.Context, row string) (*certstore.Record, error) {
@@ -305,27 +379,12 @@ func (r *Renewer) ariTime(ctx context.Context, cur *certstore.Record, st *State,
 	return st.ARIStart.Add(time.Duration(frac * float64(window))), true
 }
 
-// order runs one ACME order under the renewer lock and stores the result.
-// replaces is the ARI CertID of the certificate being replaced, when this CA
-// issued it: the CA then knows the renewal is not a new certificate.
-func (r *Renewer) order(ctx context.Context, p Plan, replaces string) (*certstore.Record, error) {
-	lctx, cancel := context.WithTimeout(ctx, r.opts.CheckInterval)
-	lock, err := r.opts.KV.Lock(lctx, lockName, r.opts.LockTTL)
-	cancel()
-	if err != nil {
-		return nil, fmt.Errorf("another renewer core holds the ACME lock (or PlatformDB is unavailable): %w", err)
-	}
-	defer func() { _ = lock.Unlock(context.WithoutCancel(ctx)) }()
-	octx, stop := context.WithCancel(ctx)
-	defer stop()
-	go func() {
-		select {
-		case <-lock.Lost():
-			stop() // never go on ordering under a lock that is gone
-		case <-octx.Done():
-		}
-	}()
-
+// order runs one ACME order (the caller holds the renewer lock) and stores
+// the result. replaces is the ARI CertID of the certificate being replaced,
+// when this CA issued it: the CA then knows the renewal is not a new
+// certificate.
+func (r *Renewer) order(octx context.Context, p Plan, replaces string) (*certstore.Record, error) {
+	ctx := octx
 	client, err := r.ensureClient(octx)
 	if err != nil {
 		return nil, err

@@ -516,7 +516,7 @@ func TestRenewerLockHeldElsewhere(t *testing.T) {
 		t.Fatal(err)
 	}
 	opts := e.options(p, "core-a", host, "default")
-	opts.CheckInterval = time.Second // bounds the wait for the lock
+	opts.LockWait = time.Second
 	r := mustNew(t, opts)
 	start := time.Now()
 	_, err = r.ForceRenew(ctx, "")
@@ -525,7 +525,7 @@ func TestRenewerLockHeldElsewhere(t *testing.T) {
 		t.Fatalf("ForceRenew while the lock is held: %v; want it to say another renewer holds the lock", err)
 	}
 	if waited < 900*time.Millisecond || waited > 10*time.Second {
-		t.Errorf("ForceRenew gave up after %v, want about CheckInterval (1 s)", waited)
+		t.Errorf("ForceRenew gave up after %v, want about LockWait (1 s)", waited)
 	}
 	if e.record(host) != nil {
 		t.Error("a certificate was stored without the lock")
@@ -636,6 +636,42 @@ func TestTwoRenewersRace(t *testing.T) {
 	if st := e.state(host); st.Failures != 0 || st.LastError != "" {
 		t.Errorf("state after the race: Failures %d, LastError %q", st.Failures, st.LastError)
 	}
+}
+
+// TestTwoScheduledRenewersOrderOnce: two cores configured as renewers find
+// the certificate due at the same moment; the one that gets the lock second
+// decides again under it, sees the fresh certificate and does not order.
+func TestTwoScheduledRenewersOrderOnce(t *testing.T) {
+	ctx := testCtx(t)
+	e := newEnv(t)
+	p := e.pebble(acmetest.Options{})
+	const host = "your-domain.com"
+	var rs []*Renewer
+	for _, who := range []string{"core-a", "core-b"} {
+		opts := e.options(p, who, host, "default")
+		opts.LockWait = 30 * time.Second // long enough to wait out the other's order
+		rs = append(rs, mustNew(t, opts))
+	}
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	errs := make([]error, 2)
+	for i, r := range rs {
+		wg.Go(func() {
+			<-start
+			_, errs[i] = r.check(ctx, r.opts.Plans[0], false)
+		})
+	}
+	close(start)
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("renewer %d: %v", i, err)
+		}
+	}
+	if n := e.calls.count("", http.MethodPost, pebbleNewOrder); n != 1 {
+		t.Fatalf("%d orders for one due certificate, want exactly 1", n)
+	}
+	verifyRecord(t, e.keys, e.record(host), host, p.IssuerRoots(t))
 }
 
 func isOrderTraffic(path string) bool {

@@ -37,8 +37,7 @@ func backoffDelay(n int, retryAfter time.Duration) time.Duration {
 	for i := 1; i < n && d < backoffMax; i++ {
 		d *= 2
 	}
-	d = min(d, backoffMax)
-	d = jitter(d, 0.1)
+	d = min(jitter(min(d, backoffMax), 0.1), backoffMax)
 	return max(d, retryAfter)
 }
 

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	mdns "github.com/miekg/dns"
+
+	"github.com/pryv/pryv-tls/internal/platformdb"
 )
 
 // DNS01 is lego's challenge.Provider for DNS-01 through the embedded DNS:
@@ -20,6 +22,7 @@ type DNS01 struct {
 	KV interface {
 		Put(ctx context.Context, key string, value []byte) (int64, error)
 		Delete(ctx context.Context, key string) error
+		List(ctx context.Context, prefix string) ([]platformdb.Entry, int64, error)
 	}
 	// Servers are the DNS servers (host:port) that must answer a value
 	// before the CA is told to look: this core's, and the other cores'.
@@ -57,6 +60,19 @@ func (p *DNS01) CleanUp(ctx context.Context, domain, token, keyAuth string) erro
 		return fmt.Errorf("removing the DNS-01 value for %s: %w", domain, err)
 	}
 	return nil
+}
+
+// Sweep removes every published value: the renewer calls it, holding its
+// lock, before an order, so values left by a renewer killed mid-order do not
+// linger in the zone.
+func (p *DNS01) Sweep(ctx context.Context) {
+	entries, _, err := p.KV.List(ctx, ChallengePrefix)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		_ = p.KV.Delete(ctx, e.Key)
+	}
 }
 
 // Timeout tells lego how long to wait for Propagated, and how often to ask.
