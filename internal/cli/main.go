@@ -30,6 +30,8 @@ Usage:
                                                     manage the runtime DNS records (dns-record/ rows)
   pryv-tls users set-core|get|delete|list --config FILE ...
                                                     manage which core hosts each user (DNS answers)
+  pryv-tls migrate-v1 --conf-root DIR [--domain DOMAIN] [--config FILE ...] [--dry-run]
+                                                    import a Pryv.io v1 certificate, print the v2 configuration
   pryv-tls keygen                                   print a new letsEncrypt.atRestKey
   pryv-tls demo [--addr 127.0.0.1:8443]             run the front on a local demo setup (no internet needed)
   pryv-tls version
@@ -59,6 +61,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return dnsRecordsCmd(rest, stdout, stderr)
 	case "users":
 		return usersCmd(rest, stdout, stderr)
+	case "migrate-v1":
+		return migrateV1(rest, stdout, stderr)
 	case "keygen":
 		return keygen(rest, stdout, stderr)
 	case "demo":
