@@ -50,9 +50,14 @@ type API struct {
 	// read it: it lives in PlatformDB).
 	Renewals func(ctx context.Context) (map[string]RenewalState, error)
 	// DNS, if set, serves the dns-records, users and cores endpoints.
-	DNS    DNSRows
-	Logger *slog.Logger
-	Now    func() time.Time
+	DNS DNSRows
+	// Members, if set, maps PlatformDB member names to their health (for
+	// the cores endpoint).
+	Members func(ctx context.Context) (map[string]bool, error)
+	// Cluster, if set, serves /cluster/ on the control socket (join tokens).
+	Cluster http.Handler
+	Logger  *slog.Logger
+	Now     func() time.Time
 }
 
 // CertInfo is one certificate as the admin API shows it. Times are RFC 3339
@@ -138,6 +143,9 @@ func (a *API) Local() http.Handler {
 	mux.HandleFunc("DELETE /certs/{hostname}", a.deleteCert)
 	mux.HandleFunc("POST /certs/force-renew", a.forceRenew)
 	a.dnsRoutes(mux, "")
+	if a.Cluster != nil {
+		mux.Handle("/cluster/", a.Cluster)
+	}
 	return mux
 }
 

@@ -162,6 +162,18 @@ func (a *API) deleteRecords(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"deleted": strings.ToLower(sub)})
 }
 
+// CoreStatus is one core as GET cores shows it.
+type CoreStatus struct {
+	ID        string `json:"id"`
+	URL       string `json:"url"`
+	Hosting   string `json:"hosting"`
+	Available bool   `json:"available"`
+	UserCount int    `json:"userCount"`
+	IP        string `json:"ip,omitempty"`
+	Member    bool   `json:"member"`  // a PlatformDB member (voting)
+	Healthy   bool   `json:"healthy"` // its PlatformDB member answers
+}
+
 // UserInfo is a user -> core row.
 type UserInfo struct {
 	Username string `json:"username"`
@@ -241,10 +253,28 @@ func (a *API) listCores(w http.ResponseWriter, r *http.Request) {
 		a.storeError(w, "listing cores", err)
 		return
 	}
-	if cores == nil {
-		cores = []dnsdata.CoreInfo{}
+	users, err := a.DNS.Users(r.Context())
+	if err != nil {
+		a.storeError(w, "listing users", err)
+		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"cores": cores})
+	count := map[string]int{}
+	for _, u := range users {
+		count[u[1]]++
+	}
+	var health map[string]bool
+	if a.Members != nil {
+		health, _ = a.Members(r.Context())
+	}
+	out := make([]CoreStatus, 0, len(cores))
+	for _, c := range cores {
+		cs := CoreStatus{ID: c.ID, URL: c.URL, Hosting: c.Hosting, Available: c.Available, UserCount: count[c.ID], IP: c.IP}
+		if h, member := health[c.ID]; member {
+			cs.Member, cs.Healthy = true, h
+		}
+		out = append(out, cs)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"cores": out})
 }
 
 func (a *API) rowError(w http.ResponseWriter, err error) {

@@ -27,6 +27,7 @@ const (
 	DefaultClientAddress      = "127.0.0.1:2379"
 	DefaultClusterCAPath      = "/etc/pryv/ca"
 	DefaultControlSocket      = "var-pryv/run/pryv-tls.sock"
+	DefaultJoinPort           = 2381
 )
 
 // applyDefaults fills what no layer set. explicit holds the leaf paths some
@@ -65,6 +66,7 @@ func applyDefaults(c *Config, explicit map[string]bool) []error {
 	setStr(&c.PlatformDB.ClientAddress, DefaultClientAddress)
 	setStr(&c.Cluster.CA.Path, DefaultClusterCAPath)
 	setStr(&c.Control.Socket, DefaultControlSocket)
+	setInt(&c.Cluster.JoinPort, DefaultJoinPort)
 
 	// Relative paths are relative to the working directory, as in the
 	// reference; resolving them once here means a later chdir or a

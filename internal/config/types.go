@@ -129,6 +129,9 @@ type PlatformDB struct {
 
 type Cluster struct {
 	CA ClusterCA `yaml:"ca"`
+	// JoinPort is where the CA holder answers joining cores (on core.ip,
+	// mutual TLS with the cluster CA). Default 2381.
+	JoinPort int `yaml:"joinPort"`
 }
 
 type ClusterCA struct {

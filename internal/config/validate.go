@@ -147,6 +147,7 @@ func (v *validator) letsEncrypt(c *Config) {
 	}
 	v.httpsURL("letsEncrypt.directoryUrl", le.DirectoryURL)
 	v.port("letsEncrypt.http01Port", le.HTTP01Port)
+	v.port("cluster.joinPort", c.Cluster.JoinPort)
 	if !slices.Contains(KeyTypes, le.KeyType) {
 		v.add("letsEncrypt.keyType", "must be one of %s, got %q", strings.Join(KeyTypes, ", "), le.KeyType)
 	}

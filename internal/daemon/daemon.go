@@ -28,6 +28,9 @@ type Options struct {
 	DrainTimeout time.Duration   // how long in-flight requests get at shutdown
 	// Ready, if set, is called once the front is bound (tests and the demo use it).
 	Ready func(addr string)
+	// Join, if set, joins a cluster before this core's PlatformDB member
+	// first starts (serve --bootstrap).
+	Join *Join
 }
 
 // placeholderValidity is short on purpose: a placeholder is a sign something
@@ -77,16 +80,14 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	}
 
 	if cfg.PlatformDBEnabled() {
-		p, err := startPlatform(ctx, cfg, store, bg, log)
+		p, err := startPlatform(ctx, cfg, store, opts.Join, bg, log)
 		if err != nil {
 			return err
 		}
 		defer p.Close()
-		if p.admin != nil {
-			h := p.admin.Public(cfg.Auth.AdminAccessKey.Reveal())
-			for _, path := range admin.PublicPaths {
-				fopts.Local[path] = h
-			}
+		h := p.Public()
+		for _, path := range admin.PublicPaths {
+			fopts.Local[path] = h
 		}
 	}
 

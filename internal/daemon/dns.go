@@ -3,7 +3,6 @@ package daemon
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"net"
 	"strconv"
 
@@ -13,53 +12,68 @@ import (
 	"github.com/pryv/pryv-tls/internal/platformdb"
 )
 
-// startDNS registers this core's core-info row, serves the zone built from
-// configuration at once, then keeps it in step with PlatformDB. It returns
-// the DNS-01 provider the renewer publishes through.
-func startDNS(ctx context.Context, cfg *config.Config, db *platformdb.Etcd, bg *tasks, log *slog.Logger) (*dns.Server, *dnsdata.DNS01, error) {
-	d := cfg.DNS
-	static := dnsdata.Static{
+func (p *platform) static() dnsdata.Static {
+	d := p.cfg.DNS
+	st := dnsdata.Static{
 		Domain:     d.Domain,
 		TTL:        uint32(d.DefaultTTL),
 		Root:       records(d.Records.Root),
 		RootSOA:    d.Records.Root.SOA,
 		NSHostIP:   d.PublicIP,
-		NSHostIPv6: cfg.Core.IPv6,
+		NSHostIPv6: p.cfg.Core.IPv6,
 	}
 	for _, e := range d.StaticEntries {
-		static.Entries = append(static.Entries, dnsdata.Entry{Subdomain: e.Subdomain, Records: records(e.Records)})
+		st.Entries = append(st.Entries, dnsdata.Entry{Subdomain: e.Subdomain, Records: records(e.Records)})
 	}
-	rows := dnsdata.Rows{KV: db}
-	self := dnsdata.CoreInfo{ID: coreName(cfg), IP: cfg.Core.IP, IPv6: cfg.Core.IPv6, URL: cfg.Core.URL,
-		Hosting: cfg.Core.Hosting, Available: true}
-	if err := rows.SetCoreInfo(ctx, self); err != nil {
-		return nil, nil, fmt.Errorf("registering this core in PlatformDB: %w", err)
-	}
+	return st
+}
 
-	srv := dns.NewServer(dns.ServerOptions{Logger: log.With("component", "dns")})
-	w := &dnsdata.Watcher{Static: static, KV: db, Swap: srv.Swap, Logger: log.With("component", "dns")}
-	if err := w.ServeStatic(); err != nil {
-		return nil, nil, fmt.Errorf("dns: %w", err)
+// startDNSServer answers the zone from configuration at once, before
+// PlatformDB does (or without quorum).
+func (p *platform) startDNSServer() error {
+	d := p.cfg.DNS
+	log := p.log.With("component", "dns")
+	p.dns = dns.NewServer(dns.ServerOptions{Logger: log})
+	p.watch = &dnsdata.Watcher{Static: p.static(), Swap: p.dns.Swap, Logger: log}
+	if err := p.watch.ServeStatic(); err != nil {
+		return fmt.Errorf("dns: %w", err)
 	}
 	port := strconv.Itoa(d.Port)
 	addrs := []string{net.JoinHostPort(d.IP, port)}
 	if d.IP6 != "" {
 		addrs = append(addrs, net.JoinHostPort(d.IP6, port))
 	}
-	if err := srv.ListenAndServe(addrs...); err != nil {
-		return nil, nil, fmt.Errorf("dns: %w (set dns.ip / dns.port; port 53 needs root or CAP_NET_BIND_SERVICE)", err)
+	if err := p.dns.ListenAndServe(addrs...); err != nil {
+		return fmt.Errorf("dns: %w (set dns.ip / dns.port; port 53 needs root or CAP_NET_BIND_SERVICE)", err)
 	}
-	bg.Go(w.Run)
-	bg.Go(func(ctx context.Context) {
+	p.bg.Go(func(ctx context.Context) {
 		<-ctx.Done()
-		_ = srv.Shutdown(context.Background())
+		_ = p.dns.Shutdown(context.Background())
 	})
-	udp, _ := srv.Addrs()
-	log.Info("DNS server up", "domain", d.Domain, "addrs", fmt.Sprint(udp))
+	udp, _ := p.dns.Addrs()
+	p.log.Info("DNS server up", "domain", d.Domain, "addrs", fmt.Sprint(udp))
+	return nil
+}
+
+// startDNSWatch registers this core's core-info row, keeps the zone in step
+// with PlatformDB, and returns the DNS-01 provider the renewer publishes
+// through.
+func (p *platform) startDNSWatch(ctx context.Context, db *platformdb.Etcd) (*dnsdata.DNS01, error) {
+	cfg := p.cfg
+	rows := dnsdata.Rows{KV: db}
+	self := dnsdata.CoreInfo{ID: coreName(cfg), IP: cfg.Core.IP, IPv6: cfg.Core.IPv6, URL: cfg.Core.URL,
+		Hosting: cfg.Core.Hosting, Available: true}
+	if err := rows.SetCoreInfo(ctx, self); err != nil {
+		return nil, fmt.Errorf("registering this core in PlatformDB: %w", err)
+	}
+	p.watch.KV = db
+	p.bg.Go(p.watch.Run)
 
 	// DNS-01 is validated by querying the cores' DNS servers, so the value
 	// must be answered by ours and every other core's before the CA looks.
-	provider := &dnsdata.DNS01{
+	port := strconv.Itoa(cfg.DNS.Port)
+	udp, _ := p.dns.Addrs()
+	return &dnsdata.DNS01{
 		KV:                   db,
 		PropagationTimeout:   cfg.LetsEncrypt.DNS01.PropagationTimeout.Std(),
 		SkipPropagationCheck: cfg.LetsEncrypt.DNS01.SkipPropagationCheck,
@@ -83,8 +97,7 @@ func startDNS(ctx context.Context, cfg *config.Config, db *platformdb.Etcd, bg *
 			}
 			return out
 		},
-	}
-	return srv, provider, nil
+	}, nil
 }
 
 func records(r config.RecordSet) dnsdata.Records {

@@ -3,11 +3,17 @@ package daemon
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
+	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/pryv/pryv-tls/internal/admin"
 	"github.com/pryv/pryv-tls/internal/atrest"
@@ -15,39 +21,74 @@ import (
 	"github.com/pryv/pryv-tls/internal/certstore"
 	"github.com/pryv/pryv-tls/internal/cluster"
 	"github.com/pryv/pryv-tls/internal/config"
+	"github.com/pryv/pryv-tls/internal/dns"
 	"github.com/pryv/pryv-tls/internal/dnsdata"
 	"github.com/pryv/pryv-tls/internal/platformdb"
 	"github.com/pryv/pryv-tls/internal/rotatehook"
 )
 
-// platform is this core's PlatformDB member and what runs on it.
+// quorumWait is how long start-up waits for PlatformDB before serving
+// without it: a restarted core of a cluster that has lost quorum serves its
+// last materialised certificates and catches up when quorum returns.
+const quorumWait = 10 * time.Second
+
+// platform is this core's PlatformDB member and what runs on it. Everything
+// that needs the store is wired once it answers (wire); until then the
+// front serves from disk and the admin endpoints answer 503.
 type platform struct {
-	db    *platformdb.Etcd
-	admin *admin.API
-	once  sync.Once
+	cfg   *config.Config
+	log   *slog.Logger
+	bg    *tasks
+	keys  *atrest.Keyring
+	mat   *certstore.Materialiser
+	dns   *dns.Server
+	watch *dnsdata.Watcher
+
+	db     atomic.Pointer[platformdb.Etcd]
+	public atomic.Pointer[http.Handler] // admin API on the front, once wired
+	once   sync.Once
 }
 
-func (p *platform) Close() { p.once.Do(func() { _ = p.db.Close() }) }
+// Close stops the member (safe before it is open, and twice).
+func (p *platform) Close() {
+	p.once.Do(func() {
+		if db := p.db.Load(); db != nil {
+			_ = db.Close()
+		}
+	})
+}
 
-// startPlatform serves the last materialised certificates from disk, opens
-// PlatformDB, and starts the materialiser and the control socket.
-func startPlatform(ctx context.Context, cfg *config.Config, store *certs.Store, bg *tasks, log *slog.Logger) (*platform, error) {
-	var keys *atrest.Keyring
+// Public is the front's admin handler: 503 until PlatformDB answers.
+func (p *platform) Public() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if h := p.public.Load(); h != nil {
+			(*h).ServeHTTP(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte(`{"error":{"id":"unavailable","message":"PlatformDB is not reachable yet (no quorum?)"}}` + "\n"))
+	})
+}
+
+// startPlatform serves the last materialised certificates and the static DNS
+// zone at once, then opens PlatformDB (joining the cluster first when join is
+// set) and wires the rest when it answers.
+func startPlatform(ctx context.Context, cfg *config.Config, store *certs.Store, join *Join, bg *tasks, log *slog.Logger) (*platform, error) {
+	p := &platform{cfg: cfg, log: log, bg: bg}
 	if cfg.LetsEncrypt.AtRestKey != "" {
 		raw, err := cfg.LetsEncrypt.AtRestKeyBytes()
 		if err == nil {
-			keys, err = atrest.New(raw)
+			p.keys, err = atrest.New(raw)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("letsEncrypt.atRestKey: %w", err)
 		}
 	}
-
-	var mat *certstore.Materialiser
-	if keys != nil {
+	if p.keys != nil {
 		certFile, keyFile, _ := cfg.CertFiles()
 		hook := &rotatehook.Runner{Script: cfg.LetsEncrypt.OnRotateScript, Logger: log}
-		mat = &certstore.Materialiser{
+		p.mat = &certstore.Materialiser{
 			TLSDir:  cfg.LetsEncrypt.TLSDir,
 			Primary: cfg.PrimaryHostname(),
 			Logger:  log,
@@ -59,66 +100,193 @@ func startPlatform(ctx context.Context, cfg *config.Config, store *certs.Store, 
 		// The http.ssl files are outputs only under Strategy A; under
 		// Strategy C they belong to whoever manages them (certbot's symlinks).
 		if cfg.LetsEncrypt.Enabled {
-			mat.CertFile, mat.KeyFile = certFile, keyFile
+			p.mat.CertFile, p.mat.KeyFile = certFile, keyFile
 		}
-		mat.LoadDisk()
+		p.mat.LoadDisk()
+	}
+	if cfg.DNS.Active {
+		if err := p.startDNSServer(); err != nil {
+			return nil, err
+		}
 	}
 
 	tlsFiles, err := nodeTLS(cfg)
 	if err != nil {
 		return nil, err
 	}
-	db, err := platformdb.Open(ctx, platformdb.Options{
+	opts := platformdb.Options{
 		Name:          coreName(cfg),
 		DataDir:       cfg.PlatformDB.DataDir,
 		PeerAddress:   cfg.PlatformDB.PeerAddress,
 		ClientAddress: cfg.PlatformDB.ClientAddress,
 		TLS:           tlsFiles,
 		Logger:        log.With("component", "platformdb"),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("starting PlatformDB: %w", err)
 	}
-	p := &platform{db: db}
-	if keys == nil {
-		log.Info("PlatformDB up; no letsEncrypt.atRestKey, so no certificate is stored in it")
-		return p, nil
-	}
-
-	catalog := &certstore.Catalog{KV: db, Keys: keys}
-	mat.Catalog = catalog
-	bg.Go(mat.Run)
-
-	p.admin = &admin.API{Certs: catalog, DNS: dnsdata.Rows{KV: db}, Logger: log}
-	var dns01 *dnsdata.DNS01
-	if cfg.DNS.Active {
-		if _, dns01, err = startDNS(ctx, cfg, db, bg, log); err != nil {
-			p.Close()
+	if join != nil && !hasMember(cfg.PlatformDB.DataDir) {
+		jr, err := join.Do(ctx)
+		if err != nil {
 			return nil, err
 		}
+		opts.InitialCluster, opts.ClusterState = jr.InitialCluster, "existing"
+		log.Info("joined the cluster as a learner; starting the PlatformDB member", "initialCluster", jr.InitialCluster)
 	}
-	if cfg.LetsEncrypt.Enabled {
-		if err := startACME(cfg, db, keys, catalog, p.admin, dns01, bg, log); err != nil {
-			p.Close()
-			return nil, err
+
+	openCtx, cancelOpen := context.WithCancel(context.Background())
+	ready := make(chan error, 1)
+	go func() {
+		db, err := platformdb.Open(openCtx, opts)
+		if err == nil {
+			p.db.Store(db)
+			err = p.wire(ctx, db)
 		}
+		ready <- err
+	}()
+	bg.Go(func(ctx context.Context) { <-ctx.Done(); cancelOpen() })
+	select {
+	case err := <-ready:
+		if err != nil {
+			p.Close()
+			return nil, fmt.Errorf("starting PlatformDB: %w", err)
+		}
+	case <-time.After(quorumWait):
+		log.Warn("PlatformDB is not answering yet (a cluster without quorum?): serving the last materialised certificates; everything else starts when it answers")
+		bg.Go(func(ctx context.Context) {
+			select {
+			case err := <-ready:
+				if err != nil && ctx.Err() == nil {
+					log.Error("PlatformDB did not start", "error", err.Error())
+				}
+			case <-ctx.Done():
+			}
+		})
 	}
-	ln, err := admin.ListenSocket(cfg.Control.Socket)
-	if err != nil {
-		p.Close()
-		return nil, err
-	}
-	bg.Go(func(ctx context.Context) { p.admin.ServeSocket(ctx, ln) })
 	return p, nil
 }
 
+// hasMember reports whether dataDir already holds an etcd member (a restart).
+func hasMember(dataDir string) bool {
+	_, err := os.Stat(filepath.Join(dataDir, "member"))
+	return err == nil
+}
+
+// wire starts what needs the store.
+func (p *platform) wire(ctx context.Context, db *platformdb.Etcd) error {
+	cfg, log, bg := p.cfg, p.log, p.bg
+	api := &admin.API{DNS: dnsdata.Rows{KV: db}, Logger: log}
+	if p.keys != nil {
+		catalog := &certstore.Catalog{KV: db, Keys: p.keys}
+		api.Certs = catalog
+		p.mat.Catalog = catalog
+		bg.Go(p.mat.Run)
+	}
+	api.Members = func(ctx context.Context) (map[string]bool, error) { return memberHealth(ctx, db) }
+	var dns01 *dnsdata.DNS01
+	if cfg.DNS.Active {
+		var err error
+		if dns01, err = p.startDNSWatch(ctx, db); err != nil {
+			return err
+		}
+	}
+	if cfg.LetsEncrypt.Enabled && p.keys != nil {
+		if err := startACME(cfg, db, p.keys, api.Certs.(*certstore.Catalog), api, dns01, bg, log); err != nil {
+			return err
+		}
+	}
+	if err := p.startJoinListener(db); err != nil {
+		return err
+	}
+	api.Cluster = &clusterAPI{cfg: cfg, db: db}
+	ln, err := admin.ListenSocket(cfg.Control.Socket)
+	if err != nil {
+		return err
+	}
+	bg.Go(func(ctx context.Context) { api.ServeSocket(ctx, ln) })
+	h := api.Public(cfg.Auth.AdminAccessKey.Reveal())
+	p.public.Store(&h)
+	log.Info("PlatformDB ready", "member", coreName(cfg))
+	return nil
+}
+
+// startJoinListener answers joining cores, on the CA holder only (the core
+// that has the cluster CA's key).
+func (p *platform) startJoinListener(db *platformdb.Etcd) error {
+	cfg := p.cfg
+	ca, err := cluster.LoadCA(cfg.Cluster.CA.Path)
+	if err != nil {
+		return nil // not the CA holder
+	}
+	dir := nodeTLSDir(cfg)
+	tlsCfg, err := cluster.TLSConfig(filepath.Join(dir, cluster.NodeCertName), filepath.Join(dir, cluster.NodeKeyName), ca.Pool())
+	if err != nil {
+		return err
+	}
+	host := cfg.Core.IP
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	addr := net.JoinHostPort(host, strconv.Itoa(cfg.Cluster.JoinPort))
+	ln, err := tls.Listen("tcp", addr, tlsCfg)
+	if err != nil {
+		return fmt.Errorf("cluster.joinPort: listening on %s: %w", addr, err)
+	}
+	srv := &http.Server{
+		Handler:           &cluster.JoinServer{Tokens: cluster.Tokens{KV: db}, Members: db, Logger: p.log, Base: p.bg.ctx},
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
+	}
+	p.bg.Go(func(ctx context.Context) {
+		go func() { <-ctx.Done(); _ = srv.Close() }()
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			p.log.Error("join listener stopped", "error", err.Error())
+		}
+	})
+	p.log.Info("CA holder: answering joining cores", "addr", addr)
+	return nil
+}
+
+// memberHealth maps each PlatformDB member's name to whether it answers.
+func memberHealth(ctx context.Context, db *platformdb.Etcd) (map[string]bool, error) {
+	ms, err := db.Members(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]bool, len(ms))
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, m := range ms {
+		wg.Go(func() {
+			ok := !m.IsLearner && db.Healthy(ctx, m)
+			mu.Lock()
+			out[m.Name] = ok
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return out, nil
+}
+
+// nodeTLSDir holds this core's node certificate (and, before the core is
+// part of a cluster, its own small CA).
+func nodeTLSDir(cfg *config.Config) string {
+	return filepath.Join(filepath.Dir(cfg.PlatformDB.DataDir), "platformdb-tls")
+}
+
+// MemberCAName is the cluster CA certificate a joined core trusts (it has no
+// CA key: only the CA holder has).
+const MemberCAName = "cluster-ca.pem"
+
 // nodeTLS gives PlatformDB's listeners mutual TLS, so no process without a
-// node certificate can read or write the store, not even on loopback. The
-// cluster CA at cluster.ca.path signs the node certificate when this core
-// holds it; a core that is not (yet) part of a cluster uses a CA of its own,
-// next to its data directory.
+// node certificate can read or write the store, not even on loopback:
+//   - the CA holder (cluster.ca.path has the CA key) issues its own node
+//     certificate from the cluster CA;
+//   - a joined core uses the node certificate and cluster CA from its bundle;
+//   - a core that is not (yet) part of a cluster uses a CA of its own.
 func nodeTLS(cfg *config.Config) (*platformdb.TLSFiles, error) {
-	dir := filepath.Join(filepath.Dir(cfg.PlatformDB.DataDir), "platformdb-tls")
+	dir := nodeTLSDir(cfg)
+	if _, err := os.Stat(filepath.Join(dir, MemberCAName)); err == nil {
+		return &platformdb.TLSFiles{CAFile: filepath.Join(dir, MemberCAName),
+			CertFile: filepath.Join(dir, cluster.NodeCertName), KeyFile: filepath.Join(dir, cluster.NodeKeyName)}, nil
+	}
 	caDir := cfg.Cluster.CA.Path
 	ca, err := cluster.LoadCA(caDir)
 	if err != nil {
@@ -127,8 +295,26 @@ func nodeTLS(cfg *config.Config) (*platformdb.TLSFiles, error) {
 			return nil, fmt.Errorf("PlatformDB TLS: %w", err)
 		}
 	}
+	certFile, keyFile, err := cluster.EnsureNodeCert(ca, dir, coreName(cfg), nodeNames(cfg), nodeIPs(cfg))
+	if err != nil {
+		return nil, fmt.Errorf("PlatformDB TLS: %w", err)
+	}
+	return &platformdb.TLSFiles{CAFile: filepath.Join(caDir, cluster.CACertName), CertFile: certFile, KeyFile: keyFile}, nil
+}
+
+// nodeNames and nodeIPs are a node certificate's SANs: {id}.{domain}, the
+// core's addresses and loopback (etcd checks a peer's source address, and a
+// connection between two loopback addresses comes from 127.0.0.1).
+func nodeNames(cfg *config.Config) []string {
+	if cfg.DNS.Domain != "" && cfg.Core.ID != "" {
+		return []string{cfg.Core.ID + "." + cfg.DNS.Domain}
+	}
+	return nil
+}
+
+func nodeIPs(cfg *config.Config) []net.IP {
 	ips := []net.IP{net.IPv4(127, 0, 0, 1)}
-	for _, a := range []string{cfg.PlatformDB.PeerAddress, cfg.PlatformDB.ClientAddress, cfg.Core.IP} {
+	for _, a := range []string{cfg.PlatformDB.PeerAddress, cfg.PlatformDB.ClientAddress, cfg.Core.IP, cfg.Core.IPv6} {
 		host := a
 		if h, _, err := net.SplitHostPort(a); err == nil {
 			host = h
@@ -137,11 +323,7 @@ func nodeTLS(cfg *config.Config) (*platformdb.TLSFiles, error) {
 			ips = append(ips, ip)
 		}
 	}
-	certFile, keyFile, err := cluster.EnsureNodeCert(ca, dir, coreName(cfg), nil, ips)
-	if err != nil {
-		return nil, fmt.Errorf("PlatformDB TLS: %w", err)
-	}
-	return &platformdb.TLSFiles{CAFile: filepath.Join(caDir, cluster.CACertName), CertFile: certFile, KeyFile: keyFile}, nil
+	return ips
 }
 
 func coreName(cfg *config.Config) string {

@@ -1,0 +1,182 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/pryv/pryv-tls/internal/platformdb"
+)
+
+// JoinRequest is what a joining core sends (over mutual TLS with the node
+// certificate from its bundle).
+type JoinRequest struct {
+	CoreID  string `json:"coreId"`
+	Token   string `json:"token"`
+	PeerURL string `json:"peerUrl"`
+}
+
+// JoinResponse tells the new member how to start its PlatformDB member.
+type JoinResponse struct {
+	InitialCluster string `json:"initialCluster"`
+	MemberID       string `json:"memberId"`
+}
+
+// Membership is what the join endpoint needs of PlatformDB.
+type Membership interface {
+	AddLearner(ctx context.Context, name, peerURL string) (platformdb.Member, string, error)
+	Promote(ctx context.Context, id uint64) error
+}
+
+// JoinServer is the CA holder's join endpoint. It checks the token (one
+// time, bound to the core id and to the node certificate issued with it),
+// adds the core to PlatformDB as a learner, and promotes it to a voter once
+// it has caught up.
+type JoinServer struct {
+	Tokens  Tokens
+	Members Membership
+	Logger  *slog.Logger
+	// Base is the context promotions run under (the daemon's lifetime).
+	Base context.Context
+	Now  func() time.Time
+}
+
+// TLSConfig is the join listener's: the CA holder's node certificate, and
+// only clients with a node certificate from the cluster CA.
+func TLSConfig(certFile, keyFile string, ca *x509.CertPool) (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("join listener: %w", err)
+	}
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS13,
+		Certificates: []tls.Certificate{cert},
+		ClientCAs:    ca,
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+	}, nil
+}
+
+func (j *JoinServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost || r.URL.Path != "/join" {
+		http.Error(w, "POST /join", http.StatusNotFound)
+		return
+	}
+	var req JoinRequest
+	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&req); err != nil || req.CoreID == "" || req.PeerURL == "" {
+		joinError(w, http.StatusBadRequest, errors.New("join refused: body must be JSON {coreId, token, peerUrl}"))
+		return
+	}
+	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
+		joinError(w, http.StatusUnauthorized, ErrWrongNodeCert)
+		return
+	}
+	leaf := r.TLS.PeerCertificates[0]
+	if leaf.Subject.CommonName != req.CoreID {
+		joinError(w, http.StatusForbidden, fmt.Errorf("join refused: the node certificate is for %q, not %q", leaf.Subject.CommonName, req.CoreID))
+		return
+	}
+	now := time.Now()
+	if j.Now != nil {
+		now = j.Now()
+	}
+	log := j.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	t, rev, err := j.Tokens.Get(r.Context(), req.CoreID)
+	if err == nil {
+		err = checkToken(t, req.Token, Fingerprint(leaf.Raw), req.PeerURL, now)
+	}
+	if err == nil && t.PeerURL != "" && t.PeerURL != req.PeerURL {
+		err = fmt.Errorf("join refused: the bundle was made for peer URL %s, not %s", t.PeerURL, req.PeerURL)
+	}
+	if err == nil {
+		err = j.Tokens.consume(r.Context(), t, rev, now)
+	}
+	if err != nil {
+		log.Warn("join refused", "core", req.CoreID, "from", r.RemoteAddr, "reason", err.Error())
+		joinError(w, http.StatusForbidden, err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
+	defer cancel()
+	m, initial, err := j.Members.AddLearner(ctx, req.CoreID, req.PeerURL)
+	if err != nil {
+		log.Error("join: adding the PlatformDB member", "core", req.CoreID, "error", err.Error())
+		joinError(w, http.StatusServiceUnavailable, fmt.Errorf("join: adding the PlatformDB member: %w", err))
+		return
+	}
+	log.Info("core joining: added as a PlatformDB learner", "core", req.CoreID, "peerUrl", req.PeerURL)
+	base := j.Base
+	if base == nil {
+		base = context.Background()
+	}
+	if m.IsLearner {
+		go func() {
+			pctx, cancel := context.WithTimeout(base, 5*time.Minute)
+			defer cancel()
+			if err := j.Members.Promote(pctx, m.ID); err != nil {
+				log.Error("join: promoting the learner to a voting member", "core", req.CoreID, "error", err.Error())
+				return
+			}
+			log.Info("core joined: promoted to a voting PlatformDB member", "core", req.CoreID)
+		}()
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(JoinResponse{InitialCluster: initial, MemberID: fmt.Sprintf("%x", m.ID)})
+}
+
+func joinError(w http.ResponseWriter, status int, err error) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})
+}
+
+// Join calls the CA holder's join endpoint from a bundle: over TLS pinned to
+// the bundle's CA (nothing else is trusted, whatever the system roots say),
+// presenting the bundle's node certificate.
+func Join(ctx context.Context, b *Bundle) (*JoinResponse, error) {
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM([]byte(b.CACert)) {
+		return nil, errors.New("join bundle: no CA certificate")
+	}
+	cert, err := tls.X509KeyPair([]byte(b.NodeCert), []byte(b.NodeKey))
+	if err != nil {
+		return nil, fmt.Errorf("join bundle: node certificate: %w", err)
+	}
+	client := &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{
+		Proxy:           nil,
+		TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: pool, Certificates: []tls.Certificate{cert}},
+	}}
+	body, _ := json.Marshal(JoinRequest{CoreID: b.CoreID, Token: b.Token, PeerURL: b.PeerURL})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, b.JoinURL, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("calling the CA holder at %s: %w", b.JoinURL, err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode != http.StatusOK {
+		var e struct{ Error string }
+		if json.Unmarshal(data, &e) == nil && e.Error != "" {
+			return nil, errors.New(e.Error)
+		}
+		return nil, fmt.Errorf("the CA holder answered %s", resp.Status)
+	}
+	var jr JoinResponse
+	if err := json.Unmarshal(data, &jr); err != nil || jr.InitialCluster == "" {
+		return nil, fmt.Errorf("the CA holder's answer is not a join response: %s", data)
+	}
+	return &jr, nil
+}
