@@ -32,6 +32,8 @@ Usage:
                                                     manage which core hosts each user (DNS answers)
   pryv-tls migrate-v1 --conf-root DIR [--domain DOMAIN] [--config FILE ...] [--dry-run]
                                                     import a Pryv.io v1 certificate, print the v2 configuration
+  pryv-tls bootstrap init-ca-holder|new-core|list-tokens|revoke-token --config FILE ...
+                                                    grow a single core into a cluster
   pryv-tls keygen                                   print a new letsEncrypt.atRestKey
   pryv-tls demo [--addr 127.0.0.1:8443]             run the front on a local demo setup (no internet needed)
   pryv-tls version
@@ -63,6 +65,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return usersCmd(rest, stdout, stderr)
 	case "migrate-v1":
 		return migrateV1(rest, stdout, stderr)
+	case "bootstrap":
+		return bootstrapCmd(rest, stdout, stderr)
 	case "keygen":
 		return keygen(rest, stdout, stderr)
 	case "demo":

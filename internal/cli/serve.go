@@ -7,10 +7,13 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/pryv/pryv-tls/internal/cluster"
 	"github.com/pryv/pryv-tls/internal/config"
 	"github.com/pryv/pryv-tls/internal/daemon"
 )
@@ -22,6 +25,8 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	drain := fs.Duration("drain-timeout", 20*time.Second, "how long in-flight requests get to finish on SIGTERM")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	bundle := fs.String("bootstrap", "", "join a cluster with this `BUNDLE` (from \"pryv-tls bootstrap new-core\" on the CA holder)")
+	passFile := fs.String("bootstrap-passphrase-file", "", "`FILE` holding the bundle's passphrase")
 	if code, ok := parseFlags(fs, args, stderr); !ok {
 		return code
 	}
@@ -30,9 +35,22 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "serve:", err)
 		return exitUsage
 	}
+	var join *daemon.Join
+	if *bundle != "" {
+		var code int
+		if files, join, code = prepareJoin(files, *bundle, *passFile, stderr); join == nil {
+			return code
+		}
+	}
 	cfg, code := loadConfig(files, stderr)
 	if cfg == nil {
 		return code
+	}
+	if join != nil {
+		if err := daemon.InstallBundle(cfg, join.Bundle); err != nil {
+			fmt.Fprintln(stderr, "serve --bootstrap:", err)
+			return exitFailed
+		}
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -52,7 +70,17 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	}()
 
 	daemon.Version = Version
-	err = daemon.Run(ctx, cfg, daemon.Options{Logger: log, Reload: reload, DrainTimeout: *drain})
+	ready := func(string) {
+		if join != nil {
+			// Joined and serving: the bundle's secrets are in place, the
+			// token is spent; the file has no further use.
+			if err := os.Remove(*bundle); err == nil {
+				log.Info("joined the cluster; the bundle was deleted", "bundle", *bundle,
+					"restart with", configFlags(files))
+			}
+		}
+	}
+	err = daemon.Run(ctx, cfg, daemon.Options{Logger: log, Reload: reload, DrainTimeout: *drain, Join: join, Ready: ready})
 	if err != nil {
 		log.Error("serve failed", "error", err.Error())
 		return exitFailed
@@ -77,4 +105,32 @@ func loadConfig(files []string, stderr io.Writer) (*config.Config, int) {
 
 func indent(s string) string {
 	return "  " + strings.ReplaceAll(s, "\n", "\n  ")
+}
+
+// prepareJoin opens the bundle and writes its override next to the last
+// configuration file (0600: it holds the cluster's atRestKey and admin key).
+// It returns the configuration files to load, with the override last.
+func prepareJoin(files []string, bundlePath, passFile string, stderr io.Writer) ([]string, *daemon.Join, int) {
+	if passFile == "" {
+		fmt.Fprintln(stderr, "serve --bootstrap: --bootstrap-passphrase-file FILE is required (the passphrase printed by new-core)")
+		return nil, nil, exitUsage
+	}
+	if len(files) == 0 {
+		fmt.Fprintln(stderr, "serve --bootstrap: give this core's own --config FILE too")
+		return nil, nil, exitUsage
+	}
+	b, err := cluster.ReadBundle(bundlePath, passFile, time.Now())
+	if err != nil {
+		fmt.Fprintln(stderr, "serve --bootstrap:", err)
+		return nil, nil, exitUsage
+	}
+	override := filepath.Join(filepath.Dir(files[len(files)-1]), clusterOverrideName)
+	if err := os.WriteFile(override, []byte(b.Override), 0o600); err != nil {
+		fmt.Fprintln(stderr, "serve --bootstrap:", err)
+		return nil, nil, exitFailed
+	}
+	if !slices.Contains(files, override) {
+		files = append(files, override)
+	}
+	return files, &daemon.Join{Bundle: b}, exitOK
 }

@@ -67,6 +67,16 @@ func Build(st Static, r *rows, serial uint32) (*dns.Zone, []string, error) {
 	}
 	add := func(name string, recs Records, by string) {
 		rrs, err := buildRRs(name+"."+origin, ttl, recs)
+		// What NewZone would refuse must be skipped here: one bad entry
+		// must not keep the whole zone from being built.
+		if err == nil && recs.CNAME != "" && len(rrs) > 1 {
+			err = fmt.Errorf("a name with a CNAME can hold no other record")
+		}
+		for _, rr := range rrs {
+			if err == nil && !mdns.IsSubDomain(origin, rr.Header().Name) {
+				err = fmt.Errorf("%s is not inside the zone", rr.Header().Name)
+			}
+		}
 		if err != nil {
 			warnings = append(warnings, fmt.Sprintf("%s.%s (%s): %v; skipped", name, st.Domain, by, err))
 			return
@@ -92,8 +102,8 @@ func Build(st Static, r *rows, serial uint32) (*dns.Zone, []string, error) {
 		}
 	}
 	for _, sub := range sortedKeys(r.records) {
-		if claim(sub, "dns-record row") {
-			add(sub, r.records[sub], "dns-record row")
+		if name := strings.ToLower(sub); claim(name, "dns-record row") {
+			add(name, r.records[sub], "dns-record row")
 		}
 	}
 	if st.NSHostIP != "" || st.NSHostIPv6 != "" {
@@ -112,7 +122,9 @@ func Build(st Static, r *rows, serial uint32) (*dns.Zone, []string, error) {
 		if claim(strings.ToLower(id), "core-info row") {
 			add(strings.ToLower(id), recs, "core-info row")
 		}
-		if c.Available {
+		// A core whose addresses do not parse must not take the reserved
+		// names of every other core down with it.
+		if _, err := buildRRs(origin, ttl, recs); c.Available && err == nil {
 			everyCore.A = append(everyCore.A, recs.A...)
 			everyCore.AAAA = append(everyCore.AAAA, recs.AAAA...)
 		}
@@ -147,9 +159,19 @@ func Build(st Static, r *rows, serial uint32) (*dns.Zone, []string, error) {
 		}
 	}
 
+	cnames := map[string]bool{} // a TXT value next to a CNAME would make the zone unbuildable
+	for _, rr := range all {
+		if rr.Header().Rrtype == mdns.TypeCNAME {
+			cnames[strings.ToLower(rr.Header().Name)] = true
+		}
+	}
 	for fqdn, values := range r.challenges {
 		owner := mdns.Fqdn(fqdn)
 		if !mdns.IsSubDomain(origin, owner) {
+			continue
+		}
+		if cnames[strings.ToLower(owner)] {
+			warnings = append(warnings, fmt.Sprintf("%s: holds a CNAME; the DNS-01 value published there is not served", fqdn))
 			continue
 		}
 		for _, v := range values {

@@ -1,0 +1,311 @@
+package cli
+
+import (
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"text/tabwriter"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/pryv/pryv-tls/internal/admin"
+	"github.com/pryv/pryv-tls/internal/cluster"
+	"github.com/pryv/pryv-tls/internal/config"
+	"github.com/pryv/pryv-tls/internal/daemon"
+	"github.com/pryv/pryv-tls/internal/dnsdata"
+)
+
+const bootstrapUsage = `usage:
+  pryv-tls bootstrap init-ca-holder --config FILE ... [--out FILE]
+  pryv-tls bootstrap new-core --config FILE ... --id ID --ip IP [--url URL] [--hosting NAME] [--out FILE] [--token-ttl 24h]
+  pryv-tls bootstrap list-tokens --config FILE ...
+  pryv-tls bootstrap revoke-token --config FILE ... ID
+On the new core:
+  pryv-tls serve --config FILE --bootstrap BUNDLE --bootstrap-passphrase-file FILE
+`
+
+// clusterOverrideName is the override file the cluster commands write next
+// to the operator's last configuration file.
+const clusterOverrideName = "cluster-config.yml"
+
+var coreIDRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+
+func bootstrapCmd(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, bootstrapUsage)
+		return exitUsage
+	}
+	sub := args[0]
+	var files stringList
+	fs := flag.NewFlagSet("bootstrap "+sub, flag.ContinueOnError)
+	fs.Var(&files, "config", "configuration `FILE` (as given to serve)")
+	out := fs.String("out", "", "init-ca-holder: the override file to write; new-core: the bundle file")
+	id := fs.String("id", "", "new-core: the new core's id")
+	ip := fs.String("ip", "", "new-core: the new core's address (the others reach it there)")
+	coreURL := fs.String("url", "", "new-core: the new core's public URL (core.url)")
+	hosting := fs.String("hosting", "", "new-core: its hosting name")
+	ttl := fs.Duration("token-ttl", 24*time.Hour, "new-core: how long the join token is valid")
+	fs.SetOutput(stderr)
+	var operands []string
+	rest := args[1:]
+	for {
+		if err := fs.Parse(rest); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return exitOK
+			}
+			return exitUsage
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		operands = append(operands, fs.Arg(0))
+		rest = fs.Args()[1:]
+	}
+	cfg, code := loadConfig(files, stderr)
+	if cfg == nil {
+		return code
+	}
+	c := &controlClient{cfg: cfg, http: admin.SocketClient(cfg.Control.Socket)}
+	var err error
+	switch {
+	case sub == "init-ca-holder" && len(operands) == 0:
+		err = initCAHolder(cfg, files, *out, stdout)
+	case sub == "new-core" && len(operands) == 0:
+		err = newCore(c, cfg, *id, *ip, *coreURL, *hosting, *out, *ttl, stdout, stderr)
+	case sub == "list-tokens" && len(operands) == 0:
+		err = listTokens(c, stdout)
+	case sub == "revoke-token" && len(operands) == 1:
+		var res map[string]string
+		if err = c.do("DELETE", "/cluster/join-tokens/"+url.PathEscape(operands[0]), nil, &res); err == nil {
+			fmt.Fprintf(stdout, "revoked the join token of %s\n", operands[0])
+		}
+	default:
+		fmt.Fprint(stderr, bootstrapUsage)
+		return exitUsage
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "pryv-tls bootstrap %s: %v\n", sub, err)
+		return exitFailed
+	}
+	return exitOK
+}
+
+// initCAHolder makes this core the CA holder: the cluster CA, and an
+// override that binds PlatformDB on core.ip so other cores can reach it. It
+// can be run again: the CA is kept, the override rewritten the same.
+func initCAHolder(cfg *config.Config, files []string, out string, stdout io.Writer) error {
+	if cfg.Core.ID == "" || cfg.Core.IP == "" {
+		return errors.New("set core.id and core.ip (the address the other cores reach this one at) first")
+	}
+	if !coreIDRE.MatchString(cfg.Core.ID) {
+		return fmt.Errorf("core.id %q: must be one DNS label (it names the PlatformDB member and {id}.{domain})", cfg.Core.ID)
+	}
+	ca, err := cluster.LoadOrCreateCA(cfg.Cluster.CA.Path)
+	if err != nil {
+		return err
+	}
+	if out == "" {
+		out = filepath.Join(filepath.Dir(files[len(files)-1]), clusterOverrideName)
+	}
+	override := map[string]any{
+		"platformDB": map[string]any{
+			"peerAddress":   net.JoinHostPort(cfg.Core.IP, port(cfg.PlatformDB.PeerAddress)),
+			"clientAddress": net.JoinHostPort(cfg.Core.IP, port(cfg.PlatformDB.ClientAddress)),
+		},
+	}
+	if err := writeOverride(out, "written by pryv-tls bootstrap init-ca-holder: PlatformDB on core.ip, for the other cores", override); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, `cluster CA: %s (fingerprint %s)
+override:   %s
+Restart this core with it, so PlatformDB listens on %s with node certificates from the cluster CA:
+  pryv-tls serve %s--config %s
+Then add cores with: pryv-tls bootstrap new-core --id ID --ip IP ...
+`, cfg.Cluster.CA.Path, ca.Fingerprint(), out, cfg.Core.IP, configFlags(files), out)
+	return nil
+}
+
+// newCore prepares a core's join: node certificate, one-time token (stored
+// hashed, with the core pre-registered as unavailable), and the sealed bundle.
+// If a step fails, what the earlier ones created is removed.
+func newCore(c *controlClient, cfg *config.Config, id, ip, coreURL, hosting, out string, ttl time.Duration, stdout, stderr io.Writer) error {
+	if !coreIDRE.MatchString(id) {
+		return fmt.Errorf("--id %q: must be one DNS label (lower case letters, digits, hyphens)", id)
+	}
+	nip := net.ParseIP(ip)
+	if nip == nil {
+		return fmt.Errorf("--ip %q: not an IP address", ip)
+	}
+	if id == cfg.Core.ID {
+		return fmt.Errorf("--id %s is this core's own id", id)
+	}
+	ca, err := cluster.LoadCA(cfg.Cluster.CA.Path)
+	if err != nil {
+		return fmt.Errorf("not the CA holder (run \"pryv-tls bootstrap init-ca-holder\" first, as a user who can read %s): %w", cfg.Cluster.CA.Path, err)
+	}
+	var names []string
+	if cfg.DNS.Domain != "" {
+		names = append(names, id+"."+cfg.DNS.Domain)
+	}
+	certPEM, keyPEM, err := ca.IssueNode(id, names, []net.IP{nip, net.IPv4(127, 0, 0, 1)}, cluster.DefaultNodeValidity)
+	if err != nil {
+		return err
+	}
+	block, _ := pem.Decode(certPEM)
+	leaf, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return err
+	}
+	token, err := cluster.NewToken()
+	if err != nil {
+		return err
+	}
+	pass, err := cluster.NewPassphrase()
+	if err != nil {
+		return err
+	}
+	override, err := joinerOverride(cfg, id, ip, coreURL, hosting)
+	if err != nil {
+		return err
+	}
+	now := time.Now().UTC()
+	peerURL := "https://" + net.JoinHostPort(ip, port(cfg.PlatformDB.PeerAddress))
+	b := &cluster.Bundle{
+		Version: 1, CoreID: id, IP: ip,
+		CACert: string(ca.CertPEM()), NodeCert: string(certPEM), NodeKey: string(keyPEM),
+		Token:     token,
+		JoinURL:   "https://" + net.JoinHostPort(cfg.Core.IP, strconv.Itoa(cfg.Cluster.JoinPort)) + "/join",
+		PeerURL:   peerURL,
+		Override:  override,
+		ExpiresAt: now.Add(ttl),
+	}
+	sealed, err := b.Seal(pass)
+	if err != nil {
+		return err
+	}
+	var res map[string]string
+	err = c.do("POST", "/cluster/join-tokens", daemon.TokenRequest{
+		Token: cluster.Token{CoreID: id, Hash: cluster.HashToken(token), NodeFingerprint: cluster.Fingerprint(leaf.Raw),
+			PeerURL: peerURL, CreatedAt: now, ExpiresAt: b.ExpiresAt},
+		Core: dnsdata.CoreInfo{ID: id, IP: ip, URL: coreURL, Hosting: hosting},
+	}, &res)
+	if err != nil {
+		return err
+	}
+	if out == "" {
+		out = id + "-join.bundle"
+	}
+	if err := os.WriteFile(out, sealed, 0o600); err != nil {
+		_ = c.do("DELETE", "/cluster/join-tokens/"+url.PathEscape(id), nil, &res) // roll back
+		return fmt.Errorf("writing the bundle (the token was revoked again): %w", err)
+	}
+	fmt.Fprintf(stderr, `join bundle for %s: %s (valid until %s)
+Copy it to the new core, send the passphrase over another channel, and there run:
+  pryv-tls serve --config <its config> --bootstrap %s --bootstrap-passphrase-file <file with the passphrase>
+`, id, out, b.ExpiresAt.Format(time.RFC3339), filepath.Base(out))
+	fmt.Fprintf(stdout, "passphrase: %s\n", pass)
+	return nil
+}
+
+// joinerOverride is the configuration the new core must share with the
+// cluster (atRestKey, admin key, ACME and DNS settings), with its own
+// identity and addresses, as YAML it writes next to its configuration.
+func joinerOverride(cfg *config.Config, id, ip, coreURL, hosting string) (string, error) {
+	own := func(addr string) string { // an address of the holder's becomes the joiner's
+		if addr == cfg.Core.IP {
+			return ip
+		}
+		return addr
+	}
+	le := cfg.LetsEncrypt
+	leMap := map[string]any{
+		"enabled": le.Enabled, "certRenewer": false, "renewBeforeDays": le.RenewBeforeDays,
+		"staging": le.Staging, "http01Port": le.HTTP01Port, "keyType": le.KeyType,
+	}
+	for k, v := range map[string]string{"email": le.Email, "atRestKey": le.AtRestKey.Reveal(), "directoryUrl": le.DirectoryURL,
+		"directoryCaFile": le.DirectoryCAFile, "profile": le.Profile, "onRotateScript": le.OnRotateScript} {
+		if v != "" {
+			leMap[k] = v
+		}
+	}
+	m := map[string]any{
+		"core": map[string]any{"id": id, "ip": ip, "url": coreURL, "hosting": hosting},
+		"http": map[string]any{"ip": own(cfg.HTTP.IP), "port": cfg.HTTP.Port},
+		"platformDB": map[string]any{
+			"peerAddress":   net.JoinHostPort(ip, port(cfg.PlatformDB.PeerAddress)),
+			"clientAddress": net.JoinHostPort(ip, port(cfg.PlatformDB.ClientAddress)),
+		},
+		"letsEncrypt": leMap,
+		"cluster":     map[string]any{"joinPort": cfg.Cluster.JoinPort},
+		"dnsLess":     map[string]any{"isActive": cfg.DNSLess.IsActive, "publicUrl": cfg.DNSLess.PublicURL},
+	}
+	if key := cfg.Auth.AdminAccessKey.Reveal(); key != "" {
+		m["auth"] = map[string]any{"adminAccessKey": key}
+	}
+	if cfg.DNS.Active || cfg.DNS.Domain != "" {
+		m["dns"] = map[string]any{"active": cfg.DNS.Active, "domain": cfg.DNS.Domain, "ip": own(cfg.DNS.IP),
+			"port": cfg.DNS.Port, "defaultTTL": cfg.DNS.DefaultTTL}
+	}
+	b, err := yaml.Marshal(m)
+	if err != nil {
+		return "", err
+	}
+	return "# written by pryv-tls when this core joined the cluster: shared settings and this core's identity\n" + string(b), nil
+}
+
+func writeOverride(path, comment string, m map[string]any) error {
+	b, err := yaml.Marshal(m)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append([]byte("# "+comment+"\n"), b...), 0o600)
+}
+
+func listTokens(c *controlClient, w io.Writer) error {
+	var res struct {
+		Tokens []cluster.Token `json:"tokens"`
+	}
+	if err := c.do("GET", "/cluster/join-tokens", nil, &res); err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "CORE\tCREATED\tEXPIRES\tSTATE")
+	now := time.Now()
+	for _, t := range res.Tokens {
+		state := "unused"
+		switch {
+		case !t.ConsumedAt.IsZero():
+			state = "used " + t.ConsumedAt.Format(time.RFC3339)
+		case now.After(t.ExpiresAt):
+			state = "expired"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", t.CoreID, t.CreatedAt.Format(time.RFC3339), t.ExpiresAt.Format(time.RFC3339), state)
+	}
+	return tw.Flush()
+}
+
+func port(hostport string) string {
+	_, p, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return hostport
+	}
+	return p
+}
+
+func configFlags(files []string) string {
+	s := ""
+	for _, f := range files {
+		s += "--config " + f + " "
+	}
+	return s
+}

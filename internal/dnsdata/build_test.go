@@ -1,0 +1,424 @@
+package dnsdata
+
+import (
+	"math"
+	"slices"
+	"strings"
+	"testing"
+
+	mdns "github.com/miekg/dns"
+)
+
+// fullStatic is a configuration using every part of Static.
+func fullStatic() Static {
+	return Static{
+		Domain: testDomain,
+		TTL:    300,
+		Root: Records{
+			A:    []string{"192.0.2.1"},
+			AAAA: []string{"2001:db8::1"},
+			MX:   []string{"10 mail.mc.example.com."},
+			TXT:  []string{"v=spf1 -all"},
+			CAA:  []string{`0 issue "letsencrypt.org"`},
+		},
+		NSHostIP:   "192.0.2.53",
+		NSHostIPv6: "2001:db8::53",
+		Entries: []Entry{
+			{Subdomain: "mail", Records: Records{A: []string{"192.0.2.25"}}},
+			{Subdomain: "www", Records: Records{CNAME: "front.example.net"}},
+			{Subdomain: "Static-Name", Records: Records{A: []string{"192.0.2.26"}}},
+		},
+	}
+}
+
+// fullRows holds users on every kind of core, runtime records and ACME values.
+func fullRows() *rows {
+	r := newRows()
+	r.cores["core1"] = CoreInfo{ID: "core1", IP: "192.0.2.10", IPv6: "2001:db8::10", Available: true}
+	r.cores["core2"] = CoreInfo{ID: "core2", IP: "192.0.2.20", Available: true}
+	r.cores["core3"] = CoreInfo{ID: "core3", CNAME: "edge.example.net", Available: true}
+	r.cores["core4"] = CoreInfo{ID: "core4", IP: "192.0.2.40", IPv6: "2001:db8::40", Available: false}
+	r.users["alice"] = "core1"
+	r.users["bob"] = "core2"
+	r.users["carol"] = "core3"
+	r.users["dave"] = "no-such-core"
+	r.users["erin"] = "core4"
+	r.users["www"] = "core1"  // a static name: the static entry stays
+	r.users["mail"] = "core2" // idem
+	r.records["app"] = Records{A: []string{"192.0.2.81"}}
+	r.records["_dmarc"] = Records{TXT: []string{"v=DMARC1; p=none"}}
+	r.challenges["_acme-challenge.mc.example.com"] = map[string]string{"k1": "value-one", "k2": "value-two"}
+	r.challenges["_acme-challenge.other.example.org"] = map[string]string{"k": "outside"}
+	r.challenges["_acme-challenge.evilmc.example.com"] = map[string]string{"k": "outside-too"}
+	return r
+}
+
+func TestBuildFullZone(t *testing.T) {
+	z, warnings := mustBuild(t, fullStatic(), fullRows(), 2026)
+	if len(warnings) != 0 {
+		// A username equal to a static name is simply not answered as a
+		// user: nothing to warn about.
+		t.Errorf("warnings: %q, want none", warnings)
+	}
+	if z.Serial() != 2026 {
+		t.Errorf("zone serial %d, want 2026", z.Serial())
+	}
+	if z.Origin() != "mc.example.com." {
+		t.Errorf("origin %q", z.Origin())
+	}
+
+	const (
+		noerror  = mdns.RcodeSuccess
+		nxdomain = mdns.RcodeNameError
+		refused  = mdns.RcodeRefused
+	)
+	cases := []struct {
+		name  string
+		qtype uint16
+		rcode int
+		want  []string // rdata of the answer records of qtype (CNAME for a CNAME answer)
+		cname []string // rdata of the CNAMEs in the answer
+	}{
+		// Apex from dns.records.root, default NS core.{domain}, default SOA.
+		{"mc.example.com", mdns.TypeSOA, noerror, []string{"core.mc.example.com. hostmaster.mc.example.com. 2026 3600 600 1209600 300"}, nil},
+		{"mc.example.com", mdns.TypeNS, noerror, []string{"core.mc.example.com."}, nil},
+		{"MC.Example.COM", mdns.TypeA, noerror, []string{"192.0.2.1"}, nil},
+		{"mc.example.com", mdns.TypeAAAA, noerror, []string{"2001:db8::1"}, nil},
+		{"mc.example.com", mdns.TypeMX, noerror, []string{"10 mail.mc.example.com."}, nil},
+		{"mc.example.com", mdns.TypeTXT, noerror, []string{`"v=spf1 -all"`}, nil},
+		{"mc.example.com", mdns.TypeCAA, noerror, []string{`0 issue "letsencrypt.org"`}, nil},
+		// The NS host gets dns.publicIp (and this core's IPv6).
+		{"core.mc.example.com", mdns.TypeA, noerror, []string{"192.0.2.53"}, nil},
+		{"core.mc.example.com", mdns.TypeAAAA, noerror, []string{"2001:db8::53"}, nil},
+		// Static entries (names lower-cased).
+		{"mail.mc.example.com", mdns.TypeA, noerror, []string{"192.0.2.25"}, nil},
+		{"static-name.mc.example.com", mdns.TypeA, noerror, []string{"192.0.2.26"}, nil},
+		{"www.mc.example.com", mdns.TypeCNAME, noerror, []string{"front.example.net."}, nil},
+		{"www.mc.example.com", mdns.TypeA, noerror, []string{}, []string{"front.example.net."}},
+		// Runtime records.
+		{"app.mc.example.com", mdns.TypeA, noerror, []string{"192.0.2.81"}, nil},
+		{"_dmarc.mc.example.com", mdns.TypeTXT, noerror, []string{`"v=DMARC1; p=none"`}, nil},
+		// Per-core names, available or not.
+		{"core1.mc.example.com", mdns.TypeA, noerror, []string{"192.0.2.10"}, nil},
+		{"core1.mc.example.com", mdns.TypeAAAA, noerror, []string{"2001:db8::10"}, nil},
+		{"core3.mc.example.com", mdns.TypeCNAME, noerror, []string{"edge.example.net."}, nil},
+		{"core4.mc.example.com", mdns.TypeA, noerror, []string{"192.0.2.40"}, nil},
+		// Users: their core's addresses.
+		{"alice.mc.example.com", mdns.TypeA, noerror, []string{"192.0.2.10"}, nil},
+		{"ALICE.mc.example.com", mdns.TypeAAAA, noerror, []string{"2001:db8::10"}, nil},
+		{"bob.mc.example.com", mdns.TypeA, noerror, []string{"192.0.2.20"}, nil},
+		{"bob.mc.example.com", mdns.TypeAAAA, noerror, []string{}, nil}, // NODATA: core2 has no IPv6
+		// A core with only a CNAME: its users get the CNAME.
+		{"carol.mc.example.com", mdns.TypeCNAME, noerror, []string{"edge.example.net."}, nil},
+		{"carol.mc.example.com", mdns.TypeA, noerror, []string{}, []string{"edge.example.net."}},
+		// A user whose core is unknown is not in the zone.
+		{"dave.mc.example.com", mdns.TypeA, nxdomain, []string{}, nil},
+		// Availability only steers the reserved names: a user on an
+		// unavailable core still resolves to it.
+		{"erin.mc.example.com", mdns.TypeA, noerror, []string{"192.0.2.40"}, nil},
+		// Usernames equal to static names do not override them.
+		{"www.mc.example.com", mdns.TypeAAAA, noerror, []string{}, []string{"front.example.net."}},
+		// Reserved names: every available core (core4 is not), CNAME-only cores have no address.
+		{"reg.mc.example.com", mdns.TypeA, noerror, []string{"192.0.2.10", "192.0.2.20"}, nil},
+		{"lsc.mc.example.com", mdns.TypeA, noerror, []string{"192.0.2.10", "192.0.2.20"}, nil},
+		{"access.mc.example.com", mdns.TypeA, noerror, []string{"192.0.2.10", "192.0.2.20"}, nil},
+		{"mfa.mc.example.com", mdns.TypeA, noerror, []string{"192.0.2.10", "192.0.2.20"}, nil},
+		{"mfa.mc.example.com", mdns.TypeAAAA, noerror, []string{"2001:db8::10"}, nil},
+		// ACME values: both values at one name.
+		{"_acme-challenge.mc.example.com", mdns.TypeTXT, noerror, []string{`"value-one"`, `"value-two"`}, nil},
+		// Challenges outside the domain are not served.
+		{"_acme-challenge.other.example.org", mdns.TypeTXT, refused, []string{}, nil},
+		{"_acme-challenge.evilmc.example.com", mdns.TypeTXT, refused, []string{}, nil},
+		{"nothing.mc.example.com", mdns.TypeA, nxdomain, []string{}, nil},
+	}
+	for _, c := range cases {
+		t.Run(c.name+"/"+mdns.TypeToString[c.qtype], func(t *testing.T) {
+			resp := ask(z, c.name, c.qtype)
+			if resp.Rcode != c.rcode {
+				t.Fatalf("rcode %s, want %s:\n%v", mdns.RcodeToString[resp.Rcode], mdns.RcodeToString[c.rcode], resp)
+			}
+			if got := rdata(resp.Answer, c.qtype); !slices.Equal(got, c.want) {
+				t.Errorf("answer %q, want %q", got, c.want)
+			}
+			if c.qtype != mdns.TypeCNAME {
+				want := c.cname
+				if want == nil {
+					want = []string{}
+				}
+				if got := rdata(resp.Answer, mdns.TypeCNAME); !slices.Equal(got, want) {
+					t.Errorf("CNAMEs %q, want %q", got, want)
+				}
+			}
+			if c.rcode == mdns.RcodeNameError && soaOf(resp.Ns) == nil {
+				t.Errorf("NXDOMAIN without the SOA in authority:\n%v", resp)
+			}
+		})
+	}
+
+	t.Run("TTLs", func(t *testing.T) {
+		for _, n := range []string{"alice", "reg", "app", "mail", "core"} {
+			resp := ask(z, n+"."+testDomain, mdns.TypeA)
+			for _, rr := range resp.Answer {
+				if rr.Header().Ttl != 300 {
+					t.Errorf("%s: TTL %d, want dns.defaultTTL 300", rr, rr.Header().Ttl)
+				}
+			}
+		}
+		resp := ask(z, "_acme-challenge."+testDomain, mdns.TypeTXT)
+		for _, rr := range resp.Answer {
+			if rr.Header().Ttl != 60 {
+				t.Errorf("%s: TTL %d, want 60 for a DNS-01 value", rr, rr.Header().Ttl)
+			}
+		}
+	})
+
+	t.Run("NS glue", func(t *testing.T) {
+		resp := ask(z, testDomain, mdns.TypeNS)
+		if got := rdata(resp.Extra, mdns.TypeA); !slices.Equal(got, []string{"192.0.2.53"}) {
+			t.Errorf("glue A %q, want core.%s's address", got, testDomain)
+		}
+	})
+}
+
+func TestBuildApex(t *testing.T) {
+	t.Run("explicit NS replaces the default", func(t *testing.T) {
+		st := fullStatic()
+		st.Root.NS = []string{"ns1.example.org", "ns2.example.org."}
+		z, _ := mustBuild(t, st, newRows(), 1)
+		if got := rdata(ask(z, testDomain, mdns.TypeNS).Answer, mdns.TypeNS); !slices.Equal(got, []string{"ns1.example.org.", "ns2.example.org."}) {
+			t.Errorf("NS %q", got)
+		}
+	})
+	t.Run("no public IP: default NS without an address", func(t *testing.T) {
+		z, warnings := mustBuild(t, Static{Domain: testDomain, TTL: 60}, newRows(), 7)
+		if len(warnings) != 0 {
+			t.Errorf("warnings %q", warnings)
+		}
+		if got := rdata(ask(z, testDomain, mdns.TypeNS).Answer, mdns.TypeNS); !slices.Equal(got, []string{"core.mc.example.com."}) {
+			t.Errorf("NS %q", got)
+		}
+		if resp := ask(z, "core."+testDomain, mdns.TypeA); resp.Rcode != mdns.RcodeNameError {
+			t.Errorf("core.%s: %s, want NXDOMAIN", testDomain, mdns.RcodeToString[resp.Rcode])
+		}
+		// Only the SOA and the NS.
+		if z.Len() != 2 {
+			t.Errorf("zone has %d records, want 2 (SOA, NS)", z.Len())
+		}
+	})
+	t.Run("custom SOA text, serial replaced", func(t *testing.T) {
+		st := fullStatic()
+		st.RootSOA = "ns1.example.org. admin.example.org. 1 7200 900 1209600 120"
+		z, _ := mustBuild(t, st, newRows(), 99)
+		resp := ask(z, testDomain, mdns.TypeSOA)
+		soa := soaOf(resp.Answer)
+		if soa == nil {
+			t.Fatalf("no SOA: %v", resp)
+		}
+		if soa.Ns != "ns1.example.org." || soa.Mbox != "admin.example.org." || soa.Serial != 99 ||
+			soa.Refresh != 7200 || soa.Retry != 900 || soa.Expire != 1209600 || soa.Minttl != 120 || soa.Hdr.Ttl != 300 {
+			t.Errorf("SOA %v", soa)
+		}
+		// Negative answers carry it with TTL min(TTL, MINIMUM) (RFC 2308).
+		neg := ask(z, "nothing."+testDomain, mdns.TypeA)
+		if s := soaOf(neg.Ns); s == nil || s.Serial != 99 || s.Hdr.Ttl != 120 {
+			t.Errorf("negative SOA %v", neg.Ns)
+		}
+	})
+	t.Run("serial passed through", func(t *testing.T) {
+		for _, serial := range []uint32{0, 1, 2026112701, math.MaxUint32} {
+			z, _ := mustBuild(t, fullStatic(), fullRows(), serial)
+			if z.Serial() != serial {
+				t.Errorf("Serial() %d, want %d", z.Serial(), serial)
+			}
+			if s := soaOf(ask(z, testDomain, mdns.TypeSOA).Answer); s == nil || s.Serial != serial {
+				t.Errorf("answered SOA %v, want serial %d", s, serial)
+			}
+		}
+	})
+	t.Run("errors in the root are errors", func(t *testing.T) {
+		st := fullStatic()
+		st.RootSOA = "not an soa"
+		if _, _, err := Build(st, newRows(), 1); err == nil || !strings.Contains(err.Error(), "dns.records.root.soa") {
+			t.Errorf("bad SOA: %v", err)
+		}
+		st = fullStatic()
+		st.Root.MX = []string{"nonsense"}
+		if _, _, err := Build(st, newRows(), 1); err == nil || !strings.Contains(err.Error(), "dns.records.root") {
+			t.Errorf("bad root MX: %v", err)
+		}
+	})
+}
+
+func TestBuildConflicts(t *testing.T) {
+	t.Run("static entry beats a dns-record row", func(t *testing.T) {
+		st := Static{Domain: testDomain, TTL: 60, Entries: []Entry{{Subdomain: "www", Records: Records{A: []string{"192.0.2.80"}}}}}
+		r := newRows()
+		r.records["www"] = Records{A: []string{"192.0.2.99"}}
+		r.records["other"] = Records{A: []string{"192.0.2.98"}}
+		z, warnings := mustBuild(t, st, r, 1)
+		if got := rdata(ask(z, "www."+testDomain, mdns.TypeA).Answer, mdns.TypeA); !slices.Equal(got, []string{"192.0.2.80"}) {
+			t.Errorf("www A %q, want the static 192.0.2.80 only", got)
+		}
+		if got := rdata(ask(z, "other."+testDomain, mdns.TypeA).Answer, mdns.TypeA); !slices.Equal(got, []string{"192.0.2.98"}) {
+			t.Errorf("other A %q", got)
+		}
+		if w := warningWith(warnings, "www.mc.example.com", "dns.staticEntries", "dns-record row"); w == "" {
+			t.Errorf("no warning naming www and both sources: %q", warnings)
+		}
+		if len(warnings) != 1 {
+			t.Errorf("warnings %q, want exactly one", warnings)
+		}
+	})
+	t.Run("static entry beats dns.publicIp at core", func(t *testing.T) {
+		st := Static{Domain: testDomain, TTL: 60, NSHostIP: "192.0.2.53",
+			Entries: []Entry{{Subdomain: "core", Records: Records{A: []string{"192.0.2.54"}}}}}
+		z, warnings := mustBuild(t, st, newRows(), 1)
+		if got := rdata(ask(z, "core."+testDomain, mdns.TypeA).Answer, mdns.TypeA); !slices.Equal(got, []string{"192.0.2.54"}) {
+			t.Errorf("core A %q", got)
+		}
+		if warningWith(warnings, "core.mc.example.com", "dns.staticEntries", "dns.publicIp") == "" {
+			t.Errorf("warnings %q", warnings)
+		}
+	})
+	t.Run("static entry beats a reserved name", func(t *testing.T) {
+		st := Static{Domain: testDomain, TTL: 60, Entries: []Entry{{Subdomain: "reg", Records: Records{A: []string{"192.0.2.70"}}}}}
+		r := newRows()
+		r.cores["core1"] = CoreInfo{ID: "core1", IP: "192.0.2.10", Available: true}
+		z, warnings := mustBuild(t, st, r, 1)
+		if got := rdata(ask(z, "reg."+testDomain, mdns.TypeA).Answer, mdns.TypeA); !slices.Equal(got, []string{"192.0.2.70"}) {
+			t.Errorf("reg A %q", got)
+		}
+		if got := rdata(ask(z, "mfa."+testDomain, mdns.TypeA).Answer, mdns.TypeA); !slices.Equal(got, []string{"192.0.2.10"}) {
+			t.Errorf("mfa A %q", got)
+		}
+		if warningWith(warnings, "reg.mc.example.com", "reserved name") == "" {
+			t.Errorf("warnings %q", warnings)
+		}
+	})
+	t.Run("a row in other case does not merge into a static entry", func(t *testing.T) {
+		st := Static{Domain: testDomain, TTL: 60, Entries: []Entry{{Subdomain: "www", Records: Records{A: []string{"192.0.2.80"}}}}}
+		r := newRows()
+		r.records["WWW"] = Records{CNAME: "elsewhere.example.net"}
+		z, warnings := mustBuild(t, st, r, 1)
+		if got := rdata(ask(z, "www."+testDomain, mdns.TypeA).Answer, mdns.TypeA); !slices.Equal(got, []string{"192.0.2.80"}) {
+			t.Errorf("www A %q", got)
+		}
+		if warningWith(warnings, "www.mc.example.com", "dns-record row") == "" {
+			t.Errorf("warnings %q", warnings)
+		}
+	})
+	t.Run("a core name is not taken by a user", func(t *testing.T) {
+		r := newRows()
+		r.cores["core1"] = CoreInfo{ID: "core1", IP: "192.0.2.10", Available: true}
+		r.cores["core2"] = CoreInfo{ID: "core2", IP: "192.0.2.20", Available: true}
+		r.users["core1"] = "core2"
+		z, warnings := mustBuild(t, Static{Domain: testDomain, TTL: 60}, r, 1)
+		if got := rdata(ask(z, "core1."+testDomain, mdns.TypeA).Answer, mdns.TypeA); !slices.Equal(got, []string{"192.0.2.10"}) {
+			t.Errorf("core1 A %q", got)
+		}
+		if len(warnings) != 0 {
+			t.Errorf("warnings %q", warnings)
+		}
+	})
+	t.Run("no available core: no reserved names", func(t *testing.T) {
+		r := newRows()
+		r.cores["core1"] = CoreInfo{ID: "core1", IP: "192.0.2.10", Available: false}
+		r.cores["core2"] = CoreInfo{ID: "core2", CNAME: "x.example.net", Available: true}
+		z, _ := mustBuild(t, Static{Domain: testDomain, TTL: 60}, r, 1)
+		for _, n := range ReservedNames {
+			if resp := ask(z, n+"."+testDomain, mdns.TypeA); resp.Rcode != mdns.RcodeNameError {
+				t.Errorf("%s: %s %v, want NXDOMAIN", n, mdns.RcodeToString[resp.Rcode], resp.Answer)
+			}
+		}
+	})
+}
+
+func TestBuildSkipsBadValues(t *testing.T) {
+	st := Static{Domain: testDomain, TTL: 60, Entries: []Entry{
+		{Subdomain: "bad-static", Records: Records{CAA: []string{"not a caa"}}},
+		{Subdomain: "good-static", Records: Records{A: []string{"192.0.2.5"}}},
+	}}
+	r := newRows()
+	r.records["mail"] = Records{MX: []string{"nonsense"}}
+	r.records["badip"] = Records{A: []string{"300.1.1.1"}}
+	r.records["v4in6"] = Records{AAAA: []string{"192.0.2.1"}}
+	r.records["ok"] = Records{A: []string{"192.0.2.6"}, MX: []string{"10 mail.example.org."}}
+	r.records["cname-and-a"] = Records{CNAME: "t.example.org", A: []string{"192.0.2.7"}} // never via SetRecords, but rows are shared
+	r.records[`outside\`] = Records{A: []string{"192.0.2.8"}}                            // one label "outside.mc": not in the zone
+	// An available core whose address does not parse must not take the
+	// reserved names of the other cores down with it.
+	r.cores["broken"] = CoreInfo{ID: "broken", IP: "not-an-ip", Available: true}
+	r.cores["core1"] = CoreInfo{ID: "core1", IP: "192.0.2.10", Available: true}
+	r.users["alice"] = "core1"
+	r.users["bert"] = "broken"
+
+	z, warnings := mustBuild(t, st, r, 5)
+	for _, want := range [][]string{
+		{"mail.mc.example.com", "dns-record row", "mx", "nonsense", "skipped"},
+		{"badip.mc.example.com", "300.1.1.1"},
+		{"v4in6.mc.example.com", "aaaa"},
+		{"bad-static.mc.example.com", "dns.staticEntries", "caa"},
+		{"broken.mc.example.com", "core-info row"},
+		{"cname-and-a.mc.example.com", "CNAME"},
+		{"not inside the zone"},
+	} {
+		if warningWith(warnings, want...) == "" {
+			t.Errorf("no warning with %q in %q", want, warnings)
+		}
+	}
+	for _, n := range []string{"mail", "badip", "v4in6", "bad-static", "broken", "bert", "cname-and-a"} {
+		if resp := ask(z, n+"."+testDomain, mdns.TypeANY); resp.Rcode != mdns.RcodeNameError {
+			t.Errorf("%s: %s, want NXDOMAIN (skipped)", n, mdns.RcodeToString[resp.Rcode])
+		}
+	}
+	for n, want := range map[string]string{"ok": "192.0.2.6", "good-static": "192.0.2.5", "alice": "192.0.2.10", "reg": "192.0.2.10"} {
+		if got := rdata(ask(z, n+"."+testDomain, mdns.TypeA).Answer, mdns.TypeA); !slices.Equal(got, []string{want}) {
+			t.Errorf("%s A %q, want %s", n, got, want)
+		}
+	}
+}
+
+func TestBuildChallenges(t *testing.T) {
+	r := newRows()
+	r.challenges["_acme-challenge.mc.example.com"] = map[string]string{"a": "v1", "b": "v2"}
+	r.challenges["_ACME-Challenge.Sub.MC.example.com"] = map[string]string{"c": "v3"}
+	r.challenges["_acme-challenge.example.com"] = map[string]string{"d": "parent"}
+	r.challenges["_acme-challenge.mc.example.com.evil.org"] = map[string]string{"e": "suffix"}
+	z, warnings := mustBuild(t, Static{Domain: testDomain, TTL: 300}, r, 1)
+	if len(warnings) != 0 {
+		t.Errorf("warnings %q", warnings)
+	}
+	if got := txtValues(ask(z, "_acme-challenge."+testDomain, mdns.TypeTXT).Answer); !slices.Equal(got, []string{"v1", "v2"}) {
+		t.Errorf("apex challenge %q", got)
+	}
+	if got := txtValues(ask(z, "_acme-challenge.sub."+testDomain, mdns.TypeTXT).Answer); !slices.Equal(got, []string{"v3"}) {
+		t.Errorf("sub challenge %q", got)
+	}
+	// SOA, NS, three TXT: nothing of the outside challenges.
+	if z.Len() != 5 {
+		t.Errorf("zone has %d records, want 5", z.Len())
+	}
+
+	t.Run("a CNAME at _acme-challenge keeps the zone buildable", func(t *testing.T) {
+		// ACME delegated elsewhere by a static CNAME while a DNS-01 value is
+		// published there: the value cannot be served, the zone still must.
+		st := Static{Domain: testDomain, TTL: 300, Entries: []Entry{
+			{Subdomain: "_acme-challenge", Records: Records{CNAME: "acme.example.net"}},
+		}}
+		r.users["alice"] = "core1"
+		r.cores["core1"] = CoreInfo{ID: "core1", IP: "192.0.2.10"}
+		z, warnings := mustBuild(t, st, r, 2)
+		if got := rdata(ask(z, "_acme-challenge."+testDomain, mdns.TypeCNAME).Answer, mdns.TypeCNAME); !slices.Equal(got, []string{"acme.example.net."}) {
+			t.Errorf("CNAME %q", got)
+		}
+		if got := txtValues(ask(z, "_acme-challenge.sub."+testDomain, mdns.TypeTXT).Answer); !slices.Equal(got, []string{"v3"}) {
+			t.Errorf("sub challenge %q", got)
+		}
+		if got := rdata(ask(z, "alice."+testDomain, mdns.TypeA).Answer, mdns.TypeA); !slices.Equal(got, []string{"192.0.2.10"}) {
+			t.Errorf("alice %q", got)
+		}
+		if warningWith(warnings, "_acme-challenge.mc.example.com", "CNAME") == "" {
+			t.Errorf("warnings %q", warnings)
+		}
+	})
+}

@@ -1,0 +1,5 @@
+//go:build race
+
+package dnsdata
+
+const raceEnabled = true
