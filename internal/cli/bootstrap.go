@@ -23,6 +23,7 @@ import (
 	"github.com/pryv/pryv-tls/internal/config"
 	"github.com/pryv/pryv-tls/internal/daemon"
 	"github.com/pryv/pryv-tls/internal/dnsdata"
+	"github.com/pryv/pryv-tls/internal/join"
 )
 
 const bootstrapUsage = `usage:
@@ -166,11 +167,11 @@ func newCore(c *controlClient, cfg *config.Config, id, ip, coreURL, hosting, out
 	if err != nil {
 		return err
 	}
-	token, err := cluster.NewToken()
+	token, err := join.NewToken()
 	if err != nil {
 		return err
 	}
-	pass, err := cluster.NewPassphrase()
+	pass, err := join.NewPassphrase()
 	if err != nil {
 		return err
 	}
@@ -180,7 +181,7 @@ func newCore(c *controlClient, cfg *config.Config, id, ip, coreURL, hosting, out
 	}
 	now := time.Now().UTC()
 	peerURL := "https://" + net.JoinHostPort(ip, port(cfg.PlatformDB.PeerAddress))
-	b := &cluster.Bundle{
+	b := &join.Bundle{
 		Version: 1, CoreID: id, IP: ip,
 		CACert: string(ca.CertPEM()), NodeCert: string(certPEM), NodeKey: string(keyPEM),
 		Token:     token,
@@ -195,7 +196,7 @@ func newCore(c *controlClient, cfg *config.Config, id, ip, coreURL, hosting, out
 	}
 	var res map[string]string
 	err = c.do("POST", "/cluster/join-tokens", daemon.TokenRequest{
-		Token: cluster.Token{CoreID: id, Hash: cluster.HashToken(token), NodeFingerprint: cluster.Fingerprint(leaf.Raw),
+		Token: join.Token{CoreID: id, Hash: join.HashToken(token), NodeFingerprint: join.Fingerprint(leaf.Raw),
 			PeerURL: peerURL, CreatedAt: now, ExpiresAt: b.ExpiresAt},
 		Core: dnsdata.CoreInfo{ID: id, IP: ip, URL: coreURL, Hosting: hosting},
 	}, &res)
@@ -273,7 +274,7 @@ func writeOverride(path, comment string, m map[string]any) error {
 
 func listTokens(c *controlClient, w io.Writer) error {
 	var res struct {
-		Tokens []cluster.Token `json:"tokens"`
+		Tokens []join.Token `json:"tokens"`
 	}
 	if err := c.do("GET", "/cluster/join-tokens", nil, &res); err != nil {
 		return err

@@ -13,9 +13,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/pryv/pryv-tls/internal/cluster"
 	"github.com/pryv/pryv-tls/internal/config"
 	"github.com/pryv/pryv-tls/internal/daemon"
+	"github.com/pryv/pryv-tls/internal/join"
 )
 
 func serve(args []string, stdout, stderr io.Writer) int {
@@ -35,10 +35,10 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "serve:", err)
 		return exitUsage
 	}
-	var join *daemon.Join
+	var pending *daemon.Join
 	if *bundle != "" {
 		var code int
-		if files, join, code = prepareJoin(files, *bundle, *passFile, stderr); join == nil {
+		if files, pending, code = prepareJoin(files, *bundle, *passFile, stderr); pending == nil {
 			return code
 		}
 	}
@@ -46,8 +46,8 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	if cfg == nil {
 		return code
 	}
-	if join != nil {
-		if err := daemon.InstallBundle(cfg, join.Bundle); err != nil {
+	if pending != nil {
+		if err := daemon.InstallBundle(cfg, pending.Bundle); err != nil {
 			fmt.Fprintln(stderr, "serve --bootstrap:", err)
 			return exitFailed
 		}
@@ -71,7 +71,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 
 	daemon.Version = Version
 	ready := func(string) {
-		if join != nil {
+		if pending != nil {
 			// Joined and serving: the bundle's secrets are in place, the
 			// token is spent; the file has no further use.
 			if err := os.Remove(*bundle); err == nil {
@@ -80,7 +80,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 			}
 		}
 	}
-	err = daemon.Run(ctx, cfg, daemon.Options{Logger: log, Reload: reload, DrainTimeout: *drain, Join: join, Ready: ready})
+	err = daemon.Run(ctx, cfg, daemon.Options{Logger: log, Reload: reload, DrainTimeout: *drain, Join: pending, Ready: ready})
 	if err != nil {
 		log.Error("serve failed", "error", err.Error())
 		return exitFailed
@@ -119,7 +119,7 @@ func prepareJoin(files []string, bundlePath, passFile string, stderr io.Writer) 
 		fmt.Fprintln(stderr, "serve --bootstrap: give this core's own --config FILE too")
 		return nil, nil, exitUsage
 	}
-	b, err := cluster.ReadBundle(bundlePath, passFile, time.Now())
+	b, err := join.ReadBundle(bundlePath, passFile, time.Now())
 	if err != nil {
 		fmt.Fprintln(stderr, "serve --bootstrap:", err)
 		return nil, nil, exitUsage

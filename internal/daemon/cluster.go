@@ -13,23 +13,24 @@ import (
 	"github.com/pryv/pryv-tls/internal/cluster"
 	"github.com/pryv/pryv-tls/internal/config"
 	"github.com/pryv/pryv-tls/internal/dnsdata"
+	"github.com/pryv/pryv-tls/internal/join"
 	"github.com/pryv/pryv-tls/internal/platformdb"
 )
 
 // Join is a join in progress (serve --bootstrap): done before this core's
 // PlatformDB member first starts.
 type Join struct {
-	Bundle *cluster.Bundle
+	Bundle *join.Bundle
 }
 
 // Do calls the CA holder.
-func (j *Join) Do(ctx context.Context) (*cluster.JoinResponse, error) {
-	return cluster.Join(ctx, j.Bundle)
+func (j *Join) Do(ctx context.Context) (*join.Response, error) {
+	return join.Call(ctx, j.Bundle)
 }
 
 // InstallBundle writes a bundle's cluster CA and node certificate where
 // nodeTLS looks for them (the key 0600), replacing any earlier ones.
-func InstallBundle(cfg *config.Config, b *cluster.Bundle) error {
+func InstallBundle(cfg *config.Config, b *join.Bundle) error {
 	dir := nodeTLSDir(cfg)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
@@ -58,7 +59,7 @@ func InstallBundle(cfg *config.Config, b *cluster.Bundle) error {
 // socket: the token row (hash only) and the new core's info, pre-registered
 // as unavailable until it joins.
 type TokenRequest struct {
-	Token cluster.Token    `json:"token"`
+	Token join.Token       `json:"token"`
 	Core  dnsdata.CoreInfo `json:"core"`
 }
 
@@ -69,7 +70,7 @@ type clusterAPI struct {
 }
 
 func (c *clusterAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	tokens := cluster.Tokens{KV: c.db}
+	tokens := join.Tokens{KV: c.db}
 	rows := dnsdata.Rows{KV: c.db}
 	ctx := r.Context()
 	switch {
@@ -112,7 +113,7 @@ func (c *clusterAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		id := r.URL.Path[len("/cluster/join-tokens/"):]
 		if err := tokens.Revoke(ctx, id); err != nil {
 			status := http.StatusServiceUnavailable
-			if errors.Is(err, cluster.ErrTokenUnknown) {
+			if errors.Is(err, join.ErrTokenUnknown) {
 				status = http.StatusNotFound
 			}
 			jsonError(w, status, err.Error())

@@ -136,7 +136,10 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 // watching them.
 func startFiles(cfg *config.Config, store *certs.Store, opts Options, bg *tasks, log *slog.Logger) {
 	certFile, keyFile, caFile := cfg.CertFiles()
-	if certFile == "" {
+	if certFile == "" || (cfg.LetsEncrypt.Enabled && cfg.PlatformDBEnabled()) {
+		// Under Strategy A the files are the materialiser's outputs: the
+		// certificates come from PlatformDB (and, at start, from the last
+		// materialised copies), not from watching what we wrote ourselves.
 		return
 	}
 	src := &certs.FileSource{

@@ -23,6 +23,7 @@ import (
 	"github.com/pryv/pryv-tls/internal/config"
 	"github.com/pryv/pryv-tls/internal/dns"
 	"github.com/pryv/pryv-tls/internal/dnsdata"
+	"github.com/pryv/pryv-tls/internal/join"
 	"github.com/pryv/pryv-tls/internal/platformdb"
 	"github.com/pryv/pryv-tls/internal/rotatehook"
 )
@@ -74,7 +75,7 @@ func (p *platform) Public() http.Handler {
 // startPlatform serves the last materialised certificates and the static DNS
 // zone at once, then opens PlatformDB (joining the cluster first when join is
 // set) and wires the rest when it answers.
-func startPlatform(ctx context.Context, cfg *config.Config, store *certs.Store, join *Join, bg *tasks, log *slog.Logger) (*platform, error) {
+func startPlatform(ctx context.Context, cfg *config.Config, store *certs.Store, pending *Join, bg *tasks, log *slog.Logger) (*platform, error) {
 	p := &platform{cfg: cfg, log: log, bg: bg}
 	if cfg.LetsEncrypt.AtRestKey != "" {
 		raw, err := cfg.LetsEncrypt.AtRestKeyBytes()
@@ -122,8 +123,8 @@ func startPlatform(ctx context.Context, cfg *config.Config, store *certs.Store, 
 		TLS:           tlsFiles,
 		Logger:        log.With("component", "platformdb"),
 	}
-	if join != nil && !hasMember(cfg.PlatformDB.DataDir) {
-		jr, err := join.Do(ctx)
+	if pending != nil && !hasMember(cfg.PlatformDB.DataDir) {
+		jr, err := pending.Do(ctx)
 		if err != nil {
 			return nil, err
 		}
@@ -137,6 +138,12 @@ func startPlatform(ctx context.Context, cfg *config.Config, store *certs.Store, 
 		db, err := platformdb.Open(openCtx, opts)
 		if err == nil {
 			p.db.Store(db)
+			if opts.ClusterState == "existing" {
+				// A learner serves no request: wait for the promotion.
+				err = db.WaitVoter(openCtx)
+			}
+		}
+		if err == nil {
 			err = p.wire(ctx, db)
 		}
 		ready <- err
@@ -216,7 +223,7 @@ func (p *platform) startJoinListener(db *platformdb.Etcd) error {
 		return nil // not the CA holder
 	}
 	dir := nodeTLSDir(cfg)
-	tlsCfg, err := cluster.TLSConfig(filepath.Join(dir, cluster.NodeCertName), filepath.Join(dir, cluster.NodeKeyName), ca.Pool())
+	tlsCfg, err := join.TLSConfig(filepath.Join(dir, cluster.NodeCertName), filepath.Join(dir, cluster.NodeKeyName), ca.Pool())
 	if err != nil {
 		return err
 	}
@@ -230,7 +237,7 @@ func (p *platform) startJoinListener(db *platformdb.Etcd) error {
 		return fmt.Errorf("cluster.joinPort: listening on %s: %w", addr, err)
 	}
 	srv := &http.Server{
-		Handler:           &cluster.JoinServer{Tokens: cluster.Tokens{KV: db}, Members: db, Logger: p.log, Base: p.bg.ctx},
+		Handler:           &join.Server{Tokens: join.Tokens{KV: db}, Members: db, Logger: p.log, Base: p.bg.ctx},
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
 	}

@@ -124,6 +124,28 @@ func (s *Etcd) Healthy(ctx context.Context, m Member) bool {
 	return err == nil
 }
 
+// WaitVoter returns once this member serves requests: a member that joined
+// as a learner answers "rpc not supported for learner" until the cluster
+// promotes it (once it has caught up).
+func (s *Etcd) WaitVoter(ctx context.Context) error {
+	for {
+		gctx, cancel := context.WithTimeout(ctx, s.timeout)
+		_, err := s.cli.Get(gctx, "_voter-probe")
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if !strings.Contains(err.Error(), "learner") {
+			return s.fail("waiting to be promoted", "", err)
+		}
+		select {
+		case <-ctx.Done():
+			return s.fail("waiting to be promoted", "", ctx.Err())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
 // ID is this member's id.
 func (s *Etcd) ID() uint64 { return uint64(s.srv.Server.MemberID()) }
 

@@ -285,6 +285,9 @@ func Open(ctx context.Context, opts Options) (*Etcd, error) {
 	conn.rev = func(context.Context) (int64, error) { return srv.Server.KV().Rev(), nil }
 	s.Conn = conn
 
+	if opts.ClusterState == embed.ClusterStateFlagExisting {
+		return s, nil // a joining learner: its peer URL is the one it was added with
+	}
 	if err := s.fixPeerURL(ctx); err != nil {
 		_ = s.Close()
 		return nil, fmt.Errorf("platformdb: start etcd (%s): %w", where, err)

@@ -1,4 +1,7 @@
-package cluster
+// Package join adds a core to a cluster: the join bundle sealed under a
+// passphrase, the one-time join tokens bound to a core id and its node
+// certificate, and the CA holder's join endpoint with its client.
+package join
 
 import (
 	"crypto/aes"

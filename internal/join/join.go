@@ -1,4 +1,4 @@
-package cluster
+package join
 
 import (
 	"bytes"
@@ -16,16 +16,16 @@ import (
 	"github.com/pryv/pryv-tls/internal/platformdb"
 )
 
-// JoinRequest is what a joining core sends (over mutual TLS with the node
+// Request is what a joining core sends (over mutual TLS with the node
 // certificate from its bundle).
-type JoinRequest struct {
+type Request struct {
 	CoreID  string `json:"coreId"`
 	Token   string `json:"token"`
 	PeerURL string `json:"peerUrl"`
 }
 
-// JoinResponse tells the new member how to start its PlatformDB member.
-type JoinResponse struct {
+// Response tells the new member how to start its PlatformDB member.
+type Response struct {
 	InitialCluster string `json:"initialCluster"`
 	MemberID       string `json:"memberId"`
 }
@@ -36,11 +36,11 @@ type Membership interface {
 	Promote(ctx context.Context, id uint64) error
 }
 
-// JoinServer is the CA holder's join endpoint. It checks the token (one
+// Server is the CA holder's join endpoint. It checks the token (one
 // time, bound to the core id and to the node certificate issued with it),
 // adds the core to PlatformDB as a learner, and promotes it to a voter once
 // it has caught up.
-type JoinServer struct {
+type Server struct {
 	Tokens  Tokens
 	Members Membership
 	Logger  *slog.Logger
@@ -64,12 +64,12 @@ func TLSConfig(certFile, keyFile string, ca *x509.CertPool) (*tls.Config, error)
 	}, nil
 }
 
-func (j *JoinServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+func (j *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost || r.URL.Path != "/join" {
 		http.Error(w, "POST /join", http.StatusNotFound)
 		return
 	}
-	var req JoinRequest
+	var req Request
 	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&req); err != nil || req.CoreID == "" || req.PeerURL == "" {
 		joinError(w, http.StatusBadRequest, errors.New("join refused: body must be JSON {coreId, token, peerUrl}"))
 		return
@@ -131,7 +131,7 @@ func (j *JoinServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}()
 	}
 	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(JoinResponse{InitialCluster: initial, MemberID: fmt.Sprintf("%x", m.ID)})
+	_ = json.NewEncoder(w).Encode(Response{InitialCluster: initial, MemberID: fmt.Sprintf("%x", m.ID)})
 }
 
 func joinError(w http.ResponseWriter, status int, err error) {
@@ -143,7 +143,7 @@ func joinError(w http.ResponseWriter, status int, err error) {
 // Join calls the CA holder's join endpoint from a bundle: over TLS pinned to
 // the bundle's CA (nothing else is trusted, whatever the system roots say),
 // presenting the bundle's node certificate.
-func Join(ctx context.Context, b *Bundle) (*JoinResponse, error) {
+func Call(ctx context.Context, b *Bundle) (*Response, error) {
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM([]byte(b.CACert)) {
 		return nil, errors.New("join bundle: no CA certificate")
@@ -156,7 +156,7 @@ func Join(ctx context.Context, b *Bundle) (*JoinResponse, error) {
 		Proxy:           nil,
 		TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: pool, Certificates: []tls.Certificate{cert}},
 	}}
-	body, _ := json.Marshal(JoinRequest{CoreID: b.CoreID, Token: b.Token, PeerURL: b.PeerURL})
+	body, _ := json.Marshal(Request{CoreID: b.CoreID, Token: b.Token, PeerURL: b.PeerURL})
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, b.JoinURL, bytes.NewReader(body))
 	if err != nil {
 		return nil, err
@@ -174,7 +174,7 @@ func Join(ctx context.Context, b *Bundle) (*JoinResponse, error) {
 		}
 		return nil, fmt.Errorf("the CA holder answered %s", resp.Status)
 	}
-	var jr JoinResponse
+	var jr Response
 	if err := json.Unmarshal(data, &jr); err != nil || jr.InitialCluster == "" {
 		return nil, fmt.Errorf("the CA holder's answer is not a join response: %s", data)
 	}
