@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"maps"
 	"net/http"
 	"reflect"
 	"slices"
@@ -115,7 +116,7 @@ func (a *API) loadRecords(w http.ResponseWriter, r *http.Request) {
 		have[e.Subdomain] = e.Records
 	}
 	res := LoadResult{Added: []string{}, Changed: []string{}, Removed: []string{}, Unchanged: []string{}, DryRun: req.DryRun}
-	for _, sub := range sortedKeys(want) {
+	for _, sub := range slices.Sorted(maps.Keys(want)) {
 		old, ok := have[sub]
 		switch {
 		case !ok:
@@ -134,7 +135,7 @@ func (a *API) loadRecords(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if req.Replace {
-		for _, sub := range sortedKeys(have) {
+		for _, sub := range slices.Sorted(maps.Keys(have)) {
 			if _, keep := want[sub]; keep {
 				continue
 			}
@@ -287,13 +288,4 @@ func (a *API) rowError(w http.ResponseWriter, err error) {
 		return
 	}
 	a.storeError(w, "PlatformDB", err)
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }

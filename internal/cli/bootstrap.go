@@ -57,27 +57,18 @@ func bootstrapCmd(args []string, stdout, stderr io.Writer) int {
 	hosting := fs.String("hosting", "", "new-core: its hosting name")
 	ttl := fs.Duration("token-ttl", 24*time.Hour, "new-core: how long the join token is valid")
 	fs.SetOutput(stderr)
-	var operands []string
-	rest := args[1:]
-	for {
-		if err := fs.Parse(rest); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return exitOK
-			}
-			return exitUsage
+	operands, err := parseInterleaved(fs, args[1:])
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
 		}
-		if fs.NArg() == 0 {
-			break
-		}
-		operands = append(operands, fs.Arg(0))
-		rest = fs.Args()[1:]
+		return exitUsage
 	}
 	cfg, code := loadConfig(files, stderr)
 	if cfg == nil {
 		return code
 	}
 	c := &controlClient{cfg: cfg, http: admin.SocketClient(cfg.Control.Socket)}
-	var err error
 	switch {
 	case sub == "init-ca-holder" && len(operands) == 0:
 		err = initCAHolder(cfg, files, *out, stdout)

@@ -45,19 +45,12 @@ func certsCmd(args []string, stdout, stderr io.Writer) int {
 	out := fs.String("out", "", "export: `DIR` to write fullchain.pem and privkey.pem into")
 	fs.SetOutput(stderr)
 	// Operands may sit between flags (export --config F HOST --out DIR).
-	var operands []string
-	for {
-		if err := fs.Parse(rest); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return exitOK
-			}
-			return exitUsage
+	operands, err := parseInterleaved(fs, rest)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
 		}
-		if fs.NArg() == 0 {
-			break
-		}
-		operands = append(operands, fs.Arg(0))
-		rest = fs.Args()[1:]
+		return exitUsage
 	}
 	wantOperands := map[string]int{"list": 0, "import": 0, "export": 1, "delete": 1}
 	n, known := wantOperands[sub]
@@ -75,7 +68,6 @@ func certsCmd(args []string, stdout, stderr io.Writer) int {
 	}
 	c := &controlClient{cfg: cfg, http: admin.SocketClient(cfg.Control.Socket)}
 
-	var err error
 	switch sub {
 	case "list":
 		err = c.list(stdout, *asJSON)

@@ -49,19 +49,12 @@ func commonCmd(name string, args []string, stderr io.Writer, extra func(*flag.Fl
 		extra(fs)
 	}
 	fs.SetOutput(stderr)
-	var operands []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return nil, nil, exitOK
-			}
-			return nil, nil, exitUsage
+	operands, err := parseInterleaved(fs, args)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, nil, exitOK
 		}
-		if fs.NArg() == 0 {
-			break
-		}
-		operands = append(operands, fs.Arg(0))
-		args = fs.Args()[1:]
+		return nil, nil, exitUsage
 	}
 	cfg, code := loadConfig(files, stderr)
 	if cfg == nil {

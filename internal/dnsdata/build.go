@@ -2,8 +2,9 @@ package dnsdata
 
 import (
 	"fmt"
+	"maps"
 	"net"
-	"sort"
+	"slices"
 	"strings"
 
 	mdns "github.com/miekg/dns"
@@ -101,7 +102,7 @@ func Build(st Static, r *rows, serial uint32) (*dns.Zone, []string, error) {
 			add(strings.ToLower(e.Subdomain), e.Records, "dns.staticEntries")
 		}
 	}
-	for _, sub := range sortedKeys(r.records) {
+	for _, sub := range slices.Sorted(maps.Keys(r.records)) {
 		if name := strings.ToLower(sub); claim(name, "dns-record row") {
 			add(name, r.records[sub], "dns-record row")
 		}
@@ -113,7 +114,7 @@ func Build(st Static, r *rows, serial uint32) (*dns.Zone, []string, error) {
 	}
 
 	var everyCore Records
-	for _, id := range sortedKeys(r.cores) {
+	for _, id := range slices.Sorted(maps.Keys(r.cores)) {
 		c := r.cores[id]
 		recs := coreRecords(c)
 		if recs.Empty() {
@@ -284,13 +285,4 @@ func splitTXT(v string) []string {
 		v = v[255:]
 	}
 	return append(parts, v)
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
