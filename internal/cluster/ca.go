@@ -249,6 +249,18 @@ func (ca *CA) IssueNode(id string, dnsNames []string, ips []net.IP, validity tim
 	return certPEM, encodePEM("PRIVATE KEY", keyDER), nil
 }
 
+// Renew issues a fresh certificate for the holder of old: the same id, names,
+// addresses and public key, so the node keeps its key and only swaps the
+// certificate. old must be a node certificate this CA issued (the caller has
+// verified it, e.g. as a TLS client certificate).
+func (ca *CA) Renew(old *x509.Certificate, validity time.Duration) ([]byte, error) {
+	if err := old.CheckSignatureFrom(ca.cert); err != nil {
+		return nil, fmt.Errorf("cluster: renew: not a certificate of this CA: %w", err)
+	}
+	names := slices.DeleteFunc(slices.Clone(old.DNSNames), func(n string) bool { return n == old.Subject.CommonName })
+	return ca.issue(old.Subject.CommonName, names, old.IPAddresses, validity, old.PublicKey)
+}
+
 // issue signs a node certificate for pub.
 func (ca *CA) issue(id string, dnsNames []string, ips []net.IP, validity time.Duration, pub crypto.PublicKey) ([]byte, error) {
 	names, addrs, err := wantSANs(id, dnsNames, ips)

@@ -28,6 +28,10 @@ func (j *Join) Do(ctx context.Context) (*join.Response, error) {
 	return join.Call(ctx, j.Bundle)
 }
 
+// JoinURLName keeps the CA holder's join URL on a joined core, for the
+// renewal of its node certificate.
+const JoinURLName = "join-url"
+
 // InstallBundle writes a bundle's cluster CA and node certificate where
 // nodeTLS looks for them (the key 0600), replacing any earlier ones.
 func InstallBundle(cfg *config.Config, b *join.Bundle) error {
@@ -43,6 +47,7 @@ func InstallBundle(cfg *config.Config, b *join.Bundle) error {
 		{cluster.NodeKeyName, b.NodeKey, 0o600},
 		{cluster.NodeCertName, b.NodeCert, 0o644},
 		{MemberCAName, b.CACert, 0o644},
+		{JoinURLName, b.JoinURL + "\n", 0o644},
 	} {
 		tmp := filepath.Join(dir, "."+f.name+".tmp")
 		if err := os.WriteFile(tmp, []byte(f.data), f.mode); err != nil {

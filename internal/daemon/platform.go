@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -202,6 +204,7 @@ func (p *platform) wire(ctx context.Context, db *platformdb.Etcd) error {
 	if err := p.startJoinListener(db); err != nil {
 		return err
 	}
+	bg.Go(p.renewNodeCert)
 	api.Cluster = &clusterAPI{cfg: cfg, db: db}
 	ln, err := admin.ListenSocket(cfg.Control.Socket)
 	if err != nil {
@@ -237,7 +240,11 @@ func (p *platform) startJoinListener(db *platformdb.Etcd) error {
 		return fmt.Errorf("cluster.joinPort: listening on %s: %w", addr, err)
 	}
 	srv := &http.Server{
-		Handler:           &join.Server{Tokens: join.Tokens{KV: db}, Members: db, Logger: p.log, Base: p.bg.ctx},
+		Handler: &join.Server{Tokens: join.Tokens{KV: db}, Members: db, Logger: p.log, Base: p.bg.ctx,
+			Renew: func(old *x509.Certificate) ([]byte, error) {
+				p.log.Info("renewing a node certificate", "core", old.Subject.CommonName, "notAfter", old.NotAfter)
+				return ca.Renew(old, cluster.DefaultNodeValidity)
+			}},
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
 	}
@@ -249,6 +256,50 @@ func (p *platform) startJoinListener(db *platformdb.Etcd) error {
 	})
 	p.log.Info("CA holder: answering joining cores", "addr", addr)
 	return nil
+}
+
+// renewNodeCert keeps a joined core's node certificate current: twice a day
+// it checks the expiry and, inside cluster.RenewBefore, asks the CA holder
+// for a new certificate for the same key, authenticating with the old one.
+// (The CA holder renews its own at start-up, from the CA it holds.)
+func (p *platform) renewNodeCert(ctx context.Context) {
+	dir := nodeTLSDir(p.cfg)
+	joinURL, err := os.ReadFile(filepath.Join(dir, JoinURLName))
+	if err != nil {
+		return // not a joined core
+	}
+	certFile, keyFile := filepath.Join(dir, cluster.NodeCertName), filepath.Join(dir, cluster.NodeKeyName)
+	for {
+		if c, err := tls.LoadX509KeyPair(certFile, keyFile); err == nil && c.Leaf != nil &&
+			time.Until(c.Leaf.NotAfter) < cluster.RenewBefore {
+			pem, err := join.RenewNodeCert(ctx, strings.TrimSpace(string(joinURL)), filepath.Join(dir, MemberCAName), certFile, keyFile)
+			if err == nil {
+				keyPEM, _ := os.ReadFile(keyFile)
+				if _, err = tls.X509KeyPair(pem, keyPEM); err == nil {
+					err = writeAtomic(certFile, pem, 0o644)
+				}
+			}
+			if err != nil {
+				p.log.Error("renewing this core's node certificate; the current one keeps working until it expires",
+					"notAfter", c.Leaf.NotAfter, "error", err.Error())
+			} else {
+				p.log.Info("node certificate renewed by the CA holder")
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(12 * time.Hour):
+		}
+	}
+}
+
+func writeAtomic(path string, data []byte, mode os.FileMode) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, mode); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
 }
 
 // memberHealth maps each PlatformDB member's name to whether it answers.

@@ -11,6 +11,8 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
+	"os"
 	"time"
 
 	"github.com/pryv/pryv-tls/internal/platformdb"
@@ -47,6 +49,9 @@ type Server struct {
 	// Base is the context promotions run under (the daemon's lifetime).
 	Base context.Context
 	Now  func() time.Time
+	// Renew, if set, answers POST /renew: a core presenting its current
+	// node certificate (verified by TLS) gets a fresh one for the same key.
+	Renew func(old *x509.Certificate) ([]byte, error)
 }
 
 // TLSConfig is the join listener's: the CA holder's node certificate, and
@@ -65,6 +70,20 @@ func TLSConfig(certFile, keyFile string, ca *x509.CertPool) (*tls.Config, error)
 }
 
 func (j *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodPost && r.URL.Path == "/renew" && j.Renew != nil {
+		if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
+			joinError(w, http.StatusUnauthorized, ErrWrongNodeCert)
+			return
+		}
+		pem, err := j.Renew(r.TLS.PeerCertificates[0])
+		if err != nil {
+			joinError(w, http.StatusForbidden, err)
+			return
+		}
+		w.Header().Set("Content-Type", "application/x-pem-file")
+		_, _ = w.Write(pem)
+		return
+	}
 	if r.Method != http.MethodPost || r.URL.Path != "/join" {
 		http.Error(w, "POST /join", http.StatusNotFound)
 		return
@@ -179,4 +198,45 @@ func Call(ctx context.Context, b *Bundle) (*Response, error) {
 		return nil, fmt.Errorf("the CA holder's answer is not a join response: %s", data)
 	}
 	return &jr, nil
+}
+
+// RenewNodeCert asks the CA holder at joinURL's host for a fresh node
+// certificate, authenticating with the current one (certFile/keyFile), and
+// returns it (PEM). The key does not change.
+func RenewNodeCert(ctx context.Context, joinURL, caFile, certFile, keyFile string) ([]byte, error) {
+	caPEM, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return nil, fmt.Errorf("%s: no CA certificate", caFile)
+	}
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, err
+	}
+	u, err := url.Parse(joinURL)
+	if err != nil {
+		return nil, err
+	}
+	u.Path = "/renew"
+	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		Proxy:           nil,
+		TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: pool, Certificates: []tls.Certificate{cert}},
+	}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("renewing the node certificate at %s: %w", u.Host, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("renewing the node certificate: the CA holder answered %s: %s", resp.Status, body)
+	}
+	return body, nil
 }
