@@ -1,0 +1,74 @@
+package main
+
+import (
+	"encoding/json"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+type pkg struct {
+	ImportPath string
+	Imports    []string
+	Deps       []string
+}
+
+// list runs go list over the module's packages.
+func list(t *testing.T, args ...string) []pkg {
+	t.Helper()
+	out, err := exec.Command("go", append([]string{"list", "-json"}, args...)...).Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	var pkgs []pkg
+	dec := json.NewDecoder(strings.NewReader(string(out)))
+	for dec.More() {
+		var p pkg
+		if err := dec.Decode(&p); err != nil {
+			t.Fatal(err)
+		}
+		pkgs = append(pkgs, p)
+	}
+	return pkgs
+}
+
+const module = "github.com/pryv/pryv-tls/"
+
+// TestImportGraph keeps the package layout honest (docs/decisions/0010).
+func TestImportGraph(t *testing.T) {
+	leaves := map[string]bool{ // import no internal package
+		"internal/certs": true, "internal/dns": true, "internal/devpki": true,
+		"internal/atrest": true, "internal/rotatehook": true, "internal/cluster": true,
+	}
+	configUsers := map[string]bool{"internal/cli": true, "internal/daemon": true}
+	for _, p := range list(t, "../../internal/...") {
+		name := strings.TrimPrefix(p.ImportPath, module)
+		for _, imp := range p.Imports {
+			if !strings.HasPrefix(imp, module) {
+				continue
+			}
+			dep := strings.TrimPrefix(imp, module)
+			if leaves[name] {
+				t.Errorf("%s is a leaf but imports %s", name, dep)
+			}
+			if dep == "internal/config" && !configUsers[name] {
+				t.Errorf("%s imports internal/config: only cli and daemon read the configuration; take an Options struct", name)
+			}
+			if dep == "internal/acme/acmetest" {
+				t.Errorf("%s (non-test code) imports the test harness acmetest", name)
+			}
+		}
+	}
+}
+
+// TestBinaryDeps: the binary must not pull lego's DNS providers (the module
+// root imports them all; two of their SDKs are refused by the module proxy).
+func TestBinaryDeps(t *testing.T) {
+	for _, p := range list(t, ".") {
+		for _, d := range p.Deps {
+			if strings.HasPrefix(d, "github.com/go-acme/lego/v5/providers/") || d == "github.com/go-acme/lego/v5" {
+				t.Errorf("the binary depends on %s", d)
+			}
+		}
+	}
+}
