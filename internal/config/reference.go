@@ -1,0 +1,296 @@
+package config
+
+import (
+	"fmt"
+	"reflect"
+	"strings"
+)
+
+// The configuration reference, docs/configuration.md, is generated from the
+// Config type (key paths and kinds), the defaults of defaults.go and the
+// descriptions below; TestReferenceIsCurrent fails when the page, the types
+// and this file disagree. To rewrite the page:
+//
+//	go test ./internal/config -run TestReferenceIsCurrent -update
+//
+//go:generate go test -run ^TestReferenceIsCurrent$ -update .
+
+// ReferenceFile is the generated page, relative to the module root.
+const ReferenceFile = "docs/configuration.md"
+
+// keyDoc describes one key of the reference.
+type keyDoc struct {
+	by   string // the feature (issue) that reads the key
+	text string // what it does, in one line
+	// def is the value applyDefaults gives an unset key (a constant of
+	// defaults.go, or false); nil means none. TestReferenceDefaults checks
+	// it against a loaded empty configuration.
+	def any
+	// defNote replaces def where the default is not one value.
+	defNote string
+}
+
+// Features, as named in the "used by" column.
+const (
+	byFront      = "front"
+	byStrategyA  = "Strategy A"
+	byStrategyC  = "Strategy C"
+	byTopology   = "topology"
+	byDNS        = "embedded DNS"
+	byStore      = "certificate store"
+	byAdmin      = "admin API"
+	byPlatformDB = "PlatformDB"
+	byCluster    = "cluster"
+	byMetrics    = "metrics"
+	byCLI        = "CLI"
+)
+
+// recordDocs describes the fields of a RecordSet under prefix, for the zone
+// apex (dns.records.root) or a static entry.
+func recordDocs(prefix string, apex bool) map[string]keyDoc {
+	m := map[string]keyDoc{
+		prefix + ".a":    {by: byDNS, text: "IPv4 addresses."},
+		prefix + ".aaaa": {by: byDNS, text: "IPv6 addresses."},
+		prefix + ".ns":   {by: byDNS, text: "Name servers, as host names (`ns1.example.net.`)."},
+		prefix + ".mx":   {by: byDNS, text: "Mail exchangers as `preference host` (`10 mail.example.com.`)."},
+		prefix + ".txt":  {by: byDNS, text: "TXT strings, one record each (`v=spf1 -all`)."},
+		prefix + ".caa":  {by: byDNS, text: "CAA records as `flags tag value` (`0 issue \"letsencrypt.org\"`)."},
+	}
+	if apex {
+		m[prefix+".ns"] = keyDoc{by: byDNS, text: "Name servers of the zone, as host names; unset, the zone answers `core.{domain}`."}
+		m[prefix+".cname"] = keyDoc{by: byDNS, text: "Not allowed: a CNAME cannot be at the apex; the DNS server refuses to start."}
+		m[prefix+".soa"] = keyDoc{by: byDNS, text: "The SOA as `mname rname serial refresh retry expire minimum`; the serial is replaced by the zone's own, which changes with every rebuild. Unset: `core.{domain} hostmaster.{domain} 1 3600 600 1209600 {defaultTTL}`."}
+	} else {
+		m[prefix+".cname"] = keyDoc{by: byDNS, text: "Alias target (`target.example.net.`); a name with a CNAME holds no other record."}
+		m[prefix+".soa"] = keyDoc{by: byDNS, text: "Accepted and ignored: only the apex has an SOA."}
+	}
+	return m
+}
+
+// keyDocs holds one entry per key path of Config: dotted yaml names, "[]"
+// for the items of a list. TestReferenceIsCurrent fails on a key without
+// an entry and on an entry without a key.
+var keyDocs = func() map[string]keyDoc {
+	m := map[string]keyDoc{
+		"http":              {by: byFront, text: "The front: the public listener, HTTPS (Strategies A and C) or plain HTTP behind a TLS-terminating proxy (Strategy B), that forwards to `upstreams`."},
+		"http.ip":           {by: byFront, def: DefaultHTTPIP, text: "Listen address of the front (IPv4 or IPv6). Also the address of the HTTP-01 listener."},
+		"http.port":         {by: byFront, defNote: fmt.Sprintf("`%d` with TLS, `%d` without", DefaultHTTPSPort, DefaultHTTPPort), text: "Listen port of the front, 1-65535. TLS is on when `http.ssl.certFile` is set or `letsEncrypt.enabled` is true. A port below 1024 needs root or `CAP_NET_BIND_SERVICE`."},
+		"http.ssl":          {by: byStrategyC + ", " + byStrategyA, text: "Certificate files. Strategy C: served, polled every 250 ms and hot-swapped. Strategy A: where the primary hostname's certificate is also written."},
+		"http.ssl.keyFile":  {by: byStrategyC + ", " + byStrategyA, text: "PEM private key of `certFile` (ECDSA or RSA). Set both or neither."},
+		"http.ssl.certFile": {by: byStrategyC + ", " + byStrategyA, text: "PEM certificate chain, leaf first. Symlinks are followed (certbot's `live/`); a replacement that does not check out is refused and the previous certificate keeps serving; `SIGHUP` re-reads at once."},
+		"http.ssl.caFile":   {by: byStrategyC, text: "Extra PEM chain appended after `certFile`'s certificates. Needs `certFile`."},
+
+		"dnsLess":           {by: byTopology, text: "Single-core topology: the platform is one hostname, with no embedded DNS."},
+		"dnsLess.isActive":  {by: byTopology, def: false, text: "The platform is reached at `dnsLess.publicUrl`; its host gets a certificate by HTTP-01. Not together with `dns.active`."},
+		"dnsLess.publicUrl": {by: byTopology, text: "`https://` URL of the platform. Required when `isActive` is true; ignored otherwise."},
+
+		"core":         {by: byTopology + ", " + byDNS + ", " + byCluster, text: "This core. In a cluster each core has its own values (`bootstrap new-core` writes them for a joining core)."},
+		"core.id":      {by: byCluster + ", " + byDNS, text: "One lower-case DNS label. Names this core's PlatformDB member (`single` when unset) and `{id}.{domain}`. Required by `bootstrap init-ca-holder`; never change it once the core is a member."},
+		"core.url":     {by: byTopology, text: "`https://` URL of this core in a multi-core DNS-less deployment; its host gets its own certificate by HTTP-01, unless the `*.{domain}` wildcard already covers it."},
+		"core.ip":      {by: byDNS + ", " + byCluster, text: "This core's public IPv4: answered for `{id}.{domain}` and for the users it hosts; where the other cores reach its PlatformDB, join and DNS ports. Required by `bootstrap init-ca-holder`."},
+		"core.ipv6":    {by: byDNS, text: "This core's IPv6, answered as AAAA next to `core.ip`, and a SAN of its node certificate."},
+		"core.hosting": {by: byDNS, text: "Free-form hosting name, stored in this core's `core-info/` row and listed by `GET /system/admin/cores`."},
+
+		"dns":               {by: byDNS, text: "The embedded authoritative DNS server for `dns.domain` (UDP and TCP)."},
+		"dns.active":        {by: byDNS, def: false, text: "Run the DNS server (and PlatformDB). Needs `dns.domain`; not together with `dnsLess.isActive`."},
+		"dns.domain":        {by: byTopology + ", " + byDNS, text: "The platform domain: users are `{username}.{domain}`. With `letsEncrypt.enabled` the certificate is `*.{domain}` + `{domain}` by DNS-01, which needs `dns.active: true` on the renewer. Case and a trailing dot are ignored."},
+		"dns.ip":            {by: byDNS, def: DefaultDNSIP, text: "IPv4 listen address, UDP and TCP."},
+		"dns.ip6":           {by: byDNS, text: "An IPv6 listen address in addition to `dns.ip`, same port."},
+		"dns.port":          {by: byDNS, def: DefaultDNSPort, text: "Listen port, UDP and TCP; `53` in production (root or `CAP_NET_BIND_SERVICE`). The DNS-01 propagation check queries the other cores on this same port."},
+		"dns.defaultTTL":    {by: byDNS, def: DefaultDNSTTL, text: "TTL of the answers, in seconds, at least 1 (DNS-01 TXT values always have 60)."},
+		"dns.publicIp":      {by: byDNS, defNote: "`core.ip`", text: "IPv4 of `core.{domain}`, the zone's name server: the glue record to give the registrar."},
+		"dns.records":       {by: byDNS, text: "Records of the zone's own names."},
+		"dns.records.root":  {by: byDNS, text: "Records at the apex, `{domain}`."},
+		"dns.staticEntries": {by: byDNS, text: "Fixed names below the domain. A name that is also a runtime `dns-record/` row (`pryv-tls dns-records`) is answered from here, with a warning in the log."},
+
+		"dns.staticEntries[].subdomain": {by: byDNS, text: "The name below `{domain}`: one or more labels (`www`, `_dmarc`, `a.b`). Required; unique."},
+		"dns.staticEntries[].records":   {by: byDNS, text: "Its records."},
+
+		"letsEncrypt":                 {by: byStrategyA, text: "Strategy A: built-in ACME with Let's Encrypt or any RFC 8555 CA. Hostnames come from the topology (`dnsLess.publicUrl`, `core.url`, `dns.domain`); there is no hostnames key."},
+		"letsEncrypt.enabled":         {by: byStrategyA, def: false, text: "Obtain and renew the topology's certificates. Needs `email`, `atRestKey` and a topology; starts PlatformDB and the HTTP-01 listener on every core."},
+		"letsEncrypt.email":           {by: byStrategyA, text: "Contact of the ACME account (the CA's expiry and policy notices). Required when `enabled`."},
+		"letsEncrypt.atRestKey":       {by: byStore + " (" + byStrategyA + ", `certs import`)", text: "Base64 of exactly 32 random bytes (`pryv-tls keygen`) that seals every private key in PlatformDB. The same on every core. Required when `enabled`; set alone, it starts PlatformDB so that `certs import` works. Without it, sealed keys cannot be recovered."},
+		"letsEncrypt.certRenewer":     {by: byStrategyA, def: false, text: "This core orders and renews. Set it on exactly one core; a PlatformDB lock keeps two renewers from ordering at once."},
+		"letsEncrypt.onRotateScript":  {by: byStore, text: "Absolute path of a program run on every core after each certificate rotation from PlatformDB, with `PRYV_CERT_HOSTNAME`, `PRYV_CERT_PATH`, `PRYV_CERT_KEYPATH`. Killed after 30 s; a failure is logged, never retried."},
+		"letsEncrypt.renewBeforeDays": {by: byStrategyA, def: DefaultRenewBeforeDays, text: "1-89. Without ARI, renew at the earlier of this many days before expiry and two thirds into the lifetime; with ARI, the CA's window decides."},
+		"letsEncrypt.staging":         {by: byStrategyA, def: false, text: "Use Let's Encrypt's staging directory (untrusted certificates, higher rate limits). Ignored when `directoryUrl` is set."},
+		"letsEncrypt.directoryUrl":    {by: byStrategyA, defNote: "Let's Encrypt", text: "`https://` ACME directory of another CA; wins over `staging`. Each directory has its own account."},
+		"letsEncrypt.tlsDir":          {by: byStore, def: DefaultTLSDir, text: "Where certificates from PlatformDB are written: `{tlsDir}/{hostname}/fullchain.pem` and `privkey.pem` (0600), `wildcard.{domain}` for `*.{domain}`; each name is a symlink flipped atomically."},
+		"letsEncrypt.directoryCaFile": {by: byStrategyA, text: "PEM roots trusted for the directory's HTTPS in addition to the system's (a private ACME CA)."},
+		"letsEncrypt.http01Port":      {by: byStrategyA, def: DefaultHTTP01Port, text: "Port of the HTTP-01 listener on `http.ip`, on every core: challenges are answered from PlatformDB, every other request gets a 308 to HTTPS. Change it only when port 80 is forwarded to it."},
+		"letsEncrypt.keyType":         {by: byStrategyA, def: DefaultKeyType, text: "Key of ordered certificates: `ec256`, `ec384`, `rsa2048` or `rsa4096`."},
+		"letsEncrypt.profile":         {by: byStrategyA, text: "ACME profile asked for at each order (Let's Encrypt: `classic`, `tlsserver`, `shortlived`); only for CAs that offer profiles."},
+		"letsEncrypt.eab":             {by: byStrategyA, text: "External Account Binding, for CAs that require it. Used once, when the account is registered."},
+		"letsEncrypt.eab.kid":         {by: byStrategyA, text: "Key identifier given by the CA. Set together with `hmacKey`."},
+		"letsEncrypt.eab.hmacKey":     {by: byStrategyA, text: "MAC key given by the CA, base64url, pasted as given."},
+		"letsEncrypt.dns01":           {by: byStrategyA, text: "The DNS-01 challenge of the `*.{domain}` certificate, answered by the cores' embedded DNS servers."},
+
+		"letsEncrypt.dns01.propagationTimeout":   {by: byStrategyA, def: DefaultPropagationTimeout, text: "Longest wait for this core's and every other available core's DNS server to answer the challenge value before the CA is told to validate; the wait ends as soon as all do. v1's `acme.dnsRebootWaitMs`."},
+		"letsEncrypt.dns01.skipPropagationCheck": {by: byStrategyA, def: false, text: "Tell the CA to validate without checking the cores' DNS servers first. v1's `acme.skipDnsChecks`."},
+
+		"auth":                {by: byAdmin, text: "Credentials of the admin API."},
+		"auth.adminAccessKey": {by: byAdmin, text: "Value of the `Authorization` header for `/system/admin/*` on the front, compared in constant time. Unset: those endpoints refuse every request. The control socket needs no key."},
+
+		"upstreams":     {by: byFront, text: "Where the front forwards requests, in plain HTTP."},
+		"upstreams.api": {by: byFront, def: DefaultUpstreamAPI, text: "The core's API: every request not for HFS, WebSocket upgrades included. An `http://` URL naming a host, not the front's own address."},
+		"upstreams.hfs": {by: byFront, def: DefaultUpstreamHFS, text: "The core's HFS: paths matching `^/[^/]+/events/[^/]+/series` or `^/[^/]+/series/batch`. An `http://` URL naming a host."},
+
+		"platformDB":               {by: byPlatformDB, text: "The embedded etcd member that holds certificates, the ACME account, DNS rows and join tokens. It runs when `letsEncrypt.enabled`, `letsEncrypt.atRestKey` or `dns.active` is set."},
+		"platformDB.dataDir":       {by: byPlatformDB, def: DefaultPlatformDBDataDir, text: "The member's data (0700). Its parent also holds `platformdb-tls/`, this core's node certificate."},
+		"platformDB.peerAddress":   {by: byPlatformDB + ", " + byCluster, def: DefaultPeerAddress, text: "`host:port` of the Raft peer listener, mutual TLS only. In a cluster, `core.ip:2380` (written by `bootstrap`)."},
+		"platformDB.clientAddress": {by: byPlatformDB, def: DefaultClientAddress, text: "`host:port` of the client listener, mutual TLS only: this core's own client, and `etcdctl` with the node certificate."},
+
+		"cluster":          {by: byCluster, text: "The cluster CA and the join flow (`pryv-tls bootstrap`)."},
+		"cluster.ca":       {by: byCluster, text: "The cluster CA, which signs the node certificates of PlatformDB's mutual TLS."},
+		"cluster.ca.path":  {by: byCluster, def: DefaultClusterCAPath, text: "Directory of the cluster CA (`ca.pem`, `ca.key` 0600), made by `bootstrap init-ca-holder`. The core whose user can read the key there is the CA holder: it answers joins."},
+		"cluster.joinPort": {by: byCluster, def: DefaultJoinPort, text: "Port on `core.ip` where the CA holder answers joining cores (TLS 1.3, node certificates required)."},
+
+		"metrics":        {by: byMetrics, text: "Prometheus metrics and health endpoints."},
+		"metrics.listen": {by: byMetrics, text: "`host:port` (an empty host: every address) of a plain-HTTP listener serving `/metrics`, `/healthz` and `/readyz`, without authentication: keep it off the internet. Unset: off."},
+
+		"control":        {by: byCLI, text: "The local CLI's channel to the running core."},
+		"control.socket": {by: byCLI, def: DefaultControlSocket, text: "Unix socket (0600, in a 0700 directory, peer uid checked) through which `certs`, `dns-records`, `users` and `bootstrap new-core|list-tokens|revoke-token` reach `serve`: run them as the same user, or root."},
+	}
+	for k, v := range recordDocs("dns.records.root", true) {
+		m[k] = v
+	}
+	for k, v := range recordDocs("dns.staticEntries[].records", false) {
+		m[k] = v
+	}
+	return m
+}()
+
+// ReferenceKey is one key of the configuration reference.
+type ReferenceKey struct {
+	Path        string // dotted yaml names; "[]" stands for every item of a list
+	Kind        string // as written in YAML: string, integer, boolean, duration, ...
+	Default     string // Markdown; "" when none
+	UsedBy      string
+	Description string // "" when reference.go has none (the test fails)
+}
+
+// ReferenceKeys walks Config and returns every key, mappings included, in
+// declaration order.
+func ReferenceKeys() []ReferenceKey {
+	var out []ReferenceKey
+	walkKeys(reflect.TypeFor[Config](), "", &out)
+	return out
+}
+
+func walkKeys(t reflect.Type, prefix string, out *[]ReferenceKey) {
+	for i := range t.NumField() {
+		name, ok := yamlName(t.Field(i))
+		if !ok {
+			continue
+		}
+		path := joinPath(prefix, name)
+		ft := t.Field(i).Type
+		d := keyDocs[path]
+		k := ReferenceKey{Path: path, Kind: yamlKind(ft), UsedBy: d.by, Description: d.text, Default: d.defNote}
+		if d.def != nil {
+			k.Default = "`" + formatDefault(d.def) + "`"
+		}
+		*out = append(*out, k)
+		switch {
+		case ft == durationType || ft == secretType:
+		case ft.Kind() == reflect.Struct:
+			walkKeys(ft, path, out)
+		case ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct:
+			walkKeys(ft.Elem(), path+"[]", out)
+		}
+	}
+}
+
+// yamlKind names a Go type as an operator writes it in YAML.
+func yamlKind(t reflect.Type) string {
+	switch {
+	case t == durationType:
+		return "duration"
+	case t == secretType:
+		return "string, secret"
+	case t.Kind() == reflect.Slice:
+		return "list of " + plural(yamlKind(t.Elem()))
+	case t.Kind() == reflect.Struct:
+		return "mapping"
+	case isInt(t):
+		return "integer"
+	case t.Kind() == reflect.Bool:
+		return "boolean"
+	case t.Kind() == reflect.String:
+		return "string"
+	}
+	return t.String()
+}
+
+func plural(kind string) string { return kind + "s" }
+
+// formatDefault writes a default as an operator would type it ("2m", not
+// "2m0s").
+func formatDefault(v any) string {
+	d, ok := v.(Duration)
+	if !ok {
+		return fmt.Sprint(v)
+	}
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
+
+// Reference renders docs/configuration.md.
+func Reference() string {
+	var b strings.Builder
+	b.WriteString(referenceIntro)
+	keys := ReferenceKeys()
+	for _, k := range keys {
+		if strings.Contains(k.Path, ".") {
+			continue
+		}
+		fmt.Fprintf(&b, "\n## `%s`\n\n%s Used by: %s.\n\n", k.Path, k.Description, k.UsedBy)
+		b.WriteString("| key | type | default | used by | description |\n|---|---|---|---|---|\n")
+		for _, c := range keys {
+			if !strings.HasPrefix(c.Path, k.Path+".") {
+				continue
+			}
+			def := c.Default
+			if def == "" {
+				def = "—"
+			}
+			fmt.Fprintf(&b, "| `%s` | %s | %s | %s | %s |\n", c.Path, c.Kind, def, c.UsedBy, escapeCell(c.Description))
+		}
+	}
+	return b.String()
+}
+
+func escapeCell(s string) string { return strings.ReplaceAll(s, "|", `\|`) }
+
+const referenceIntro = `<!-- Code generated from internal/config (types.go, defaults.go, reference.go). DO NOT EDIT.
+     Regenerate: go test ./internal/config -run TestReferenceIsCurrent -update -->
+
+# Configuration reference
+
+Every key pryv-tls reads. This page is generated from the configuration types, their
+defaults and the descriptions in ` + "`internal/config/reference.go`" + `; a test fails when they
+disagree, so it is current with the code it ships with.
+
+- Files are YAML, with the Pryv.io v2 key names. Every command takes ` + "`--config FILE`" + `,
+  repeatable: a later file overrides an earlier one key by key, a list is replaced whole,
+  and ` + "`null`" + ` (or an empty value) leaves the earlier value in place.
+- Decoding is strict: an unknown key, a duplicate key or a value of the wrong type is an
+  error naming the file, the line and the key's path. All problems are reported at once;
+  ` + "`serve`" + ` exits 2 before it binds anything. ` + "`pryv-tls config check --config ...`" + ` runs
+  the same checks and prints the effective configuration.
+- Key names are case-sensitive (` + "`dnsLess`" + `, not ` + "`dnsless`" + `). ` + "`[]`" + ` in a key stands for every
+  item of a list.
+- Relative paths resolve against the working directory of the process.
+- A ` + "`secret`" + ` is never printed: logs, errors and ` + "`config check`" + ` show ` + "`<redacted>`" + `.
+- "—": no default; unset means empty or off. A duration is written ` + "`90s`" + `, ` + "`2m`" + `, ` + "`1h`" + `.
+- The configuration is read at start-up only; ` + "`SIGHUP`" + ` re-reads certificate files, not
+  this configuration. Restart to apply a change.
+
+Problems reported for each key, and their fixes: [operator guide, troubleshooting](operator-guide/troubleshooting.md).
+`
