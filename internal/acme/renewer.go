@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"slices"
@@ -88,6 +89,11 @@ type Options struct {
 	LockTTL time.Duration
 	Logger  *slog.Logger
 	Now     func() time.Time
+	// OnOrder, if set, is called after every order this renewer ran (not
+	// for a check that found nothing due, nor an order cut short by
+	// shutdown) with its outcome: nil when the certificate was issued and
+	// stored. ErrorKind classifies the error.
+	OnOrder func(err error)
 }
 
 // lockName is the PlatformDB lock every renewer takes before ordering.
@@ -259,7 +265,13 @@ func (r *Renewer) check(ctx context.Context, p Plan, force bool) (*certstore.Rec
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
 		_ = saveState(sctx, r.opts.KV, row, st)
+		if r.opts.OnOrder != nil {
+			r.opts.OnOrder(err)
+		}
 		return nil, errors.New(st.LastError)
+	}
+	if r.opts.OnOrder != nil {
+		r.opts.OnOrder(nil)
 	}
 	st.Failures, st.NextAttempt, st.LastError, st.LastErrorAt = 0, time.Time{}, "", time.Time{}
 	st.LastSuccess = now
@@ -527,6 +539,48 @@ func problem(err error) string {
 		return fmt.Sprintf("%s (%s)", pd.Detail, strings.TrimPrefix(pd.Type, "urn:ietf:params:acme:error:"))
 	}
 	return err.Error()
+}
+
+// problemTypes are the registered ACME error types (RFC 8555 section 6.7,
+// RFC 9773, the profiles draft): ErrorKind names no other, so a metric
+// labelled with it stays bounded whatever a CA sends.
+var problemTypes = []string{"accountDoesNotExist", "alreadyReplaced", "alreadyRevoked", "badCSR",
+	"badNonce", "badPublicKey", "badRevocationReason", "badSignatureAlgorithm", "caa", "compound",
+	"connection", "dns", "externalAccountRequired", "incorrectResponse", "invalidContact",
+	"invalidProfile", "malformed", "orderNotReady", "rateLimited", "rejectedIdentifier",
+	"serverInternal", "tls", "unauthorized", "unsupportedContact", "unsupportedIdentifier",
+	"userActionRequired"}
+
+// ErrorKinds are every value ErrorKind returns.
+func ErrorKinds() []string {
+	return append(slices.Clone(problemTypes), "lockLost", "network", "other")
+}
+
+// ErrorKind classifies an order failure: the ACME problem type the CA
+// answered, without its URN prefix ("rateLimited", "rejectedIdentifier",
+// "connection", ...; a compound problem's first subproblem), "lockLost"
+// when the renewer lock went away mid-order, "network" when the CA could
+// not be reached, else "other".
+func ErrorKind(err error) string {
+	var pd *legoacme.ProblemDetails
+	if errors.As(err, &pd) {
+		t := pd.Type
+		if len(pd.SubProblems) > 0 && strings.HasSuffix(t, ":compound") {
+			t = pd.SubProblems[0].Type
+		}
+		if k, ok := strings.CutPrefix(t, "urn:ietf:params:acme:error:"); ok && slices.Contains(problemTypes, k) {
+			return k
+		}
+		return "other"
+	}
+	var ne net.Error
+	switch {
+	case errors.Is(err, errLockLost):
+		return "lockLost"
+	case errors.As(err, &ne), errors.Is(err, context.DeadlineExceeded):
+		return "network"
+	}
+	return "other"
 }
 
 func retryAfter(err error) time.Duration {

@@ -68,7 +68,10 @@ func TestFirstIssuanceForceRenew(t *testing.T) {
 	p := e.pebble(acmetest.Options{})
 	setup := time.Since(begin)
 	const host = "your-domain.com"
-	r := mustNew(t, e.options(p, "core-a", host, "short120s"))
+	opts := e.options(p, "core-a", host, "short120s")
+	var orders []error
+	opts.OnOrder = func(err error) { orders = append(orders, err) }
+	r := mustNew(t, opts)
 
 	if _, err := r.ForceRenew(ctx, "not-covered.example"); err == nil || !strings.Contains(err.Error(), "not a hostname") {
 		t.Errorf("ForceRenew of a hostname no plan covers: %v", err)
@@ -92,6 +95,9 @@ func TestFirstIssuanceForceRenew(t *testing.T) {
 		t.Errorf("names %v, want [%s]", stored.Names, host)
 	}
 	checkFreshState(t, e.state(host), stored, start, time.Now())
+	if len(orders) != 1 || orders[0] != nil {
+		t.Errorf("OnOrder saw %v, want one success", orders)
+	}
 	if got := e.keysUnder(http01Prefix); len(got) != 0 {
 		t.Errorf("HTTP-01 tokens left in PlatformDB after the order: %v", got)
 	}
@@ -367,9 +373,19 @@ func TestBackoffAfterRejection(t *testing.T) {
 	kv := &countingKV{KV: e.db}
 	opts := e.runOptions(p, "core-a", host, "default")
 	opts.KV = kv
+	kinds := make(chan string, 4)
+	opts.OnOrder = func(err error) { kinds <- ErrorKind(err) }
 	r := mustNew(t, opts)
 	stop := runRenewer(t, r)
 	waitFor(t, 30*time.Second, "the first failure in the state row", func() bool { return e.state(host).Failures > 0 })
+	select {
+	case k := <-kinds:
+		if k != "rejectedIdentifier" {
+			t.Errorf("OnOrder: ErrorKind %q, want rejectedIdentifier", k)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("OnOrder not called for the failed order")
+	}
 	st := e.state(host)
 	callsAtFailure := len(e.calls.all())
 	readsAtFailure := kv.readsOf(row)

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"slices"
 	"strings"
@@ -56,8 +57,11 @@ type API struct {
 	Members func(ctx context.Context) (map[string]bool, error)
 	// Cluster, if set, serves /cluster/ on the control socket (join tokens).
 	Cluster http.Handler
-	Logger  *slog.Logger
-	Now     func() time.Time
+	// Self, if set, describes this core for GET /status (from state the
+	// daemon keeps, not the store).
+	Self   func(ctx context.Context) Self
+	Logger *slog.Logger
+	Now    func() time.Time
 }
 
 // CertInfo is one certificate as the admin API shows it. Times are RFC 3339
@@ -142,6 +146,7 @@ func (a *API) Local() http.Handler {
 	mux.HandleFunc("GET /certs/{hostname}/export", a.exportCert)
 	mux.HandleFunc("DELETE /certs/{hostname}", a.deleteCert)
 	mux.HandleFunc("POST /certs/force-renew", a.forceRenew)
+	mux.HandleFunc("GET /status", a.status)
 	a.dnsRoutes(mux, "")
 	if a.Cluster != nil {
 		mux.Handle("/cluster/", a.Cluster)
@@ -150,21 +155,30 @@ func (a *API) Local() http.Handler {
 }
 
 func (a *API) listCerts(w http.ResponseWriter, r *http.Request) {
-	recs, bad, err := a.Certs.List(r.Context())
+	list, err := a.certInfos(r.Context())
 	if err != nil {
 		a.storeError(w, "listing certificates", err)
 		return
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Certs []CertInfo `json:"certs"`
+	}{list})
+}
+
+// certInfos is every stored certificate with its renewal state.
+func (a *API) certInfos(ctx context.Context) ([]CertInfo, error) {
+	recs, bad, err := a.Certs.List(ctx)
+	if err != nil {
+		return nil, err
 	}
 	for _, e := range bad {
 		a.log().Warn("skipping an unreadable certificate record", "error", e.Error())
 	}
 	now := a.now()
-	out := struct {
-		Certs []CertInfo `json:"certs"`
-	}{Certs: make([]CertInfo, 0, len(recs))}
+	out := make([]CertInfo, 0, len(recs))
 	var states map[string]RenewalState
 	if a.Renewals != nil {
-		if states, err = a.Renewals(r.Context()); err != nil {
+		if states, err = a.Renewals(ctx); err != nil {
 			a.log().Warn("reading renewal state", "error", err.Error())
 		}
 	}
@@ -178,17 +192,18 @@ func (a *API) listCerts(w http.ResponseWriter, r *http.Request) {
 				ci.LastError, ci.LastErrorAt = st.LastError, &st.LastErrorAt
 			}
 		}
-		out.Certs = append(out.Certs, ci)
+		out = append(out, ci)
 	}
 	// A certificate not issued yet still has renewal state worth showing
 	// (the first order failing, say).
-	for host, st := range states {
+	for _, host := range slices.Sorted(maps.Keys(states)) {
+		st := states[host]
 		if st.LastError == "" || slices.ContainsFunc(recs, func(r *certstore.Record) bool { return r.Hostname == host }) {
 			continue
 		}
-		out.Certs = append(out.Certs, CertInfo{Hostname: host, LastError: st.LastError, LastErrorAt: &st.LastErrorAt})
+		out = append(out, CertInfo{Hostname: host, LastError: st.LastError, LastErrorAt: &st.LastErrorAt})
 	}
-	writeJSON(w, http.StatusOK, out)
+	return out, nil
 }
 
 // forceRenew orders a certificate now: POST with an optional body

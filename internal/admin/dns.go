@@ -249,15 +249,29 @@ func (a *API) listCores(w http.ResponseWriter, r *http.Request) {
 	if a.noDNS(w) {
 		return
 	}
-	cores, err := a.DNS.Cores(r.Context())
+	out, _, err := a.coreStatuses(r.Context())
 	if err != nil {
-		a.storeError(w, "listing cores", err)
+		a.storeError(w, err.what, err.err)
 		return
 	}
-	users, err := a.DNS.Users(r.Context())
+	writeJSON(w, http.StatusOK, map[string]any{"cores": out})
+}
+
+type whatError struct {
+	what string
+	err  error
+}
+
+// coreStatuses is every core-info row with its user count and PlatformDB
+// member health (health is nil when it could not be read).
+func (a *API) coreStatuses(ctx context.Context) ([]CoreStatus, map[string]bool, *whatError) {
+	cores, err := a.DNS.Cores(ctx)
 	if err != nil {
-		a.storeError(w, "listing users", err)
-		return
+		return nil, nil, &whatError{"listing cores", err}
+	}
+	users, err := a.DNS.Users(ctx)
+	if err != nil {
+		return nil, nil, &whatError{"listing users", err}
 	}
 	count := map[string]int{}
 	for _, u := range users {
@@ -265,7 +279,7 @@ func (a *API) listCores(w http.ResponseWriter, r *http.Request) {
 	}
 	var health map[string]bool
 	if a.Members != nil {
-		health, _ = a.Members(r.Context())
+		health, _ = a.Members(ctx)
 	}
 	out := make([]CoreStatus, 0, len(cores))
 	for _, c := range cores {
@@ -275,7 +289,7 @@ func (a *API) listCores(w http.ResponseWriter, r *http.Request) {
 		}
 		out = append(out, cs)
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"cores": out})
+	return out, health, nil
 }
 
 func (a *API) rowError(w http.ResponseWriter, err error) {

@@ -5,7 +5,9 @@ package certs
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -76,21 +78,38 @@ func certNames(c *tls.Certificate) []string {
 // wildcard one label up, then the fallback. It does not allocate when name is
 // already lower case (what every mainstream client sends).
 func (s *Set) Lookup(name string) *tls.Certificate {
+	c, _ := s.lookup(name)
+	return c
+}
+
+// Kinds of match a lookup makes, counted by Store.GetCertificate.
+const (
+	matchExact = iota
+	matchWildcard
+	matchDefault
+	matchNone
+	numMatches
+)
+
+func (s *Set) lookup(name string) (*tls.Certificate, int) {
 	if name != "" {
 		name = strings.ToLower(name)
 		if name[len(name)-1] == '.' {
 			name = name[:len(name)-1]
 		}
 		if c, ok := s.exact[name]; ok {
-			return c
+			return c, matchExact
 		}
 		if i := strings.IndexByte(name, '.'); i > 0 {
 			if c, ok := s.wildcard[name[i+1:]]; ok {
-				return c
+				return c, matchWildcard
 			}
 		}
 	}
-	return s.fallback
+	if s.fallback == nil {
+		return nil, matchNone
+	}
+	return s.fallback, matchDefault
 }
 
 // Len is the number of distinct certificates in the set.
@@ -120,6 +139,7 @@ type Store struct {
 	sources     [numSources][]*tls.Certificate
 	defaultName string
 	cur         atomic.Pointer[Set]
+	lookups     [numMatches]atomic.Uint64 // GetCertificate calls by kind of match
 }
 
 // NewStore returns an empty store: handshakes fail until a source puts a certificate.
@@ -180,10 +200,78 @@ func (s *Store) HasReal() bool {
 	return false
 }
 
-// GetCertificate is the tls.Config hook: no lock, no I/O, no allocation.
+// GetCertificate is the tls.Config hook: no lock, no I/O, no allocation;
+// one atomic add counts the lookup.
 func (s *Store) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
-	if c := s.cur.Load().Lookup(hello.ServerName); c != nil {
+	c, kind := s.cur.Load().lookup(hello.ServerName)
+	s.lookups[kind].Add(1)
+	if c != nil {
 		return c, nil
 	}
 	return nil, errNoCertificate
+}
+
+// Lookups counts GetCertificate calls (one per handshake that is not a
+// resumption) by what matched the client's server name.
+type Lookups struct {
+	Exact    uint64 // a certificate names it
+	Wildcard uint64 // a wildcard one label up covers it
+	Default  uint64 // nothing matched (or no SNI): the default certificate
+	None     uint64 // no certificate at all: the handshake failed
+}
+
+// Lookups returns the counters since NewStore.
+func (s *Store) Lookups() Lookups {
+	return Lookups{
+		Exact:    s.lookups[matchExact].Load(),
+		Wildcard: s.lookups[matchWildcard].Load(),
+		Default:  s.lookups[matchDefault].Load(),
+		None:     s.lookups[matchNone].Load(),
+	}
+}
+
+// String names a source for logs and metrics.
+func (src Source) String() string {
+	switch src {
+	case SourceFiles:
+		return "files"
+	case SourceStore:
+		return "platformdb"
+	case SourcePlaceholder:
+		return "placeholder"
+	}
+	return "unknown"
+}
+
+// Served is one name the current set answers and the certificate it gets.
+type Served struct {
+	Name   string // lower case; "*.example.com" for a wildcard
+	Source Source
+	Leaf   *x509.Certificate
+}
+
+// Served lists every name the current set answers with the certificate
+// served for it (sorted by name). It is for monitoring, not the handshake
+// path: it takes the writers' mutex and allocates.
+func (s *Store) Served() []Served {
+	s.mu.Lock()
+	src := make(map[*tls.Certificate]Source)
+	for i, list := range s.sources {
+		for _, c := range list {
+			if _, dup := src[c]; !dup {
+				src[c] = Source(i)
+			}
+		}
+	}
+	set := s.cur.Load() // under mu: the set these sources built
+	s.mu.Unlock()
+	out := make([]Served, 0, len(set.exact)+len(set.wildcard))
+	for name, c := range set.exact {
+		out = append(out, Served{Name: name, Source: src[c], Leaf: c.Leaf})
+	}
+	for name, c := range set.wildcard {
+		out = append(out, Served{Name: "*." + name, Source: src[c], Leaf: c.Leaf})
+	}
+	slices.SortFunc(out, func(a, b Served) int { return strings.Compare(a.Name, b.Name) })
+	return out
 }

@@ -306,3 +306,53 @@ func TestGetCertificateDoesNotAllocate(t *testing.T) {
 		})
 	}
 }
+
+// GetCertificate counts each lookup by kind of match, for the metrics.
+func TestStoreCountsLookups(t *testing.T) {
+	ca := newCA(t, "lookups CA")
+	s := NewStore()
+	hello := func(sni string) *tls.ClientHelloInfo { return &tls.ClientHelloInfo{ServerName: sni} }
+	if _, err := s.GetCertificate(hello("pryv.example.com")); err == nil {
+		t.Fatal("an empty store served a certificate")
+	}
+	s.Replace(SourceFiles, mustPair(t, ca, "pryv.example.com", "*.pryv.example.com"))
+	for _, sni := range []string{"pryv.example.com", "PRYV.example.com.", "alice.pryv.example.com", "other.test", ""} {
+		if _, err := s.GetCertificate(hello(sni)); err != nil {
+			t.Fatalf("%q: %v", sni, err)
+		}
+	}
+	want := Lookups{Exact: 2, Wildcard: 1, Default: 2, None: 1}
+	if got := s.Lookups(); got != want {
+		t.Fatalf("Lookups() = %+v, want %+v", got, want)
+	}
+}
+
+// Served names the certificate actually served for each name, and its source.
+func TestStoreServed(t *testing.T) {
+	ca := newCA(t, "served CA")
+	now := time.Now()
+	s := NewStore()
+	ph, err := Placeholder([]string{"pryv.example.com"}, time.Hour, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Replace(SourcePlaceholder, ph)
+	got := s.Served()
+	if len(got) != 1 || got[0].Name != "pryv.example.com" || got[0].Source != SourcePlaceholder || got[0].Source.String() != "placeholder" {
+		t.Fatalf("placeholder only: %+v", got)
+	}
+	older := pairAt(t, ca, now.Add(-48*time.Hour), "pryv.example.com", "*.pryv.example.com")
+	newer := pairAt(t, ca, now.Add(-time.Hour), "pryv.example.com")
+	s.Replace(SourceFiles, older)
+	s.Replace(SourceStore, newer)
+	got = s.Served()
+	if len(got) != 2 {
+		t.Fatalf("want 2 names (placeholder dropped), got %+v", got)
+	}
+	if got[0].Name != "*.pryv.example.com" || got[0].Source != SourceFiles || got[0].Leaf != older.Leaf {
+		t.Errorf("wildcard: %+v", got[0])
+	}
+	if got[1].Name != "pryv.example.com" || got[1].Source != SourceStore || got[1].Leaf != newer.Leaf {
+		t.Errorf("exact name should be the newer store certificate: %+v", got[1])
+	}
+}

@@ -35,6 +35,11 @@ type Materialiser struct {
 	Serve func([]*tls.Certificate)
 	// OnRotate is called after a hostname's files changed on disk.
 	OnRotate func(hostname, certPath, keyPath string)
+	// OnServed, if set, is called when a record that changed while watching
+	// is being served, with the time since the writer stored it (by the
+	// writer's clock; never negative). Records found by a listing (start,
+	// re-list) are not timed: they may have been stored long ago.
+	OnServed func(hostname string, sinceStored time.Duration)
 	Logger   *slog.Logger
 
 	served map[string]served // by hostname; only Run's goroutine touches it
@@ -123,7 +128,7 @@ func (m *Materialiser) sync(ctx context.Context) (int64, error) {
 	seen := make(map[string]bool, len(entries))
 	for _, e := range entries {
 		seen[strings.TrimPrefix(e.Key, Prefix)] = true
-		m.apply(e)
+		m.apply(e, false)
 	}
 	for host := range m.served {
 		if !seen[host] {
@@ -141,7 +146,7 @@ func (m *Materialiser) watch(ctx context.Context, from int64) {
 	for ev := range m.Catalog.KV.Watch(wctx, Prefix, from) {
 		switch ev.Type {
 		case platformdb.EventPut:
-			m.apply(ev.Entry)
+			m.apply(ev.Entry, true)
 		case platformdb.EventDelete:
 			host := strings.TrimPrefix(ev.Entry.Key, Prefix)
 			if _, ok := m.served[host]; ok {
@@ -154,8 +159,9 @@ func (m *Materialiser) watch(ctx context.Context, from int64) {
 	}
 }
 
-// apply serves and materialises one record if its content changed.
-func (m *Materialiser) apply(e platformdb.Entry) {
+// apply serves and materialises one record if its content changed; live
+// is set for a change seen by the watch.
+func (m *Materialiser) apply(e platformdb.Entry, live bool) {
 	r, err := Unmarshal(e.Key, e.Value)
 	if err != nil {
 		m.log().Error("certificate record refused", "row", e.Key, "error", err.Error())
@@ -174,6 +180,9 @@ func (m *Materialiser) apply(e platformdb.Entry) {
 	// readers and the next start, and need not delay the handshake.
 	m.served[r.Hostname] = served{hash: pairHash([]byte(r.Chain), keyPEM), cert: c}
 	m.publish()
+	if live && m.OnServed != nil && !r.StoredAt.IsZero() {
+		m.OnServed(r.Hostname, max(time.Since(r.StoredAt), 0))
+	}
 	certPath, keyPath, err := m.write(r.Hostname, []byte(r.Chain), keyPEM)
 	if err != nil {
 		m.log().Error("writing certificate files; the certificate is served from memory",

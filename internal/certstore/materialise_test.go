@@ -451,3 +451,46 @@ func TestMaterialiserPrunes(t *testing.T) {
 	}
 	checkFile(t, filepath.Join(tlsDir, "wildcard.mc.example.com", "fullchain.pem"), last, 0o644)
 }
+
+// TestMaterialiserOnServed: a record changed while watching is timed from
+// its storing to its serving; what the start-up listing finds is not.
+func TestMaterialiserOnServed(t *testing.T) {
+	db := openDB(t)
+	ctx := testCtx(t)
+	ca := newCA(t)
+	cat := &Catalog{KV: db, Keys: testKeys(t, 1)}
+	old := issueFor(t, ca, "old.example.com")
+	if _, err := cat.Store(ctx, "", SourceImport, old.FullChain, old.KeyPEM); err != nil {
+		t.Fatal(err)
+	}
+	type timing struct {
+		host string
+		d    time.Duration
+	}
+	timings := make(chan timing, 4)
+	rec := &recorder{}
+	m := rec.materialiser(cat, t.TempDir(), nil)
+	m.OnServed = func(host string, d time.Duration) { timings <- timing{host, d} }
+	run(t, m)
+	waitFor(t, "the listed record to be served", func() bool { return rec.servedSerial("old.example.com") == serialOf(old) })
+
+	fresh := issueFor(t, ca, "new.example.com")
+	stored := time.Now()
+	if _, err := cat.Store(ctx, "", SourceACME, fresh.FullChain, fresh.KeyPEM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-timings:
+		if got.host != "new.example.com" || got.d < 0 || got.d > time.Since(stored)+time.Second {
+			t.Fatalf("OnServed(%q, %v), want new.example.com within %v", got.host, got.d, time.Since(stored))
+		}
+		t.Logf("stored -> served: %v", got.d)
+	case <-time.After(waitTimeout):
+		t.Fatal("OnServed not called for a record put while watching")
+	}
+	select {
+	case got := <-timings:
+		t.Fatalf("unexpected OnServed(%q, %v): the listed record is not timed", got.host, got.d)
+	default:
+	}
+}

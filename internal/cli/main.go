@@ -24,6 +24,8 @@ const usage = `pryv-tls: public TLS for a Pryv.io core
 Usage:
   pryv-tls serve --config FILE [--config FILE ...]   run the core's HTTPS front
   pryv-tls config check --config FILE [...]         validate and print the effective configuration
+  pryv-tls status --config FILE [...] [--json] [--no-color]
+                                                    is everything fine? (exit 1 when something needs attention)
   pryv-tls certs list|import|export|delete --config FILE ...
                                                     manage the certificates stored in PlatformDB
   pryv-tls dns-records list|load|delete|export --config FILE ...
@@ -57,6 +59,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 			return exitUsage
 		}
 		return configCheck(rest[1:], stdout, stderr)
+	case "status":
+		return statusCmd(rest, stdout, stderr)
 	case "certs":
 		return certsCmd(rest, stdout, stderr)
 	case "dns-records":

@@ -22,6 +22,7 @@ import (
 	"github.com/pryv/pryv-tls/internal/certstore"
 	"github.com/pryv/pryv-tls/internal/config"
 	"github.com/pryv/pryv-tls/internal/dnsdata"
+	"github.com/pryv/pryv-tls/internal/metrics"
 	"github.com/pryv/pryv-tls/internal/platformdb"
 )
 
@@ -41,7 +42,7 @@ func DirectoryURL(le config.LetsEncrypt) string {
 
 // startACME runs the HTTP-01 port on every core of a Strategy A deployment
 // and, on the certRenewer core, the renewer.
-func startACME(cfg *config.Config, db *platformdb.Etcd, keys *atrest.Keyring, catalog *certstore.Catalog, api *admin.API, dns01 *dnsdata.DNS01, bg *tasks, log *slog.Logger) error {
+func startACME(cfg *config.Config, db *platformdb.Etcd, keys *atrest.Keyring, catalog *certstore.Catalog, api *admin.API, dns01 *dnsdata.DNS01, m *metrics.Metrics, bg *tasks, log *slog.Logger) error {
 	le := cfg.LetsEncrypt
 	addr := net.JoinHostPort(cfg.HTTP.IP, strconv.Itoa(le.HTTP01Port))
 	ln, err := net.Listen("tcp", addr)
@@ -104,6 +105,13 @@ func startACME(cfg *config.Config, db *platformdb.Etcd, keys *atrest.Keyring, ca
 		Keys:         keys,
 		Certs:        catalog,
 		Logger:       log.With("component", "acme"),
+		OnOrder: func(err error) {
+			kind := ""
+			if err != nil {
+				kind = acme.ErrorKind(err)
+			}
+			m.ObserveOrder(kind)
+		},
 	}
 	if dns01 != nil { // a nil *DNS01 in the interface would not read as "none"
 		opts.DNS01 = dns01

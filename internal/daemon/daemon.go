@@ -19,6 +19,7 @@ import (
 	"github.com/pryv/pryv-tls/internal/certs"
 	"github.com/pryv/pryv-tls/internal/config"
 	"github.com/pryv/pryv-tls/internal/front"
+	"github.com/pryv/pryv-tls/internal/health"
 )
 
 // Options are the process-level knobs of serve that are not configuration.
@@ -74,13 +75,26 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	fopts := front.Options{Addr: cfg.ListenAddr(), API: api, HFS: hfs, Logger: log, Local: map[string]http.Handler{}}
 	store := certs.NewStore()
 	store.SetDefaultName(cfg.PrimaryHostname())
+	ob := newObservability(cfg, store, log)
+	fopts.Local[health.FrontLive] = health.Live()
+	fopts.Local[health.FrontReady] = health.Ready(ob.checks)
+	if ob.metrics != nil {
+		fopts.Observe = ob.metrics.ObserveProxy
+	}
 	if cfg.TLSEnabled() {
 		fopts.GetCertificate = store.GetCertificate
+		if ob.metrics != nil {
+			fopts.OnHandshake = ob.metrics.ObserveHandshake
+		}
 		startFiles(cfg, store, opts, bg, log)
+	}
+	if err := ob.listen(bg); err != nil {
+		return err
 	}
 
 	if cfg.PlatformDBEnabled() {
-		p, err := startPlatform(ctx, cfg, store, opts.Join, bg, log)
+		bg.Go(ob.keepHealth)
+		p, err := startPlatform(ctx, cfg, store, opts.Join, ob, bg, log)
 		if err != nil {
 			return err
 		}
@@ -119,6 +133,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	if drain <= 0 {
 		drain = 20 * time.Second
 	}
+	ob.draining.Store(true) // readyz answers 503 from now on
 	log.Info("shutting down: draining in-flight requests", "timeout", drain.String())
 	sctx, cancelDrain := context.WithTimeout(context.Background(), drain)
 	defer cancelDrain()

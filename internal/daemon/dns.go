@@ -50,6 +50,8 @@ func (p *platform) startDNSServer() error {
 		<-ctx.Done()
 		_ = p.dns.Shutdown(context.Background())
 	})
+	p.ob.dns.Store(p.dns)
+	p.ob.metrics.WatchDNS(p.dns)
 	udp, _ := p.dns.Addrs()
 	p.log.Info("DNS server up", "domain", d.Domain, "addrs", fmt.Sprint(udp))
 	return nil

@@ -46,6 +46,7 @@ type platform struct {
 	mat   *certstore.Materialiser
 	dns   *dns.Server
 	watch *dnsdata.Watcher
+	ob    *observability
 
 	db     atomic.Pointer[platformdb.Etcd]
 	public atomic.Pointer[http.Handler] // admin API on the front, once wired
@@ -77,8 +78,8 @@ func (p *platform) Public() http.Handler {
 // startPlatform serves the last materialised certificates and the static DNS
 // zone at once, then opens PlatformDB (joining the cluster first when join is
 // set) and wires the rest when it answers.
-func startPlatform(ctx context.Context, cfg *config.Config, store *certs.Store, pending *Join, bg *tasks, log *slog.Logger) (*platform, error) {
-	p := &platform{cfg: cfg, log: log, bg: bg}
+func startPlatform(ctx context.Context, cfg *config.Config, store *certs.Store, pending *Join, ob *observability, bg *tasks, log *slog.Logger) (*platform, error) {
+	p := &platform{cfg: cfg, log: log, bg: bg, ob: ob}
 	if cfg.LetsEncrypt.AtRestKey != "" {
 		raw, err := cfg.LetsEncrypt.AtRestKeyBytes()
 		if err == nil {
@@ -97,8 +98,14 @@ func startPlatform(ctx context.Context, cfg *config.Config, store *certs.Store, 
 			Logger:  log,
 			Serve:   func(list []*tls.Certificate) { store.Replace(certs.SourceStore, list...) },
 			OnRotate: func(host, certPath, keyPath string) {
-				bg.Go(func(ctx context.Context) { hook.Run(ctx, host, certPath, keyPath) })
+				bg.Go(func(ctx context.Context) {
+					res := hook.Run(ctx, host, certPath, keyPath)
+					if hook.Script != "" {
+						ob.metrics.ObserveRotateScript(res.Err != nil, res.TimedOut)
+					}
+				})
 			},
+			OnServed: func(_ string, d time.Duration) { ob.metrics.ObserveRotation(d) },
 		}
 		// The http.ssl files are outputs only under Strategy A; under
 		// Strategy C they belong to whoever manages them (certbot's symlinks).
@@ -140,6 +147,8 @@ func startPlatform(ctx context.Context, cfg *config.Config, store *certs.Store, 
 		db, err := platformdb.Open(openCtx, opts)
 		if err == nil {
 			p.db.Store(db)
+			ob.db.Store(db)
+			ob.refreshHealth(openCtx, 0) // readiness need not wait for the next tick
 			if opts.ClusterState == "existing" {
 				// A learner serves no request: wait for the promotion.
 				err = db.WaitVoter(openCtx)
@@ -197,7 +206,7 @@ func (p *platform) wire(ctx context.Context, db *platformdb.Etcd) error {
 		}
 	}
 	if cfg.LetsEncrypt.Enabled && p.keys != nil {
-		if err := startACME(cfg, db, p.keys, api.Certs.(*certstore.Catalog), api, dns01, bg, log); err != nil {
+		if err := startACME(cfg, db, p.keys, api.Certs.(*certstore.Catalog), api, dns01, p.ob.metrics, bg, log); err != nil {
 			return err
 		}
 	}
@@ -206,6 +215,7 @@ func (p *platform) wire(ctx context.Context, db *platformdb.Etcd) error {
 	}
 	bg.Go(p.renewNodeCert)
 	api.Cluster = &clusterAPI{cfg: cfg, db: db}
+	api.Self = p.ob.self
 	ln, err := admin.ListenSocket(cfg.Control.Socket)
 	if err != nil {
 		return err
@@ -254,6 +264,7 @@ func (p *platform) startJoinListener(db *platformdb.Etcd) error {
 			p.log.Error("join listener stopped", "error", err.Error())
 		}
 	})
+	p.ob.caHolder.Store(true)
 	p.log.Info("CA holder: answering joining cores", "addr", addr)
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -88,6 +89,14 @@ func (s *Server) Swap(z *Zone) { s.zone.Store(z) }
 
 // Zone returns the zone being served, or nil.
 func (s *Server) Zone() *Zone { return s.zone.Load() }
+
+// Serving reports whether the server listens (and is not shut down) and has
+// a zone to answer from.
+func (s *Server) Serving() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return !s.closed && len(s.servers) > 0 && s.zone.Load() != nil
+}
 
 // ListenAndServe binds UDP and TCP on every address ("0.0.0.0:53",
 // "[::]:53", "127.0.0.1:0") and serves them in goroutines. It returns once
@@ -286,11 +295,70 @@ type Stats struct {
 	Panics      uint64
 	// Rcodes counts responses by RCODE (extended ones included: BADVERS is 16).
 	NoError, FormErr, ServFail, NXDomain, NotImp, Refused, BadVers uint64
+	// ByType counts responses by query type (the index in QTypes) and RCODE
+	// (0..16, see RcodeName).
+	ByType [len(QTypes)][NumRcodes]uint64
+}
+
+// QTypes are the query types Stats.ByType counts by name; every other type
+// (and a message without a question) is counted as the last, "other".
+var QTypes = [...]string{"A", "AAAA", "CNAME", "MX", "NS", "SOA", "TXT", "CAA", "SRV", "PTR", "DS", "DNSKEY", "HTTPS", "ANY", "other"}
+
+// NumRcodes bounds the RCODEs counted (extended ones included: BADVERS is 16).
+const NumRcodes = 17
+
+// RcodeName is an RCODE's mnemonic ("NOERROR", "NXDOMAIN", ...).
+func RcodeName(rcode int) string {
+	if rcode == dns.RcodeBadVers { // 16 is also TSIG's BADSIG; here it is only ever EDNS
+		return "BADVERS"
+	}
+	if s, ok := dns.RcodeToString[rcode]; ok {
+		return s
+	}
+	return "RCODE" + strconv.Itoa(rcode)
+}
+
+func qtypeIndex(m *dns.Msg) int {
+	if len(m.Question) == 0 {
+		return len(QTypes) - 1
+	}
+	switch m.Question[0].Qtype {
+	case dns.TypeA:
+		return 0
+	case dns.TypeAAAA:
+		return 1
+	case dns.TypeCNAME:
+		return 2
+	case dns.TypeMX:
+		return 3
+	case dns.TypeNS:
+		return 4
+	case dns.TypeSOA:
+		return 5
+	case dns.TypeTXT:
+		return 6
+	case dns.TypeCAA:
+		return 7
+	case dns.TypeSRV:
+		return 8
+	case dns.TypePTR:
+		return 9
+	case dns.TypeDS:
+		return 10
+	case dns.TypeDNSKEY:
+		return 11
+	case dns.TypeHTTPS:
+		return 12
+	case dns.TypeANY:
+		return 13
+	}
+	return len(QTypes) - 1
 }
 
 type counters struct {
 	queries, dropped, malformed, truncated, writeErrors, panics atomic.Uint64
-	rcode                                                       [17]atomic.Uint64
+	rcode                                                       [NumRcodes]atomic.Uint64
+	byType                                                      [len(QTypes)][NumRcodes]atomic.Uint64
 }
 
 func (c *counters) count(m *dns.Msg) {
@@ -299,13 +367,21 @@ func (c *counters) count(m *dns.Msg) {
 	}
 	if m.Rcode >= 0 && m.Rcode < len(c.rcode) {
 		c.rcode[m.Rcode].Add(1)
+		c.byType[qtypeIndex(m)][m.Rcode].Add(1)
 	}
 }
 
 // Stats returns a snapshot of the counters.
 func (s *Server) Stats() Stats {
 	c := &s.stats
+	var byType [len(QTypes)][NumRcodes]uint64
+	for i := range c.byType {
+		for rc := range c.byType[i] {
+			byType[i][rc] = c.byType[i][rc].Load()
+		}
+	}
 	return Stats{
+		ByType:      byType,
 		Queries:     c.queries.Load(),
 		Dropped:     c.dropped.Load(),
 		Malformed:   c.malformed.Load(),

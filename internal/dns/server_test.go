@@ -411,3 +411,62 @@ func TestServeDNSRecovers(t *testing.T) {
 		t.Fatalf("stats: %+v", s.Stats())
 	}
 }
+
+// Stats counts responses by query type (a bounded set) and RCODE, and
+// Serving follows the server's life.
+func TestServerStatsByTypeAndServing(t *testing.T) {
+	s := NewServer(ServerOptions{})
+	if s.Serving() {
+		t.Fatal("Serving before ListenAndServe")
+	}
+	s.Swap(testZone(t))
+	if err := s.ListenAndServe("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	if !s.Serving() {
+		t.Fatal("not Serving after ListenAndServe")
+	}
+	udp, tcp := serverAddr(t, s)
+	exchange(t, "udp", udp, query("alice.mc.example.com.", dns.TypeA))
+	exchange(t, "tcp", tcp, query("alice.mc.example.com.", dns.TypeA))
+	exchange(t, "udp", udp, query("nobody.mc.example.com.", dns.TypeAAAA))
+	exchange(t, "udp", udp, query("alice.mc.example.com.", dns.TypeNAPTR))
+	exchange(t, "udp", udp, query("example.org.", dns.TypeTXT))
+
+	idx := func(name string) int {
+		for i, q := range QTypes {
+			if q == name {
+				return i
+			}
+		}
+		t.Fatalf("no qtype %s", name)
+		return -1
+	}
+	st := s.Stats()
+	for _, c := range []struct {
+		qtype string
+		rcode int
+		want  uint64
+	}{
+		{"A", dns.RcodeSuccess, 2},
+		{"AAAA", dns.RcodeNameError, 1},
+		{"other", dns.RcodeSuccess, 1},
+		{"TXT", dns.RcodeRefused, 1},
+	} {
+		if got := st.ByType[idx(c.qtype)][c.rcode]; got != c.want {
+			t.Errorf("ByType[%s][%s] = %d, want %d", c.qtype, RcodeName(c.rcode), got, c.want)
+		}
+	}
+	if RcodeName(dns.RcodeNameError) != "NXDOMAIN" || RcodeName(dns.RcodeBadVers) != "BADVERS" {
+		t.Errorf("RcodeName: %s %s", RcodeName(dns.RcodeNameError), RcodeName(dns.RcodeBadVers))
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if s.Serving() {
+		t.Fatal("Serving after Shutdown")
+	}
+}

@@ -3,7 +3,9 @@ package front
 import (
 	"io"
 	"net/http"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // BenchmarkProxyKeepAlive measures HTTPS requests through the front to a
@@ -23,37 +25,56 @@ func BenchmarkProxyKeepAlive(b *testing.B) {
 		{"h2/api", true, "/alice/events"},
 		{"h2/hfs", true, "/alice/events/e1/series"},
 	} {
-		b.Run(bc.name, func(b *testing.B) {
-			tf := startFront(b, frontSetup{API: upstream.URL, HFS: upstream.URL, GetCertificate: getPKI(b).store.GetCertificate})
-			c := httpsClient(b, tf.addr, bc.h2, nil)
-			url := "https://" + testHost + bc.path
-			get := func() error {
-				resp, err := c.Get(url)
-				if err != nil {
+		// "+observe" runs with Options.Observe set, as the daemon does when
+		// metrics are on: it must not add allocations per request.
+		for _, observe := range []bool{false, true} {
+			name := bc.name
+			setup := frontSetup{API: upstream.URL, HFS: upstream.URL, GetCertificate: getPKI(b).store.GetCertificate}
+			if observe {
+				name += "+observe"
+				var counts [2][6]atomic.Uint64
+				var nanos atomic.Int64
+				setup.Observe = func(upstream string, status int, d time.Duration) {
+					u := 0
+					if upstream == "hfs" {
+						u = 1
+					}
+					counts[u][min(status/100, 5)].Add(1)
+					nanos.Add(int64(d))
+				}
+			}
+			b.Run(name, func(b *testing.B) {
+				tf := startFront(b, setup)
+				c := httpsClient(b, tf.addr, bc.h2, nil)
+				url := "https://" + testHost + bc.path
+				get := func() error {
+					resp, err := c.Get(url)
+					if err != nil {
+						return err
+					}
+					_, err = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if err == nil && resp.StatusCode != http.StatusOK {
+						b.Errorf("status %d", resp.StatusCode)
+					}
 					return err
 				}
-				_, err = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if err == nil && resp.StatusCode != http.StatusOK {
-					b.Errorf("status %d", resp.StatusCode)
+				if err := get(); err != nil { // warm up: handshake and upstream pool
+					b.Fatal(err)
 				}
-				return err
-			}
-			if err := get(); err != nil { // warm up: handshake and upstream pool
-				b.Fatal(err)
-			}
-			b.ReportAllocs()
-			b.ResetTimer()
-			b.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
-					if err := get(); err != nil {
-						b.Error(err)
-						return
+				b.ReportAllocs()
+				b.ResetTimer()
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						if err := get(); err != nil {
+							b.Error(err)
+							return
+						}
 					}
-				}
+				})
+				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "req/s")
 			})
-			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "req/s")
-		})
+		}
 	}
 }
 

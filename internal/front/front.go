@@ -26,6 +26,16 @@ type Options struct {
 	// them (the admin API); a key ending in "/" covers the paths under it.
 	// Every other path goes upstream.
 	Local map[string]http.Handler
+	// Observe, if set, is called once per proxied request (not for Local
+	// paths), on the request's goroutine when the response is done: the
+	// upstream ("api" or "hfs"), the status sent (101 for a WebSocket
+	// upgrade, 499 when the client went away before any answer) and the
+	// time from the request to the end of the response. It must be cheap
+	// and must not block. Nil: nothing is measured, nothing is wrapped.
+	Observe func(upstream string, status int, d time.Duration)
+	// OnHandshake, if set, is called on the server side of each TLS
+	// handshake (full or resumed) once the keys are agreed.
+	OnHandshake func(version uint16, resumed bool)
 }
 
 // Front owns the listener and the HTTP server.
@@ -65,7 +75,9 @@ func New(opts Options) (*Front, error) {
 		log = slog.Default()
 	}
 	f := &Front{opts: opts, log: log}
-	var h http.Handler = newProxy(opts.API, opts.HFS, opts.GetCertificate == nil, log)
+	px := newProxy(opts.API, opts.HFS, opts.GetCertificate == nil, log)
+	px.observe = opts.Observe
+	var h http.Handler = px
 	if len(opts.Local) > 0 {
 		lr := &localRoutes{routes: map[string]http.Handler{}, next: h}
 		for p, lh := range opts.Local {
@@ -87,6 +99,12 @@ func New(opts Options) (*Front, error) {
 	}
 	if opts.GetCertificate != nil {
 		f.srv.TLSConfig = TLSConfig(opts.GetCertificate)
+		if hook := opts.OnHandshake; hook != nil {
+			f.srv.TLSConfig.VerifyConnection = func(cs tls.ConnectionState) error {
+				hook(cs.Version, cs.DidResume)
+				return nil
+			}
+		}
 	}
 	return f, nil
 }

@@ -109,6 +109,10 @@ type frontSetup struct {
 	GetCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error)
 	// Wrap, if set, wraps the front's handler before Serve starts.
 	Wrap func(http.Handler) http.Handler
+	// Observe, OnHandshake and Local are passed to Options as they are.
+	Observe     func(upstream string, status int, d time.Duration)
+	OnHandshake func(version uint16, resumed bool)
+	Local       map[string]http.Handler
 }
 
 // testFront is a running front on 127.0.0.1:0.
@@ -138,6 +142,9 @@ func startFront(tb testing.TB, s frontSetup) *testFront {
 		API:            mustURL(tb, s.API),
 		HFS:            mustURL(tb, s.HFS),
 		Logger:         slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Observe:        s.Observe,
+		OnHandshake:    s.OnHandshake,
+		Local:          s.Local,
 	})
 	if err != nil {
 		tb.Fatalf("New: %v", err)

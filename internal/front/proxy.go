@@ -1,6 +1,7 @@
 package front
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,6 +11,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -18,6 +20,7 @@ import (
 // path is a prefix test and a pointer pick.
 type proxy struct {
 	api, hfs *httputil.ReverseProxy
+	observe  func(upstream string, status int, d time.Duration) // Options.Observe
 }
 
 // trustForwarded is set when a TLS-terminating proxy stands in front
@@ -76,11 +79,65 @@ func reverseProxy(name string, target *url.URL, tr http.RoundTripper, trustForwa
 }
 
 func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	rp, name := p.api, "api"
 	if isHFS(r.URL.Path) {
-		p.hfs.ServeHTTP(w, r)
+		rp, name = p.hfs, "hfs"
+	}
+	if p.observe == nil {
+		rp.ServeHTTP(w, r)
 		return
 	}
-	p.api.ServeHTTP(w, r)
+	// The status is caught by a pooled wrapper, so observing allocates
+	// nothing per request.
+	sw := statusWriters.Get().(*statusWriter)
+	sw.ResponseWriter, sw.status = w, 0
+	start := time.Now()
+	rp.ServeHTTP(sw, r)
+	d := time.Since(start)
+	status := sw.status
+	sw.ResponseWriter = nil
+	statusWriters.Put(sw)
+	if status == 0 {
+		status = statusClientClosed
+	}
+	p.observe(name, status, d)
+}
+
+// statusClientClosed is nginx's 499: the client went away before an answer.
+const statusClientClosed = 499
+
+var statusWriters = sync.Pool{New: func() any { return new(statusWriter) }}
+
+// statusWriter remembers the final status of a response. Flush, deadlines
+// and the like reach the real writer through Unwrap (ReverseProxy uses an
+// http.ResponseController); Hijack is its own so that an upgrade counts as 101.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 && (code >= 200 || code == http.StatusSwitchingProtocols) {
+		w.status = code // 1xx informational responses are not the final status
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (w *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err == nil && w.status == 0 {
+		w.status = http.StatusSwitchingProtocols
+	}
+	return c, brw, err
 }
 
 // isHFS reports whether path matches one of the reference's HFS routes,

@@ -149,6 +149,10 @@ func (s *Etcd) WaitVoter(ctx context.Context) error {
 // ID is this member's id.
 func (s *Etcd) ID() uint64 { return uint64(s.srv.Server.MemberID()) }
 
+// IsLeader reports whether this member is the raft leader, as it last knew
+// (no request: for monitoring).
+func (s *Etcd) IsLeader() bool { return s.srv.Server.Leader() == s.srv.Server.MemberID() }
+
 func initialCluster(ms []Member, newID uint64, newName string) string {
 	var parts []string
 	for _, m := range ms {

@@ -619,3 +619,12 @@ func TestZapBridge(t *testing.T) {
 		t.Fatalf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
+
+// A one-member cluster's member leads it.
+func TestIsLeaderSingleMember(t *testing.T) {
+	t.Parallel()
+	e := openEtcd(t, "")
+	if !e.IsLeader() {
+		t.Fatal("the only member is not the leader")
+	}
+}

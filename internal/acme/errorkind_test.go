@@ -1,0 +1,46 @@
+package acme
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"testing"
+
+	legoacme "github.com/go-acme/lego/v5/acme"
+)
+
+func TestErrorKind(t *testing.T) {
+	pd := func(typ string, sub ...string) error {
+		p := &legoacme.ProblemDetails{Type: typ, Detail: "x"}
+		for _, s := range sub {
+			p.SubProblems = append(p.SubProblems, legoacme.SubProblem{Type: s})
+		}
+		return p
+	}
+	for _, c := range []struct {
+		err  error
+		want string
+	}{
+		{&legoacme.RateLimitedError{ProblemDetails: pd(legoacme.RateLimitedErrorType).(*legoacme.ProblemDetails)}, "rateLimited"},
+		{fmt.Errorf("obtain: %w", errors.Join(pd(legoacme.RejectedIdentifierErrorType))), "rejectedIdentifier"},
+		{pd(legoacme.ConnectionErrorType), "connection"},
+		{pd(legoacme.CompoundErrorType, legoacme.CaaErrorType, legoacme.DNSErrorType), "caa"},
+		{pd(legoacme.CompoundErrorType), "compound"},
+		{pd("urn:ietf:params:acme:error:somethingNew"), "other"},
+		{pd("about:blank"), "other"},
+		{fmt.Errorf("ACME directory x: %w", &net.OpError{Op: "dial", Err: errors.New("refused")}), "network"},
+		{fmt.Errorf("x: %w", context.DeadlineExceeded), "network"},
+		{errLockLost, "lockLost"},
+		{errors.New("storing the new certificate: boom"), "other"},
+	} {
+		got := ErrorKind(c.err)
+		if got != c.want {
+			t.Errorf("ErrorKind(%v) = %q, want %q", c.err, got, c.want)
+		}
+		if !slices.Contains(ErrorKinds(), got) {
+			t.Errorf("ErrorKind returned %q, not in ErrorKinds()", got)
+		}
+	}
+}

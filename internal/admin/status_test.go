@@ -1,0 +1,132 @@
+package admin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pryv/pryv-tls/internal/certstore"
+	"github.com/pryv/pryv-tls/internal/devpki"
+	"github.com/pryv/pryv-tls/internal/dnsdata"
+)
+
+// fakeRows answers the cores and users endpoints from memory.
+type fakeRows struct {
+	DNSRows // the other methods are not called
+	cores   []dnsdata.CoreInfo
+	users   [][2]string
+}
+
+func (f *fakeRows) Cores(context.Context) ([]dnsdata.CoreInfo, error) { return f.cores, nil }
+func (f *fakeRows) Users(context.Context) ([][2]string, error)        { return f.users, nil }
+
+func getStatus(t *testing.T, a *API) Status {
+	t.Helper()
+	code, body := do(t, a.Local(), http.MethodGet, "/status", nil, nil)
+	if code != http.StatusOK {
+		t.Fatalf("GET /status: %d %s", code, body)
+	}
+	var st Status
+	if err := json.Unmarshal(body, &st); err != nil {
+		t.Fatalf("%s: %v", body, err)
+	}
+	return st
+}
+
+func TestStatus(t *testing.T) {
+	cat, _ := newCatalog(t)
+	ctx := testCtx(t)
+	ca := newCA(t)
+	now := time.Now().UTC().Truncate(time.Second)
+	good := issue(t, ca, devpki.Leaf{Names: []string{"good.example.com"}, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(80 * 24 * time.Hour)})
+	if _, err := cat.Store(ctx, "", certstore.SourceACME, good.FullChain, good.KeyPEM); err != nil {
+		t.Fatal(err)
+	}
+	next := now.Add(50 * 24 * time.Hour)
+	renewals := map[string]RenewalState{"good.example.com": {NextRenewal: next}}
+	rows := &fakeRows{
+		cores: []dnsdata.CoreInfo{{ID: "core1", URL: "https://core1.mc.example.com", Available: true}, {ID: "core2", Available: true}},
+		users: [][2]string{{"alice", "core1"}, {"bob", "core1"}, {"carol", "core2"}},
+	}
+	members := map[string]bool{"core1": true, "core2": true, "core3": true}
+	self := Self{ID: "core1", Renewer: true, CAHolder: true, PlatformDB: MemberState{Up: true, Leader: true}, TLS: true}
+	a := &API{Certs: cat, DNS: rows, Logger: quietLogger(), Now: func() time.Time { return now },
+		Renewals: func(context.Context) (map[string]RenewalState, error) { return renewals, nil },
+		Members:  func(context.Context) (map[string]bool, error) { return members, nil },
+		Self:     func(context.Context) Self { return self }}
+
+	t.Run("healthy", func(t *testing.T) {
+		st := getStatus(t, a)
+		if len(st.Problems) != 0 {
+			t.Fatalf("problems: %q", st.Problems)
+		}
+		if st.Core.ID != "core1" || !st.Core.Renewer || !st.Core.CAHolder || !st.Core.PlatformDB.Up || !st.Core.PlatformDB.Leader {
+			t.Errorf("core: %+v", st.Core)
+		}
+		var ids []string
+		for _, c := range st.Cores {
+			ids = append(ids, c.ID)
+			if !c.Member || !c.Healthy {
+				t.Errorf("core %+v", c)
+			}
+		}
+		// core3 is a member without a core-info row: listed all the same.
+		if !slices.Equal(ids, []string{"core1", "core2", "core3"}) || st.Cores[0].UserCount != 2 {
+			t.Errorf("cores: %+v", st.Cores)
+		}
+		if len(st.Certs) != 1 || st.Certs[0].DaysUntilExpiry != 80 {
+			t.Errorf("certs: %+v", st.Certs)
+		}
+		if st.NextRenewal == nil || st.NextRenewal.Hostname != "good.example.com" || !st.NextRenewal.At.Equal(next) || st.LastError != nil {
+			t.Errorf("nextRenewal %+v lastError %+v", st.NextRenewal, st.LastError)
+		}
+	})
+
+	t.Run("needs attention", func(t *testing.T) {
+		soon := issue(t, ca, devpki.Leaf{Names: []string{"soon.example.com"}, NotBefore: now.Add(-80 * 24 * time.Hour), NotAfter: now.Add(3*24*time.Hour + time.Hour)})
+		if _, err := cat.Store(ctx, "", certstore.SourceImport, soon.FullChain, soon.KeyPEM); err != nil {
+			t.Fatal(err)
+		}
+		failedAt := now.Add(-time.Hour)
+		renewals["failing.example.com"] = RenewalState{LastError: "Error creating new order :: too many certificates (rateLimited)", LastErrorAt: failedAt}
+		members["core2"] = false
+		self.Placeholder = false
+		self.DNS.Active = true // and not serving
+		defer func() {
+			delete(renewals, "failing.example.com")
+			members["core2"] = true
+			self.DNS.Active = false
+		}()
+		st := getStatus(t, a)
+		all := strings.Join(st.Problems, "\n")
+		for _, want := range []string{"soon.example.com expires in 3 day(s)", "renewal of failing.example.com failed at " + failedAt.Format(time.RFC3339),
+			"rateLimited", "core core2 is down", "DNS server is not serving"} {
+			if !strings.Contains(all, want) {
+				t.Errorf("problems lack %q:\n%s", want, all)
+			}
+		}
+		if len(st.Problems) != 4 {
+			t.Errorf("%d problems, want 4:\n%s", len(st.Problems), all)
+		}
+		if st.LastError == nil || st.LastError.Hostname != "failing.example.com" || !st.LastError.At.Equal(failedAt) {
+			t.Errorf("lastError %+v", st.LastError)
+		}
+	})
+
+	t.Run("store down", func(t *testing.T) {
+		down := &API{Certs: fakeCerts{err: errors.New("no quorum")}, Logger: quietLogger(),
+			Self: func(context.Context) Self { return Self{ID: "core1", TLS: true, Placeholder: true} }}
+		st := getStatus(t, down)
+		all := strings.Join(st.Problems, "\n")
+		for _, want := range []string{"PlatformDB", "placeholder", "listing certificates: no quorum"} {
+			if !strings.Contains(all, want) {
+				t.Errorf("problems lack %q:\n%s", want, all)
+			}
+		}
+	})
+}

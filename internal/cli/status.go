@@ -1,0 +1,234 @@
+package cli
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"golang.org/x/term"
+
+	"github.com/pryv/pryv-tls/internal/admin"
+)
+
+const statusUsage = `usage: pryv-tls status --config FILE [--config FILE ...] [--json] [--no-color]
+
+Is everything fine? This core and its role, every core of the cluster, every
+certificate with its days left, the next renewal and the last error, through
+the running core's control socket.
+
+Exit status: 0 all fine; 1 something needs attention (a certificate within
+7 days of expiry, a failed renewal, a core down, ...) or the core cannot be
+reached; 2 bad usage.
+`
+
+// Days-left thresholds of the colours (red below the first, yellow below
+// the second). Red is also where status starts to exit 1.
+const (
+	redDays    = admin.ExpiryWarningDays
+	yellowDays = 21
+)
+
+// ANSI colours, all of one length so that tabwriter aligns coloured and
+// plain rows alike (the code opens the row's first cell).
+const (
+	ansiRed    = "\x1b[31m"
+	ansiYellow = "\x1b[33m"
+	ansiGreen  = "\x1b[32m"
+	ansiPlain  = "\x1b[39m"
+	ansiReset  = "\x1b[0m"
+)
+
+func statusCmd(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	var files stringList
+	fs.Var(&files, "config", "configuration `FILE` (as given to serve); repeat it")
+	asJSON := fs.Bool("json", false, "print the status as JSON")
+	noColor := fs.Bool("no-color", false, "never colour the output (it is coloured only on a terminal anyway)")
+	fs.Usage = func() { fmt.Fprint(stderr, statusUsage) }
+	if code, ok := parseFlags(fs, args, stderr); !ok {
+		return code
+	}
+	cfg, code := loadConfig(files, stderr)
+	if cfg == nil {
+		return code
+	}
+	c := &controlClient{cfg: cfg, http: admin.SocketClient(cfg.Control.Socket)}
+	var st admin.Status
+	if err := c.do("GET", "/status", nil, &st); err != nil {
+		fmt.Fprintf(stderr, "pryv-tls status: %v\n", err)
+		return exitFailed
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(st); err != nil {
+			fmt.Fprintf(stderr, "pryv-tls status: %v\n", err)
+			return exitFailed
+		}
+	} else {
+		color := !*noColor && os.Getenv("NO_COLOR") == "" && isTerminal(stdout)
+		printStatus(stdout, st, color)
+	}
+	if len(st.Problems) > 0 {
+		return exitFailed
+	}
+	return exitOK
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+func printStatus(w io.Writer, st admin.Status, color bool) {
+	paint := func(code, s string) string {
+		if !color {
+			return s
+		}
+		return code + s + ansiReset
+	}
+	row := func(tw io.Writer, code string, cells ...string) {
+		if color {
+			fmt.Fprintf(tw, "%s%s\t%s\n", code, cells[0], strings.Join(cells[1:], "\t")+ansiReset)
+			return
+		}
+		fmt.Fprintln(tw, strings.Join(cells, "\t"))
+	}
+
+	self := st.Core
+	role := []string{"not the renewer", "not the CA holder"}
+	if self.Renewer {
+		role[0] = "renewer"
+	}
+	if self.CAHolder {
+		role[1] = "CA holder"
+	}
+	db := paint(ansiRed, "PlatformDB DOWN")
+	if self.PlatformDB.Up {
+		db = "PlatformDB up"
+		if self.PlatformDB.Leader {
+			db += " (leader)"
+		}
+	}
+	line := fmt.Sprintf("This core: %s (%s); %s", self.ID, strings.Join(role, ", "), db)
+	if self.DNS.Active {
+		if self.DNS.Serving {
+			line += "; DNS serving"
+		} else {
+			line += "; " + paint(ansiRed, "DNS NOT SERVING")
+		}
+	}
+	if self.TLS && self.Placeholder {
+		line += "; " + paint(ansiRed, "serving the PLACEHOLDER certificate")
+	}
+	fmt.Fprintln(w, line)
+	fmt.Fprintf(w, "As of %s\n", st.Time.UTC().Format("2006-01-02 15:04:05 UTC"))
+
+	fmt.Fprintln(w, "\nCores")
+	if len(st.Cores) == 0 {
+		fmt.Fprintln(w, "  none listed")
+	} else {
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		row(tw, ansiPlain, "  ID", "HEALTH", "USERS", "URL")
+		for _, c := range st.Cores {
+			health, code := "healthy", ansiPlain
+			switch {
+			case c.Member && !c.Healthy:
+				health, code = "DOWN", ansiRed
+			case !c.Member && !c.Available:
+				health, code = "not joined yet", ansiYellow
+			case !c.Member:
+				health = "not a PlatformDB member"
+			}
+			url := c.URL
+			if url == "" {
+				url = "-"
+			}
+			row(tw, code, "  "+c.ID, health, fmt.Sprint(c.UserCount), url)
+		}
+		_ = tw.Flush()
+	}
+
+	fmt.Fprintln(w, "\nCertificates")
+	if len(st.Certs) == 0 {
+		fmt.Fprintln(w, "  none")
+	} else {
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		row(tw, ansiPlain, "  HOSTNAME", "DAYS LEFT", "EXPIRES", "SOURCE", "NEXT RENEWAL", "LAST ERROR")
+		for _, c := range st.Certs {
+			days, expires, code := "-", "-", ansiRed // not issued yet
+			if !c.ExpiresAt.IsZero() {
+				days, expires = fmt.Sprint(c.DaysUntilExpiry), c.ExpiresAt.UTC().Format(time.DateOnly)
+				switch {
+				case c.DaysUntilExpiry < redDays:
+					code = ansiRed
+				case c.DaysUntilExpiry < yellowDays:
+					code = ansiYellow
+				default:
+					code = ansiGreen
+				}
+			}
+			next, lastErr, source := "-", "-", c.Source
+			if c.NextRenewal != nil {
+				next = c.NextRenewal.UTC().Format("2006-01-02 15:04")
+			}
+			if c.LastError != "" {
+				lastErr = "failed"
+				if c.LastErrorAt != nil {
+					lastErr += " " + c.LastErrorAt.UTC().Format("2006-01-02 15:04")
+				}
+				code = ansiRed
+			}
+			if source == "" {
+				source = "-"
+			}
+			row(tw, code, "  "+c.Hostname, days, expires, source, next, lastErr)
+		}
+		_ = tw.Flush()
+	}
+
+	fmt.Fprintln(w)
+	if n := st.NextRenewal; n != nil {
+		fmt.Fprintf(w, "Next renewal: %s at %s (%s)\n", n.Hostname, n.At.UTC().Format("2006-01-02 15:04 UTC"), relative(n.At, st.Time))
+	} else {
+		fmt.Fprintln(w, "Next renewal: none planned on this cluster (no ACME certificate)")
+	}
+	if e := st.LastError; e != nil {
+		fmt.Fprintf(w, "Last error:   %s at %s (%s): %s\n", e.Hostname, e.At.UTC().Format("2006-01-02 15:04 UTC"), relative(e.At, st.Time), paint(ansiRed, e.Error))
+	} else {
+		fmt.Fprintln(w, "Last error:   none")
+	}
+
+	fmt.Fprintln(w)
+	if len(st.Problems) == 0 {
+		fmt.Fprintln(w, paint(ansiGreen, "All fine."))
+		return
+	}
+	fmt.Fprintln(w, paint(ansiRed, fmt.Sprintf("Needs attention (%d):", len(st.Problems))))
+	for _, p := range st.Problems {
+		fmt.Fprintf(w, "  - %s\n", p)
+	}
+}
+
+// relative says how far t is from now, in the largest whole unit.
+func relative(t, now time.Time) string {
+	d := t.Sub(now)
+	suffix := "from now"
+	if d < 0 {
+		d, suffix = -d, "ago"
+	}
+	switch {
+	case d >= 48*time.Hour:
+		return fmt.Sprintf("%d days %s", int(d.Hours()/24), suffix)
+	case d >= 2*time.Hour:
+		return fmt.Sprintf("%d hours %s", int(d.Hours()), suffix)
+	case d >= 2*time.Minute:
+		return fmt.Sprintf("%d minutes %s", int(d.Minutes()), suffix)
+	}
+	return fmt.Sprintf("%d seconds %s", int(d.Seconds()), suffix)
+}
