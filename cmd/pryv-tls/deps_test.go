@@ -58,6 +58,11 @@ func TestImportGraph(t *testing.T) {
 				t.Errorf("%s (non-test code) imports the test harness acmetest", name)
 			}
 		}
+		for _, imp := range p.Imports {
+			if strings.HasPrefix(imp, "github.com/prometheus/") && name != "internal/metrics" && name != "internal/daemon" {
+				t.Errorf("%s imports %s: only internal/metrics (and the daemon wiring it) know Prometheus; expose counters or hooks", name, imp)
+			}
+		}
 	}
 }
 

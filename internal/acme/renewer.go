@@ -275,6 +275,7 @@ func (r *Renewer) check(ctx context.Context, p Plan, force bool) (*certstore.Rec
 	}
 	st.Failures, st.NextAttempt, st.LastError, st.LastErrorAt = 0, time.Time{}, "", time.Time{}
 	st.LastSuccess = now
+	st.Directory = r.opts.DirectoryURL
 	st.ARIStart, st.ARIEnd, st.ARISerial, st.ARICheckAfter = time.Time{}, time.Time{}, "", time.Time{}
 	st.NextRenewal = scheduledRenewal(rec.IssuedAt, rec.ExpiresAt, r.opts.RenewBefore)
 	r.log.Info("certificate issued", "hostname", row, "serial", rec.Serial, "notAfter", rec.ExpiresAt,
@@ -331,6 +332,10 @@ func (r *Renewer) due(ctx context.Context, p Plan, cur *certstore.Record, st *St
 			strings.Join(p.Hostnames, ", "), strings.Join(cur.Names, ", "))
 	case !now.Before(cur.ExpiresAt):
 		return true, "expired"
+	case cur.Source == certstore.SourceACME && st.Directory != "" && st.Directory != r.opts.DirectoryURL:
+		// Staging -> production (or another CA): the certificate in
+		// service is not from the CA now configured.
+		return true, fmt.Sprintf("the ACME directory changed from %s to %s", st.Directory, r.opts.DirectoryURL)
 	}
 	next := scheduledRenewal(cur.IssuedAt, cur.ExpiresAt, r.opts.RenewBefore)
 	reason := "the schedule (last third of the lifetime or renewBeforeDays)"

@@ -1012,3 +1012,33 @@ func TestLoadStates(t *testing.T) {
 		t.Errorf("zero times are written: %s", e.Value)
 	}
 }
+
+// TestDirectoryChangeRenews: switching directories (staging -> production)
+// replaces the certificate from the old CA at the next check, with a new
+// account on the new directory.
+func TestDirectoryChangeRenews(t *testing.T) {
+	ctx := testCtx(t)
+	e := newEnv(t)
+	staging := e.pebble(acmetest.Options{})
+	const host = "your-domain.com"
+	if _, err := mustNew(t, e.options(staging, "core-a", host, "default")).ForceRenew(ctx, ""); err != nil {
+		t.Fatal(err)
+	}
+	before := e.record(host)
+	production := e.pebble(acmetest.Options{})
+	r := mustNew(t, e.options(production, "core-a", host, "default"))
+	if _, err := r.check(ctx, r.opts.Plans[0], false); err != nil {
+		t.Fatal(err)
+	}
+	after := e.record(host)
+	if after.Serial == before.Serial {
+		t.Fatal("the certificate from the old directory was kept after the directory changed")
+	}
+	verifyRecord(t, e.keys, after, host, production.IssuerRoots(t))
+	if rows := e.keysUnder(accountPrefix); len(rows) != 2 {
+		t.Errorf("account rows %v, want one per directory", rows)
+	}
+	if st := e.state(host); st.Directory != production.DirectoryURL {
+		t.Errorf("state directory %q, want %q", st.Directory, production.DirectoryURL)
+	}
+}

@@ -25,6 +25,7 @@ type State struct {
 	LastError   string    `json:"lastError,omitempty"`
 	LastErrorAt time.Time `json:"lastErrorAt,omitzero"`
 	LastSuccess time.Time `json:"lastSuccess,omitzero"`
+	Directory   string    `json:"directory,omitempty"` // the ACME directory the current certificate came from
 	// ARI: the CA's window for the current certificate, and when to ask again.
 	ARIStart      time.Time `json:"ariStart,omitzero"`
 	ARIEnd        time.Time `json:"ariEnd,omitzero"`

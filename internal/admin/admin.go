@@ -155,6 +155,9 @@ func (a *API) Local() http.Handler {
 }
 
 func (a *API) listCerts(w http.ResponseWriter, r *http.Request) {
+	if a.noCerts(w) {
+		return
+	}
 	list, err := a.certInfos(r.Context())
 	if err != nil {
 		a.storeError(w, "listing certificates", err)
@@ -250,6 +253,9 @@ type ImportRequest struct {
 }
 
 func (a *API) importCert(w http.ResponseWriter, r *http.Request) {
+	if a.noCerts(w) {
+		return
+	}
 	var req ImportRequest
 	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
 		writeError(w, http.StatusBadRequest, "invalid-request-structure", "body must be JSON {hostname, chain, key}")
@@ -281,6 +287,9 @@ type ExportResponse struct {
 }
 
 func (a *API) exportCert(w http.ResponseWriter, r *http.Request) {
+	if a.noCerts(w) {
+		return
+	}
 	host := r.PathValue("hostname")
 	chain, key, err := a.Certs.Export(r.Context(), host)
 	if err != nil {
@@ -291,6 +300,9 @@ func (a *API) exportCert(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) deleteCert(w http.ResponseWriter, r *http.Request) {
+	if a.noCerts(w) {
+		return
+	}
 	host := r.PathValue("hostname")
 	if err := a.Certs.Delete(r.Context(), host); err != nil {
 		a.recordError(w, err)
@@ -298,6 +310,17 @@ func (a *API) deleteCert(w http.ResponseWriter, r *http.Request) {
 	}
 	a.log().Info("certificate deleted", "hostname", host)
 	writeJSON(w, http.StatusOK, map[string]string{"deleted": strings.ToLower(host)})
+}
+
+// noCerts answers for a core that keeps no certificates in PlatformDB (it
+// runs the store for DNS only, without an atRestKey to seal keys with).
+func (a *API) noCerts(w http.ResponseWriter) bool {
+	if a.Certs == nil {
+		writeError(w, http.StatusNotFound, "unknown-resource",
+			"this core keeps no certificates in PlatformDB: set letsEncrypt.atRestKey (pryv-tls keygen), the same on every core")
+		return true
+	}
+	return false
 }
 
 func (a *API) recordError(w http.ResponseWriter, err error) {

@@ -47,6 +47,16 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		return code
 	}
 	if pending != nil {
+		switch member, same := daemon.JoinedBefore(cfg, pending.Bundle); {
+		case member && !same:
+			fmt.Fprintf(stderr, "serve --bootstrap: this core already has a PlatformDB of its own in %s; a core joins a cluster with an empty one: move that directory aside (the cluster's data replaces it) and run the join again\n", cfg.PlatformDB.DataDir)
+			return exitUsage
+		case member:
+			fmt.Fprintln(stderr, "serve --bootstrap: this core is already a member of this cluster; starting without joining again")
+			pending = nil
+		}
+	}
+	if pending != nil {
 		if err := daemon.InstallBundle(cfg, pending.Bundle); err != nil {
 			fmt.Fprintln(stderr, "serve --bootstrap:", err)
 			return exitFailed

@@ -32,6 +32,17 @@ func (j *Join) Do(ctx context.Context) (*join.Response, error) {
 // renewal of its node certificate.
 const JoinURLName = "join-url"
 
+// JoinedBefore tells, for a core given a bundle, whether it already runs a
+// PlatformDB member: of this cluster (a join re-run: nothing to do), or of
+// its own (it must not be merged: the operator moves it aside first).
+func JoinedBefore(cfg *config.Config, b *join.Bundle) (member, sameCluster bool) {
+	if !hasMember(cfg.PlatformDB.DataDir) {
+		return false, false
+	}
+	ca, err := os.ReadFile(filepath.Join(nodeTLSDir(cfg), MemberCAName))
+	return true, err == nil && string(ca) == b.CACert
+}
+
 // InstallBundle writes a bundle's cluster CA and node certificate where
 // nodeTLS looks for them (the key 0600), replacing any earlier ones.
 func InstallBundle(cfg *config.Config, b *join.Bundle) error {

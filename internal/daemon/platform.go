@@ -269,33 +269,15 @@ func (p *platform) startJoinListener(db *platformdb.Etcd) error {
 	return nil
 }
 
-// renewNodeCert keeps a joined core's node certificate current: twice a day
-// it checks the expiry and, inside cluster.RenewBefore, asks the CA holder
-// for a new certificate for the same key, authenticating with the old one.
-// (The CA holder renews its own at start-up, from the CA it holds.)
+// renewNodeCert keeps this core's node certificate current, at start and
+// twice a day: a joined core asks the CA holder for a new certificate for
+// the same key inside cluster.RenewBefore, authenticating with the current
+// one; the CA holder, or a core on its own CA, re-issues its own from the CA
+// it holds. etcd reloads the pair at the next handshake.
 func (p *platform) renewNodeCert(ctx context.Context) {
-	dir := nodeTLSDir(p.cfg)
-	joinURL, err := os.ReadFile(filepath.Join(dir, JoinURLName))
-	if err != nil {
-		return // not a joined core
-	}
-	certFile, keyFile := filepath.Join(dir, cluster.NodeCertName), filepath.Join(dir, cluster.NodeKeyName)
 	for {
-		if c, err := tls.LoadX509KeyPair(certFile, keyFile); err == nil && c.Leaf != nil &&
-			time.Until(c.Leaf.NotAfter) < cluster.RenewBefore {
-			pem, err := join.RenewNodeCert(ctx, strings.TrimSpace(string(joinURL)), filepath.Join(dir, MemberCAName), certFile, keyFile)
-			if err == nil {
-				keyPEM, _ := os.ReadFile(keyFile)
-				if _, err = tls.X509KeyPair(pem, keyPEM); err == nil {
-					err = writeAtomic(certFile, pem, 0o644)
-				}
-			}
-			if err != nil {
-				p.log.Error("renewing this core's node certificate; the current one keeps working until it expires",
-					"notAfter", c.Leaf.NotAfter, "error", err.Error())
-			} else {
-				p.log.Info("node certificate renewed by the CA holder")
-			}
+		if err := p.renewNodeCertOnce(ctx); err != nil {
+			p.log.Error("renewing this core's node certificate; the current one keeps working until it expires", "error", err.Error())
 		}
 		select {
 		case <-ctx.Done():
@@ -303,6 +285,38 @@ func (p *platform) renewNodeCert(ctx context.Context) {
 		case <-time.After(12 * time.Hour):
 		}
 	}
+}
+
+func (p *platform) renewNodeCertOnce(ctx context.Context) error {
+	dir := nodeTLSDir(p.cfg)
+	joinURL, err := os.ReadFile(filepath.Join(dir, JoinURLName))
+	if err != nil {
+		_, err := nodeTLS(p.cfg) // EnsureNodeCert: re-issues when near expiry
+		return err
+	}
+	certFile, keyFile := filepath.Join(dir, cluster.NodeCertName), filepath.Join(dir, cluster.NodeKeyName)
+	c, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return err
+	}
+	if time.Until(c.Leaf.NotAfter) >= cluster.RenewBefore {
+		return nil
+	}
+	pem, err := join.RenewNodeCert(ctx, strings.TrimSpace(string(joinURL)), filepath.Join(dir, MemberCAName), certFile, keyFile)
+	if err != nil {
+		return err
+	}
+	keyPEM, err := os.ReadFile(keyFile)
+	if err == nil {
+		_, err = tls.X509KeyPair(pem, keyPEM)
+	}
+	if err == nil {
+		err = writeAtomic(certFile, pem, 0o644)
+	}
+	if err == nil {
+		p.log.Info("node certificate renewed by the CA holder")
+	}
+	return err
 }
 
 func writeAtomic(path string, data []byte, mode os.FileMode) error {
