@@ -15,17 +15,28 @@ import (
 // of each; a crash leaves the old link in place. It returns <tlsDir>/<name>.
 // The version before the current one is kept; older ones are removed.
 func WritePair(tlsDir, name string, chain, key []byte) (string, error) {
+	link, kept, err := writePair(tlsDir, name, chain, key)
+	if err == nil {
+		pruneVersions(tlsDir, map[string][2]string{name: kept})
+	}
+	return link, err
+}
+
+// writePair is WritePair without the pruning, which reads the whole
+// directory: a batch of writes prunes once (pruneVersions over all its
+// names). kept is the version written and the one before it.
+func writePair(tlsDir, name string, chain, key []byte) (link string, kept [2]string, err error) {
 	if name == "" || strings.ContainsAny(name, `/\`) || strings.HasPrefix(name, ".") {
-		return "", fmt.Errorf("materialising: %q is not a usable directory name", name)
+		return "", kept, fmt.Errorf("materialising: %q is not a usable directory name", name)
 	}
 	if err := os.MkdirAll(tlsDir, 0o755); err != nil {
-		return "", fmt.Errorf("materialising %s: %w", name, err)
+		return "", kept, fmt.Errorf("materialising %s: %w", name, err)
 	}
-	link := filepath.Join(tlsDir, name)
+	link = filepath.Join(tlsDir, name)
 	version := fmt.Sprintf(".%s.%d", name, time.Now().UnixNano())
 	tmpDir := filepath.Join(tlsDir, version+".tmp")
 	if err := os.Mkdir(tmpDir, 0o755); err != nil {
-		return "", fmt.Errorf("materialising %s: %w", name, err)
+		return "", kept, fmt.Errorf("materialising %s: %w", name, err)
 	}
 	ok := false
 	defer func() {
@@ -34,13 +45,13 @@ func WritePair(tlsDir, name string, chain, key []byte) (string, error) {
 		}
 	}()
 	if err := writeSynced(filepath.Join(tmpDir, "privkey.pem"), key, 0o600); err != nil {
-		return "", err
+		return "", kept, err
 	}
 	if err := writeSynced(filepath.Join(tmpDir, "fullchain.pem"), chain, 0o644); err != nil {
-		return "", err
+		return "", kept, err
 	}
 	if err := os.Rename(tmpDir, filepath.Join(tlsDir, version)); err != nil {
-		return "", fmt.Errorf("materialising %s: %w", name, err)
+		return "", kept, fmt.Errorf("materialising %s: %w", name, err)
 	}
 	ok = true
 
@@ -53,39 +64,45 @@ func WritePair(tlsDir, name string, chain, key []byte) (string, error) {
 		} else {
 			aside := fmt.Sprintf(".%s.previous-%d", name, time.Now().Unix())
 			if err := os.Rename(link, filepath.Join(tlsDir, aside)); err != nil {
-				return "", fmt.Errorf("materialising %s: moving the existing directory aside: %w", name, err)
+				return "", kept, fmt.Errorf("materialising %s: moving the existing directory aside: %w", name, err)
 			}
 		}
 	}
 	tmpLink := filepath.Join(tlsDir, "."+name+".link.tmp")
 	_ = os.Remove(tmpLink)
 	if err := os.Symlink(version, tmpLink); err != nil {
-		return "", fmt.Errorf("materialising %s: %w", name, err)
+		return "", kept, fmt.Errorf("materialising %s: %w", name, err)
 	}
 	if err := os.Rename(tmpLink, link); err != nil {
 		_ = os.Remove(tmpLink)
-		return "", fmt.Errorf("materialising %s: %w", name, err)
+		return "", kept, fmt.Errorf("materialising %s: %w", name, err)
 	}
 	syncDir(tlsDir)
-	pruneVersions(tlsDir, name, version, prev)
-	return link, nil
+	return link, [2]string{version, prev}, nil
 }
 
-// pruneVersions removes version directories of name other than keep and prev.
-func pruneVersions(tlsDir, name, keep, prev string) {
+// pruneVersions removes the version directories of each name other than
+// the two it keeps (the current one and the one before), in one scan.
+func pruneVersions(tlsDir string, keep map[string][2]string) {
 	entries, err := os.ReadDir(tlsDir)
 	if err != nil {
 		return
 	}
-	prefix := "." + name + "."
 	for _, e := range entries {
 		n := e.Name()
-		if !strings.HasPrefix(n, prefix) || n == keep || n == prev || strings.Contains(n[len(prefix):], "previous-") {
+		if len(n) < 2 || n[0] != '.' {
 			continue
 		}
-		if rest := n[len(prefix):]; rest != "" && strings.Trim(rest, "0123456789") == "" {
-			_ = os.RemoveAll(filepath.Join(tlsDir, n))
+		// ".<name>.<digits>": find the name by the last dot.
+		i := strings.LastIndexByte(n, '.')
+		if i <= 1 || strings.Trim(n[i+1:], "0123456789") != "" || i+1 == len(n) {
+			continue
 		}
+		k, ok := keep[n[1:i]]
+		if !ok || n == k[0] || n == k[1] {
+			continue
+		}
+		_ = os.RemoveAll(filepath.Join(tlsDir, n))
 	}
 }
 

@@ -126,16 +126,20 @@ func (m *Materialiser) sync(ctx context.Context) (int64, error) {
 		return 0, err
 	}
 	seen := make(map[string]bool, len(entries))
+	var batch []pending
 	for _, e := range entries {
 		seen[strings.TrimPrefix(e.Key, Prefix)] = true
-		m.apply(e, false)
+		if p, ok := m.apply(e); ok {
+			batch = append(batch, p)
+		}
 	}
 	for host := range m.served {
 		if !seen[host] {
 			m.forget(host)
-			m.publish()
 		}
 	}
+	m.publish()
+	m.finish(batch, false)
 	return rev, nil
 }
 
@@ -143,56 +147,106 @@ func (m *Materialiser) sync(ctx context.Context) (int64, error) {
 func (m *Materialiser) watch(ctx context.Context, from int64) {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	for ev := range m.Catalog.KV.Watch(wctx, Prefix, from) {
-		switch ev.Type {
-		case platformdb.EventPut:
-			m.apply(ev.Entry, true)
-		case platformdb.EventDelete:
-			host := strings.TrimPrefix(ev.Entry.Key, Prefix)
-			if _, ok := m.served[host]; ok {
-				m.forget(host)
-				m.publish()
+	events := m.Catalog.KV.Watch(wctx, Prefix, from)
+	for ev := range events {
+		// Take what is already queued too, and swap the SNI set once for
+		// the lot: a burst of N records costs one rebuild, not N.
+		var batch []pending
+		changed := false
+		for {
+			switch ev.Type {
+			case platformdb.EventPut:
+				if p, ok := m.apply(ev.Entry); ok {
+					batch, changed = append(batch, p), true
+				}
+			case platformdb.EventDelete:
+				host := strings.TrimPrefix(ev.Entry.Key, Prefix)
+				if _, ok := m.served[host]; ok {
+					m.forget(host)
+					changed = true
+				}
+			case platformdb.EventReset:
+				if changed {
+					m.publish()
+				}
+				m.finish(batch, true)
+				return
 			}
-		case platformdb.EventReset:
-			return
+			if len(batch) >= 1000 {
+				break
+			}
+			var more bool
+			select {
+			case ev, more = <-events:
+			default:
+			}
+			if !more {
+				break
+			}
 		}
+		if changed {
+			m.publish()
+		}
+		m.finish(batch, true)
 	}
 }
 
-// apply serves and materialises one record if its content changed; live
-// is set for a change seen by the watch.
-func (m *Materialiser) apply(e platformdb.Entry, live bool) {
+// pending is a record taken into the served set whose files are still to
+// be written.
+type pending struct {
+	rec    *Record
+	keyPEM []byte
+	cert   *tls.Certificate
+}
+
+// apply opens and checks one record and takes it into the served set (the
+// caller publishes); ok is false when nothing changed or it was refused.
+func (m *Materialiser) apply(e platformdb.Entry) (pending, bool) {
 	r, err := Unmarshal(e.Key, e.Value)
 	if err != nil {
 		m.log().Error("certificate record refused", "row", e.Key, "error", err.Error())
-		return
+		return pending{}, false
 	}
 	if cur, ok := m.served[r.Hostname]; ok && cur.hash == r.Hash {
-		return
+		return pending{}, false
 	}
 	c, keyPEM, err := r.Open(m.Catalog.Keys, time.Now())
 	if err != nil {
 		m.log().Error("certificate record refused; the previous certificate keeps serving",
 			"row", e.Key, "error", err.Error())
+		return pending{}, false
+	}
+	m.served[r.Hostname] = served{hash: pairHash([]byte(r.Chain), keyPEM), cert: c}
+	return pending{rec: r, keyPEM: keyPEM, cert: c}, true
+}
+
+// finish runs after the batch is served from memory: the disk copies (with
+// their fsyncs) are for other readers and the next start, and need not
+// delay the handshake. Then the rotation hooks.
+func (m *Materialiser) finish(batch []pending, live bool) {
+	if len(batch) == 0 {
 		return
 	}
-	// Serve from memory first: the disk copy (with its fsyncs) is for other
-	// readers and the next start, and need not delay the handshake.
-	m.served[r.Hostname] = served{hash: pairHash([]byte(r.Chain), keyPEM), cert: c}
-	m.publish()
-	if live && m.OnServed != nil && !r.StoredAt.IsZero() {
-		m.OnServed(r.Hostname, max(time.Since(r.StoredAt), 0))
+	keep := make(map[string][2]string, len(batch))
+	for _, p := range batch {
+		r := p.rec
+		if live && m.OnServed != nil && !r.StoredAt.IsZero() {
+			m.OnServed(r.Hostname, max(time.Since(r.StoredAt), 0))
+		}
+		certPath, keyPath, kept, err := m.write(r.Hostname, []byte(r.Chain), p.keyPEM)
+		if err != nil {
+			m.log().Error("writing certificate files; the certificate is served from memory",
+				"hostname", r.Hostname, "error", err.Error())
+		} else {
+			keep[DirName(r.Hostname)] = kept
+		}
+		m.log().Info("certificate materialised", "hostname", r.Hostname, "certificate", certs.Describe(p.cert.Leaf),
+			"notAfter", p.cert.Leaf.NotAfter.UTC(), "source", r.Source, "path", certPath)
+		if err == nil && m.OnRotate != nil {
+			m.OnRotate(r.Hostname, certPath, keyPath)
+		}
 	}
-	certPath, keyPath, err := m.write(r.Hostname, []byte(r.Chain), keyPEM)
-	if err != nil {
-		m.log().Error("writing certificate files; the certificate is served from memory",
-			"hostname", r.Hostname, "error", err.Error())
-	}
-	m.log().Info("certificate materialised", "hostname", r.Hostname, "certificate", certs.Describe(c.Leaf),
-		"notAfter", c.Leaf.NotAfter.UTC(), "source", r.Source, "path", certPath)
-	if err == nil && m.OnRotate != nil {
-		m.OnRotate(r.Hostname, certPath, keyPath)
-	}
+	pruneVersions(m.TLSDir, keep)
 }
 
 func (m *Materialiser) forget(host string) {
@@ -225,28 +279,28 @@ func (m *Materialiser) publish() {
 }
 
 // write materialises a pair and returns the paths an outside reader should use.
-func (m *Materialiser) write(host string, chain, key []byte) (certPath, keyPath string, err error) {
-	dir, err := WritePair(m.TLSDir, DirName(host), chain, key)
+func (m *Materialiser) write(host string, chain, key []byte) (certPath, keyPath string, kept [2]string, err error) {
+	dir, kept, err := writePair(m.TLSDir, DirName(host), chain, key)
 	if err != nil {
-		return "", "", err
+		return "", "", kept, err
 	}
 	certPath, keyPath = filepath.Join(dir, "fullchain.pem"), filepath.Join(dir, "privkey.pem")
 	if host != m.Primary || m.CertFile == "" {
-		return certPath, keyPath, nil
+		return certPath, keyPath, kept, nil
 	}
 	if filepath.Clean(m.CertFile) == certPath && filepath.Clean(m.KeyFile) == keyPath {
-		return certPath, keyPath, nil
+		return certPath, keyPath, kept, nil
 	}
 	// Separate http.ssl paths cannot switch as a pair; the key goes first so
 	// a reader that checks the pair (as ours does) refuses the in-between
 	// state rather than serving it, and sees the new pair a moment later.
 	if err := writeFileAtomic(m.KeyFile, key, 0o600); err != nil {
-		return "", "", err
+		return "", "", kept, err
 	}
 	if err := writeFileAtomic(m.CertFile, chain, 0o644); err != nil {
-		return "", "", err
+		return "", "", kept, err
 	}
-	return m.CertFile, m.KeyFile, nil
+	return m.CertFile, m.KeyFile, kept, nil
 }
 
 func pairHash(chain, key []byte) string {
