@@ -111,8 +111,11 @@
 //
 // Server serves UDP and TCP on any number of addresses. Queries read the
 // current Zone from an atomic.Pointer: no lock and no I/O on the query path.
-// Malformed packets are handled by miekg/dns (an unparsable header is dropped,
-// an unparsable body gets FORMERR); responses (QR set) are dropped before
-// parsing; everything else goes through Answer. A panic in the handler is
-// recovered, logged and answered with SERVFAIL.
+// TCP is served by miekg/dns's Server (through ServeDNS); UDP by a fixed set
+// of reader goroutines per socket (GOMAXPROCS, at least 2), each reusing its
+// read buffer, request message and pack buffer, so no goroutine is started
+// per packet (udp.go). Both follow the same rules: a packet shorter than a
+// header is dropped, an unparsable body gets FORMERR; responses (QR set) are
+// dropped before parsing; everything else goes through Answer. A panic in the
+// handler is recovered, logged and answered with SERVFAIL.
 package dns

@@ -49,7 +49,8 @@ type Server struct {
 	zone atomic.Pointer[Zone]
 
 	mu      sync.Mutex
-	servers []*dns.Server
+	servers []*dns.Server // TCP
+	udps    []*udpServer
 	udp     []net.Addr
 	tcp     []net.Addr
 	closed  bool
@@ -95,7 +96,7 @@ func (s *Server) Zone() *Zone { return s.zone.Load() }
 func (s *Server) Serving() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return !s.closed && len(s.servers) > 0 && s.zone.Load() != nil
+	return !s.closed && len(s.servers)+len(s.udps) > 0 && s.zone.Load() != nil
 }
 
 // ListenAndServe binds UDP and TCP on every address ("0.0.0.0:53",
@@ -145,8 +146,9 @@ func (s *Server) ListenAndServe(addrs ...string) error {
 	invalid := func(m []byte, err error) { s.stats.malformed.Add(1) }
 	var started []*dns.Server
 	for i, b := range all {
+		// TCP goes through miekg/dns's Server; UDP through our own readers
+		// (udp.go), started once every socket is bound and TCP is served.
 		for _, srv := range []*dns.Server{
-			{PacketConn: b.pc, UDPSize: udpReadSize},
 			{Listener: b.l, IdleTimeout: func() time.Duration { return s.idle }, MaxTCPQueries: s.maxTCPQueries},
 		} {
 			up, done := make(chan struct{}), make(chan error, 1)
@@ -177,6 +179,9 @@ func (s *Server) ListenAndServe(addrs ...string) error {
 		}
 	}
 	s.servers = append(s.servers, started...)
+	for _, b := range all {
+		s.udps = append(s.udps, s.startUDP(b.pc.(*net.UDPConn)))
+	}
 	for _, b := range all {
 		s.udp = append(s.udp, b.pc.LocalAddr())
 		s.tcp = append(s.tcp, b.l.Addr())
@@ -241,11 +246,20 @@ func (s *Server) Addrs() (udp, tcp []net.Addr) {
 // serve again afterwards.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
-	srvs := s.servers
-	s.servers = nil
+	srvs, udps := s.servers, s.udps
+	s.servers, s.udps = nil, nil
 	s.closed = true
 	s.mu.Unlock()
 	var errs []error
+	for _, u := range udps {
+		_ = u.close()
+	}
+	for _, u := range udps {
+		if !u.wait(ctx.Done()) {
+			errs = append(errs, ctx.Err())
+			break
+		}
+	}
 	for _, srv := range srvs {
 		if err := srv.ShutdownContext(ctx); err != nil {
 			errs = append(errs, err)
