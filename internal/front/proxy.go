@@ -64,8 +64,9 @@ func reverseProxy(name string, target *url.URL, tr http.RoundTripper, trustForwa
 				}
 			}
 		},
-		Transport: tr,
-		ErrorLog:  slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		Transport:  tr,
+		BufferPool: copyBuffers,
+		ErrorLog:   slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
 				return // the client went away; nobody is left to answer
@@ -176,3 +177,12 @@ func writeJSONError(w http.ResponseWriter, status int, id, message string) {
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(body)
 }
+
+// copyBuffers lends ReverseProxy its 32 KiB body-copy buffers: without a
+// pool every proxied response allocates one.
+var copyBuffers httputil.BufferPool = &bufferPool{p: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
+
+type bufferPool struct{ p sync.Pool }
+
+func (b *bufferPool) Get() []byte  { return *(b.p.Get().(*[]byte)) }
+func (b *bufferPool) Put(v []byte) { b.p.Put(&v) }
