@@ -227,8 +227,10 @@ func (m *Materialiser) finish(batch []pending, live bool) {
 	if len(batch) == 0 {
 		return
 	}
+	type written struct{ certPath, keyPath string }
+	paths := make([]written, len(batch))
 	keep := make(map[string][2]string, len(batch))
-	for _, p := range batch {
+	for i, p := range batch {
 		r := p.rec
 		if live && m.OnServed != nil && !r.StoredAt.IsZero() {
 			m.OnServed(r.Hostname, max(time.Since(r.StoredAt), 0))
@@ -237,16 +239,22 @@ func (m *Materialiser) finish(batch []pending, live bool) {
 		if err != nil {
 			m.log().Error("writing certificate files; the certificate is served from memory",
 				"hostname", r.Hostname, "error", err.Error())
-		} else {
-			keep[DirName(r.Hostname)] = kept
+			continue
 		}
+		keep[DirName(r.Hostname)] = kept
+		paths[i] = written{certPath, keyPath}
+	}
+	// Settle the directory before anyone is told: the hooks see exactly the
+	// current and the previous version of each name.
+	pruneVersions(m.TLSDir, keep)
+	for i, p := range batch {
+		r := p.rec
 		m.log().Info("certificate materialised", "hostname", r.Hostname, "certificate", certs.Describe(p.cert.Leaf),
-			"notAfter", p.cert.Leaf.NotAfter.UTC(), "source", r.Source, "path", certPath)
-		if err == nil && m.OnRotate != nil {
-			m.OnRotate(r.Hostname, certPath, keyPath)
+			"notAfter", p.cert.Leaf.NotAfter.UTC(), "source", r.Source, "path", paths[i].certPath)
+		if paths[i].certPath != "" && m.OnRotate != nil {
+			m.OnRotate(r.Hostname, paths[i].certPath, paths[i].keyPath)
 		}
 	}
-	pruneVersions(m.TLSDir, keep)
 }
 
 func (m *Materialiser) forget(host string) {
