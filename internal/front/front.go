@@ -41,6 +41,7 @@ type Options struct {
 // Front owns the listener and the HTTP server.
 type Front struct {
 	opts Options
+	px   *proxy
 	srv  *http.Server
 	ln   net.Listener
 	log  *slog.Logger
@@ -77,6 +78,7 @@ func New(opts Options) (*Front, error) {
 	f := &Front{opts: opts, log: log}
 	px := newProxy(opts.API, opts.HFS, opts.GetCertificate == nil, log)
 	px.observe = opts.Observe
+	f.px = px
 	var h http.Handler = px
 	if len(opts.Local) > 0 {
 		lr := &localRoutes{routes: map[string]http.Handler{}, next: h}
@@ -142,6 +144,7 @@ func (f *Front) Serve() error {
 // Shutdown stops accepting, lets in-flight requests finish until ctx ends,
 // then closes what is left.
 func (f *Front) Shutdown(ctx context.Context) error {
+	defer f.px.closeIdle()
 	err := f.srv.Shutdown(ctx)
 	if err != nil {
 		f.log.Warn("drain timed out; closing remaining connections", "error", err.Error())

@@ -19,8 +19,9 @@ import (
 // keep-alive connections. Both ReverseProxies are built once; the per-request
 // path is a prefix test and a pointer pick.
 type proxy struct {
-	api, hfs *httputil.ReverseProxy
-	observe  func(upstream string, status int, d time.Duration) // Options.Observe
+	api, hfs   *httputil.ReverseProxy
+	observe    func(upstream string, status int, d time.Duration) // Options.Observe
+	transports []*upstreamTransport
 }
 
 // trustForwarded is set when a TLS-terminating proxy stands in front
@@ -37,9 +38,28 @@ func newProxy(api, hfs *url.URL, trustForwarded bool, log *slog.Logger) *proxy {
 		IdleConnTimeout:       90 * time.Second,
 		ExpectContinueTimeout: time.Second,
 	}
-	return &proxy{
-		api: reverseProxy("api", api, tr, trustForwarded, log),
-		hfs: reverseProxy("hfs", hfs, tr, trustForwarded, log),
+	// One pool per upstream address: api and hfs are often the same one.
+	p := &proxy{}
+	byAddr := map[string]*upstreamTransport{}
+	transport := func(u *url.URL) *upstreamTransport {
+		if ut, ok := byAddr[u.Host]; ok {
+			return ut
+		}
+		ut := newUpstreamTransport(u.Host, tr)
+		byAddr[u.Host] = ut
+		p.transports = append(p.transports, ut)
+		return ut
+	}
+	p.api = reverseProxy("api", api, transport(api), trustForwarded, log)
+	p.hfs = reverseProxy("hfs", hfs, transport(hfs), trustForwarded, log)
+	return p
+}
+
+// closeIdle closes the pooled upstream connections (after a shutdown).
+func (p *proxy) closeIdle() {
+	for _, ut := range p.transports {
+		ut.closeIdle()
+		ut.fallback.(*http.Transport).CloseIdleConnections()
 	}
 }
 
