@@ -89,7 +89,11 @@ func reverseProxy(name string, target *url.URL, tr http.RoundTripper, trustForwa
 		ErrorLog:   slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
-				return // the client went away; nobody is left to answer
+				// The client went away: nobody is left to answer, and
+				// an empty 200 (what returning here would send) is not
+				// an answer. The server drops the connection (h1) or
+				// resets the stream (h2), and logs nothing.
+				panic(http.ErrAbortHandler)
 			}
 			log.Warn("upstream unreachable", "upstream", name, "target", target.Host,
 				"method", r.Method, "path", r.URL.Path, "error", err.Error())
@@ -109,19 +113,22 @@ func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// The status is caught by a pooled wrapper, so observing allocates
-	// nothing per request.
+	// nothing per request. Deferred: a client that went away ends the
+	// request with http.ErrAbortHandler, and is observed too.
 	sw := statusWriters.Get().(*statusWriter)
 	sw.ResponseWriter, sw.status = w, 0
 	start := time.Now()
+	defer func() {
+		d := time.Since(start)
+		status := sw.status
+		sw.ResponseWriter = nil
+		statusWriters.Put(sw)
+		if status == 0 {
+			status = statusClientClosed
+		}
+		p.observe(name, status, d)
+	}()
 	rp.ServeHTTP(sw, r)
-	d := time.Since(start)
-	status := sw.status
-	sw.ResponseWriter = nil
-	statusWriters.Put(sw)
-	if status == 0 {
-		status = statusClientClosed
-	}
-	p.observe(name, status, d)
 }
 
 // statusClientClosed is nginx's 499: the client went away before an answer.
