@@ -94,7 +94,7 @@ func TestObserveProxiedRequests(t *testing.T) {
 			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+testHost+"/alice/slow", nil)
 			if resp, err := c.Do(req); err == nil {
 				resp.Body.Close()
-				t.Fatal("the slow request answered")
+				t.Fatalf("the slow request answered: %d %v", resp.StatusCode, resp.Header)
 			}
 			cancel()
 			got := obs.wait(t, 4)
