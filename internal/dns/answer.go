@@ -1,6 +1,8 @@
 package dns
 
 import (
+	"strings"
+
 	"github.com/miekg/dns"
 )
 
@@ -22,6 +24,62 @@ type response struct {
 	extra [1]dns.RR
 }
 
+// synthResponse is a response with room for one synthesised A and one AAAA
+// record: the answer for a group member owns copies of the
+// shared records with the query name as owner, and in the common case (one
+// address) they cost no allocation of their own. It is allocated instead of
+// a plain response only when the query may need it (synthesisable), so
+// other answers do not carry (and zero, and have the GC sweep) its bytes.
+type synthResponse struct {
+	response
+	syn synth
+}
+
+type synth struct {
+	a    dns.A
+	aaaa dns.AAAA
+	rrs  [2]dns.RR // rrs[0] is &a once used, rrs[1] &aaaa
+}
+
+// withOwner returns rrs owned by name: in s when rrs is one A or AAAA record
+// and its slot is free, else as allocated copies (s may be nil). The
+// records' rdata is shared, read-only.
+func (s *synth) withOwner(rrs []dns.RR, name string) []dns.RR {
+	if s != nil && len(rrs) == 1 {
+		switch rr := rrs[0].(type) {
+		case *dns.A:
+			if s.rrs[0] == nil {
+				s.a = *rr
+				s.a.Hdr.Name = name
+				s.rrs[0] = &s.a
+				return s.rrs[0:1:1]
+			}
+		case *dns.AAAA:
+			if s.rrs[1] == nil {
+				s.aaaa = *rr
+				s.aaaa.Hdr.Name = name
+				s.rrs[1] = &s.aaaa
+				return s.rrs[1:2:2]
+			}
+		}
+	}
+	return withOwner(rrs, name)
+}
+
+// synthesisable reports, cheaply and before any lookup, whether the answer
+// to req may be a group member's: the question is one label below the
+// origin (in any case) and the zone has members. (Wildcard answers, rarer,
+// allocate their records.)
+func (z *Zone) synthesisable(req *dns.Msg) bool {
+	if len(z.members) == 0 || len(req.Question) != 1 {
+		return false
+	}
+	name := req.Question[0].Name
+	l := len(name) - len(z.origin) - 1
+	return l > 0 && name[l] == '.' && strings.EqualFold(name[l+1:], z.origin) &&
+		strings.IndexByte(name[:l], '.') < 0
+}
+
 // Answer returns the response to req from zone z, or nil when req must be
 // dropped (it has QR set). maxUDP is the largest UDP response the server
 // sends (clamped to 512..65535); tcp tells whether req came over TCP. z may be
@@ -35,7 +93,16 @@ func Answer(z *Zone, req *dns.Msg, maxUDP int, tcp bool) *dns.Msg {
 	if req == nil || req.Response {
 		return nil
 	}
-	r := &response{}
+	var (
+		r   *response
+		syn *synth
+	)
+	if z != nil && z.synthesisable(req) {
+		sr := &synthResponse{}
+		r, syn = &sr.response, &sr.syn
+	} else {
+		r = &response{}
+	}
 	m := &r.msg
 	m.Id = req.Id
 	m.Response = true
@@ -113,7 +180,7 @@ func Answer(z *Zone, req *dns.Msg, maxUDP int, tcp bool) *dns.Msg {
 		return finish(m, r, limit, false)
 	}
 	m.Authoritative = true
-	referral := z.resolve(m, qname, q.Qtype)
+	referral := z.resolve(m, syn, qname, q.Qtype)
 	return finish(m, r, limit, referral)
 }
 
@@ -150,7 +217,8 @@ func finish(m *dns.Msg, r *response, limit int, referral bool) *dns.Msg {
 
 // resolve fills in the answer for qname (canonical, inside the zone) and
 // reports whether it is a referral.
-func (z *Zone) resolve(m *dns.Msg, qname string, qtype uint16) (referral bool) {
+// Synthesised records go to syn (nil: allocated).
+func (z *Zone) resolve(m *dns.Msg, syn *synth, qname string, qtype uint16) (referral bool) {
 	if z.hasCuts {
 		if cut := z.cutAbove(qname, qtype == dns.TypeDS); cut != nil {
 			m.Authoritative = false
@@ -177,7 +245,7 @@ func (z *Zone) resolve(m *dns.Msg, qname string, qtype uint16) (referral bool) {
 		return false
 	}
 	if n.cname != nil && qtype != dns.TypeCNAME {
-		z.chase(m, qname, n, synth, qtype)
+		z.chase(m, syn, qname, n, synth, qtype)
 		return false
 	}
 	s := n.get(qtype)
@@ -186,7 +254,7 @@ func (z *Zone) resolve(m *dns.Msg, qname string, qtype uint16) (referral bool) {
 		return false
 	}
 	if synth {
-		m.Answer = withOwner(s.rrs, qname)
+		m.Answer = syn.withOwner(s.rrs, qname)
 	} else {
 		m.Answer = s.rrs
 	}
@@ -195,10 +263,15 @@ func (z *Zone) resolve(m *dns.Msg, qname string, qtype uint16) (referral bool) {
 }
 
 // find returns the node for name (canonical, inside the zone), or the
-// wildcard node that matches it (synth true), or nil if name does not exist.
+// records of the group it is a member of or of the wildcard that matches it
+// (synth true: the records get name as owner), or nil if name does not
+// exist.
 func (z *Zone) find(name string) (n *node, synth bool) {
 	if n := z.names[name]; n != nil {
 		return n, false
+	}
+	if g := z.member(name); g != nil {
+		return g, true
 	}
 	if !z.hasWildcard {
 		return nil, false
@@ -217,6 +290,9 @@ func (z *Zone) find(name string) (n *node, synth bool) {
 				return ce.wild, true
 			}
 			return nil, false
+		}
+		if z.member(name[off:]) != nil {
+			return nil, false // the closest encloser is a member: it has no wildcard child
 		}
 	}
 }
@@ -241,13 +317,13 @@ func (z *Zone) cutAbove(name string, ds bool) *rrset {
 }
 
 // chase answers for a name holding a CNAME (RFC 1034 §4.3.2, RFC 6604).
-func (z *Zone) chase(m *dns.Msg, qname string, n *node, synth bool, qtype uint16) {
+func (z *Zone) chase(m *dns.Msg, syn *synth, qname string, n *node, synth bool, qtype uint16) {
 	ans := make([]dns.RR, 0, 4)
 	var seen [maxCNAMEChain]string
 	owner := qname
 	for i := 0; ; i++ {
 		if synth {
-			ans = append(ans, withOwner([]dns.RR{n.cname}, owner)...)
+			ans = append(ans, syn.withOwner(n.get(dns.TypeCNAME).rrs, owner)...)
 		} else {
 			ans = append(ans, n.cname)
 		}
@@ -283,7 +359,7 @@ func (z *Zone) chase(m *dns.Msg, qname string, n *node, synth bool, qtype uint16
 			break
 		}
 		if s {
-			ans = append(ans, withOwner(set.rrs, target)...)
+			ans = append(ans, syn.withOwner(set.rrs, target)...)
 		} else {
 			ans = append(ans, set.rrs...)
 		}

@@ -47,6 +47,37 @@ func BenchmarkAnswer(b *testing.B) {
 			}
 		}
 	})
+	// The same queries on a zone whose users are members of one Group (what
+	// dnsdata builds): the records are synthesised with the query name.
+	gz := groupZone(b, benchUsers)
+	for _, c := range []struct {
+		name string
+		req  *dns.Msg
+	}{
+		{"member-A", query("user4242.mc.example.com.", dns.TypeA)},
+		{"member-A-0x20", query("uSeR4242.Mc.ExAmPlE.cOm.", dns.TypeA)},
+		{"member-NXDOMAIN", query("nobody.mc.example.com.", dns.TypeA)},
+		{"member-NODATA", query("user4242.mc.example.com.", dns.TypeTXT)},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if Answer(gz, c.req, DefaultMaxUDPSize, false) == nil {
+					b.Fatal("no answer")
+				}
+			}
+		})
+	}
+	b.Run("member-A+Pack", func(b *testing.B) {
+		req := query("user4242.mc.example.com.", dns.TypeA)
+		buf := make([]byte, 512)
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := Answer(gz, req, DefaultMaxUDPSize, false).PackBuffer(buf); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 	b.Run("CNAME", func(b *testing.B) {
 		z := testZone(b)
 		req := query("www.mc.example.com.", dns.TypeA)
@@ -70,6 +101,46 @@ func BenchmarkNewZone(b *testing.B) {
 	for b.Loop() {
 		userZone(b, benchUsers, 1)
 	}
+}
+
+// BenchmarkNewZoneGroup is BenchmarkNewZone with the users as members of
+// one Group.
+func BenchmarkNewZoneGroup(b *testing.B) {
+	labels := groupLabels(benchUsers)
+	b.ReportAllocs()
+	for b.Loop() {
+		groupZoneOf(b, labels)
+	}
+}
+
+func groupLabels(n int) []string {
+	labels := make([]string, n)
+	for i := range labels {
+		labels[i] = fmt.Sprintf("user%d", i)
+	}
+	return labels
+}
+
+// groupZone is userZone's zone with the n users in one Group (one address).
+func groupZone(b *testing.B, n int) *Zone { return groupZoneOf(b, groupLabels(n)) }
+
+func groupZoneOf(b *testing.B, labels []string) *Zone {
+	b.Helper()
+	z0 := userZone(b, 0, 1)
+	var rrs []dns.RR
+	for _, n := range z0.names {
+		for _, s := range n.sets {
+			if s.rrtype != dns.TypeSOA {
+				rrs = append(rrs, s.rrs...)
+			}
+		}
+	}
+	a := &dns.A{Hdr: dns.RR_Header{Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 300}, A: net.IPv4(10, 0, 0, 1)}
+	z, err := NewZone(testOrigin, z0.apex.sets[0].rrs[0].(*dns.SOA), rrs, Group{Labels: labels, Records: []dns.RR{a}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return z
 }
 
 // BenchmarkServeUDP measures queries through a real UDP socket on loopback:

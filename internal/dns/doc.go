@@ -37,6 +37,18 @@
 //     IN), a record whose Go type does not match its header's Rrtype and a
 //     record whose rdata cannot be packed.
 //
+// NewZone(origin, soa, rrs, groups...) also takes Groups: names one label
+// below the origin that own the same records (the users of one core, which
+// all answer with its addresses). A member answers exactly as if its
+// group's records were written out in rrs with its name as owner, but costs
+// one map entry (its label string is kept, not copied) instead of a node,
+// RRsets and records of its own; its records get the query's canonical name
+// as owner when answered. A member whose name also exists in rrs (records
+// of its own, or names below it) is merged into that name as an ordinary
+// one. Labels must be 1 to 63 bytes of lower-case a-z, 0-9, '-' and '_'; a
+// label listed twice keeps its first group; a group's records may not be NS,
+// MX or SRV, and the CNAME rules apply to members as to any name.
+//
 // Identical records are kept once, and all records of one RRset get the
 // lowest TTL found among them (RFC 2181 §5.2). Records keep the caller's order
 // inside an RRset. Everything a query needs is precomputed: per name, one

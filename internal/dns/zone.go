@@ -20,10 +20,19 @@ type Zone struct {
 	serial uint32
 	nrr    int
 
-	names  map[string]*node // every existing name, empty non-terminals included
+	names  map[string]*node // every existing name, empty non-terminals included, group members excepted
 	order  []*node          // names in creation order (deterministic checks); nil after NewZone
 	apex   *node
 	negSOA []dns.RR // {SOA with TTL = min(TTL, MINIMUM)}, for negative answers
+
+	// The members of the Groups: label -> index in groups. A member costs
+	// one map entry (its label's string is the caller's, not copied), not
+	// a node with its own records: a 100,000-user zone is a map of 100,000
+	// small entries, not 100,000 nodes, RRsets and records (see Group).
+	// Members also listed in rrs are not here but nodes in names, holding
+	// a copy of their group's records.
+	members map[string]uint32
+	groups  []*node // each group's records, owner names to be replaced by the member's name
 
 	hasCuts     bool // some name below the apex has NS records
 	hasWildcard bool // some name's first label is "*"
@@ -65,12 +74,32 @@ func (z *Zone) Serial() uint32 { return z.serial }
 // records counted once).
 func (z *Zone) Len() int { return z.nrr }
 
-// Names returns the number of existing names, empty non-terminals included.
-func (z *Zone) Names() int { return len(z.names) }
+// Names returns the number of existing names, empty non-terminals and group
+// members included.
+func (z *Zone) Names() int { return len(z.names) + len(z.members) }
 
-// NewZone builds a zone snapshot. See the package documentation for the
-// contract.
-func NewZone(origin string, soa *dns.SOA, rrs []dns.RR) (*Zone, error) {
+// Group is a set of names directly below the origin that own the same
+// records: the users of one core, which all answer with that core's
+// addresses. A member is stored as one map entry pointing at the group's
+// records, which get the member's name as owner when answered, instead of
+// a node and records of its own: what keeps a zone of 100,000 users small
+// and quick to build.
+type Group struct {
+	// Labels are the members, one DNS label each, relative to the origin:
+	// 1 to 63 bytes of a-z, 0-9, '-' and '_' (lower case: the canonical
+	// form). The strings are kept, not copied. A label listed twice (in
+	// one group or two) keeps its first group.
+	Labels []string
+	// Records are what every member owns; their owner names are ignored.
+	// No NS (a member cannot be a delegation), MX or SRV (no glue is
+	// computed for members), nor any type NewZone refuses in rrs.
+	Records []dns.RR
+}
+
+// NewZone builds a zone snapshot from the apex SOA, the other records, and
+// groups of names sharing their records. See the package documentation for
+// the contract.
+func NewZone(origin string, soa *dns.SOA, rrs []dns.RR, groups ...Group) (*Zone, error) {
 	b := &builder{buf: make([]byte, dns.MaxMsgSize)}
 	o, err := b.canonicalName(origin)
 	if err != nil {
@@ -111,6 +140,9 @@ func NewZone(origin string, soa *dns.SOA, rrs []dns.RR) (*Zone, error) {
 		if err := z.add(b, rr); err != nil {
 			return nil, fmt.Errorf("dns zone %s: %w", o, err)
 		}
+	}
+	if err := z.addGroups(b, groups); err != nil {
+		return nil, fmt.Errorf("dns zone %s: %w", o, err)
 	}
 	if err := z.finish(); err != nil {
 		return nil, fmt.Errorf("dns zone %s: %w", o, err)
@@ -202,6 +234,15 @@ func (z *Zone) add(b *builder, rr dns.RR) error {
 		z.order = append(z.order, n)
 		z.addAncestors(name)
 	}
+	if n.put(cp) {
+		z.nrr++
+	}
+	return nil
+}
+
+// put adds the canonical record cp to n's RRset of its type and reports
+// whether it was new (not a duplicate of one already there).
+func (n *node) put(cp dns.RR) bool {
 	t := cp.Header().Rrtype
 	set := n.get(t)
 	if set == nil {
@@ -211,12 +252,153 @@ func (z *Zone) add(b *builder, rr dns.RR) error {
 	for _, have := range set.rrs {
 		if dns.IsDuplicate(have, cp) {
 			set.rrs = adjustTTL(set.rrs, cp.Header().Ttl)
-			return nil
+			return false
 		}
 	}
 	set.rrs = append(set.rrs, cp)
 	set.rrs = adjustTTL(set.rrs, cp.Header().Ttl)
-	z.nrr++
+	return true
+}
+
+// materialised marks, in members, a label whose name is a node in names.
+const materialised = ^uint32(0)
+
+// addGroups adds the groups' members once every record of rrs is in: a
+// member whose name exists already (records of its own, or an empty
+// non-terminal above some) becomes an ordinary node holding a copy of its
+// group's records besides its own; the others are entries of members.
+func (z *Zone) addGroups(b *builder, groups []Group) error {
+	if len(groups) == 0 {
+		return nil
+	}
+	originLen, err := dns.PackDomainName(z.origin, b.buf, 0, nil, false)
+	if err != nil {
+		return err
+	}
+	total := 0
+	for _, g := range groups {
+		total += len(g.Labels)
+	}
+	z.members = make(map[string]uint32, total)
+	key := make([]byte, 0, 64+len(z.origin))
+	for gi, g := range groups {
+		tn, err := z.groupNode(b, g.Records)
+		if err != nil {
+			return fmt.Errorf("group %d: %w", gi, err)
+		}
+		nrr := 0
+		for _, s := range tn.sets {
+			nrr += len(s.rrs)
+		}
+		z.groups = append(z.groups, tn)
+		for _, l := range g.Labels {
+			if !IsMemberLabel(l) {
+				return fmt.Errorf("group %d: label %q: want 1 to 63 bytes of a-z, 0-9, '-' and '_'", gi, l)
+			}
+			if originLen+1+len(l) > 255 {
+				return fmt.Errorf("group %d: label %q: the name is longer than 255 bytes", gi, l)
+			}
+			if _, dup := z.members[l]; dup {
+				continue
+			}
+			key = append(append(append(key[:0], l...), '.'), z.origin...)
+			n := z.names[string(key)] // no allocation for the lookup
+			if n == nil {
+				z.members[l] = uint32(gi)
+				z.nrr += nrr
+				continue
+			}
+			z.members[l] = materialised
+			for _, s := range tn.sets {
+				for _, rr := range s.rrs {
+					cp := dns.Copy(rr)
+					cp.Header().Name = n.name
+					if n.put(cp) {
+						z.nrr++
+					}
+				}
+			}
+		}
+	}
+	// The materialised ones are found in names: drop them, so that members
+	// only holds what find must look up there.
+	for l, gi := range z.members {
+		if gi == materialised {
+			delete(z.members, l)
+		}
+	}
+	return nil
+}
+
+// groupNode checks and copies a group's records into a node whose name is
+// the origin's (a placeholder: answers give them the member's name).
+func (z *Zone) groupNode(b *builder, rrs []dns.RR) (*node, error) {
+	tn := &node{name: z.origin}
+	for _, rr := range rrs {
+		if rr == nil {
+			return nil, errors.New("nil record")
+		}
+		switch t := rr.Header().Rrtype; t {
+		case dns.TypeSOA, dns.TypeNS, dns.TypeMX, dns.TypeSRV, dns.TypeDNAME,
+			dns.TypeOPT, dns.TypeTSIG, dns.TypeTKEY, dns.TypeAXFR, dns.TypeIXFR,
+			dns.TypeANY, dns.TypeMAILA, dns.TypeMAILB, dns.TypeNone:
+			return nil, fmt.Errorf("record %s: type %s cannot be a group's", rr, dns.Type(t))
+		}
+		// Owned by the origin while it is checked and copied: the caller's
+		// owner may be anything, even outside the zone.
+		c := dns.Copy(rr)
+		c.Header().Name = z.origin
+		cp, err := b.copyRR(c)
+		if err != nil {
+			return nil, fmt.Errorf("record %s: %w", rr, err)
+		}
+		tn.put(cp)
+	}
+	for i := range tn.sets {
+		tn.sets[i].rrs = slices.Clip(tn.sets[i].rrs)
+	}
+	if c := tn.get(dns.TypeCNAME); c != nil {
+		if len(c.rrs) > 1 {
+			return nil, fmt.Errorf("records %s and %s: two CNAMEs", c.rrs[0], c.rrs[1])
+		}
+		if len(tn.sets) > 1 {
+			return nil, fmt.Errorf("record %s: a CNAME cannot coexist with other data", c.rrs[0])
+		}
+		tn.cname = c.rrs[0]
+		tn.target = asciiLower(c.rrs[0].(*dns.CNAME).Target)
+	}
+	return tn, nil
+}
+
+// IsMemberLabel reports whether l can be a Group member: one canonical
+// label that needs no escaping in presentation form (1 to 63 bytes of a-z,
+// 0-9, '-' and '_').
+func IsMemberLabel(l string) bool {
+	if len(l) == 0 || len(l) > 63 {
+		return false
+	}
+	for i := 0; i < len(l); i++ {
+		c := l[i]
+		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// member returns the records of name (canonical, inside the zone) when it
+// is a group member held in members, else nil.
+func (z *Zone) member(name string) *node {
+	if len(z.members) == 0 || len(name) <= len(z.origin)+1 {
+		return nil
+	}
+	l := name[:len(name)-len(z.origin)-1]
+	if strings.IndexByte(l, '.') >= 0 {
+		return nil // more than one label (or an escaped dot): never a member
+	}
+	if gi, ok := z.members[l]; ok {
+		return z.groups[gi]
+	}
 	return nil
 }
 
@@ -325,12 +507,17 @@ func (z *Zone) glue(rrs []dns.RR) []dns.RR {
 			continue
 		}
 		seen = append(seen, target)
-		n := z.names[target]
+		n, synth := z.names[target], false
+		if n == nil {
+			n, synth = z.member(target), true
+		}
 		if n == nil {
 			continue
 		}
 		for _, t := range []uint16{dns.TypeA, dns.TypeAAAA} {
-			if s := n.get(t); s != nil {
+			if s := n.get(t); s != nil && synth {
+				out = append(out, withOwner(s.rrs, target)...)
+			} else if s != nil {
 				out = append(out, s.rrs...)
 			}
 		}
