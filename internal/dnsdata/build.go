@@ -35,15 +35,26 @@ type rows struct {
 	cores      map[string]CoreInfo          // id -> info
 	records    map[string]Records           // subdomain -> records
 	challenges map[string]map[string]string // fqdn (no trailing dot) -> row key -> value
+	ids        map[string]string            // core ids seen in user rows: one string per core, not one per user
 }
 
 func newRows() *rows {
 	return &rows{
+		ids:        map[string]string{},
 		users:      map[string]string{},
 		cores:      map[string]CoreInfo{},
 		records:    map[string]Records{},
 		challenges: map[string]map[string]string{},
 	}
+}
+
+// intern returns the stored copy of a core id.
+func (r *rows) intern(id string) string {
+	if s, ok := r.ids[id]; ok {
+		return s
+	}
+	r.ids[id] = id
+	return id
 }
 
 // Build makes the zone: static entries first, then runtime records (a name
@@ -138,25 +149,41 @@ func Build(st Static, r *rows, serial uint32) (*dns.Zone, []string, error) {
 		}
 	}
 
-	// Users: the hot part of a big zone, so records are made directly rather
-	// than parsed from text.
-	coreRRs := map[string][]mdns.RR{}
+	// Users: the bulk of a big zone. The users of one core are a dns.Group
+	// sharing the core's records: a user costs the zone one map entry (its
+	// label is the row's string, not a copy), not records of its own, and
+	// nothing here is made per user but that label's place in a slice.
+	groups := map[string]*dns.Group{} // core id -> its users
 	for id, c := range r.cores {
-		rrs, err := buildRRs("x."+origin, ttl, coreRecords(c))
-		if err == nil {
-			coreRRs[id] = rrs
+		if rrs, err := buildRRs("x."+origin, ttl, coreRecords(c)); err == nil && len(rrs) > 0 {
+			groups[id] = &dns.Group{Records: rrs}
 		}
 	}
+	counts := map[string]int{} // the labels slices are made at their size: growing them would allocate several times it
+	for _, coreID := range r.users {
+		counts[coreID]++
+	}
+	for id, g := range groups {
+		g.Labels = make([]string, 0, counts[id])
+	}
 	for user, coreID := range r.users {
-		tmpl, ok := coreRRs[coreID]
-		if !ok || !claim(user, "user") {
+		g := groups[coreID]
+		if g == nil {
 			continue
 		}
-		owner := user + "." + origin
-		for _, rr := range tmpl {
-			c := mdns.Copy(rr)
-			c.Header().Name = owner
-			all = append(all, c)
+		label := strings.ToLower(user) // the row itself when already lower case
+		if _, ok := taken[label]; ok {
+			continue // a configured or runtime name, or a core's, wins over a user
+		}
+		if dns.IsMemberLabel(label) {
+			g.Labels = append(g.Labels, label) // the zone keeps the first of duplicates
+			continue
+		}
+		// A row not written through CheckUsername (several labels, odd
+		// characters): its own records, as any other name (skipped with a
+		// warning if they cannot be made).
+		if claim(label, "user") {
+			add(label, coreRecords(r.cores[coreID]), "user-core row")
 		}
 	}
 
@@ -166,12 +193,28 @@ func Build(st Static, r *rows, serial uint32) (*dns.Zone, []string, error) {
 			cnames[strings.ToLower(rr.Header().Name)] = true
 		}
 	}
+	// Users of a core known by its CNAME hold one too; listed only when a
+	// DNS-01 value is published, and only those users.
+	var cnameUsers map[string]bool
+	isCNAMEUser := func(owner string) bool {
+		if cnameUsers == nil {
+			cnameUsers = map[string]bool{}
+			for _, g := range groups {
+				if g.Records[0].Header().Rrtype == mdns.TypeCNAME {
+					for _, l := range g.Labels {
+						cnameUsers[l+"."+origin] = true
+					}
+				}
+			}
+		}
+		return cnameUsers[owner]
+	}
 	for fqdn, values := range r.challenges {
 		owner := mdns.Fqdn(fqdn)
 		if !mdns.IsSubDomain(origin, owner) {
 			continue
 		}
-		if cnames[strings.ToLower(owner)] {
+		if lower := strings.ToLower(owner); cnames[lower] || isCNAMEUser(lower) {
 			warnings = append(warnings, fmt.Sprintf("%s: holds a CNAME; the DNS-01 value published there is not served", fqdn))
 			continue
 		}
@@ -184,7 +227,11 @@ func Build(st Static, r *rows, serial uint32) (*dns.Zone, []string, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	z, err := dns.NewZone(origin, soa, all)
+	gs := make([]dns.Group, 0, len(groups))
+	for _, id := range slices.Sorted(maps.Keys(groups)) { // a stable order: the first group keeps a duplicate
+		gs = append(gs, *groups[id])
+	}
+	z, err := dns.NewZone(origin, soa, all, gs...)
 	if err != nil {
 		return nil, warnings, err
 	}

@@ -1,7 +1,9 @@
 package dnsdata
 
 import (
+	"fmt"
 	"math"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -421,4 +423,100 @@ func TestBuildChallenges(t *testing.T) {
 			t.Errorf("warnings %q", warnings)
 		}
 	})
+}
+
+func TestBuildUserRows(t *testing.T) {
+	st := Static{Domain: testDomain, TTL: 60, Entries: []Entry{{Subdomain: "www", Records: Records{A: []string{"192.0.2.80"}}}}}
+	r := newRows()
+	r.cores["core1"] = CoreInfo{ID: "core1", IP: "192.0.2.10", Available: true}
+	r.cores["edge"] = CoreInfo{ID: "edge", CNAME: "edge.example.net", Available: true}
+	r.users["Upper"] = "core1" // not written through CheckUsername: lower-cased
+	r.users["WWW"] = "core1"   // a static name in another case: the static entry stays
+	r.users["a.b"] = "core1"   // several labels: records of its own
+	r.users[""] = "core1"      // no name at all: skipped with a warning
+	r.users["carol"] = "edge"  // a CNAME core's user...
+	r.users["dan"] = "edge"    // ...twice
+	r.users["frank"] = "core1" // an ordinary one with a DNS-01 value below it
+	r.users["gina"] = "core1"  // and one with a value at its own name
+	r.users["_under-ok"] = "core1"
+	r.challenges["carol.mc.example.com"] = map[string]string{"k": "next to a CNAME"}
+	r.challenges["_acme-challenge.dan.mc.example.com"] = map[string]string{"k": "below a CNAME"}
+	r.challenges["_acme-challenge.frank.mc.example.com"] = map[string]string{"k": "frank's"}
+	r.challenges["gina.mc.example.com"] = map[string]string{"k": "gina's"}
+	z, warnings := mustBuild(t, st, r, 1)
+
+	for name, want := range map[string]string{"upper": "192.0.2.10", "UPPER": "192.0.2.10", "www": "192.0.2.80",
+		"a.b": "192.0.2.10", "frank": "192.0.2.10", "gina": "192.0.2.10", "_under-ok": "192.0.2.10"} {
+		if got := rdata(ask(z, name+"."+testDomain, mdns.TypeA).Answer, mdns.TypeA); !slices.Equal(got, []string{want}) {
+			t.Errorf("%s A %q, want %s", name, got, want)
+		}
+	}
+	for _, name := range []string{"carol", "dan"} {
+		if got := rdata(ask(z, name+"."+testDomain, mdns.TypeCNAME).Answer, mdns.TypeCNAME); !slices.Equal(got, []string{"edge.example.net."}) {
+			t.Errorf("%s CNAME %q", name, got)
+		}
+	}
+	for name, want := range map[string]string{"_acme-challenge.dan": "below a CNAME", "_acme-challenge.frank": "frank's", "gina": "gina's"} {
+		if got := txtValues(ask(z, name+"."+testDomain, mdns.TypeTXT).Answer); !slices.Equal(got, []string{want}) {
+			t.Errorf("%s TXT %q, want %q", name, got, want)
+		}
+	}
+	if resp := ask(z, "carol."+testDomain, mdns.TypeTXT); len(txtValues(resp.Answer)) != 0 {
+		t.Errorf("carol TXT: %v, want the CNAME only", resp.Answer)
+	}
+	if warningWith(warnings, "carol.mc.example.com", "CNAME") == "" {
+		t.Errorf("no warning for the value next to carol's CNAME: %q", warnings)
+	}
+	if warningWith(warnings, "user-core row", "skipped") == "" {
+		t.Errorf("no warning for the user without a name: %q", warnings)
+	}
+	if len(warnings) != 2 {
+		t.Errorf("warnings %q, want 2", warnings)
+	}
+}
+
+// TestBuildUserCost: a user costs the zone a few dozen bytes (a map entry
+// and a slice slot), not records of its own (about 1 KB each before users
+// shared their core's records).
+func TestBuildUserCost(t *testing.T) {
+	const users = 20000
+	r := newRows()
+	r.cores["core1"] = CoreInfo{ID: "core1", IP: "192.0.2.10", IPv6: "2001:db8::10", Available: true}
+	for i := range users {
+		r.users[fmt.Sprintf("user%d", i)] = "core1"
+	}
+	st := Static{Domain: testDomain, TTL: 60}
+	mustBuild(t, st, r, 1) // warm-up
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	z, _ := mustBuild(t, st, r, 2)
+	runtime.ReadMemStats(&after)
+	perUser := float64(after.TotalAlloc-before.TotalAlloc) / users
+	if perUser > 100 {
+		t.Errorf("building the zone allocates %.0f bytes per user, want at most 100", perUser)
+	}
+	if z.Names() < users {
+		t.Errorf("%d names, want at least %d", z.Names(), users)
+	}
+	if got := rdata(ask(z, "user12345."+testDomain, mdns.TypeAAAA).Answer, mdns.TypeAAAA); !slices.Equal(got, []string{"2001:db8::10"}) {
+		t.Errorf("user12345 AAAA %q", got)
+	}
+}
+
+// BenchmarkBuildUsers: a rebuild of a 20,000-user zone (what every change
+// costs the watcher).
+func BenchmarkBuildUsers(b *testing.B) {
+	r := newRows()
+	r.cores["core1"] = CoreInfo{ID: "core1", IP: "192.0.2.10", IPv6: "2001:db8::10", Available: true}
+	for i := range 20000 {
+		r.users[fmt.Sprintf("user%d", i)] = "core1"
+	}
+	st := Static{Domain: testDomain, TTL: 60}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, err := Build(st, r, 1); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

@@ -172,7 +172,7 @@ func (r *rows) apply(ev platformdb.Event) {
 			delete(r.users, name)
 			return
 		}
-		r.users[name] = uc.Core
+		r.users[name] = r.intern(uc.Core)
 	case strings.HasPrefix(key, CoreInfoPrefix):
 		id := strings.TrimPrefix(key, CoreInfoPrefix)
 		var c CoreInfo
