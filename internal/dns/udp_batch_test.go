@@ -1,0 +1,95 @@
+package dns
+
+import (
+	"fmt"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// TestUDPBatches floods the server from several sockets at once, so that
+// reads return several packets: every query gets its own answer (its id,
+// its name, its address), whichever batch slot it went through — on a
+// socket bound to an address and on one answering from the query's
+// destination (IP_PKTINFO, the 0.0.0.0 default).
+func TestUDPBatches(t *testing.T) {
+	for _, session := range []bool{false, true} {
+		t.Run(fmt.Sprintf("session=%v", session), func(t *testing.T) {
+			sessionAlways = session
+			t.Cleanup(func() { sessionAlways = false })
+			s := startServer(t, userZone(t, 500, 1), ServerOptions{})
+			if got := s.udps[0].session; got != session {
+				t.Fatalf("session %v, want %v", got, session)
+			}
+			addr, _ := serverAddr(t, s)
+			const clients, perClient = 8, 64
+			var wg sync.WaitGroup
+			errs := make(chan error, clients)
+			for c := range clients {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					errs <- floodOne(addr, c, perClient)
+				}()
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				if err != nil {
+					t.Error(err)
+				}
+			}
+			if n := s.udps[0].largest.Load(); n < 2 {
+				t.Errorf("the largest read held %d packet(s): no batch was exercised", n)
+			}
+		})
+	}
+}
+
+// floodOne sends n queries for distinct users without waiting, then reads
+// n answers and checks each against its query.
+func floodOne(addr string, client, n int) error {
+	conn, err := net.Dial("udp", addr)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	want := map[uint16]string{}
+	for i := range n {
+		name := fmt.Sprintf("user%d.mc.example.com.", (client*n+i)%500)
+		m := query(name, dns.TypeA)
+		m.Id = uint16(client<<8 | i)
+		b, err := m.Pack()
+		if err != nil {
+			return err
+		}
+		want[m.Id] = name
+		if _, err := conn.Write(b); err != nil {
+			return err
+		}
+	}
+	buf := make([]byte, 4096)
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for range n {
+		k, err := conn.Read(buf)
+		if err != nil {
+			return fmt.Errorf("client %d: %d answers missing: %w", client, len(want), err)
+		}
+		r := new(dns.Msg)
+		if err := r.Unpack(buf[:k]); err != nil {
+			return err
+		}
+		name, ok := want[r.Id]
+		if !ok {
+			return fmt.Errorf("client %d: answer with id %d it did not ask (or twice)", client, r.Id)
+		}
+		delete(want, r.Id)
+		if len(r.Question) != 1 || r.Question[0].Name != name || r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 || r.Answer[0].Header().Name != name {
+			return fmt.Errorf("client %d: query %s got %v", client, name, r)
+		}
+	}
+	return nil
+}
