@@ -1,0 +1,106 @@
+package daemon
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"runtime/debug"
+	"runtime/metrics"
+	"time"
+)
+
+// The daemon's memory policy (docs/decisions/0011-memory.md). Its heap is
+// mostly long-lived (the etcd index, the DNS zone, the certificates) and it
+// allocates in bursts (a bulk import, a zone rebuild, a load of users) with
+// long quiet spells between them, next to the Pryv.io services it fronts.
+// Go's defaults suit the opposite (a busy heap of short-lived objects): a
+// heap goal of twice the live heap, and the free part kept for the next
+// cycle.
+const (
+	// gcPercent is the GC's target heap growth over the live heap
+	// (GOGC): the heap grows to 1.5 times what is live, not twice. It
+	// costs GC CPU in proportion to the allocation rate, low here outside
+	// bursts (a DNS query allocates a few hundred bytes): bench/run dns
+	// measured the same server CPU per query at 50 and 100. The GOGC
+	// environment variable, when set, wins (and GOMEMLIMIT applies as
+	// usual).
+	gcPercent = 50
+
+	// After a burst, the heap it grew stays with the process until GC
+	// cycles shrink the goal, and Go's scavenger keeps about 10% over
+	// that goal. trimIdle has a GC free it and returns it to the OS once
+	// the process is quiet: checking every trimInterval, when less than
+	// trimQuiet bytes were allocated since the last check and the heap
+	// holds at least trimMin bytes beyond what the last GC found live
+	// (garbage, free spans). Under load (more allocations per interval)
+	// it does nothing: the memory is about to be used again, and a forced
+	// GC would only add work. Quiet after a burst, it costs one GC.
+	trimInterval = 2 * time.Second
+	trimQuiet    = 1 << 20
+	trimMin      = 4 << 20
+)
+
+// setGCPercent applies gcPercent unless the operator set GOGC.
+func setGCPercent() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(gcPercent)
+	}
+}
+
+// trimIdle returns unused heap to the OS when the process is quiet (see
+// trimInterval), until ctx ends.
+func trimIdle(ctx context.Context, log *slog.Logger) {
+	t := time.NewTicker(trimInterval)
+	defer t.Stop()
+	tr := &trimmer{free: debug.FreeOSMemory}
+	tr.check() // the baseline
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if n := tr.check(); n > 0 {
+				log.Debug("quiet: returned unused heap to the OS", "bytes", n)
+			}
+		}
+	}
+}
+
+// trimmer decides on each check whether to return heap memory.
+type trimmer struct {
+	free    func() // debug.FreeOSMemory; tests replace it
+	samples []metrics.Sample
+	allocs  uint64 // cumulative bytes allocated at the last check
+	started bool
+}
+
+// check returns the number of heap bytes held beyond the live heap that it
+// had a GC free and returned to the OS (0: none).
+func (t *trimmer) check() uint64 {
+	if t.samples == nil {
+		for _, name := range []string{
+			"/gc/heap/allocs:bytes",              // cumulative
+			"/memory/classes/heap/objects:bytes", // live objects and dead ones not yet swept
+			"/memory/classes/heap/unused:bytes",  // in spans, unused
+			"/memory/classes/heap/free:bytes",    // free, not yet returned
+			"/gc/heap/live:bytes",                // live after the last GC
+		} {
+			t.samples = append(t.samples, metrics.Sample{Name: name})
+		}
+	}
+	metrics.Read(t.samples)
+	v := func(i int) uint64 { return t.samples[i].Value.Uint64() }
+	allocs := v(0)
+	held := v(1) + v(2) + v(3)
+	excess := held - min(held, v(4))
+	quiet := t.started && allocs-t.allocs < trimQuiet
+	t.started = true
+	t.allocs = allocs
+	if !quiet || excess < trimMin {
+		return 0
+	}
+	t.free()
+	metrics.Read(t.samples[:1])
+	t.allocs = v(0) // what the trim allocated is not activity
+	return excess
+}
