@@ -270,7 +270,7 @@ func (z *Zone) find(name string) (n *node, synth bool) {
 	if n := z.names[name]; n != nil {
 		return n, false
 	}
-	if g := z.member(name); g != nil {
+	if g := z.memberOf(name); g != nil {
 		return g, true
 	}
 	if !z.hasWildcard {
@@ -291,7 +291,7 @@ func (z *Zone) find(name string) (n *node, synth bool) {
 			}
 			return nil, false
 		}
-		if z.member(name[off:]) != nil {
+		if z.memberOf(name[off:]) != nil {
 			return nil, false // the closest encloser is a member: it has no wildcard child
 		}
 	}

@@ -47,9 +47,9 @@ func BenchmarkAnswer(b *testing.B) {
 			}
 		}
 	})
-	// The same queries on a zone whose users are members of one Group (what
+	// The same queries on a zone whose users are Members of one group (what
 	// dnsdata builds): the records are synthesised with the query name.
-	gz := groupZone(b, benchUsers)
+	gz := memberZone(b, benchUsers)
 	for _, c := range []struct {
 		name string
 		req  *dns.Msg
@@ -103,28 +103,29 @@ func BenchmarkNewZone(b *testing.B) {
 	}
 }
 
-// BenchmarkNewZoneGroup is BenchmarkNewZone with the users as members of
-// one Group.
-func BenchmarkNewZoneGroup(b *testing.B) {
-	labels := groupLabels(benchUsers)
+// BenchmarkNewZoneMembers is BenchmarkNewZone with the users as Members
+// of one group.
+func BenchmarkNewZoneMembers(b *testing.B) {
+	labels := memberLabels(benchUsers)
 	b.ReportAllocs()
 	for b.Loop() {
-		groupZoneOf(b, labels)
+		memberZoneOf(b, labels)
 	}
 }
 
-func groupLabels(n int) []string {
-	labels := make([]string, n)
-	for i := range labels {
-		labels[i] = fmt.Sprintf("user%d", i)
+func memberLabels(n int) map[string]uint32 {
+	labels := make(map[string]uint32, n)
+	for i := range n {
+		labels[fmt.Sprintf("user%d", i)] = 0
 	}
 	return labels
 }
 
-// groupZone is userZone's zone with the n users in one Group (one address).
-func groupZone(b *testing.B, n int) *Zone { return groupZoneOf(b, groupLabels(n)) }
+// memberZone is userZone's zone with the n users Members of one group (one
+// address).
+func memberZone(b *testing.B, n int) *Zone { return memberZoneOf(b, memberLabels(n)) }
 
-func groupZoneOf(b *testing.B, labels []string) *Zone {
+func memberZoneOf(b *testing.B, labels map[string]uint32) *Zone {
 	b.Helper()
 	z0 := userZone(b, 0, 1)
 	var rrs []dns.RR
@@ -136,7 +137,7 @@ func groupZoneOf(b *testing.B, labels []string) *Zone {
 		}
 	}
 	a := &dns.A{Hdr: dns.RR_Header{Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 300}, A: net.IPv4(10, 0, 0, 1)}
-	z, err := NewZone(testOrigin, z0.apex.sets[0].rrs[0].(*dns.SOA), rrs, Group{Labels: labels, Records: []dns.RR{a}})
+	z, err := NewZoneMembers(testOrigin, z0.apex.sets[0].rrs[0].(*dns.SOA), rrs, Members{Labels: labels, Groups: [][]dns.RR{{a}}})
 	if err != nil {
 		b.Fatal(err)
 	}

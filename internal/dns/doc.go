@@ -37,17 +37,19 @@
 //     IN), a record whose Go type does not match its header's Rrtype and a
 //     record whose rdata cannot be packed.
 //
-// NewZone(origin, soa, rrs, groups...) also takes Groups: names one label
-// below the origin that own the same records (the users of one core, which
-// all answer with its addresses). A member answers exactly as if its
-// group's records were written out in rrs with its name as owner, but costs
-// one map entry (its label string is kept, not copied) instead of a node,
-// RRsets and records of its own; its records get the query's canonical name
-// as owner when answered. A member whose name also exists in rrs (records
-// of its own, or names below it) is merged into that name as an ordinary
-// one. Labels must be 1 to 63 bytes of lower-case a-z, 0-9, '-' and '_'; a
-// label listed twice keeps its first group; a group's records may not be NS,
-// MX or SRV, and the CNAME rules apply to members as to any name.
+// NewZoneMembers(origin, soa, rrs, members) also takes Members: names one
+// label below the origin that own the records of their group (the users of
+// a core, which all answer with its addresses). A member answers exactly as
+// if its group's records were in rrs with its name as owner, but costs the
+// zone nothing of its own: the zone keeps the caller's label -> group map
+// (which the caller must not change afterwards) and one copy of each
+// group's records, whose owner becomes the query's canonical name when
+// answered; building it takes time in proportion to the other names, not
+// to the members. A name of rrs holding records shadows a member of the
+// same name; one that is only an empty non-terminal gets the member's
+// records. A label that is not lower-case a-z, 0-9, '-' and '_' is never
+// answered, nor is a member of a group without records; a group's records
+// may not be NS, MX or SRV, and a CNAME must be alone in its group.
 //
 // Identical records are kept once, and all records of one RRset get the
 // lowest TTL found among them (RFC 2181 §5.2). Records keep the caller's order

@@ -20,19 +20,17 @@ type Zone struct {
 	serial uint32
 	nrr    int
 
-	names  map[string]*node // every existing name, empty non-terminals included, group members excepted
+	names  map[string]*node // every existing name, empty non-terminals included, members excepted
 	order  []*node          // names in creation order (deterministic checks); nil after NewZone
 	apex   *node
 	negSOA []dns.RR // {SOA with TTL = min(TTL, MINIMUM)}, for negative answers
 
-	// The members of the Groups: label -> index in groups. A member costs
-	// one map entry (its label's string is the caller's, not copied), not
-	// a node with its own records: a 100,000-user zone is a map of 100,000
-	// small entries, not 100,000 nodes, RRsets and records (see Group).
-	// Members also listed in rrs are not here but nodes in names, holding
-	// a copy of their group's records.
+	// Members (see Members): label -> index in groups, the caller's map,
+	// never written here. A member costs the zone nothing of its own (no
+	// node, no records): a 100,000-user zone is the caller's map of
+	// 100,000 labels plus one node per group.
 	members map[string]uint32
-	groups  []*node // each group's records, owner names to be replaced by the member's name
+	groups  []*node // each group's records (owner names replaced by the member's when answered); nil: none
 
 	hasCuts     bool // some name below the apex has NS records
 	hasWildcard bool // some name's first label is "*"
@@ -72,34 +70,53 @@ func (z *Zone) Serial() uint32 { return z.serial }
 
 // Len returns the number of records served, the SOA included (identical
 // records counted once).
-func (z *Zone) Len() int { return z.nrr }
-
-// Names returns the number of existing names, empty non-terminals and group
-// members included.
-func (z *Zone) Names() int { return len(z.names) + len(z.members) }
-
-// Group is a set of names directly below the origin that own the same
-// records: the users of one core, which all answer with that core's
-// addresses. A member is stored as one map entry pointing at the group's
-// records, which get the member's name as owner when answered, instead of
-// a node and records of its own: what keeps a zone of 100,000 users small
-// and quick to build.
-type Group struct {
-	// Labels are the members, one DNS label each, relative to the origin:
-	// 1 to 63 bytes of a-z, 0-9, '-' and '_' (lower case: the canonical
-	// form). The strings are kept, not copied. A label listed twice (in
-	// one group or two) keeps its first group.
-	Labels []string
-	// Records are what every member owns; their owner names are ignored.
-	// No NS (a member cannot be a delegation), MX or SRV (no glue is
-	// computed for members), nor any type NewZone refuses in rrs.
-	Records []dns.RR
+//
+// With members it walks them (see Names).
+func (z *Zone) Len() int {
+	_, n := z.countMembers()
+	return z.nrr + n
 }
 
-// NewZone builds a zone snapshot from the apex SOA, the other records, and
-// groups of names sharing their records. See the package documentation for
-// the contract.
-func NewZone(origin string, soa *dns.SOA, rrs []dns.RR, groups ...Group) (*Zone, error) {
+// Names returns the number of existing names, empty non-terminals and
+// members included. With members it walks them: it is for tests and tools,
+// not for a query path.
+func (z *Zone) Names() int {
+	n, _ := z.countMembers()
+	return len(z.names) + n
+}
+
+// Members are names one label below the origin that own the records of
+// their group: the users of a core, which all answer with that core's
+// addresses. A member answers as if its group's records were in rrs with
+// its name as owner, but costs the zone nothing of its own (its records get
+// the query's name as owner when answered), and the labels are a map the
+// zone keeps rather than copies: a zone of 100,000 users holds the caller's
+// map and one set of records per core, and is built in time proportional
+// to its other names, not to its members.
+type Members struct {
+	// Labels maps a member's label, relative to the origin, to its group
+	// (an index in Groups). The zone keeps the map: the caller must never
+	// change it afterwards (copy it to change it). A label that cannot be
+	// the first label of a canonical query name (upper case, a dot, an
+	// escape: see IsMemberLabel) is never answered; so is one whose group
+	// is out of range or has no records.
+	Labels map[string]uint32
+	// Groups are the records of each group; their owner names are
+	// ignored. No NS (a member cannot be a delegation), MX or SRV (no
+	// glue is computed for members), nor any type NewZone refuses in rrs.
+	Groups [][]dns.RR
+}
+
+// NewZone builds a zone snapshot from the apex SOA and the other records.
+// See the package documentation for the contract.
+func NewZone(origin string, soa *dns.SOA, rrs []dns.RR) (*Zone, error) {
+	return NewZoneMembers(origin, soa, rrs, Members{})
+}
+
+// NewZoneMembers is NewZone with members. A name of rrs that holds records
+// shadows the member of the same name (rrs win); a name of rrs that is only
+// an empty non-terminal (names below it exist) gets the member's records.
+func NewZoneMembers(origin string, soa *dns.SOA, rrs []dns.RR, m Members) (*Zone, error) {
 	b := &builder{buf: make([]byte, dns.MaxMsgSize)}
 	o, err := b.canonicalName(origin)
 	if err != nil {
@@ -141,7 +158,7 @@ func NewZone(origin string, soa *dns.SOA, rrs []dns.RR, groups ...Group) (*Zone,
 			return nil, fmt.Errorf("dns zone %s: %w", o, err)
 		}
 	}
-	if err := z.addGroups(b, groups); err != nil {
+	if err := z.addMembers(b, m); err != nil {
 		return nil, fmt.Errorf("dns zone %s: %w", o, err)
 	}
 	if err := z.finish(); err != nil {
@@ -260,74 +277,68 @@ func (n *node) put(cp dns.RR) bool {
 	return true
 }
 
-// materialised marks, in members, a label whose name is a node in names.
-const materialised = ^uint32(0)
-
-// addGroups adds the groups' members once every record of rrs is in: a
-// member whose name exists already (records of its own, or an empty
-// non-terminal above some) becomes an ordinary node holding a copy of its
-// group's records besides its own; the others are entries of members.
-func (z *Zone) addGroups(b *builder, groups []Group) error {
-	if len(groups) == 0 {
+// addMembers takes the members once every record of rrs is in: each
+// group's records are checked and copied once, and an empty non-terminal of
+// rrs that is a member gets a copy of its group's records (it is found in
+// names, before members are looked at). It iterates the names and groups,
+// never the members, but to count them (for Names and Len: a map walk with
+// no allocation).
+func (z *Zone) addMembers(b *builder, m Members) error {
+	if len(m.Labels) == 0 {
 		return nil
 	}
-	originLen, err := dns.PackDomainName(z.origin, b.buf, 0, nil, false)
-	if err != nil {
-		return err
-	}
-	total := 0
-	for _, g := range groups {
-		total += len(g.Labels)
-	}
-	z.members = make(map[string]uint32, total)
-	key := make([]byte, 0, 64+len(z.origin))
-	for gi, g := range groups {
-		tn, err := z.groupNode(b, g.Records)
+	z.members = m.Labels
+	z.groups = make([]*node, len(m.Groups))
+	for gi, rrs := range m.Groups {
+		if len(rrs) == 0 {
+			continue
+		}
+		tn, err := z.groupNode(b, rrs)
 		if err != nil {
 			return fmt.Errorf("group %d: %w", gi, err)
 		}
-		nrr := 0
-		for _, s := range tn.sets {
-			nrr += len(s.rrs)
+		z.groups[gi] = tn
+	}
+	for _, n := range z.order {
+		if len(n.sets) != 0 {
+			continue // shadows a member of the same name, if any
 		}
-		z.groups = append(z.groups, tn)
-		for _, l := range g.Labels {
-			if !IsMemberLabel(l) {
-				return fmt.Errorf("group %d: label %q: want 1 to 63 bytes of a-z, 0-9, '-' and '_'", gi, l)
-			}
-			if originLen+1+len(l) > 255 {
-				return fmt.Errorf("group %d: label %q: the name is longer than 255 bytes", gi, l)
-			}
-			if _, dup := z.members[l]; dup {
-				continue
-			}
-			key = append(append(append(key[:0], l...), '.'), z.origin...)
-			n := z.names[string(key)] // no allocation for the lookup
-			if n == nil {
-				z.members[l] = uint32(gi)
-				z.nrr += nrr
-				continue
-			}
-			z.members[l] = materialised
-			for _, s := range tn.sets {
-				for _, rr := range s.rrs {
-					cp := dns.Copy(rr)
-					cp.Header().Name = n.name
-					if n.put(cp) {
-						z.nrr++
-					}
+		g := z.memberOf(n.name)
+		if g == nil {
+			continue
+		}
+		for _, s := range g.sets {
+			for _, rr := range s.rrs {
+				cp := dns.Copy(rr)
+				cp.Header().Name = n.name
+				if n.put(cp) {
+					z.nrr++
 				}
 			}
 		}
 	}
-	// The materialised ones are found in names: drop them, so that members
-	// only holds what find must look up there.
+	return nil
+}
+
+// countMembers returns the number of members answered (not shadowed by a
+// name of rrs, group not empty) and of their records: a walk of the map.
+func (z *Zone) countMembers() (names, records int) {
+	key := make([]byte, 0, 64+len(z.origin))
 	for l, gi := range z.members {
-		if gi == materialised {
-			delete(z.members, l)
+		g := z.group(gi)
+		if g == nil || !IsMemberLabel(l) || len(l)+1+len(z.origin) > 254 {
+			continue
+		}
+		key = append(append(append(key[:0], l...), '.'), z.origin...)
+		if _, shadowed := z.names[string(key)]; shadowed {
+			continue
+		}
+		names++
+		for _, s := range g.sets {
+			records += len(s.rrs)
 		}
 	}
-	return nil
+	return names, records
 }
 
 // groupNode checks and copies a group's records into a node whose name is
@@ -386,9 +397,18 @@ func IsMemberLabel(l string) bool {
 	return true
 }
 
-// member returns the records of name (canonical, inside the zone) when it
-// is a group member held in members, else nil.
-func (z *Zone) member(name string) *node {
+// group returns the records of group gi, or nil (out of range, or none).
+func (z *Zone) group(gi uint32) *node {
+	if int(gi) < len(z.groups) {
+		return z.groups[gi]
+	}
+	return nil
+}
+
+// memberOf returns the records of name (canonical, inside the zone) when it
+// is a member's name, else nil. A name of rrs that holds records shadows
+// it: callers look in names first.
+func (z *Zone) memberOf(name string) *node {
 	if len(z.members) == 0 || len(name) <= len(z.origin)+1 {
 		return nil
 	}
@@ -397,7 +417,7 @@ func (z *Zone) member(name string) *node {
 		return nil // more than one label (or an escaped dot): never a member
 	}
 	if gi, ok := z.members[l]; ok {
-		return z.groups[gi]
+		return z.group(gi)
 	}
 	return nil
 }
@@ -509,7 +529,7 @@ func (z *Zone) glue(rrs []dns.RR) []dns.RR {
 		seen = append(seen, target)
 		n, synth := z.names[target], false
 		if n == nil {
-			n, synth = z.member(target), true
+			n, synth = z.memberOf(target), true
 		}
 		if n == nil {
 			continue

@@ -31,30 +31,86 @@ type Static struct {
 
 // rows is the in-memory copy of the DNS rows the zone is built from.
 type rows struct {
-	users      map[string]string            // username -> core id
+	// users maps the name of a user row that is a member label (what
+	// CheckUsername writes: one lower-case label) to its core, an index in
+	// coreIDs. The zone built last keeps this very map (dns.Members):
+	// once it is shared, a change first replaces it with a copy (own), so
+	// a zone never sees it change. With 100,000 users it is the one
+	// per-user structure here (the zone holds no other).
+	users   map[string]uint32
+	shared  bool
+	coreIdx map[string]uint32 // core id -> index in coreIDs
+	coreIDs []string          // every core id seen in a user row: one string per core, not one per user
+	// odd are the other user rows (upper case, several labels, odd
+	// characters: never written by CheckUsername): name -> core id. They
+	// get records of their own.
+	odd        map[string]string
 	cores      map[string]CoreInfo          // id -> info
 	records    map[string]Records           // subdomain -> records
 	challenges map[string]map[string]string // fqdn (no trailing dot) -> row key -> value
-	ids        map[string]string            // core ids seen in user rows: one string per core, not one per user
 }
 
 func newRows() *rows {
 	return &rows{
-		ids:        map[string]string{},
-		users:      map[string]string{},
+		users:      map[string]uint32{},
+		coreIdx:    map[string]uint32{},
+		odd:        map[string]string{},
 		cores:      map[string]CoreInfo{},
 		records:    map[string]Records{},
 		challenges: map[string]map[string]string{},
 	}
 }
 
-// intern returns the stored copy of a core id.
-func (r *rows) intern(id string) string {
-	if s, ok := r.ids[id]; ok {
-		return s
+// setUser records that user name is on core id.
+func (r *rows) setUser(name, id string) {
+	i, ok := r.coreIdx[id]
+	if !ok {
+		i = uint32(len(r.coreIDs))
+		r.coreIDs = append(r.coreIDs, id)
+		r.coreIdx[id] = i
 	}
-	r.ids[id] = id
-	return id
+	if !dns.IsMemberLabel(name) {
+		r.odd[name] = r.coreIDs[i]
+		return
+	}
+	if have, ok := r.users[name]; ok && have == i {
+		return
+	}
+	r.own()
+	// A copy of the name: it is a piece of the row's key, which it would
+	// keep whole (a map assignment stores the key it is given).
+	r.users[strings.Clone(name)] = i
+}
+
+// deleteUser forgets user name.
+func (r *rows) deleteUser(name string) {
+	if !dns.IsMemberLabel(name) {
+		delete(r.odd, name)
+		return
+	}
+	if _, ok := r.users[name]; ok {
+		r.own()
+		delete(r.users, name)
+	}
+}
+
+// own makes users the rows' own before a change: a copy when the last zone
+// holds it (a copy of the map's tables, no rehashing: about a millisecond
+// for 100,000 users, once per rebuild during a burst of changes).
+func (r *rows) own() {
+	if r.shared {
+		r.users = maps.Clone(r.users)
+		r.shared = false
+	}
+}
+
+// user returns user name's core id (tests).
+func (r *rows) user(name string) (string, bool) {
+	if i, ok := r.users[name]; ok {
+		return r.coreIDs[i], true
+	}
+	id, ok := r.odd[name]
+	return id, ok
 }
 
 // Build makes the zone: static entries first, then runtime records (a name
@@ -149,42 +205,46 @@ func Build(st Static, r *rows, serial uint32) (*dns.Zone, []string, error) {
 		}
 	}
 
-	// Users: the bulk of a big zone. The users of one core are a dns.Group
-	// sharing the core's records: a user costs the zone one map entry (its
-	// label is the row's string, not a copy), not records of its own, and
-	// nothing here is made per user but that label's place in a slice.
-	groups := map[string]*dns.Group{} // core id -> its users
-	for id, c := range r.cores {
-		if rrs, err := buildRRs("x."+origin, ttl, coreRecords(c)); err == nil && len(rrs) > 0 {
-			groups[id] = &dns.Group{Records: rrs}
+	// Users: the bulk of a big zone, handed to the zone as dns.Members:
+	// the rows' own map of users (kept by the zone, not copied) and the
+	// records of each core. Nothing here is done per user: a rebuild costs
+	// the other names only. A name made above (configuration, runtime
+	// records, cores, reserved names) shadows a user of that name.
+	groups := make([][]mdns.RR, len(r.coreIDs))
+	for i, id := range r.coreIDs {
+		if c, ok := r.cores[id]; ok {
+			if rrs, err := buildRRs("x."+origin, ttl, coreRecords(c)); err == nil {
+				groups[i] = rrs
+			}
 		}
 	}
-	counts := map[string]int{} // the labels slices are made at their size: growing them would allocate several times it
-	for _, coreID := range r.users {
-		counts[coreID]++
-	}
-	for id, g := range groups {
-		g.Labels = make([]string, 0, counts[id])
-	}
-	for user, coreID := range r.users {
-		g := groups[coreID]
-		if g == nil {
+	for user, id := range r.odd {
+		// A row not written through CheckUsername: its own records, as
+		// any other name (skipped with a warning if they cannot be made),
+		// unless the user row of that name in lower case exists.
+		label := strings.ToLower(user)
+		c, ok := r.cores[id]
+		if _, member := r.users[label]; member || !ok || coreRecords(c).Empty() {
 			continue
 		}
-		label := strings.ToLower(user) // the row itself when already lower case
-		if _, ok := taken[label]; ok {
-			continue // a configured or runtime name, or a core's, wins over a user
-		}
-		if dns.IsMemberLabel(label) {
-			g.Labels = append(g.Labels, label) // the zone keeps the first of duplicates
-			continue
-		}
-		// A row not written through CheckUsername (several labels, odd
-		// characters): its own records, as any other name (skipped with a
-		// warning if they cannot be made).
 		if claim(label, "user") {
-			add(label, coreRecords(r.cores[coreID]), "user-core row")
+			add(label, coreRecords(c), "user-core row")
 		}
+	}
+	// memberRecords returns the records of the user whose name is owner
+	// (lower case, fully qualified), if it is a member the zone answers.
+	memberRecords := func(owner string) []mdns.RR {
+		l, ok := strings.CutSuffix(owner, "."+origin)
+		if !ok || strings.IndexByte(l, '.') >= 0 {
+			return nil
+		}
+		if _, shadowed := taken[l]; shadowed {
+			return nil
+		}
+		if i, ok := r.users[l]; ok {
+			return groups[i]
+		}
+		return nil
 	}
 
 	cnames := map[string]bool{} // a TXT value next to a CNAME would make the zone unbuildable
@@ -193,30 +253,23 @@ func Build(st Static, r *rows, serial uint32) (*dns.Zone, []string, error) {
 			cnames[strings.ToLower(rr.Header().Name)] = true
 		}
 	}
-	// Users of a core known by its CNAME hold one too; listed only when a
-	// DNS-01 value is published, and only those users.
-	var cnameUsers map[string]bool
-	isCNAMEUser := func(owner string) bool {
-		if cnameUsers == nil {
-			cnameUsers = map[string]bool{}
-			for _, g := range groups {
-				if g.Records[0].Header().Rrtype == mdns.TypeCNAME {
-					for _, l := range g.Labels {
-						cnameUsers[l+"."+origin] = true
-					}
-				}
-			}
-		}
-		return cnameUsers[owner]
-	}
 	for fqdn, values := range r.challenges {
 		owner := mdns.Fqdn(fqdn)
 		if !mdns.IsSubDomain(origin, owner) {
 			continue
 		}
-		if lower := strings.ToLower(owner); cnames[lower] || isCNAMEUser(lower) {
+		lower := strings.ToLower(owner)
+		user := memberRecords(lower)
+		if cnames[lower] || (len(user) > 0 && user[0].Header().Rrtype == mdns.TypeCNAME) {
 			warnings = append(warnings, fmt.Sprintf("%s: holds a CNAME; the DNS-01 value published there is not served", fqdn))
 			continue
+		}
+		// A value at a user's own name: the name holds both (a name of
+		// rrs with records would shadow the member).
+		for _, rr := range user {
+			c := mdns.Copy(rr)
+			c.Header().Name = owner
+			all = append(all, c)
 		}
 		for _, v := range values {
 			all = append(all, &mdns.TXT{Hdr: mdns.RR_Header{Name: owner, Rrtype: mdns.TypeTXT, Class: mdns.ClassINET, Ttl: 60}, Txt: []string{v}})
@@ -227,14 +280,11 @@ func Build(st Static, r *rows, serial uint32) (*dns.Zone, []string, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	gs := make([]dns.Group, 0, len(groups))
-	for _, id := range slices.Sorted(maps.Keys(groups)) { // a stable order: the first group keeps a duplicate
-		gs = append(gs, *groups[id])
-	}
-	z, err := dns.NewZone(origin, soa, all, gs...)
+	z, err := dns.NewZoneMembers(origin, soa, all, dns.Members{Labels: r.users, Groups: groups})
 	if err != nil {
 		return nil, warnings, err
 	}
+	r.shared = true
 	return z, warnings, nil
 }
 

@@ -32,7 +32,7 @@ func checkBuildSurvives(t *testing.T, where byte, sub string, rec Records) {
 		Entries: []Entry{{Subdomain: "fixed", Records: Records{A: []string{"192.0.2.2"}}}}}
 	r := newRows()
 	r.cores["core1"] = CoreInfo{ID: "core1", IP: "192.0.2.10", Available: true}
-	r.users["alice"] = "core1"
+	r.setUser("alice", "core1")
 	r.records["app"] = Records{A: []string{"192.0.2.81"}}
 	r.challenges["_acme-challenge."+testDomain] = map[string]string{"k": "value"}
 	switch where % 4 {
@@ -49,7 +49,7 @@ func checkBuildSurvives(t *testing.T, where byte, sub string, rec Records) {
 			ip6 = rec.AAAA[0]
 		}
 		r.cores[sub] = CoreInfo{ID: sub, IP: ip, IPv6: ip6, CNAME: rec.CNAME, Available: true}
-		r.users["bob"] = sub
+		r.setUser("bob", sub)
 	case 3:
 		r.records["alice"] = rec // a record row at a user's name: the row wins
 	}

@@ -169,10 +169,10 @@ func (r *rows) apply(ev platformdb.Event) {
 		name := strings.TrimPrefix(key, UserCorePrefix)
 		var uc UserCore
 		if del || json.Unmarshal(ev.Entry.Value, &uc) != nil || uc.Core == "" {
-			delete(r.users, name)
+			r.deleteUser(name)
 			return
 		}
-		r.users[name] = r.intern(uc.Core)
+		r.setUser(name, uc.Core)
 	case strings.HasPrefix(key, CoreInfoPrefix):
 		id := strings.TrimPrefix(key, CoreInfoPrefix)
 		var c CoreInfo
