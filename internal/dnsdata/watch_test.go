@@ -275,6 +275,10 @@ func TestWatcherBurstAndRestart(t *testing.T) {
 	if rebuilds < 1 || rebuilds > users/5 {
 		t.Errorf("%d rebuilds for %d writes: a burst must be coalesced (want at most %d)", rebuilds, users, users/5)
 	}
+	// At most one rebuild per 100 ms (Spacing), plus the one at the end.
+	if most := int64(time.Since(begin)/(100*time.Millisecond)) + 2; rebuilds > most {
+		t.Errorf("%d rebuilds in %v: want at most %d (one per 100 ms)", rebuilds, time.Since(begin).Round(time.Millisecond), most)
+	}
 
 	// Every user answers, over UDP (and a sample over TCP).
 	check := func(addr string) {
