@@ -99,7 +99,8 @@ func newConn(opts ConnectOptions) (*Conn, error) {
 		Endpoints:   opts.Endpoints,
 		DialTimeout: opts.RequestTimeout,
 		Logger:      newZapLogger(opts.Logger, "etcd-client", &c.closing),
-		// The default 2 MiB would refuse a listing bigger than that.
+		// The default 2 MiB would refuse a page of a listing bigger than
+		// that (listPage certificates of a few KiB each).
 		MaxCallRecvMsgSize: 256 << 20,
 	}
 	if opts.TLS != nil {
@@ -329,9 +330,34 @@ func (s *Conn) DeleteIf(ctx context.Context, key string, expect int64) error {
 	return nil
 }
 
+// List reads listPage keys in its first request, then as many as make
+// about listPageBytes of keys and values at the previous page's mean size,
+// between listPage/10 and listPage*10: 10,000 users a page, or a few hundred
+// certificates. (Each page costs etcd a walk of the index to the end of the
+// range, to count it: small pages of a big range would be slow.)
+// listPageHook, if set, runs between two pages (tests).
+var (
+	listPage      int64 = 1000
+	listPageBytes       = 4 << 20
+	listPageHook  func()
+)
+
 // List returns the entries under prefix sorted by key, and the revision the
-// listing was read at (one linearizable read). An empty prefix lists the
-// whole store, Lock's "_lock/" keys included.
+// listing was read at. An empty prefix lists the whole store, Lock's
+// "_lock/" keys included.
+//
+// It reads a page of keys per request (see listPage): the first is a linearizable
+// read, which fixes the revision; the next ones read that same revision
+// (etcd's multi-version snapshot) from the member that answered (a
+// serializable read: no quorum round, since that member has applied it),
+// so the listing is what one read would return. One read of 100,000 users
+// made etcd build, and both sides hold, the whole response at once: tens
+// of MB allocated at once at every start, freed a moment later. Each
+// request has the request timeout. When the history of that revision is
+// compacted before the last page (more writes meanwhile than the
+// compaction keeps), or a page is read from another member that has not
+// applied it yet (a Conn over several endpoints), the listing starts over,
+// up to three times.
 func (s *Conn) List(ctx context.Context, prefix string) ([]Entry, int64, error) {
 	if s.isClosed() {
 		return nil, 0, fmt.Errorf("%w: list %q", ErrClosed, prefix)
@@ -339,15 +365,57 @@ func (s *Conn) List(ctx context.Context, prefix string) ([]Entry, int64, error) 
 	if !utf8.ValidString(prefix) {
 		return nil, 0, fmt.Errorf("platformdb: list %q: prefix is not UTF-8", prefix)
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.timeout)
-	defer cancel()
-	resp, err := s.cli.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
-	if err != nil {
-		return nil, 0, s.fail("list", prefix, err)
+	for attempt := 0; ; attempt++ {
+		entries, rev, err := s.list(ctx, prefix)
+		if (errors.Is(err, rpctypes.ErrCompacted) || errors.Is(err, rpctypes.ErrFutureRev)) && attempt < 3 {
+			continue
+		}
+		if err != nil {
+			return nil, 0, s.fail("list", prefix, err)
+		}
+		return entries, rev, nil
 	}
-	entries := make([]Entry, len(resp.Kvs))
-	for i, kv := range resp.Kvs {
-		entries[i] = Entry{Key: string(kv.Key), Value: kv.Value, Revision: kv.ModRevision}
+}
+
+func (s *Conn) list(ctx context.Context, prefix string) ([]Entry, int64, error) {
+	var (
+		entries []Entry
+		rev     int64
+		key     = prefix
+		page    = listPage
+	)
+	for {
+		opts := []clientv3.OpOption{clientv3.WithLimit(page), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend)}
+		switch {
+		case rev == 0:
+			opts = append(opts, clientv3.WithPrefix())
+		case prefix == "":
+			opts = append(opts, clientv3.WithFromKey(), clientv3.WithRev(rev), clientv3.WithSerializable())
+		default:
+			opts = append(opts, clientv3.WithRange(clientv3.GetPrefixRangeEnd(prefix)), clientv3.WithRev(rev), clientv3.WithSerializable())
+		}
+		rctx, cancel := context.WithTimeout(ctx, s.timeout)
+		resp, err := s.cli.Get(rctx, key, opts...)
+		cancel()
+		if err != nil {
+			return nil, 0, err
+		}
+		if rev == 0 {
+			rev = resp.Header.Revision
+			entries = make([]Entry, 0, resp.Count)
+		}
+		size := 0
+		for _, kv := range resp.Kvs {
+			entries = append(entries, Entry{Key: string(kv.Key), Value: kv.Value, Revision: kv.ModRevision})
+			size += len(kv.Key) + len(kv.Value)
+		}
+		if !resp.More || len(resp.Kvs) == 0 {
+			return entries, rev, nil
+		}
+		page = min(max(int64(listPageBytes/max(size/len(resp.Kvs), 1)), listPage/10, 1), listPage*10)
+		key = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+		if listPageHook != nil {
+			listPageHook()
+		}
 	}
-	return entries, resp.Header.Revision, nil
 }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -626,5 +627,86 @@ func TestIsLeaderSingleMember(t *testing.T) {
 	e := openEtcd(t, "")
 	if !e.IsLeader() {
 		t.Fatal("the only member is not the leader")
+	}
+}
+
+// TestListPages: a listing read in several requests is one snapshot: sorted,
+// complete, at the first request's revision, blind to writes made between
+// its requests; with or without a prefix.
+func TestListPages(t *testing.T) {
+	e := openEtcd(t, "")
+	ctx := testCtx(t)
+	for i := range 10 {
+		mustPut(t, e, fmt.Sprintf("p/%02d", 9-i), []byte{byte(i)})
+	}
+	mustPut(t, e, "q", []byte("after p/"))
+	defer func(n int64, b int) { listPage, listPageBytes, listPageHook = n, b, nil }(listPage, listPageBytes)
+	listPage, listPageBytes = 3, 3*len("p/00\x00") // 3 keys a page
+	pages := 0
+	listPageHook = func() {
+		pages++
+		mustPut(t, e, fmt.Sprintf("p/%02d-late", pages), []byte("x"))
+		mustPut(t, e, "p/00", []byte("changed"))
+	}
+	before := time.Now()
+	entries, rev, err := e.List(ctx, "p/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pages != 3 {
+		t.Errorf("%d pages after the first, want 3 (10 keys, 3 a page)", pages)
+	}
+	var got []string
+	for _, en := range entries {
+		got = append(got, en.Key)
+		if en.Revision > rev {
+			t.Errorf("%s: revision %d after the listing's %d", en.Key, en.Revision, rev)
+		}
+	}
+	want := []string{"p/00", "p/01", "p/02", "p/03", "p/04", "p/05", "p/06", "p/07", "p/08", "p/09"}
+	if !slices.Equal(got, want) {
+		t.Errorf("List(p/) = %q, want %q", got, want)
+	}
+	if string(entries[0].Value) != "\x09" {
+		t.Errorf("p/00 = %q: a value written during the listing", entries[0].Value)
+	}
+	listPageHook = nil
+	all, _, err := e.List(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(all); n != 10+3+1 || !slices.IsSortedFunc(all, func(a, b Entry) int { return strings.Compare(a.Key, b.Key) }) || all[n-1].Key != "q" {
+		t.Errorf("List(\"\") = %d entries, sorted %v, last %q", n, slices.IsSortedFunc(all, func(a, b Entry) int { return strings.Compare(a.Key, b.Key) }), all[n-1].Key)
+	}
+	t.Logf("paged listings in %v", time.Since(before).Round(time.Millisecond))
+}
+
+// TestListPagesCompacted: when the listing's revision is compacted between
+// two of its requests, it starts over at a new revision.
+func TestListPagesCompacted(t *testing.T) {
+	e := openEtcd(t, "")
+	ctx := testCtx(t)
+	for i := range 5 {
+		mustPut(t, e, fmt.Sprintf("c/%d", i), []byte("v"))
+	}
+	defer func(n int64) { listPage, listPageHook = n, nil }(listPage)
+	listPage = 2
+	compactions := 0
+	listPageHook = func() {
+		if compactions > 0 {
+			return
+		}
+		compactions++
+		rev := mustPut(t, e, "c/9", []byte("during the first attempt"))
+		if _, err := e.Client().Compact(ctx, rev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	entries, rev, err := e.List(ctx, "c/")
+	if err != nil {
+		t.Fatalf("List after a compaction: %v", err)
+	}
+	if len(entries) != 6 || entries[5].Key != "c/9" || compactions != 1 {
+		t.Errorf("List(c/) = %d entries (last %q) at rev %d, %d compactions; want the 6 keys of the second attempt", len(entries), entries[len(entries)-1].Key, rev, compactions)
 	}
 }
