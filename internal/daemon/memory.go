@@ -35,7 +35,7 @@ const (
 	// (garbage, free spans). Under load (more allocations per interval)
 	// it does nothing: the memory is about to be used again, and a forced
 	// GC would only add work. Quiet after a burst, it costs one GC.
-	trimInterval = 2 * time.Second
+	trimInterval = time.Second
 	trimQuiet    = 1 << 20
 	trimMin      = 4 << 20
 )
