@@ -22,7 +22,9 @@ type Set struct {
 	all      []*tls.Certificate
 }
 
-// newSet indexes certs. When several certificates name the same host, the
+// newSet indexes certs from scratch: it is the definition the Store's
+// incremental updates must match (index.go, TestStoreMatchesRebuild). When
+// several certificates name the same host, the
 // most recently issued (latest NotBefore) wins, whatever its source: a
 // renewal, a file replaced by certbot and a record rotated in PlatformDB all
 // carry a newer NotBefore than what they replace; on a tie the earlier
@@ -36,26 +38,40 @@ func newSet(certs []*tls.Certificate, defaultName string) *Set {
 	}
 	for _, c := range certs {
 		for _, name := range certNames(c) {
-			name = strings.TrimSuffix(strings.ToLower(name), ".")
+			name, wild := splitWildcard(indexName(name))
 			m := s.exact
-			if rest, ok := strings.CutPrefix(name, "*."); ok {
-				m, name = s.wildcard, rest
+			if wild {
+				m = s.wildcard
 			}
 			if cur, dup := m[name]; !dup || newer(c, cur) {
 				m[name] = c
 			}
 		}
 	}
-	if len(certs) > 0 {
-		s.fallback = certs[0]
+	s.setFallback(defaultName)
+	return s
+}
+
+// setFallback picks the certificate for defaultName, else the first one.
+func (s *Set) setFallback(defaultName string) {
+	s.fallback = nil
+	if len(s.all) > 0 {
+		s.fallback = s.all[0]
 		if defaultName != "" {
 			if c := s.Lookup(defaultName); c != nil {
 				s.fallback = c
 			}
 		}
 	}
-	return s
 }
+
+// indexName is a certificate's name as the set compares it: lower case,
+// no trailing dot.
+func indexName(name string) string { return strings.TrimSuffix(strings.ToLower(name), ".") }
+
+// splitWildcard tells where the set indexes a name: "*.example.com" as
+// "example.com" in the wildcard map, any other in the exact one.
+func splitWildcard(name string) (string, bool) { return strings.CutPrefix(name, "*.") }
 
 func newer(a, b *tls.Certificate) bool {
 	return a.Leaf != nil && b.Leaf != nil && a.Leaf.NotBefore.After(b.Leaf.NotBefore)
@@ -131,12 +147,15 @@ const (
 
 var errNoCertificate = errors.New("no certificate is loaded yet")
 
-// Store holds the current Set and rebuilds it when a source changes. Writers
-// are serialised by a mutex; readers (GetCertificate, on every handshake) only
-// do an atomic load.
+// Store holds the current Set and derives the next one from it when a
+// source changes: only the names of the certificates that changed are
+// re-ranked (index.go), so rotating one certificate among 10,000 does not
+// re-index the other 9,999. Writers are serialised by a mutex; readers
+// (GetCertificate, on every handshake) only do an atomic load.
 type Store struct {
 	mu          sync.Mutex
-	sources     [numSources][]*tls.Certificate
+	sources     [numSources]source // every certificate, in the set's order
+	cands       candidates         // every certificate naming each name, winning or not
 	defaultName string
 	cur         atomic.Pointer[Set]
 	lookups     [numMatches]atomic.Uint64 // GetCertificate calls by kind of match
@@ -155,34 +174,46 @@ func (s *Store) SetDefaultName(name string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.defaultName = name
-	s.rebuild()
+	s.begin().commit()
 }
 
 // Replace sets the certificates of one source (nil clears it) and swaps in a
 // new Set. A placeholder is dropped from the set as soon as any other source
-// has a certificate, so it can never shadow a real one.
+// has a certificate, so it can never shadow a real one. The list's order is
+// the set's order within the source (see newSet); a certificate that keeps
+// its place costs nothing, so a list that changes in place (a rotation) is
+// cheap and one with an entry inserted or removed mid-way is re-indexed
+// from there on. A source kept by hostname is better fed with Update.
 func (s *Store) Replace(src Source, certs ...*tls.Certificate) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	list := make([]*tls.Certificate, 0, len(certs))
-	for _, c := range certs {
-		if c != nil {
-			list = append(list, c)
-		}
-	}
-	s.sources[src] = list
-	s.rebuild()
+	u := s.begin()
+	u.replace(src, certs)
+	u.commit()
 }
 
-func (s *Store) rebuild() {
-	var all []*tls.Certificate
-	for i, list := range s.sources {
-		if Source(i) == SourcePlaceholder && len(all) > 0 {
-			break
-		}
-		all = append(all, list...)
+// Change is one certificate of a source kept by key (the materialiser's
+// hostnames): Cert nil removes Key.
+type Change struct {
+	Key  string
+	Cert *tls.Certificate
+}
+
+// Update applies changes to one source, in order (a key changed twice ends
+// with its last change), and swaps in a new Set derived from the current
+// one: the cost is that of the changes and of the names they carry, not of
+// the whole set. Within the source, certificates are in key order (what
+// newSet's tie-break and first-certificate fallback see). A source is fed
+// either by Update or by Replace: Replace drops the keys Update gave.
+func (s *Store) Update(src Source, changes ...Change) {
+	if len(changes) == 0 {
+		return
 	}
-	s.cur.Store(newSet(all, s.defaultName))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	u := s.begin()
+	u.update(src, changes)
+	u.commit()
 }
 
 // Current returns the Set in force.
@@ -192,8 +223,12 @@ func (s *Store) Current() *Set { return s.cur.Load() }
 func (s *Store) HasReal() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for i, list := range s.sources {
-		if Source(i) != SourcePlaceholder && len(list) > 0 {
+	return s.hasReal()
+}
+
+func (s *Store) hasReal() bool {
+	for i := range s.sources {
+		if Source(i) != SourcePlaceholder && len(s.sources[i].entries) > 0 {
 			return true
 		}
 	}
@@ -256,10 +291,10 @@ type Served struct {
 func (s *Store) Served() []Served {
 	s.mu.Lock()
 	src := make(map[*tls.Certificate]Source)
-	for i, list := range s.sources {
-		for _, c := range list {
-			if _, dup := src[c]; !dup {
-				src[c] = Source(i)
+	for i := range s.sources {
+		for _, e := range s.sources[i].entries {
+			if _, dup := src[e.cert]; !dup {
+				src[e.cert] = Source(i)
 			}
 		}
 	}

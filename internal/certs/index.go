@@ -1,0 +1,323 @@
+package certs
+
+import (
+	"cmp"
+	"crypto/tls"
+	"iter"
+	"maps"
+	"slices"
+)
+
+// The Store derives each Set from the one before: a change re-ranks only
+// the names the changed certificates carry, and the Set shares with its
+// predecessor whichever of its two maps no winner changed in (the other is
+// copied, since readers hold the old one). What newSet would build from the
+// whole list is the definition; TestStoreMatchesRebuild holds the two
+// together.
+
+// source is one source's certificates in the set's order: by key (Update),
+// then by position in the list (Replace, whose entries have no key).
+type source struct {
+	entries []*entry
+}
+
+// entry is one certificate of a source.
+type entry struct {
+	cert *tls.Certificate
+	src  Source
+	key  string
+	seq  int
+}
+
+func (e *entry) compare(key string, seq int) int {
+	if c := cmp.Compare(e.key, key); c != 0 {
+		return c
+	}
+	return cmp.Compare(e.seq, seq)
+}
+
+// before reports whether e comes before o in the set's order.
+func (e *entry) before(o *entry) bool {
+	if e.src != o.src {
+		return e.src < o.src
+	}
+	return e.compare(o.key, o.seq) < 0
+}
+
+// ranksAbove is newSet's rule for a name several certificates carry: the
+// most recently issued, then the earlier in the order.
+func ranksAbove(a, b *entry) bool {
+	if newer(a.cert, b.cert) {
+		return true
+	}
+	if newer(b.cert, a.cert) {
+		return false
+	}
+	return a.before(b)
+}
+
+// update is a change to the Store in the making (under s.mu): the names
+// whose winner may have changed.
+type update struct {
+	s       *Store
+	hadReal bool
+	dirty   []string // indexNames; may repeat
+	changed bool     // the list of certificates changed
+}
+
+func (s *Store) begin() *update { return &update{s: s, hadReal: s.hasReal()} }
+
+func (u *update) add(src Source, key string, seq int, c *tls.Certificate) *entry {
+	e := &entry{cert: c, src: src, key: key, seq: seq}
+	for _, n := range certNames(c) {
+		n = indexName(n)
+		if u.s.cands.add(n, e) {
+			u.dirty = append(u.dirty, n)
+		}
+	}
+	u.changed = true
+	return e
+}
+
+func (u *update) remove(e *entry) {
+	for _, n := range certNames(e.cert) {
+		n = indexName(n)
+		if u.s.cands.remove(n, e) {
+			u.dirty = append(u.dirty, n)
+		}
+	}
+	u.changed = true
+}
+
+// replace makes certs (nil ones skipped) the source's list, position by
+// position: an entry whose certificate is unchanged at its place stays.
+func (u *update) replace(src Source, certs []*tls.Certificate) {
+	old := u.s.sources[src].entries
+	next := make([]*entry, 0, len(certs))
+	for _, c := range certs {
+		if c == nil {
+			continue
+		}
+		i := len(next)
+		if i < len(old) && old[i].cert == c && old[i].compare("", i) == 0 {
+			next = append(next, old[i])
+			old[i] = nil // kept
+			continue
+		}
+		next = append(next, u.add(src, "", i, c))
+	}
+	for _, e := range old {
+		if e != nil {
+			u.remove(e)
+		}
+	}
+	u.s.sources[src].entries = next
+}
+
+// mergeAbove is the number of changes from which update merges them into
+// the source in one pass rather than one binary search and one insertion
+// each (a shift of the source's slice).
+const mergeAbove = 8
+
+func (u *update) update(src Source, changes []Change) {
+	entries := u.s.sources[src].entries
+	if len(changes) <= mergeAbove {
+		for _, ch := range changes {
+			i, found := slices.BinarySearchFunc(entries, ch.Key, func(e *entry, key string) int { return e.compare(key, 0) })
+			switch {
+			case found && ch.Cert != nil:
+				u.remove(entries[i])
+				entries[i] = u.add(src, ch.Key, 0, ch.Cert)
+			case found:
+				u.remove(entries[i])
+				entries = slices.Delete(entries, i, i+1)
+			case ch.Cert != nil:
+				entries = slices.Insert(entries, i, u.add(src, ch.Key, 0, ch.Cert))
+			}
+		}
+		u.s.sources[src].entries = entries
+		return
+	}
+	// Many changes (a listing, a burst): the last one of each key, in key
+	// order, merged with the entries in one pass.
+	last := make(map[string]*tls.Certificate, len(changes))
+	for _, ch := range changes {
+		last[ch.Key] = ch.Cert
+	}
+	keys := slices.Sorted(maps.Keys(last))
+	next := make([]*entry, 0, len(entries)+len(keys))
+	i := 0
+	for _, k := range keys {
+		for i < len(entries) && entries[i].compare(k, 0) < 0 {
+			next = append(next, entries[i])
+			i++
+		}
+		if i < len(entries) && entries[i].compare(k, 0) == 0 {
+			u.remove(entries[i])
+			i++
+		}
+		if c := last[k]; c != nil {
+			next = append(next, u.add(src, k, 0, c))
+		}
+	}
+	next = append(next, entries[i:]...)
+	clear(entries) // the entries moved to next; drop the old array's references
+	u.s.sources[src].entries = next
+}
+
+// commit re-ranks the dirty names and swaps in the next Set.
+func (u *update) commit() {
+	s := u.s
+	prev := s.cur.Load()
+	hasReal := s.hasReal()
+	if hasReal != u.hadReal {
+		// The placeholder comes in or goes out of the set.
+		for _, e := range s.sources[SourcePlaceholder].entries {
+			for _, n := range certNames(e.cert) {
+				u.dirty = append(u.dirty, indexName(n))
+			}
+		}
+		u.changed = true
+	}
+	next := &Set{exact: prev.exact, wildcard: prev.wildcard, all: prev.all}
+	copiedExact, copiedWild := false, false
+	for _, n := range u.dirty {
+		name, wild := splitWildcard(n)
+		m, copied := &next.exact, &copiedExact
+		if wild {
+			m, copied = &next.wildcard, &copiedWild
+		}
+		var want *tls.Certificate
+		if best := s.best(n, hasReal); best != nil {
+			want = best.cert
+		}
+		if cur, ok := (*m)[name]; ok == (want != nil) && cur == want {
+			continue
+		}
+		if !*copied {
+			*m = maps.Clone(*m)
+			if *m == nil {
+				*m = make(map[string]*tls.Certificate)
+			}
+			*copied = true
+		}
+		if want == nil {
+			delete(*m, name)
+		} else {
+			(*m)[name] = want
+		}
+	}
+	if u.changed {
+		next.all = s.list(hasReal)
+	}
+	next.setFallback(s.defaultName)
+	s.cur.Store(next)
+}
+
+// best is the certificate a name goes to, nil if none carries it.
+func (s *Store) best(n string, hasReal bool) *entry {
+	var best *entry
+	for e := range s.cands.all(n) {
+		if e.src == SourcePlaceholder && hasReal {
+			continue
+		}
+		if best == nil || ranksAbove(e, best) {
+			best = e
+		}
+	}
+	return best
+}
+
+// candidates are the certificates naming each name (by indexName), winning
+// or not, in no particular order (ranksAbove is a total order). Most names
+// have one, held in one; the others go to more.
+type candidates struct {
+	one  map[string]*entry
+	more map[string][]*entry
+}
+
+// add adds e under n; false if it is there already (a certificate that
+// names it twice: e, just made, can only be the last one added).
+func (c *candidates) add(n string, e *entry) bool {
+	first, ok := c.one[n]
+	switch {
+	case !ok:
+		if c.one == nil {
+			c.one = make(map[string]*entry)
+		}
+		c.one[n] = e
+	case first == e:
+		return false
+	default:
+		list := c.more[n]
+		if len(list) > 0 && list[len(list)-1] == e {
+			return false
+		}
+		if c.more == nil {
+			c.more = make(map[string][]*entry)
+		}
+		c.more[n] = append(list, e)
+	}
+	return true
+}
+
+// remove removes e from under n; false if it is not there (removed already).
+func (c *candidates) remove(n string, e *entry) bool {
+	list := c.more[n]
+	if c.one[n] == e {
+		if len(list) == 0 {
+			delete(c.one, n)
+			return true
+		}
+		c.one[n] = list[len(list)-1]
+		list = slices.Delete(list, len(list)-1, len(list))
+	} else {
+		i := slices.Index(list, e)
+		if i < 0 {
+			return false
+		}
+		list = slices.Delete(list, i, i+1)
+	}
+	if len(list) == 0 {
+		delete(c.more, n)
+	} else {
+		c.more[n] = list
+	}
+	return true
+}
+
+func (c *candidates) all(n string) iter.Seq[*entry] {
+	return func(yield func(*entry) bool) {
+		if e, ok := c.one[n]; !ok || !yield(e) {
+			return
+		}
+		for _, e := range c.more[n] {
+			if !yield(e) {
+				return
+			}
+		}
+	}
+}
+
+func (c *candidates) len() int { return len(c.one) }
+
+// list is every certificate of the set, in order; the placeholder only
+// while no other source has one.
+func (s *Store) list(hasReal bool) []*tls.Certificate {
+	n := 0
+	for i := range s.sources {
+		if Source(i) != SourcePlaceholder || !hasReal {
+			n += len(s.sources[i].entries)
+		}
+	}
+	all := make([]*tls.Certificate, 0, n)
+	for i := range s.sources {
+		if Source(i) == SourcePlaceholder && hasReal {
+			continue
+		}
+		for _, e := range s.sources[i].entries {
+			all = append(all, e.cert)
+		}
+	}
+	return all
+}
