@@ -71,8 +71,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	bgCtx, cancel := context.WithCancel(context.Background())
 	bg := &tasks{ctx: bgCtx, cancel: cancel}
 	defer bg.Stop()
-	setGCPercent()
-	bg.Go(func(ctx context.Context) { trimIdle(ctx, log) })
+	bg.Go(func(ctx context.Context) { memoryPolicy(ctx, log) })
 
 	fopts := front.Options{Addr: cfg.ListenAddr(), API: api, HFS: hfs, Logger: log, Local: map[string]http.Handler{}}
 	store := certs.NewStore()

@@ -1,8 +1,12 @@
 package daemon
 
 import (
+	"context"
+	"log/slog"
 	"runtime/debug"
+	"runtime/metrics"
 	"testing"
+	"time"
 )
 
 func TestSetGCPercent(t *testing.T) {
@@ -36,20 +40,46 @@ func TestTrimmer(t *testing.T) {
 	tr := &trimmer{free: func() { trims++; debug.FreeOSMemory() }}
 
 	garbage(32 << 20)
-	if tr.check(); trims != 0 {
-		t.Fatal("the first check trimmed: it has no interval to judge activity by")
+	if _, quiet := tr.check(); trims != 0 || quiet {
+		t.Fatalf("the first check: %d trims, quiet %v; it has no interval to judge activity by", trims, quiet)
 	}
 	garbage(32 << 20) // busy: allocating
-	if tr.check(); trims != 0 {
-		t.Fatal("trimmed while the process allocates")
+	if _, quiet := tr.check(); trims != 0 || quiet {
+		t.Fatalf("while the process allocates: %d trims, quiet %v", trims, quiet)
 	}
 	// Quiet, with the garbage of the busy interval held.
-	if n := tr.check(); trims != 1 || n < trimMin {
-		t.Fatalf("quiet with %d bytes held: %d trims, want 1", n, trims)
+	if n, quiet := tr.check(); trims != 1 || n < trimMin || !quiet {
+		t.Fatalf("quiet (%v) with %d bytes held: %d trims, want 1", quiet, n, trims)
 	}
 	// Quiet again, nothing held any more: the trim's own work is not
 	// activity, and nothing is left to return.
-	if tr.check(); trims != 1 {
-		t.Fatalf("%d trims after everything was returned, want 1", trims)
+	if _, quiet := tr.check(); trims != 1 || !quiet {
+		t.Fatalf("%d trims after everything was returned (quiet %v), want 1", trims, quiet)
+	}
+}
+
+// The policy lowers GOGC once the process is first quiet, not before.
+func TestMemoryPolicyStartsWhenQuiet(t *testing.T) {
+	t.Setenv("GOGC", "")
+	old := debug.SetGCPercent(100)
+	t.Cleanup(func() { debug.SetGCPercent(old) })
+	gogc := func() uint64 {
+		s := []metrics.Sample{{Name: "/gc/gogc:percent"}}
+		metrics.Read(s)
+		return s[0].Value.Uint64()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); memoryPolicy(ctx, slog.New(slog.DiscardHandler)) }()
+	defer func() { cancel(); <-done }()
+	if g := gogc(); g != 100 {
+		t.Fatalf("GOGC %d at once, want 100 until quiet", g)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for gogc() != gcPercent {
+		if time.Now().After(deadline) {
+			t.Fatalf("GOGC still %d after 10 quiet seconds", gogc())
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
