@@ -6,6 +6,8 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 
 	mdns "github.com/miekg/dns"
@@ -552,4 +554,48 @@ func TestBuildZoneKeepsItsUsers(t *testing.T) {
 	if id, ok := r.user("bob"); !ok || id != "core2" {
 		t.Errorf("rows: bob on %q, %v", id, ok)
 	}
+}
+
+// Zones answer while the rows change and rebuild (go test -race: a map
+// written while a zone reads it would be reported, or crash the runtime).
+func TestBuildRowsChangeUnderQueries(t *testing.T) {
+	st := Static{Domain: testDomain, TTL: 60}
+	r := newRows()
+	r.cores["core1"] = CoreInfo{ID: "core1", IP: "192.0.2.10", Available: true}
+	for i := range 200 {
+		r.setUser(fmt.Sprintf("user%d", i), "core1")
+	}
+	z, _ := mustBuild(t, st, r, 1)
+	var current atomic.Pointer[dns.Zone]
+	current.Store(z)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if resp := ask(current.Load(), fmt.Sprintf("user%d.%s", i%200, testDomain), mdns.TypeA); resp.Rcode != mdns.RcodeSuccess {
+					t.Errorf("user%d: %s", i%200, mdns.RcodeToString[resp.Rcode])
+					return
+				}
+			}
+		})
+	}
+	for gen := range 50 {
+		for i := range 20 {
+			r.setUser(fmt.Sprintf("new%d-%d", gen, i), "core1")
+			r.deleteUser(fmt.Sprintf("new%d-%d", max(gen-1, 0), i))
+		}
+		z, _, err := Build(st, r, uint32(gen+2))
+		if err != nil {
+			t.Fatal(err)
+		}
+		current.Store(z)
+	}
+	close(stop)
+	wg.Wait()
 }
