@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/pryv/pryv-tls/internal/certs"
+	"github.com/pryv/pryv-tls/internal/devpki"
 	"github.com/pryv/pryv-tls/internal/platformdb"
 )
 
@@ -41,7 +42,7 @@ func (f *feedKV) List(context.Context, string) ([]platformdb.Entry, int64, error
 }
 
 func (f *feedKV) Watch(ctx context.Context, _ string, _ int64) <-chan platformdb.Event {
-	out := make(chan platformdb.Event)
+	out := make(chan platformdb.Event, 1024) // a burst queues, as in etcd's watch
 	go func() {
 		defer close(out)
 		f.once.Do(func() { close(f.watching) })
@@ -64,18 +65,17 @@ func (f *feedKV) Watch(ctx context.Context, _ string, _ int64) <-chan platformdb
 // rotationBench is a running materialiser serving n certificates into a
 // certs.Store, with each of them on disk as after two rotations (a link,
 // the current and the previous version directory), and two records for
-// one of the hostnames to rotate between.
+// each of the hostnames a rotation changes, to alternate between.
 type rotationBench struct {
 	kv      *feedKV
 	store   *certs.Store
-	host    string
-	records [2]platformdb.Entry
-	next    int // the record to put next
+	records [][2]platformdb.Entry // per hostname rotated
+	next    int                   // the record to put next
 	rotated chan struct{}
-	served  chan time.Time // when Serve returned, for every Serve after the start
+	served  chan time.Time // when the SNI set first had a rotation's records
 }
 
-func newRotationBench(b *testing.B, n int) *rotationBench {
+func newRotationBench(b *testing.B, n, burst int, incremental bool) *rotationBench {
 	b.Helper()
 	ca := newCA(b)
 	keys := testKeys(b, 1)
@@ -83,15 +83,11 @@ func newRotationBench(b *testing.B, n int) *rotationBench {
 	now := time.Now()
 	rb := &rotationBench{
 		store:   certs.NewStore(),
-		host:    fmt.Sprintf("h%05d.example.com", n/2),
-		rotated: make(chan struct{}, 1),
+		rotated: make(chan struct{}, burst),
 		served:  make(chan time.Time, 1),
 	}
-	list := make([]platformdb.Entry, 0, n)
-	for i := range n {
-		host := fmt.Sprintf("h%05d.example.com", i)
-		iss := issueFor(b, ca, host)
-		r, _, err := NewRecord(keys, host, SourceImport, iss.FullChain, iss.KeyPEM, now)
+	record := func(host, source string, iss *devpki.Issued) platformdb.Entry {
+		r, _, err := NewRecord(keys, host, source, iss.FullChain, iss.KeyPEM, now)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -99,7 +95,13 @@ func newRotationBench(b *testing.B, n int) *rotationBench {
 		if err != nil {
 			b.Fatal(err)
 		}
-		list = append(list, platformdb.Entry{Key: RowKey(host), Value: data})
+		return platformdb.Entry{Key: RowKey(host), Value: data}
+	}
+	list := make([]platformdb.Entry, 0, n)
+	for i := range n {
+		host := fmt.Sprintf("h%05d.example.com", i)
+		iss := issueFor(b, ca, host)
+		list = append(list, record(host, SourceImport, iss))
 		// What WritePair leaves after two rotations, without its fsyncs.
 		for v := range 2 {
 			dir := filepath.Join(tlsDir, fmt.Sprintf(".%s.%d", host, now.UnixNano()+int64(v)))
@@ -119,31 +121,40 @@ func newRotationBench(b *testing.B, n int) *rotationBench {
 			}
 		}
 	}
-	for i := range rb.records {
-		iss := issueFor(b, ca, rb.host)
-		r, _, err := NewRecord(keys, rb.host, SourceACME, iss.FullChain, iss.KeyPEM, now)
-		if err != nil {
-			b.Fatal(err)
-		}
-		data, err := r.Marshal()
-		if err != nil {
-			b.Fatal(err)
-		}
-		rb.records[i] = platformdb.Entry{Key: RowKey(rb.host), Value: data}
+	step := n / burst
+	for j := range burst {
+		host := fmt.Sprintf("h%05d.example.com", j*step+step/2)
+		rb.records = append(rb.records, [2]platformdb.Entry{
+			record(host, SourceACME, issueFor(b, ca, host)),
+			record(host, SourceACME, issueFor(b, ca, host)),
+		})
 	}
 	rb.kv = newFeedKV(list)
 	var started bool
-	m := &Materialiser{
-		Catalog: &Catalog{KV: rb.kv, Keys: keys},
-		TLSDir:  tlsDir,
-		Serve: func(l []*tls.Certificate) {
-			rb.store.Replace(certs.SourceStore, l...)
-			if started {
-				rb.served <- time.Now()
+	servedNow := func() {
+		if started {
+			select {
+			case rb.served <- time.Now():
+			default: // a burst served in several goes: the first counts
 			}
-		},
+		}
+	}
+	m := &Materialiser{
+		Catalog:  &Catalog{KV: rb.kv, Keys: keys},
+		TLSDir:   tlsDir,
 		OnRotate: func(string, string, string) { rb.rotated <- struct{}{} },
 		Logger:   quietLogger(),
+	}
+	if incremental {
+		m.Update = func(ch []certs.Change) {
+			rb.store.Update(certs.SourceStore, ch...)
+			servedNow()
+		}
+	} else {
+		m.Serve = func(l []*tls.Certificate) {
+			rb.store.Replace(certs.SourceStore, l...)
+			servedNow()
+		}
 	}
 	m.LoadDisk()
 	if got := rb.store.Current().Len(); got != n {
@@ -159,24 +170,29 @@ func newRotationBench(b *testing.B, n int) *rotationBench {
 	return rb
 }
 
-// rotate puts the other record and waits until it is served and its files
-// are written and pruned (OnRotate). It returns the time until it was served.
+// rotate puts the other record of each rotated hostname and waits until
+// they are served and their files written and pruned (OnRotate). It returns
+// the time until the first of them was served.
 func (rb *rotationBench) rotate(b *testing.B) time.Duration {
 	start := time.Now()
-	rb.kv.events <- platformdb.Event{Type: platformdb.EventPut, Entry: rb.records[rb.next%2]}
+	for _, recs := range rb.records {
+		rb.kv.events <- platformdb.Event{Type: platformdb.EventPut, Entry: recs[rb.next%2]}
+	}
 	rb.next++
-	var servedAt time.Time
-	select {
-	case servedAt = <-rb.served:
-	case <-time.After(waitTimeout):
-		b.Fatal("rotation not served")
+	for range rb.records {
+		select {
+		case <-rb.rotated:
+		case <-time.After(waitTimeout):
+			b.Fatal("rotation hook not run")
+		}
 	}
 	select {
-	case <-rb.rotated:
-	case <-time.After(waitTimeout):
-		b.Fatal("rotation hook not run")
+	case servedAt := <-rb.served:
+		return servedAt.Sub(start)
+	default:
+		b.Fatal("rotated but not served")
+		return 0
 	}
-	return servedAt.Sub(start)
 }
 
 func cpuTime() time.Duration {
@@ -185,25 +201,39 @@ func cpuTime() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// benchmarkRotateOne: one record changes among n, end to end through the
-// watch: opened, served (served-ns/op: until the SNI set has it), written
-// with its fsyncs, pruned, hooks run (ns/op). cpu-ns/op is the process's
-// CPU time, which the fsync waits are not.
-func benchmarkRotateOne(b *testing.B, n int) {
-	rb := newRotationBench(b, n)
-	b.Run("rotate", func(b *testing.B) {
-		b.ReportAllocs()
-		var served time.Duration
-		cpu := cpuTime()
-		b.ResetTimer()
-		for range b.N {
-			served += rb.rotate(b)
+// benchmarkRotate: burst records change among n, end to end through the
+// watch: opened, served (served-ns/op: until the SNI set has the first),
+// written with their fsyncs, pruned, hooks run (ns/op: until the last
+// hook). cpu-ns/op is the process's CPU time, which the fsync waits are
+// not. "serve" hands the SNI set the whole list (Materialiser.Serve into
+// certs.Store.Replace, as internal/daemon does), "update" the changes
+// (Materialiser.Update into certs.Store.Update).
+func benchmarkRotate(b *testing.B, n, burst int, modes ...bool) {
+	for _, incremental := range modes {
+		name := "serve"
+		if incremental {
+			name = "update"
 		}
-		b.StopTimer()
-		b.ReportMetric(float64((cpuTime()-cpu).Nanoseconds())/float64(b.N), "cpu-ns/op")
-		b.ReportMetric(float64(served.Nanoseconds())/float64(b.N), "served-ns/op")
-	})
+		rb := newRotationBench(b, n, burst, incremental)
+		b.Run(name, func(b *testing.B) { rb.run(b) })
+	}
 }
 
-func BenchmarkRotateOneOf1(b *testing.B)     { benchmarkRotateOne(b, 1) }
-func BenchmarkRotateOneOf10000(b *testing.B) { benchmarkRotateOne(b, 10_000) }
+func (rb *rotationBench) run(b *testing.B) {
+	b.ReportAllocs()
+	var served time.Duration
+	cpu := cpuTime()
+	b.ResetTimer()
+	for range b.N {
+		served += rb.rotate(b)
+	}
+	b.StopTimer()
+	b.ReportMetric(float64((cpuTime()-cpu).Nanoseconds())/float64(b.N), "cpu-ns/op")
+	b.ReportMetric(float64(served.Nanoseconds())/float64(b.N), "served-ns/op")
+}
+
+func BenchmarkRotateOneOf1(b *testing.B)     { benchmarkRotate(b, 1, 1, false, true) }
+func BenchmarkRotateOneOf10000(b *testing.B) { benchmarkRotate(b, 10_000, 1, false, true) }
+
+// BenchmarkRotate100Of10000: a burst (a bulk import, a renewal run).
+func BenchmarkRotate100Of10000(b *testing.B) { benchmarkRotate(b, 10_000, 100, true) }

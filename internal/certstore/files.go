@@ -1,9 +1,11 @@
 package certstore
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -13,18 +15,25 @@ import (
 // ".<name>.<stamp>", and the symlink <name> is then renamed onto it. A reader
 // that resolves <name> once sees the old pair or the new one, never one file
 // of each; a crash leaves the old link in place. It returns <tlsDir>/<name>.
-// The version before the current one is kept; older ones are removed.
+// The version before the current one is kept; older ones are removed (found
+// by reading the whole directory: the Materialiser, which knows what it
+// wrote, prunes without).
 func WritePair(tlsDir, name string, chain, key []byte) (string, error) {
 	link, kept, err := writePair(tlsDir, name, chain, key)
 	if err == nil {
+		syncDir(tlsDir)
 		pruneVersions(tlsDir, map[string][2]string{name: kept})
 	}
 	return link, err
 }
 
-// writePair is WritePair without the pruning, which reads the whole
-// directory: a batch of writes prunes once (pruneVersions over all its
-// names). kept is the version written and the one before it.
+// writePair is WritePair without the directory's fsync, which makes the
+// link's flip durable, and without the pruning: a batch of writes syncs
+// the directory once, then prunes (the versions it replaced must not go
+// before the flips are on disk). kept is the version written and the one
+// the link named before (either may be empty, or not a version directory
+// of ours); on an error after the version directory was made, kept[0]
+// still names it, so that it can be pruned later.
 func writePair(tlsDir, name string, chain, key []byte) (link string, kept [2]string, err error) {
 	if name == "" || strings.ContainsAny(name, `/\`) || strings.HasPrefix(name, ".") {
 		return "", kept, fmt.Errorf("materialising: %q is not a usable directory name", name)
@@ -54,13 +63,13 @@ func writePair(tlsDir, name string, chain, key []byte) (link string, kept [2]str
 		return "", kept, fmt.Errorf("materialising %s: %w", name, err)
 	}
 	ok = true
+	kept[0] = version
 
 	// A real directory at <name> (an operator's, or a pre-symlink layout)
 	// cannot be renamed over: move it aside first, keeping it.
-	prev := ""
 	if fi, err := os.Lstat(link); err == nil {
 		if fi.Mode()&os.ModeSymlink != 0 {
-			prev, _ = os.Readlink(link)
+			kept[1], _ = os.Readlink(link)
 		} else {
 			aside := fmt.Sprintf(".%s.previous-%d", name, time.Now().Unix())
 			if err := os.Rename(link, filepath.Join(tlsDir, aside)); err != nil {
@@ -77,32 +86,84 @@ func writePair(tlsDir, name string, chain, key []byte) (link string, kept [2]str
 		_ = os.Remove(tmpLink)
 		return "", kept, fmt.Errorf("materialising %s: %w", name, err)
 	}
-	syncDir(tlsDir)
-	return link, [2]string{version, prev}, nil
+	return link, kept, nil
+}
+
+// versionOf splits a version directory's name ".<name>.<digits>".
+func versionOf(n string) (name, digits string, ok bool) {
+	if len(n) < 2 || n[0] != '.' {
+		return "", "", false
+	}
+	// ".<name>.<digits>": find the name by the last dot.
+	i := strings.LastIndexByte(n, '.')
+	if i <= 1 || i+1 == len(n) || strings.Trim(n[i+1:], "0123456789") != "" {
+		return "", "", false
+	}
+	return n[1:i], n[i+1:], true
+}
+
+func isVersionOf(n, name string) bool {
+	got, _, ok := versionOf(n)
+	return ok && got == name
+}
+
+// versionDir is the version directory of name with a stamp.
+func versionDir(name string, stamp int64) string {
+	return "." + name + "." + strconv.FormatInt(stamp, 10)
+}
+
+// parseVersion is the name and stamp of n if n is exactly versionDir of
+// them (what writePair makes).
+func parseVersion(n string) (name string, stamp int64, ok bool) {
+	name, digits, ok := versionOf(n)
+	if !ok {
+		return "", 0, false
+	}
+	stamp, err := strconv.ParseInt(digits, 10, 64)
+	if err != nil || strconv.FormatInt(stamp, 10) != digits {
+		return "", 0, false
+	}
+	return name, stamp, true
+}
+
+// scanVersions reads the whole directory once (unsorted) and returns the
+// stamps of each name's version directories.
+func scanVersions(tlsDir string) (map[string][]int64, error) {
+	versions := make(map[string][]int64)
+	d, err := os.Open(tlsDir)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return versions, nil
+		}
+		return versions, err
+	}
+	defer d.Close()
+	names, err := d.Readdirnames(-1)
+	for _, n := range names {
+		if name, stamp, ok := parseVersion(n); ok {
+			if _, known := versions[name]; !known {
+				name = strings.Clone(name) // not to keep all of n
+			}
+			versions[name] = append(versions[name], stamp)
+		}
+	}
+	return versions, err
 }
 
 // pruneVersions removes the version directories of each name other than
 // the two it keeps (the current one and the one before), in one scan.
 func pruneVersions(tlsDir string, keep map[string][2]string) {
-	entries, err := os.ReadDir(tlsDir)
+	d, err := os.Open(tlsDir)
 	if err != nil {
 		return
 	}
-	for _, e := range entries {
-		n := e.Name()
-		if len(n) < 2 || n[0] != '.' {
-			continue
+	names, _ := d.Readdirnames(-1)
+	d.Close()
+	for _, n := range names {
+		name, _, ok := versionOf(n)
+		if k, kept := keep[name]; ok && kept && n != k[0] && n != k[1] {
+			_ = os.RemoveAll(filepath.Join(tlsDir, n))
 		}
-		// ".<name>.<digits>": find the name by the last dot.
-		i := strings.LastIndexByte(n, '.')
-		if i <= 1 || strings.Trim(n[i+1:], "0123456789") != "" || i+1 == len(n) {
-			continue
-		}
-		k, ok := keep[n[1:i]]
-		if !ok || n == k[0] || n == k[1] {
-			continue
-		}
-		_ = os.RemoveAll(filepath.Join(tlsDir, n))
 	}
 }
 

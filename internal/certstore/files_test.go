@@ -290,3 +290,32 @@ func TestWriteFileAtomic(t *testing.T) {
 		t.Fatal("the blocking file was changed")
 	}
 }
+
+func TestParseVersion(t *testing.T) {
+	for _, tt := range []struct {
+		n     string
+		name  string
+		stamp int64
+		ok    bool
+	}{
+		{".a.example.com.1700000000000000001", "a.example.com", 1700000000000000001, true},
+		{".wildcard.a.example.com.42", "wildcard.a.example.com", 42, true},
+		{".b.example.com.x.7", "b.example.com.x", 7, true},
+		{"a.example.com", "", 0, false},                          // the link
+		{".a.example.com.1700000000000000001.tmp", "", 0, false}, // being written
+		{".a.example.com.link.tmp", "", 0, false},
+		{".a.example.com.previous-1700000000", "", 0, false}, // moved aside
+		{".a.example.com.0042", "", 0, false},                // not one of ours: left alone
+		{".a.example.com.99999999999999999999", "", 0, false},
+		{".a.example.com.", "", 0, false},
+		{"..1", "", 0, false},
+	} {
+		name, stamp, ok := parseVersion(tt.n)
+		if name != tt.name || stamp != tt.stamp || ok != tt.ok {
+			t.Errorf("parseVersion(%q) = %q, %d, %v; want %q, %d, %v", tt.n, name, stamp, ok, tt.name, tt.stamp, tt.ok)
+		}
+		if ok && versionDir(name, stamp) != tt.n {
+			t.Errorf("versionDir(%q, %d) = %q", name, stamp, versionDir(name, stamp))
+		}
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/pryv/pryv-tls/internal/atrest"
+	"github.com/pryv/pryv-tls/internal/certs"
 	"github.com/pryv/pryv-tls/internal/devpki"
 	"github.com/pryv/pryv-tls/internal/platformdb"
 )
@@ -135,10 +136,11 @@ func (b *logBuf) logger() *slog.Logger {
 
 type rotation struct{ host, cert, key string }
 
-// recorder is a Materialiser's Serve and OnRotate.
+// recorder is a Materialiser's Update (or Serve) and OnRotate.
 type recorder struct {
 	mu        sync.Mutex
-	serves    [][]*tls.Certificate
+	serves    [][]*tls.Certificate // what the SNI set had after each change
+	store     *certs.Store         // what Update changes
 	rotations []rotation
 }
 
@@ -146,6 +148,17 @@ func (r *recorder) serve(list []*tls.Certificate) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.serves = append(r.serves, slices.Clone(list))
+}
+
+// update applies the changes to a certs.Store, as the daemon does.
+func (r *recorder) update(changes []certs.Change) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.store == nil {
+		r.store = certs.NewStore()
+	}
+	r.store.Update(certs.SourceStore, changes...)
+	r.serves = append(r.serves, slices.Clone(r.store.Current().Certificates()))
 }
 
 func (r *recorder) rotate(host, cert, key string) {
@@ -184,7 +197,7 @@ func (r *recorder) rotationsOf(host string) []rotation {
 }
 
 func (r *recorder) materialiser(cat *Catalog, tlsDir string, log *slog.Logger) *Materialiser {
-	return &Materialiser{Catalog: cat, TLSDir: tlsDir, Serve: r.serve, OnRotate: r.rotate, Logger: log}
+	return &Materialiser{Catalog: cat, TLSDir: tlsDir, Update: r.update, OnRotate: r.rotate, Logger: log}
 }
 
 // run starts m.Run until the returned stop (also the test's cleanup) is called.

@@ -7,10 +7,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strings"
 	"time"
 
@@ -31,8 +31,12 @@ type Materialiser struct {
 	// those are the materialised files themselves. Empty: not written.
 	Primary           string
 	CertFile, KeyFile string
-	// Serve receives every certificate to serve, after each change.
-	Serve func([]*tls.Certificate)
+	// Update receives what changed after each change, keyed by hostname (a
+	// nil Cert: no longer served), for certs.Store.Update, which costs what
+	// changed rather than what is served. Serve, used when Update is nil,
+	// receives every certificate to serve instead, sorted by hostname.
+	Update func([]certs.Change)
+	Serve  func([]*tls.Certificate)
 	// OnRotate is called after a hostname's files changed on disk.
 	OnRotate func(hostname, certPath, keyPath string)
 	// OnServed, if set, is called when a record that changed while watching
@@ -42,7 +46,15 @@ type Materialiser struct {
 	OnServed func(hostname string, sinceStored time.Duration)
 	Logger   *slog.Logger
 
-	served map[string]served // by hostname; only Run's goroutine touches it
+	// Only Run's goroutine (LoadDisk before it) touches what follows.
+	served  map[string]served // by hostname
+	changed []string          // hostnames changed since the last publish
+	hosts   []string          // served's keys, sorted, for Serve; nil when to be redone
+	// versions are the stamps of each name's (DirName's) version
+	// directories on disk, from the scan of TLSDir at each listing and the
+	// writes since: a rotation prunes its name's old ones without reading
+	// the directory.
+	versions map[string][]int64
 }
 
 type served struct {
@@ -93,7 +105,7 @@ func (m *Materialiser) LoadDisk() {
 		if rest, ok := strings.CutPrefix(name, "wildcard."); ok && slices.Contains(c.Leaf.DNSNames, "*."+rest) {
 			host = "*." + rest
 		}
-		m.served[host] = served{hash: pairHash(chain, key), cert: c}
+		m.take(host, served{hash: pairHash(chain, key), cert: c})
 	}
 	m.publish()
 }
@@ -125,6 +137,11 @@ func (m *Materialiser) sync(ctx context.Context) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
+	// The one full read of TLSDir, at start and after a re-list: what each
+	// name has on disk, whoever left it.
+	if m.versions, err = scanVersions(m.TLSDir); err != nil {
+		m.log().Warn("reading the materialised certificates' directory; old versions may stay", "dir", m.TLSDir, "error", err.Error())
+	}
 	seen := make(map[string]bool, len(entries))
 	var batch []pending
 	for _, e := range entries {
@@ -150,25 +167,21 @@ func (m *Materialiser) watch(ctx context.Context, from int64) {
 	events := m.Catalog.KV.Watch(wctx, Prefix, from)
 	for ev := range events {
 		// Take what is already queued too, and swap the SNI set once for
-		// the lot: a burst of N records costs one rebuild, not N.
+		// the lot: a burst of N records costs one update, not N.
 		var batch []pending
-		changed := false
 		for {
 			switch ev.Type {
 			case platformdb.EventPut:
 				if p, ok := m.apply(ev.Entry); ok {
-					batch, changed = append(batch, p), true
+					batch = append(batch, p)
 				}
 			case platformdb.EventDelete:
 				host := strings.TrimPrefix(ev.Entry.Key, Prefix)
 				if _, ok := m.served[host]; ok {
 					m.forget(host)
-					changed = true
 				}
 			case platformdb.EventReset:
-				if changed {
-					m.publish()
-				}
+				m.publish()
 				m.finish(batch, true)
 				return
 			}
@@ -184,9 +197,7 @@ func (m *Materialiser) watch(ctx context.Context, from int64) {
 				break
 			}
 		}
-		if changed {
-			m.publish()
-		}
+		m.publish()
 		m.finish(batch, true)
 	}
 }
@@ -216,7 +227,7 @@ func (m *Materialiser) apply(e platformdb.Entry) (pending, bool) {
 			"row", e.Key, "error", err.Error())
 		return pending{}, false
 	}
-	m.served[r.Hostname] = served{hash: pairHash([]byte(r.Chain), keyPEM), cert: c}
+	m.take(r.Hostname, served{hash: pairHash([]byte(r.Chain), keyPEM), cert: c})
 	return pending{rec: r, keyPEM: keyPEM, cert: c}, true
 }
 
@@ -227,26 +238,41 @@ func (m *Materialiser) finish(batch []pending, live bool) {
 	if len(batch) == 0 {
 		return
 	}
-	type written struct{ certPath, keyPath string }
+	type written struct {
+		certPath, keyPath string
+		kept              [2]string
+	}
 	paths := make([]written, len(batch))
-	keep := make(map[string][2]string, len(batch))
+	flipped := false
 	for i, p := range batch {
 		r := p.rec
 		if live && m.OnServed != nil && !r.StoredAt.IsZero() {
 			m.OnServed(r.Hostname, max(time.Since(r.StoredAt), 0))
 		}
 		certPath, keyPath, kept, err := m.write(r.Hostname, []byte(r.Chain), p.keyPEM)
+		flipped = flipped || kept[0] != ""
 		if err != nil {
 			m.log().Error("writing certificate files; the certificate is served from memory",
 				"hostname", r.Hostname, "error", err.Error())
+			m.keepVersion(DirName(r.Hostname), kept[0]) // for the name's next write to prune
 			continue
 		}
-		keep[DirName(r.Hostname)] = kept
-		paths[i] = written{certPath, keyPath}
+		paths[i] = written{certPath, keyPath, kept}
+	}
+	// One fsync of the directory for the batch's link flips (each pair's
+	// files were synced before its flip), and only then may the versions
+	// they replaced go: a crash before it finds the previous links, and
+	// what they name.
+	if flipped {
+		syncDir(m.TLSDir)
 	}
 	// Settle the directory before anyone is told: the hooks see exactly the
 	// current and the previous version of each name.
-	pruneVersions(m.TLSDir, keep)
+	for i, p := range batch {
+		if paths[i].certPath != "" {
+			m.prune(DirName(p.rec.Hostname), paths[i].kept)
+		}
+	}
 	for i, p := range batch {
 		r := p.rec
 		m.log().Info("certificate materialised", "hostname", r.Hostname, "certificate", certs.Describe(p.cert.Leaf),
@@ -257,33 +283,94 @@ func (m *Materialiser) finish(batch []pending, live bool) {
 	}
 }
 
+// prune removes name's version directories other than the two kept (the
+// one just written and the one before), from what is known to be on disk:
+// only directories of that name, and no read of the whole directory.
+func (m *Materialiser) prune(name string, kept [2]string) {
+	var left []int64
+	for _, v := range kept {
+		if n, stamp, ok := parseVersion(v); ok && n == name && !slices.Contains(left, stamp) {
+			left = append(left, stamp)
+		}
+	}
+	for _, stamp := range m.versions[name] {
+		if !slices.Contains(left, stamp) {
+			_ = os.RemoveAll(filepath.Join(m.TLSDir, versionDir(name, stamp)))
+		}
+	}
+	if m.versions == nil {
+		m.versions = make(map[string][]int64)
+	}
+	m.versions[name] = left
+}
+
+// keepVersion records a version directory of name left on disk.
+func (m *Materialiser) keepVersion(name, v string) {
+	n, stamp, ok := parseVersion(v)
+	if !ok || n != name || slices.Contains(m.versions[name], stamp) {
+		return
+	}
+	if m.versions == nil {
+		m.versions = make(map[string][]int64)
+	}
+	m.versions[name] = append(m.versions[name], stamp)
+}
+
+// take serves c for host (the caller publishes).
+func (m *Materialiser) take(host string, c served) {
+	if m.served == nil {
+		m.served = make(map[string]served)
+	}
+	if _, ok := m.served[host]; !ok {
+		m.hosts = nil // a new name: Serve's order is to be redone
+	}
+	m.served[host] = c
+	m.changed = append(m.changed, host)
+}
+
 func (m *Materialiser) forget(host string) {
 	delete(m.served, host)
-	dir := filepath.Join(m.TLSDir, DirName(host))
+	m.hosts = nil
+	m.changed = append(m.changed, host)
+	name := DirName(host)
+	dir := filepath.Join(m.TLSDir, name)
 	if fi, err := os.Lstat(dir); err == nil && fi.Mode()&os.ModeSymlink != 0 {
 		target, _ := os.Readlink(dir)
 		_ = os.Remove(dir)
-		if target != "" && !filepath.IsAbs(target) && strings.HasPrefix(target, ".") {
+		if isVersionOf(target, name) {
 			_ = os.RemoveAll(filepath.Join(m.TLSDir, target))
 		}
 	}
+	// And the version before, with whatever else of the name is known.
+	for _, stamp := range m.versions[name] {
+		_ = os.RemoveAll(filepath.Join(m.TLSDir, versionDir(name, stamp)))
+	}
+	delete(m.versions, name)
 	m.log().Info("certificate no longer stored; not served any more", "hostname", host)
 }
 
+// publish hands what changed since the last publish to the SNI set.
 func (m *Materialiser) publish() {
-	if m.Serve == nil {
-		return
+	changed := m.changed
+	m.changed = nil
+	switch {
+	case len(changed) == 0:
+	case m.Update != nil:
+		list := make([]certs.Change, len(changed))
+		for i, h := range changed {
+			list[i] = certs.Change{Key: h, Cert: m.served[h].cert} // nil once forgotten
+		}
+		m.Update(list)
+	case m.Serve != nil:
+		if m.hosts == nil {
+			m.hosts = slices.Sorted(maps.Keys(m.served))
+		}
+		list := make([]*tls.Certificate, len(m.hosts))
+		for i, h := range m.hosts {
+			list[i] = m.served[h].cert
+		}
+		m.Serve(list)
 	}
-	hosts := make([]string, 0, len(m.served))
-	for h := range m.served {
-		hosts = append(hosts, h)
-	}
-	sort.Strings(hosts)
-	list := make([]*tls.Certificate, 0, len(hosts))
-	for _, h := range hosts {
-		list = append(list, m.served[h].cert)
-	}
-	m.Serve(list)
 }
 
 // write materialises a pair and returns the paths an outside reader should use.
