@@ -96,7 +96,7 @@ func startPlatform(ctx context.Context, cfg *config.Config, store *certs.Store, 
 			TLSDir:  cfg.LetsEncrypt.TLSDir,
 			Primary: cfg.PrimaryHostname(),
 			Logger:  log,
-			Serve:   func(list []*tls.Certificate) { store.Replace(certs.SourceStore, list...) },
+			Update:  func(ch []certs.Change) { store.Update(certs.SourceStore, ch...) },
 			OnRotate: func(host, certPath, keyPath string) {
 				bg.Go(func(ctx context.Context) {
 					res := hook.Run(ctx, host, certPath, keyPath)
