@@ -164,6 +164,8 @@ func main() {
 		w("\n")
 	}
 
+	writeTargets(w, targets(res, scale, meta))
+
 	w("## What each workload measures\n\n")
 	for _, wl := range workloads {
 		w("- **%s** (`%s`): %s.\n", wl.title, wl.id, wl.measures)
