@@ -17,17 +17,20 @@ import (
 // heap goal of twice the live heap, and the free part kept for the next
 // cycle.
 const (
-	// gcPercent is the GC's target heap growth over the live heap
-	// (GOGC): the heap grows to 1.5 times what is live, not twice. It
-	// costs GC CPU in proportion to the allocation rate, low here outside
-	// bursts (a DNS query allocates a few hundred bytes): bench/run dns
-	// measured the same server CPU per query at 50 and 100. It applies
-	// from the first quiet second (see trimInterval) on: a start (etcd's
-	// restore, the first listings: hundreds of MB allocated within a
-	// second or two for 100,000 users) runs at Go's default, 0.2-0.4 s
-	// faster, and what it leaves is trimmed. The GOGC environment
-	// variable, when set, wins (and GOMEMLIMIT applies as usual).
-	gcPercent = 50
+	// quietGCPercent is the GC's target heap growth over the live heap
+	// (GOGC) while the process is quiet: the heap grows to 1.5 times what
+	// is live, not twice, so a core at rest holds less. busyGCPercent
+	// (Go's default) applies while it works: the front allocates ~10 KB
+	// per proxied request over a small live heap, and at 50 the collector
+	// ran twice as often — bench/run http1 measured 15-25% more server CPU
+	// per request than at 100 (DNS, a few hundred bytes a query, showed
+	// no difference). The policy switches on the activity trimInterval
+	// sees: a start (etcd's restore, the first listings: hundreds of MB
+	// allocated within a second or two for 100,000 users) and any load
+	// run at busyGCPercent. The GOGC environment variable, when set, wins
+	// at all times (and GOMEMLIMIT applies as usual).
+	quietGCPercent = 50
+	busyGCPercent  = 100
 
 	// After a burst, the heap it grew stays with the process until GC
 	// cycles shrink the goal, and Go's scavenger keeps about 10% over
@@ -43,22 +46,38 @@ const (
 	trimMin      = 4 << 20
 )
 
-// setGCPercent applies gcPercent unless the operator set GOGC.
-func setGCPercent() {
-	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(gcPercent)
-	}
+// gcPolicy sets the GC percent for quiet or busy spells, unless the
+// operator set GOGC; it calls debug.SetGCPercent only on a change.
+type gcPolicy struct {
+	operator bool // GOGC is set: never touch it
+	current  int
 }
 
-// memoryPolicy applies the heap policy until ctx ends: gcPercent from the
-// first quiet second on, and unused heap returned to the OS whenever the
-// process is quiet (see trimInterval).
+func newGCPolicy() *gcPolicy {
+	return &gcPolicy{operator: os.Getenv("GOGC") != "", current: busyGCPercent}
+}
+
+func (g *gcPolicy) set(quiet bool) {
+	want := busyGCPercent
+	if quiet {
+		want = quietGCPercent
+	}
+	if g.operator || want == g.current {
+		return
+	}
+	debug.SetGCPercent(want)
+	g.current = want
+}
+
+// memoryPolicy applies the heap policy until ctx ends: quietGCPercent
+// while the process is quiet and busyGCPercent while it works, and unused
+// heap returned to the OS whenever it is quiet (see trimInterval).
 func memoryPolicy(ctx context.Context, log *slog.Logger) {
 	t := time.NewTicker(trimInterval)
 	defer t.Stop()
 	tr := &trimmer{free: debug.FreeOSMemory}
 	tr.check() // the baseline
-	started := false
+	gc := newGCPolicy()
 	for {
 		select {
 		case <-ctx.Done():
@@ -68,10 +87,7 @@ func memoryPolicy(ctx context.Context, log *slog.Logger) {
 			if n > 0 {
 				log.Debug("quiet: returned unused heap to the OS", "bytes", n)
 			}
-			if quiet && !started {
-				started = true
-				setGCPercent()
-			}
+			gc.set(quiet)
 		}
 	}
 }

@@ -9,19 +9,32 @@ import (
 	"time"
 )
 
-func TestSetGCPercent(t *testing.T) {
+func TestGCPolicy(t *testing.T) {
 	old := debug.SetGCPercent(100)
 	t.Cleanup(func() { debug.SetGCPercent(old) })
+	gcPercent := func() int { p := debug.SetGCPercent(-1); debug.SetGCPercent(p); return p }
 
 	t.Setenv("GOGC", "")
-	setGCPercent()
-	if got := debug.SetGCPercent(100); got != gcPercent {
-		t.Errorf("GC percent %d, want %d", got, gcPercent)
+	g := newGCPolicy()
+	for _, step := range []struct {
+		quiet bool
+		want  int
+	}{{false, busyGCPercent}, {true, quietGCPercent}, {true, quietGCPercent}, {false, busyGCPercent}, {true, quietGCPercent}} {
+		g.set(step.quiet)
+		if got := gcPercent(); got != step.want {
+			t.Fatalf("quiet=%v: GC percent %d, want %d", step.quiet, got, step.want)
+		}
 	}
-	t.Setenv("GOGC", "100") // the operator's choice stays
-	setGCPercent()
-	if got := debug.SetGCPercent(100); got != 100 {
-		t.Errorf("with GOGC=100: GC percent %d, want 100", got)
+
+	debug.SetGCPercent(100)
+	t.Setenv("GOGC", "300") // the operator's choice stays, quiet or not
+	debug.SetGCPercent(300)
+	g = newGCPolicy()
+	for _, quiet := range []bool{true, false, true} {
+		g.set(quiet)
+		if got := gcPercent(); got != 300 {
+			t.Fatalf("with GOGC=300, quiet=%v: GC percent %d", quiet, got)
+		}
 	}
 }
 
@@ -58,8 +71,9 @@ func TestTrimmer(t *testing.T) {
 	}
 }
 
-// The policy lowers GOGC once the process is first quiet, not before.
-func TestMemoryPolicyStartsWhenQuiet(t *testing.T) {
+// The policy lowers GOGC once the process is quiet, not before, and raises
+// it again while the process allocates.
+func TestMemoryPolicyFollowsActivity(t *testing.T) {
 	t.Setenv("GOGC", "")
 	old := debug.SetGCPercent(100)
 	t.Cleanup(func() { debug.SetGCPercent(old) })
@@ -72,14 +86,23 @@ func TestMemoryPolicyStartsWhenQuiet(t *testing.T) {
 	done := make(chan struct{})
 	go func() { defer close(done); memoryPolicy(ctx, slog.New(slog.DiscardHandler)) }()
 	defer func() { cancel(); <-done }()
-	if g := gogc(); g != 100 {
-		t.Fatalf("GOGC %d at once, want 100 until quiet", g)
+	if g := gogc(); g != busyGCPercent {
+		t.Fatalf("GOGC %d at once, want %d until quiet", g, busyGCPercent)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for gogc() != gcPercent {
-		if time.Now().After(deadline) {
-			t.Fatalf("GOGC still %d after 10 quiet seconds", gogc())
+	waitGOGC := func(want uint64, work bool) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for gogc() != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("GOGC still %d after 10 s, want %d", gogc(), want)
+			}
+			if work {
+				garbage(4 << 20) // busy: over trimQuiet a second
+			}
+			time.Sleep(50 * time.Millisecond)
 		}
-		time.Sleep(50 * time.Millisecond)
 	}
+	waitGOGC(quietGCPercent, false)
+	waitGOGC(busyGCPercent, true)
+	waitGOGC(quietGCPercent, false)
 }
