@@ -233,7 +233,8 @@ func TestClusterOfThree(t *testing.T) {
 			}
 		}
 		// Two of three: quorum holds, writes go on (the first one may meet
-		// the election of a new leader, and is retried as an operator would).
+		// the election of a new leader: the CLI sends it again on 503; the loop
+		// is a safety net for a slow election on a loaded machine).
 		deadline := time.Now().Add(30 * time.Second)
 		for {
 			out, code := cli(t, dirs["core2"], "users", "set-core", "--config", filepath.Join(dirs["core2"], "default-config.yml"),

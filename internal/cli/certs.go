@@ -98,38 +98,76 @@ type controlClient struct {
 	http *http.Client
 }
 
-// do sends a request to the running core and decodes its JSON answer.
+// unavailableRetries are the pauses before sending an idempotent request
+// again after the core answered 503 (PlatformDB unavailable): a leader
+// election (a core died) drops the writes in flight and takes a second or
+// two; beyond these the error stands (quorum is lost, say).
+var unavailableRetries = []time.Duration{time.Second, 2 * time.Second}
+
+// do sends a request to the running core and decodes its JSON answer. GET,
+// PUT and DELETE answered 503 are sent again after unavailableRetries'
+// pauses; a POST is sent once.
 func (c *controlClient) do(method, path string, body, into any) error {
-	var rd io.Reader
+	var payload []byte
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
 			return err
 		}
-		rd = bytes.NewReader(b)
+		payload = b
+	}
+	var retries []time.Duration
+	switch method {
+	case http.MethodGet, http.MethodPut, http.MethodDelete:
+		retries = unavailableRetries
+	}
+	for attempt := 0; ; attempt++ {
+		status, data, err := c.send(method, path, payload)
+		if err != nil {
+			return err
+		}
+		if status == http.StatusServiceUnavailable && attempt < len(retries) {
+			time.Sleep(retries[attempt])
+			continue
+		}
+		return decodeAnswer(status, data, into)
+	}
+}
+
+// send makes one request and returns the answer's status and body.
+func (c *controlClient) send(method, path string, payload []byte) (int, []byte, error) {
+	var rd io.Reader
+	if payload != nil {
+		rd = bytes.NewReader(payload)
 	}
 	req, err := http.NewRequest(method, "http://pryv-tls"+path, rd)
 	if err != nil {
-		return err
+		return 0, nil, err
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return fmt.Errorf("cannot reach the running core through its control socket %s (is \"pryv-tls serve\" running with this configuration, as this user or root?): %w",
+		return 0, nil, fmt.Errorf("cannot reach the running core through its control socket %s (is \"pryv-tls serve\" running with this configuration, as this user or root?): %w",
 			c.cfg.Control.Socket, errors.Unwrap(err))
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 	if err != nil {
-		return err
+		return 0, nil, err
 	}
-	if resp.StatusCode != http.StatusOK {
+	return resp.StatusCode, data, nil
+}
+
+// decodeAnswer turns the core's answer into into, or into the error it
+// states.
+func decodeAnswer(status int, data []byte, into any) error {
+	if status != http.StatusOK {
 		var e struct {
 			Error struct{ Message string } `json:"error"`
 		}
 		if json.Unmarshal(data, &e) == nil && e.Error.Message != "" {
 			return errors.New(e.Error.Message)
 		}
-		return fmt.Errorf("the core answered %s", resp.Status)
+		return fmt.Errorf("the core answered %d %s", status, http.StatusText(status))
 	}
 	return json.Unmarshal(data, into)
 }
