@@ -165,16 +165,24 @@ func (u *udpServer) read() {
 			}
 			k++
 		}
-		for sent := 0; sent < k; {
-			c, err := b.WriteBatch(w.wr[sent:k], 0)
-			sent += c
-			if err != nil {
-				// The packet at sent failed (the kernel sends in order):
-				// count it and go on with the rest.
-				u.s.stats.writeErrors.Add(1)
-				u.s.log.Debug("dns: write failed", "remote", w.wr[sent].Addr, "err", err)
-				sent++
-			}
+		sendAll(b, w.wr[:k], func(m *ipv4.Message, err error) {
+			u.s.stats.writeErrors.Add(1)
+			u.s.log.Debug("dns: write failed", "remote", m.Addr, "err", err)
+		})
+	}
+}
+
+// sendAll sends msgs in as few WriteBatch calls as it takes. The kernel
+// sends in order and stops at a message it refuses (a spoofed source port
+// 0, a firewall's EPERM): that one is reported to refused and skipped, the
+// rest go on.
+func sendAll(b batcher, msgs []ipv4.Message, refused func(*ipv4.Message, error)) {
+	for sent := 0; sent < len(msgs); {
+		c, err := b.WriteBatch(msgs[sent:], 0)
+		sent += max(c, 0) // -1 when the first one fails (the raw system call's result)
+		if err != nil && sent < len(msgs) {
+			refused(&msgs[sent], err)
+			sent++
 		}
 	}
 }

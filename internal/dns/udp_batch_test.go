@@ -1,6 +1,7 @@
 package dns
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"sync"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"golang.org/x/net/ipv4"
 )
 
 // TestUDPBatches floods the server from several sockets at once, so that
@@ -92,4 +94,70 @@ func floodOne(addr string, client, n int) error {
 		}
 	}
 	return nil
+}
+
+// scriptedBatcher answers WriteBatch as scripted: how many it sent, and an
+// error, per call (recvmmsg is not used).
+type scriptedBatcher struct {
+	script []struct {
+		n   int
+		err error
+	}
+	calls [][]string // the messages offered at each call
+}
+
+func (b *scriptedBatcher) ReadBatch([]ipv4.Message, int) (int, error) { return 0, nil }
+
+func (b *scriptedBatcher) WriteBatch(ms []ipv4.Message, _ int) (int, error) {
+	var offered []string
+	for _, m := range ms {
+		offered = append(offered, string(m.Buffers[0]))
+	}
+	b.calls = append(b.calls, offered)
+	step := b.script[0]
+	b.script = b.script[1:]
+	return step.n, step.err
+}
+
+// A refused reply is skipped and reported, whether it is first in the batch
+// (sendmmsg returns -1) or further on, and the others are still sent.
+func TestSendAllSkipsRefused(t *testing.T) {
+	msgs := func() []ipv4.Message {
+		var ms []ipv4.Message
+		for _, s := range []string{"a", "b", "c", "d"} {
+			ms = append(ms, ipv4.Message{Buffers: [][]byte{[]byte(s)}})
+		}
+		return ms
+	}
+	einval := errors.New("sendmmsg: invalid argument")
+	type step = struct {
+		n   int
+		err error
+	}
+	for _, tc := range []struct {
+		name    string
+		script  []step
+		refused string
+		calls   int
+	}{
+		{"all at once", []step{{4, nil}}, "", 1},
+		{"the first refused", []step{{-1, einval}, {3, nil}}, "a", 2},
+		{"one in the middle", []step{{2, nil}, {-1, einval}, {1, nil}}, "c", 3},
+		{"every one", []step{{-1, einval}, {-1, einval}, {-1, einval}, {-1, einval}}, "abcd", 4},
+		{"partial, then the rest", []step{{1, nil}, {3, nil}}, "", 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := &scriptedBatcher{script: tc.script}
+			var refused string
+			sendAll(b, msgs(), func(m *ipv4.Message, err error) {
+				if err != einval {
+					t.Errorf("refused with %v", err)
+				}
+				refused += string(m.Buffers[0])
+			})
+			if refused != tc.refused || len(b.calls) != tc.calls || len(b.script) != 0 {
+				t.Fatalf("refused %q in %d calls (%d scripted left), want %q in %d", refused, len(b.calls), len(b.script), tc.refused, tc.calls)
+			}
+		})
+	}
 }
