@@ -98,6 +98,11 @@ type trimmer struct {
 	samples []metrics.Sample
 	allocs  uint64 // cumulative bytes allocated at the last check
 	started bool
+	// floor is the excess the last trim could not return (space unused
+	// inside spans still in use: fragmentation): the next trim waits for
+	// trimMin more than that, or a fragmented heap would get a forced GC
+	// every quiet second, forever.
+	floor uint64
 }
 
 // check reports whether the process was quiet since the last check, and
@@ -123,11 +128,13 @@ func (t *trimmer) check() (returned uint64, quiet bool) {
 	quiet = t.started && allocs-t.allocs < trimQuiet
 	t.started = true
 	t.allocs = allocs
-	if !quiet || excess < trimMin {
+	if !quiet || excess < t.floor+trimMin {
 		return 0, quiet
 	}
 	t.free()
-	metrics.Read(t.samples[:1])
+	metrics.Read(t.samples)
 	t.allocs = v(0) // what the trim allocated is not activity
-	return excess, true
+	held = v(1) + v(2) + v(3)
+	t.floor = held - min(held, v(4))
+	return excess - min(excess, t.floor), true
 }

@@ -106,3 +106,30 @@ func TestMemoryPolicyFollowsActivity(t *testing.T) {
 	waitGOGC(busyGCPercent, true)
 	waitGOGC(quietGCPercent, false)
 }
+
+var keep [][]byte
+
+// A fragmented heap (live objects scattered over many spans) keeps unused
+// space a trim cannot return: after one trim, quiet checks leave it alone
+// instead of forcing a GC every second.
+func TestTrimmerFragmentedHeap(t *testing.T) {
+	trims := 0
+	tr := &trimmer{free: func() { trims++; debug.FreeOSMemory() }}
+	all := make([][]byte, 0, 300000)
+	for i := range 300000 {
+		all = append(all, make([]byte, 64+i%7*48))
+	}
+	keep = nil
+	for i := 0; i < len(all); i += 3 {
+		keep = append(keep, all[i]) // a third stays live, spread over every span
+	}
+	all = nil
+	t.Cleanup(func() { keep = nil })
+	tr.check() // baseline
+	for range 5 {
+		tr.check()
+	}
+	if trims > 1 {
+		t.Fatalf("%d trims over 5 quiet checks of an unchanged heap, want at most 1", trims)
+	}
+}
