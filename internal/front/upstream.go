@@ -40,8 +40,9 @@ type upstreamTransport struct {
 	idleTimeout, checkAfter time.Duration
 	maxIdle                 int
 
-	mu   sync.Mutex // guards idle: held for a slice push or pop, never across I/O
-	idle []*upConn  // most recently used last
+	mu     sync.Mutex // guards idle and closed: held for a slice push or pop, never across I/O
+	idle   []*upConn  // most recently used last
+	closed bool       // after closeIdle: connections coming back are closed
 }
 
 type upConn struct {
@@ -63,7 +64,13 @@ func newUpstreamTransport(addr string, fallback *http.Transport) *upstreamTransp
 }
 
 func (t *upstreamTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	// A request with a body goes to the standard transport too: it reads
+	// the response while the body is still being sent, so an upstream that
+	// answers early (401 or 413 on an upload) is heard rather than met
+	// with a failed write. Here the body would have to be written in full
+	// first.
 	if req.URL.Scheme != "http" || req.URL.Host != t.addr ||
+		(req.Body != nil && req.Body != http.NoBody) ||
 		req.Header.Get("Upgrade") != "" || req.Header.Get("Expect") != "" {
 		return t.fallback.RoundTrip(req)
 	}
@@ -82,8 +89,8 @@ func (t *upstreamTransport) RoundTrip(req *http.Request) (*http.Response, error)
 		}
 		// A pooled connection the upstream closed just as it was reused
 		// fails before any answer. The request is sent once more on a new
-		// connection when replaying it is safe: no body, and an idempotent
-		// method (what http.Transport retries too).
+		// connection when replaying it is safe: an idempotent method (a
+		// request here has no body; what http.Transport retries too).
 		if attempt == 0 && reused && ctx.Err() == nil && replayable(req) {
 			continue
 		}
@@ -92,9 +99,6 @@ func (t *upstreamTransport) RoundTrip(req *http.Request) (*http.Response, error)
 }
 
 func replayable(req *http.Request) bool {
-	if req.Body != nil && req.Body != http.NoBody {
-		return false
-	}
 	switch req.Method {
 	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
 		return true
@@ -231,6 +235,11 @@ func (t *upstreamTransport) put(uc *upConn) {
 	uc.idleSince = time.Now()
 	var drop *upConn
 	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		uc.c.Close()
+		return
+	}
 	if len(t.idle) > 0 && (len(t.idle) >= t.maxIdle || uc.idleSince.Sub(t.idle[0].idleSince) > t.idleTimeout) {
 		drop = t.idle[0]
 		copy(t.idle, t.idle[1:])
@@ -244,11 +253,12 @@ func (t *upstreamTransport) put(uc *upConn) {
 	}
 }
 
-// closeIdle closes every pooled connection (shutdown).
+// closeIdle closes every pooled connection, and those still in use as
+// they come back (shutdown: a drain that timed out leaves handlers running).
 func (t *upstreamTransport) closeIdle() {
 	t.mu.Lock()
 	idle := t.idle
-	t.idle = nil
+	t.idle, t.closed = nil, true
 	t.mu.Unlock()
 	for _, uc := range idle {
 		uc.c.Close()

@@ -121,7 +121,7 @@ func TestUpstreamConnectionClose(t *testing.T) {
 // The upstream closes keep-alive connections it finds idle (Node.js does
 // after 5 s). A pooled connection it closed is found out before use when it
 // has been idle a while, and otherwise retried once for a request that is
-// safe to replay; a request with a body is never sent twice.
+// safe to replay; a POST is never sent twice.
 func TestUpstreamClosedIdleConnection(t *testing.T) {
 	var posts atomic.Int64
 	up := newCountingUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -190,8 +190,8 @@ func TestUpstreamClosedIdleConnection(t *testing.T) {
 		}
 		waitIdleClosed()
 		before := posts.Load()
-		if _, err := do(ut, http.MethodPost, strings.NewReader("payload")); err == nil {
-			t.Fatalf("POST with a body on a closed connection succeeded: it must not be replayed")
+		if _, err := do(ut, http.MethodPost, nil); err == nil {
+			t.Fatalf("POST on a closed connection succeeded: it must not be replayed")
 		}
 		if n := posts.Load() - before; n != 0 {
 			t.Fatalf("the POST reached the upstream %d times", n)
@@ -312,5 +312,53 @@ func TestUpstreamGarbageIs502(t *testing.T) {
 	resp, body := get(t, c, http.MethodGet, "https://"+testHost+"/a")
 	if resp.StatusCode != http.StatusBadGateway || !strings.Contains(body, `"id":"unexpected-error"`) {
 		t.Fatalf("got %d %s, want 502 with the API's error shape", resp.StatusCode, body)
+	}
+}
+
+// An upstream that answers an upload before reading it (401, 413) is heard:
+// the client gets that answer, not a 502 for the write it cut short.
+func TestUpstreamEarlyAnswerToUpload(t *testing.T) {
+	up := newUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Connection", "close")
+		w.WriteHeader(http.StatusRequestEntityTooLarge)
+		_, _ = io.WriteString(w, `{"error":{"id":"too-large"}}`)
+	}))
+	tf := startFront(t, frontSetup{API: up.URL, HFS: up.URL, GetCertificate: getPKI(t).store.GetCertificate})
+	c := httpsClient(t, tf.addr, false, nil)
+	req, _ := http.NewRequest(http.MethodPost, "https://"+testHost+"/alice/events", strings.NewReader(strings.Repeat("z", 8<<20)))
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("upload: %v", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Fatalf("upload answered %d %s, want the upstream's 413", resp.StatusCode, b)
+	}
+}
+
+// After a shutdown closed the pool, a connection whose request was still in
+// flight (a drain that timed out) is closed when it comes back, not pooled.
+func TestUpstreamClosedPoolClosesLateReturns(t *testing.T) {
+	up := newCountingUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "late")
+	}), 0)
+	ut := newUpstreamTransport(strings.TrimPrefix(up.URL, "http://"), &http.Transport{
+		DialContext: (&net.Dialer{}).DialContext, IdleConnTimeout: time.Minute, MaxIdleConnsPerHost: 8})
+	req, _ := http.NewRequest(http.MethodGet, up.URL+"/x", nil)
+	resp, err := ut.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ut.closeIdle() // the shutdown, while the body is still unread
+	if b, err := io.ReadAll(resp.Body); err != nil || string(b) != "late" {
+		t.Fatalf("body %q, %v", b, err)
+	}
+	resp.Body.Close()
+	if !waitFor(5*time.Second, func() bool { return up.closed.Load() == 1 }) {
+		t.Fatalf("the connection returned after the shutdown stayed open (%d closed)", up.closed.Load())
+	}
+	if n := len(ut.idle); n != 0 {
+		t.Fatalf("%d connections pooled after the shutdown", n)
 	}
 }
