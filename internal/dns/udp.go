@@ -1,6 +1,7 @@
 package dns
 
 import (
+	"bytes"
 	"errors"
 	"net"
 	"runtime"
@@ -98,6 +99,12 @@ type batchWorker struct {
 	udpWorker // req, and out while one packet is answered
 	rd, wr    []ipv4.Message
 	outs      [][]byte
+	// The last query control message seen and its reply's: a socket on
+	// 0.0.0.0 mostly hears queries for one address, and the reply's
+	// source is then worked out (parsed, marshalled) once, not per packet.
+	// A new one replaces both slices, never writes into them: a batch
+	// being sent may still hold the old reply's.
+	lastIn, lastOut []byte
 }
 
 // batcher is the recvmmsg/sendmmsg pair of the socket's address family
@@ -161,7 +168,10 @@ func (u *udpServer) read() {
 			r := &w.wr[k]
 			r.Buffers[0], r.Addr, r.OOB = out, m.Addr, nil
 			if u.session {
-				r.OOB = replySource(m.OOB[:m.NN])
+				if in := m.OOB[:m.NN]; !bytes.Equal(in, w.lastIn) {
+					w.lastIn, w.lastOut = bytes.Clone(in), replySource(in)
+				}
+				r.OOB = w.lastOut
 			}
 			k++
 		}
