@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -138,7 +137,7 @@ func (t *upstreamTransport) exchange(ctx context.Context, uc *upConn, req *http.
 			if code == http.StatusSwitchingProtocols {
 				// Upgrades go through the fallback transport; a 101 here
 				// answers a request that did not ask for one.
-				return fail(fmt.Errorf("upstream switched protocols unasked"))
+				return fail(errors.New("upstream switched protocols unasked"))
 			}
 			// Interim response (103 Early Hints and the like): hand it to
 			// ReverseProxy, which forwards it, and read the final one.
