@@ -225,7 +225,46 @@ func TestNginxSampleRoutes(t *testing.T) {
 		if !strings.HasSuffix(addr, ":"+wantPort) {
 			t.Errorf("nginx.conf: %s goes to upstream %s (%s), want port %s (reference HFS match: %v)", p, l.upstream, addr, wantPort, refIsHFS(p))
 		}
+		wantHost := "$host"
+		if refIsHFS(p) {
+			wantHost = addr
+		}
+		if got := nginxHost(t, conf, tls, p); got != wantHost {
+			t.Errorf("nginx.conf: %s is sent Host %s, want %s (HFS needs its own address, the API the client's)", p, got, wantHost)
+		}
 	}
+}
+
+// nginxHost evaluates the server block's "proxy_set_header Host" for a path,
+// through a "map $uri $var" if it names one: regexp entries in order, then
+// default.
+func nginxHost(t *testing.T, conf, server, path string) string {
+	t.Helper()
+	m := regexp.MustCompile(`(?m)^\s*proxy_set_header\s+Host\s+(\S+);`).FindStringSubmatch(server)
+	if m == nil {
+		t.Fatal("nginx.conf: no proxy_set_header Host in the 443 server")
+	}
+	bodies, heads := braceBlocks(conf, regexp.MustCompile(`(?m)^\s*map\s+\$uri\s+(\$\S+)\s*`))
+	for i, b := range bodies {
+		if heads[i][1] != m[1] {
+			continue
+		}
+		def := ""
+		for _, e := range regexp.MustCompile(`(?m)^\s*(\S+)\s+(\S+);`).FindAllStringSubmatch(b, -1) {
+			if e[1] == "default" {
+				def = e[2]
+				continue
+			}
+			if !strings.HasPrefix(e[1], "~") || strings.HasPrefix(e[1], "~*") {
+				t.Fatalf("nginx.conf: map %s: entry %s is not a case-sensitive regexp", m[1], e[1])
+			}
+			if regexp.MustCompile(e[1][1:]).MatchString(path) {
+				return e[2]
+			}
+		}
+		return def
+	}
+	return m[1]
 }
 
 func TestCaddySampleRoutes(t *testing.T) {
@@ -240,6 +279,7 @@ func TestCaddySampleRoutes(t *testing.T) {
 	}
 	type handle struct {
 		matcher, addr string
+		ownHost       bool // sends the upstream's address as Host
 	}
 	var handles []handle
 	var fallback *handle
@@ -249,7 +289,7 @@ func TestCaddySampleRoutes(t *testing.T) {
 		if m == nil {
 			t.Fatalf("Caddyfile: handle %q has no reverse_proxy", heads[i][1])
 		}
-		h := handle{heads[i][1], m[1]}
+		h := handle{heads[i][1], m[1], strings.Contains(b, "header_up Host {upstream_hostport}")}
 		if h.matcher == "" {
 			fallback = &h
 			continue
@@ -264,10 +304,10 @@ func TestCaddySampleRoutes(t *testing.T) {
 	}
 	hfsPort, apiPort := upstreamPort(t, DefaultUpstreamHFS), upstreamPort(t, DefaultUpstreamAPI)
 	for _, p := range routePaths {
-		got := fallback.addr
+		got := *fallback
 		for _, h := range handles {
 			if matchers[h.matcher].MatchString(p) {
-				got = h.addr
+				got = h
 				break
 			}
 		}
@@ -275,8 +315,11 @@ func TestCaddySampleRoutes(t *testing.T) {
 		if refIsHFS(p) {
 			want = hfsPort
 		}
-		if !strings.HasSuffix(got, ":"+want) {
-			t.Errorf("Caddyfile: %s goes to %s, want port %s", p, got, want)
+		if !strings.HasSuffix(got.addr, ":"+want) {
+			t.Errorf("Caddyfile: %s goes to %s, want port %s", p, got.addr, want)
+		}
+		if got.ownHost != refIsHFS(p) {
+			t.Errorf("Caddyfile: %s: Host rewritten to the upstream's: %v, want %v (HFS needs its own address, the API the client's)", p, got.ownHost, refIsHFS(p))
 		}
 	}
 }
@@ -295,7 +338,8 @@ func TestTraefikSampleRoutes(t *testing.T) {
 			} `yaml:"routers"`
 			Services map[string]struct {
 				LoadBalancer struct {
-					Servers []struct {
+					PassHostHeader *bool `yaml:"passHostHeader"`
+					Servers        []struct {
 						URL string `yaml:"url"`
 					} `yaml:"servers"`
 				} `yaml:"loadBalancer"`
@@ -323,6 +367,7 @@ func TestTraefikSampleRoutes(t *testing.T) {
 		priority int
 		paths    []*regexp.Regexp
 		url      string
+		ownHost  bool // passHostHeader: false, Host is the server's address
 	}
 	var routers []router
 	for name, r := range dyn.HTTP.Routers {
@@ -343,6 +388,7 @@ func TestTraefikSampleRoutes(t *testing.T) {
 			t.Fatalf("traefik-dynamic.yml: router %s: service %q must exist with one server", name, r.Service)
 		}
 		rt.url = svc.LoadBalancer.Servers[0].URL
+		rt.ownHost = svc.LoadBalancer.PassHostHeader != nil && !*svc.LoadBalancer.PassHostHeader
 		for _, ep := range r.EntryPoints {
 			if _, ok := static.EntryPoints[ep]; !ok {
 				t.Errorf("router %s: entry point %s is not in traefik-static.yml", name, ep)
@@ -361,10 +407,10 @@ func TestTraefikSampleRoutes(t *testing.T) {
 	}
 	hfsPort, apiPort := upstreamPort(t, DefaultUpstreamHFS), upstreamPort(t, DefaultUpstreamAPI)
 	for _, p := range routePaths {
-		got := ""
+		var got router
 		for _, r := range routers {
 			if len(r.paths) == 0 || slices.ContainsFunc(r.paths, func(re *regexp.Regexp) bool { return re.MatchString(p) }) {
-				got = r.url
+				got = r
 				break
 			}
 		}
@@ -372,8 +418,11 @@ func TestTraefikSampleRoutes(t *testing.T) {
 		if refIsHFS(p) {
 			want = hfsPort
 		}
-		if upstreamPort(t, got) != want {
-			t.Errorf("traefik-dynamic.yml: %s goes to %q, want port %s", p, got, want)
+		if upstreamPort(t, got.url) != want {
+			t.Errorf("traefik-dynamic.yml: %s goes to %q, want port %s", p, got.url, want)
+		}
+		if got.ownHost != refIsHFS(p) {
+			t.Errorf("traefik-dynamic.yml: %s: passHostHeader false: %v, want %v (HFS needs its own address as Host, the API the client's)", p, got.ownHost, refIsHFS(p))
 		}
 	}
 }
