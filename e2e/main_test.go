@@ -290,7 +290,7 @@ func upstream(t *testing.T, name string, delay time.Duration) string {
 			time.Sleep(delay)
 		}
 		_, _ = io.Copy(io.Discard, r.Body)
-		fmt.Fprintf(w, "%s %s host=%s xfp=%s", name, r.URL.Path, r.Host, r.Header.Get("X-Forwarded-Proto"))
+		fmt.Fprintf(w, "%s %s host=%s xfp=%s xfh=%s", name, r.URL.Path, r.Host, r.Header.Get("X-Forwarded-Proto"), r.Header.Get("X-Forwarded-Host"))
 	})}
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Close() })

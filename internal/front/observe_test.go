@@ -208,7 +208,7 @@ func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { retu
 // Observing a request adds no allocation to the proxy's own.
 func TestObserveDoesNotAllocate(t *testing.T) {
 	body := strings.NewReader("")
-	rp := reverseProxy("api", mustURL(t, "http://127.0.0.1:1"), roundTripFunc(func(r *http.Request) (*http.Response, error) {
+	rp := reverseProxy(upstream{name: "api", target: mustURL(t, "http://127.0.0.1:1")}, roundTripFunc(func(r *http.Request) (*http.Response, error) {
 		body.Reset("{}")
 		return &http.Response{StatusCode: 200, Header: http.Header{}, Body: io.NopCloser(body), Request: r}, nil
 	}), false, slog.New(slog.DiscardHandler))

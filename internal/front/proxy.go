@@ -50,8 +50,12 @@ func newProxy(api, hfs *url.URL, trustForwarded bool, log *slog.Logger) *proxy {
 		p.transports = append(p.transports, ut)
 		return ut
 	}
-	p.api = reverseProxy("api", api, transport(api), trustForwarded, log)
-	p.hfs = reverseProxy("hfs", hfs, transport(hfs), trustForwarded, log)
+	p.api = reverseProxy(upstream{name: "api", target: api}, transport(api), trustForwarded, log)
+	// open-pryv.io's HFS reads the user from the first label of Host, and
+	// its install guide has the proxy send HFS its own address: the client's
+	// Host (your-domain.com for /alice/...) would name the wrong user. The
+	// client's Host still reaches it, as X-Forwarded-Host.
+	p.hfs = reverseProxy(upstream{name: "hfs", target: hfs, ownHost: true}, transport(hfs), trustForwarded, log)
 	return p
 }
 
@@ -63,11 +67,22 @@ func (p *proxy) closeIdle() {
 	}
 }
 
-func reverseProxy(name string, target *url.URL, tr http.RoundTripper, trustForwarded bool, log *slog.Logger) *httputil.ReverseProxy {
+// upstream is one proxied destination.
+type upstream struct {
+	name    string
+	target  *url.URL
+	ownHost bool // send the target's host:port as Host instead of the client's
+}
+
+func reverseProxy(u upstream, tr http.RoundTripper, trustForwarded bool, log *slog.Logger) *httputil.ReverseProxy {
+	name, target := u.name, u.target
 	return &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(target)
 			pr.Out.Host = pr.In.Host
+			if u.ownHost {
+				pr.Out.Host = target.Host
+			}
 			if !trustForwarded {
 				// We are the edge: whatever X-Forwarded-* the client sent is
 				// not to be trusted, so it is replaced (Rewrite dropped it).

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"regexp"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -154,8 +155,11 @@ func TestRoutingEndToEnd(t *testing.T) {
 					t.Errorf("%s: upstream got path %q query %q request URI %q; want %q %q %q",
 						tc.target, e.Path, e.Query, e.RequestURI, tc.path, tc.query, tc.target)
 				}
-				if e.Host != testHost {
-					t.Errorf("%s: upstream Host %q, want the original %q", tc.target, e.Host, testHost)
+				if want := wantUpstreamHost(tc.upstream, testHost, hfs.URL); e.Host != want {
+					t.Errorf("%s: upstream Host %q, want %q", tc.target, e.Host, want)
+				}
+				if !slices.Equal(e.XFHost, []string{testHost}) {
+					t.Errorf("%s: X-Forwarded-Host %q, want the original [%s]", tc.target, e.XFHost, testHost)
 				}
 				if !slices.Equal(e.XFProto, []string{"https"}) {
 					t.Errorf("%s: X-Forwarded-Proto %q, want [https]", tc.target, e.XFProto)
@@ -168,17 +172,31 @@ func TestRoutingEndToEnd(t *testing.T) {
 	}
 }
 
-// TestHostWithPort: a Host with a port reaches the upstream unchanged.
+// wantUpstreamHost is the Host an upstream must get: the API the client's,
+// HFS its own address (open-pryv.io's HFS reads the user from Host's first
+// label; the client's Host comes as X-Forwarded-Host).
+func wantUpstreamHost(upstream, clientHost, hfsURL string) string {
+	if upstream == "hfs" {
+		return strings.TrimPrefix(hfsURL, "http://")
+	}
+	return clientHost
+}
+
+// TestHostWithPort: a Host with a port reaches the API unchanged, and HFS as
+// X-Forwarded-Host.
 func TestHostWithPort(t *testing.T) {
 	api, hfs := newEchoUpstream(t, "api"), newEchoUpstream(t, "hfs")
 	tf := startFront(t, frontSetup{API: api.URL, HFS: hfs.URL, GetCertificate: getPKI(t).store.GetCertificate})
 	for _, h2 := range []bool{true, false} {
 		t.Run(protoName(h2), func(t *testing.T) {
 			c := httpsClient(t, tf.addr, h2, nil)
-			for _, p := range []string{"/alice/events", "/alice/series/batch"} {
-				_, e := doEcho(t, c, http.MethodGet, "https://"+testHost+":8443"+p, nil, nil)
-				if e.Host != testHost+":8443" {
-					t.Errorf("%s: upstream Host %q, want %q", p, e.Host, testHost+":8443")
+			for _, tc := range []struct{ path, upstream string }{{"/alice/events", "api"}, {"/alice/series/batch", "hfs"}} {
+				_, e := doEcho(t, c, http.MethodGet, "https://"+testHost+":8443"+tc.path, nil, nil)
+				if want := wantUpstreamHost(tc.upstream, testHost+":8443", hfs.URL); e.Host != want {
+					t.Errorf("%s: upstream Host %q, want %q", tc.path, e.Host, want)
+				}
+				if !slices.Equal(e.XFHost, []string{testHost + ":8443"}) {
+					t.Errorf("%s: X-Forwarded-Host %q, want [%s:8443]", tc.path, e.XFHost, testHost)
 				}
 			}
 		})
