@@ -9,6 +9,12 @@
 //
 //	<ca dir>/ca.pem          the CA certificate (0644): every core has it
 //	<ca dir>/ca.key          the CA key (0600): only where node certs are signed
+//
+// open-pryv.io's bin/bootstrap.js keeps the same CA key name but calls the
+// certificate ca.crt (and writes openssl's serial file ca.srl). A directory
+// holding ca.crt is read as it is, and nothing in it is ever written: one
+// cluster CA then secures both the core's rqlite and pryv-tls's PlatformDB.
+//
 //	<node dir>/node.pem      this core's certificate (0644)
 //	<node dir>/node-key.pem  its key (0600)
 package cluster
@@ -38,10 +44,13 @@ import (
 
 // File names in the CA and node directories.
 const (
-	CACertName   = "ca.pem"
-	CAKeyName    = "ca.key"
-	NodeCertName = "node.pem"
-	NodeKeyName  = "node-key.pem"
+	CACertName = "ca.pem"
+	// CoreCACertName is the CA certificate as open-pryv.io's bootstrap
+	// writes it, used when there is no ca.pem.
+	CoreCACertName = "ca.crt"
+	CAKeyName      = "ca.key"
+	NodeCertName   = "node.pem"
+	NodeKeyName    = "node-key.pem"
 )
 
 const (
@@ -64,9 +73,41 @@ const (
 // CA is the cluster certificate authority: its certificate and its key.
 // It is safe for concurrent use.
 type CA struct {
-	cert    *x509.Certificate
-	certPEM []byte
-	key     crypto.Signer
+	cert     *x509.Certificate
+	certPEM  []byte
+	certPath string // the file it was loaded from (or created as)
+	key      crypto.Signer
+}
+
+// CertFile is the path of the CA certificate file: dir/ca.pem, or the
+// core's dir/ca.crt.
+func (ca *CA) CertFile() string { return ca.certPath }
+
+// certPathIn picks the CA certificate file of dir: ca.pem, else the core's
+// ca.crt. Both may exist only if they hold the same certificate: two CAs in
+// one directory would make which one signs a matter of file names.
+func certPathIn(dir string) (string, error) {
+	ours, core := filepath.Join(dir, CACertName), filepath.Join(dir, CoreCACertName)
+	corePEM, err := os.ReadFile(core)
+	if errors.Is(err, fs.ErrNotExist) {
+		return ours, nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("cluster CA: %w", err)
+	}
+	oursPEM, err := os.ReadFile(ours)
+	if errors.Is(err, fs.ErrNotExist) {
+		return core, nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("cluster CA: %w", err)
+	}
+	a, errA := parseCertPEM(oursPEM)
+	b, errB := parseCertPEM(corePEM)
+	if errA != nil || errB != nil || !bytes.Equal(a.Raw, b.Raw) {
+		return "", fmt.Errorf("cluster CA: %s and %s are both in %s and are not the same certificate: keep the one %s signs (open-pryv.io's bootstrap writes %s) and move the other away", ours, core, dir, CAKeyName, CoreCACertName)
+	}
+	return ours, nil
 }
 
 // LoadOrCreateCA loads the CA from dir (ca.pem and ca.key), or creates a
@@ -80,10 +121,10 @@ type CA struct {
 // (creating a new CA would silently break trust with every other core).
 // Loading fails as LoadCA does.
 func LoadOrCreateCA(dir string) (*CA, error) {
-	certPath, keyPath := filepath.Join(dir, CACertName), filepath.Join(dir, CAKeyName)
-	_, certErr := os.Lstat(certPath)
-	_, keyErr := os.Lstat(keyPath)
-	if errors.Is(certErr, fs.ErrNotExist) && errors.Is(keyErr, fs.ErrNotExist) {
+	_, certErr := os.Lstat(filepath.Join(dir, CACertName))
+	_, coreErr := os.Lstat(filepath.Join(dir, CoreCACertName))
+	_, keyErr := os.Lstat(filepath.Join(dir, CAKeyName))
+	if errors.Is(certErr, fs.ErrNotExist) && errors.Is(coreErr, fs.ErrNotExist) && errors.Is(keyErr, fs.ErrNotExist) {
 		ca, err := createCA(dir)
 		if !errors.Is(err, fs.ErrExist) {
 			return ca, err
@@ -93,13 +134,18 @@ func LoadOrCreateCA(dir string) (*CA, error) {
 	return LoadCA(dir)
 }
 
-// LoadCA loads the CA from dir (ca.pem and ca.key) and checks it: the key
-// file must not be readable by group or others, the key must match the
-// certificate, the certificate must be a self-signed CA allowed to sign
-// certificates, and it must be currently valid. Errors name the file and
-// what to do.
+// LoadCA loads the CA from dir (ca.pem, or open-pryv.io's ca.crt, and
+// ca.key, PKCS#8 or SEC 1) and checks it: the key file must not be readable
+// by group or others, the key must match the certificate, the certificate
+// must be a self-signed CA (basicConstraints CA:TRUE) whose key usage, if it
+// has one, allows signing certificates, and it must be currently valid.
+// Errors name the file and what to do. It writes nothing.
 func LoadCA(dir string) (*CA, error) {
-	certPath, keyPath := filepath.Join(dir, CACertName), filepath.Join(dir, CAKeyName)
+	certPath, err := certPathIn(dir)
+	if err != nil {
+		return nil, err
+	}
+	keyPath := filepath.Join(dir, CAKeyName)
 	certPEM, certErr := os.ReadFile(certPath)
 	fi, keyErr := os.Stat(keyPath)
 	switch {
@@ -136,8 +182,13 @@ func LoadCA(dir string) (*CA, error) {
 	if !publicKeyEqual(cert.PublicKey, key.Public()) {
 		return nil, fmt.Errorf("cluster CA: key %s does not match certificate %s", keyPath, certPath)
 	}
-	if !cert.BasicConstraintsValid || !cert.IsCA || cert.KeyUsage&x509.KeyUsageCertSign == 0 {
-		return nil, fmt.Errorf("cluster CA: %s is not a CA certificate (it may not sign certificates)", certPath)
+	// openssl req -x509 (open-pryv.io's bootstrap) sets CA:TRUE but no key
+	// usage, which RFC 5280 reads as unrestricted.
+	if !cert.BasicConstraintsValid || !cert.IsCA {
+		return nil, fmt.Errorf("cluster CA: %s is not a CA certificate (no basicConstraints CA:TRUE)", certPath)
+	}
+	if cert.KeyUsage != 0 && cert.KeyUsage&x509.KeyUsageCertSign == 0 {
+		return nil, fmt.Errorf("cluster CA: %s has a key usage without keyCertSign: it may not sign certificates", certPath)
 	}
 	if err := cert.CheckSignatureFrom(cert); err != nil {
 		return nil, fmt.Errorf("cluster CA: %s is not self-signed: %w", certPath, err)
@@ -149,7 +200,7 @@ func LoadCA(dir string) (*CA, error) {
 	if now.Before(cert.NotBefore) {
 		return nil, fmt.Errorf("cluster CA: %s is not valid before %s (is the clock right?)", certPath, cert.NotBefore.UTC().Format(time.RFC3339))
 	}
-	return &CA{cert: cert, certPEM: encodePEM("CERTIFICATE", cert.Raw), key: key}, nil
+	return &CA{cert: cert, certPEM: encodePEM("CERTIFICATE", cert.Raw), certPath: certPath, key: key}, nil
 }
 
 // createCA makes a new CA in dir. It fails with an error wrapping
@@ -200,7 +251,7 @@ func createCA(dir string) (*CA, error) {
 	if err := writeFile(dir, CACertName, certPEM, 0o644, false); err != nil {
 		return nil, fmt.Errorf("cluster CA: %w", err)
 	}
-	return &CA{cert: cert, certPEM: certPEM, key: key}, nil
+	return &CA{cert: cert, certPEM: certPEM, certPath: filepath.Join(dir, CACertName), key: key}, nil
 }
 
 // Certificate returns the CA certificate (do not modify it).

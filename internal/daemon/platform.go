@@ -370,10 +370,8 @@ func nodeTLS(cfg *config.Config) (*platformdb.TLSFiles, error) {
 		return &platformdb.TLSFiles{CAFile: filepath.Join(dir, MemberCAName),
 			CertFile: filepath.Join(dir, cluster.NodeCertName), KeyFile: filepath.Join(dir, cluster.NodeKeyName)}, nil
 	}
-	caDir := cfg.Cluster.CA.Path
-	ca, err := cluster.LoadCA(caDir)
+	ca, err := cluster.LoadCA(cfg.Cluster.CA.Path)
 	if err != nil {
-		caDir = dir
 		if ca, err = cluster.LoadOrCreateCA(dir); err != nil {
 			return nil, fmt.Errorf("PlatformDB TLS: %w", err)
 		}
@@ -382,7 +380,7 @@ func nodeTLS(cfg *config.Config) (*platformdb.TLSFiles, error) {
 	if err != nil {
 		return nil, fmt.Errorf("PlatformDB TLS: %w", err)
 	}
-	return &platformdb.TLSFiles{CAFile: filepath.Join(caDir, cluster.CACertName), CertFile: certFile, KeyFile: keyFile}, nil
+	return &platformdb.TLSFiles{CAFile: ca.CertFile(), CertFile: certFile, KeyFile: keyFile}, nil
 }
 
 // nodeNames and nodeIPs are a node certificate's SANs: {id}.{domain}, the
