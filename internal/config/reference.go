@@ -52,14 +52,14 @@ func recordDocs(prefix string, apex bool) map[string]keyDoc {
 		prefix + ".a":    {by: byDNS, text: "IPv4 addresses."},
 		prefix + ".aaaa": {by: byDNS, text: "IPv6 addresses."},
 		prefix + ".ns":   {by: byDNS, text: "Name servers, as host names (`ns1.example.net.`)."},
-		prefix + ".mx":   {by: byDNS, text: "Mail exchangers as `preference host` (`10 mail.example.com.`)."},
+		prefix + ".mx":   {by: byDNS, text: "Mail exchangers as `preference host` (`10 mail.example.com.`), or as open-pryv.io writes them, `{exchange: mail.example.com, priority: 10}` (priority 10 when unset)."},
 		prefix + ".txt":  {by: byDNS, text: "TXT strings, one record each (`v=spf1 -all`)."},
-		prefix + ".caa":  {by: byDNS, text: "CAA records as `flags tag value` (`0 issue \"letsencrypt.org\"`)."},
+		prefix + ".caa":  {by: byDNS, text: "CAA records as `flags tag value` (`0 issue \"letsencrypt.org\"`), or as open-pryv.io writes them, `{flags: 0, tag: issue, value: letsencrypt.org}` (flags 0 when unset)."},
 	}
 	if apex {
 		m[prefix+".ns"] = keyDoc{by: byDNS, text: "Name servers of the zone, as host names; unset, the zone answers `core.{domain}`."}
 		m[prefix+".cname"] = keyDoc{by: byDNS, text: "Not allowed: a CNAME cannot be at the apex; the DNS server refuses to start."}
-		m[prefix+".soa"] = keyDoc{by: byDNS, text: "The SOA as `mname rname serial refresh retry expire minimum`; the serial is replaced by the zone's own, which changes with every rebuild. Unset: `core.{domain} hostmaster.{domain} 1 3600 600 1209600 {defaultTTL}`."}
+		m[prefix+".soa"] = keyDoc{by: byDNS, text: "The SOA as `mname rname serial refresh retry expire minimum`; the serial is replaced by the zone's own, which changes with every rebuild. Or open-pryv.io's object `{primary, admin, serial, refresh, retry, expiration, minimum}` (`admin` as `hostmaster.example.com.` or `hostmaster@example.com`; `serial` optional). Unset: `core.{domain} hostmaster.{domain} 1 3600 600 1209600 {defaultTTL}`."}
 	} else {
 		m[prefix+".cname"] = keyDoc{by: byDNS, text: "Alias target (`target.example.net.`); a name with a CNAME holds no other record."}
 		m[prefix+".soa"] = keyDoc{by: byDNS, text: "Accepted and ignored: only the apex has an SOA."}
@@ -84,12 +84,15 @@ var keyDocs = func() map[string]keyDoc {
 		"dnsLess.isActive":  {by: byTopology, def: false, text: "The platform is reached at `dnsLess.publicUrl`; its host gets a certificate by HTTP-01. Not together with `dns.active`."},
 		"dnsLess.publicUrl": {by: byTopology, text: "`https://` URL of the platform. Required when `isActive` is true; ignored otherwise."},
 
-		"core":         {by: byTopology + ", " + byDNS + ", " + byCluster, text: "This core. In a cluster each core has its own values (`bootstrap new-core` writes them for a joining core)."},
-		"core.id":      {by: byCluster + ", " + byDNS, text: "One lower-case DNS label. Names this core's PlatformDB member (`single` when unset) and `{id}.{domain}`. Required by `bootstrap init-ca-holder`; never change it once the core is a member."},
-		"core.url":     {by: byTopology, text: "`https://` URL of this core in a multi-core DNS-less deployment; its host gets its own certificate by HTTP-01, unless the `*.{domain}` wildcard already covers it."},
-		"core.ip":      {by: byDNS + ", " + byCluster, text: "This core's public IPv4: answered for `{id}.{domain}` and for the users it hosts; where the other cores reach its PlatformDB, join and DNS ports. Required by `bootstrap init-ca-holder`."},
-		"core.ipv6":    {by: byDNS, text: "This core's IPv6, answered as AAAA next to `core.ip`, and a SAN of its node certificate."},
-		"core.hosting": {by: byDNS, text: "Free-form hosting name, stored in this core's `core-info/` row and listed by `GET /system/admin/cores`."},
+		"core":           {by: byTopology + ", " + byDNS + ", " + byCluster, text: "This core. In a cluster each core has its own values (`bootstrap new-core` writes them for a joining core)."},
+		"core.id":        {by: byCluster + ", " + byDNS, text: "One lower-case DNS label. Names this core's PlatformDB member (`single` when unset) and `{id}.{domain}`. Required by `bootstrap init-ca-holder`; never change it once the core is a member."},
+		"core.url":       {by: byTopology, text: "`https://` URL of this core in a multi-core DNS-less deployment; its host gets its own certificate by HTTP-01, unless the `*.{domain}` wildcard already covers it."},
+		"core.ip":        {by: byDNS + ", " + byCluster, text: "This core's public IPv4: answered for `{id}.{domain}` and for the users it hosts; where the other cores reach its PlatformDB, join and DNS ports. Required by `bootstrap init-ca-holder`."},
+		"core.ipv6":      {by: byDNS, text: "This core's IPv6, answered as AAAA next to `core.ip`, and a SAN of its node certificate."},
+		"core.hosting":   {by: byDNS, text: "Free-form hosting name, stored in this core's `core-info/` row and listed by `GET /system/admin/cores`."},
+		"core.cname":     {by: byTopology, text: "open-pryv.io's key, accepted so its `core` block can be pasted; pryv-tls does not use it."},
+		"core.available": {by: byTopology, text: "open-pryv.io's key, accepted so its `core` block can be pasted; pryv-tls does not use it."},
+		"core.nonVoter":  {by: byTopology, def: false, text: "open-pryv.io's key, accepted so its `core` block can be pasted; pryv-tls does not use it."},
 
 		"dns":               {by: byDNS, text: "The embedded authoritative DNS server for `dns.domain` (UDP and TCP)."},
 		"dns.active":        {by: byDNS, def: false, text: "Run the DNS server (and PlatformDB). Needs `dns.domain`; not together with `dnsLess.isActive`."},
@@ -101,7 +104,7 @@ var keyDocs = func() map[string]keyDoc {
 		"dns.publicIp":      {by: byDNS, defNote: "`core.ip`", text: "IPv4 of `core.{domain}`, the zone's name server: the glue record to give the registrar."},
 		"dns.records":       {by: byDNS, text: "Records of the zone's own names."},
 		"dns.records.root":  {by: byDNS, text: "Records at the apex, `{domain}`."},
-		"dns.staticEntries": {by: byDNS, text: "Fixed names below the domain. A name that is also a runtime `dns-record/` row (`pryv-tls dns-records`) is answered from here, with a warning in the log."},
+		"dns.staticEntries": {by: byDNS, text: "Fixed names below the domain: a list of `{subdomain, records}`, or open-pryv.io's map `subdomain: {a, aaaa, cname, txt}` (a, aaaa, txt: one string or a list). Either shape replaces an earlier file's whole set. A name that is also a runtime `dns-record/` row (`pryv-tls dns-records`) is answered from here, with a warning in the log."},
 
 		"dns.staticEntries[].subdomain": {by: byDNS, text: "The name below `{domain}`: one or more labels (`www`, `_dmarc`, `a.b`). Required; unique."},
 		"dns.staticEntries[].records":   {by: byDNS, text: "Its records."},
@@ -203,6 +206,9 @@ func walkKeys(t reflect.Type, prefix string, out *[]ReferenceKey) {
 
 // yamlKind names a Go type as an operator writes it in YAML.
 func yamlKind(t reflect.Type) string {
+	if t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
 	switch {
 	case t == durationType:
 		return "duration"

@@ -46,6 +46,12 @@ type Core struct {
 	IP      string `yaml:"ip"`
 	IPv6    string `yaml:"ipv6"`
 	Hosting string `yaml:"hosting"`
+
+	// The core's own keys, accepted so that its core block can be pasted
+	// as is; pryv-tls does not act on them (decision 0014).
+	CName     string `yaml:"cname"`
+	Available *bool  `yaml:"available"`
+	NonVoter  bool   `yaml:"nonVoter"`
 }
 
 type DNS struct {
@@ -65,7 +71,9 @@ type DNSRecords struct {
 }
 
 // RecordSet is the set of records of one name. Values are strings in zone-file
-// presentation format (e.g. mx: "10 mail.example.com.", caa: `0 issue "letsencrypt.org"`).
+// presentation format (e.g. mx: "10 mail.example.com.", caa: `0 issue "letsencrypt.org"`);
+// the core's object forms of mx, caa and soa are normalised into them on load
+// (coreshapes.go).
 type RecordSet struct {
 	A     []string `yaml:"a"`
 	AAAA  []string `yaml:"aaaa"`

@@ -97,6 +97,9 @@ func (d *fileDecoder) mapping(n *yaml.Node, v reflect.Value, path string) {
 			d.fail(k, p, msg)
 			continue
 		}
+		if d.coreShape(v.Type(), name, val, v.Field(f), p) {
+			continue
+		}
 		d.decode(val, v.Field(f), p)
 	}
 }
@@ -213,6 +216,9 @@ func isInt(t reflect.Type) bool {
 }
 
 func describeType(t reflect.Type) string {
+	if t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
 	switch {
 	case t == durationType:
 		return "a duration such as 90s or 2m"
