@@ -13,10 +13,12 @@ func configCheck(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("config check", flag.ContinueOnError)
 	var files stringList
 	fs.Var(&files, "config", "configuration `FILE`; repeat it, later files override earlier ones key by key")
+	var coreFiles stringList
+	fs.Var(&coreFiles, "core-config", "open-pryv.io's own configuration `FILE`, read first and only for the keys both share; repeat it (default, then override)")
 	if code, ok := parseFlags(fs, args, stderr); !ok {
 		return code
 	}
-	cfg, code := loadConfig(files, stderr)
+	cfg, code := loadConfigWithCore(coreFiles, files, stderr)
 	if cfg == nil {
 		return code
 	}

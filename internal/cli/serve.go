@@ -22,6 +22,8 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	var files stringList
 	fs.Var(&files, "config", "configuration `FILE`; repeat it, later files override earlier ones key by key")
+	var coreFiles stringList
+	fs.Var(&coreFiles, "core-config", "open-pryv.io's own configuration `FILE`, read first and only for the keys both share; repeat it (default, then override)")
 	drain := fs.Duration("drain-timeout", 20*time.Second, "how long in-flight requests get to finish on SIGTERM")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
@@ -42,7 +44,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 			return code
 		}
 	}
-	cfg, code := loadConfig(files, stderr)
+	cfg, code := loadConfigWithCore(coreFiles, files, stderr)
 	if cfg == nil {
 		return code
 	}
@@ -101,11 +103,17 @@ func serve(args []string, stdout, stderr io.Writer) int {
 // loadConfig loads and validates; on failure it prints every problem at once
 // and returns nil with the exit code.
 func loadConfig(files []string, stderr io.Writer) (*config.Config, int) {
+	return loadConfigWithCore(nil, files, stderr)
+}
+
+// loadConfigWithCore is loadConfig with open-pryv.io's files (--core-config)
+// read first.
+func loadConfigWithCore(coreFiles, files []string, stderr io.Writer) (*config.Config, int) {
 	if len(files) == 0 {
 		fmt.Fprintln(stderr, "missing --config FILE (repeat it to layer an override file over a default one)")
 		return nil, exitUsage
 	}
-	cfg, err := config.Load(files...)
+	cfg, err := config.LoadWithCore(coreFiles, files)
 	if err != nil {
 		fmt.Fprintf(stderr, "configuration is not valid:\n%s\n", indent(err.Error()))
 		return nil, exitUsage

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 
@@ -23,14 +24,25 @@ type Source struct {
 // key by key, then applies the defaults and validates. On any problem it
 // returns the (partial) config and an Errors holding every problem found.
 func Load(paths ...string) (*Config, error) {
+	return LoadWithCore(nil, paths)
+}
+
+// LoadWithCore reads open-pryv.io's own configuration files first, taking
+// only the keys both programs share (decision 0014), then pryv-tls's files
+// over them, key by key, as Load does.
+func LoadWithCore(coreFiles, paths []string) (*Config, error) {
 	l := newLoader()
-	for i, p := range paths {
+	for i, p := range append(slices.Clip(coreFiles), paths...) {
 		data, err := os.ReadFile(p)
 		if err != nil {
-			l.add(i, 0, 0, fmt.Errorf("reading config %s: %w", p, err))
+			what := "config"
+			if i < len(coreFiles) {
+				what = "core config"
+			}
+			l.add(i, 0, 0, fmt.Errorf("reading %s %s: %w", what, p, err))
 			continue
 		}
-		l.decodeFile(i, p, data)
+		l.decodeLayer(i, p, data, i < len(coreFiles))
 	}
 	return l.finish()
 }
@@ -114,6 +126,10 @@ func (l *loader) coveredByFailure(path string) bool {
 }
 
 func (l *loader) decodeFile(idx int, name string, data []byte) {
+	l.decodeLayer(idx, name, data, false)
+}
+
+func (l *loader) decodeLayer(idx int, name string, data []byte, core bool) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
 	if err := dec.Decode(&doc); err != nil {
@@ -122,7 +138,7 @@ func (l *loader) decodeFile(idx int, name string, data []byte) {
 		}
 		return
 	}
-	d := &fileDecoder{l: l, name: name, idx: idx}
+	d := &fileDecoder{l: l, name: name, idx: idx, core: core}
 	var extra yaml.Node
 	switch err := dec.Decode(&extra); {
 	case errors.Is(err, io.EOF):

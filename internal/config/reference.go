@@ -286,6 +286,13 @@ disagree, so it is current with the code it ships with.
 - Files are YAML, with the Pryv.io v2 key names. Every command takes ` + "`--config FILE`" + `,
   repeatable: a later file overrides an earlier one key by key, a list is replaced whole,
   and ` + "`null`" + ` (or an empty value) leaves the earlier value in place.
+- ` + "`serve`" + ` and ` + "`config check`" + ` also take ` + "`--core-config FILE`" + `, repeatable: open-pryv.io's own
+  ` + "`default-config.yml`" + ` and ` + "`override-config.yml`" + `, read before the ` + "`--config`" + ` files and only
+  for the keys both programs share: ` + "`core.{id,url,ip,ipv6,hosting,cname,available,nonVoter}`" + `,
+  ` + "`dnsLess.{isActive,publicUrl}`" + `, ` + "`dns.{domain,defaultTTL,publicIp,records,staticEntries}`" + `,
+  ` + "`cluster.ca.path`" + `, ` + "`auth.adminAccessKey`" + `. Everything else there (the core's own ` + "`http.*`" + `,
+  ` + "`dns.active/ip/ip6/port`" + `, ` + "`letsEncrypt.*`" + `, ...) is skipped; a shared key of the wrong type
+  is an error naming the core's file and line. See [decision 0014](decisions/0014-core-config.md).
 - Decoding is strict: an unknown key, a duplicate key or a value of the wrong type is an
   error naming the file, the line and the key's path. All problems are reported at once;
   ` + "`serve`" + ` exits 2 before it binds anything. ` + "`pryv-tls config check --config ...`" + ` runs

@@ -21,6 +21,9 @@ type fileDecoder struct {
 	name   string
 	idx    int
 	visits int
+	// core marks a file of open-pryv.io's own (--core-config): only the
+	// keys both programs share are read from it (sharedKeys).
+	core bool
 }
 
 // maxVisits bounds the walk: merge keys over aliases can expand
@@ -83,12 +86,19 @@ func (d *fileDecoder) mapping(n *yaml.Node, v reflect.Value, path string) {
 		}
 		name := k.Value
 		p := joinPath(path, name)
+		if d.core && !isShared(p) {
+			continue
+		}
 		if first, dup := seen[name]; dup {
 			d.fail(k, p, fmt.Sprintf("duplicate key (first set on line %d)", first))
 			continue
 		}
 		seen[name] = k.Line
 		f, ok := fields.byName[name]
+		if !ok && d.core && !underShared(p) {
+			// A section on the way to a shared key this build does not read.
+			continue
+		}
 		if !ok {
 			msg := "unknown key"
 			if s := suggest(name, fields.names); s != "" {
