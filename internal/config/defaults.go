@@ -28,6 +28,22 @@ const (
 	DefaultClusterCAPath      = "/etc/pryv/ca"
 	DefaultControlSocket      = "var-pryv/run/pryv-tls.sock"
 	DefaultJoinPort           = 2381
+	DefaultPIIMode            = PIIModeHashed
+	DefaultPIIAlgorithm       = "hmac-sha256"
+	DefaultRQLiteURL          = "http://localhost:4001"
+	DefaultUserLookupSource   = UserLookupAPI
+	DefaultUserLookupTimeout  = Duration(time.Second)
+	DefaultUserLookupRate     = 50
+)
+
+// Values of platform.piiMode and dns.userLookup.source.
+const (
+	PIIModeHashed    = "hashed"
+	PIIModeCleartext = "cleartext"
+
+	UserLookupAPI    = "api"
+	UserLookupRQLite = "rqlite"
+	UserLookupOff    = "off"
 )
 
 // applyDefaults fills what no layer set. explicit holds the leaf paths some
@@ -58,6 +74,17 @@ func applyDefaults(c *Config, explicit map[string]bool) []error {
 	setInt(&c.DNS.Port, DefaultDNSPort)
 	setInt(&c.DNS.DefaultTTL, DefaultDNSTTL)
 	setStr(&c.DNS.PublicIP, c.Core.IP)
+	ul := &c.DNS.UserLookup
+	setStr(&ul.Source, DefaultUserLookupSource)
+	if ul.Timeout == 0 && !explicit["dns.userLookup.timeout"] {
+		ul.Timeout = DefaultUserLookupTimeout
+	}
+	if ul.MaxPerSecond == 0 && !explicit["dns.userLookup.maxPerSecond"] {
+		ul.MaxPerSecond = DefaultUserLookupRate
+	}
+	setStr(&c.Platform.PIIMode, DefaultPIIMode)
+	setStr(&c.Platform.PIIAlgorithm, DefaultPIIAlgorithm)
+	setStr(&c.Storages.Engines.RQLite.URL, DefaultRQLiteURL)
 
 	setStr(&c.Upstreams.API, DefaultUpstreamAPI)
 	setStr(&c.Upstreams.HFS, DefaultUpstreamHFS)

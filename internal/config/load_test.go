@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestSpecSnippetsLoad(t *testing.T) {
@@ -334,4 +335,20 @@ func TestMergedAnchorProblemReportedOnce(t *testing.T) {
 		`cfg.yml:1: x: unknown key`,
 		`cfg.yml:1: core.idd: unknown key (did you mean "id"?)`,
 	})
+}
+
+func TestNewKeyDefaults(t *testing.T) {
+	c := mustLoad(t, "")
+	if u := c.DNS.UserLookup; u.Source != "api" || u.Timeout.Std() != time.Second || u.MaxPerSecond != 50 {
+		t.Errorf("dns.userLookup defaults: %+v", u)
+	}
+	if p := c.Platform; p.PIIMode != "hashed" || p.PIIAlgorithm != "hmac-sha256" || p.PIIHmacKey != "" {
+		t.Errorf("platform defaults: %+v", p)
+	}
+	if u := c.Storages.Engines.RQLite.URL; u != "http://localhost:4001" {
+		t.Errorf("storages.engines.rqlite.url default: %q", u)
+	}
+	if !c.Core.IsAvailable() || mustLoad(t, "core:\n  available: false\n").Core.IsAvailable() {
+		t.Error("core.available: unset must mean true, false must mean false")
+	}
 }

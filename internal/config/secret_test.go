@@ -115,3 +115,21 @@ auth:
 		}
 	}
 }
+
+// platform.piiHmacKey is a Secret like the others: config check's output
+// shows <redacted>, an error never the value.
+func TestPIIHmacKeyRedacted(t *testing.T) {
+	const key = "Zm9vYmFyYmF6cXV4cXV1eHF1dXpmb29iYXJiYXpxdXg="
+	c := mustLoad(t, "platform:\n  piiHmacKey: "+key+"\n")
+	out, err := c.Redacted()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(out), key) || !strings.Contains(string(out), "piiHmacKey: <redacted>") {
+		t.Errorf("Redacted shows the key or no placeholder:\n%s", out)
+	}
+	_, err = LoadBytes("cfg.yml", []byte("platform:\n  piiHmacKey: "+key[:20]+"\n"))
+	if err == nil || strings.Contains(err.Error(), key[:20]) {
+		t.Errorf("a bad key is not reported, or is echoed: %v", err)
+	}
+}

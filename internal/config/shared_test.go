@@ -88,7 +88,13 @@ func TestLoadWithCoreErrors(t *testing.T) {
 		{"core object shapes checked",
 			"dns:\n  records:\n    root:\n      mx: [{exchange: m.example.com, priority: high}]\n",
 			[]string{`core.yml:4: dns.records.root.mx[0].priority: expected an integer, got "high"`}},
-		{"everything else skipped", "reporting: {x: 1}\nhttp: 7\ncore: {foo: 1}\ndns: {active: maybe, port: x}\nstorages: {base: 1}\nplatform: {piiMode: 3}\n", nil},
+		{"everything else skipped", "reporting: {x: 1}\nhttp: 7\ncore: {foo: 1}\ndns: {active: maybe, port: x}\nstorages: {base: 1, engines: {postgresql: {port: x}}}\nplatform: {other: 3}\n", nil},
+		{"platform keys shared, checked",
+			"platform:\n  piiMode: sometimes\n  piiHmacKey: [1]\n",
+			[]string{`core.yml:3: platform.piiHmacKey: expected a string, got a list`, `platform.piiMode: must be one of hashed, cleartext, got "sometimes"`}},
+		{"rqlite url shared",
+			"storages:\n  engines:\n    rqlite:\n      url: ftp://x\n      raftPort: 4002\n",
+			[]string{`storages.engines.rqlite.url: must be an http:// or https:// URL, got "ftp://x"`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

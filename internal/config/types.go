@@ -21,6 +21,8 @@ type Config struct {
 	Cluster     Cluster     `yaml:"cluster"`    // ours (issue: cluster)
 	Metrics     Metrics     `yaml:"metrics"`    // ours (issue: operating it)
 	Control     Control     `yaml:"control"`    // ours: the local CLI's channel to serve
+	Platform    Platform    `yaml:"platform"`   // shared with the core
+	Storages    Storages    `yaml:"storages"`   // shared with the core: only engines.rqlite.url is read
 }
 
 type HTTP struct {
@@ -54,6 +56,9 @@ type Core struct {
 	NonVoter  bool   `yaml:"nonVoter"`
 }
 
+// IsAvailable is core.available, true when unset as in the core.
+func (c Core) IsAvailable() bool { return c.Available == nil || *c.Available }
+
 type DNS struct {
 	Active        bool          `yaml:"active"`
 	Domain        string        `yaml:"domain"`
@@ -64,6 +69,15 @@ type DNS struct {
 	PublicIP      string        `yaml:"publicIp"`   // address of core.{domain}; defaults to core.ip
 	Records       DNSRecords    `yaml:"records"`
 	StaticEntries []StaticEntry `yaml:"staticEntries"`
+	UserLookup    UserLookup    `yaml:"userLookup"` // ours
+}
+
+// UserLookup is where the DNS server asks which core hosts a user it has no
+// row for.
+type UserLookup struct {
+	Source       string   `yaml:"source"`       // "api" (default) | "rqlite" | "off"
+	Timeout      Duration `yaml:"timeout"`      // default 1s: a DNS answer never waits longer
+	MaxPerSecond int      `yaml:"maxPerSecond"` // default 50: upstream lookups per second
 }
 
 type DNSRecords struct {
@@ -154,4 +168,25 @@ type Metrics struct {
 // ...") reaches the running core. Only its owner (and root) can use it.
 type Control struct {
 	Socket string `yaml:"socket"` // default var-pryv/run/pryv-tls.sock
+}
+
+// Platform is the core's platform-wide PII policy: how PlatformDB stores
+// usernames (HMAC tokens or cleartext).
+type Platform struct {
+	PIIMode      string `yaml:"piiMode"`      // "hashed" (default) | "cleartext"
+	PIIHmacKey   Secret `yaml:"piiHmacKey"`   // base64 of exactly 32 bytes; never printed
+	PIIAlgorithm string `yaml:"piiAlgorithm"` // "hmac-sha256" (default, only value)
+}
+
+// Storages mirrors the core's storages section; only the rqlite URL is read.
+type Storages struct {
+	Engines StorageEngines `yaml:"engines"`
+}
+
+type StorageEngines struct {
+	RQLite RQLite `yaml:"rqlite"`
+}
+
+type RQLite struct {
+	URL string `yaml:"url"` // default http://localhost:4001
 }

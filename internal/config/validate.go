@@ -2,6 +2,7 @@ package config
 
 import (
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"net"
 	"net/mail"
@@ -11,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // NoHostnameError is the spec's "loud error": letsEncrypt is on but the
@@ -39,8 +41,10 @@ func validate(c *Config) []error {
 	v.dnsLess(c)
 	v.core(c)
 	v.dns(c)
+	v.userLookup(c)
 	v.letsEncrypt(c)
 	v.upstreams(c)
+	v.platform(c)
 	v.hostPort("platformDB.peerAddress", c.PlatformDB.PeerAddress, false)
 	v.hostPort("platformDB.clientAddress", c.PlatformDB.ClientAddress, false)
 	v.hostPort("metrics.listen", c.Metrics.Listen, true)
@@ -75,6 +79,9 @@ func (v *validator) core(c *Config) {
 	v.httpsURL("core.url", c.Core.URL)
 	v.ip("core.ip", c.Core.IP, 4, false)
 	v.ip("core.ipv6", c.Core.IPv6, 6, false)
+	if n := c.Core.CName; n != "" && !validDomain(normalizeDomain(n)) {
+		v.add("core.cname", "%q is not a valid host name", n)
+	}
 }
 
 func (v *validator) dns(c *Config) {
@@ -120,6 +127,70 @@ func (v *validator) records(path string, r RecordSet) {
 	for i, a := range r.AAAA {
 		v.ip(fmt.Sprintf("%s.aaaa[%d]", path, i), a, 6, false)
 	}
+}
+
+// MaxUserLookupTimeout bounds dns.userLookup.timeout: resolvers give up on
+// an authoritative server after a few seconds and ask another one.
+const MaxUserLookupTimeout = Duration(5 * time.Second)
+
+// UserLookupSources are the accepted dns.userLookup.source values.
+var UserLookupSources = []string{UserLookupAPI, UserLookupRQLite, UserLookupOff}
+
+func (v *validator) userLookup(c *Config) {
+	u := c.DNS.UserLookup
+	if !slices.Contains(UserLookupSources, u.Source) {
+		v.add("dns.userLookup.source", "must be one of %s, got %q", strings.Join(UserLookupSources, ", "), u.Source)
+	}
+	if u.Timeout <= 0 || u.Timeout > MaxUserLookupTimeout {
+		v.add("dns.userLookup.timeout", "must be more than 0 and at most %s, got %s", MaxUserLookupTimeout, u.Timeout)
+	}
+	if u.MaxPerSecond < 1 {
+		v.add("dns.userLookup.maxPerSecond", "must be at least 1, got %d", u.MaxPerSecond)
+	}
+}
+
+// PIIModes are the accepted platform.piiMode values.
+var PIIModes = []string{PIIModeHashed, PIIModeCleartext}
+
+const piiKeyHint = "the same value as the core's platform.piiHmacKey (base64 of 32 random bytes, identical on every core)"
+
+func (v *validator) platform(c *Config) {
+	p := c.Platform
+	if !slices.Contains(PIIModes, p.PIIMode) {
+		v.add("platform.piiMode", "must be one of %s, got %q", strings.Join(PIIModes, ", "), p.PIIMode)
+	}
+	if p.PIIAlgorithm != DefaultPIIAlgorithm {
+		v.add("platform.piiAlgorithm", "must be %s (the only algorithm the core has), got %q", DefaultPIIAlgorithm, p.PIIAlgorithm)
+	}
+	// The key matters only to read the core's hashed rows; in cleartext
+	// mode the core never decodes it, so neither do we.
+	hashed := p.PIIMode == PIIModeHashed
+	switch key := p.PIIHmacKey.Reveal(); {
+	case key == "" && hashed && c.DNS.Active && c.DNS.UserLookup.Source == UserLookupRQLite:
+		v.add("platform.piiHmacKey", "required when dns.userLookup.source is rqlite and platform.piiMode is hashed; set it to %s", piiKeyHint)
+	case key != "" && hashed:
+		if _, err := p.PIIHmacKeyBytes(); err != nil {
+			v.add("platform.piiHmacKey", "%s", err.Error())
+		}
+	}
+	raw := c.Storages.Engines.RQLite.URL
+	u, err := url.Parse(raw)
+	switch {
+	case err != nil || (u.Scheme != "http" && u.Scheme != "https"):
+		v.add("storages.engines.rqlite.url", "must be an http:// or https:// URL, got %q", raw)
+	case u.Host == "":
+		v.add("storages.engines.rqlite.url", "must name a host, got %q", raw)
+	}
+}
+
+// PIIHmacKeyBytes decodes platform.piiHmacKey. The error never contains the
+// key.
+func (p *Platform) PIIHmacKeyBytes() ([]byte, error) {
+	b, err := decodeKey32(p.PIIHmacKey.Reveal())
+	if err != nil {
+		return nil, fmt.Errorf("%w; %s", err, piiKeyHint)
+	}
+	return b, nil
 }
 
 func (v *validator) letsEncrypt(c *Config) {
@@ -275,16 +346,26 @@ func (v *validator) hostPort(path, s string, emptyHostOK bool) {
 // AtRestKeyBytes decodes letsEncrypt.atRestKey. The error never contains the
 // key.
 func (le *LetsEncrypt) AtRestKeyBytes() ([]byte, error) {
-	s := strings.TrimSpace(le.AtRestKey.Reveal())
+	b, err := decodeKey32(le.AtRestKey.Reveal())
+	if err != nil {
+		return nil, fmt.Errorf("%w; %s", err, keygenHint)
+	}
+	return b, nil
+}
+
+// decodeKey32 decodes the base64 of a 32-byte key. The error never contains
+// the key.
+func decodeKey32(key string) ([]byte, error) {
+	s := strings.TrimSpace(key)
 	b, err := base64.StdEncoding.DecodeString(s)
 	if err != nil {
 		b, err = base64.RawStdEncoding.DecodeString(s)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("not valid base64; %s", keygenHint)
+		return nil, errors.New("not valid base64")
 	}
 	if len(b) != 32 {
-		return nil, fmt.Errorf("must be the base64 of exactly 32 random bytes (got %d bytes); %s", len(b), keygenHint)
+		return nil, fmt.Errorf("must be the base64 of exactly 32 random bytes (got %d bytes)", len(b))
 	}
 	return b, nil
 }

@@ -108,6 +108,27 @@ func TestValidation(t *testing.T) {
 		{"platformDB address", "platformDB:\n  peerAddress: nowhere\n",
 			[]string{`platformDB.peerAddress: must be host:port such as 127.0.0.1:2379, got "nowhere"`}},
 		{"metrics listen", "metrics:\n  listen: ':9090'\n", nil},
+
+		{"userLookup source", "dns:\n  userLookup:\n    source: etcd\n", []string{`dns.userLookup.source: must be one of api, rqlite, off, got "etcd"`}},
+		{"userLookup timeout zero", "dns:\n  userLookup:\n    timeout: 0s\n", []string{"dns.userLookup.timeout: must be more than 0 and at most 5s, got 0s"}},
+		{"userLookup timeout long", "dns:\n  userLookup:\n    timeout: 6s\n", []string{"dns.userLookup.timeout: must be more than 0 and at most 5s, got 6s"}},
+		{"userLookup timeout 5s", "dns:\n  userLookup:\n    timeout: 5s\n", nil},
+		{"userLookup rate zero", "dns:\n  userLookup:\n    maxPerSecond: 0\n", []string{"dns.userLookup.maxPerSecond: must be at least 1, got 0"}},
+		{"piiMode", "platform:\n  piiMode: plain\n", []string{`platform.piiMode: must be one of hashed, cleartext, got "plain"`}},
+		{"piiAlgorithm", "platform:\n  piiAlgorithm: sha1\n", []string{`platform.piiAlgorithm: must be hmac-sha256 (the only algorithm the core has), got "sha1"`}},
+		{"piiHmacKey needed for rqlite lookups", mc + "  active: true\n  userLookup:\n    source: rqlite\n",
+			[]string{"platform.piiHmacKey: required when dns.userLookup.source is rqlite and platform.piiMode is hashed; set it to " + piiKeyHint}},
+		{"piiHmacKey not needed in cleartext", mc + "  active: true\n  userLookup:\n    source: rqlite\nplatform:\n  piiMode: cleartext\n", nil},
+		{"piiHmacKey not needed for api lookups", mc + "  active: true\n", nil},
+		{"piiHmacKey given", mc + "  active: true\n  userLookup:\n    source: rqlite\nplatform:\n  piiHmacKey: " + testAtRestKey + "\n", nil},
+		{"piiHmacKey short", "platform:\n  piiHmacKey: AAECAwQFBgcICQoLDA0ODw==\n",
+			[]string{"platform.piiHmacKey: must be the base64 of exactly 32 random bytes (got 16 bytes); " + piiKeyHint}},
+		{"piiHmacKey unread in cleartext", "platform:\n  piiMode: cleartext\n  piiHmacKey: REPLACE ME\n", nil},
+		{"rqlite url", "storages:\n  engines:\n    rqlite:\n      url: localhost:4001\n", []string{`storages.engines.rqlite.url: must be an http:// or https:// URL, got "localhost:4001"`}},
+		{"rqlite url https", "storages:\n  engines:\n    rqlite:\n      url: https://rqlite.internal:4001\n", nil},
+		{"misplaced core storage key", "storages:\n  base:\n    engine: postgresql\n", []string{"cfg.yml:2: storages.base: unknown key"}},
+		{"core keys accepted", "core:\n  cname: core-a.example.net\n  available: false\n  nonVoter: true\n", nil},
+		{"core.cname", "core:\n  cname: 'not a name'\n", []string{`core.cname: "not a name" is not a valid host name`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { assertProblems(t, tt.yml, tt.want) })
