@@ -93,3 +93,29 @@ func BenchmarkIsHFS(b *testing.B) {
 		i++
 	}
 }
+
+// BenchmarkLocalRoutes is the cost localRoutes adds in front of the proxy,
+// with the paths the daemon mounts: a proxied path, a core admin path that
+// is proxied, and ones answered here.
+func BenchmarkLocalRoutes(b *testing.B) {
+	nop := http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})
+	local := map[string]http.Handler{}
+	for _, p := range benchLocalPaths {
+		local[p] = nop
+	}
+	f, err := New(Options{Addr: "127.0.0.1:0", API: mustURL(b, "http://127.0.0.1:1"), HFS: mustURL(b, "http://127.0.0.1:2"), Local: local})
+	if err != nil {
+		b.Fatal(err)
+	}
+	lr := f.srv.Handler.(*localRoutes)
+	lr.next = nop
+	for _, path := range []string{"/alice/events", "/system/admin/users", "/system/admin/certs", benchLocalPaths[len(benchLocalPaths)-1] + "alice"} {
+		b.Run(path, func(b *testing.B) {
+			r, _ := http.NewRequest(http.MethodGet, "http://x"+path, nil)
+			b.ReportAllocs()
+			for b.Loop() {
+				lr.ServeHTTP(nil, r)
+			}
+		})
+	}
+}

@@ -23,8 +23,9 @@ type Options struct {
 	API, HFS       *url.URL
 	Logger         *slog.Logger
 	// Local answers these paths on the front itself instead of proxying
-	// them (the admin API); a key ending in "/" covers the paths under it.
-	// Every other path goes upstream.
+	// them (health, the admin API); a key ending in "/" covers the paths
+	// under it and must be under LocalPrefixRoot. Every other path goes
+	// upstream, the core's own /system/admin/ routes included.
 	Local map[string]http.Handler
 	// Observe, if set, is called once per proxied request (not for Local
 	// paths), on the request's goroutine when the response is done: the
@@ -84,6 +85,9 @@ func New(opts Options) (*Front, error) {
 		lr := &localRoutes{routes: map[string]http.Handler{}, next: h}
 		for p, lh := range opts.Local {
 			if strings.HasSuffix(p, "/") {
+				if !strings.HasPrefix(p, LocalPrefixRoot) {
+					return nil, fmt.Errorf("front: local prefix %q is not under %s (only exact paths elsewhere)", p, LocalPrefixRoot)
+				}
 				lr.prefixes = append(lr.prefixes, localPrefix{p, lh})
 			} else {
 				lr.routes[p] = lh
@@ -153,8 +157,14 @@ func (f *Front) Shutdown(ctx context.Context) error {
 	return nil
 }
 
+// LocalPrefixRoot is pryv-tls's own namespace on the front: the only place
+// where a Local key may be a prefix. /system/admin/ belongs to the core
+// (it serves users, cores, the join flow's ack and more there), so pryv-tls
+// takes only exact paths under it.
+const LocalPrefixRoot = "/system/pryv-tls/"
+
 // localRoutes answers a few paths here; a map lookup (and, under
-// /system/admin/ only, a few prefix tests) is all it adds to the proxied path.
+// LocalPrefixRoot only, a few prefix tests) is all it adds to the proxied path.
 type localRoutes struct {
 	routes   map[string]http.Handler
 	prefixes []localPrefix
@@ -171,7 +181,7 @@ func (l *localRoutes) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.ServeHTTP(w, r)
 		return
 	}
-	if strings.HasPrefix(r.URL.Path, "/system/admin/") {
+	if strings.HasPrefix(r.URL.Path, LocalPrefixRoot) {
 		for _, p := range l.prefixes {
 			if strings.HasPrefix(r.URL.Path, p.prefix) {
 				p.h.ServeHTTP(w, r)

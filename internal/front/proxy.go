@@ -56,6 +56,10 @@ func newProxy(api, hfs *url.URL, trustForwarded bool, log *slog.Logger) *proxy {
 	// Host (your-domain.com for /alice/...) would name the wrong user. The
 	// client's Host still reaches it, as X-Forwarded-Host.
 	p.hfs = reverseProxy(upstream{name: "hfs", target: hfs, ownHost: true}, transport(hfs), trustForwarded, log)
+	if hostReadAsUser(hfs.Host) {
+		log.Warn("HFS will read the first label of its upstream's host as a username and prefix it to every path",
+			"upstream", "hfs", "host", hfs.Host, "fix", "set upstreams.hfs to an IP:port, e.g. http://127.0.0.1:4000")
+	}
 	return p
 }
 
@@ -204,6 +208,24 @@ func isHFS(path string) bool {
 	}
 	j := strings.IndexByte(rest, '/')
 	return j > 0 && strings.HasPrefix(rest[j:], "/series")
+}
+
+// hostReadAsUser reports whether the core's HFS would take host's first
+// label for a username: open-pryv.io's rule is 5 to 60 of [a-z0-9-],
+// neither first nor last a '-', after lower-casing. An IP:port never is
+// ("127", "[::1]:4000"), nor is "localhost:4000" (the ':').
+func hostReadAsUser(host string) bool {
+	label, _, _ := strings.Cut(strings.ToLower(host), ".")
+	if len(label) < 5 || len(label) > 60 || label[0] == '-' || label[len(label)-1] == '-' {
+		return false
+	}
+	for i := 0; i < len(label); i++ {
+		c := label[i]
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '-' {
+			return false
+		}
+	}
+	return true
 }
 
 // writeJSONError answers in the Pryv API's error shape so SDKs show it.
