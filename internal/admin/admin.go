@@ -1,5 +1,6 @@
 // Package admin is the core's management API. It is served twice: the
-// read-only public part under /system/admin/ on the front, authorised by
+// public part on the front (under /system/pryv-tls/admin/, and the two
+// certificate paths under /system/admin/), authorised by
 // auth.adminAccessKey; and the whole API on a 0600 unix socket for the local
 // CLI ("pryv-tls certs ..."), where the file's permissions are the
 // authorisation and no key is needed.
@@ -95,19 +96,28 @@ func (a *API) log() *slog.Logger {
 	return slog.Default()
 }
 
+// On the front, pryv-tls's own admin endpoints live under OwnPrefix. Under
+// CorePrefix it answers only the two certificate paths the spec gives it;
+// everything else there is the core's (users, cores, cores/ack for its join
+// flow, mail templates...) and is proxied to it.
+const (
+	OwnPrefix  = "/system/pryv-tls/admin"
+	CorePrefix = "/system/admin"
+)
+
 // PublicPaths are the paths Public answers on the front; a trailing "/"
 // covers everything under it.
-var PublicPaths = []string{"/system/admin/certs", "/system/admin/certs/force-renew",
-	"/system/admin/dns-records", "/system/admin/dns-records/", "/system/admin/users",
-	"/system/admin/users/", "/system/admin/cores"}
+var PublicPaths = []string{CorePrefix + "/certs", CorePrefix + "/certs/force-renew", OwnPrefix + "/"}
 
-// Public returns the handler mounted on the front at PublicPaths.
-// Requests must carry "Authorization: <adminAccessKey>". An empty key
-// disables the endpoints (every request is refused).
+// Public returns the handler mounted on the front at PublicPaths:
+// certs and certs/force-renew (under both prefixes), dns-records, users and
+// cores (under OwnPrefix). Requests must carry
+// "Authorization: <adminAccessKey>". An empty key disables the endpoints
+// (every request is refused).
 func (a *API) Public(adminKey string) http.Handler {
 	want := sha256.Sum256([]byte(adminKey))
 	dnsMux := http.NewServeMux()
-	a.dnsRoutes(dnsMux, "/system/admin")
+	a.dnsRoutes(dnsMux, OwnPrefix)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		got := r.Header.Get("Authorization")
 		if got == "" {
@@ -121,14 +131,23 @@ func (a *API) Public(adminKey string) http.Handler {
 			writeError(w, http.StatusForbidden, "forbidden", "access denied")
 			return
 		}
-		if !strings.HasPrefix(r.URL.Path, "/system/admin/certs") {
-			dnsMux.ServeHTTP(w, r)
-			return
+		rest, own := strings.CutPrefix(r.URL.Path, OwnPrefix)
+		if !own {
+			rest, _ = strings.CutPrefix(r.URL.Path, CorePrefix)
 		}
-		method := http.MethodGet
-		handle := a.listCerts
-		if r.URL.Path == "/system/admin/certs/force-renew" {
+		method, handle := "", http.HandlerFunc(nil)
+		switch rest {
+		case "/certs":
+			method, handle = http.MethodGet, a.listCerts
+		case "/certs/force-renew":
 			method, handle = http.MethodPost, a.forceRenew
+		default:
+			if own {
+				a.serveMux(dnsMux, w, r)
+			} else {
+				notFound(w, r)
+			}
+			return
 		}
 		if r.Method != method {
 			writeError(w, http.StatusMethodNotAllowed, "invalid-operation", "only "+method+" is allowed here")
@@ -137,6 +156,44 @@ func (a *API) Public(adminKey string) http.Handler {
 		handle(w, r)
 	})
 }
+
+// serveMux serves r from mux, answering its 404 and 405 in the API's error
+// shape rather than the mux's plain text.
+func (a *API) serveMux(mux *http.ServeMux, w http.ResponseWriter, r *http.Request) {
+	h, pattern := mux.Handler(r)
+	if pattern != "" {
+		mux.ServeHTTP(w, r) // it sets the path's {values}; Handler does not
+		return
+	}
+	var rec codeRecorder
+	h.ServeHTTP(&rec, r)
+	if rec.code == http.StatusMethodNotAllowed {
+		w.Header().Set("Allow", rec.h.Get("Allow"))
+		writeError(w, http.StatusMethodNotAllowed, "invalid-operation", "only "+rec.h.Get("Allow")+" allowed here")
+		return
+	}
+	notFound(w, r)
+}
+
+func notFound(w http.ResponseWriter, r *http.Request) {
+	writeError(w, http.StatusNotFound, "unknown-resource", "no pryv-tls admin endpoint "+r.Method+" "+r.URL.Path+
+		" (under "+OwnPrefix+"/: certs, certs/force-renew, dns-records, users, cores)")
+}
+
+// codeRecorder keeps the status a mux's own 404/405 handler would send.
+type codeRecorder struct {
+	h    http.Header
+	code int
+}
+
+func (c *codeRecorder) Header() http.Header {
+	if c.h == nil {
+		c.h = http.Header{}
+	}
+	return c.h
+}
+func (c *codeRecorder) WriteHeader(code int)        { c.code = code }
+func (c *codeRecorder) Write(b []byte) (int, error) { return len(b), nil }
 
 // Local returns the full API for the unix control socket.
 func (a *API) Local() http.Handler {

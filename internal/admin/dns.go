@@ -28,7 +28,7 @@ type DNSRows interface {
 }
 
 // dnsRoutes registers the DNS and user endpoints under prefix ("" on the
-// control socket, "/system/admin" on the front).
+// control socket, OwnPrefix on the front).
 func (a *API) dnsRoutes(mux *http.ServeMux, prefix string) {
 	mux.HandleFunc("GET "+prefix+"/dns-records", a.listRecords)
 	mux.HandleFunc("POST "+prefix+"/dns-records", a.loadRecords)
