@@ -112,7 +112,7 @@ func TestClusterOfThree(t *testing.T) {
 		deadline := time.Now().Add(30 * time.Second)
 		for {
 			var res struct{ Cores []admin.CoreStatus }
-			adminGET(t, front("127.0.0.2"), "alice."+domain, roots, "/system/admin/cores", &res)
+			adminGET(t, front("127.0.0.2"), "alice."+domain, roots, admin.OwnPrefix+"/cores", &res)
 			healthy := 0
 			for _, c := range res.Cores {
 				if c.Member && c.Healthy && c.Available {
