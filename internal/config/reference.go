@@ -89,7 +89,7 @@ var keyDocs = func() map[string]keyDoc {
 		"core.url":       {by: byTopology, text: "`https://` URL of this core in a multi-core DNS-less deployment; its host gets its own certificate by HTTP-01, unless the `*.{domain}` wildcard already covers it."},
 		"core.ip":        {by: byDNS + ", " + byCluster, text: "This core's public IPv4: answered for `{id}.{domain}` and for the users it hosts; where the other cores reach its PlatformDB, join and DNS ports. Required by `bootstrap init-ca-holder`."},
 		"core.ipv6":      {by: byDNS, text: "This core's IPv6, answered as AAAA next to `core.ip`, and a SAN of its node certificate."},
-		"core.hosting":   {by: byDNS, text: "Free-form hosting name, stored in this core's `core-info/` row and listed by `GET /system/admin/cores`."},
+		"core.hosting":   {by: byDNS, text: "Free-form hosting name, stored in this core's `core-info/` row and listed by `GET /system/pryv-tls/admin/cores`."},
 		"core.cname":     {by: byTopology, text: "open-pryv.io's key, accepted so its `core` block can be pasted; pryv-tls does not use it."},
 		"core.available": {by: byTopology, text: "open-pryv.io's key, accepted so its `core` block can be pasted; pryv-tls does not use it."},
 		"core.nonVoter":  {by: byTopology, def: false, text: "open-pryv.io's key, accepted so its `core` block can be pasted; pryv-tls does not use it."},
