@@ -51,9 +51,15 @@ func (u *user) GetEmail() string                           { return u.email }
 func (u *user) GetRegistration() *legoacme.ExtendedAccount { return u.reg }
 func (u *user) GetPrivateKey() crypto.Signer               { return u.key }
 
+// accountReader is what loadAccount reads through (the renewer's KV, or
+// an import's AccountKV).
+type accountReader interface {
+	Get(ctx context.Context, key string) (platformdb.Entry, error)
+}
+
 // loadAccount returns the stored account for the directory, or a fresh
 // unregistered one (with a new key) if there is none.
-func loadAccount(ctx context.Context, kv KV, keys *atrest.Keyring, directory, email string) (*user, bool, error) {
+func loadAccount(ctx context.Context, kv accountReader, keys *atrest.Keyring, directory, email string) (*user, bool, error) {
 	row := AccountRow(directory)
 	e, err := kv.Get(ctx, row)
 	if errors.Is(err, platformdb.ErrNotFound) {

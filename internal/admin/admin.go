@@ -58,6 +58,8 @@ type API struct {
 	Members func(ctx context.Context) (map[string]bool, error)
 	// Cluster, if set, serves /cluster/ on the control socket (join tokens).
 	Cluster http.Handler
+	// ACME, if set, serves /acme/ on the control socket (account import).
+	ACME http.Handler
 	// Self, if set, describes this core for GET /status (from state the
 	// daemon keeps, not the store).
 	Self   func(ctx context.Context) Self
@@ -207,6 +209,9 @@ func (a *API) Local() http.Handler {
 	a.dnsRoutes(mux, "")
 	if a.Cluster != nil {
 		mux.Handle("/cluster/", a.Cluster)
+	}
+	if a.ACME != nil {
+		mux.Handle("/acme/", a.ACME)
 	}
 	return mux
 }

@@ -28,6 +28,9 @@ const (
 	SourceACME   = "acme"
 	SourceFile   = "file"
 	SourceImport = "import"
+	// SourceCore: imported from an open-pryv.io core's own ACME rows
+	// (pryv-tls migrate-core).
+	SourceCore = "core"
 )
 
 // Record is one stored certificate. Only Key is secret, and it is sealed.

@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pryv/pryv-tls/internal/acme"
 	"github.com/pryv/pryv-tls/internal/admin"
 	"github.com/pryv/pryv-tls/internal/atrest"
 	"github.com/pryv/pryv-tls/internal/certs"
@@ -194,6 +195,7 @@ func (p *platform) wire(ctx context.Context, db *platformdb.Etcd) error {
 	if p.keys != nil {
 		catalog := &certstore.Catalog{KV: db, Keys: p.keys}
 		api.Certs = catalog
+		api.ACME = &acme.AccountAPI{KV: db, Keys: p.keys, Logger: log}
 		p.mat.Catalog = catalog
 		bg.Go(p.mat.Run)
 	}
