@@ -61,7 +61,7 @@ type AccountKV interface {
 // create-if-absent, so it cannot overwrite an account a renewer registers
 // at the same moment.
 func ImportAccount(ctx context.Context, kv AccountKV, keys *atrest.Keyring, a ImportedAccount) (string, *AccountInfo, error) {
-	if err := checkImport(a); err != nil {
+	if err := a.Check(); err != nil {
 		return "", nil, err
 	}
 	row := AccountRow(a.Directory)
@@ -120,7 +120,10 @@ func loadInfo(ctx context.Context, kv AccountKV, keys *atrest.Keyring, directory
 	return &AccountInfo{Row: AccountRow(directory), Directory: directory, Email: u.email, URI: u.reg.Location, KeyType: keyTypeName(u.key)}, u.key, nil
 }
 
-func checkImport(a ImportedAccount) error {
+// Check refuses an account that cannot be imported as given (an
+// *InputError): URLs not https, an account URL at another CA than the
+// directory, a key that is not RSA or ECDSA.
+func (a ImportedAccount) Check() error {
 	d, err := url.Parse(a.Directory)
 	if err != nil || d.Scheme != "https" || d.Host == "" {
 		return &InputError{fmt.Errorf("directory %q is not an https URL", a.Directory)}

@@ -34,6 +34,8 @@ Usage:
                                                     manage which core hosts each user (DNS answers)
   pryv-tls migrate-v1 --conf-root DIR [--domain DOMAIN] [--config FILE ...] [--dry-run]
                                                     import a Pryv.io v1 certificate, print the v2 configuration
+  pryv-tls migrate-core --config FILE [--rqlite-url URL] [--dry-run]
+                                                    import an open-pryv.io core's own ACME certificates and account
   pryv-tls bootstrap init-ca-holder|new-core|list-tokens|revoke-token --config FILE ...
                                                     grow a single core into a cluster
   pryv-tls keygen                                   print a new letsEncrypt.atRestKey
@@ -69,6 +71,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return usersCmd(rest, stdout, stderr)
 	case "migrate-v1":
 		return migrateV1(rest, stdout, stderr)
+	case "migrate-core":
+		return migrateCore(rest, stdout, stderr)
 	case "bootstrap":
 		return bootstrapCmd(rest, stdout, stderr)
 	case "keygen":
