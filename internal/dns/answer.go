@@ -67,11 +67,11 @@ func (s *synth) withOwner(rrs []dns.RR, name string) []dns.RR {
 }
 
 // synthesisable reports, cheaply and before any lookup, whether the answer
-// to req may be a group member's: the question is one label below the
-// origin (in any case) and the zone has members. (Wildcard answers, rarer,
-// allocate their records.)
-func (z *Zone) synthesisable(req *dns.Msg) bool {
-	if len(z.members) == 0 || len(req.Question) != 1 {
+// to req may be a group member's or a looked-up user's: the question is one
+// label below the origin (in any case) and the zone has members or users
+// are looked up. (Wildcard answers, rarer, allocate their records.)
+func (z *Zone) synthesisable(req *dns.Msg, lookups bool) bool {
+	if (len(z.members) == 0 && !lookups) || len(req.Question) != 1 {
 		return false
 	}
 	name := req.Question[0].Name
@@ -90,14 +90,21 @@ func (z *Zone) synthesisable(req *dns.Msg) bool {
 // read-only (packing it is fine). See the package documentation for the
 // semantics.
 func Answer(z *Zone, req *dns.Msg, maxUDP int, tcp bool) *dns.Msg {
+	m, _ := answer(z, req, maxUDP, tcp, nil)
+	return m
+}
+
+// answer is Answer consulting users (may be nil) for the names the zone
+// does not hold; see AnswerUsers.
+func answer(z *Zone, req *dns.Msg, maxUDP int, tcp bool, users UserCache) (*dns.Msg, Lookup) {
 	if req == nil || req.Response {
-		return nil
+		return nil, NotLookedUp
 	}
 	var (
 		r   *response
 		syn *synth
 	)
-	if z != nil && z.synthesisable(req) {
+	if z != nil && z.synthesisable(req, users != nil) {
 		sr := &synthResponse{}
 		r, syn = &sr.response, &sr.syn
 	} else {
@@ -131,7 +138,7 @@ func Answer(z *Zone, req *dns.Msg, maxUDP int, tcp bool) *dns.Msg {
 	}
 	if nopt > 1 || (reqOPT != nil && reqOPT.Hdr.Name != ".") {
 		m.Rcode = dns.RcodeFormatError
-		return m
+		return m, NotLookedUp
 	}
 	var opt *dns.OPT
 	if reqOPT != nil {
@@ -147,41 +154,44 @@ func Answer(z *Zone, req *dns.Msg, maxUDP int, tcp bool) *dns.Msg {
 		r.extra[0] = opt
 		if reqOPT.Version() != 0 {
 			m.Rcode = dns.RcodeBadVers // Pack puts the upper bits into the OPT
-			return finish(m, r, limit, false)
+			return finish(m, r, limit, false), NotLookedUp
 		}
 	}
 
 	if req.Opcode != dns.OpcodeQuery {
 		m.Rcode = dns.RcodeNotImplemented
-		return finish(m, r, limit, false)
+		return finish(m, r, limit, false), NotLookedUp
 	}
 	if !one || !dns.IsFqdn(req.Question[0].Name) {
 		m.Question = nil
 		m.Rcode = dns.RcodeFormatError
-		return finish(m, r, limit, false)
+		return finish(m, r, limit, false), NotLookedUp
 	}
 	q := &req.Question[0]
 	if q.Qclass != dns.ClassINET && q.Qclass != dns.ClassANY {
 		m.Rcode = dns.RcodeRefused
-		return finish(m, r, limit, false)
+		return finish(m, r, limit, false), NotLookedUp
 	}
 	if z == nil {
 		m.Rcode = dns.RcodeServerFailure
-		return finish(m, r, limit, false)
+		return finish(m, r, limit, false), NotLookedUp
 	}
 	qname := asciiLower(q.Name)
 	if !inZone(qname, z.origin) {
 		m.Rcode = dns.RcodeRefused
-		return finish(m, r, limit, false)
+		return finish(m, r, limit, false), NotLookedUp
 	}
 	switch q.Qtype {
 	case dns.TypeAXFR, dns.TypeIXFR:
 		m.Rcode = dns.RcodeRefused
-		return finish(m, r, limit, false)
+		return finish(m, r, limit, false), NotLookedUp
 	}
 	m.Authoritative = true
-	referral := z.resolve(m, syn, qname, q.Qtype)
-	return finish(m, r, limit, referral)
+	referral, lk := z.resolve(m, syn, qname, q.Qtype, users)
+	if lk == LookupMiss {
+		return nil, LookupMiss
+	}
+	return finish(m, r, limit, referral), lk
 }
 
 // finish adds the OPT record, if any, and makes the response fit limit.
@@ -216,42 +226,66 @@ func finish(m *dns.Msg, r *response, limit int, referral bool) *dns.Msg {
 }
 
 // resolve fills in the answer for qname (canonical, inside the zone) and
-// reports whether it is a referral.
+// reports whether it is a referral, and what users knew (NotLookedUp when
+// they were not consulted; LookupMiss: m is not filled in).
 // Synthesised records go to syn (nil: allocated).
-func (z *Zone) resolve(m *dns.Msg, syn *synth, qname string, qtype uint16) (referral bool) {
+func (z *Zone) resolve(m *dns.Msg, syn *synth, qname string, qtype uint16, users UserCache) (referral bool, lk Lookup) {
 	if z.hasCuts {
 		if cut := z.cutAbove(qname, qtype == dns.TypeDS); cut != nil {
 			m.Authoritative = false
 			m.Ns = cut.rrs
 			m.Extra = cut.glue
-			return true
+			return true, NotLookedUp
 		}
 	}
 	n, synth := z.find(qname)
+	if n == nil && users != nil {
+		if label, ok := z.lookupLabel(qname); ok {
+			var h UserHost
+			h, lk = users.Cached(label)
+			switch lk {
+			case LookupMiss:
+				return false, lk
+			case LookupFound:
+				if n, synth = z.userNode(h), true; n == nil {
+					// Its core is not (or no longer) in the zone.
+					m.Authoritative = false
+					m.Rcode = dns.RcodeServerFailure
+					return false, lk
+				}
+			case LookupAbsent:
+				m.Rcode = dns.RcodeNameError
+				m.Ns = z.negSOAFor(h.negTTL)
+				return false, lk
+			default:
+				lk = NotLookedUp
+			}
+		}
+	}
 	if n == nil {
 		m.Rcode = dns.RcodeNameError
 		m.Ns = z.negSOA
-		return false
+		return false, lk
 	}
 	if qtype == dns.TypeANY {
 		if len(n.sets) == 0 {
 			m.Ns = z.negSOA
-			return false
+			return false, lk
 		}
 		m.Answer = []dns.RR{&dns.HINFO{
 			Hdr: dns.RR_Header{Name: qname, Rrtype: dns.TypeHINFO, Class: dns.ClassINET, Ttl: anyTTL},
 			Cpu: "RFC8482",
 		}}
-		return false
+		return false, lk
 	}
 	if n.cname != nil && qtype != dns.TypeCNAME {
 		z.chase(m, syn, qname, n, synth, qtype)
-		return false
+		return false, lk
 	}
 	s := n.get(qtype)
 	if s == nil {
 		m.Ns = z.negSOA
-		return false
+		return false, lk
 	}
 	if synth {
 		m.Answer = syn.withOwner(s.rrs, qname)
@@ -259,7 +293,7 @@ func (z *Zone) resolve(m *dns.Msg, syn *synth, qname string, qtype uint16) (refe
 		m.Answer = s.rrs
 	}
 	m.Extra = s.glue
-	return false
+	return false, lk
 }
 
 // find returns the node for name (canonical, inside the zone), or the

@@ -106,6 +106,25 @@
 //     encloser>" exists), in which case its records are synthesised with the
 //     query name as owner.
 //
+// # Users the zone does not hold (Users)
+//
+// With ServerOptions.Users set, a name one label below the origin that is a
+// member label (IsMemberLabel) and that nothing in the zone answers — no
+// record, member, empty non-terminal, wildcard or delegation — is asked of
+// Users instead of being NXDOMAIN: the platform's users that live in the
+// core's own PlatformDB. Users.Cached (memory only, no lock) answers most:
+// found, the user answers as a name of the zone (its core's: UserAt) or with
+// records of its own (UserWith), owned by the query's name, exactly as a
+// member does (SERVFAIL if that name is not in the zone); absent, NXDOMAIN
+// whose SOA's TTL is lowered to the lookup's negative lifetime. A miss waits
+// for Users.Resolve: over UDP in a goroutine of its own, so the batch reader
+// goes on, which then sends the reply itself (from the address the query
+// was sent to on a 0.0.0.0 socket); over TCP in the connection's goroutine.
+// At most ServerOptions.LookupWorkers queries wait at once; one over that,
+// or one whose lookup fails, times out or is refused by the rate limit, gets
+// SERVFAIL (a resolver then tries another server). Stats.Lookups counts
+// them by result. AnswerUsers is Answer with Users consulted.
+//
 // Every response carries the query's ID, opcode, question (as sent, case
 // included), RD and CD; RA and AD are never set. Answer owner names are the
 // zone's canonical (lower-case) names.

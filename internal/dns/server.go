@@ -29,6 +29,15 @@ type ServerOptions struct {
 	// MaxTCPQueries closes a TCP connection after that many queries;
 	// -1 means unlimited. Default 128.
 	MaxTCPQueries int
+	// Users, when set, is asked about names one label below the origin
+	// that the zone does not hold (see Users): the zone's users are
+	// answered from the zone, the platform's other users through Users.
+	// Nil: such names are NXDOMAIN.
+	Users Users
+	// LookupWorkers bounds the queries waiting for Users.Resolve at once
+	// (UDP and TCP together); a query over the bound gets SERVFAIL at once
+	// and is counted "ratelimited". Default 256.
+	LookupWorkers int
 }
 
 // udpReadSize is the read buffer for incoming UDP queries: large enough for
@@ -47,6 +56,13 @@ type Server struct {
 	maxTCPQueries int
 
 	zone atomic.Pointer[Zone]
+
+	users    Users
+	cache    UserCache     // users, or nil: never a typed nil in the interface
+	slots    chan struct{} // one per query waiting for a lookup
+	lookCtx  context.Context
+	lookStop context.CancelFunc
+	lookWG   sync.WaitGroup // UDP queries answered by a lookup goroutine
 
 	mu      sync.Mutex
 	servers []*dns.Server // TCP
@@ -80,6 +96,15 @@ func NewServer(opts ServerOptions) *Server {
 	if s.maxTCPQueries == 0 {
 		s.maxTCPQueries = 128
 	}
+	if opts.Users != nil {
+		s.users, s.cache = opts.Users, opts.Users
+		n := opts.LookupWorkers
+		if n <= 0 {
+			n = 256
+		}
+		s.slots = make(chan struct{}, n)
+	}
+	s.lookCtx, s.lookStop = context.WithCancel(context.Background())
 	return s
 }
 
@@ -250,6 +275,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.servers, s.udps = nil, nil
 	s.closed = true
 	s.mu.Unlock()
+	// Queries waiting for a lookup are answered SERVFAIL at once.
+	s.lookStop()
 	var errs []error
 	for _, u := range udps {
 		_ = u.close()
@@ -259,6 +286,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			errs = append(errs, ctx.Err())
 			break
 		}
+	}
+	if len(errs) == 0 && !waitGroup(&s.lookWG, ctx.Done()) {
+		errs = append(errs, ctx.Err())
 	}
 	for _, srv := range srvs {
 		if err := srv.ShutdownContext(ctx); err != nil {
@@ -287,7 +317,13 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 		}
 	}()
 	_, tcp := w.RemoteAddr().(*net.TCPAddr)
-	m := Answer(s.zone.Load(), r, s.maxUDP, tcp)
+	m, lk := answer(s.zone.Load(), r, s.maxUDP, tcp, s.cache)
+	s.stats.lookup(lk)
+	if lk == LookupMiss {
+		// This connection's goroutine waits (miekg/dns serves each TCP
+		// connection in its own), within the pool's bound.
+		m = s.waitLookup(r, tcp)
+	}
 	if m == nil {
 		s.stats.dropped.Add(1)
 		return
@@ -312,7 +348,27 @@ type Stats struct {
 	// ByType counts responses by query type (the index in QTypes) and RCODE
 	// (0..16, see RcodeName).
 	ByType [len(QTypes)][NumRcodes]uint64
+	// Lookups counts the queries for users the zone does not hold, by
+	// result (the index in LookupResults).
+	Lookups [len(LookupResults)]uint64
 }
+
+// LookupResults name Stats.Lookups: answered from the cache (hit: the user
+// exists; negative: it does not), after a lookup (miss-ok: found;
+// miss-unknown: no such user), or SERVFAIL (error: the upstream failed;
+// timeout: no answer within dns.userLookup.timeout; ratelimited: over
+// dns.userLookup.maxPerSecond, or too many queries waiting already).
+var LookupResults = [...]string{"hit", "negative", "miss-ok", "miss-unknown", "error", "timeout", "ratelimited"}
+
+const (
+	lookupHit = iota
+	lookupNegative
+	lookupMissOK
+	lookupMissUnknown
+	lookupError
+	lookupTimeout
+	lookupRateLimited
+)
 
 // QTypes are the query types Stats.ByType counts by name; every other type
 // (and a message without a question) is counted as the last, "other".
@@ -373,6 +429,17 @@ type counters struct {
 	queries, dropped, malformed, truncated, writeErrors, panics atomic.Uint64
 	rcode                                                       [NumRcodes]atomic.Uint64
 	byType                                                      [len(QTypes)][NumRcodes]atomic.Uint64
+	lookups                                                     [len(LookupResults)]atomic.Uint64
+}
+
+// lookup counts an answer from the cache (a miss is counted once resolved).
+func (c *counters) lookup(lk Lookup) {
+	switch lk {
+	case LookupFound:
+		c.lookups[lookupHit].Add(1)
+	case LookupAbsent:
+		c.lookups[lookupNegative].Add(1)
+	}
 }
 
 func (c *counters) count(m *dns.Msg) {
@@ -394,8 +461,13 @@ func (s *Server) Stats() Stats {
 			byType[i][rc] = c.byType[i][rc].Load()
 		}
 	}
+	var lookups [len(LookupResults)]uint64
+	for i := range c.lookups {
+		lookups[i] = c.lookups[i].Load()
+	}
 	return Stats{
 		ByType:      byType,
+		Lookups:     lookups,
 		Queries:     c.queries.Load(),
 		Dropped:     c.dropped.Load(),
 		Malformed:   c.malformed.Load(),
@@ -409,5 +481,65 @@ func (s *Server) Stats() Stats {
 		NotImp:      c.rcode[dns.RcodeNotImplemented].Load(),
 		Refused:     c.rcode[dns.RcodeRefused].Load(),
 		BadVers:     c.rcode[dns.RcodeBadVers].Load(),
+	}
+}
+
+// waitLookup answers req once Users.Resolve has, holding one of the pool's
+// slots meanwhile: SERVFAIL at once when none is free.
+func (s *Server) waitLookup(req *dns.Msg, tcp bool) *dns.Msg {
+	select {
+	case s.slots <- struct{}{}:
+	default:
+		s.stats.lookups[lookupRateLimited].Add(1)
+		return Answer(nil, req, s.maxUDP, tcp)
+	}
+	defer func() { <-s.slots }()
+	return s.lookupAnswer(req, tcp)
+}
+
+// lookupAnswer resolves the user req asks for and answers it: from the
+// zone as it is now (the user may have been written to it meanwhile), else
+// with what the lookup found; SERVFAIL when it failed.
+func (s *Server) lookupAnswer(req *dns.Msg, tcp bool) *dns.Msg {
+	z := s.zone.Load()
+	if z == nil || len(req.Question) != 1 {
+		return Answer(z, req, s.maxUDP, tcp)
+	}
+	label, ok := z.lookupLabel(asciiLower(req.Question[0].Name))
+	if !ok {
+		return Answer(z, req, s.maxUDP, tcp)
+	}
+	h, lk, err := s.users.Resolve(s.lookCtx, label)
+	switch {
+	case err == nil && lk == LookupFound:
+		s.stats.lookups[lookupMissOK].Add(1)
+	case err == nil && lk == LookupAbsent:
+		s.stats.lookups[lookupMissUnknown].Add(1)
+	case errors.Is(err, ErrLookupLimited):
+		s.stats.lookups[lookupRateLimited].Add(1)
+	case errors.Is(err, context.DeadlineExceeded):
+		s.stats.lookups[lookupTimeout].Add(1)
+	default:
+		s.stats.lookups[lookupError].Add(1)
+	}
+	if err != nil || (lk != LookupFound && lk != LookupAbsent) {
+		return Answer(nil, req, s.maxUDP, tcp)
+	}
+	m, _ := answer(s.zone.Load(), req, s.maxUDP, tcp, &Resolved{Host: h, Lookup: lk})
+	if m == nil {
+		return Answer(nil, req, s.maxUDP, tcp)
+	}
+	return m
+}
+
+// waitGroup waits for wg, or until done is closed.
+func waitGroup(wg *sync.WaitGroup, done <-chan struct{}) bool {
+	ch := make(chan struct{})
+	go func() { wg.Wait(); close(ch) }()
+	select {
+	case <-ch:
+		return true
+	case <-done:
+		return false
 	}
 }

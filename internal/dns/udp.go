@@ -66,16 +66,7 @@ func (s *Server) startUDP(conn *net.UDPConn) *udpServer {
 func (u *udpServer) close() error { return u.conn.Close() }
 
 // wait waits for the readers to exit, or until done is closed.
-func (u *udpServer) wait(done <-chan struct{}) bool {
-	ch := make(chan struct{})
-	go func() { u.wg.Wait(); close(ch) }()
-	select {
-	case <-ch:
-		return true
-	case <-done:
-		return false
-	}
-}
+func (u *udpServer) wait(done <-chan struct{}) bool { return waitGroup(&u.wg, done) }
 
 // udpWorker is one reader's reusable state for one packet.
 type udpWorker struct {
@@ -160,25 +151,95 @@ func (u *udpServer) read() {
 		for i := range n {
 			m := &w.rd[i]
 			w.out = w.outs[i]
-			out := u.s.handleUDP(&w.udpWorker, m.Buffers[0][:m.N])
+			pkt := m.Buffers[0][:m.N]
+			out, miss := u.s.handleUDP(&w.udpWorker, pkt)
+			if miss && !u.later(pkt, m.Addr, w.replyOOB(u, m)) {
+				fail := Answer(nil, &w.req, u.s.maxUDP, false)
+				u.s.stats.count(fail)
+				out = u.s.pack(&w.udpWorker, fail)
+			}
 			w.outs[i] = w.out[:cap(w.out)] // keep a grown buffer
 			if out == nil {
 				continue
 			}
 			r := &w.wr[k]
-			r.Buffers[0], r.Addr, r.OOB = out, m.Addr, nil
-			if u.session {
-				if in := m.OOB[:m.NN]; !bytes.Equal(in, w.lastIn) {
-					w.lastIn, w.lastOut = bytes.Clone(in), replySource(in)
-				}
-				r.OOB = w.lastOut
-			}
+			r.Buffers[0], r.Addr, r.OOB = out, m.Addr, w.replyOOB(u, m)
 			k++
 		}
 		sendAll(b, w.wr[:k], func(m *ipv4.Message, err error) {
 			u.s.stats.writeErrors.Add(1)
 			u.s.log.Debug("dns: write failed", "remote", m.Addr, "err", err)
 		})
+	}
+}
+
+// replyOOB is the control message a reply to m must carry: its source
+// address on a socket bound to an unspecified address, else none. The
+// slice returned is never written afterwards (a lookup goroutine may keep
+// it).
+func (w *batchWorker) replyOOB(u *udpServer, m *ipv4.Message) []byte {
+	if !u.session {
+		return nil
+	}
+	if in := m.OOB[:m.NN]; !bytes.Equal(in, w.lastIn) {
+		w.lastIn, w.lastOut = bytes.Clone(in), replySource(in)
+	}
+	return w.lastOut
+}
+
+// later hands a query that waits for a user lookup to a goroutine of its
+// own, which answers it itself: the reader goes on with the batch. It
+// reports false, and starts nothing, when the pool is full.
+func (u *udpServer) later(pkt []byte, addr net.Addr, oob []byte) bool {
+	s := u.s
+	select {
+	case s.slots <- struct{}{}:
+	default:
+		s.stats.lookups[lookupRateLimited].Add(1)
+		return false
+	}
+	pkt = bytes.Clone(pkt) // the reader's buffer is the next batch's
+	if ua, ok := addr.(*net.UDPAddr); ok {
+		addr = &net.UDPAddr{IP: bytes.Clone(ua.IP), Port: ua.Port, Zone: ua.Zone}
+	}
+	s.lookWG.Add(1)
+	go func() {
+		defer s.lookWG.Done()
+		defer func() { <-s.slots }()
+		u.answerLater(pkt, addr, oob)
+	}()
+	return true
+}
+
+// answerLater answers one query after its lookup and sends the reply.
+func (u *udpServer) answerLater(pkt []byte, addr net.Addr, oob []byte) {
+	s := u.s
+	req := new(dns.Msg)
+	if err := req.Unpack(pkt); err != nil {
+		return // it was unpacked once already: cannot happen
+	}
+	m := func() (m *dns.Msg) {
+		defer func() {
+			if p := recover(); p != nil {
+				s.stats.panics.Add(1)
+				s.log.Error("dns: panic answering a query", "panic", p)
+				m = Answer(nil, req, s.maxUDP, false)
+			}
+		}()
+		return s.lookupAnswer(req, false)
+	}()
+	s.stats.count(m)
+	out, err := m.Pack()
+	if err == nil {
+		if ua, ok := addr.(*net.UDPAddr); ok {
+			_, _, err = u.conn.WriteMsgUDP(out, oob, ua)
+		} else {
+			_, err = u.conn.WriteTo(out, addr)
+		}
+	}
+	if err != nil {
+		s.stats.writeErrors.Add(1)
+		s.log.Debug("dns: write failed", "remote", addr, "err", err)
 	}
 }
 
@@ -222,18 +283,19 @@ func replySource(oob []byte) []byte {
 }
 
 // handleUDP turns one UDP packet into the wire response to send (in w.out's
-// storage), or nil when nothing must be sent. It has ServeDNS's semantics,
+// storage), or nil when nothing must be sent; miss when the query waits for
+// a user lookup (w.req then holds it). It has ServeDNS's semantics,
 // plus miekg/dns's handling of packets that cannot be parsed: a packet
 // shorter than a header is dropped, a response (QR set) is dropped before
 // parsing, an unparsable body gets FORMERR.
-func (s *Server) handleUDP(w *udpWorker, pkt []byte) (out []byte) {
+func (s *Server) handleUDP(w *udpWorker, pkt []byte) (out []byte, miss bool) {
 	if len(pkt) < 12 {
 		s.stats.malformed.Add(1)
-		return nil
+		return nil, false
 	}
 	if pkt[2]&0x80 != 0 { // QR: a response, never answered
 		s.stats.dropped.Add(1)
-		return nil
+		return nil, false
 	}
 	req := &w.req
 	*req = dns.Msg{}
@@ -247,7 +309,7 @@ func (s *Server) handleUDP(w *udpWorker, pkt []byte) (out []byte) {
 		req.Authoritative = false
 		req.Zero = false
 		req.Answer, req.Ns, req.Extra = nil, nil, nil
-		return s.pack(w, req)
+		return s.pack(w, req), false
 	}
 	s.stats.queries.Add(1)
 	defer func() {
@@ -262,13 +324,17 @@ func (s *Server) handleUDP(w *udpWorker, pkt []byte) (out []byte) {
 			out = s.pack(w, fail)
 		}
 	}()
-	m := Answer(s.zone.Load(), req, s.maxUDP, false)
+	m, lk := answer(s.zone.Load(), req, s.maxUDP, false, s.cache)
+	s.stats.lookup(lk)
+	if lk == LookupMiss {
+		return nil, true
+	}
 	if m == nil {
 		s.stats.dropped.Add(1)
-		return nil
+		return nil, false
 	}
 	s.stats.count(m)
-	return s.pack(w, m)
+	return s.pack(w, m), false
 }
 
 // pack packs m into w.out, keeping a grown buffer for the next packets.

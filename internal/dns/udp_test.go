@@ -15,7 +15,7 @@ func TestHandleUDPReusesWorker(t *testing.T) {
 	pack := func(m *dns.Msg) []byte { return mustPack(t, m) }
 	reply := func(pkt []byte) *dns.Msg {
 		t.Helper()
-		out := s.handleUDP(w, pkt)
+		out, _ := s.handleUDP(w, pkt)
 		if out == nil {
 			return nil
 		}

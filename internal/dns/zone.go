@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"sync/atomic"
 
 	"github.com/miekg/dns"
 )
@@ -24,6 +25,9 @@ type Zone struct {
 	order  []*node          // names in creation order (deterministic checks); nil after NewZone
 	apex   *node
 	negSOA []dns.RR // {SOA with TTL = min(TTL, MINIMUM)}, for negative answers
+	// negShort memoises negSOA with a lower TTL, for absent looked-up
+	// users (negSOAFor): the zone's one field written after NewZone.
+	negShort atomic.Pointer[negMemo]
 
 	// Members (see Members): label -> index in groups, the caller's map,
 	// never written here. A member costs the zone nothing of its own (no
@@ -293,7 +297,7 @@ func (z *Zone) addMembers(b *builder, m Members) error {
 		if len(rrs) == 0 {
 			continue
 		}
-		tn, err := z.groupNode(b, rrs)
+		tn, err := groupNode(b, z.origin, rrs)
 		if err != nil {
 			return fmt.Errorf("group %d: %w", gi, err)
 		}
@@ -342,9 +346,9 @@ func (z *Zone) countMembers() (names, records int) {
 }
 
 // groupNode checks and copies a group's records into a node whose name is
-// the origin's (a placeholder: answers give them the member's name).
-func (z *Zone) groupNode(b *builder, rrs []dns.RR) (*node, error) {
-	tn := &node{name: z.origin}
+// owner (a placeholder: answers give them the member's name).
+func groupNode(b *builder, owner string, rrs []dns.RR) (*node, error) {
+	tn := &node{name: owner}
 	for _, rr := range rrs {
 		if rr == nil {
 			return nil, errors.New("nil record")
@@ -355,10 +359,10 @@ func (z *Zone) groupNode(b *builder, rrs []dns.RR) (*node, error) {
 			dns.TypeANY, dns.TypeMAILA, dns.TypeMAILB, dns.TypeNone:
 			return nil, fmt.Errorf("record %s: type %s cannot be a group's", rr, dns.Type(t))
 		}
-		// Owned by the origin while it is checked and copied: the caller's
+		// Owned by owner while it is checked and copied: the caller's
 		// owner may be anything, even outside the zone.
 		c := dns.Copy(rr)
-		c.Header().Name = z.origin
+		c.Header().Name = owner
 		cp, err := b.copyRR(c)
 		if err != nil {
 			return nil, fmt.Errorf("record %s: %w", rr, err)
