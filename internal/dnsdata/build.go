@@ -44,20 +44,24 @@ type rows struct {
 	// odd are the other user rows (upper case, several labels, odd
 	// characters: never written by CheckUsername): name -> core id. They
 	// get records of their own.
-	odd        map[string]string
-	cores      map[string]CoreInfo          // id -> info
-	records    map[string]Records           // subdomain -> records
-	challenges map[string]map[string]string // fqdn (no trailing dot) -> row key -> value
+	odd   map[string]string
+	cores map[string]CoreInfo // id -> info
+	// coresChanged: cores changed since Watcher.Cores was last given them
+	// (a new rows is all changed).
+	coresChanged bool
+	records      map[string]Records           // subdomain -> records
+	challenges   map[string]map[string]string // fqdn (no trailing dot) -> row key -> value
 }
 
 func newRows() *rows {
 	return &rows{
-		users:      map[string]uint32{},
-		coreIdx:    map[string]uint32{},
-		odd:        map[string]string{},
-		cores:      map[string]CoreInfo{},
-		records:    map[string]Records{},
-		challenges: map[string]map[string]string{},
+		users:        map[string]uint32{},
+		coreIdx:      map[string]uint32{},
+		odd:          map[string]string{},
+		cores:        map[string]CoreInfo{},
+		coresChanged: true,
+		records:      map[string]Records{},
+		challenges:   map[string]map[string]string{},
 	}
 }
 

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -35,6 +37,11 @@ type Watcher struct {
 	// users): rebuilding every Settle through a bulk load of users made
 	// hundreds of MB/s of garbage, and as much GC work.
 	Spacing time.Duration
+	// Cores, if set, is given every core-info row (by id) after each
+	// rebuild that follows a change of them: the registry a user lookup
+	// maps a core's answer to. It must not keep the slice's callers
+	// waiting (it runs in the watcher's goroutine).
+	Cores func([]CoreInfo)
 
 	rows   *rows
 	serial uint32
@@ -172,6 +179,16 @@ func (w *Watcher) rebuild() error {
 		}
 	}
 	w.Swap(z)
+	if w.Cores != nil && w.rows.coresChanged {
+		w.rows.coresChanged = false
+		cores := make([]CoreInfo, 0, len(w.rows.cores))
+		for _, id := range slices.Sorted(maps.Keys(w.rows.cores)) {
+			c := w.rows.cores[id]
+			c.ID = id // the row's key names the core in the zone
+			cores = append(cores, c)
+		}
+		w.Cores(cores)
+	}
 	return nil
 }
 
@@ -191,6 +208,7 @@ func (r *rows) apply(ev platformdb.Event) {
 	case strings.HasPrefix(key, CoreInfoPrefix):
 		id := strings.TrimPrefix(key, CoreInfoPrefix)
 		var c CoreInfo
+		r.coresChanged = true
 		if del || json.Unmarshal(ev.Entry.Value, &c) != nil {
 			delete(r.cores, id)
 			return

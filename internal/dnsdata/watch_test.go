@@ -490,3 +490,39 @@ func percentile(d []time.Duration, p int) time.Duration {
 	i := (len(s)*p + 99) / 100
 	return s[max(0, min(len(s)-1, i-1))]
 }
+
+// Watcher.Cores hears the core-info rows after a rebuild that follows a
+// change of them, and only then.
+func TestWatcherCores(t *testing.T) {
+	var got []string
+	w := &Watcher{Static: staticConfig(), Swap: func(*dns.Zone) {}, Cores: func(cs []CoreInfo) {
+		var ids []string
+		for _, c := range cs {
+			ids = append(ids, c.ID+"="+c.URL)
+		}
+		got = append(got, strings.Join(ids, ","))
+	}}
+	if err := w.ServeStatic(); err != nil {
+		t.Fatal(err)
+	}
+	put := func(key, value string) {
+		w.rows.apply(platformdb.Event{Type: platformdb.EventPut, Entry: platformdb.Entry{Key: key, Value: []byte(value)}})
+	}
+	put(CoreInfoPrefix+"core2", `{"ip":"192.0.2.2","url":"https://api-2.example.org"}`) // no id in the value: the key's
+	put(CoreInfoPrefix+"core1", `{"id":"core1","ip":"192.0.2.1"}`)
+	if err := w.rebuild(); err != nil {
+		t.Fatal(err)
+	}
+	put(UserCorePrefix+"alice", `{"core":"core1"}`) // not a core: no call
+	if err := w.rebuild(); err != nil {
+		t.Fatal(err)
+	}
+	w.rows.apply(platformdb.Event{Type: platformdb.EventDelete, Entry: platformdb.Entry{Key: CoreInfoPrefix + "core2"}})
+	if err := w.rebuild(); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"", "core1=,core2=https://api-2.example.org", "core1="}
+	if !slices.Equal(got, want) {
+		t.Fatalf("Cores heard %q, want %q", got, want)
+	}
+}
