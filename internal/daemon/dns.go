@@ -3,13 +3,17 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"strconv"
+	"time"
 
 	"github.com/pryv/pryv-tls/internal/config"
 	"github.com/pryv/pryv-tls/internal/dns"
 	"github.com/pryv/pryv-tls/internal/dnsdata"
 	"github.com/pryv/pryv-tls/internal/platformdb"
+	"github.com/pryv/pryv-tls/internal/rqlite"
+	"github.com/pryv/pryv-tls/internal/usercore"
 )
 
 func (p *platform) static() dnsdata.Static {
@@ -33,8 +37,20 @@ func (p *platform) static() dnsdata.Static {
 func (p *platform) startDNSServer() error {
 	d := p.cfg.DNS
 	log := p.log.With("component", "dns")
-	p.dns = dns.NewServer(dns.ServerOptions{Logger: log})
+	users, err := p.userLookup(log)
+	if err != nil {
+		return fmt.Errorf("dns.userLookup: %w", err)
+	}
+	opts := dns.ServerOptions{Logger: log}
+	if users != nil {
+		opts.Users = users // a nil *Resolver would be a non-nil interface
+	}
+	p.dns = dns.NewServer(opts)
 	p.watch = &dnsdata.Watcher{Static: p.static(), Swap: p.dns.Swap, Logger: log}
+	if users != nil {
+		p.watch.Cores = func(cores []dnsdata.CoreInfo) { users.SetCores(p.registry(cores)) }
+		users.SetCores(p.registry(nil))
+	}
 	if err := p.watch.ServeStatic(); err != nil {
 		return fmt.Errorf("dns: %w", err)
 	}
@@ -49,12 +65,69 @@ func (p *platform) startDNSServer() error {
 	p.bg.Go(func(ctx context.Context) {
 		<-ctx.Done()
 		_ = p.dns.Shutdown(context.Background())
+		if users != nil {
+			users.Close()
+		}
 	})
 	p.ob.dns.Store(p.dns)
 	p.ob.metrics.WatchDNS(p.dns)
 	udp, _ := p.dns.Addrs()
-	p.log.Info("DNS server up", "domain", d.Domain, "addrs", fmt.Sprint(udp))
+	p.log.Info("DNS server up", "domain", d.Domain, "addrs", fmt.Sprint(udp), "userLookup", d.UserLookup.Source)
 	return nil
+}
+
+// userLookup is where the DNS server asks about the platform's users that
+// are not in PlatformDB (decision 0015); nil with dns.userLookup.source off.
+func (p *platform) userLookup(log *slog.Logger) (*usercore.Resolver, error) {
+	cfg := p.cfg
+	ul := cfg.DNS.UserLookup
+	var (
+		src usercore.Source
+		err error
+	)
+	switch ul.Source {
+	case config.UserLookupOff:
+		return nil, nil
+	case config.UserLookupAPI:
+		src, err = usercore.NewAPI(cfg.Upstreams.API)
+	case config.UserLookupRQLite:
+		var c *rqlite.Client
+		if c, err = rqlite.New(rqlite.Options{URL: cfg.Storages.Engines.RQLite.URL}); err != nil {
+			return nil, fmt.Errorf("storages.engines.rqlite.url: %w", err)
+		}
+		src, err = usercore.NewRQLite(c, cfg.Platform.PIIMode, cfg.Platform.PIIHmacKey.Reveal())
+	default:
+		err = fmt.Errorf("source %q: want api, rqlite or off", ul.Source)
+	}
+	if err != nil {
+		return nil, err
+	}
+	// A single core answers a user with the user's own endpoint: this
+	// core. Its name in the zone is its core-info row's, if that row has
+	// an address; else core.{domain} (dns.publicIp).
+	self := coreName(cfg)
+	if cfg.Core.IP == "" && cfg.Core.IPv6 == "" && cfg.Core.CName == "" {
+		self = "core"
+	}
+	return usercore.New(usercore.Options{
+		Domain:       cfg.DNS.Domain,
+		SelfName:     self,
+		Source:       src,
+		TTL:          time.Duration(cfg.DNS.DefaultTTL) * time.Second,
+		Timeout:      ul.Timeout.Std(),
+		MaxPerSecond: ul.MaxPerSecond,
+		Logger:       log.With("part", "user lookup"),
+	})
+}
+
+// registry is the cores a lookup's answer may name: the core-info rows,
+// and this core from configuration (before its row is written).
+func (p *platform) registry(cores []dnsdata.CoreInfo) []usercore.Core {
+	out := []usercore.Core{{ID: coreName(p.cfg), URL: p.cfg.Core.URL}}
+	for _, c := range cores {
+		out = append(out, usercore.Core{ID: c.ID, URL: c.URL})
+	}
+	return out
 }
 
 // startDNSWatch registers this core's core-info row, keeps the zone in step
@@ -63,8 +136,8 @@ func (p *platform) startDNSServer() error {
 func (p *platform) startDNSWatch(ctx context.Context, db *platformdb.Etcd) (*dnsdata.DNS01, error) {
 	cfg := p.cfg
 	rows := dnsdata.Rows{KV: db}
-	self := dnsdata.CoreInfo{ID: coreName(cfg), IP: cfg.Core.IP, IPv6: cfg.Core.IPv6, URL: cfg.Core.URL,
-		Hosting: cfg.Core.Hosting, Available: true}
+	self := dnsdata.CoreInfo{ID: coreName(cfg), IP: cfg.Core.IP, IPv6: cfg.Core.IPv6, CNAME: cfg.Core.CName,
+		URL: cfg.Core.URL, Hosting: cfg.Core.Hosting, Available: true}
 	if err := rows.SetCoreInfo(ctx, self); err != nil {
 		return nil, fmt.Errorf("registering this core in PlatformDB: %w", err)
 	}

@@ -23,6 +23,9 @@ var (
 	dnsQueriesDesc = prometheus.NewDesc(ns+"_dns_queries_total",
 		"DNS queries answered by the embedded server, by query type (a fixed set, else other) and response code.",
 		[]string{"qtype", "rcode"}, nil)
+	dnsLookupsDesc = prometheus.NewDesc(ns+"_dns_user_lookups_total",
+		"Queries for users the zone does not hold (dns.userLookup), by result: hit / negative (answered from the cache), miss-ok / miss-unknown (answered after a lookup), error / timeout / ratelimited (answered SERVFAIL).",
+		[]string{"result"}, nil)
 	pdbUpDesc = prometheus.NewDesc(ns+"_platformdb_up",
 		"1 when this core's PlatformDB member answers a quorum read.", nil, nil)
 	pdbLeaderDesc = prometheus.NewDesc(ns+"_platformdb_is_leader",
@@ -66,7 +69,10 @@ func (c *certCollector) Collect(ch chan<- prometheus.Metric) {
 // dnsCollector reads dns.Server.Stats.
 type dnsCollector struct{ s *dns.Server }
 
-func (c *dnsCollector) Describe(ch chan<- *prometheus.Desc) { ch <- dnsQueriesDesc }
+func (c *dnsCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- dnsQueriesDesc
+	ch <- dnsLookupsDesc
+}
 
 func (c *dnsCollector) Collect(ch chan<- prometheus.Metric) {
 	st := c.s.Stats()
@@ -77,6 +83,9 @@ func (c *dnsCollector) Collect(ch chan<- prometheus.Metric) {
 				ch <- prometheus.MustNewConstMetric(dnsQueriesDesc, prometheus.CounterValue, float64(n), dns.QTypes[qt], dns.RcodeName(rc))
 			}
 		}
+	}
+	for i, n := range st.Lookups {
+		ch <- prometheus.MustNewConstMetric(dnsLookupsDesc, prometheus.CounterValue, float64(n), dns.LookupResults[i])
 	}
 }
 

@@ -176,6 +176,12 @@ func TestScrape(t *testing.T) {
 	if n := len(fams["pryvtls_dns_queries_total"].Metric); n != 4 {
 		t.Errorf("%d DNS series, want only the 4 pairs seen", n)
 	}
+	// Every lookup result is a series, at 0 on a server without lookups.
+	for _, r := range dns.LookupResults {
+		if v := mustValue(t, fams, "pryvtls_dns_user_lookups_total", map[string]string{"result": r}); v != 0 {
+			t.Errorf("user lookups %s = %v, want 0", r, v)
+		}
+	}
 	for name, want := range map[string]float64{"pryvtls_platformdb_up": 1, "pryvtls_platformdb_is_leader": 1} {
 		if v := mustValue(t, fams, name, nil); v != want {
 			t.Errorf("%s = %v", name, v)
