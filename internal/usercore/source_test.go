@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/pryv/pryv-tls/internal/dns"
+	"github.com/pryv/pryv-tls/internal/rqlite"
+	"github.com/pryv/pryv-tls/internal/rqlite/rqlitetest"
 	"github.com/pryv/pryv-tls/internal/usercore/usercoretest"
 )
 
@@ -335,5 +337,50 @@ func TestNewRQLiteChecksThePIISettings(t *testing.T) {
 		if err != nil && c.key != "" && strings.Contains(err.Error(), c.key) {
 			t.Errorf("the key is in the error: %v", err)
 		}
+	}
+}
+
+// Through the real rqlite client, against its stand-in node: a hashed
+// user-core row, a core-info row for a core the registry lacks, an
+// election (empty results: SERVFAIL, never NXDOMAIN), a failing node.
+func TestRQLiteThroughTheClient(t *testing.T) {
+	node := rqlitetest.Start(t)
+	key, _ := base64.StdEncoding.DecodeString(pepper)
+	node.Set("user-core/"+Token(key, "alice"), "core2")
+	node.Set("user-core/"+Token(key, "carol"), "core7")
+	node.Set("core-info/core7", `{"id":"core7","ip":"192.0.2.7","available":true}`)
+	client, err := rqlite.New(rqlite.Options{URL: node.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := NewRQLite(client, "hashed", pepper)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newResolver(t, src, Options{})
+	for _, c := range []struct{ user, want string }{
+		{"alice", "as core2.mc.example.com."},
+		{"carol", "with A 192.0.2.7"},
+		{"nobody", "absent (negative TTL 30)"},
+	} {
+		if h, _, err := r.Resolve(context.Background(), c.user); err != nil || h.String() != c.want {
+			t.Errorf("%s: %v %v, want %s", c.user, h, err, c.want)
+		}
+	}
+	for _, l := range node.Levels() {
+		if l != "strong" {
+			t.Errorf("read at level %q, want strong (as the core reads user-core)", l)
+		}
+	}
+	node.NoLeader(1)
+	if _, lk, err := r.Resolve(context.Background(), "dave1"); err == nil || lk == dns.LookupAbsent || !errors.Is(err, rqlite.ErrNoLeader) && !strings.Contains(err.Error(), "no leader") {
+		t.Fatalf("during an election: %v %v, want an error", lk, err)
+	}
+	node.Fail(503, `{"error":"not ready"}`)
+	if _, _, err := r.Resolve(context.Background(), "erin1"); err == nil || !strings.Contains(err.Error(), "503") {
+		t.Fatalf("a failing node: %v", err)
+	}
+	if _, lk := r.Cached("dave1"); lk != dns.LookupMiss {
+		t.Fatal("an election's answer was cached")
 	}
 }

@@ -71,6 +71,13 @@ func (a *API) SetCoreURL(id, url string) {
 	a.mu.Unlock()
 }
 
+// SetDelay changes Options.Delay for the requests to come.
+func (a *API) SetDelay(d time.Duration) {
+	a.mu.Lock()
+	a.opts.Delay = d
+	a.mu.Unlock()
+}
+
 // Fail makes every answer that status (an internal error: 500), 0 undoes it.
 func (a *API) Fail(status int) {
 	a.mu.Lock()
