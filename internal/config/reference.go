@@ -104,10 +104,10 @@ var keyDocs = func() map[string]keyDoc {
 		"dns.publicIp":                {by: byDNS, defNote: "`core.ip`", text: "IPv4 of `core.{domain}`, the zone's name server: the glue record to give the registrar."},
 		"dns.records":                 {by: byDNS, text: "Records of the zone's own names."},
 		"dns.records.root":            {by: byDNS, text: "Records at the apex, `{domain}`."},
-		"dns.userLookup":              {by: byDNS, text: "Where the DNS server asks which core hosts a user that has no `user-core/` row in PlatformDB yet."},
+		"dns.userLookup":              {by: byDNS, text: "Where the DNS server asks which core hosts a user that has no `user-core/` row in PlatformDB (the core's own users, in its rqlite): answers are cached for `dns.defaultTTL`, unknown users for at most 30 s (decision 0015)."},
 		"dns.userLookup.source":       {by: byDNS, def: DefaultUserLookupSource, text: "`api`: the core's API (`upstreams.api`); `rqlite`: the core's platform database (`storages.engines.rqlite.url`, usernames hashed with `platform.piiHmacKey` unless `platform.piiMode` is `cleartext`); `off`: only PlatformDB's rows."},
-		"dns.userLookup.timeout":      {by: byDNS, def: DefaultUserLookupTimeout, text: "Longest wait for one lookup, more than 0 and at most 5s: a DNS answer never waits longer (past it, the user's name is answered as unknown)."},
-		"dns.userLookup.maxPerSecond": {by: byDNS, def: DefaultUserLookupRate, text: "Lookups sent upstream per second, at least 1; past it a name not known yet is answered as unknown."},
+		"dns.userLookup.timeout":      {by: byDNS, def: DefaultUserLookupTimeout, text: "Longest wait for one lookup, more than 0 and at most 5s: a DNS answer never waits longer (past it the query gets SERVFAIL, so the resolver asks again or another core; the lookup goes on and its answer is cached)."},
+		"dns.userLookup.maxPerSecond": {by: byDNS, def: DefaultUserLookupRate, text: "Lookups sent upstream per second, at least 1 (bursts of as many); past it a name not known yet gets SERVFAIL, never NXDOMAIN. Answers from the cache do not count."},
 		"dns.staticEntries":           {by: byDNS, text: "Fixed names below the domain: a list of `{subdomain, records}`, or open-pryv.io's map `subdomain: {a, aaaa, cname, txt}` (a, aaaa, txt: one string or a list). Either shape replaces an earlier file's whole set. A name that is also a runtime `dns-record/` row (`pryv-tls dns-records`) is answered from here, with a warning in the log."},
 
 		"dns.staticEntries[].subdomain": {by: byDNS, text: "The name below `{domain}`: one or more labels (`www`, `_dmarc`, `a.b`). Required; unique."},
