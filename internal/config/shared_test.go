@@ -31,6 +31,8 @@ func TestLoadWithCoreFiles(t *testing.T) {
 		{"dns.publicIp", c.DNS.PublicIP, "198.51.100.10"},
 		{"cluster.ca.path", c.Cluster.CA.Path, "/etc/pryv/cluster-ca"},
 		{"auth.adminAccessKey", c.Auth.AdminAccessKey.Reveal(), "core-admin-key-4c1d9e"},
+		{"platform.piiHmacKey", c.Platform.PIIHmacKey.Reveal(), "GC7BAkJ0lsqe50IsM8rBvtLQkR9AREmjVfRO5MmdLVM="},
+		{"storages.engines.rqlite.url", c.Storages.Engines.RQLite.URL, "http://localhost:4001"},
 		// pryv-tls's own file wins over a shared key.
 		{"dns.defaultTTL", c.DNS.DefaultTTL, 60},
 		// The core's own listeners are not pryv-tls's.
