@@ -304,7 +304,8 @@ disagree, so it is current with the code it ships with.
   ` + "`default-config.yml`" + ` and ` + "`override-config.yml`" + `, read before the ` + "`--config`" + ` files and only
   for the keys both programs share: ` + "`core.{id,url,ip,ipv6,hosting,cname,available,nonVoter}`" + `,
   ` + "`dnsLess.{isActive,publicUrl}`" + `, ` + "`dns.{domain,defaultTTL,publicIp,records,staticEntries}`" + `,
-  ` + "`cluster.ca.path`" + `, ` + "`auth.adminAccessKey`" + `. Everything else there (the core's own ` + "`http.*`" + `,
+  ` + "`cluster.ca.path`" + `, ` + "`platform.{piiMode,piiHmacKey,piiAlgorithm}`" + `, ` + "`storages.engines.rqlite.url`" + `,
+  ` + "`auth.adminAccessKey`" + `. Everything else there (the core's own ` + "`http.*`" + `,
   ` + "`dns.active/ip/ip6/port`" + `, ` + "`letsEncrypt.*`" + `, ...) is skipped; a shared key of the wrong type
   is an error naming the core's file and line. See [decision 0014](decisions/0014-core-config.md).
 - Decoding is strict: an unknown key, a duplicate key or a value of the wrong type is an
