@@ -133,6 +133,7 @@ func startCoreIn(t *testing.T, dir, addr string, args ...string) *core {
 		}
 		select {
 		case err := <-c.done:
+			c.done <- err // the cleanup waits for it too
 			t.Fatalf("pryv-tls exited before listening (%v):\n%s", err, c.logs.String())
 		default:
 		}
