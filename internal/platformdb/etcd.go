@@ -271,7 +271,7 @@ func Open(ctx context.Context, opts Options) (*Etcd, error) {
 		s.stopServer()
 		return nil, fmt.Errorf("platformdb: start etcd (%s): server stopped before it was ready", where)
 	case <-ctx.Done():
-		s.stopServer()
+		s.abort()
 		return nil, fmt.Errorf("platformdb: start etcd (%s): not ready: %w", where, ctx.Err())
 	}
 	s.clientAddr = srv.Clients[0].Addr().String()
@@ -345,6 +345,16 @@ func dialAddress(addr string) string {
 
 // stopServer stops the embedded member. embed.Etcd.Close panics when called
 // twice: this runs once, from a failed Open or from Close's sync.Once.
+// abort stops a member that is not ready yet (waiting for quorum). Close
+// alone would wait for the client listeners, which only start once the
+// member is ready (etcd issue 9533): stopping the server first ends that
+// wait.
+func (s *Etcd) abort() {
+	s.closing.Store(true)
+	s.srv.Server.HardStop()
+	s.stopServer()
+}
+
 func (s *Etcd) stopServer() {
 	s.closing.Store(true)
 	s.srv.Close()
