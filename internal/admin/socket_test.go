@@ -290,3 +290,94 @@ func TestServeSocketStopsOnCancel(t *testing.T) {
 		t.Fatal("the socket still accepts connections")
 	}
 }
+
+// answer is one request's status and decoded error id and message.
+func answer(t testing.TB, c *http.Client) (int, string, string) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(testCtx(t), http.MethodPost, "http://pryv-tls/certs", strings.NewReader(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var e struct {
+		Error struct{ ID, Message string } `json:"error"`
+	}
+	_ = json.NewDecoder(resp.Body).Decode(&e)
+	return resp.StatusCode, e.Error.ID, e.Error.Message
+}
+
+// The socket answers from the moment it is opened: 503 starting with the
+// current step, then the handler it is given; Unavailable (start-up gave up
+// waiting for PlatformDB) never replaces a handler PlatformDB already
+// installed, whichever comes first; Stopping replaces anything.
+func TestSocketLifecycle(t *testing.T) {
+	path := filepath.Join(shortDir(t), "run", "control.sock")
+	s, err := OpenSocket(path, quietLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	checkSocket(t, path)
+	c := SocketClient(path)
+	defer c.CloseIdleConnections()
+
+	st, id, msg := answer(t, c)
+	if st != http.StatusServiceUnavailable || id != IDStarting || !strings.Contains(msg, "the core is starting") {
+		t.Fatalf("before any step: %d %q %q, want 503 %q", st, id, msg, IDStarting)
+	}
+	s.Step("starting: opening PlatformDB")
+	if _, id, msg := answer(t, c); id != IDStarting || !strings.Contains(msg, "opening PlatformDB") {
+		t.Fatalf("the starting answer does not name the step: %q %q", id, msg)
+	}
+
+	api := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, map[string]any{}) })
+	s.Unavailable("no quorum")
+	if st, id, msg := answer(t, c); st != http.StatusServiceUnavailable || id != IDUnavailable || msg != "no quorum" {
+		t.Fatalf("after Unavailable: %d %q %q", st, id, msg)
+	}
+	s.Serve(api) // quorum came back
+	if st, _, _ := answer(t, c); st != http.StatusOK {
+		t.Fatalf("after Serve: %d, want the API", st)
+	}
+	s.Unavailable("too late") // the wait timed out after PlatformDB was wired
+	if st, id, _ := answer(t, c); st != http.StatusOK {
+		t.Fatalf("Unavailable replaced the API: %d %q", st, id)
+	}
+	s.Stopping()
+	if st, id, _ := answer(t, c); st != http.StatusServiceUnavailable || id != IDStopping {
+		t.Fatalf("after Stopping: %d %q", st, id)
+	}
+
+	c.CloseIdleConnections()
+	s.Close()
+	s.Close() // twice is fine
+	if _, err := os.Lstat(path); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("the socket file is left after Close: %v", err)
+	}
+}
+
+// A second core on the same socket is refused at OpenSocket, and the first
+// keeps answering.
+func TestOpenSocketTwice(t *testing.T) {
+	path := filepath.Join(shortDir(t), "control.sock")
+	s, err := OpenSocket(path, quietLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	if s2, err := OpenSocket(path, quietLogger()); err == nil {
+		s2.Close()
+		t.Fatal("a second OpenSocket on a live socket succeeded")
+	} else if !strings.Contains(err.Error(), "another pryv-tls is already serving on it") {
+		t.Fatalf("error %v", err)
+	}
+	c := SocketClient(path)
+	defer c.CloseIdleConnections()
+	if _, id, _ := answer(t, c); id != IDStarting {
+		t.Fatalf("the first socket stopped answering: %q", id)
+	}
+}
