@@ -26,7 +26,11 @@ type FileSource struct {
 	// OnLoad receives each new good certificate. It is called from Run's
 	// goroutine (and from Load), never concurrently.
 	OnLoad func(*tls.Certificate)
-	Now    func() time.Time
+	// OnReload, if set, is called after each read a receive on Run's reload
+	// channel forced, with its outcome (the daemon tells systemd the reload
+	// is over).
+	OnReload func(error)
+	Now      func() time.Time
 
 	loaded  fileState // what the serving certificate was read from
 	seen    fileState // the last poll's view
@@ -113,8 +117,12 @@ func (f *FileSource) Run(ctx context.Context, reload <-chan struct{}) {
 		case <-ctx.Done():
 			return
 		case <-reload:
-			if err := f.Load(); err != nil {
+			err := f.Load()
+			if err != nil {
 				f.refuse(err)
+			}
+			if f.OnReload != nil {
+				f.OnReload(err)
 			}
 		case <-t.C:
 			f.poll()
