@@ -19,6 +19,15 @@ import (
 )
 
 func serve(args []string, stdout, stderr io.Writer) int {
+	// From the first moment: a SIGTERM while the configuration loads or
+	// PlatformDB opens is a stop (exit 0, "stopped during start-up"), and a
+	// SIGHUP then waits for the core to be ready; neither takes the
+	// signal's default action (death).
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	var files stringList
 	fs.Var(&files, "config", "configuration `FILE`; repeat it, later files override earlier ones key by key")
@@ -65,11 +74,6 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	reload := make(chan struct{}, 1)
 	go func() {
 		for range hup {

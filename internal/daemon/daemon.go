@@ -1,6 +1,7 @@
-// Package daemon wires the subsystems of one core together in start order
-// and takes them down in reverse: certificates from disk, PlatformDB and the
-// materialiser, the control socket, then the front.
+// Package daemon runs one core: its subsystems started in order (the
+// control socket first, answering "starting"; certificates from disk;
+// metrics; PlatformDB and what needs it; the front), then ready, then taken
+// down in reverse. Decision 0019 is the start order and what "ready" means.
 package daemon
 
 import (
@@ -13,6 +14,7 @@ import (
 	"net/http"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pryv/pryv-tls/internal/admin"
@@ -20,6 +22,7 @@ import (
 	"github.com/pryv/pryv-tls/internal/config"
 	"github.com/pryv/pryv-tls/internal/front"
 	"github.com/pryv/pryv-tls/internal/health"
+	"github.com/pryv/pryv-tls/internal/sdnotify"
 )
 
 // Options are the process-level knobs of serve that are not configuration.
@@ -27,7 +30,8 @@ type Options struct {
 	Logger       *slog.Logger
 	Reload       <-chan struct{} // SIGHUP: re-read certificate files now
 	DrainTimeout time.Duration   // how long in-flight requests get at shutdown
-	// Ready, if set, is called once the front is bound (tests and the demo use it).
+	// Ready, if set, is called once the core is ready: the front bound and
+	// the control socket answering (tests and the demo use it).
 	Ready func(addr string)
 	// Join, if set, joins a cluster before this core's PlatformDB member
 	// first starts (serve --bootstrap).
@@ -52,105 +56,285 @@ func (t *tasks) Go(f func(ctx context.Context)) {
 
 func (t *tasks) Stop() { t.cancel(); t.wg.Wait() }
 
-// Run serves until ctx is cancelled, then drains and returns nil. It returns
-// an error only when the core cannot start (a bad upstream URL, a taken port,
-// a PlatformDB that does not come up).
+// core is one run of serve: its subsystems, in the order they start.
+type core struct {
+	cfg    *config.Config
+	opts   Options
+	log    *slog.Logger
+	notify *sdnotify.Notifier
+	bg     *tasks
+
+	sock  *admin.Socket // the control socket; nil without PlatformDB
+	store *certs.Store
+	files *certs.FileSource // the http.ssl files, when they are watched
+	ob    *observability
+	p     *platform // nil without PlatformDB
+	fopts front.Options
+	front *front.Front
+
+	serveErr chan error
+	ready    atomic.Bool
+	reload   chan struct{} // SIGHUP, to the file source
+	reloaded chan error    // its answer
+}
+
+// step is one subsystem's start.
+type step struct {
+	what  string // for STATUS=, the starting answer and the log
+	start func(ctx context.Context) error
+}
+
+func (c *core) steps() []step {
+	return []step{
+		{"opening the control socket", c.openSocket},
+		{"loading the certificates", c.loadCertificates},
+		{"starting the metrics listener", c.listenMetrics},
+		{"opening PlatformDB", c.openPlatform},
+		{"starting the front", c.startFront},
+	}
+}
+
+// Run starts the core, serves until ctx is cancelled, then drains and
+// returns nil. It returns an error only when the core cannot start (a bad
+// upstream URL, a taken port, a PlatformDB that does not come up); ctx
+// cancelled during start-up (SIGTERM) is a stop, not an error.
 func Run(ctx context.Context, cfg *config.Config, opts Options) error {
+	c, err := newCore(cfg, opts)
+	if err != nil {
+		return err
+	}
+	defer c.close()
+	for _, s := range c.steps() {
+		if ctx.Err() != nil {
+			return c.stoppedDuringStartup(s.what)
+		}
+		c.status("starting: " + s.what)
+		if err := s.start(ctx); err != nil {
+			if ctx.Err() != nil {
+				return c.stoppedDuringStartup(s.what)
+			}
+			return err
+		}
+	}
+	c.setReady()
+	return c.serve(ctx)
+}
+
+// stoppedDuringStartup is SIGTERM before the core was ready: not a
+// failure (exit 0). What was opened is closed by close, in reverse.
+func (c *core) stoppedDuringStartup(step string) error {
+	c.log.Info("stopped during start-up", "step", step)
+	return nil
+}
+
+// newCore checks what can be checked without opening anything.
+func newCore(cfg *config.Config, opts Options) (*core, error) {
 	log := opts.Logger
 	if log == nil {
 		log = slog.Default()
 	}
 	api, err := url.Parse(cfg.Upstreams.API)
 	if err != nil {
-		return fmt.Errorf("upstreams.api: %w", err)
+		return nil, fmt.Errorf("upstreams.api: %w", err)
 	}
 	hfs, err := url.Parse(cfg.Upstreams.HFS)
 	if err != nil {
-		return fmt.Errorf("upstreams.hfs: %w", err)
+		return nil, fmt.Errorf("upstreams.hfs: %w", err)
 	}
 	bgCtx, cancel := context.WithCancel(context.Background())
-	bg := &tasks{ctx: bgCtx, cancel: cancel}
-	defer bg.Stop()
-	bg.Go(func(ctx context.Context) { memoryPolicy(ctx, log) })
+	c := &core{cfg: cfg, opts: opts, log: log, notify: sdnotify.New(log),
+		bg: &tasks{ctx: bgCtx, cancel: cancel}, store: certs.NewStore(),
+		serveErr: make(chan error, 1), reload: make(chan struct{}), reloaded: make(chan error, 1)}
+	c.bg.Go(c.notify.Watchdog)
+	c.bg.Go(func(ctx context.Context) { memoryPolicy(ctx, log) })
+	c.store.SetDefaultName(cfg.PrimaryHostname())
+	c.ob = newObservability(cfg, c.store, log)
+	c.fopts = front.Options{Addr: cfg.ListenAddr(), API: api, HFS: hfs, Logger: log, Local: map[string]http.Handler{}}
+	return c, nil
+}
 
-	fopts := front.Options{Addr: cfg.ListenAddr(), API: api, HFS: hfs, Logger: log, Local: map[string]http.Handler{}}
-	store := certs.NewStore()
-	store.SetDefaultName(cfg.PrimaryHostname())
-	ob := newObservability(cfg, store, log)
-	fopts.Local[health.FrontLive] = health.Live()
-	fopts.Local[health.FrontReady] = health.Ready(ob.checks)
-	if ob.metrics != nil {
-		fopts.Observe = ob.metrics.ObserveProxy
+// status is the one-line state: systemd's STATUS= and, while starting, the
+// control socket's answer.
+func (c *core) status(s string) {
+	c.log.Debug("state", "status", s)
+	c.notify.Status(s)
+	if c.sock != nil {
+		c.sock.Step(s)
 	}
-	if cfg.TLSEnabled() {
-		fopts.GetCertificate = store.GetCertificate
-		if ob.metrics != nil {
-			fopts.OnHandshake = ob.metrics.ObserveHandshake
-		}
-		startFiles(cfg, store, opts, bg, log)
+}
+
+// openSocket listens on control.socket before anything else, so that a
+// command run right after serve reaches the process and is told to wait.
+// A second pryv-tls on the same configuration stops here, having opened
+// nothing else.
+func (c *core) openSocket(context.Context) error {
+	if !c.cfg.PlatformDBEnabled() {
+		return nil // no PlatformDB: nothing for the commands to reach
 	}
-	if err := ob.listen(bg); err != nil {
+	s, err := admin.OpenSocket(c.cfg.Control.Socket, c.log)
+	if err != nil {
 		return err
 	}
+	c.sock = s
+	return nil
+}
 
-	if cfg.PlatformDBEnabled() {
-		bg.Go(ob.keepHealth)
-		p, err := startPlatform(ctx, cfg, store, opts.Join, ob, bg, log)
-		if err != nil {
-			return err
-		}
-		defer p.Close()
-		h := p.Public()
-		for _, path := range admin.PublicPaths {
-			fopts.Local[path] = h
-		}
+func (c *core) loadCertificates(context.Context) error {
+	if !c.cfg.TLSEnabled() {
+		return nil
 	}
+	c.fopts.GetCertificate = c.store.GetCertificate
+	if c.ob.metrics != nil {
+		c.fopts.OnHandshake = c.ob.metrics.ObserveHandshake
+	}
+	c.startFiles()
+	return nil
+}
 
-	if cfg.TLSEnabled() {
-		ph := &placeholder{store: store, names: cfg.Hostnames(), log: log}
+func (c *core) listenMetrics(context.Context) error {
+	c.fopts.Local[health.FrontLive] = health.Live()
+	c.fopts.Local[health.FrontReady] = health.Ready(c.ob.checks)
+	if c.ob.metrics != nil {
+		c.fopts.Observe = c.ob.metrics.ObserveProxy
+	}
+	return c.ob.listen(c.bg)
+}
+
+func (c *core) openPlatform(ctx context.Context) error {
+	if !c.cfg.PlatformDBEnabled() {
+		return nil
+	}
+	c.bg.Go(c.ob.keepHealth)
+	p, err := startPlatform(ctx, c)
+	if err != nil {
+		return err
+	}
+	c.p = p
+	h := p.Public()
+	for _, path := range admin.PublicPaths {
+		c.fopts.Local[path] = h
+	}
+	return nil
+}
+
+func (c *core) startFront(context.Context) error {
+	if c.cfg.TLSEnabled() {
+		ph := &placeholder{store: c.store, names: c.cfg.Hostnames(), log: c.log}
 		ph.refresh(time.Now())
-		bg.Go(ph.run)
+		c.bg.Go(ph.run)
 	}
-
-	f, err := front.New(fopts)
+	f, err := front.New(c.fopts)
 	if err != nil {
 		return err
 	}
 	if err := f.Listen(); err != nil {
 		return err
 	}
-	if opts.Ready != nil {
-		opts.Ready(f.Addr().String())
-	}
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- f.Serve() }()
+	c.front = f
+	go func() { c.serveErr <- f.Serve() }()
+	return nil
+}
 
+// setReady tells systemd and the caller that the core serves: the front is
+// bound and serving, and the control socket gives its real answer (the API,
+// or "unavailable" while PlatformDB waits for quorum).
+func (c *core) setReady() {
+	c.ready.Store(true) // before state(): see platform.wired
+	c.notify.Ready(c.state())
+	c.log.Info("ready", "front", c.front.Addr().String(), "status", c.state())
+	if c.opts.Ready != nil {
+		c.opts.Ready(c.front.Addr().String())
+	}
+	c.bg.Go(c.reloads)
+}
+
+// state is the one-line state once ready.
+func (c *core) state() string {
+	if c.p != nil && !c.p.wired.Load() {
+		return "serving; PlatformDB is not answering yet (no quorum?): the last materialised certificates and the configured DNS zone"
+	}
+	return "serving"
+}
+
+// onWired is called once PlatformDB is wired, possibly after ready.
+func (c *core) onWired() {
+	if c.ready.Load() {
+		c.notify.Status(c.state())
+	}
+}
+
+// serve waits for the end, then drains.
+func (c *core) serve(ctx context.Context) error {
 	select {
-	case err := <-serveErr:
+	case err := <-c.serveErr:
 		return fmt.Errorf("front stopped: %w", err)
 	case <-ctx.Done():
 	}
-	drain := opts.DrainTimeout
+	drain := c.opts.DrainTimeout
 	if drain <= 0 {
 		drain = 20 * time.Second
 	}
-	ob.draining.Store(true) // readyz answers 503 from now on
-	log.Info("shutting down: draining in-flight requests", "timeout", drain.String())
+	c.notify.Stopping("draining in-flight requests")
+	c.ob.draining.Store(true) // readyz answers 503 from now on
+	if c.sock != nil {
+		c.sock.Stopping()
+	}
+	c.log.Info("shutting down: draining in-flight requests", "timeout", drain.String())
 	sctx, cancelDrain := context.WithTimeout(context.Background(), drain)
 	defer cancelDrain()
-	_ = f.Shutdown(sctx)
-	if err := <-serveErr; err != nil {
+	_ = c.front.Shutdown(sctx)
+	if err := <-c.serveErr; err != nil {
 		return err
 	}
-	bg.Stop()
-	log.Info("stopped")
+	c.close()
+	c.log.Info("stopped")
 	return nil
+}
+
+// close takes down what was started, in reverse: the background loops (the
+// DNS server, the listeners, the materialiser), PlatformDB, the control
+// socket. Safe after a partial start, and twice.
+func (c *core) close() {
+	c.bg.Stop()
+	if c.p != nil {
+		c.p.Close()
+	}
+	if c.sock != nil {
+		c.sock.Close()
+	}
+}
+
+// reloads answers SIGHUP: the certificate files are read again now
+// (RELOADING=1 until that read is done, then READY=1).
+func (c *core) reloads(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.opts.Reload:
+		}
+		c.notify.Reloading("reloading: re-reading the certificate files")
+		if c.files != nil {
+			select {
+			case c.reload <- struct{}{}:
+				select {
+				case <-c.reloaded:
+				case <-ctx.Done():
+					return
+				}
+			case <-ctx.Done():
+				return
+			}
+		}
+		c.notify.Ready(c.state())
+	}
 }
 
 // startFiles does the start-up read of the http.ssl files (so the first
 // handshake already has the real certificate when it exists) and keeps
 // watching them.
-func startFiles(cfg *config.Config, store *certs.Store, opts Options, bg *tasks, log *slog.Logger) {
+func (c *core) startFiles() {
+	cfg, store, log := c.cfg, c.store, c.log
 	certFile, keyFile, caFile := cfg.CertFiles()
 	if certFile == "" || (cfg.LetsEncrypt.Enabled && cfg.PlatformDBEnabled()) {
 		// Under Strategy A the files are the materialiser's outputs: the
@@ -161,7 +345,13 @@ func startFiles(cfg *config.Config, store *certs.Store, opts Options, bg *tasks,
 	src := &certs.FileSource{
 		CertFile: certFile, KeyFile: keyFile, CAFile: caFile,
 		Logger: log,
-		OnLoad: func(c *tls.Certificate) { store.Replace(certs.SourceFiles, c) },
+		OnLoad: func(cert *tls.Certificate) { store.Replace(certs.SourceFiles, cert) },
+		OnReload: func(err error) {
+			select {
+			case c.reloaded <- err:
+			default:
+			}
+		},
 	}
 	if err := src.Load(); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
@@ -171,7 +361,8 @@ func startFiles(cfg *config.Config, store *certs.Store, opts Options, bg *tasks,
 			log.Error("certificate files refused", "error", err.Error())
 		}
 	}
-	bg.Go(func(ctx context.Context) { src.Run(ctx, opts.Reload) })
+	c.files = src
+	c.bg.Go(func(ctx context.Context) { src.Run(ctx, c.reload) })
 }
 
 // placeholder keeps a self-signed certificate in the store while no real

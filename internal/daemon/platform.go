@@ -49,8 +49,13 @@ type platform struct {
 	watch *dnsdata.Watcher
 	ob    *observability
 
+	sock    *admin.Socket // the control socket, open since the start
+	status  func(string)  // the start-up step, for systemd and the socket
+	onWired func()
+
 	db     atomic.Pointer[platformdb.Etcd]
 	public atomic.Pointer[http.Handler] // admin API on the front, once wired
+	wired  atomic.Bool                  // everything that needs the store runs
 	once   sync.Once
 }
 
@@ -77,10 +82,14 @@ func (p *platform) Public() http.Handler {
 }
 
 // startPlatform serves the last materialised certificates and the static DNS
-// zone at once, then opens PlatformDB (joining the cluster first when join is
-// set) and wires the rest when it answers.
-func startPlatform(ctx context.Context, cfg *config.Config, store *certs.Store, pending *Join, ob *observability, bg *tasks, log *slog.Logger) (*platform, error) {
-	p := &platform{cfg: cfg, log: log, bg: bg, ob: ob}
+// zone at once, then opens PlatformDB (joining the cluster first when
+// c.opts.Join is set) and wires the rest when it answers. It waits for that
+// up to quorumWait, or until ctx ends (SIGTERM: the open is abandoned and
+// c.close closes what it opened).
+func startPlatform(ctx context.Context, c *core) (*platform, error) {
+	cfg, store, ob, bg, log := c.cfg, c.store, c.ob, c.bg, c.log
+	p := &platform{cfg: cfg, log: log, bg: bg, ob: ob, sock: c.sock, status: c.status, onWired: c.onWired}
+	c.p = p // closed by c.close from here on, whatever happens below
 	if cfg.LetsEncrypt.AtRestKey != "" {
 		raw, err := cfg.LetsEncrypt.AtRestKeyBytes()
 		if err == nil {
@@ -116,6 +125,7 @@ func startPlatform(ctx context.Context, cfg *config.Config, store *certs.Store, 
 		p.mat.LoadDisk()
 	}
 	if cfg.DNS.Active {
+		p.status("starting: the DNS server")
 		if err := p.startDNSServer(); err != nil {
 			return nil, err
 		}
@@ -133,7 +143,8 @@ func startPlatform(ctx context.Context, cfg *config.Config, store *certs.Store, 
 		TLS:           tlsFiles,
 		Logger:        log.With("component", "platformdb"),
 	}
-	if pending != nil && !hasMember(cfg.PlatformDB.DataDir) {
+	if pending := c.opts.Join; pending != nil && !hasMember(cfg.PlatformDB.DataDir) {
+		p.status("starting: joining the cluster")
 		jr, err := pending.Do(ctx)
 		if err != nil {
 			return nil, err
@@ -142,33 +153,21 @@ func startPlatform(ctx context.Context, cfg *config.Config, store *certs.Store, 
 		log.Info("joined the cluster as a learner; starting the PlatformDB member", "initialCluster", jr.InitialCluster)
 	}
 
-	openCtx, cancelOpen := context.WithCancel(context.Background())
+	p.status("starting: opening PlatformDB")
 	ready := make(chan error, 1)
-	go func() {
-		db, err := platformdb.Open(openCtx, opts)
-		if err == nil {
-			p.db.Store(db)
-			ob.db.Store(db)
-			ob.refreshHealth(openCtx, 0) // readiness need not wait for the next tick
-			if opts.ClusterState == "existing" {
-				// A learner serves no request: wait for the promotion.
-				err = db.WaitVoter(openCtx)
-			}
-		}
-		if err == nil {
-			err = p.wire(ctx, db)
-		}
-		ready <- err
-	}()
-	bg.Go(func(ctx context.Context) { <-ctx.Done(); cancelOpen() })
+	// A task, so that c.close waits for an open still under way (and its
+	// member, once open, is closed after it).
+	bg.Go(func(bgCtx context.Context) { ready <- p.open(bgCtx, opts) })
 	select {
 	case err := <-ready:
 		if err != nil {
-			p.Close()
 			return nil, fmt.Errorf("starting PlatformDB: %w", err)
 		}
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	case <-time.After(quorumWait):
 		log.Warn("PlatformDB is not answering yet (a cluster without quorum?): serving the last materialised certificates; everything else starts when it answers")
+		p.sock.Unavailable("PlatformDB is not reachable yet (no quorum?): this core serves its last materialised certificates; try again once the cluster has quorum")
 		bg.Go(func(ctx context.Context) {
 			select {
 			case err := <-ready:
@@ -180,6 +179,26 @@ func startPlatform(ctx context.Context, cfg *config.Config, store *certs.Store, 
 		})
 	}
 	return p, nil
+}
+
+// open opens the member, waits for its promotion when it joins as a
+// learner, and wires what needs it.
+func (p *platform) open(ctx context.Context, opts platformdb.Options) error {
+	db, err := platformdb.Open(ctx, opts)
+	if err != nil {
+		return err
+	}
+	p.db.Store(db)
+	p.ob.db.Store(db)
+	p.ob.refreshHealth(ctx, 0) // readiness need not wait for the next tick
+	if opts.ClusterState == "existing" {
+		// A learner serves no request: wait for the promotion.
+		p.status("starting: waiting to be promoted from learner to voter")
+		if err := db.WaitVoter(ctx); err != nil {
+			return err
+		}
+	}
+	return p.wire(ctx, db)
 }
 
 // hasMember reports whether dataDir already holds an etcd member (a restart).
@@ -218,13 +237,11 @@ func (p *platform) wire(ctx context.Context, db *platformdb.Etcd) error {
 	bg.Go(p.renewNodeCert)
 	api.Cluster = &clusterAPI{cfg: cfg, db: db}
 	api.Self = p.ob.self
-	ln, err := admin.ListenSocket(cfg.Control.Socket)
-	if err != nil {
-		return err
-	}
-	bg.Go(func(ctx context.Context) { api.ServeSocket(ctx, ln) })
+	p.sock.Serve(api.Local())
 	h := api.Public(cfg.Auth.AdminAccessKey.Reveal())
 	p.public.Store(&h)
+	p.wired.Store(true) // before onWired reads the core's ready: see core.setReady
+	p.onWired()
 	log.Info("PlatformDB ready", "member", coreName(cfg))
 	return nil
 }
