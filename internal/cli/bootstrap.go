@@ -18,7 +18,6 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/pryv/pryv-tls/internal/admin"
 	"github.com/pryv/pryv-tls/internal/cluster"
 	"github.com/pryv/pryv-tls/internal/config"
 	"github.com/pryv/pryv-tls/internal/daemon"
@@ -31,6 +30,9 @@ const bootstrapUsage = `usage:
   pryv-tls bootstrap new-core --config FILE ... --id ID --ip IP [--url URL] [--hosting NAME] [--out FILE] [--token-ttl 24h]
   pryv-tls bootstrap list-tokens --config FILE ...
   pryv-tls bootstrap revoke-token --config FILE ... ID
+new-core, list-tokens and revoke-token reach the running core through its control
+socket; a core that is still starting (its control socket not there yet, or answering
+"starting") is waited for, up to --wait (default 30s; 0: fail at once).
 On the new core:
   pryv-tls serve --config FILE --bootstrap BUNDLE --bootstrap-passphrase-file FILE
 `
@@ -56,6 +58,7 @@ func bootstrapCmd(args []string, stdout, stderr io.Writer) int {
 	coreURL := fs.String("url", "", "new-core: the new core's public URL (core.url)")
 	hosting := fs.String("hosting", "", "new-core: its hosting name")
 	ttl := fs.Duration("token-ttl", 24*time.Hour, "new-core: how long the join token is valid")
+	wait := waitFlag(fs)
 	fs.SetOutput(stderr)
 	operands, err := parseInterleaved(fs, args[1:])
 	if err != nil {
@@ -68,7 +71,7 @@ func bootstrapCmd(args []string, stdout, stderr io.Writer) int {
 	if cfg == nil {
 		return code
 	}
-	c := &controlClient{cfg: cfg, http: admin.SocketClient(cfg.Control.Socket)}
+	c := newControlClient(cfg, *wait, stderr)
 	switch {
 	case sub == "init-ca-holder" && len(operands) == 0:
 		err = initCAHolder(cfg, files, *out, stdout)

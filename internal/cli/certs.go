@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -26,6 +27,8 @@ const certsUsage = `usage:
   pryv-tls certs delete --config FILE HOSTNAME
 
 They reach the running "pryv-tls serve" through its control socket (control.socket).
+A core that is still starting (its control socket not there yet, or answering
+"starting") is waited for, up to --wait (default 30s; 0: fail at once).
 `
 
 // certsCmd manages the certificates stored in PlatformDB.
@@ -43,6 +46,7 @@ func certsCmd(args []string, stdout, stderr io.Writer) int {
 	keyFile := fs.String("key", "", "import: private key `FILE` (PEM)")
 	hostname := fs.String("hostname", "", "import: the row to store under (default: the certificate's first name)")
 	out := fs.String("out", "", "export: `DIR` to write fullchain.pem and privkey.pem into")
+	wait := waitFlag(fs)
 	fs.SetOutput(stderr)
 	// Operands may sit between flags (export --config F HOST --out DIR).
 	operands, err := parseInterleaved(fs, rest)
@@ -66,7 +70,7 @@ func certsCmd(args []string, stdout, stderr io.Writer) int {
 	if cfg == nil {
 		return code
 	}
-	c := &controlClient{cfg: cfg, http: admin.SocketClient(cfg.Control.Socket)}
+	c := newControlClient(cfg, *wait, stderr)
 
 	switch sub {
 	case "list":
@@ -96,6 +100,28 @@ func certsCmd(args []string, stdout, stderr io.Writer) int {
 type controlClient struct {
 	cfg  *config.Config
 	http *http.Client
+	// wait bounds how long requests wait for a starting core (its socket
+	// not there yet, or answering 503 "starting"); 0: not at all.
+	wait      time.Duration
+	stderr    io.Writer // where the waiting line goes
+	waitUntil time.Time // set when the first wait begins
+}
+
+// defaultWait is how long a command waits for a starting core: a start
+// takes a few seconds; quorumWait (10 s) plus that, with room.
+const defaultWait = 30 * time.Second
+
+// startingPoll is the pause between two tries while the core starts.
+var startingPoll = 200 * time.Millisecond
+
+// waitFlag adds --wait to a command that reaches the core.
+func waitFlag(fs *flag.FlagSet) *time.Duration {
+	return fs.Duration("wait", defaultWait, "how long to wait for a core that is still starting (`DURATION`; 0: fail at once)")
+}
+
+// newControlClient is the client of the control socket named by cfg.
+func newControlClient(cfg *config.Config, wait time.Duration, stderr io.Writer) *controlClient {
+	return &controlClient{cfg: cfg, http: admin.SocketClient(cfg.Control.Socket), wait: wait, stderr: stderr}
 }
 
 // unavailableRetries are the pauses before sending an idempotent request
@@ -104,8 +130,10 @@ type controlClient struct {
 // two; beyond these the error stands (quorum is lost, say).
 var unavailableRetries = []time.Duration{time.Second, 2 * time.Second}
 
-// do sends a request to the running core and decodes its JSON answer. GET,
-// PUT and DELETE answered 503 are sent again after unavailableRetries'
+// do sends a request to the running core and decodes its JSON answer. While
+// the core starts (no socket yet, or 503 "starting": the request was not
+// looked at) any request is sent again, for up to c.wait. GET, PUT and
+// DELETE answered another 503 are sent again after unavailableRetries'
 // pauses; a POST is sent once.
 func (c *controlClient) do(method, path string, body, into any) error {
 	var payload []byte
@@ -121,17 +149,89 @@ func (c *controlClient) do(method, path string, body, into any) error {
 	case http.MethodGet, http.MethodPut, http.MethodDelete:
 		retries = unavailableRetries
 	}
-	for attempt := 0; ; attempt++ {
+	for attempt := 0; ; {
 		status, data, err := c.send(method, path, payload)
-		if err != nil {
-			return err
+		var serr *sendError
+		switch starting := startingAnswer(status, data); {
+		case err != nil && !errors.As(err, &serr):
+			return err // the answer could not be read
+		case err != nil && !serr.notYet():
+			return c.gaveUp(err, "")
+		case err != nil || starting != "":
+			if c.keepWaiting() {
+				time.Sleep(startingPoll)
+				continue
+			}
+			return c.gaveUp(err, starting)
 		}
 		if status == http.StatusServiceUnavailable && attempt < len(retries) {
 			time.Sleep(retries[attempt])
+			attempt++
 			continue
 		}
 		return decodeAnswer(status, data, into)
 	}
+}
+
+// keepWaiting reports whether the wait for a starting core goes on, and
+// says once on stderr that it began.
+func (c *controlClient) keepWaiting() bool {
+	if c.wait <= 0 || (c.cfg != nil && !c.cfg.PlatformDBEnabled()) {
+		return false // no wait asked, or serve opens no socket with this configuration
+	}
+	if c.waitUntil.IsZero() {
+		c.waitUntil = time.Now().Add(c.wait)
+		if c.stderr != nil {
+			fmt.Fprintf(c.stderr, "waiting for the core to start (up to %s)...\n", shortDuration(c.wait))
+		}
+	}
+	return time.Now().Before(c.waitUntil)
+}
+
+// gaveUp is the error once the core did not start in time (or no wait was
+// asked): err from the socket, or the core's starting message.
+func (c *controlClient) gaveUp(err error, starting string) error {
+	waited := ""
+	if !c.waitUntil.IsZero() {
+		waited = fmt.Sprintf(" after waiting %s", shortDuration(c.wait))
+	}
+	if starting != "" {
+		return fmt.Errorf("cannot reach the running core through its control socket %s%s: %s (raise --wait)", c.cfg.Control.Socket, waited, starting)
+	}
+	hint := ""
+	if !c.cfg.PlatformDBEnabled() {
+		hint = "; this configuration runs no PlatformDB (letsEncrypt.enabled, letsEncrypt.atRestKey and dns.active are all off), so serve opens no control socket"
+	}
+	return fmt.Errorf("cannot reach the running core through its control socket %s%s (is \"pryv-tls serve\" running with this configuration, as this user or root?)%s: %w",
+		c.cfg.Control.Socket, waited, hint, err)
+}
+
+// startingAnswer is the core's message when it answered 503 "starting".
+func startingAnswer(status int, data []byte) string {
+	if status != http.StatusServiceUnavailable {
+		return ""
+	}
+	var e struct {
+		Error struct{ ID, Message string } `json:"error"`
+	}
+	if json.Unmarshal(data, &e) != nil || e.Error.ID != admin.IDStarting {
+		return ""
+	}
+	return e.Error.Message
+}
+
+// sendError is a request that did not reach the core.
+type sendError struct{ err error }
+
+func (e *sendError) Error() string { return e.err.Error() }
+func (e *sendError) Unwrap() error { return e.err }
+
+// notYet reports whether the socket is not there yet (no file, or a file
+// nobody listens on): what a core that is starting, or restarting, looks
+// like. A permission error or a dropped connection (another user's
+// socket) is not.
+func (e *sendError) notYet() bool {
+	return errors.Is(e.err, syscall.ENOENT) || errors.Is(e.err, syscall.ECONNREFUSED)
 }
 
 // send makes one request and returns the answer's status and body.
@@ -146,8 +246,7 @@ func (c *controlClient) send(method, path string, payload []byte) (int, []byte, 
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return 0, nil, fmt.Errorf("cannot reach the running core through its control socket %s (is \"pryv-tls serve\" running with this configuration, as this user or root?): %w",
-			c.cfg.Control.Socket, errors.Unwrap(err))
+		return 0, nil, &sendError{errors.Unwrap(err)}
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))

@@ -26,6 +26,10 @@ const dnsUsage = `usage:
   pryv-tls users delete   --config FILE USERNAME
   pryv-tls users list     --config FILE
 
+They reach the running "pryv-tls serve" through its control socket (control.socket).
+A core that is still starting (its control socket not there yet, or answering
+"starting") is waited for, up to --wait (default 30s; 0: fail at once).
+
 RECORDS.yml:
   records:
     - subdomain: www
@@ -45,6 +49,7 @@ func commonCmd(name string, args []string, stderr io.Writer, extra func(*flag.Fl
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	var files stringList
 	fs.Var(&files, "config", "configuration `FILE` (as given to serve)")
+	wait := waitFlag(fs)
 	if extra != nil {
 		extra(fs)
 	}
@@ -60,7 +65,7 @@ func commonCmd(name string, args []string, stderr io.Writer, extra func(*flag.Fl
 	if cfg == nil {
 		return nil, nil, code
 	}
-	return &controlClient{cfg: cfg, http: admin.SocketClient(cfg.Control.Socket)}, operands, -1
+	return newControlClient(cfg, *wait, stderr), operands, -1
 }
 
 func dnsRecordsCmd(args []string, stdout, stderr io.Writer) int {

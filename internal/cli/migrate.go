@@ -100,6 +100,7 @@ func migrateV1(args []string, stdout, stderr io.Writer) int {
 	var files stringList
 	flags.Var(&files, "config", "configuration `FILE` of the running core (as given to serve); repeatable")
 	dryRun := flags.Bool("dry-run", false, "check and print, import nothing (no --config needed)")
+	wait := waitFlag(flags)
 	flags.Usage = func() { fmt.Fprint(stderr, migrateUsage); flags.PrintDefaults() }
 	if code, ok := parseFlags(flags, args, stderr); !ok {
 		return code
@@ -149,7 +150,7 @@ func migrateV1(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "dry run: %s not imported; the v1 files were read, not modified\n", inst.Hostname)
 		return exitOK
 	}
-	c := &controlClient{cfg: cfg, http: admin.SocketClient(cfg.Control.Socket)}
+	c := newControlClient(cfg, *wait, stderr)
 	var ci admin.CertInfo
 	req := admin.ImportRequest{Hostname: inst.Hostname, Chain: string(inst.Chain), Key: string(inst.Key), Source: certstore.SourceImport}
 	if err := c.do("POST", "/certs", req, &ci); err != nil {

@@ -15,11 +15,13 @@ import (
 	"github.com/pryv/pryv-tls/internal/admin"
 )
 
-const statusUsage = `usage: pryv-tls status --config FILE [--config FILE ...] [--json] [--no-color]
+const statusUsage = `usage: pryv-tls status --config FILE [--config FILE ...] [--json] [--no-color] [--wait 30s]
 
 Is everything fine? This core and its role, every core of the cluster, every
 certificate with its days left, the next renewal and the last error, through
 the running core's control socket.
+A core that is still starting (its control socket not there yet, or answering
+"starting") is waited for, up to --wait (default 30s; 0: fail at once).
 
 Exit status: 0 all fine; 1 something needs attention (a certificate within
 7 days of expiry, a failed renewal, a core down, ...) or the core cannot be
@@ -49,6 +51,7 @@ func statusCmd(args []string, stdout, stderr io.Writer) int {
 	fs.Var(&files, "config", "configuration `FILE` (as given to serve); repeat it")
 	asJSON := fs.Bool("json", false, "print the status as JSON")
 	noColor := fs.Bool("no-color", false, "never colour the output (it is coloured only on a terminal anyway)")
+	wait := waitFlag(fs)
 	fs.Usage = func() { fmt.Fprint(stderr, statusUsage) }
 	if code, ok := parseFlags(fs, args, stderr); !ok {
 		return code
@@ -57,7 +60,7 @@ func statusCmd(args []string, stdout, stderr io.Writer) int {
 	if cfg == nil {
 		return code
 	}
-	c := &controlClient{cfg: cfg, http: admin.SocketClient(cfg.Control.Socket)}
+	c := newControlClient(cfg, *wait, stderr)
 	var st admin.Status
 	if err := c.do("GET", "/status", nil, &st); err != nil {
 		fmt.Fprintf(stderr, "pryv-tls status: %v\n", err)
