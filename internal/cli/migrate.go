@@ -20,13 +20,14 @@ import (
 	"github.com/pryv/pryv-tls/internal/certs"
 	"github.com/pryv/pryv-tls/internal/certstore"
 	"github.com/pryv/pryv-tls/internal/config"
+	"github.com/pryv/pryv-tls/internal/daemon"
 )
 
 const migrateUsage = `usage:
   pryv-tls migrate-v1 --conf-root DIR [--domain DOMAIN] [--config FILE ...] [--dry-run]
 
 Reads a Pryv.io v1 installation (DIR is its PRYV_CONF_ROOT) and never modifies it:
-  DIR/config-leader/ssl/conf/ssl-certificate.yml    email, acme.skipDnsChecks, acme.dnsRebootWaitMs
+  DIR/config-leader/ssl/conf/ssl-certificate.yml    acme: {email, isProduction, skipDnsChecks, dnsRebootWaitMs}
   DIR/pryv/nginx/conf/secret/DOMAIN-bundle.crt      the certificate chain
   DIR/pryv/nginx/conf/secret/DOMAIN-key.pem         its private key
 checks the certificate, imports it into the running core (through control.socket of
@@ -45,7 +46,7 @@ const (
 
 const v1Shape = `A Pryv.io v1 configuration root (PRYV_CONF_ROOT: the directory holding run-pryv and
 renew-ssl-certificate, on the single-node or reg-master machine) looks like:
-  config-leader/ssl/conf/ssl-certificate.yml    email: ..., acme: {skipDnsChecks, dnsRebootWaitMs}
+  config-leader/ssl/conf/ssl-certificate.yml    leader: {...}, acme: {email, isProduction, skipDnsChecks, dnsRebootWaitMs, ...}
   pryv/nginx/conf/secret/DOMAIN-bundle.crt      the certificate chain
   pryv/nginx/conf/secret/DOMAIN-key.pem         its private key`
 
@@ -73,13 +74,22 @@ func failed(format string, args ...any) error {
 }
 
 // v1Settings is what migrate-v1 uses from ssl-certificate.yml. The file is
-// v1's, not ours: keys we do not use are listed, not refused.
+// v1's, not ours: keys we do not use are listed, not refused. v1 (pryv
+// service-ssl-certificate) reads acme.email and acme.isProduction beside a
+// leader: block; a top-level email, as some hand-written files have, is
+// taken when acme.email is absent.
 type v1Settings struct {
 	Email           string
+	EmailFrom       string // "acme.email" or "email"
+	IsProduction    *bool
 	SkipDNSChecks   *bool
 	DNSRebootWaitMs *int64
 	Ignored         []string
 }
+
+// v1Placeholder is the email of v1's default-config.yml: v1 itself refuses
+// it (an address needs an "@" after its first character).
+const v1Placeholder = "REPLACE_ME"
 
 // v1Install is a checked v1 installation.
 type v1Install struct {
@@ -300,19 +310,19 @@ func parseV1Settings(data []byte) (v1Settings, error) {
 		top = doc.Content[0]
 	}
 	if top != nil && top.Kind != yaml.MappingNode {
-		return s, fmt.Errorf("line %d: expected a mapping (email: ..., acme: ...)", top.Line)
+		return s, fmt.Errorf("line %d: expected a mapping (leader: ..., acme: ...)", top.Line)
 	}
+	var topEmail string
 	if top != nil {
 		for i := 0; i+1 < len(top.Content); i += 2 {
 			k, v := top.Content[i], top.Content[i+1]
 			switch k.Value {
 			case "email":
-				if v.Kind != yaml.ScalarNode || (v.Tag != "!!str" && v.Tag != "!!null") {
-					return s, fmt.Errorf("line %d: email: expected an address, got %s", v.Line, describeNode(v))
+				e, err := v1Email(v, "email")
+				if err != nil {
+					return s, err
 				}
-				if v.Tag == "!!str" {
-					s.Email = strings.TrimSpace(v.Value)
-				}
+				topEmail = e
 			case "acme":
 				if v.Kind != yaml.MappingNode {
 					if v.Tag == "!!null" {
@@ -320,34 +330,89 @@ func parseV1Settings(data []byte) (v1Settings, error) {
 					}
 					return s, fmt.Errorf("line %d: acme: expected a mapping, got %s", v.Line, describeNode(v))
 				}
-				for j := 0; j+1 < len(v.Content); j += 2 {
-					ak, av := v.Content[j], v.Content[j+1]
-					switch ak.Value {
-					case "skipDnsChecks":
-						b, err := strconv.ParseBool(scalar(av))
-						if err != nil {
-							return s, fmt.Errorf("line %d: acme.skipDnsChecks: expected true or false, got %s", av.Line, describeNode(av))
-						}
-						s.SkipDNSChecks = &b
-					case "dnsRebootWaitMs":
-						n, err := strconv.ParseInt(scalar(av), 10, 64)
-						if err != nil {
-							return s, fmt.Errorf("line %d: acme.dnsRebootWaitMs: expected a number of milliseconds, got %s", av.Line, describeNode(av))
-						}
-						s.DNSRebootWaitMs = &n
-					default:
-						s.Ignored = append(s.Ignored, "acme."+ak.Value)
-					}
+				if err := s.readACME(v); err != nil {
+					return s, err
 				}
 			default:
 				s.Ignored = append(s.Ignored, k.Value)
 			}
 		}
 	}
-	if s.Email == "" {
-		return s, fmt.Errorf("no email: v1 requires one since 1.9.0 and v2 needs it for letsEncrypt.email (the ACME account's contact); add `email: ops@your-domain` to it")
+	switch {
+	case s.Email != "" && topEmail != "" && !strings.EqualFold(s.Email, topEmail):
+		s.Ignored = append(s.Ignored, "email (v1 reads acme.email)")
+	case s.Email == "" && topEmail != "":
+		s.Email, s.EmailFrom = topEmail, "email"
+	}
+	if s.Email == "" || s.Email == v1Placeholder {
+		return s, fmt.Errorf("no email: acme.email is %s; v1 requires a real address since 1.9.0 and v2 needs it for letsEncrypt.email (the ACME account's contact): set `acme: {email: ops@your-domain}` in it", describeEmail(s.Email))
 	}
 	return s, nil
+}
+
+// readACME reads the acme: block.
+func (s *v1Settings) readACME(v *yaml.Node) error {
+	for j := 0; j+1 < len(v.Content); j += 2 {
+		ak, av := v.Content[j], v.Content[j+1]
+		switch ak.Value {
+		case "email":
+			e, err := v1Email(av, "acme.email")
+			if err != nil {
+				return err
+			}
+			s.Email, s.EmailFrom = e, "acme.email"
+		case "isProduction", "skipDnsChecks":
+			b, err := strconv.ParseBool(scalar(av))
+			if err != nil {
+				return fmt.Errorf("line %d: acme.%s: expected true or false, got %s", av.Line, ak.Value, describeNode(av))
+			}
+			if ak.Value == "isProduction" {
+				s.IsProduction = &b
+			} else {
+				s.SkipDNSChecks = &b
+			}
+		case "dnsRebootWaitMs":
+			n, err := strconv.ParseInt(scalar(av), 10, 64)
+			if err != nil {
+				return fmt.Errorf("line %d: acme.dnsRebootWaitMs: expected a number of milliseconds, got %s", av.Line, describeNode(av))
+			}
+			s.DNSRebootWaitMs = &n
+		default:
+			s.Ignored = append(s.Ignored, "acme."+ak.Value)
+		}
+	}
+	return nil
+}
+
+// v1Email reads an email scalar (null is no email).
+func v1Email(v *yaml.Node, key string) (string, error) {
+	if v.Kind != yaml.ScalarNode || (v.Tag != "!!str" && v.Tag != "!!null") {
+		return "", fmt.Errorf("line %d: %s: expected an address, got %s", v.Line, key, describeNode(v))
+	}
+	if v.Tag == "!!null" {
+		return "", nil
+	}
+	return strings.TrimSpace(v.Value), nil
+}
+
+func describeEmail(e string) string {
+	if e == "" {
+		return "not set"
+	}
+	return "v1's placeholder " + e
+}
+
+// staging maps acme.isProduction to letsEncrypt.staging: v1 ordered from
+// Let's Encrypt's staging directory unless isProduction was true (its
+// default-config.yml says false), v2 from production unless staging is
+// true. The setting carries over as it is, unset meaning v1's false.
+func (s v1Settings) staging() bool { return s.IsProduction == nil || !*s.IsProduction }
+
+// stagingIssuer tells a certificate from Let's Encrypt's staging CA: its
+// intermediates are named "(STAGING) ..." (earlier "Fake LE ...").
+func stagingIssuer(leaf *x509.Certificate) bool {
+	cn := leaf.Issuer.CommonName
+	return strings.Contains(cn, "(STAGING)") || strings.HasPrefix(cn, "Fake LE")
 }
 
 func scalar(n *yaml.Node) string {
@@ -426,6 +491,7 @@ func v2Block(s v1Settings, domain string) (string, error) {
 	fmt.Fprintf(&b, "  email: %s\n", yamlString(s.Email))
 	fmt.Fprintf(&b, "  atRestKey: '%s'   # the same on every core\n", atRestKeyPlaceholder)
 	fmt.Fprintf(&b, "  certRenewer: true   # on exactly one core\n")
+	fmt.Fprintf(&b, "  staging: %t   # from acme.isProduction\n", s.staging())
 	fmt.Fprintf(&b, "  dns01:\n")
 	fmt.Fprintf(&b, "    propagationTimeout: %s   # from acme.dnsRebootWaitMs\n", shortDuration(timeout))
 	fmt.Fprintf(&b, "    skipPropagationCheck: %t   # from acme.skipDnsChecks\n", skip)
@@ -446,7 +512,23 @@ func printV1Report(w io.Writer, inst *v1Install) {
 	s := inst.Settings
 	fmt.Fprintf(w, "Pryv.io v1 installation %s (read only)\n", inst.Root)
 	fmt.Fprintf(w, "  %s:\n", v1SSLConfig)
-	fmt.Fprintf(w, "    email                 %s  -> letsEncrypt.email\n", s.Email)
+	fmt.Fprintf(w, "    %-21s %s  -> letsEncrypt.email\n", s.EmailFrom, s.Email)
+	prod := "not set (false, v1's default)"
+	if s.IsProduction != nil {
+		prod = strconv.FormatBool(*s.IsProduction)
+	}
+	fmt.Fprintf(w, "    acme.isProduction     %s  -> letsEncrypt.staging: %t (directory %s)\n",
+		prod, s.staging(), daemon.DirectoryURL(config.LetsEncrypt{Staging: s.staging()}))
+	switch staging := stagingIssuer(inst.Leaf); {
+	case s.staging() && !staging:
+		fmt.Fprintf(w, "                          WARNING: v1 ordered from Let's Encrypt's STAGING directory, whose certificates\n")
+		fmt.Fprintf(w, "                          no browser trusts, yet this certificate is from %q: if this\n", inst.Leaf.Issuer.CommonName)
+		fmt.Fprintf(w, "                          deployment's certificates are trusted, set staging: false\n")
+	case s.staging():
+		fmt.Fprintf(w, "                          (a staging certificate, as v1 ordered it: set staging: false for trusted ones)\n")
+	case staging:
+		fmt.Fprintf(w, "                          WARNING: this certificate is from Let's Encrypt's staging CA (%q), not production\n", inst.Leaf.Issuer.CommonName)
+	}
 	if s.SkipDNSChecks != nil {
 		fmt.Fprintf(w, "    acme.skipDnsChecks    %t  -> letsEncrypt.dns01.skipPropagationCheck\n", *s.SkipDNSChecks)
 		if *s.SkipDNSChecks {

@@ -289,14 +289,16 @@ func TestMigrateV1DryRun(t *testing.T) {
 			t.Fatalf("%v: exit %d\n%s", args, code, errs)
 		}
 		cfg := mvLoadBlock(t, mvBlock(t, out))
-		if cfg.DNS.Domain != mvDomain || cfg.LetsEncrypt.Email != "ops@pryv.example.com" {
-			t.Errorf("block: domain %q email %q", cfg.DNS.Domain, cfg.LetsEncrypt.Email)
+		if cfg.DNS.Domain != mvDomain || cfg.LetsEncrypt.Email != "ops@pryv.example.com" || cfg.LetsEncrypt.Staging {
+			t.Errorf("block: domain %q email %q staging %t", cfg.DNS.Domain, cfg.LetsEncrypt.Email, cfg.LetsEncrypt.Staging)
 		}
 		for _, want := range append([]string{
 			"dry run: *." + mvDomain + " not imported",
 			"domain " + mvDomain + " (from the only *-bundle.crt",
+			"acme.email            ops@pryv.example.com  -> letsEncrypt.email",
+			"acme.isProduction     true  -> letsEncrypt.staging: false (directory https://acme-v02.api.letsencrypt.org/directory)",
 			"acme.dnsRebootWaitMs  180000",
-			"not used (no v2 equivalent): acme.dnsRetryWaitMs, acme.dnsRetriesCount, debug",
+			"not used (no v2 equivalent): leader, acme.dnsRetryWaitMs, acme.dnsRetriesCount, logs",
 			"stored in v2 as *." + mvDomain,
 		}, mvReplacements...) {
 			if !strings.Contains(out, want) {
@@ -376,16 +378,20 @@ func TestMigrateV1Settings(t *testing.T) {
 		timeout   time.Duration
 		skip      bool
 		note      string
+		staging   bool
 	}{
-		{"fixture", "", 3 * time.Minute, false, "propagationTimeout: 3m\n                          (v1's wait, rounded up"},
-		{"no acme", "email: a@b.example\n", 2 * time.Minute, false, "not set  -> letsEncrypt.dns01.propagationTimeout: 2m\n                          (not set: the default)"},
-		{"small wait", "email: a@b.example\nacme: {dnsRebootWaitMs: 10000, skipDnsChecks: true}\n", 2 * time.Minute, true, "(v1 slept 10s after restarting its DNS; v2 restarts nothing"},
-		{"exactly 2m", "email: a@b.example\nacme: {dnsRebootWaitMs: 120000}\n", 2 * time.Minute, false, "(v1 slept 2m0s after"},
-		{"rounded up", "email: a@b.example\nacme: {dnsRebootWaitMs: 150500}\n", 2*time.Minute + 31*time.Second, false, "150500  -> letsEncrypt.dns01.propagationTimeout: 2m31s"},
-		{"hours", "email: a@b.example\nacme: {dnsRebootWaitMs: 5400000}\n", time.Hour, false, "propagationTimeout: 1h\n                          (capped at 1h)"},
-		{"negative", "email: a@b.example\nacme: {dnsRebootWaitMs: -5}\n", 2 * time.Minute, false, "(no wait: the default)"},
-		{"strings, as v1's JS config took them", "email: 'a@b.example'\nacme: {dnsRebootWaitMs: '300000', skipDnsChecks: 'true'}\n", 5 * time.Minute, true, "propagationTimeout: 5m\n"},
-		{"null acme", "email: a@b.example\nacme:\n", 2 * time.Minute, false, "(not set: the default)"},
+		{"fixture", "", 3 * time.Minute, false, "propagationTimeout: 3m\n                          (v1's wait, rounded up", false},
+		{"real layout, staging", "leader: {url: 'http://pryvio_leader:9000'}\nacme: {isProduction: false, email: a@b.example, dnsRebootWaitMs: 10000}\n", 2 * time.Minute, false, "acme.isProduction     false  -> letsEncrypt.staging: true (directory https://acme-staging-v02.api.letsencrypt.org/directory)", true},
+		{"isProduction a string, as v1's JS config took it", "acme: {isProduction: 'true', email: a@b.example}\n", 2 * time.Minute, false, "acme.isProduction     true  -> letsEncrypt.staging: false", false},
+		{"isProduction unset: v1's default, false", "acme: {email: a@b.example}\n", 2 * time.Minute, false, "acme.isProduction     not set (false, v1's default)  -> letsEncrypt.staging: true", true},
+		{"no acme", "email: a@b.example\n", 2 * time.Minute, false, "not set  -> letsEncrypt.dns01.propagationTimeout: 2m\n                          (not set: the default)", true},
+		{"small wait", "email: a@b.example\nacme: {dnsRebootWaitMs: 10000, skipDnsChecks: true}\n", 2 * time.Minute, true, "(v1 slept 10s after restarting its DNS; v2 restarts nothing", true},
+		{"exactly 2m", "email: a@b.example\nacme: {dnsRebootWaitMs: 120000}\n", 2 * time.Minute, false, "(v1 slept 2m0s after", true},
+		{"rounded up", "email: a@b.example\nacme: {dnsRebootWaitMs: 150500}\n", 2*time.Minute + 31*time.Second, false, "150500  -> letsEncrypt.dns01.propagationTimeout: 2m31s", true},
+		{"hours", "email: a@b.example\nacme: {dnsRebootWaitMs: 5400000}\n", time.Hour, false, "propagationTimeout: 1h\n                          (capped at 1h)", true},
+		{"negative", "email: a@b.example\nacme: {dnsRebootWaitMs: -5}\n", 2 * time.Minute, false, "(no wait: the default)", true},
+		{"strings, as v1's JS config took them", "email: 'a@b.example'\nacme: {dnsRebootWaitMs: '300000', skipDnsChecks: 'true'}\n", 5 * time.Minute, true, "propagationTimeout: 5m\n", true},
+		{"null acme", "email: a@b.example\nacme:\n", 2 * time.Minute, false, "(not set: the default)", true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			root, _ := mvGoodTree(t)
@@ -409,6 +415,9 @@ func TestMigrateV1Settings(t *testing.T) {
 			if !strings.Contains(out, c.note) {
 				t.Errorf("output lacks %q:\n%s", c.note, out)
 			}
+			if le.Staging != c.staging {
+				t.Errorf("letsEncrypt.staging %t, want %t", le.Staging, c.staging)
+			}
 			if plans := cfg.Plans(); len(plans) != 1 || plans[0].Challenge != config.ChallengeDNS01 {
 				t.Errorf("plans %+v, want one DNS-01 wildcard", plans)
 			}
@@ -419,6 +428,10 @@ func TestMigrateV1Settings(t *testing.T) {
 func TestMigrateV1BadSettings(t *testing.T) {
 	for _, c := range []struct{ name, yml, want string }{
 		{"missing email", "acme:\n  skipDnsChecks: false\n", "no email"},
+		{"v1's placeholder", "leader: {}\nacme: {email: REPLACE_ME, isProduction: true}\n", "acme.email is v1's placeholder REPLACE_ME"},
+		{"acme.email a list", "acme: {email: [a@b.example]}\n", "acme.email: expected an address"},
+		{"acme.email not an address", "acme: {email: ops}\n", `letsEncrypt.email: "ops" is not an email address`},
+		{"isProduction not a bool", "acme: {email: a@b.example, isProduction: sometimes}\n", "acme.isProduction: expected true or false"},
 		{"empty file", "", "no email"},
 		{"null email", "email:\nacme: {}\n", "no email"},
 		{"blank email", "email: '  '\n", "no email"},
@@ -674,5 +687,68 @@ func TestMigrateV1SnapshotSeesRewrites(t *testing.T) {
 	mvMust(t, os.Chtimes(key, time.Date(2020, 1, 2, 3, 4, 5, 0, time.UTC), time.Date(2020, 1, 2, 3, 4, 5, 0, time.UTC)))
 	if after := mvSnapshot(t, root, false); after[key] == before[key] {
 		t.Fatalf("a mode change went unseen: %s", after[key])
+	}
+}
+
+// TestMigrateV1Layouts reads the two forms of ssl-certificate.yml: v1's own
+// (the email under acme:, beside leader:) and the legacy top-level email;
+// and checks acme.isProduction against the certificate in hand.
+func TestMigrateV1Layouts(t *testing.T) {
+	legacy, err := os.ReadFile(filepath.Join("testdata", "v1", "ssl-certificate-legacy.yml"))
+	mvMust(t, err)
+	for _, c := range []struct {
+		name, yml string // "" keeps the tree's fixture (v1's layout)
+		issuer    string // the intermediate's name
+		email     string
+		staging   bool
+		want      []string
+		not       []string
+	}{
+		{"v1's layout", "", "R11", "ops@pryv.example.com", false,
+			[]string{"acme.email            ops@pryv.example.com", "not used (no v2 equivalent): leader, acme.dnsRetryWaitMs"},
+			[]string{"WARNING"}},
+		{"legacy top-level email", string(legacy), "R11", "ops@pryv.example.com", true,
+			[]string{"    email                 ops@pryv.example.com  -> letsEncrypt.email", "not set (false, v1's default)", "WARNING: v1 ordered from Let's Encrypt's STAGING directory", `"R11"`},
+			nil},
+		{"both: acme.email is what v1 reads", "email: old@pryv.example.com\nacme: {email: new@pryv.example.com, isProduction: true}\n", "R11", "new@pryv.example.com", false,
+			[]string{"acme.email            new@pryv.example.com", "not used (no v2 equivalent): email (v1 reads acme.email)"},
+			[]string{"old@pryv.example.com"}},
+		{"staging, with a staging certificate", "acme: {email: a@b.example, isProduction: false}\n", "(STAGING) Ersatz Edamame E1", "a@b.example", true,
+			[]string{"(a staging certificate, as v1 ordered it: set staging: false for trusted ones)"},
+			[]string{"WARNING"}},
+		{"production, with a staging certificate", "acme: {email: a@b.example, isProduction: true}\n", "(STAGING) Ersatz Edamame E1", "a@b.example", false,
+			[]string{`WARNING: this certificate is from Let's Encrypt's staging CA ("(STAGING) Ersatz Edamame E1")`}, nil},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			root := mvTree(t)
+			ca, err := devpki.NewCA("migrate-v1 test root")
+			mvMust(t, err)
+			ica, err := ca.NewIntermediate(c.issuer)
+			mvMust(t, err)
+			is, err := ica.Issue(devpki.Leaf{Names: []string{"*." + mvDomain, mvDomain}})
+			mvMust(t, err)
+			mvWriteCert(t, root, mvDomain, is.FullChain, is.KeyPEM)
+			if c.yml != "" {
+				mvMust(t, os.WriteFile(mvSSLConfig(root), []byte(c.yml), 0o644))
+			}
+			code, out, errs := mvRun(t, root, "--conf-root", root, "--dry-run")
+			if code != exitOK {
+				t.Fatalf("exit %d\n%s", code, errs)
+			}
+			cfg := mvLoadBlock(t, mvBlock(t, out))
+			if cfg.LetsEncrypt.Email != c.email || cfg.LetsEncrypt.Staging != c.staging {
+				t.Errorf("block: email %q staging %t, want %q %t", cfg.LetsEncrypt.Email, cfg.LetsEncrypt.Staging, c.email, c.staging)
+			}
+			for _, w := range c.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("output lacks %q:\n%s", w, out)
+				}
+			}
+			for _, w := range c.not {
+				if strings.Contains(out, w) {
+					t.Errorf("output has %q:\n%s", w, out)
+				}
+			}
+		})
 	}
 }
