@@ -498,6 +498,8 @@ func TestSystemdUnit(t *testing.T) {
 		"ProtectSystem":         "strict",
 		"ExecReload":            "/bin/kill -HUP $MAINPID",
 		"Restart":               "on-failure",
+		"Type":                  "notify", // the daemon sends READY=1 (decision 0019)
+		"NotifyAccess":          "main",
 	} {
 		if got := one(k); got != want {
 			t.Errorf("[Service] %s=%q, want %q", k, got, want)
