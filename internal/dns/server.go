@@ -505,8 +505,9 @@ func (s *Server) lookupAnswer(req *dns.Msg, tcp bool) *dns.Msg {
 	if z == nil || len(req.Question) != 1 {
 		return Answer(z, req, s.maxUDP, tcp)
 	}
-	label, ok := z.lookupLabel(asciiLower(req.Question[0].Name))
-	if !ok {
+	qname := asciiLower(req.Question[0].Name)
+	label, ok := z.lookupLabel(qname)
+	if !ok || !inZone(qname, z.origin) {
 		return Answer(z, req, s.maxUDP, tcp)
 	}
 	h, lk, err := s.users.Resolve(s.lookCtx, label)
