@@ -136,7 +136,7 @@ var keyDocs = func() map[string]keyDoc {
 		"letsEncrypt.dns01.skipPropagationCheck": {by: byStrategyA, def: false, text: "Tell the CA to validate without checking the cores' DNS servers first. v1's `acme.skipDnsChecks`."},
 
 		"auth":                {by: byAdmin, text: "Credentials of the admin API."},
-		"auth.adminAccessKey": {by: byAdmin, text: "Value of the `Authorization` header for `/system/admin/*` on the front, compared in constant time. Unset: those endpoints refuse every request. The control socket needs no key."},
+		"auth.adminAccessKey": {by: byAdmin, text: "Value of the `Authorization` header for pryv-tls's admin endpoints on the front (`/system/pryv-tls/admin/*`, `GET /system/admin/certs`, `POST /system/admin/certs/force-renew`), compared in constant time; shared with open-pryv.io, whose own `/system/*` routes check the same key. Unset: those endpoints refuse every request. The control socket needs no key."},
 
 		"upstreams":     {by: byFront, text: "Where the front forwards requests, in plain HTTP."},
 		"upstreams.api": {by: byFront, def: DefaultUpstreamAPI, text: "The core's API: every request not for HFS, WebSocket upgrades included. An `http://` URL naming a host, not the front's own address."},
