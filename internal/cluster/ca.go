@@ -4,19 +4,20 @@
 // both as a server (its PlatformDB peer and client listeners) and as a client
 // (dialing another core's member, or its own).
 //
-// Everything is pure Go (crypto/x509): ECDSA P-256 keys in PKCS#8 PEM,
-// certificates in PEM. On disk:
+// Everything is pure Go (crypto/x509): node keys are ECDSA P-256 in PKCS#8
+// PEM, certificates PEM. On disk:
 //
-//	<ca dir>/ca.pem          the CA certificate (0644): every core has it
 //	<ca dir>/ca.key          the CA key (0600): only where node certs are signed
-//
-// open-pryv.io's bin/bootstrap.js keeps the same CA key name but calls the
-// certificate ca.crt (and writes openssl's serial file ca.srl). A directory
-// holding ca.crt is read as it is, and nothing in it is ever written: one
-// cluster CA then secures both the core's rqlite and pryv-tls's PlatformDB.
-//
+//	<ca dir>/ca.crt          the CA certificate (0644), open-pryv.io's name
+//	<ca dir>/ca.pem          the same certificate, pryv-tls's name before it
+//	                         shared the CA with open-pryv.io (either or both)
+//	<ca dir>/ca.srl          openssl's serial file: open-pryv.io's, never touched
 //	<node dir>/node.pem      this core's certificate (0644)
 //	<node dir>/node-key.pem  its key (0600)
+//
+// A CA made by open-pryv.io's bootstrap (ca.key from openssl ecparam, SEC 1;
+// ca.crt from openssl req -x509) is used as it is: this package never
+// writes, renames or rewrites a file that exists in the CA directory.
 package cluster
 
 import (
@@ -32,7 +33,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io/fs"
 	"math/big"
 	"net"
 	"os"
@@ -44,13 +44,18 @@ import (
 
 // File names in the CA and node directories.
 const (
+	// CACertName is pryv-tls's own name for the CA certificate.
 	CACertName = "ca.pem"
-	// CoreCACertName is the CA certificate as open-pryv.io's bootstrap
-	// writes it, used when there is no ca.pem.
+	// CoreCACertName is open-pryv.io's name for it (bootstrap's ClusterCA);
+	// a CA made here is written under both names.
 	CoreCACertName = "ca.crt"
-	CAKeyName      = "ca.key"
-	NodeCertName   = "node.pem"
-	NodeKeyName    = "node-key.pem"
+	// CAKeyName is the CA key, the same name in both layouts.
+	CAKeyName = "ca.key"
+	// CASerialName is openssl's serial file beside open-pryv.io's CA. It is
+	// neither read nor written here: serials are random (see newSerial).
+	CASerialName = "ca.srl"
+	NodeCertName = "node.pem"
+	NodeKeyName  = "node-key.pem"
 )
 
 const (
@@ -75,190 +80,20 @@ const (
 type CA struct {
 	cert     *x509.Certificate
 	certPEM  []byte
-	certPath string // the file it was loaded from (or created as)
+	certFile string
 	key      crypto.Signer
-}
-
-// CertFile is the path of the CA certificate file: dir/ca.pem, or the
-// core's dir/ca.crt.
-func (ca *CA) CertFile() string { return ca.certPath }
-
-// certPathIn picks the CA certificate file of dir: ca.pem, else the core's
-// ca.crt. Both may exist only if they hold the same certificate: two CAs in
-// one directory would make which one signs a matter of file names.
-func certPathIn(dir string) (string, error) {
-	ours, core := filepath.Join(dir, CACertName), filepath.Join(dir, CoreCACertName)
-	corePEM, err := os.ReadFile(core)
-	if errors.Is(err, fs.ErrNotExist) {
-		return ours, nil
-	}
-	if err != nil {
-		return "", fmt.Errorf("cluster CA: %w", err)
-	}
-	oursPEM, err := os.ReadFile(ours)
-	if errors.Is(err, fs.ErrNotExist) {
-		return core, nil
-	}
-	if err != nil {
-		return "", fmt.Errorf("cluster CA: %w", err)
-	}
-	a, errA := parseCertPEM(oursPEM)
-	b, errB := parseCertPEM(corePEM)
-	if errA != nil || errB != nil || !bytes.Equal(a.Raw, b.Raw) {
-		return "", fmt.Errorf("cluster CA: %s and %s are both in %s and are not the same certificate: keep the one %s signs (open-pryv.io's bootstrap writes %s) and move the other away", ours, core, dir, CAKeyName, CoreCACertName)
-	}
-	return ours, nil
-}
-
-// LoadOrCreateCA loads the CA from dir (ca.pem and ca.key), or creates a
-// new one there if neither file exists: dir is created 0700 if missing,
-// ca.pem is written 0644 and ca.key 0600 (PKCS#8 ECDSA P-256), the
-// certificate is self-signed for CAValidity with CN "pryv-tls cluster CA",
-// key usage CertSign|CRLSign and a path length of 0 (it signs node
-// certificates only, never another CA).
-//
-// It never overwrites a file: if only one of the two exists, it fails
-// (creating a new CA would silently break trust with every other core).
-// Loading fails as LoadCA does.
-func LoadOrCreateCA(dir string) (*CA, error) {
-	_, certErr := os.Lstat(filepath.Join(dir, CACertName))
-	_, coreErr := os.Lstat(filepath.Join(dir, CoreCACertName))
-	_, keyErr := os.Lstat(filepath.Join(dir, CAKeyName))
-	if errors.Is(certErr, fs.ErrNotExist) && errors.Is(coreErr, fs.ErrNotExist) && errors.Is(keyErr, fs.ErrNotExist) {
-		ca, err := createCA(dir)
-		if !errors.Is(err, fs.ErrExist) {
-			return ca, err
-		}
-		// Another process created it at the same time: load theirs.
-	}
-	return LoadCA(dir)
-}
-
-// LoadCA loads the CA from dir (ca.pem, or open-pryv.io's ca.crt, and
-// ca.key, PKCS#8 or SEC 1) and checks it: the key file must not be readable
-// by group or others, the key must match the certificate, the certificate
-// must be a self-signed CA (basicConstraints CA:TRUE) whose key usage, if it
-// has one, allows signing certificates, and it must be currently valid.
-// Errors name the file and what to do. It writes nothing.
-func LoadCA(dir string) (*CA, error) {
-	certPath, err := certPathIn(dir)
-	if err != nil {
-		return nil, err
-	}
-	keyPath := filepath.Join(dir, CAKeyName)
-	certPEM, certErr := os.ReadFile(certPath)
-	fi, keyErr := os.Stat(keyPath)
-	switch {
-	case errors.Is(certErr, fs.ErrNotExist) && errors.Is(keyErr, fs.ErrNotExist):
-		return nil, fmt.Errorf("cluster CA: no %s and no %s in %s", CACertName, CAKeyName, dir)
-	case errors.Is(certErr, fs.ErrNotExist):
-		return nil, fmt.Errorf("cluster CA: %s exists but %s is missing: restore it from a backup (or remove %s to create a new CA, after which every node certificate must be re-issued)", keyPath, certPath, keyPath)
-	case errors.Is(keyErr, fs.ErrNotExist):
-		return nil, fmt.Errorf("cluster CA: %s exists but %s is missing: restore it from a backup (or remove %s to create a new CA, after which every node certificate must be re-issued)", certPath, keyPath, certPath)
-	case certErr != nil:
-		return nil, fmt.Errorf("cluster CA: %w", certErr)
-	case keyErr != nil:
-		return nil, fmt.Errorf("cluster CA: %w", keyErr)
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("cluster CA: key %s is not a regular file", keyPath)
-	}
-	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-		return nil, fmt.Errorf("cluster CA: key %s is readable or writable by group or others (mode %#o): run chmod 600 %s", keyPath, perm, keyPath)
-	}
-	keyPEM, err := os.ReadFile(keyPath)
-	if err != nil {
-		return nil, fmt.Errorf("cluster CA: %w", err)
-	}
-
-	cert, err := parseCertPEM(certPEM)
-	if err != nil {
-		return nil, fmt.Errorf("cluster CA: %s: %w", certPath, err)
-	}
-	key, err := parseKeyPEM(keyPEM)
-	if err != nil {
-		return nil, fmt.Errorf("cluster CA: %s: %w", keyPath, err)
-	}
-	if !publicKeyEqual(cert.PublicKey, key.Public()) {
-		return nil, fmt.Errorf("cluster CA: key %s does not match certificate %s", keyPath, certPath)
-	}
-	// openssl req -x509 (open-pryv.io's bootstrap) sets CA:TRUE but no key
-	// usage, which RFC 5280 reads as unrestricted.
-	if !cert.BasicConstraintsValid || !cert.IsCA {
-		return nil, fmt.Errorf("cluster CA: %s is not a CA certificate (no basicConstraints CA:TRUE)", certPath)
-	}
-	if cert.KeyUsage != 0 && cert.KeyUsage&x509.KeyUsageCertSign == 0 {
-		return nil, fmt.Errorf("cluster CA: %s has a key usage without keyCertSign: it may not sign certificates", certPath)
-	}
-	if err := cert.CheckSignatureFrom(cert); err != nil {
-		return nil, fmt.Errorf("cluster CA: %s is not self-signed: %w", certPath, err)
-	}
-	now := time.Now()
-	if now.After(cert.NotAfter) {
-		return nil, fmt.Errorf("cluster CA: %s expired on %s", certPath, cert.NotAfter.UTC().Format(time.RFC3339))
-	}
-	if now.Before(cert.NotBefore) {
-		return nil, fmt.Errorf("cluster CA: %s is not valid before %s (is the clock right?)", certPath, cert.NotBefore.UTC().Format(time.RFC3339))
-	}
-	return &CA{cert: cert, certPEM: encodePEM("CERTIFICATE", cert.Raw), certPath: certPath, key: key}, nil
-}
-
-// createCA makes a new CA in dir. It fails with an error wrapping
-// fs.ErrExist if a CA file appeared meanwhile (it never overwrites).
-func createCA(dir string) (*CA, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("cluster CA: %w", err)
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, fmt.Errorf("cluster CA: generate key: %w", err)
-	}
-	serial, err := newSerial()
-	if err != nil {
-		return nil, err
-	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: CACommonName},
-		NotBefore:             now.Add(-backdate),
-		NotAfter:              now.Add(CAValidity),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		MaxPathLen:            0,
-		MaxPathLenZero:        true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		return nil, fmt.Errorf("cluster CA: create certificate: %w", err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, fmt.Errorf("cluster CA: %w", err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return nil, fmt.Errorf("cluster CA: %w", err)
-	}
-	certPEM := encodePEM("CERTIFICATE", der)
-	// The key first: a ca.pem without ca.key is refused by LoadCA, the
-	// other way round too, but a crash between the two leaves the key
-	// (the secret) rather than only the certificate.
-	if err := writeFile(dir, CAKeyName, encodePEM("PRIVATE KEY", keyDER), 0o600, false); err != nil {
-		return nil, fmt.Errorf("cluster CA: %w", err)
-	}
-	if err := writeFile(dir, CACertName, certPEM, 0o644, false); err != nil {
-		return nil, fmt.Errorf("cluster CA: %w", err)
-	}
-	return &CA{cert: cert, certPEM: certPEM, certPath: filepath.Join(dir, CACertName), key: key}, nil
 }
 
 // Certificate returns the CA certificate (do not modify it).
 func (ca *CA) Certificate() *x509.Certificate { return ca.cert }
 
-// CertPEM returns the CA certificate in PEM, as in ca.pem.
+// CertPEM returns the CA certificate in PEM (re-encoded from its DER:
+// whatever text surrounds the block in the file is not carried).
 func (ca *CA) CertPEM() []byte { return slices.Clone(ca.certPEM) }
+
+// CertFile is the file the CA certificate was loaded from: ca.crt when it
+// exists, else ca.pem. It is what PlatformDB's listeners trust.
+func (ca *CA) CertFile() string { return ca.certFile }
 
 // Pool returns a new certificate pool holding only the CA certificate: the
 // roots for verifying node certificates, as servers and as clients.
@@ -532,6 +367,10 @@ func validName(s string) bool {
 	return true
 }
 
+// newSerial is a random serial in [1, 2^127]. openssl, signing for
+// open-pryv.io's bootstrap from the same CA, counts up from a random
+// 159-bit start kept in ca.srl; 127 random bits make a collision with
+// either negligible, so ca.srl is left alone (decision 0017).
 func newSerial() (*big.Int, error) {
 	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
 	if err != nil {
@@ -554,32 +393,6 @@ func parseCertPEM(b []byte) (*x509.Certificate, error) {
 		}
 		if block.Type == "CERTIFICATE" {
 			return x509.ParseCertificate(block.Bytes)
-		}
-	}
-}
-
-// parseKeyPEM returns the private key of a PEM file: PKCS#8 ("PRIVATE
-// KEY"), or SEC 1 ("EC PRIVATE KEY") for keys made by other tools.
-func parseKeyPEM(b []byte) (crypto.Signer, error) {
-	for {
-		var block *pem.Block
-		block, b = pem.Decode(b)
-		if block == nil {
-			return nil, errors.New("no PEM private key block")
-		}
-		switch block.Type {
-		case "PRIVATE KEY":
-			k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
-			if err != nil {
-				return nil, err
-			}
-			s, ok := k.(crypto.Signer)
-			if !ok {
-				return nil, fmt.Errorf("unsupported private key type %T", k)
-			}
-			return s, nil
-		case "EC PRIVATE KEY":
-			return x509.ParseECPrivateKey(block.Bytes)
 		}
 	}
 }

@@ -30,6 +30,20 @@ func newCA(t *testing.T) (*CA, string) {
 	return ca, dir
 }
 
+// dirNames lists dir's entries, sorted, space-separated.
+func dirNames(t *testing.T, dir string) string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	return strings.Join(names, " ")
+}
+
 func mode(t *testing.T, path string) os.FileMode {
 	t.Helper()
 	fi, err := os.Stat(path)
@@ -52,9 +66,11 @@ func TestCreateAndLoad(t *testing.T) {
 	if m := mode(t, filepath.Join(dir, CAKeyName)); m != 0o600 {
 		t.Errorf("ca.key mode %#o, want 0600", m)
 	}
-	entries, _ := os.ReadDir(dir)
-	if len(entries) != 2 {
-		t.Errorf("dir holds %d entries, want ca.pem and ca.key only", len(entries))
+	if got := dirNames(t, dir); got != "ca.crt ca.key ca.pem" {
+		t.Errorf("dir holds %s, want ca.crt ca.key ca.pem", got)
+	}
+	if ca.CertFile() != filepath.Join(dir, CoreCACertName) {
+		t.Errorf("CertFile %s, want ca.crt", ca.CertFile())
 	}
 
 	c := ca.Certificate()
@@ -75,9 +91,14 @@ func TestCreateAndLoad(t *testing.T) {
 	} else if _, err := x509.ParsePKCS8PrivateKey(b.Bytes); err != nil {
 		t.Fatal(err)
 	}
-	certPEM, _ := os.ReadFile(filepath.Join(dir, CACertName))
-	if !bytes.Equal(certPEM, ca.CertPEM()) {
-		t.Fatal("CertPEM differs from ca.pem")
+	for _, name := range []string{CACertName, CoreCACertName} {
+		if m := mode(t, filepath.Join(dir, name)); m != 0o644 {
+			t.Errorf("%s mode %#o, want 0644", name, m)
+		}
+		certPEM, _ := os.ReadFile(filepath.Join(dir, name))
+		if !bytes.Equal(certPEM, ca.CertPEM()) {
+			t.Fatalf("CertPEM differs from %s", name)
+		}
 	}
 
 	// Load, and LoadOrCreate of an existing CA, give the same CA.
@@ -203,7 +224,10 @@ func TestLoadRefuses(t *testing.T) {
 		if err := os.Remove(filepath.Join(dir, CACertName)); err != nil {
 			t.Fatal(err)
 		}
-		expectErr(t, dir, CACertName, "missing")
+		expectErr(t, dir, CAKeyName, "no certificate beside it")
+		if _, err := os.Stat(filepath.Join(dir, CoreCACertName)); err == nil {
+			t.Fatal("LoadOrCreateCA created a certificate next to an existing ca.key")
+		}
 	})
 	t.Run("Garbage", func(t *testing.T) {
 		dir := copyCA(t, good)
@@ -315,32 +339,7 @@ func TestMutualTLS(t *testing.T) {
 		return kp
 	}
 	server := &tls.Config{Certificates: []tls.Certificate{pair(ca, "core-1")}, ClientCAs: ca.Pool(), ClientAuth: tls.RequireAndVerifyClientCert}
-	handshake := func(client *tls.Config) error {
-		a, b := net.Pipe()
-		defer a.Close()
-		defer b.Close()
-		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
-		defer cancel()
-		srvErr := make(chan error, 1)
-		go func() {
-			s := tls.Server(b, server)
-			err := s.HandshakeContext(ctx)
-			if err == nil {
-				_, err = s.Write([]byte("x")) // TLS 1.3: the client learns of a refusal on its first read
-			}
-			srvErr <- err
-			s.Close()
-		}()
-		c := tls.Client(a, client)
-		err := c.HandshakeContext(ctx)
-		if err == nil {
-			_, err = c.Read(make([]byte, 1))
-		}
-		if serr := <-srvErr; err == nil {
-			err = serr
-		}
-		return err
-	}
+	handshake := func(client *tls.Config) error { return handshake(t, server, client) }
 	good := &tls.Config{ServerName: "127.0.0.1", RootCAs: ca.Pool(), Certificates: []tls.Certificate{pair(ca, "core-2")}}
 	if err := handshake(good); err != nil {
 		t.Fatalf("node to node: %v", err)
@@ -353,6 +352,37 @@ func TestMutualTLS(t *testing.T) {
 	if err := handshake(anonymous); err == nil {
 		t.Fatal("client without a certificate accepted")
 	}
+}
+
+// handshake runs a TLS handshake over a pipe and one byte from the server:
+// in TLS 1.3 the client learns of a refused client certificate on its first
+// read.
+func handshake(t *testing.T, server, client *tls.Config) error {
+	t.Helper()
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	srvErr := make(chan error, 1)
+	go func() {
+		s := tls.Server(b, server)
+		err := s.HandshakeContext(ctx)
+		if err == nil {
+			_, err = s.Write([]byte("x"))
+		}
+		srvErr <- err
+		s.Close()
+	}()
+	c := tls.Client(a, client)
+	err := c.HandshakeContext(ctx)
+	if err == nil {
+		_, err = c.Read(make([]byte, 1))
+	}
+	if serr := <-srvErr; err == nil {
+		err = serr
+	}
+	return err
 }
 
 func TestEnsureNodeCert(t *testing.T) {
