@@ -122,11 +122,20 @@ func initCAHolder(cfg *config.Config, files []string, out string, stdout io.Writ
 		return err
 	}
 	fmt.Fprintf(stdout, `cluster CA: %s (fingerprint %s)
+  certificate %s, key %s
 override:   %s
 Restart this core with it, so PlatformDB listens on %s with node certificates from the cluster CA:
   pryv-tls serve %s--config %s
 Then add cores with: pryv-tls bootstrap new-core --id ID --ip IP ...
-`, cfg.Cluster.CA.Path, ca.Fingerprint(), out, cfg.Core.IP, configFlags(files), out)
+`, cfg.Cluster.CA.Path, ca.Fingerprint(), ca.CertFile(), filepath.Join(cfg.Cluster.CA.Path, cluster.CAKeyName),
+		out, cfg.Core.IP, configFlags(files), out)
+	if filepath.Base(ca.CertFile()) != cluster.CoreCACertName {
+		// LoadOrCreateCA could not add ca.crt: without it, open-pryv.io's
+		// bootstrap would make a new CA key over this one.
+		crt := filepath.Join(cfg.Cluster.CA.Path, cluster.CoreCACertName)
+		fmt.Fprintf(stdout, "Before running open-pryv.io's bootstrap on this host, give it this CA: cp -p %s %s (it would otherwise write a new %s over this one)\n",
+			ca.CertFile(), crt, cluster.CAKeyName)
+	}
 	return nil
 }
 
