@@ -49,15 +49,15 @@ var migrateCoreRetries = []time.Duration{time.Second, 2 * time.Second}
 const migrateCoreReadTimeout = 60 * time.Second
 
 func migrateCore(args []string, stdout, stderr io.Writer) int {
-	flags := flag.NewFlagSet("migrate-core", flag.ContinueOnError)
+	fs := flag.NewFlagSet("migrate-core", flag.ContinueOnError)
 	var files, coreFiles stringList
-	flags.Var(&files, "config", "pryv-tls's configuration `FILE` (as given to serve); repeatable")
-	flags.Var(&coreFiles, "core-config", "open-pryv.io's own configuration `FILE`, read first and only for the keys both share (storages.engines.rqlite.url); repeatable")
-	rqliteURL := flags.String("rqlite-url", "", "the core's rqlite `URL` (default: storages.engines.rqlite.url)")
-	directory := flags.String("directory-url", "", "the ACME directory `URL` the core's account was registered at (default: the one pryv-tls uses)")
-	dryRun := flags.Bool("dry-run", false, "read, check and print; import nothing")
-	flags.Usage = func() { fmt.Fprint(stderr, migrateCoreUsage); flags.PrintDefaults() }
-	if code, ok := parseFlags(flags, args, stderr); !ok {
+	fs.Var(&files, "config", "pryv-tls's configuration `FILE` (as given to serve); repeatable")
+	fs.Var(&coreFiles, "core-config", "open-pryv.io's own configuration `FILE`, read first and only for the keys both share (storages.engines.rqlite.url); repeatable")
+	rqliteURL := fs.String("rqlite-url", "", "the core's rqlite `URL` (default: storages.engines.rqlite.url)")
+	directory := fs.String("directory-url", "", "the ACME directory `URL` the core's account was registered at (default: the one pryv-tls uses)")
+	dryRun := fs.Bool("dry-run", false, "read, check and print; import nothing")
+	fs.Usage = func() { fmt.Fprint(stderr, migrateCoreUsage); fs.PrintDefaults() }
+	if code, ok := parseFlags(fs, args, stderr); !ok {
 		return code
 	}
 	cfg, code := loadConfigWithCore(coreFiles, files, stderr)
@@ -128,7 +128,7 @@ func directorySource(le config.LetsEncrypt) string {
 	case le.Staging:
 		return "letsEncrypt.staging"
 	}
-	return "Let's Encrypt production (letsEncrypt.directoryUrl and staging unset)"
+	return "Let's Encrypt production: letsEncrypt.directoryUrl and staging unset"
 }
 
 // certPlan is what will be done with one tls-cert/ row.
