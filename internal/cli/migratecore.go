@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"crypto/x509"
-	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"flag"
@@ -26,7 +25,7 @@ import (
 
 const migrateCoreUsage = `usage:
   pryv-tls migrate-core --config FILE [--core-config FILE ...] [--rqlite-url URL]
-                        [--directory-url URL] [--dry-run]
+                        [--directory-url URL] [--dry-run] [--wait DURATION]
 
 Reads what an open-pryv.io v2 core's own ACME (letsEncrypt) left in its rqlite PlatformDB,
 and never modifies it:
@@ -38,6 +37,7 @@ into the running "pryv-tls serve" through control.socket of --config (not with -
 The account is stored for the ACME directory pryv-tls uses (--directory-url, else
 letsEncrypt.directoryUrl / staging), so the renewer orders with it and registers none.
 Running it again changes nothing; a newer certificate pryv-tls holds is never replaced.
+A core still starting is waited for up to --wait (not with --dry-run, which does without it).
 rqlite: --rqlite-url, else storages.engines.rqlite.url (read from --core-config too).
 `
 
@@ -56,6 +56,7 @@ func migrateCore(args []string, stdout, stderr io.Writer) int {
 	rqliteURL := fs.String("rqlite-url", "", "the core's rqlite `URL` (default: storages.engines.rqlite.url)")
 	directory := fs.String("directory-url", "", "the ACME directory `URL` the core's account was registered at (default: the one pryv-tls uses)")
 	dryRun := fs.Bool("dry-run", false, "read, check and print; import nothing")
+	wait := waitFlag(fs)
 	fs.Usage = func() { fmt.Fprint(stderr, migrateCoreUsage); fs.PrintDefaults() }
 	if code, ok := parseFlags(fs, args, stderr); !ok {
 		return code
@@ -64,7 +65,13 @@ func migrateCore(args []string, stdout, stderr io.Writer) int {
 	if cfg == nil {
 		return code
 	}
+	if *dryRun {
+		*wait = 0 // a dry run does without the running core rather than wait for it
+	}
 	m, err := newCoreMigration(cfg, *rqliteURL, *directory)
+	if m != nil {
+		m.ctl = newControlClient(cfg, *wait, stderr)
+	}
 	if err == nil {
 		err = m.run(stdout, *dryRun)
 	}
@@ -117,7 +124,6 @@ func newCoreMigration(cfg *config.Config, rqliteURL, directory string) (*coreMig
 	if u, err := url.Parse(m.directory); err != nil || u.Scheme != "https" || u.Host == "" {
 		return nil, refused("%s %q is not an https URL (an ACME directory, e.g. %s)", m.dirFrom, m.directory, daemon.DirectoryURL(config.LetsEncrypt{}))
 	}
-	m.ctl = &controlClient{cfg: cfg, http: admin.SocketClient(cfg.Control.Socket)}
 	return m, nil
 }
 
@@ -347,41 +353,35 @@ func (m *coreMigration) currentCerts() (map[string]admin.CertInfo, error) {
 	return out, nil
 }
 
+// errNoAccountRoute: the running pryv-tls predates /acme/account.
+var errNoAccountRoute = errors.New("the running core has no /acme/account on its control socket: it is older than this pryv-tls; upgrade it first")
+
+// accountError tells "no account" and "no such route" apart in a 404.
+func accountError(err error) error {
+	if err != nil && strings.Contains(err.Error(), "answered 404") {
+		return errNoAccountRoute
+	}
+	return err
+}
+
 // currentAccount is pryv-tls's account for the directory, nil if none.
 func (m *coreMigration) currentAccount() (*acme.AccountInfo, error) {
-	status, data, err := m.ctl.send(http.MethodGet, "/acme/account?directory="+url.QueryEscape(m.directory), nil)
-	if err != nil {
-		return nil, err
-	}
-	if status == http.StatusNotFound && strings.Contains(string(data), acme.ErrNoAccount.Error()) {
+	var info acme.AccountInfo
+	err := m.ctl.do(http.MethodGet, "/acme/account?directory="+url.QueryEscape(m.directory), nil, &info)
+	if err != nil && err.Error() == acme.ErrNoAccount.Error() {
 		return nil, nil
 	}
-	if status == http.StatusNotFound {
-		return nil, errors.New("the running core has no /acme/account on its control socket: it is older than this pryv-tls; upgrade it first")
-	}
-	var info acme.AccountInfo
-	if err := decodeAnswer(status, data, &info); err != nil {
-		return nil, err
+	if err != nil {
+		return nil, accountError(err)
 	}
 	return &info, nil
 }
 
 func (m *coreMigration) importAccount(a *corerows.Account) (*acme.AccountImportResponse, error) {
 	req := acme.AccountImportRequest{Directory: m.directory, Email: a.Email, URI: a.URL, Key: string(a.KeyPEM)}
-	body, err := json.Marshal(req)
-	if err != nil {
-		return nil, err
-	}
-	status, data, err := m.ctl.send(http.MethodPost, "/acme/account", body)
-	if err != nil {
-		return nil, err
-	}
-	if status == http.StatusNotFound && !strings.Contains(string(data), `"error"`) {
-		return nil, errors.New("the running core has no /acme/account on its control socket: it is older than this pryv-tls; upgrade it first")
-	}
 	var res acme.AccountImportResponse
-	if err := decodeAnswer(status, data, &res); err != nil {
-		return nil, err
+	if err := m.ctl.do(http.MethodPost, "/acme/account", req, &res); err != nil {
+		return nil, accountError(err)
 	}
 	if res.Account == nil {
 		return nil, errors.New("the core's answer names no account")

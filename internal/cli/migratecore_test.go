@@ -426,11 +426,37 @@ func TestMigrateCoreUnreachable(t *testing.T) {
 		e := newMCEnv(t)
 		e.coreRows()
 		e.writeConfig(base64.StdEncoding.EncodeToString(e.key), filepath.Join(t.TempDir(), "none.sock"))
-		code, _, errs := e.run()
+		start := time.Now()
+		code, _, errs := e.run("--wait", "300ms")
+		if time.Since(start) > 10*time.Second {
+			t.Errorf("--wait 300ms took %v", time.Since(start))
+		}
 		if code != exitFailed {
 			t.Fatalf("exit %d, want %d\n%s", code, exitFailed, errs)
 		}
 		mustContain(t, errs, "cannot reach the running core through its control socket", "nothing was imported")
+	})
+	t.Run("running core older than /acme/account", func(t *testing.T) {
+		e := newMCEnv(t)
+		e.coreRows()
+		sock := filepath.Join(t.TempDir(), "old.sock")
+		ln, err := admin.ListenSocket(sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		old := &admin.API{Certs: e.catalog, Logger: slog.New(slog.DiscardHandler)} // no ACME: the route is not there
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go old.ServeSocket(ctx, ln)
+		e.writeConfig(base64.StdEncoding.EncodeToString(e.key), sock)
+		code, _, errs := e.run()
+		if code != exitFailed {
+			t.Fatalf("exit %d, want %d\n%s", code, exitFailed, errs)
+		}
+		mustContain(t, errs, "the running core has no /acme/account on its control socket: it is older than this pryv-tls; upgrade it first")
+		if len(e.stored()) != 0 {
+			t.Fatal("certificates were imported though the account cannot be")
+		}
 	})
 	t.Run("rqlite url from the flag", func(t *testing.T) {
 		e := newMCEnv(t)
