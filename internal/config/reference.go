@@ -149,7 +149,7 @@ var keyDocs = func() map[string]keyDoc {
 
 		"cluster":          {by: byCluster, text: "The cluster CA and the join flow (`pryv-tls bootstrap`)."},
 		"cluster.ca":       {by: byCluster, text: "The cluster CA, which signs the node certificates of PlatformDB's mutual TLS."},
-		"cluster.ca.path":  {by: byCluster, def: DefaultClusterCAPath, text: "Directory of the cluster CA (`ca.pem`, `ca.key` 0600), made by `bootstrap init-ca-holder`. The core whose user can read the key there is the CA holder: it answers joins."},
+		"cluster.ca.path":  {by: byCluster, def: DefaultClusterCAPath, text: "Directory of the cluster CA (`ca.key` 0600, `ca.crt` and/or `ca.pem`), made by `bootstrap init-ca-holder` or by open-pryv.io's `bin/bootstrap.js` (used as it is: nothing there is ever overwritten). The core whose user can read the key there is the CA holder: it answers joins."},
 		"cluster.joinPort": {by: byCluster, def: DefaultJoinPort, text: "Port on `core.ip` where the CA holder answers joining cores (TLS 1.3, node certificates required)."},
 
 		"metrics":        {by: byMetrics, text: "Prometheus metrics and health endpoints."},
