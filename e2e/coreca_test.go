@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pryv/pryv-tls/internal/cluster"
 	"github.com/pryv/pryv-tls/internal/devpki"
 	"github.com/pryv/pryv-tls/internal/join"
 )
@@ -249,5 +250,46 @@ func waitLog(t *testing.T, c *core, s string, d time.Duration) {
 			t.Fatalf("no %q in the log within %s:\n%s", s, d, c.logs.String())
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestInitCAHolderFirstLayout: a CA of pryv-tls's first layout (ca.pem +
+// ca.key) gets the ca.crt open-pryv.io's bootstrap looks for when
+// init-ca-holder runs again; when it cannot be added, the command says
+// what to copy (without it, the core's bootstrap would write a new ca.key).
+func TestInitCAHolderFirstLayout(t *testing.T) {
+	dir := t.TempDir()
+	caDir := filepath.Join(dir, "ca")
+	if _, err := cluster.LoadOrCreateCA(caDir); err != nil {
+		t.Fatal(err)
+	}
+	crt, pemFile := filepath.Join(caDir, "ca.crt"), filepath.Join(caDir, "ca.pem")
+	if err := os.Remove(crt); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "c.yml")
+	writeFile(t, cfg, yamlConfig("core: {id: core1, ip: 127.0.0.1}", "cluster: {ca: {path: "+caDir+"}}"), 0o600)
+
+	out := mustCLI(t, dir, "bootstrap", "init-ca-holder", "--config", cfg)
+	if !strings.Contains(out, "certificate "+crt+",") || strings.Contains(out, "cp -p") {
+		t.Fatalf("init-ca-holder on ca.pem + ca.key:\n%s", out)
+	}
+	a, _ := os.ReadFile(pemFile)
+	b, err := os.ReadFile(crt)
+	if err != nil || !bytes.Equal(a, b) {
+		t.Fatalf("ca.crt is not ca.pem's copy: %v", err)
+	}
+
+	// A name that cannot be written (a dangling link stands in for a
+	// directory this user may not write: root writes anywhere).
+	if err := os.Remove(crt); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(dir, "nowhere", "ca.crt"), crt); err != nil {
+		t.Fatal(err)
+	}
+	out = mustCLI(t, dir, "bootstrap", "init-ca-holder", "--config", cfg)
+	if want := "give it this CA: cp -p " + pemFile + " " + crt + " (it would otherwise write a new ca.key over this one)"; !strings.Contains(out, want) {
+		t.Fatalf("init-ca-holder without a ca.crt it can add: want %q in\n%s", want, out)
 	}
 }
