@@ -52,6 +52,7 @@ func bootstrapCmd(args []string, stdout, stderr io.Writer) int {
 	var files stringList
 	fs := flag.NewFlagSet("bootstrap "+sub, flag.ContinueOnError)
 	fs.Var(&files, "config", "configuration `FILE` (as given to serve)")
+	coreFiles := coreConfigFlag(fs)
 	out := fs.String("out", "", "init-ca-holder: the override file to write; new-core: the bundle file")
 	id := fs.String("id", "", "new-core: the new core's id")
 	ip := fs.String("ip", "", "new-core: the new core's address (the others reach it there)")
@@ -67,7 +68,7 @@ func bootstrapCmd(args []string, stdout, stderr io.Writer) int {
 		}
 		return exitUsage
 	}
-	cfg, code := loadConfig(files, stderr)
+	cfg, code := loadConfigWithCore(*coreFiles, files, stderr)
 	if cfg == nil {
 		return code
 	}

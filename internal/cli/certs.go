@@ -41,6 +41,7 @@ func certsCmd(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("certs "+sub, flag.ContinueOnError)
 	var files stringList
 	fs.Var(&files, "config", "configuration `FILE` (as given to serve)")
+	coreFiles := coreConfigFlag(fs)
 	asJSON := fs.Bool("json", false, "list: print JSON")
 	certFile := fs.String("cert", "", "import: certificate chain `FILE` (PEM)")
 	keyFile := fs.String("key", "", "import: private key `FILE` (PEM)")
@@ -66,7 +67,7 @@ func certsCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "pryv-tls certs %s: expected %d operand(s), got %q\n%s", sub, n, operands, certsUsage)
 		return exitUsage
 	}
-	cfg, code := loadConfig(files, stderr)
+	cfg, code := loadConfigWithCore(*coreFiles, files, stderr)
 	if cfg == nil {
 		return code
 	}

@@ -49,6 +49,7 @@ func commonCmd(name string, args []string, stderr io.Writer, extra func(*flag.Fl
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	var files stringList
 	fs.Var(&files, "config", "configuration `FILE` (as given to serve)")
+	coreFiles := coreConfigFlag(fs)
 	wait := waitFlag(fs)
 	if extra != nil {
 		extra(fs)
@@ -61,7 +62,7 @@ func commonCmd(name string, args []string, stderr io.Writer, extra func(*flag.Fl
 		}
 		return nil, nil, exitUsage
 	}
-	cfg, code := loadConfig(files, stderr)
+	cfg, code := loadConfigWithCore(*coreFiles, files, stderr)
 	if cfg == nil {
 		return nil, nil, code
 	}

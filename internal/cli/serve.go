@@ -156,3 +156,12 @@ func prepareJoin(files []string, bundlePath, passFile string, stderr io.Writer) 
 	}
 	return files, &daemon.Join{Bundle: b}, exitOK
 }
+
+// coreConfigFlag adds --core-config to a command that loads the
+// configuration, so that every command reads the same layers as serve (a
+// topology kept only in the core's files would not validate without them).
+func coreConfigFlag(fs *flag.FlagSet) *stringList {
+	var coreFiles stringList
+	fs.Var(&coreFiles, "core-config", "open-pryv.io's own configuration `FILE` (as given to serve), read first; repeat it")
+	return &coreFiles
+}

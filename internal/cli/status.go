@@ -49,6 +49,7 @@ func statusCmd(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
 	var files stringList
 	fs.Var(&files, "config", "configuration `FILE` (as given to serve); repeat it")
+	coreFiles := coreConfigFlag(fs)
 	asJSON := fs.Bool("json", false, "print the status as JSON")
 	noColor := fs.Bool("no-color", false, "never colour the output (it is coloured only on a terminal anyway)")
 	wait := waitFlag(fs)
@@ -56,7 +57,7 @@ func statusCmd(args []string, stdout, stderr io.Writer) int {
 	if code, ok := parseFlags(fs, args, stderr); !ok {
 		return code
 	}
-	cfg, code := loadConfig(files, stderr)
+	cfg, code := loadConfigWithCore(*coreFiles, files, stderr)
 	if cfg == nil {
 		return code
 	}
