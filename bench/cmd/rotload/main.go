@@ -227,6 +227,18 @@ func rotate(client *http.Client, fronts []string, host string, is *devpki.Issued
 
 	var writeErr error
 	resp, err := client.Post("http://pryv-tls/certs", "application/json", bytes.NewReader(body))
+	// The control socket answers "503 starting" until the core is wired
+	// (decision 0019): a core still starting is waited for, bounded.
+	for err == nil && resp.StatusCode == http.StatusServiceUnavailable && time.Now().Before(deadline) {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		resp.Body.Close()
+		if !bytes.Contains(msg, []byte(`"starting"`)) {
+			resp.Body = io.NopCloser(bytes.NewReader(msg))
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+		resp, err = client.Post("http://pryv-tls/certs", "application/json", bytes.NewReader(body))
+	}
 	writeTook := time.Since(start)
 	if err != nil {
 		writeErr = err
