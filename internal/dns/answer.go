@@ -142,14 +142,15 @@ func answer(z *Zone, req *dns.Msg, maxUDP int, tcp bool, users UserCache) (*dns.
 	}
 	var opt *dns.OPT
 	if reqOPT != nil {
-		size := maxUDP
-		if c := int(reqOPT.UDPSize()); c < size {
-			size = max(c, minUDPSize)
-		}
+		// We advertise our own buffer size (RFC 6891 §6.2.5: what we can
+		// receive); what we send is bounded by the client's.
 		opt = &r.opt
-		opt.Hdr = dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT, Class: uint16(size)}
+		opt.Hdr = dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT, Class: uint16(maxUDP)}
+		if reqOPT.Do() {
+			opt.SetDo() // RFC 3225 §3: copied into the response
+		}
 		if !tcp {
-			limit = size
+			limit = min(maxUDP, max(int(reqOPT.UDPSize()), minUDPSize))
 		}
 		r.extra[0] = opt
 		if reqOPT.Version() != 0 {
@@ -164,6 +165,12 @@ func answer(z *Zone, req *dns.Msg, maxUDP int, tcp bool, users UserCache) (*dns.
 	}
 	if !one || !dns.IsFqdn(req.Question[0].Name) {
 		m.Question = nil
+		m.Rcode = dns.RcodeFormatError
+		return finish(m, r, limit, false), NotLookedUp
+	}
+	if len(req.Answer) > 0 {
+		// A query carries no answer (RFC 1035 §4.1.1); knot and BIND say
+		// FORMERR too.
 		m.Rcode = dns.RcodeFormatError
 		return finish(m, r, limit, false), NotLookedUp
 	}
@@ -191,10 +198,17 @@ func answer(z *Zone, req *dns.Msg, maxUDP int, tcp bool, users UserCache) (*dns.
 	if lk == LookupMiss {
 		return nil, LookupMiss
 	}
+	if q.Name != qname {
+		// Owners as the query spelled them (0x20 resolvers compare them,
+		// and compression then points at the question).
+		m.Answer = echoCase(m.Answer, qname, q.Name)
+	}
 	return finish(m, r, limit, referral), lk
 }
 
 // finish adds the OPT record, if any, and makes the response fit limit.
+// Every response is sent compressed (as knot and BIND send them); its
+// uncompressed length, which costs no compression map, is tried first.
 func finish(m *dns.Msg, r *response, limit int, referral bool) *dns.Msg {
 	var optOnly []dns.RR
 	if r.extra[0] != nil {
@@ -207,6 +221,7 @@ func finish(m *dns.Msg, r *response, limit int, referral bool) *dns.Msg {
 		}
 	}
 	if m.Len() <= limit {
+		m.Compress = true
 		return m
 	}
 	m.Compress = true
@@ -409,6 +424,26 @@ func withOwner(rrs []dns.RR, name string) []dns.RR {
 	for i, rr := range rrs {
 		out[i] = dns.Copy(rr)
 		out[i].Header().Name = name
+	}
+	return out
+}
+
+// echoCase returns rrs with the owner qname (canonical) spelled as the
+// query's name; the zone's records are copied, never changed.
+func echoCase(rrs []dns.RR, qname, name string) []dns.RR {
+	var out []dns.RR
+	for i, rr := range rrs {
+		if rr.Header().Name != qname {
+			continue
+		}
+		if out == nil {
+			out = append(make([]dns.RR, 0, len(rrs)), rrs...)
+		}
+		out[i] = dns.Copy(rr)
+		out[i].Header().Name = name
+	}
+	if out == nil {
+		return rrs
 	}
 	return out
 }

@@ -39,7 +39,9 @@ var queryCases = []qcase{
 	{name: "A", qname: "alice.mc.example.com.", qtype: dns.TypeA, aa: true,
 		answer: []string{"alice.mc.example.com. 300 IN A 192.0.2.101"}},
 	{name: "A mixed case (0x20)", qname: "aLiCe.Mc.ExAmPlE.cOm.", qtype: dns.TypeA, aa: true,
-		answer: []string{"alice.mc.example.com. 300 IN A 192.0.2.101"}},
+		answer: []string{"aLiCe.Mc.ExAmPlE.cOm. 300 IN A 192.0.2.101"}}, // the query's case
+	{name: "CNAME mixed case", qname: "WWW.mc.example.com.", qtype: dns.TypeA, aa: true,
+		answer: []string{"WWW.mc.example.com. 300 IN CNAME alice.mc.example.com.", "alice.mc.example.com. 300 IN A 192.0.2.101"}},
 	{name: "AAAA", qname: "alice.mc.example.com.", qtype: dns.TypeAAAA, aa: true,
 		answer: []string{"alice.mc.example.com. 300 IN AAAA 2001:db8::101"}},
 	{name: "owner given in upper case", qname: "core-1.mc.example.com.", qtype: dns.TypeA, aa: true,
@@ -57,7 +59,7 @@ var queryCases = []qcase{
 	{name: "empty non-terminal is NODATA", qname: "a.mc.example.com.", qtype: dns.TypeA, aa: true,
 		ns: []string{negSOA}},
 	{name: "below the empty non-terminal", qname: "B.a.mc.example.com.", qtype: dns.TypeA, aa: true,
-		answer: []string{"b.a.mc.example.com. 300 IN A 192.0.2.50"}},
+		answer: []string{"B.a.mc.example.com. 300 IN A 192.0.2.50"}},
 	{name: "apex SOA", qname: "mc.example.com.", qtype: dns.TypeSOA, aa: true,
 		answer: []string{apexSOA}},
 	{name: "apex NS with glue", qname: "mc.example.com.", qtype: dns.TypeNS, aa: true,
@@ -92,7 +94,7 @@ var queryCases = []qcase{
 	{name: "CNAME chain of 8 then data", qname: "ch4.mc.example.com.", qtype: dns.TypeA, aa: true,
 		answer: []string{cn("ch4", "ch5"), cn("ch5", "ch6"), cn("ch6", "ch7"), cn("ch7", "ch8"), cn("ch8", "ch9"), cn("ch9", "ch10"), cn("ch10", "ch11"), cn("ch11", "ch12"), "ch12.mc.example.com. 300 IN A 192.0.2.12"}},
 	{name: "wildcard A", qname: "X.wild.mc.example.com.", qtype: dns.TypeA, aa: true,
-		answer: []string{"x.wild.mc.example.com. 300 IN A 192.0.2.77"}},
+		answer: []string{"X.wild.mc.example.com. 300 IN A 192.0.2.77"}},
 	{name: "wildcard two labels deep", qname: "deep.x.wild.mc.example.com.", qtype: dns.TypeTXT, aa: true,
 		answer: []string{`deep.x.wild.mc.example.com. 300 IN TXT "wildcard"`}},
 	{name: "wildcard NODATA", qname: "x.wild.mc.example.com.", qtype: dns.TypeAAAA, aa: true,
@@ -306,11 +308,13 @@ func TestAnswerEDNS(t *testing.T) {
 		max    int
 		want   uint16
 	}{
+		// Our own size is advertised, whatever the client's (knot does
+		// the same); the client's only bounds what we send.
 		{4096, 1232, 1232},
 		{1232, 1232, 1232},
-		{700, 1232, 700},
-		{100, 1232, 512}, // below 512 counts as 512
-		{0, 1232, 512},
+		{700, 1232, 1232},
+		{100, 1232, 1232},
+		{0, 1232, 1232},
 		{4096, 0, 512}, // maxUDP clamped to 512
 		{65535, 65535, 65535},
 		{65535, 1 << 20, 65535},
@@ -497,4 +501,34 @@ func zoneText(z *Zone) string {
 		b.WriteString(rr.String())
 	}
 	return b.String()
+}
+
+func TestAnswerRefusesRecordsInAQuery(t *testing.T) {
+	s := startServer(t, testZone(t), ServerOptions{})
+	udp, tcp := serverAddr(t, s)
+	for _, tr := range []struct{ netw, addr string }{{"udp", udp}, {"tcp", tcp}} {
+		req := query("alice.mc.example.com.", dns.TypeA)
+		req.Answer = []dns.RR{mustRR(t, "alice.mc.example.com. 300 IN A 192.0.2.1")}
+		resp := exchange(t, tr.netw, tr.addr, req)
+		if resp.Rcode != dns.RcodeFormatError || len(resp.Answer) != 0 || resp.Authoritative {
+			t.Errorf("over %s: a query with an answer record got %v, want FORMERR", tr.netw, resp)
+		}
+		// Without it, the same query is answered.
+		req.Answer = nil
+		if resp := exchange(t, tr.netw, tr.addr, req); resp.Rcode != dns.RcodeSuccess || len(resp.Answer) != 1 {
+			t.Errorf("over %s: %v", tr.netw, resp)
+		}
+	}
+}
+
+func TestAnswerDOBit(t *testing.T) {
+	z := testZone(t)
+	for _, do := range []bool{false, true} {
+		req := query("alice.mc.example.com.", dns.TypeA)
+		req.SetEdns0(4096, do)
+		opt := packs(t, Answer(z, req, DefaultMaxUDPSize, false)).IsEdns0()
+		if opt == nil || opt.Do() != do {
+			t.Errorf("query DO %v: response OPT %v", do, opt)
+		}
+	}
 }

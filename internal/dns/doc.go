@@ -71,6 +71,7 @@
 //     one).
 //   - Zero or several questions, or a question name that is not fully
 //     qualified -> FORMERR with no question section.
+//   - Records in the answer section (a query has none) -> FORMERR.
 //   - Class other than IN and ANY -> REFUSED.
 //   - No zone yet (z == nil: the server started before the first snapshot)
 //     -> SERVFAIL, so resolvers try another core.
@@ -126,19 +127,23 @@
 // them by result. AnswerUsers is Answer with Users consulted.
 //
 // Every response carries the query's ID, opcode, question (as sent, case
-// included), RD and CD; RA and AD are never set. Answer owner names are the
-// zone's canonical (lower-case) names.
+// included), RD and CD; RA and AD are never set. An answer record owned by
+// the query's name is spelled as the query spelled it (0x20 resolvers check
+// it; the zone's records are copied for that, never changed); other owner
+// names are the zone's canonical (lower-case) names.
 //
 // EDNS0 (RFC 6891): when the query has an OPT, the response has one too,
-// advertising min(client's UDP size, maxUDP), never less than 512; no EDNS
-// option is echoed and DO is not set (the zone is not signed). The size limit
-// of a response is 65535 over TCP, that advertised size over UDP with EDNS,
-// and 512 over UDP without. A response that does not fit is first stripped of
+// advertising our own buffer size (maxUDP, whatever the client's, as knot
+// does); no EDNS option is echoed; DO is copied from the query (RFC 3225
+// §3). The size limit of a response is 65535 over TCP, min(client's UDP
+// size, maxUDP) (never less than 512) over UDP with EDNS, and 512 over UDP
+// without. A response that does not fit is first stripped of
 // its additional records (glue is optional in an authoritative answer; not in
 // a referral); if it still does not fit, TC is set and the answer, authority
 // and additional sections are emptied (the question and OPT stay), so the
-// client retries over TCP, where the full answer fits. Responses are sent
-// uncompressed when they fit that way, compressed otherwise.
+// client retries over TCP, where the full answer fits. Every response is
+// compressed (RFC 1035 §4.1.4), so an answer's owner is a pointer to the
+// question.
 //
 // # Serving (Server)
 //

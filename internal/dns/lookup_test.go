@@ -117,7 +117,7 @@ func TestAnswerUsers(t *testing.T) {
 		asked  bool
 	}{
 		{"carol.mc.example.com.", dns.TypeA, "NOERROR carol.mc.example.com.\t300\tIN\tA\t192.0.2.102", LookupFound, true},
-		{"CaRoL.mc.EXAMPLE.com.", dns.TypeA, "NOERROR carol.mc.example.com.\t300\tIN\tA\t192.0.2.102", LookupFound, true},
+		{"CaRoL.mc.EXAMPLE.com.", dns.TypeA, "NOERROR CaRoL.mc.EXAMPLE.com.\t300\tIN\tA\t192.0.2.102", LookupFound, true},
 		{"carol.mc.example.com.", dns.TypeAAAA, "NOERROR | mc.example.com.\t60\tIN\tSOA", LookupFound, true},
 		{"carol.mc.example.com.", dns.TypeANY, "NOERROR carol.mc.example.com.\t3600\tIN\tHINFO", LookupFound, true},
 		{"dave.mc.example.com.", dns.TypeA, "NOERROR dave.mc.example.com.\t300\tIN\tA\t198.51.100.4", LookupFound, true},

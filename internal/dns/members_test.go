@@ -112,7 +112,7 @@ func TestMemberAnswer(t *testing.T) {
 	if r.Rcode != dns.RcodeSuccess || !r.Authoritative || len(r.Answer) != 1 {
 		t.Fatalf("member A: %v", r)
 	}
-	if a := r.Answer[0].(*dns.A); a.Hdr.Name != "user6.mc.example.com." || a.A.String() != "192.0.2.102" || a.Hdr.Ttl != 300 {
+	if a := r.Answer[0].(*dns.A); a.Hdr.Name != "UsEr6.mc.example.com." || a.A.String() != "192.0.2.102" || a.Hdr.Ttl != 300 {
 		t.Errorf("member A: %v", a)
 	}
 	// The group's own records are left alone by answers.

@@ -143,7 +143,7 @@ func TestNewZoneCanonicalises(t *testing.T) {
 
 	resp := Answer(z, query("USER1.mc.example.com.", dns.TypeA), 1232, false)
 	got := texts(resp.Answer)
-	want := []string{"user1.mc.example.com. 60 IN A 192.0.2.1", "user1.mc.example.com. 60 IN A 192.0.2.2"}
+	want := []string{"USER1.mc.example.com. 60 IN A 192.0.2.1", "USER1.mc.example.com. 60 IN A 192.0.2.2"} // the query's case
 	if strings.Join(got, "|") != strings.Join(want, "|") {
 		t.Fatalf("answer %q, want %q (one TTL per RRset, lowest wins)", got, want)
 	}
