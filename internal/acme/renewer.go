@@ -94,6 +94,11 @@ type Options struct {
 	// shutdown) with its outcome: nil when the certificate was issued and
 	// stored. ErrorKind classifies the error.
 	OnOrder func(err error)
+	// OnFailure, if set, hears of a failed order once per failure streak
+	// (the first failure after a success, or ever) and once more when the
+	// CA pauses the account; never at each retry. It runs on the renewer's
+	// goroutine: hand anything slow (a script, a webhook) to another.
+	OnFailure func(ctx context.Context, f Failure)
 }
 
 // lockName is the PlatformDB lock every renewer takes before ordering.
@@ -199,8 +204,8 @@ func (r *Renewer) check(ctx context.Context, p Plan, force bool) (*certstore.Rec
 			return nil, err
 		}
 		now := r.opts.Now().UTC()
-		if now.Before(st.NextAttempt) {
-			return nil, nil // backing off
+		if now.Before(st.NextAttempt) || st.UnpauseURL != "" {
+			return nil, nil // backing off, or paused by the CA until the operator acts
 		}
 		due, _ := r.due(ctx, p, cur, &st, now)
 		// Saved either way: the ARI answer just fetched must not be asked
@@ -242,7 +247,7 @@ func (r *Renewer) check(ctx context.Context, p Plan, force bool) (*certstore.Rec
 	now := r.opts.Now().UTC()
 	if !force {
 		due, reason := r.due(octx, p, cur, &st, now)
-		if !due || now.Before(st.NextAttempt) {
+		if !due || now.Before(st.NextAttempt) || st.UnpauseURL != "" {
 			return nil, saveState(octx, r.opts.KV, row, st)
 		}
 		r.log.Info("certificate due for renewal", "hostname", row, "reason", reason)
@@ -257,9 +262,7 @@ func (r *Renewer) check(ctx context.Context, p Plan, force bool) (*certstore.Rec
 		} else if ctx.Err() != nil {
 			return nil, err
 		}
-		st.Failures++
-		st.LastError, st.LastErrorAt = problem(err), now
-		st.NextAttempt = now.Add(backoffDelay(st.Failures, retryAfter(err)))
+		r.recordFailure(ctx, p, &st, err, now)
 		r.log.Error("certificate order failed; the current certificate keeps serving",
 			"hostname", row, "error", st.LastError, "failures", st.Failures, "nextAttempt", st.NextAttempt)
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
@@ -274,6 +277,7 @@ func (r *Renewer) check(ctx context.Context, p Plan, force bool) (*certstore.Rec
 		r.opts.OnOrder(nil)
 	}
 	st.Failures, st.NextAttempt, st.LastError, st.LastErrorAt = 0, time.Time{}, "", time.Time{}
+	st.Problem, st.UnpauseURL = nil, ""
 	st.LastSuccess = now
 	st.Directory = r.opts.DirectoryURL
 	st.ARIStart, st.ARIEnd, st.ARISerial, st.ARICheckAfter = time.Time{}, time.Time{}, "", time.Time{}
@@ -558,17 +562,21 @@ var problemTypes = []string{"accountDoesNotExist", "alreadyReplaced", "alreadyRe
 
 // ErrorKinds are every value ErrorKind returns.
 func ErrorKinds() []string {
-	return append(slices.Clone(problemTypes), "lockLost", "network", "other")
+	return append(slices.Clone(problemTypes), "lockLost", "network", "other", "paused")
 }
 
 // ErrorKind classifies an order failure: the ACME problem type the CA
 // answered, without its URN prefix ("rateLimited", "rejectedIdentifier",
 // "connection", ...; a compound problem's first subproblem), "lockLost"
 // when the renewer lock went away mid-order, "network" when the CA could
-// not be reached, else "other".
+// not be reached, "paused" when the CA paused the account (a rateLimited
+// problem that no waiting lifts), else "other".
 func ErrorKind(err error) string {
 	var pd *legoacme.ProblemDetails
 	if errors.As(err, &pd) {
+		if unpauseURL(problemDoc(err)) != "" {
+			return "paused"
+		}
 		t := pd.Type
 		if len(pd.SubProblems) > 0 && strings.HasSuffix(t, ":compound") {
 			t = pd.SubProblems[0].Type

@@ -24,6 +24,11 @@ type State struct {
 	NextAttempt time.Time `json:"nextAttempt,omitzero"`
 	LastError   string    `json:"lastError,omitempty"`
 	LastErrorAt time.Time `json:"lastErrorAt,omitzero"`
+	// Problem is the CA's problem document for LastError (nil when the CA
+	// was not reached); UnpauseURL is set while the CA has paused the
+	// account for these names: no order until a forced renewal.
+	Problem     *Problem  `json:"problem,omitempty"`
+	UnpauseURL  string    `json:"unpauseURL,omitempty"`
 	LastSuccess time.Time `json:"lastSuccess,omitzero"`
 	Directory   string    `json:"directory,omitempty"` // the ACME directory the current certificate came from
 	// ARI: the CA's window for the current certificate, and when to ask again.
