@@ -20,13 +20,23 @@ const (
 // longer (the default 30 days for a 6-day certificate) cannot be honoured:
 // it would make the certificate due from the moment it is issued, and the
 // renewer would order again at every check; the last third applies then.
+// A shorter renewBefore that still fits is never honoured before half the
+// lifetime (renewBeforeDays 5 on a 6-day certificate renews at day 3, not
+// day 1): renewing sooner only spends the CA's limits.
 func scheduledRenewal(notBefore, notAfter time.Time, renewBefore time.Duration) time.Time {
 	byDays := notAfter.Add(-renewBefore)
 	byThird := notBefore.Add(notAfter.Sub(notBefore) * 2 / 3)
 	if byThird.Before(byDays) || !byDays.After(notBefore) {
 		return byThird
 	}
-	return byDays
+	return latest(byDays, notBefore.Add(notAfter.Sub(notBefore)/2))
+}
+
+func latest(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // backoffDelay is the wait after the n-th consecutive failure (n >= 1),
