@@ -1,0 +1,195 @@
+// Package faults holds what the fault-injection scenarios measured, one row
+// per case, and renders docs/RELIABILITY.md from them.
+//
+// The scenarios (e2e/faults_*_test.go, e2e/frontfaults_test.go,
+// e2e/renewfaults_test.go) append their rows as JSON lines to the directory
+// named by $PRYV_TLS_RELIABILITY_DIR, one file per test; e2e/faults/run sets
+// it, runs them, and renders. Figures vary from run to run, so nothing
+// checks that the committed file is current: the order of its rows is what
+// is kept deterministic.
+package faults
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+)
+
+// EnvDir names the directory the rows are written to; unset, nothing is written.
+const EnvDir = "PRYV_TLS_RELIABILITY_DIR"
+
+// Outcomes of a case.
+const (
+	Held     = "held"      // the promise held, no change was needed
+	Fixed    = "fixed"     // a defect was found and fixed (Note says which commit/why)
+	NotFixed = "not fixed" // a defect was found and is left open (Note says why)
+	Skipped  = "skipped"   // the case could not run here (Note says why)
+	Failed   = "FAILED"    // the test failed in this run
+)
+
+// Row is one case of a scenario: what was done, what was measured.
+type Row struct {
+	Scenario int    `json:"scenario"` // issue 18's number, 1..9
+	Case     string `json:"case"`     // short name: "kill -9 of the etcd leader"
+	Done     string `json:"done"`     // what was done, as an operator would read it
+	Figures  string `json:"figures"`  // the numbers measured
+	Outcome  string `json:"outcome"`  // one of the outcomes above
+	Note     string `json:"note,omitempty"`
+
+	// Filled by Append.
+	Test string `json:"test"` // the Go test that recorded it
+	Seq  int    `json:"seq"`  // order within that test
+	Date string `json:"date"` // UTC, YYYY-MM-DD
+}
+
+// Append writes row as one JSON line to dir/<test>.jsonl.
+func Append(dir string, row Row) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("reliability rows: %w", err)
+	}
+	name := strings.NewReplacer("/", "_", " ", "_").Replace(row.Test) + ".jsonl"
+	f, err := os.OpenFile(filepath.Join(dir, name), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("reliability rows: %w", err)
+	}
+	b, err := json.Marshal(row)
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("reliability rows: %w", err)
+	}
+	if _, err := f.Write(append(b, '\n')); err != nil {
+		f.Close()
+		return fmt.Errorf("reliability rows: %w", err)
+	}
+	return f.Close()
+}
+
+// Load reads every *.jsonl file of dir and returns the rows in the order
+// they are rendered: by scenario, then test name, then the test's own order.
+func Load(dir string) ([]Row, error) {
+	files, err := filepath.Glob(filepath.Join(dir, "*.jsonl"))
+	if err != nil {
+		return nil, err
+	}
+	var rows []Row
+	for _, path := range files {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("reliability rows: %w", err)
+		}
+		sc := bufio.NewScanner(bytes.NewReader(b))
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for n := 1; sc.Scan(); n++ {
+			if len(bytes.TrimSpace(sc.Bytes())) == 0 {
+				continue
+			}
+			var r Row
+			if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+				return nil, fmt.Errorf("%s line %d: %w (each line is one JSON row written by recordReliability)", path, n, err)
+			}
+			if r.Scenario < 1 || r.Scenario > len(Scenarios) {
+				return nil, fmt.Errorf("%s line %d: scenario %d is not one of issue 18's 1..%d", path, n, r.Scenario, len(Scenarios))
+			}
+			rows = append(rows, r)
+		}
+		if err := sc.Err(); err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+	}
+	sort.SliceStable(rows, func(i, j int) bool {
+		a, b := rows[i], rows[j]
+		if a.Scenario != b.Scenario {
+			return a.Scenario < b.Scenario
+		}
+		if a.Test != b.Test {
+			return a.Test < b.Test
+		}
+		return a.Seq < b.Seq
+	})
+	return rows, nil
+}
+
+// Scenarios are issue 18's, by number.
+var Scenarios = []string{
+	1: "CA outage",
+	2: "kill -9 of the renewer mid-order",
+	3: "cluster faults (3 cores)",
+	4: "disk full",
+	5: "rotation and reload under load, SIGTERM, soak",
+	6: "upstream faults, slowloris, HTTP/2 rapid reset",
+	7: "bad input everywhere, fuzzed",
+	8: "secrets never out",
+	9: "clock",
+}[1:]
+
+// Meta is the header of the rendered file.
+type Meta struct {
+	Command string // how the file was made
+	Machine string // uname, nproc, go version
+	Elapsed string // how long the run took
+}
+
+// Render writes docs/RELIABILITY.md's text. A scenario with no row is
+// listed as not run, so a missing scenario is visible, not silent.
+func Render(rows []Row, m Meta) []byte {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "# Reliability\n\n")
+	fmt.Fprintf(&b, "What the fault-injection suite (issue 18) did to running cores and what it measured: real\n")
+	fmt.Fprintf(&b, "processes (the binary), real Pebble, real etcd members, iptables rules, tmpfs mounts and\n")
+	fmt.Fprintf(&b, "cgroups the tests create and remove, loopback only. Generated by `%s`; do not edit by hand\n", m.Command)
+	fmt.Fprintf(&b, "(the figures vary from run to run; the rows and their order do not).\n\n")
+	fmt.Fprintf(&b, "| | |\n|---|---|\n")
+	if m.Machine != "" {
+		fmt.Fprintf(&b, "| machine | %s |\n", cell(m.Machine))
+	}
+	if m.Elapsed != "" {
+		fmt.Fprintf(&b, "| run time | %s |\n", cell(m.Elapsed))
+	}
+	fmt.Fprintf(&b, "\nOutcomes: **held** (the promise held as the code was), **fixed** (a defect was found and\n")
+	fmt.Fprintf(&b, "fixed in its own commit, the case is its regression test), **not fixed** (found, left open:\n")
+	fmt.Fprintf(&b, "the note says why), **skipped** (could not run here), **FAILED** (the test failed in this run).\n")
+
+	by := map[int][]Row{}
+	for _, r := range rows {
+		by[r.Scenario] = append(by[r.Scenario], r)
+	}
+	for i, title := range Scenarios {
+		n := i + 1
+		fmt.Fprintf(&b, "\n## %d. %s\n\n", n, title)
+		rs := by[n]
+		if len(rs) == 0 {
+			fmt.Fprintf(&b, "Not run in this pass.\n")
+			continue
+		}
+		fmt.Fprintf(&b, "| case | what was done | figures | outcome | date |\n|---|---|---|---|---|\n")
+		for _, r := range rs {
+			outcome := r.Outcome
+			if r.Note != "" {
+				outcome += ": " + r.Note
+			}
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", cell(r.Case), cell(r.Done), cell(r.Figures), cell(outcome), cell(r.Date))
+		}
+		tests := map[string]bool{}
+		var names []string
+		for _, r := range rs {
+			if !tests[r.Test] {
+				tests[r.Test] = true
+				names = append(names, "`"+r.Test+"`")
+			}
+		}
+		fmt.Fprintf(&b, "\nTests: %s.\n", strings.Join(names, ", "))
+	}
+	return b.Bytes()
+}
+
+// cell keeps a value inside one markdown table cell.
+func cell(s string) string {
+	s = strings.TrimSpace(s)
+	s = strings.ReplaceAll(s, "|", `\|`)
+	return strings.Join(strings.Fields(s), " ")
+}
