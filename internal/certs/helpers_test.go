@@ -59,6 +59,18 @@ func pairAt(tb testing.TB, ca *devpki.CA, notBefore time.Time, names ...string) 
 	return c
 }
 
+// pairWindow issues a leaf valid from notBefore to notAfter, parsed as at
+// notBefore (it may be expired by now).
+func pairWindow(tb testing.TB, ca *devpki.CA, notBefore, notAfter time.Time, names ...string) *tls.Certificate {
+	tb.Helper()
+	iss := mustIssue(tb, ca, devpki.Leaf{Names: names, NotBefore: notBefore, NotAfter: notAfter})
+	c, err := ParsePair(iss.FullChain, iss.KeyPEM, notBefore)
+	if err != nil {
+		tb.Fatalf("ParsePair(%v): %v", names, err)
+	}
+	return c
+}
+
 // parseKey reads back the PKCS#8 key devpki writes.
 func parseKey(tb testing.TB, keyPEM []byte) crypto.Signer {
 	tb.Helper()

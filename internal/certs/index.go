@@ -2,10 +2,12 @@ package certs
 
 import (
 	"cmp"
+	"container/heap"
 	"crypto/tls"
 	"iter"
 	"maps"
 	"slices"
+	"time"
 )
 
 // The Store derives each Set from the one before: a change re-ranks only
@@ -27,6 +29,9 @@ type entry struct {
 	src  Source
 	key  string
 	seq  int
+	// gone: removed from its source (it may still sit in the expiry heap);
+	// queued: in the expiry heap, not yet passed.
+	gone, queued bool
 }
 
 func (e *entry) compare(key string, seq int) int {
@@ -44,13 +49,14 @@ func (e *entry) before(o *entry) bool {
 	return e.compare(o.key, o.seq) < 0
 }
 
-// ranksAbove is newSet's rule for a name several certificates carry: the
-// most recently issued, then the earlier in the order.
-func ranksAbove(a, b *entry) bool {
-	if newer(a.cert, b.cert) {
+// ranksAbove is newSet's rule for a name several certificates carry: valid
+// before expired, then the most recently issued, then the earlier in the
+// order.
+func ranksAbove(a, b *entry, now time.Time) bool {
+	if outranks(a.cert, b.cert, now) {
 		return true
 	}
-	if newer(b.cert, a.cert) {
+	if outranks(b.cert, a.cert, now) {
 		return false
 	}
 	return a.before(b)
@@ -63,12 +69,17 @@ type update struct {
 	hadReal bool
 	dirty   []string // indexNames; may repeat
 	changed bool     // the list of certificates changed
+	now     time.Time
 }
 
-func (s *Store) begin() *update { return &update{s: s, hadReal: s.hasReal()} }
+func (s *Store) begin() *update { return &update{s: s, hadReal: s.hasReal(), now: s.now()} }
 
 func (u *update) add(src Source, key string, seq int, c *tls.Certificate) *entry {
 	e := &entry{cert: c, src: src, key: key, seq: seq}
+	if c.Leaf != nil && !expired(c, u.now) {
+		e.queued = true
+		u.s.expiries.push(e)
+	}
 	for _, n := range certNames(c) {
 		n = indexName(n)
 		if u.s.cands.add(n, e) {
@@ -80,6 +91,11 @@ func (u *update) add(src Source, key string, seq int, c *tls.Certificate) *entry
 }
 
 func (u *update) remove(e *entry) {
+	e.gone = true
+	if e.queued {
+		e.queued = false
+		u.s.expiries.live--
+	}
 	for _, n := range certNames(e.cert) {
 		n = indexName(n)
 		if u.s.cands.remove(n, e) {
@@ -181,15 +197,22 @@ func (u *update) commit() {
 	}
 	next := &Set{exact: prev.exact, wildcard: prev.wildcard, all: prev.all}
 	copiedExact, copiedWild := false, false
-	for _, n := range u.dirty {
+	for i := 0; i < len(u.dirty); i++ { // grows: a wildcard re-ranks the stale names it covers
+		n := u.dirty[i]
 		name, wild := splitWildcard(n)
 		m, copied := &next.exact, &copiedExact
 		if wild {
 			m, copied = &next.wildcard, &copiedWild
+			for q := range s.stale[name] {
+				u.dirty = append(u.dirty, q)
+			}
 		}
 		var want *tls.Certificate
-		if best := s.best(n, hasReal); best != nil {
+		if best := s.best(n, hasReal, u.now); best != nil {
 			want = best.cert
+		}
+		if !wild {
+			want = s.exactWinner(name, want, hasReal, u.now)
 		}
 		if cur, ok := (*m)[name]; ok == (want != nil) && cur == want {
 			continue
@@ -212,16 +235,48 @@ func (u *update) commit() {
 	}
 	next.setFallback(s.defaultName)
 	s.cur.Store(next)
+	s.arm(u.now)
+}
+
+// exactWinner is what the exact map holds for name given its best
+// certificate c: nil (not indexed, the lookup falls through to the
+// wildcard) when c has expired and a valid wildcard covers name. It keeps
+// s.stale, the exact names whose best has expired, up to date.
+func (s *Store) exactWinner(name string, c *tls.Certificate, hasReal bool, now time.Time) *tls.Certificate {
+	p := parentName(name)
+	if p == "" {
+		return c
+	}
+	if c == nil || !expired(c, now) {
+		if names, ok := s.stale[p]; ok {
+			delete(names, name)
+			if len(names) == 0 {
+				delete(s.stale, p)
+			}
+		}
+		return c
+	}
+	if s.stale == nil {
+		s.stale = make(map[string]map[string]struct{})
+	}
+	if s.stale[p] == nil {
+		s.stale[p] = make(map[string]struct{})
+	}
+	s.stale[p][name] = struct{}{}
+	if w := s.best("*."+p, hasReal, now); w != nil && !expired(w.cert, now) {
+		return nil
+	}
+	return c
 }
 
 // best is the certificate a name goes to, nil if none carries it.
-func (s *Store) best(n string, hasReal bool) *entry {
+func (s *Store) best(n string, hasReal bool, now time.Time) *entry {
 	var best *entry
 	for e := range s.cands.all(n) {
 		if e.src == SourcePlaceholder && hasReal {
 			continue
 		}
-		if best == nil || ranksAbove(e, best) {
+		if best == nil || ranksAbove(e, best, now) {
 			best = e
 		}
 	}
@@ -320,4 +375,82 @@ func (s *Store) list(hasReal bool) []*tls.Certificate {
 		}
 	}
 	return all
+}
+
+// maxWake bounds the expiry timer: it runs on the monotonic clock, and a
+// wall clock stepped forward (NTP after a long suspend) must still see
+// certificates expire within that long.
+const maxWake = time.Hour
+
+// arm sets the timer for the next expiry still to come (under s.mu).
+func (s *Store) arm(now time.Time) {
+	h := &s.expiries
+	for h.Len() > 0 && h.items[0].gone {
+		heap.Pop(h)
+	}
+	if h.Len() > 2*h.live+64 { // rotations leave removed entries behind
+		h.items = slices.DeleteFunc(h.items, func(e *entry) bool { return e.gone })
+		heap.Init(h)
+	}
+	if h.Len() == 0 {
+		if s.timer != nil {
+			s.timer.Stop()
+		}
+		return
+	}
+	// x509's "expired" is strictly after NotAfter.
+	d := min(max(h.items[0].cert.Leaf.NotAfter.Add(time.Millisecond).Sub(now), 0), maxWake)
+	if s.timer == nil {
+		s.timer = time.AfterFunc(d, s.expire)
+		return
+	}
+	s.timer.Reset(d)
+}
+
+// expire re-ranks the names of the certificates that expired since the
+// last time: the timer's function.
+func (s *Store) expire() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	u := s.begin()
+	h := &s.expiries
+	for h.Len() > 0 && (h.items[0].gone || expired(h.items[0].cert, u.now)) {
+		e := heap.Pop(h).(*entry)
+		if e.gone {
+			continue
+		}
+		e.queued = false
+		h.live--
+		for _, n := range certNames(e.cert) {
+			u.dirty = append(u.dirty, indexName(n))
+		}
+	}
+	if len(u.dirty) == 0 {
+		s.arm(u.now)
+		return
+	}
+	u.commit()
+}
+
+// expiryHeap holds the entries not yet expired, soonest NotAfter first;
+// removed ones stay until they reach the top (or a compaction). live counts
+// those not removed.
+type expiryHeap struct {
+	items []*entry
+	live  int
+}
+
+func (h *expiryHeap) push(e *entry) { heap.Push(h, e); h.live++ }
+
+func (h *expiryHeap) Len() int { return len(h.items) }
+func (h *expiryHeap) Less(i, j int) bool {
+	return h.items[i].cert.Leaf.NotAfter.Before(h.items[j].cert.Leaf.NotAfter)
+}
+func (h *expiryHeap) Swap(i, j int) { h.items[i], h.items[j] = h.items[j], h.items[i] }
+func (h *expiryHeap) Push(x any)    { h.items = append(h.items, x.(*entry)) }
+func (h *expiryHeap) Pop() any {
+	e := h.items[len(h.items)-1]
+	h.items[len(h.items)-1] = nil
+	h.items = h.items[:len(h.items)-1]
+	return e
 }

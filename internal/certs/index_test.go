@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -48,7 +49,7 @@ func (m *storeModel) update(src Source, changes []Change) {
 	})
 }
 
-func (m *storeModel) set() *Set {
+func (m *storeModel) set(now time.Time) *Set {
 	var all []*tls.Certificate
 	for i, list := range m.sources {
 		if Source(i) == SourcePlaceholder && len(all) > 0 {
@@ -58,7 +59,7 @@ func (m *storeModel) set() *Set {
 			all = append(all, e.cert)
 		}
 	}
-	return newSet(all, m.defaultName)
+	return newSet(all, m.defaultName, now)
 }
 
 // sameSet reports how got differs from want, "" if it does not.
@@ -85,9 +86,10 @@ func setNames(m map[string]*tls.Certificate) []string {
 	return out
 }
 
-// TestStoreMatchesRebuild: random sequences of Update, Replace and
-// SetDefaultName leave the Store with exactly the Set newSet builds from
-// scratch out of the same certificates, after every step.
+// TestStoreMatchesRebuild: random sequences of Update, Replace,
+// SetDefaultName and the clock passing certificates' expiry leave the Store
+// with exactly the Set newSet builds from scratch out of the same
+// certificates at the same time, after every step.
 func TestStoreMatchesRebuild(t *testing.T) {
 	ca := newCA(t, "rebuild CA")
 	t0 := time.Now().Add(-3 * time.Hour).Truncate(time.Second)
@@ -101,7 +103,10 @@ func TestStoreMatchesRebuild(t *testing.T) {
 		for _, j := range rng.Perm(len(universe))[:1+rng.IntN(3)] {
 			names = append(names, universe[j])
 		}
-		pool = append(pool, pairAt(t, ca, t0.Add(time.Duration(i%3)*time.Minute), names...))
+		nb := t0.Add(time.Duration(i%3) * time.Minute)
+		// A third of them expire while the test's clock runs (an hour).
+		life := []time.Duration{90 * 24 * time.Hour, 10 * time.Minute, 40 * time.Minute}[(i/3)%3]
+		pool = append(pool, pairWindow(t, ca, nb, nb.Add(life), names...))
 	}
 	leafless := &tls.Certificate{Certificate: pool[0].Certificate, PrivateKey: pool[0].PrivateKey}
 	pool = append(pool, leafless)
@@ -118,9 +123,19 @@ func TestStoreMatchesRebuild(t *testing.T) {
 	for seed := range uint64(40) {
 		rng := rand.New(rand.NewPCG(seed, 99))
 		s, m := NewStore(), &storeModel{}
+		var clock atomic.Int64 // the timer may read it from its goroutine
+		clock.Store(t0.Add(5 * time.Minute).UnixNano())
+		now := func() time.Time { return time.Unix(0, clock.Load()) }
+		s.mu.Lock()
+		s.now = now
+		s.mu.Unlock()
 		for step := range 150 {
 			var did string
-			switch op := rng.IntN(20); {
+			switch op := rng.IntN(22); {
+			case op >= 20: // time passes; the store's timer would wake now
+				clock.Add(int64(time.Duration(rng.IntN(8)) * time.Minute))
+				s.expire()
+				did = fmt.Sprintf("the clock at t0+%s", now().Sub(t0))
 			case op < 11: // the materialiser's way: by key, in the store source
 				src := SourceStore
 				if rng.IntN(6) == 0 {
@@ -167,7 +182,7 @@ func TestStoreMatchesRebuild(t *testing.T) {
 				m.replace(src, nil)
 				did = fmt.Sprintf("Replace(%v)", src)
 			}
-			got, want := s.Current(), m.set()
+			got, want := s.Current(), m.set(now())
 			if diff := sameSet(got, want); diff != "" {
 				t.Fatalf("seed %d, step %d, after %s: %s", seed, step, did, diff)
 			}

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Set is an immutable SNI index. It is never modified after build, so the
@@ -22,15 +23,19 @@ type Set struct {
 	all      []*tls.Certificate
 }
 
-// newSet indexes certs from scratch: it is the definition the Store's
-// incremental updates must match (index.go, TestStoreMatchesRebuild). When
-// several certificates name the same host, the
-// most recently issued (latest NotBefore) wins, whatever its source: a
-// renewal, a file replaced by certbot and a record rotated in PlatformDB all
-// carry a newer NotBefore than what they replace; on a tie the earlier
-// certificate in the list wins. The fallback, served when SNI matches nothing
-// or is absent, is the certificate for defaultName, else the first one.
-func newSet(certs []*tls.Certificate, defaultName string) *Set {
+// newSet indexes certs from scratch at now: it is the definition the
+// Store's incremental updates must match (index.go, TestStoreMatchesRebuild).
+// When several certificates name the same host, one still valid at now beats
+// an expired one; then the most recently issued (latest NotBefore) wins,
+// whatever its source: a renewal, a file replaced by certbot and a record
+// rotated in PlatformDB all carry a newer NotBefore than what they replace;
+// on a tie the earlier certificate in the list wins. An exact name whose
+// certificate has expired is not indexed while a valid wildcard covers it,
+// so the lookup falls through to the wildcard (an old core1.{domain}
+// certificate must not shadow *.{domain}). The fallback, served when SNI
+// matches nothing or is absent, is the certificate for defaultName, else
+// the first one.
+func newSet(certs []*tls.Certificate, defaultName string, now time.Time) *Set {
 	s := &Set{
 		exact:    make(map[string]*tls.Certificate),
 		wildcard: make(map[string]*tls.Certificate),
@@ -43,13 +48,47 @@ func newSet(certs []*tls.Certificate, defaultName string) *Set {
 			if wild {
 				m = s.wildcard
 			}
-			if cur, dup := m[name]; !dup || newer(c, cur) {
+			if cur, dup := m[name]; !dup || outranks(c, cur, now) {
 				m[name] = c
 			}
 		}
 	}
+	for name, c := range s.exact {
+		if !expired(c, now) {
+			continue
+		}
+		if p := parentName(name); p == "" {
+			continue
+		} else if w, ok := s.wildcard[p]; ok && !expired(w, now) {
+			delete(s.exact, name)
+		}
+	}
 	s.setFallback(defaultName)
 	return s
+}
+
+// outranks is newSet's rule between two certificates naming one host.
+func outranks(a, b *tls.Certificate, now time.Time) bool {
+	if ea, eb := expired(a, now), expired(b, now); ea != eb {
+		return eb
+	}
+	return newer(a, b)
+}
+
+// expired reports whether c's leaf is past its NotAfter at now. A
+// certificate without a parsed leaf never counts as expired (it names
+// nothing either: it can only be the fallback).
+func expired(c *tls.Certificate, now time.Time) bool {
+	return c.Leaf != nil && now.After(c.Leaf.NotAfter)
+}
+
+// parentName is the wildcard map's key that covers an exact name ("" when
+// the name has a single label): what lookup tries after the exact map.
+func parentName(name string) string {
+	if i := strings.IndexByte(name, '.'); i > 0 {
+		return name[i+1:]
+	}
+	return ""
 }
 
 // setFallback picks the certificate for defaultName, else the first one.
@@ -159,12 +198,23 @@ type Store struct {
 	defaultName string
 	cur         atomic.Pointer[Set]
 	lookups     [numMatches]atomic.Uint64 // GetCertificate calls by kind of match
+
+	// A certificate's expiry changes the winners without any source
+	// changing: expiries wakes the store (timer) when the next one passes,
+	// and the names it carried are re-ranked then. stale are the exact
+	// names whose best certificate has expired, by parentName, for when the
+	// wildcard that covers them changes.
+	expiries expiryHeap
+	timer    *time.Timer
+	wakeAt   time.Time
+	stale    map[string]map[string]struct{}
+	now      func() time.Time // time.Now; tests set it
 }
 
 // NewStore returns an empty store: handshakes fail until a source puts a certificate.
 func NewStore() *Store {
-	s := &Store{}
-	s.cur.Store(newSet(nil, ""))
+	s := &Store{now: time.Now}
+	s.cur.Store(newSet(nil, "", s.now()))
 	return s
 }
 

@@ -29,7 +29,7 @@ func TestSetLookup(t *testing.T) {
 	deep := mustPair(t, ca, "a.b.example.com")
 	apex := mustPair(t, ca, "example.net", "*.example.net")
 	dotted := mustPair(t, ca, "trailing.example.org.")
-	s := newSet([]*tls.Certificate{fallback, wild, exact, deep, apex, dotted}, "")
+	s := newSet([]*tls.Certificate{fallback, wild, exact, deep, apex, dotted}, "", time.Now())
 
 	tests := []struct {
 		name string
@@ -80,7 +80,7 @@ func TestSetNewestIssuedWins(t *testing.T) {
 	newer := pairAt(t, ca, t0.Add(time.Minute), "dup.example.com", "*.wild.example.com", "only-newer.example.com")
 	twin := pairAt(t, ca, t0, "dup.example.com")
 	for _, order := range [][]*tls.Certificate{{older, newer}, {newer, older}} {
-		s := newSet(order, "")
+		s := newSet(order, "", time.Now())
 		for sni, want := range map[string]*tls.Certificate{
 			"dup.example.com":        newer,
 			"x.wild.example.com":     newer,
@@ -93,11 +93,11 @@ func TestSetNewestIssuedWins(t *testing.T) {
 		}
 	}
 	// Same NotBefore: the earlier in the list keeps the name.
-	if got := newSet([]*tls.Certificate{older, twin}, "").Lookup("dup.example.com"); got != older {
+	if got := newSet([]*tls.Certificate{older, twin}, "", time.Now()).Lookup("dup.example.com"); got != older {
 		t.Errorf("tie: got %s, want the first", certName(got))
 	}
 	// A default name picks the fallback.
-	s := newSet([]*tls.Certificate{older, newer}, "only-newer.example.com")
+	s := newSet([]*tls.Certificate{older, newer}, "only-newer.example.com", time.Now())
 	if got := s.Lookup("unknown.test"); got != newer {
 		t.Errorf("fallback with default name: %s, want the certificate for the default name", certName(got))
 	}
@@ -107,7 +107,7 @@ func TestSetCertificateWithoutLeafIsFallbackOnly(t *testing.T) {
 	ca := newCA(t, "leafless CA")
 	named := mustPair(t, ca, "named.example.com")
 	bare := &tls.Certificate{Certificate: named.Certificate, PrivateKey: named.PrivateKey}
-	s := newSet([]*tls.Certificate{bare}, "")
+	s := newSet([]*tls.Certificate{bare}, "", time.Now())
 	if got := s.Lookup("named.example.com"); got != bare {
 		t.Errorf("Lookup = %s, want the leafless certificate as fallback", certName(got))
 	}
