@@ -122,6 +122,7 @@ func startACME(cfg *config.Config, db *platformdb.Etcd, keys *atrest.Keyring, ca
 	}
 	api.Renewer = r
 	bg.Go(r.Run)
+	bg.Go((&certstore.Unplanned{KV: db, Planned: func(context.Context) ([]string, error) { return cfg.Hostnames(), nil }, Logger: log}).Run)
 	log.Info("certRenewer: ordering and renewing certificates", "directory", DirectoryURL(le))
 	return nil
 }
