@@ -160,7 +160,7 @@ func TestMultiCoreDNSWildcard(t *testing.T) {
 
 	t.Run("dns-records load, list, delete", func(t *testing.T) {
 		f := filepath.Join(dir, "records.yml")
-		writeFile(t, f, []byte("records:\n  - subdomain: mail\n    records: {a: [192.0.2.25], mx: ['10 mail.mc.example.com.']}\n  - subdomain: _dmarc\n    records: {txt: ['v=DMARC1; p=none']}\n"), 0o644)
+		writeFile(t, f, []byte("records:\n  - subdomain: mail\n    records: {a: [192.0.2.25], mx: ['10 mail.mc.example.com.']}\n  - subdomain: _dmarc\n    records: {txt: ['v=DMARC1; p=none']}\n  - subdomain: '*.wild'\n    records: {a: [192.0.2.77]}\n"), 0o644)
 		out, code := cli(t, dir, append(append([]string{"dns-records", "load"}, cfg...), f, "--dry-run")...)
 		if code != 0 || !strings.Contains(out, "dry run") {
 			t.Fatalf("load --dry-run: %d %s", code, out)
@@ -177,6 +177,16 @@ func TestMultiCoreDNSWildcard(t *testing.T) {
 				t.Fatal("loaded records not answered")
 			}
 			time.Sleep(10 * time.Millisecond)
+		}
+		// A wildcard, as dns.staticEntries accepts it (issue 19 item 5).
+		if r := q("Anything.wild."+domain, mdns.TypeA, "udp"); len(r.Answer) != 1 || r.Answer[0].(*mdns.A).A.String() != "192.0.2.77" ||
+			r.Answer[0].Header().Name != "Anything.wild."+domain+"." {
+			t.Fatalf("the loaded wildcard: %v", r)
+		}
+		odd := filepath.Join(dir, "odd.yml")
+		writeFile(t, odd, []byte("records:\n  - subdomain: 'x.*'\n    records: {a: [192.0.2.1]}\n"), 0o644)
+		if out, code := cli(t, dir, append(append([]string{"dns-records", "load"}, cfg...), odd)...); code == 0 || !strings.Contains(out, `"x.*" has the label "*"`) {
+			t.Fatalf("a wildcard label not first: %d %s", code, out)
 		}
 		bad := filepath.Join(dir, "bad.yml")
 		writeFile(t, bad, []byte("records:\n  - subdomain: x\n    records: {a: [not-an-ip]}\n"), 0o644)

@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/pryv/pryv-tls/internal/dns"
 )
 
 // NoHostnameError is the spec's "loud error": letsEncrypt is on but the
@@ -115,6 +117,10 @@ func (v *validator) dns(c *Config) {
 			v.add(p+".subdomain", "%q is already used by dns.staticEntries[%d]; merge the two entries", e.Subdomain, j)
 		default:
 			first[sub] = i
+			// The check dns-record rows get too (dns-records load).
+			if _, err := dns.CheckRelativeName(e.Subdomain); err != nil {
+				v.add(p+".subdomain", "%v", err)
+			}
 		}
 		v.records(p+".records", e.Records)
 	}

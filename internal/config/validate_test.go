@@ -94,6 +94,12 @@ func TestValidation(t *testing.T) {
 			[]string{"dns.staticEntries[1].subdomain: required"}},
 		{"static entry duplicate", "dns:\n  staticEntries:\n    - subdomain: www\n    - subdomain: mail\n    - subdomain: WWW\n",
 			[]string{`dns.staticEntries[2].subdomain: "WWW" is already used by dns.staticEntries[0]; merge the two entries`}},
+		{"static entry wildcards and odd labels", "dns:\n  staticEntries:\n    - subdomain: '*.wild'\n    - subdomain: '*'\n    - subdomain: _dmarc\n    - subdomain: 'a b'\n    - subdomain: 'x.*'\n    - subdomain: '@'\n",
+			[]string{
+				`dns.staticEntries[3].subdomain: "a b" has the label "a b" (letters, digits, '_', '-' not at either end; 1-63 characters; '*' only as the first label): write one or more DNS labels under the domain (e.g. "www", "_dmarc" or "*.wild")`,
+				`dns.staticEntries[4].subdomain: "x.*" has the label "*" (letters, digits, '_', '-' not at either end; 1-63 characters; '*' only as the first label): write one or more DNS labels under the domain (e.g. "www", "_dmarc" or "*.wild")`,
+				`dns.staticEntries[5].subdomain: "@" is the apex (set its records in dns.records.root): write one or more DNS labels under the domain (e.g. "www", "_dmarc" or "*.wild")`,
+			}},
 
 		{"no topology", leBlock, []string{NoHostnameError}},
 		{"publicUrl without isActive is no topology", leBlock + "dnsLess:\n  publicUrl: https://your-domain.com\n",

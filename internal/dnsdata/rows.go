@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/pryv/pryv-tls/internal/dns"
 	"github.com/pryv/pryv-tls/internal/platformdb"
 )
 
@@ -91,7 +92,6 @@ func invalid(format string, args ...any) error { return &invalidError{fmt.Sprint
 
 var (
 	usernameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,61}[a-z0-9]$|^[a-z0-9]$`)
-	labelRE    = regexp.MustCompile(`^([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9])?)(\.[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9])?)*$`)
 )
 
 // CheckUsername refuses what cannot be a single DNS label.
@@ -104,11 +104,12 @@ func CheckUsername(u string) (string, error) {
 }
 
 // CheckSubdomain refuses what cannot be a name under the domain ("" or "@"
-// is not accepted: the apex is configured with dns.records.root).
+// is not accepted: the apex is configured with dns.records.root). It is
+// dns.CheckRelativeName, the check dns.staticEntries gets too.
 func CheckSubdomain(s string) (string, error) {
-	l := strings.TrimSuffix(strings.ToLower(s), ".")
-	if !labelRE.MatchString(l) || len(l) > 200 {
-		return "", invalid("subdomain %q: must be one or more DNS labels under the domain (e.g. \"www\" or \"_dmarc\")", s)
+	l, err := dns.CheckRelativeName(s)
+	if err != nil {
+		return "", invalid("subdomain %v", err)
 	}
 	return l, nil
 }

@@ -263,12 +263,13 @@ func TestCheckNames(t *testing.T) {
 			t.Errorf("CheckUsername(%q) = %q, %v; want %q", in, got, err, want)
 		}
 	}
-	for in, want := range map[string]string{"WWW": "www", "_dmarc": "_dmarc", "a.b.c": "a.b.c", "x.": "x", "_acme-challenge.sub": "_acme-challenge.sub"} {
+	// The names dns.staticEntries accepts (one check for both).
+	for in, want := range map[string]string{"WWW": "www", "_dmarc": "_dmarc", "a.b.c": "a.b.c", "x.": "x", "_acme-challenge.sub": "_acme-challenge.sub", "*.wild": "*.wild", "*": "*", "*.A.b": "*.a.b"} {
 		if got, err := CheckSubdomain(in); err != nil || got != want {
 			t.Errorf("CheckSubdomain(%q) = %q, %v; want %q", in, got, err, want)
 		}
 	}
-	for _, bad := range []string{"", "@", ".", "a..b", ".a", "-a", "a-", "a b", "a/b", "*", "*.a", strings.Repeat("a.", 101) + "a"} {
+	for _, bad := range []string{"", "@", ".", "a..b", ".a", "-a", "a-", "a b", "a/b", "a.*", "**.a", "*a", "a.*.b", strings.Repeat("a.", 101) + "a"} {
 		if _, err := CheckSubdomain(bad); !errors.Is(err, ErrInvalid) {
 			t.Errorf("CheckSubdomain(%q): %v, want ErrInvalid", bad, err)
 		}
