@@ -167,6 +167,21 @@ func pruneVersions(tlsDir string, keep map[string][2]string) {
 	}
 }
 
+// writeThrough is writeFileAtomic that keeps a symlink at path: the file it
+// resolves to is replaced (in its own directory, so the rename stays
+// atomic). Renaming over the link would turn certbot's live/<name>/*.pem
+// into plain files, which certbot does not accept in a lineage it renews.
+func writeThrough(path string, data []byte, mode os.FileMode) error {
+	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSymlink != 0 {
+		target, err := filepath.EvalSymlinks(path)
+		if err != nil {
+			return fmt.Errorf("writing %s: it is a symlink that does not resolve (%w): point it at an existing file, or remove it", path, err)
+		}
+		path = target
+	}
+	return writeFileAtomic(path, data, mode)
+}
+
 // writeFileAtomic replaces path by a temp file + rename in the same directory.
 func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
 	dir := filepath.Dir(path)

@@ -60,6 +60,9 @@ type Materialiser struct {
 type served struct {
 	hash string
 	cert *tls.Certificate
+	// files: read from the http.ssl files at start (no row behind it): a
+	// listing without the primary's row does not forget it, a row replaces it.
+	files bool
 }
 
 func (m *Materialiser) log() *slog.Logger {
@@ -107,7 +110,36 @@ func (m *Materialiser) LoadDisk() {
 		}
 		m.take(host, served{hash: pairHash(chain, key), cert: c})
 	}
+	m.loadPrimaryFiles()
 	m.publish()
+}
+
+// loadPrimaryFiles serves a valid pair already at http.ssl for the primary
+// hostname when nothing was materialised for it yet (a core coming from
+// Strategy C, certbot's files in place): better than the placeholder until
+// PlatformDB has the primary's record (the first order).
+func (m *Materialiser) loadPrimaryFiles() {
+	if m.Primary == "" || m.CertFile == "" || m.KeyFile == "" {
+		return
+	}
+	if _, ok := m.served[m.Primary]; ok {
+		return
+	}
+	c, err := certs.LoadFiles(m.CertFile, m.KeyFile, "", time.Now())
+	if err != nil {
+		if !errors.Is(err, os.ErrNotExist) {
+			m.log().Warn("the pair at http.ssl is not served until PlatformDB has the primary's certificate", "error", err.Error())
+		}
+		return
+	}
+	chain, err1 := os.ReadFile(m.CertFile)
+	key, err2 := os.ReadFile(m.KeyFile)
+	if err1 != nil || err2 != nil {
+		return // replaced in between: the next start reads it
+	}
+	m.take(m.Primary, served{hash: pairHash(chain, key), cert: c, files: true})
+	m.log().Info("serving the pair at http.ssl until PlatformDB has the primary's certificate",
+		"hostname", m.Primary, "certFile", m.CertFile, "certificate", certs.Describe(c.Leaf), "notAfter", c.Leaf.NotAfter.UTC())
 }
 
 // Run syncs from PlatformDB until ctx ends: a full listing, then the watch;
@@ -150,8 +182,8 @@ func (m *Materialiser) sync(ctx context.Context) (int64, error) {
 			batch = append(batch, p)
 		}
 	}
-	for host := range m.served {
-		if !seen[host] {
+	for host, sv := range m.served {
+		if !seen[host] && !sv.files {
 			m.forget(host)
 		}
 	}
@@ -389,10 +421,11 @@ func (m *Materialiser) write(host string, chain, key []byte) (certPath, keyPath 
 	// Separate http.ssl paths cannot switch as a pair; the key goes first so
 	// a reader that checks the pair (as ours does) refuses the in-between
 	// state rather than serving it, and sees the new pair a moment later.
-	if err := writeFileAtomic(m.KeyFile, key, 0o600); err != nil {
+	// A symlink (certbot's live/ -> archive/) is written through, kept.
+	if err := writeThrough(m.KeyFile, key, 0o600); err != nil {
 		return "", "", kept, err
 	}
-	if err := writeFileAtomic(m.CertFile, chain, 0o644); err != nil {
+	if err := writeThrough(m.CertFile, chain, 0o644); err != nil {
 		return "", "", kept, err
 	}
 	return m.CertFile, m.KeyFile, kept, nil
