@@ -80,11 +80,8 @@ func (m *Materialiser) LoadDisk() {
 		m.served = make(map[string]served)
 	}
 	entries, err := os.ReadDir(m.TLSDir)
-	if err != nil {
-		if !errors.Is(err, os.ErrNotExist) {
-			m.log().Warn("reading materialised certificates", "dir", m.TLSDir, "error", err.Error())
-		}
-		return
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		m.log().Warn("reading materialised certificates", "dir", m.TLSDir, "error", err.Error())
 	}
 	for _, e := range entries {
 		name := e.Name()

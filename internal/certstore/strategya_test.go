@@ -44,7 +44,7 @@ func TestMaterialiserStrategyAOnCertbotFiles(t *testing.T) {
 	ctx := testCtx(t)
 	ca := newCA(t)
 	cat := &Catalog{KV: db, Keys: testKeys(t, 1)}
-	tlsDir := t.TempDir()
+	tlsDir := filepath.Join(t.TempDir(), "tls") // a fresh install: not made yet
 	le := t.TempDir()
 	old := issueFor(t, ca, "pryv.example.com")
 	certLink, keyLink := certbotLayout(t, le, "pryv.example.com", old.FullChain, old.KeyPEM)
