@@ -119,6 +119,12 @@ type Options struct {
 	// Empty: a new one-member cluster.
 	InitialCluster string // "name1=https://10.0.0.1:2380,name2=..."
 	ClusterState   string // "new" (default) or "existing"
+
+	// DenylistFile, with TLS, is where this member keeps its copy of the
+	// denylist (the DeniedPrefix rows) for etcd's listeners to read: both
+	// refuse a new connection from a denied certificate. Empty: no
+	// denylist (tests of this package).
+	DenylistFile string
 }
 
 // Etcd is a Store on an embedded etcd member, through an in-process
@@ -136,6 +142,9 @@ type Etcd struct {
 	srv        *embed.Etcd
 	clientAddr string
 	peerAddr   string
+
+	deny *denylist      // nil without Options.DenylistFile
+	bg   sync.WaitGroup // the denylist watch
 
 	closing   atomic.Bool // set when the member stops: demotes its shutdown noise
 	closeOnce sync.Once
@@ -255,6 +264,15 @@ func Open(ctx context.Context, opts Options) (*Etcd, error) {
 		cfg.ClientTLSInfo.TrustedCAFile = t.CAFile
 		cfg.ClientTLSInfo.ClientCertAuth = true
 		cfg.TlsMinVersion = "TLS1.3" // as tlsMinVersion
+		if opts.DenylistFile != "" {
+			d, err := startDenylist(opts.DenylistFile)
+			if err != nil {
+				return nil, fmt.Errorf("platformdb: open (%s): %w", where, err)
+			}
+			s.deny = d
+			cfg.PeerTLSInfo.CRLFile = opts.DenylistFile
+			cfg.ClientTLSInfo.CRLFile = opts.DenylistFile
+		}
 	}
 
 	srv, err := embed.StartEtcd(cfg)
@@ -290,6 +308,9 @@ func Open(ctx context.Context, opts Options) (*Etcd, error) {
 	// The local member's applied revision: no request, never unavailable.
 	conn.rev = func(context.Context) (int64, error) { return srv.Server.KV().Rev(), nil }
 	s.Conn = conn
+	if s.deny != nil {
+		s.bg.Go(func() { s.watchDenylist(conn.ctx) })
+	}
 
 	if opts.ClusterState == embed.ClusterStateFlagExisting {
 		return s, nil // a joining learner: its peer URL is the one it was added with
@@ -372,6 +393,7 @@ func (s *Etcd) DataDir() string { return s.dataDir }
 func (s *Etcd) Close() error {
 	s.closeOnce.Do(func() {
 		s.closeErr = s.Conn.Close()
+		s.bg.Wait()
 		s.stopServer()
 	})
 	return s.closeErr
