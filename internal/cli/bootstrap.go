@@ -184,6 +184,7 @@ func newCore(c *controlClient, cfg *config.Config, id, ip, coreURL, hosting, out
 		return err
 	}
 	now := time.Now().UTC()
+	nc := join.NodeCertOf(id, leaf, now) // recorded with the token: remove-core denies it
 	peerURL := "https://" + net.JoinHostPort(ip, port(cfg.PlatformDB.PeerAddress))
 	b := &join.Bundle{
 		Version: 1, CoreID: id, IP: ip,
@@ -201,6 +202,7 @@ func newCore(c *controlClient, cfg *config.Config, id, ip, coreURL, hosting, out
 	var res map[string]string
 	err = c.do("POST", "/cluster/join-tokens", daemon.TokenRequest{
 		Token: join.Token{CoreID: id, Hash: join.HashToken(token), NodeFingerprint: join.Fingerprint(leaf.Raw),
+			NodeSerial: nc.Serial, NodeSPKI: nc.SPKI, NodeNotAfter: nc.NotAfter,
 			PeerURL: peerURL, CreatedAt: now, ExpiresAt: b.ExpiresAt},
 		Core: dnsdata.CoreInfo{ID: id, IP: ip, URL: coreURL, Hosting: hosting},
 	}, &res)

@@ -65,6 +65,10 @@ func TestCheckToken(t *testing.T) {
 	used.ConsumedAt = now
 	expired := base
 	expired.ExpiresAt = now.Add(-time.Minute)
+	// A removed core coming back with its old bundle: the same member,
+	// the token used, and expired (issue 18: it skipped the expiry check).
+	usedExpired := used
+	usedExpired.ExpiresAt = now.Add(-time.Minute)
 	tests := []struct {
 		name      string
 		t         Token
@@ -78,6 +82,7 @@ func TestCheckToken(t *testing.T) {
 		{"expired", expired, "secret", "fp", base.PeerURL, ErrTokenExpired},
 		{"used by the same member: idempotent", used, "secret", "fp", base.PeerURL, nil},
 		{"used, another member", used, "secret", "fp", "https://127.0.0.9:2380", ErrTokenUsed},
+		{"used by the same member, expired", usedExpired, "secret", "fp", base.PeerURL, ErrTokenExpired},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/pryv/pryv-tls/internal/platformdb"
@@ -52,21 +54,66 @@ type Server struct {
 	// Renew, if set, answers POST /renew: a core presenting its current
 	// node certificate (verified by TLS) gets a fresh one for the same key.
 	Renew func(old *x509.Certificate) ([]byte, error)
+	// Denied, if set, tells a revoked node certificate (PlatformDB's
+	// denylist): refused by /join and /renew.
+	Denied func(*x509.Certificate) bool
 }
 
-// TLSConfig is the join listener's: the CA holder's node certificate, and
-// only clients with a node certificate from the cluster CA.
-func TLSConfig(certFile, keyFile string, ca *x509.CertPool) (*tls.Config, error) {
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-	if err != nil {
-		return nil, fmt.Errorf("join listener: %w", err)
+// ServerCert is the join listener's certificate (the CA holder's node
+// certificate), read from an atomic pointer at each handshake: Reload after
+// the node certificate is renewed, and the next handshake presents the new
+// one.
+type ServerCert struct {
+	certFile, keyFile string
+	cert              atomic.Pointer[tls.Certificate]
+}
+
+// LoadServerCert reads the pair.
+func LoadServerCert(certFile, keyFile string) (*ServerCert, error) {
+	s := &ServerCert{certFile: certFile, keyFile: keyFile}
+	if err := s.Reload(); err != nil {
+		return nil, err
 	}
+	return s, nil
+}
+
+// Reload reads the files again; on error the previous pair stays.
+func (s *ServerCert) Reload() error {
+	c, err := tls.LoadX509KeyPair(s.certFile, s.keyFile)
+	if err != nil {
+		return fmt.Errorf("join listener: %w", err)
+	}
+	s.cert.Store(&c)
+	return nil
+}
+
+// Leaf is the certificate presented now.
+func (s *ServerCert) Leaf() *x509.Certificate { return s.cert.Load().Leaf }
+
+// GetCertificate is tls.Config's.
+func (s *ServerCert) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	return s.cert.Load(), nil
+}
+
+// TLSConfig is the join listener's: the CA holder's node certificate
+// (cert), and only clients with a node certificate from the cluster CA.
+func (s *ServerCert) TLSConfig(ca *x509.CertPool) *tls.Config {
 	return &tls.Config{
-		MinVersion:   tls.VersionTLS13,
-		Certificates: []tls.Certificate{cert},
-		ClientCAs:    ca,
-		ClientAuth:   tls.RequireAndVerifyClientCert,
-	}, nil
+		MinVersion:     tls.VersionTLS13,
+		GetCertificate: s.GetCertificate,
+		ClientCAs:      ca,
+		ClientAuth:     tls.RequireAndVerifyClientCert,
+	}
+}
+
+// TLSConfig is the join listener's, with the pair read once (see
+// ServerCert for one that follows renewals).
+func TLSConfig(certFile, keyFile string, ca *x509.CertPool) (*tls.Config, error) {
+	s, err := LoadServerCert(certFile, keyFile)
+	if err != nil {
+		return nil, err
+	}
+	return s.TLSConfig(ca), nil
 }
 
 func (j *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -75,10 +122,25 @@ func (j *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			joinError(w, http.StatusUnauthorized, ErrWrongNodeCert)
 			return
 		}
-		pem, err := j.Renew(r.TLS.PeerCertificates[0])
+		old := r.TLS.PeerCertificates[0]
+		if j.Denied != nil && j.Denied(old) {
+			j.logger().Warn("node certificate renewal refused: revoked", "core", old.Subject.CommonName, "serial", platformdb.SerialHex(old), "from", r.RemoteAddr)
+			joinError(w, http.StatusForbidden, ErrRevoked)
+			return
+		}
+		pem, err := j.Renew(old)
 		if err != nil {
 			joinError(w, http.StatusForbidden, err)
 			return
+		}
+		if b, _ := pemDecode(pem); b != nil && j.Tokens.KV != nil {
+			n := NodeCertOf(old.Subject.CommonName, b, j.now())
+			if err := j.Tokens.RecordNodeCert(r.Context(), n); err != nil {
+				// Not recorded: remove-core could not deny it. Not served either.
+				j.logger().Error("renewal: recording the new node certificate", "core", n.CoreID, "error", err.Error())
+				joinError(w, http.StatusServiceUnavailable, fmt.Errorf("renewal: recording the new node certificate: %w", err))
+				return
+			}
 		}
 		w.Header().Set("Content-Type", "application/x-pem-file")
 		_, _ = w.Write(pem)
@@ -98,18 +160,16 @@ func (j *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	leaf := r.TLS.PeerCertificates[0]
+	if j.Denied != nil && j.Denied(leaf) {
+		j.logger().Warn("join refused: revoked node certificate", "core", req.CoreID, "from", r.RemoteAddr)
+		joinError(w, http.StatusForbidden, ErrRevoked)
+		return
+	}
 	if leaf.Subject.CommonName != req.CoreID {
 		joinError(w, http.StatusForbidden, fmt.Errorf("join refused: the node certificate is for %q, not %q", leaf.Subject.CommonName, req.CoreID))
 		return
 	}
-	now := time.Now()
-	if j.Now != nil {
-		now = j.Now()
-	}
-	log := j.Logger
-	if log == nil {
-		log = slog.Default()
-	}
+	now, log := j.now(), j.logger()
 	t, rev, err := j.Tokens.Get(r.Context(), req.CoreID)
 	if err == nil {
 		err = checkToken(t, req.Token, Fingerprint(leaf.Raw), req.PeerURL, now)
@@ -151,6 +211,28 @@ func (j *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(Response{InitialCluster: initial, MemberID: fmt.Sprintf("%x", m.ID)})
+}
+
+func (j *Server) now() time.Time {
+	if j.Now != nil {
+		return j.Now()
+	}
+	return time.Now()
+}
+
+func (j *Server) logger() *slog.Logger {
+	if j.Logger != nil {
+		return j.Logger
+	}
+	return slog.Default()
+}
+
+func pemDecode(b []byte) (*x509.Certificate, error) {
+	block, _ := pem.Decode(b)
+	if block == nil {
+		return nil, errors.New("no PEM block")
+	}
+	return x509.ParseCertificate(block.Bytes)
 }
 
 func joinError(w http.ResponseWriter, status int, err error) {

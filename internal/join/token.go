@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -22,8 +23,11 @@ const TokenPrefix = "join-token/"
 // Token is a join token's row.
 type Token struct {
 	CoreID          string    `json:"coreId"`
-	Hash            string    `json:"hash"`            // sha256 of the token, hex
-	NodeFingerprint string    `json:"nodeFingerprint"` // sha256 of the joiner's node certificate DER
+	Hash            string    `json:"hash"`                 // sha256 of the token, hex
+	NodeFingerprint string    `json:"nodeFingerprint"`      // sha256 of the joiner's node certificate DER
+	NodeSerial      string    `json:"nodeSerial,omitempty"` // that certificate's serial, hex
+	NodeSPKI        string    `json:"nodeSpki,omitempty"`   // and its public key's sha256, hex
+	NodeNotAfter    time.Time `json:"nodeNotAfter,omitzero"`
 	PeerURL         string    `json:"peerUrl"`
 	CreatedAt       time.Time `json:"createdAt"`
 	ExpiresAt       time.Time `json:"expiresAt"`
@@ -52,6 +56,7 @@ var (
 	ErrTokenExpired  = errors.New("join refused: the join token expired: make a new bundle with \"pryv-tls bootstrap new-core\"")
 	ErrTokenUsed     = errors.New("join refused: the join token was already used by another member")
 	ErrWrongNodeCert = errors.New("join refused: the client certificate is not the node certificate issued with this token")
+	ErrRevoked       = errors.New("refused: this node certificate was revoked (its core was removed with \"pryv-tls bootstrap remove-core\"; to bring it back, run \"pryv-tls bootstrap new-core\" again)")
 )
 
 // checkToken validates a presented token against its row.
@@ -62,16 +67,15 @@ func checkToken(t Token, token, fingerprint, peerURL string, now time.Time) erro
 	if subtle.ConstantTimeCompare([]byte(fingerprint), []byte(t.NodeFingerprint)) != 1 {
 		return ErrWrongNodeCert
 	}
-	if !t.ConsumedAt.IsZero() {
-		if t.PeerURL == peerURL {
-			return nil // the same core running its join again: idempotent
-		}
-		return ErrTokenUsed
-	}
+	// Expiry first: a used token is not a way around it, even for the
+	// core that used it (a removed core coming back with its old bundle).
 	if now.After(t.ExpiresAt) {
 		return ErrTokenExpired
 	}
-	return nil
+	if !t.ConsumedAt.IsZero() && t.PeerURL != peerURL {
+		return ErrTokenUsed
+	}
+	return nil // unused, or the same core running its join again: idempotent
 }
 
 // Tokens reads and writes token rows.
@@ -85,14 +89,65 @@ type Tokens struct {
 	}
 }
 
-// Put stores a token row.
+// Put stores a token row, and records its node certificate (remove-core
+// denies every certificate recorded for the core).
 func (s Tokens) Put(ctx context.Context, t Token) error {
 	data, err := json.Marshal(t)
 	if err != nil {
 		return err
 	}
+	if t.NodeSerial != "" {
+		if err := s.RecordNodeCert(ctx, NodeCert{CoreID: t.CoreID, Serial: t.NodeSerial, SPKI: t.NodeSPKI, NotAfter: t.NodeNotAfter, IssuedAt: t.CreatedAt}); err != nil {
+			return err
+		}
+	}
 	_, err = s.KV.Put(ctx, TokenPrefix+t.CoreID, data)
 	return err
+}
+
+// NodeCertPrefix records the node certificates issued to each core:
+// node-cert/<coreId>/<serial, hex>.
+const NodeCertPrefix = "node-cert/"
+
+// NodeCert is a node certificate issued by the CA holder (by new-core or a
+// renewal).
+type NodeCert struct {
+	CoreID   string    `json:"coreId"`
+	Serial   string    `json:"serial"`
+	SPKI     string    `json:"spki"`
+	NotAfter time.Time `json:"notAfter"`
+	IssuedAt time.Time `json:"issuedAt"`
+}
+
+// NodeCertOf describes a certificate issued to coreID.
+func NodeCertOf(coreID string, c *x509.Certificate, now time.Time) NodeCert {
+	return NodeCert{CoreID: coreID, Serial: platformdb.SerialHex(c), SPKI: platformdb.SPKIHash(c), NotAfter: c.NotAfter, IssuedAt: now}
+}
+
+// RecordNodeCert stores a node-cert row.
+func (s Tokens) RecordNodeCert(ctx context.Context, n NodeCert) error {
+	data, err := json.Marshal(n)
+	if err != nil {
+		return err
+	}
+	_, err = s.KV.Put(ctx, NodeCertPrefix+n.CoreID+"/"+n.Serial, data)
+	return err
+}
+
+// NodeCerts lists the certificates recorded for coreID.
+func (s Tokens) NodeCerts(ctx context.Context, coreID string) ([]NodeCert, error) {
+	entries, _, err := s.KV.List(ctx, NodeCertPrefix+coreID+"/")
+	if err != nil {
+		return nil, err
+	}
+	out := make([]NodeCert, 0, len(entries))
+	for _, e := range entries {
+		var n NodeCert
+		if json.Unmarshal(e.Value, &n) == nil && n.Serial != "" {
+			out = append(out, n)
+		}
+	}
+	return out, nil
 }
 
 // Get reads a token row and its revision.

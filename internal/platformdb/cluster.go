@@ -9,6 +9,7 @@ import (
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // Member is one etcd member of the PlatformDB cluster.
@@ -179,3 +180,43 @@ func retryableMembership(err error) bool {
 }
 
 type etcdMember = pb.Member
+
+// RevokeLeasesOf revokes the leases of the locks a member holds (a member
+// being removed: its locks are then free at once instead of after their
+// TTL) and returns how many. etcd makes a lease id on the member the grant
+// was sent to, its top 16 bits (less the sign bit) being that member's id's
+// low 16 bits: a lock whose lease carries them is that member's. When
+// another member's id shares those bits nothing is revoked (the leases
+// expire by themselves, the removed member cannot keep them alive).
+func (s *Etcd) RevokeLeasesOf(ctx context.Context, memberID uint64) (int, error) {
+	ms, err := s.Members(ctx)
+	if err != nil {
+		return 0, err
+	}
+	prefix := leasePrefix(memberID)
+	for _, m := range ms {
+		if m.ID != memberID && leasePrefix(m.ID) == prefix {
+			return 0, nil
+		}
+	}
+	lctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	resp, err := s.cli.Get(lctx, lockPrefix, clientv3.WithPrefix()) // (keys-only answers carry no lease)
+	if err != nil {
+		return 0, s.fail("list locks", lockPrefix, err)
+	}
+	seen := map[int64]bool{}
+	for _, kv := range resp.Kvs {
+		if kv.Lease == 0 || seen[kv.Lease] || uint64(kv.Lease)>>48 != prefix {
+			continue
+		}
+		seen[kv.Lease] = true
+		if _, err := s.cli.Revoke(lctx, clientv3.LeaseID(kv.Lease)); err != nil && !strings.Contains(err.Error(), "not found") {
+			return len(seen) - 1, s.fail("revoke lease", string(kv.Key), err)
+		}
+	}
+	return len(seen), nil
+}
+
+// leasePrefix is the part of a lease id etcd takes from the member id.
+func leasePrefix(memberID uint64) uint64 { return uint64(uint16(memberID)) & 0x7fff }

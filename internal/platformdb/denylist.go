@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -81,6 +82,7 @@ type denylist struct {
 	file    string
 	set     atomic.Pointer[denySet]
 	written atomic.Bool // the file holds set (not the last run's copy)
+	mu      sync.Mutex  // one refresh at a time (Deny and the watch): not on the TLS checks' path
 }
 
 // ErrDenied is the refusal of a denied certificate.
@@ -142,6 +144,8 @@ func startDenylist(file string) (*denylist, error) {
 // refreshDenylist reads the rows and, when they changed, swaps the set and
 // rewrites the file.
 func (s *Etcd) refreshDenylist(ctx context.Context) error {
+	s.deny.mu.Lock()
+	defer s.deny.mu.Unlock()
 	entries, _, err := s.List(ctx, DeniedPrefix)
 	if err != nil {
 		return err

@@ -173,3 +173,37 @@ func parseCertPEMForTest(b []byte) (*x509.Certificate, error) {
 	}
 	return x509.ParseCertificate(block.Bytes)
 }
+
+// TestRevokeLeasesOf: the locks a member's leases hold are released at
+// once; another member's id (not sharing the lease prefix) revokes nothing.
+func TestRevokeLeasesOf(t *testing.T) {
+	t.Parallel()
+	e := openEtcdTLS(t, "", newTestPKI(t).node)
+	ctx := testCtx(t)
+	l, err := e.Lock(ctx, "renewer", 2*time.Second) // Lost is noticed at the next keep-alive (TTL/3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := e.RevokeLeasesOf(ctx, e.ID()^0x1); err != nil || n != 0 {
+		t.Fatalf("another member's leases: %d %v", n, err)
+	}
+	select {
+	case <-l.Lost():
+		t.Fatal("the lock was lost by revoking another member's leases")
+	default:
+	}
+	n, err := e.RevokeLeasesOf(ctx, e.ID())
+	if err != nil || n != 1 {
+		t.Fatalf("RevokeLeasesOf = %d, %v; want 1", n, err)
+	}
+	select {
+	case <-l.Lost():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the lock was not lost after its lease was revoked")
+	}
+	l2, err := e.Lock(ctx, "renewer", 30*time.Second)
+	if err != nil {
+		t.Fatalf("the lock is not free again: %v", err)
+	}
+	_ = l2.Unlock(ctx)
+}
