@@ -4,7 +4,9 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"testing"
@@ -118,6 +120,44 @@ func TestMultiCoreDNSWildcard(t *testing.T) {
 		// The challenge values were cleaned up after the order.
 		if r := q("_acme-challenge."+domain, mdns.TypeTXT, "udp"); len(r.Answer) != 0 {
 			t.Errorf("challenge TXT still published after the order: %v", r.Answer)
+		}
+	})
+
+	t.Run("CAA bound to Pebble's account", func(t *testing.T) {
+		// The account URL, as the renewer logged it at registration (the
+		// issuance above waited for it; alone, this waits here).
+		registered := regexp.MustCompile(`ACME account registered.* account=(\S+)`)
+		m := registered.FindStringSubmatch(c.logs.String())
+		for deadline := time.Now().Add(60 * time.Second); m == nil; m = registered.FindStringSubmatch(c.logs.String()) {
+			if time.Now().After(deadline) {
+				t.Fatalf("no account registration in the logs:\n%s", c.logs.String())
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		account := strings.Trim(m[1], `"`)
+		want := []string{
+			`0 issue "pebble.letsencrypt.org; accounturi=` + account + `; validationmethods=dns-01"`,
+			`0 issuewild "pebble.letsencrypt.org; accounturi=` + account + `; validationmethods=dns-01"`,
+		}
+		dig := needTool(t, "dig")
+		for _, tr := range []string{"+notcp", "+tcp"} {
+			var got []string
+			deadline := time.Now().Add(5 * time.Second)
+			for {
+				out, err := exec.Command(dig, "@127.0.0.1", "-p", fmt.Sprint(dnsPort), tr, "+short", "CAA", domain).CombinedOutput()
+				if err != nil {
+					t.Fatalf("dig CAA %s: %v\n%s", domain, err, out)
+				}
+				got = strings.Split(strings.TrimSpace(string(out)), "\n")
+				sort.Strings(got)
+				if strings.Join(got, "\n") == strings.Join(want, "\n") || time.Now().After(deadline) {
+					break
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			if strings.Join(got, "\n") != strings.Join(want, "\n") {
+				t.Fatalf("dig %s CAA %s:\n got  %q\n want %q", tr, domain, got, want)
+			}
 		}
 	})
 

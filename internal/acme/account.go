@@ -38,6 +38,10 @@ type accountRecord struct {
 	Email     string `json:"email"`
 	URI       string `json:"uri"` // the account URL (kid)
 	Key       []byte `json:"key"` // atrest envelope of the PKCS#8 key
+	// CAAIdentities are the directory's meta.caaIdentities at
+	// registration: the issuer domains the DNS names in its CAA records
+	// (internal/dnsdata reads directory, uri and these).
+	CAAIdentities []string `json:"caaIdentities,omitempty"`
 }
 
 // user is lego's registration.User.
@@ -123,7 +127,8 @@ func register(ctx context.Context, client *lego.Client, kv KV, keys *atrest.Keyr
 	if err != nil {
 		return err
 	}
-	data, err := json.Marshal(accountRecord{Directory: directory, Email: u.email, URI: reg.Location, Key: sealed})
+	data, err := json.Marshal(accountRecord{Directory: directory, Email: u.email, URI: reg.Location, Key: sealed,
+		CAAIdentities: client.GetServerMetadata().CaaIdentities})
 	if err != nil {
 		return err
 	}

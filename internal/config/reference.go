@@ -130,6 +130,8 @@ var keyDocs = func() map[string]keyDoc {
 		"letsEncrypt.eab":             {by: byStrategyA, text: "External Account Binding, for CAs that require it. Used once, when the account is registered."},
 		"letsEncrypt.eab.kid":         {by: byStrategyA, text: "Key identifier given by the CA. Set together with `hmacKey`."},
 		"letsEncrypt.eab.hmacKey":     {by: byStrategyA, text: "MAC key given by the CA, base64url, pasted as given."},
+		"letsEncrypt.caa":             {by: byDNS, defNote: "`true`", text: "With `dns.domain`: publish at its apex CAA `issue` and `issuewild` records naming the CA (`caaIdentity`), `accounturi=` the ACME account and `validationmethods=` the challenges used (RFC 8659, RFC 8657), so that no other account or method can get a certificate for the domain. In step with the account rows in PlatformDB. CAA records in `dns.records.root.caa` replace them; `false` publishes none."},
+		"letsEncrypt.caaIdentity":     {by: byDNS, text: "The CA's issuer domain for the CAA records (`letsencrypt.org`), used when the ACME directory's `meta.caaIdentities` names none (or the account was registered before pryv-tls stored them). Unset and unknown: no CAA record, and a warning."},
 		"letsEncrypt.dns01":           {by: byStrategyA, text: "The DNS-01 challenge of the `*.{domain}` certificate, answered by the cores' embedded DNS servers."},
 
 		"letsEncrypt.dns01.propagationTimeout":   {by: byStrategyA, def: DefaultPropagationTimeout, text: "Longest wait for this core's and every other available core's DNS server to answer the challenge value before the CA is told to validate; the wait ends as soon as all do. v1's `acme.dnsRebootWaitMs`."},

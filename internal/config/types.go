@@ -122,7 +122,15 @@ type LetsEncrypt struct {
 	Profile         string `yaml:"profile"`
 	EAB             EAB    `yaml:"eab"`
 	DNS01           DNS01  `yaml:"dns01"`
+	// CAA publishes, at the apex of dns.domain, CAA records that only our
+	// ACME account may use (RFC 8657). Unset means true.
+	CAA         *bool  `yaml:"caa"`
+	CAAIdentity string `yaml:"caaIdentity"` // issuer domain when the directory names none
 }
+
+// CAAOn reports whether letsEncrypt.caa leaves the account-bound CAA
+// records on (the default).
+func (le LetsEncrypt) CAAOn() bool { return le.CAA == nil || *le.CAA }
 
 type EAB struct {
 	KID     string `yaml:"kid"`

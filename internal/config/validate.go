@@ -234,6 +234,9 @@ func (v *validator) letsEncrypt(c *Config) {
 	if h := le.EAB.HMACKey.Reveal(); h != "" && !isBase64URL(h) {
 		v.add("letsEncrypt.eab.hmacKey", "not valid base64url; paste it exactly as the CA gave it")
 	}
+	if id := le.CAAIdentity; id != "" && !validDomain(normalizeDomain(id)) {
+		v.add("letsEncrypt.caaIdentity", "%q is not a domain name: the CA's issuer domain, as in its CAA instructions (e.g. letsencrypt.org)", id)
+	}
 	if le.DNS01.PropagationTimeout < 0 {
 		v.add("letsEncrypt.dns01.propagationTimeout", "must be positive, got %s", le.DNS01.PropagationTimeout)
 	}

@@ -101,6 +101,8 @@ func TestValidation(t *testing.T) {
 				`dns.staticEntries[5].subdomain: "@" is the apex (set its records in dns.records.root): write one or more DNS labels under the domain (e.g. "www", "_dmarc" or "*.wild")`,
 			}},
 
+		{"caaIdentity", "letsEncrypt:\n  caaIdentity: 'not a domain'\n",
+			[]string{`letsEncrypt.caaIdentity: "not a domain" is not a domain name: the CA's issuer domain, as in its CAA instructions (e.g. letsencrypt.org)`}},
 		{"no topology", leBlock, []string{NoHostnameError}},
 		{"publicUrl without isActive is no topology", leBlock + "dnsLess:\n  publicUrl: https://your-domain.com\n",
 			[]string{NoHostnameError}},

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/pryv/pryv-tls/internal/config"
@@ -29,7 +31,40 @@ func (p *platform) static() dnsdata.Static {
 	for _, e := range d.StaticEntries {
 		st.Entries = append(st.Entries, dnsdata.Entry{Subdomain: e.Subdomain, Records: records(e.Records)})
 	}
+	st.CAA = caaOptions(p.cfg)
 	return st
+}
+
+// caaOptions binds the zone's CAA records to the ACME account of the
+// configured directory and to the challenges the plans use for names
+// inside the domain (issue 15).
+func caaOptions(cfg *config.Config) dnsdata.CAA {
+	le := cfg.LetsEncrypt
+	if !le.Enabled || !le.CAAOn() {
+		return dnsdata.CAA{}
+	}
+	caa := dnsdata.CAA{Directories: []string{DirectoryURL(le)}, Identity: le.CAAIdentity}
+	domain := strings.TrimSuffix(strings.ToLower(cfg.DNS.Domain), ".")
+	for _, p := range cfg.Plans() {
+		for _, h := range p.Hostnames {
+			inside := h == domain || strings.HasSuffix(h, "."+domain)
+			switch {
+			case !inside:
+			case strings.HasPrefix(h, "*."):
+				caa.WildMethods = appendNew(caa.WildMethods, p.Challenge)
+			default:
+				caa.Methods = appendNew(caa.Methods, p.Challenge)
+			}
+		}
+	}
+	return caa
+}
+
+func appendNew(list []string, s string) []string {
+	if slices.Contains(list, s) {
+		return list
+	}
+	return append(list, s)
 }
 
 // startDNSServer answers the zone from configuration at once, before

@@ -27,6 +27,9 @@ type Static struct {
 	// dns.publicIp, and this core's IPv6.
 	NSHostIP, NSHostIPv6 string
 	Entries              []Entry // dns.staticEntries
+	// CAA is published at the apex unless Root has CAA records of its own
+	// (the operator's win).
+	CAA CAA
 }
 
 // rows is the in-memory copy of the DNS rows the zone is built from.
@@ -51,6 +54,7 @@ type rows struct {
 	coresChanged bool
 	records      map[string]Records           // subdomain -> records
 	challenges   map[string]map[string]string // fqdn (no trailing dot) -> row key -> value
+	accounts     map[string]account           // ACME account row key -> account
 }
 
 func newRows() *rows {
@@ -62,6 +66,7 @@ func newRows() *rows {
 		coresChanged: true,
 		records:      map[string]Records{},
 		challenges:   map[string]map[string]string{},
+		accounts:     map[string]account{},
 	}
 }
 
@@ -167,6 +172,11 @@ func Build(st Static, r *rows, serial uint32) (*dns.Zone, []string, error) {
 		return nil, nil, fmt.Errorf("dns.records.root: %w", err)
 	}
 	all = append(all, apex...)
+	if len(root.CAA) == 0 {
+		caa, warn := st.CAA.records(origin, ttl, r.accounts)
+		all = append(all, caa...)
+		warnings = append(warnings, warn...)
+	}
 
 	for _, e := range st.Entries {
 		if claim(strings.ToLower(e.Subdomain), "dns.staticEntries") {

@@ -48,7 +48,7 @@ type Watcher struct {
 	warned map[string]bool
 }
 
-var tables = []string{UserCorePrefix, CoreInfoPrefix, RecordPrefix, ChallengePrefix}
+var tables = []string{UserCorePrefix, CoreInfoPrefix, RecordPrefix, ChallengePrefix, AccountPrefix}
 
 func (w *Watcher) log() *slog.Logger {
 	if w.Logger != nil {
@@ -240,5 +240,12 @@ func (r *rows) apply(ev platformdb.Event) {
 			r.challenges[fqdn] = map[string]string{}
 		}
 		r.challenges[fqdn][id] = string(ev.Entry.Value)
+	case strings.HasPrefix(key, AccountPrefix):
+		a, ok := parseAccount(ev.Entry.Value)
+		if del || !ok {
+			delete(r.accounts, key)
+			return
+		}
+		r.accounts[key] = a
 	}
 }
