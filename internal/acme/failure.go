@@ -82,7 +82,7 @@ func (r *Renewer) recordFailure(ctx context.Context, p Plan, st *State, err erro
 	wasPaused := st.UnpauseURL != ""
 	st.UnpauseURL = unpauseURL(st.Problem)
 	if st.UnpauseURL != "" {
-		r.log.Error("the CA has paused this account for the certificate's names: nothing is ordered until you visit the unpause link, then run: pryv-tls certs force-renew",
+		r.log.Error("the CA has paused this account for the certificate's names: nothing is ordered until you visit the unpause link, then force a renewal (POST /system/admin/certs/force-renew)",
 			"hostname", p.Row(), "unpauseURL", st.UnpauseURL)
 	}
 	if r.opts.OnFailure == nil || (st.Failures > 1 && (wasPaused || st.UnpauseURL == "")) {

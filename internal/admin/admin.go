@@ -41,6 +41,7 @@ type RenewalState struct {
 	NextRenewal time.Time
 	LastError   string
 	LastErrorAt time.Time
+	RenewalDetail
 }
 
 // API serves the admin endpoints.
@@ -82,6 +83,7 @@ type CertInfo struct {
 	NextRenewal *time.Time `json:"nextRenewal,omitempty"`
 	LastError   string     `json:"lastError,omitempty"`
 	LastErrorAt *time.Time `json:"lastErrorAt,omitempty"`
+	Lifetime
 }
 
 func (a *API) now() time.Time {
@@ -249,7 +251,9 @@ func (a *API) certInfos(ctx context.Context) ([]CertInfo, error) {
 	}
 	for _, rec := range recs {
 		ci := Info(rec, now)
-		if st, ok := states[rec.Hostname]; ok {
+		st, ok := states[rec.Hostname]
+		ci.judge(st, ok, now)
+		if ok {
 			if !st.NextRenewal.IsZero() {
 				ci.NextRenewal = &st.NextRenewal
 			}
@@ -266,7 +270,9 @@ func (a *API) certInfos(ctx context.Context) ([]CertInfo, error) {
 		if st.LastError == "" || slices.ContainsFunc(recs, func(r *certstore.Record) bool { return r.Hostname == host }) {
 			continue
 		}
-		out = append(out, CertInfo{Hostname: host, LastError: st.LastError, LastErrorAt: &st.LastErrorAt})
+		ci := CertInfo{Hostname: host, LastError: st.LastError, LastErrorAt: &st.LastErrorAt}
+		ci.judge(st, true, now)
+		out = append(out, ci)
 	}
 	return out, nil
 }

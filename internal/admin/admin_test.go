@@ -136,7 +136,8 @@ func TestPublicList(t *testing.T) {
 	if len(certs) != 2 {
 		t.Fatalf("%d certificates listed, want 2: %s", len(certs), body)
 	}
-	wantFields := []string{"daysUntilExpiry", "expiresAt", "hostname", "issuedAt", "issuer", "names", "serial", "source"}
+	// The spec's four, what identifies the certificate, and its lifetime judgement.
+	wantFields := []string{"attentionAt", "daysUntilExpiry", "expiresAt", "hostname", "issuedAt", "issuer", "names", "needsAttention", "renewed", "serial", "source", "state"}
 	type want struct {
 		hostname, serial, source string
 		names                    []string

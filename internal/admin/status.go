@@ -7,11 +7,81 @@ import (
 	"net/http"
 	"slices"
 	"time"
+
+	"github.com/pryv/pryv-tls/internal/health"
 )
 
-// ExpiryWarningDays: a certificate with fewer days left than this needs
-// attention (status lists it as a problem).
-const ExpiryWarningDays = 7
+// Lifetime is a certificate judged against its own lifetime (decision
+// 0025) and what its renewer last heard from the CA.
+type Lifetime struct {
+	// Renewed: a renewer keeps this certificate (it has renewal state);
+	// false for one nothing renews (imported outside the plans, files).
+	Renewed bool `json:"renewed"`
+	// State is health.StateOK, StateDue (in its renewal window), StateOverdue,
+	// StateExpiring (nothing renews it, expiry near) or StateExpired; "" for
+	// a certificate not issued yet.
+	State          string `json:"state,omitempty"`
+	NeedsAttention bool   `json:"needsAttention"`
+	// AttentionAt is when it needs attention unless renewed or replaced
+	// before: the renewal's deadline, or the warning before expiry.
+	AttentionAt *time.Time `json:"attentionAt,omitempty"`
+	// ARIWindow is the CA's suggested renewal window for this certificate.
+	ARIWindow *Window `json:"ariWindow,omitempty"`
+	// Failures counts the consecutive failed orders; Problem is the CA's
+	// problem document of the last one; UnpauseURL is set while the CA has
+	// paused the account for it (nothing is retried until a forced renewal).
+	Failures   int      `json:"failures,omitempty"`
+	Problem    *Problem `json:"problem,omitempty"`
+	UnpauseURL string   `json:"unpauseURL,omitempty"`
+}
+
+// Window is a time span.
+type Window struct {
+	Start time.Time `json:"start"`
+	End   time.Time `json:"end"`
+}
+
+// Problem is an ACME problem document (RFC 8555 section 6.7).
+type Problem struct {
+	Type        string       `json:"type"`
+	Detail      string       `json:"detail,omitempty"`
+	Status      int          `json:"status,omitempty"`
+	Subproblems []Subproblem `json:"subproblems,omitempty"`
+}
+
+// Subproblem is one identifier's part of a compound problem.
+type Subproblem struct {
+	Type       string `json:"type"`
+	Detail     string `json:"detail,omitempty"`
+	Identifier string `json:"identifier,omitempty"`
+}
+
+// RenewalDetail is the rest of a certificate's renewal bookkeeping.
+type RenewalDetail struct {
+	ARIStart, ARIEnd time.Time
+	ARISerial        string // the certificate the window is for
+	Failures         int
+	Problem          *Problem
+	UnpauseURL       string
+}
+
+// judge fills ci's Lifetime from its renewal state (renewed: it has one).
+func (ci *CertInfo) judge(st RenewalState, renewed bool, now time.Time) {
+	l := Lifetime{Renewed: renewed, Failures: st.Failures, Problem: st.Problem, UnpauseURL: st.UnpauseURL}
+	if !st.ARIStart.IsZero() && st.ARISerial == ci.Serial {
+		l.ARIWindow = &Window{Start: st.ARIStart.UTC(), End: st.ARIEnd.UTC()}
+	}
+	if !ci.ExpiresAt.IsZero() {
+		c := health.Cert{NotBefore: ci.IssuedAt, NotAfter: ci.ExpiresAt, Renewed: renewed, NextRenewal: st.NextRenewal}
+		if l.ARIWindow != nil {
+			c.ARIEnd = l.ARIWindow.End
+		}
+		v := health.Judge(c, now)
+		at := v.AttentionAt.UTC()
+		l.State, l.NeedsAttention, l.AttentionAt = v.State, v.Attention, &at
+	}
+	ci.Lifetime = l
+}
 
 // Self is this core as the daemon sees it, for GET /status.
 type Self struct {
@@ -52,6 +122,9 @@ type Status struct {
 	LastError   *RenewalEvent `json:"lastError,omitempty"`
 	// Problems says what needs attention; empty when all is fine.
 	Problems []string `json:"problems"`
+	// Warnings are worth a look but need nothing yet (a failed renewal
+	// that is retried well before the certificate's deadline).
+	Warnings []string `json:"warnings"`
 }
 
 // RenewalEvent is one certificate's planned renewal or last failure.
@@ -69,7 +142,7 @@ func (a *API) status(w http.ResponseWriter, r *http.Request) {
 // What cannot be read is a problem in the answer, not an error.
 func (a *API) Status(ctx context.Context) Status {
 	now := a.now().UTC()
-	st := Status{Time: now, Cores: []CoreStatus{}, Certs: []CertInfo{}, Problems: []string{}}
+	st := Status{Time: now, Cores: []CoreStatus{}, Certs: []CertInfo{}, Problems: []string{}, Warnings: []string{}}
 	problem := func(format string, args ...any) { st.Problems = append(st.Problems, fmt.Sprintf(format, args...)) }
 	if a.Self != nil {
 		st.Core = a.Self(ctx)
@@ -86,15 +159,15 @@ func (a *API) Status(ctx context.Context) Status {
 	}
 
 	if a.DNS != nil {
-		cores, health, err := a.coreStatuses(ctx)
+		cores, members, err := a.coreStatuses(ctx)
 		if err != nil {
 			problem("%s: %v", err.what, err.err)
 		}
 		st.Cores = append(st.Cores, cores...)
 		// Members without a core-info row (a core without dns.active).
-		for _, name := range slices.Sorted(maps.Keys(health)) {
+		for _, name := range slices.Sorted(maps.Keys(members)) {
 			if name != "" && !slices.ContainsFunc(st.Cores, func(c CoreStatus) bool { return c.ID == name }) {
-				st.Cores = append(st.Cores, CoreStatus{ID: name, Available: true, Member: true, Healthy: health[name]})
+				st.Cores = append(st.Cores, CoreStatus{ID: name, Available: true, Member: true, Healthy: members[name]})
 			}
 		}
 	}
@@ -111,28 +184,61 @@ func (a *API) Status(ctx context.Context) Status {
 		}
 		st.Certs = append(st.Certs, certs...)
 	}
-	st.Certs = append(st.Certs, self.FileCerts...)
+	for _, c := range self.FileCerts {
+		c.judge(RenewalState{}, false, now) // nothing renews the http.ssl files
+		st.Certs = append(st.Certs, c)
+	}
 	for _, c := range st.Certs {
-		if !c.ExpiresAt.IsZero() && c.DaysUntilExpiry < ExpiryWarningDays {
-			if c.ExpiresAt.After(now) {
-				problem("certificate %s expires in %d day(s), on %s", c.Hostname, c.DaysUntilExpiry, c.ExpiresAt.Format(time.DateOnly))
-			} else {
-				problem("certificate %s expired on %s", c.Hostname, c.ExpiresAt.Format(time.DateOnly))
-			}
-		}
-		if c.LastError != "" {
-			at := time.Time{}
-			if c.LastErrorAt != nil {
-				at = *c.LastErrorAt
-			}
-			problem("renewal of %s failed at %s: %s", c.Hostname, at.UTC().Format(time.RFC3339), c.LastError)
-			if st.LastError == nil || at.After(st.LastError.At) {
-				st.LastError = &RenewalEvent{Hostname: c.Hostname, At: at.UTC(), Error: c.LastError}
-			}
-		}
+		st.judgeCert(c, now)
 		if c.NextRenewal != nil && (st.NextRenewal == nil || c.NextRenewal.Before(st.NextRenewal.At)) {
 			st.NextRenewal = &RenewalEvent{Hostname: c.Hostname, At: c.NextRenewal.UTC()}
 		}
 	}
 	return st
+}
+
+// judgeCert adds what c needs to the problems or the warnings: a renewal
+// failure alone is a warning while the renewer keeps trying and the
+// certificate is not past its deadline; it is a problem once the deadline
+// has passed, when nothing is served for the name yet, or when the CA has
+// paused the account (nothing retries then).
+func (st *Status) judgeCert(c CertInfo, now time.Time) {
+	failed := ""
+	if c.LastError != "" {
+		at := time.Time{}
+		if c.LastErrorAt != nil {
+			at = c.LastErrorAt.UTC()
+		}
+		failed = fmt.Sprintf("renewal of %s failed at %s", c.Hostname, at.Format(time.RFC3339))
+		if c.Failures > 1 {
+			failed += fmt.Sprintf(" (%d times in a row)", c.Failures)
+		}
+		failed += ": " + c.LastError
+		if st.LastError == nil || at.After(st.LastError.At) {
+			st.LastError = &RenewalEvent{Hostname: c.Hostname, At: at, Error: c.LastError}
+		}
+	}
+	switch {
+	case c.UnpauseURL != "":
+		st.Problems = append(st.Problems, fmt.Sprintf("renewal of %s is paused by the CA (too many failed validations) and is not retried: "+
+			"visit %s to unpause, then force a renewal (POST %s/certs/force-renew {\"hostname\": %q})", c.Hostname, c.UnpauseURL, CorePrefix, c.Hostname))
+	case c.ExpiresAt.IsZero() && failed != "":
+		st.Problems = append(st.Problems, failed+" (no certificate issued yet)")
+	case c.NeedsAttention:
+		p := health.Verdict{State: c.State, AttentionAt: derefTime(c.AttentionAt)}.Describe(c.Hostname, c.ExpiresAt, now)
+		if failed != "" {
+			p += "; " + failed
+		}
+		st.Problems = append(st.Problems, p)
+	case failed != "":
+		st.Warnings = append(st.Warnings, fmt.Sprintf("%s; retried by the renewer, it needs attention if still failing at %s",
+			failed, derefTime(c.AttentionAt).Format(time.RFC3339)))
+	}
+}
+
+func derefTime(t *time.Time) time.Time {
+	if t == nil {
+		return time.Time{}
+	}
+	return *t
 }

@@ -130,3 +130,107 @@ func TestStatus(t *testing.T) {
 		}
 	})
 }
+
+// Certificates are judged against their own lifetime: a fresh 6-day
+// certificate is fine, an overdue renewal needs attention, a failure the
+// renewer still retries in time is only a warning, a paused account is a
+// problem that names its unpause link.
+func TestStatusLifetime(t *testing.T) {
+	cat, _ := newCatalog(t)
+	ctx := testCtx(t)
+	ca := newCA(t)
+	now := time.Now().UTC().Truncate(time.Second)
+	const day = 24 * time.Hour
+	store := func(name string, notBefore time.Time, life time.Duration, source string) *devpki.Issued {
+		iss := issue(t, ca, devpki.Leaf{Names: []string{name}, NotBefore: notBefore, NotAfter: notBefore.Add(life)})
+		if _, err := cat.Store(ctx, "", source, iss.FullChain, iss.KeyPEM); err != nil {
+			t.Fatal(err)
+		}
+		return iss
+	}
+	store("fresh.example.com", now.Add(-time.Hour), 6*day, certstore.SourceACME)       // 5 days left: fine
+	store("late.example.com", now.Add(-5*day), 6*day, certstore.SourceACME)            // due at day 4, overdue at 4.6
+	store("retrying.example.com", now.Add(-61*day), 90*day, certstore.SourceACME)      // due at 60, overdue at 69
+	store("paused.example.com", now.Add(-10*day), 90*day, certstore.SourceACME)        // fine by the calendar
+	ari := store("ari.example.com", now.Add(-61*day), 90*day, certstore.SourceACME)    // its window ended yesterday
+	store("imported.example.com", now.Add(-2*day), 6*day, certstore.SourceImport)      // nothing renews it: 4 days left of 6, fine
+	store("imported-soon.example.com", now.Add(-5*day), 6*day, certstore.SourceImport) // 1 day left: a third of 6 days
+	failedAt := now.Add(-10 * time.Minute)
+	renewals := map[string]RenewalState{
+		"fresh.example.com": {NextRenewal: now.Add(-time.Hour).Add(4 * day)},
+		"late.example.com":  {NextRenewal: now.Add(-day)},
+		"retrying.example.com": {NextRenewal: now.Add(-day), LastError: "connection refused", LastErrorAt: failedAt,
+			RenewalDetail: RenewalDetail{Failures: 3}},
+		"paused.example.com": {NextRenewal: now.Add(50 * day), LastError: "Your account is temporarily prevented (rateLimited)", LastErrorAt: failedAt,
+			RenewalDetail: RenewalDetail{Failures: 1, UnpauseURL: "https://portal.letsencrypt.org/sfe/v1/unpause?jwt=a.b.c",
+				Problem: &Problem{Type: "urn:ietf:params:acme:error:rateLimited", Detail: "Your account is temporarily prevented", Status: 429}}},
+		"ari.example.com": {NextRenewal: now.Add(-2 * day), RenewalDetail: RenewalDetail{ARIStart: now.Add(-3 * day), ARIEnd: now.Add(-day), ARISerial: serialOf(ari)}},
+	}
+	a := &API{Certs: cat, Logger: quietLogger(), Now: func() time.Time { return now },
+		Renewals: func(context.Context) (map[string]RenewalState, error) { return renewals, nil },
+		Self:     func(context.Context) Self { return Self{ID: "core1", PlatformDB: MemberState{Up: true}, TLS: true} }}
+
+	st := getStatus(t, a)
+	byName := map[string]CertInfo{}
+	for _, c := range st.Certs {
+		byName[c.Hostname] = c
+	}
+	for _, w := range []struct {
+		name, state      string
+		attention, renew bool
+	}{
+		{"fresh.example.com", "ok", false, true},
+		{"late.example.com", "overdue", true, true},
+		{"retrying.example.com", "due", false, true},
+		{"paused.example.com", "ok", false, true},
+		{"ari.example.com", "overdue", true, true},
+		{"imported.example.com", "ok", false, false},
+		{"imported-soon.example.com", "expiring", true, false},
+	} {
+		c := byName[w.name]
+		if c.State != w.state || c.NeedsAttention != w.attention || c.Renewed != w.renew || c.AttentionAt == nil {
+			t.Errorf("%s: state %q attention %v renewed %v attentionAt %v; want %q %v %v", w.name, c.State, c.NeedsAttention, c.Renewed, c.AttentionAt, w.state, w.attention, w.renew)
+		}
+	}
+	if c := byName["ari.example.com"]; c.ARIWindow == nil || !c.ARIWindow.End.Equal(now.Add(-day)) {
+		t.Errorf("ari.example.com: ARI window %+v", c.ARIWindow)
+	}
+	if c := byName["paused.example.com"]; c.Problem == nil || c.Problem.Status != 429 || c.UnpauseURL == "" {
+		t.Errorf("paused.example.com: problem %+v unpause %q", c.Problem, c.UnpauseURL)
+	}
+
+	all := strings.Join(st.Problems, "\n")
+	for _, want := range []string{
+		"certificate late.example.com: its renewal is overdue",
+		"certificate ari.example.com: its renewal is overdue (since " + now.Add(-day).Format(time.RFC3339) + ")",
+		"certificate imported-soon.example.com expires in 1 day(s)",
+		"renewal of paused.example.com is paused by the CA (too many failed validations) and is not retried: visit https://portal.letsencrypt.org/sfe/v1/unpause?jwt=a.b.c to unpause, then force a renewal (POST /system/admin/certs/force-renew {\"hostname\": \"paused.example.com\"})",
+	} {
+		if !strings.Contains(all, want) {
+			t.Errorf("problems lack %q:\n%s", want, all)
+		}
+	}
+	if len(st.Problems) != 4 {
+		t.Errorf("%d problems, want 4:\n%s", len(st.Problems), all)
+	}
+	if len(st.Warnings) != 1 || !strings.Contains(st.Warnings[0], "renewal of retrying.example.com failed at "+failedAt.Format(time.RFC3339)+" (3 times in a row): connection refused; retried by the renewer, it needs attention if still failing at") {
+		t.Errorf("warnings: %q", st.Warnings)
+	}
+
+	// A window for another certificate (the one before) is not this one's.
+	r := renewals["ari.example.com"]
+	r.ARISerial = "00ff"
+	renewals["ari.example.com"] = r
+	if c := findCert(getStatus(t, a), "ari.example.com"); c.ARIWindow != nil || c.State != "due" {
+		t.Errorf("a window for another serial: %+v, state %q", c.ARIWindow, c.State)
+	}
+}
+
+func findCert(st Status, host string) CertInfo {
+	for _, c := range st.Certs {
+		if c.Hostname == host {
+			return c
+		}
+	}
+	return CertInfo{}
+}

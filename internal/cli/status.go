@@ -13,6 +13,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/pryv/pryv-tls/internal/admin"
+	"github.com/pryv/pryv-tls/internal/health"
 )
 
 const statusUsage = `usage: pryv-tls status --config FILE [--config FILE ...] [--json] [--no-color] [--wait 30s]
@@ -23,17 +24,17 @@ the running core's control socket.
 A core that is still starting (its control socket not there yet, or answering
 "starting") is waited for, up to --wait (default 30s; 0: fail at once).
 
-Exit status: 0 all fine; 1 something needs attention (a certificate within
-7 days of expiry, a failed renewal, a core down, ...) or the core cannot be
-reached; 2 bad usage.
-`
+Certificates are judged against their own lifetime, not a fixed number of
+days: one the renewer keeps needs attention once its renewal is overdue
+(past the CA's renewal window, or a tenth of its lifetime past its planned
+renewal); one nothing renews (imported, files) 7 days before expiry, or a
+third of its lifetime before when that is shorter. A failed renewal that is
+retried in time is a warning, not a problem.
 
-// Days-left thresholds of the colours (red below the first, yellow below
-// the second). Red is also where status starts to exit 1.
-const (
-	redDays    = admin.ExpiryWarningDays
-	yellowDays = 21
-)
+Exit status: 0 all fine (warnings included); 1 something needs attention (an
+overdue renewal, an expired certificate, an account paused by the CA, a core
+down, ...) or the core cannot be reached; 2 bad usage.
+`
 
 // ANSI colours, all of one length so that tabwriter aligns coloured and
 // plain rows alike (the code opens the row's first cell).
@@ -163,19 +164,20 @@ func printStatus(w io.Writer, st admin.Status, color bool) {
 		fmt.Fprintln(w, "  none")
 	} else {
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		row(tw, ansiPlain, "  HOSTNAME", "DAYS LEFT", "EXPIRES", "SOURCE", "NEXT RENEWAL", "LAST ERROR")
+		row(tw, ansiPlain, "  HOSTNAME", "DAYS LEFT", "EXPIRES", "STATE", "SOURCE", "NEXT RENEWAL", "LAST ERROR")
 		for _, c := range st.Certs {
-			days, expires, code := "-", "-", ansiRed // not issued yet
+			days, expires, state := "-", "-", "not issued"
 			if !c.ExpiresAt.IsZero() {
-				days, expires = fmt.Sprint(c.DaysUntilExpiry), c.ExpiresAt.UTC().Format(time.DateOnly)
-				switch {
-				case c.DaysUntilExpiry < redDays:
-					code = ansiRed
-				case c.DaysUntilExpiry < yellowDays:
-					code = ansiYellow
-				default:
-					code = ansiGreen
-				}
+				days, expires, state = fmt.Sprint(c.DaysUntilExpiry), c.ExpiresAt.UTC().Format(time.DateOnly), c.State
+			}
+			if state == "" {
+				state = "-"
+			}
+			code := certColour(c)
+			if c.UnpauseURL != "" {
+				state = "PAUSED"
+			} else if c.NeedsAttention {
+				state = strings.ToUpper(state)
 			}
 			next, lastErr, source := "-", "-", c.Source
 			if c.NextRenewal != nil {
@@ -186,12 +188,11 @@ func printStatus(w io.Writer, st admin.Status, color bool) {
 				if c.LastErrorAt != nil {
 					lastErr += " " + c.LastErrorAt.UTC().Format("2006-01-02 15:04")
 				}
-				code = ansiRed
 			}
 			if source == "" {
 				source = "-"
 			}
-			row(tw, code, "  "+c.Hostname, days, expires, source, next, lastErr)
+			row(tw, code, "  "+c.Hostname, days, expires, state, source, next, lastErr)
 		}
 		_ = tw.Flush()
 	}
@@ -208,6 +209,13 @@ func printStatus(w io.Writer, st admin.Status, color bool) {
 		fmt.Fprintln(w, "Last error:   none")
 	}
 
+	if len(st.Warnings) > 0 {
+		fmt.Fprintln(w)
+		fmt.Fprintln(w, paint(ansiYellow, fmt.Sprintf("Worth a look (%d):", len(st.Warnings))))
+		for _, p := range st.Warnings {
+			fmt.Fprintf(w, "  - %s\n", p)
+		}
+	}
 	fmt.Fprintln(w)
 	if len(st.Problems) == 0 {
 		fmt.Fprintln(w, paint(ansiGreen, "All fine."))
@@ -235,4 +243,17 @@ func relative(t, now time.Time) string {
 		return fmt.Sprintf("%d minutes %s", int(d.Minutes()), suffix)
 	}
 	return fmt.Sprintf("%d seconds %s", int(d.Seconds()), suffix)
+}
+
+// certColour is a certificate row's colour: red when it needs attention
+// (or nothing is issued yet), yellow while it is being renewed or its last
+// renewal failed, green otherwise.
+func certColour(c admin.CertInfo) string {
+	switch {
+	case c.NeedsAttention, c.ExpiresAt.IsZero(), c.UnpauseURL != "":
+		return ansiRed
+	case c.LastError != "", c.State == health.StateDue:
+		return ansiYellow
+	}
+	return ansiGreen
 }

@@ -56,7 +56,7 @@ func TestStatusCommand(t *testing.T) {
 			{ID: "core2", Available: true, Member: true, Healthy: true},
 		},
 		Certs: []admin.CertInfo{{Hostname: "your-domain.com", ExpiresAt: now.Add(89 * 24 * time.Hour), DaysUntilExpiry: 89,
-			Source: "acme", NextRenewal: &next}},
+			Source: "acme", NextRenewal: &next, Lifetime: admin.Lifetime{Renewed: true, State: "ok"}}},
 		NextRenewal: &admin.RenewalEvent{Hostname: "your-domain.com", At: next},
 		Problems:    []string{},
 	}
@@ -96,7 +96,8 @@ func TestStatusCommand(t *testing.T) {
 	t.Run("needs attention", func(t *testing.T) {
 		failed := now.Add(-time.Hour)
 		st.Certs = append(st.Certs, admin.CertInfo{Hostname: "soon.example.com", ExpiresAt: now.Add(3 * 24 * time.Hour), DaysUntilExpiry: 3,
-			Source: "import", LastError: "too many certificates (rateLimited)", LastErrorAt: &failed})
+			Source: "import", LastError: "too many certificates (rateLimited)", LastErrorAt: &failed,
+			Lifetime: admin.Lifetime{State: "expiring", NeedsAttention: true}})
 		st.LastError = &admin.RenewalEvent{Hostname: "soon.example.com", At: failed, Error: "too many certificates (rateLimited)"}
 		st.Cores[1].Healthy = false
 		st.Problems = []string{"certificate soon.example.com expires in 3 day(s)", "core core2 is down"}
@@ -104,7 +105,7 @@ func TestStatusCommand(t *testing.T) {
 		if code != 1 {
 			t.Fatalf("exit %d, want 1\n%s", code, out)
 		}
-		for _, want := range []string{"core2  DOWN", "soon.example.com  3", "failed 2026-11-27 11:00",
+		for _, want := range []string{"core2  DOWN", "soon.example.com  3", "EXPIRING", "failed 2026-11-27 11:00",
 			"Last error:   soon.example.com at 2026-11-27 11:00 UTC (60 minutes ago): too many certificates (rateLimited)",
 			"Needs attention (2):", "  - core core2 is down"} {
 			if !strings.Contains(out, want) {
@@ -132,6 +133,25 @@ func TestStatusCommand(t *testing.T) {
 		strip := strings.NewReplacer(ansiRed, "", ansiYellow, "", ansiGreen, "", ansiPlain, "", ansiReset, "")
 		if strip.Replace(out) != plain.String() {
 			t.Errorf("coloured output differs from the plain one once the codes are stripped:\n%s\n---\n%s", strip.Replace(out), plain.String())
+		}
+	})
+
+	t.Run("a warning alone exits 0", func(t *testing.T) {
+		saved := *st
+		defer func() { *st = saved }()
+		failed := now.Add(-time.Minute)
+		st.Certs = []admin.CertInfo{{Hostname: "your-domain.com", ExpiresAt: now.Add(5 * 24 * time.Hour), DaysUntilExpiry: 5,
+			Source: "acme", LastError: "connection refused", LastErrorAt: &failed, Lifetime: admin.Lifetime{Renewed: true, State: "due", Failures: 2}}}
+		st.Problems, st.Warnings = []string{}, []string{"renewal of your-domain.com failed at 2026-11-27T11:59:00Z (2 times in a row): connection refused; retried"}
+		code, out, _ := run("--no-color")
+		if code != 0 || !strings.Contains(out, "Worth a look (1):\n  - renewal of your-domain.com failed") || !strings.Contains(out, "All fine.") ||
+			!strings.Contains(out, "your-domain.com  5          ") || !strings.Contains(out, " due ") {
+			t.Errorf("exit %d, want 0 with the warning listed\n%s", code, out)
+		}
+		var buf bytes.Buffer
+		printStatus(&buf, *st, true)
+		if !strings.Contains(buf.String(), ansiYellow+"  your-domain.com") {
+			t.Errorf("a failing renewal in time is not yellow:\n%q", buf.String())
 		}
 	})
 
