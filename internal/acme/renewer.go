@@ -112,6 +112,9 @@ type Renewer struct {
 	mu     sync.Mutex // single flight: one check or order at a time, scheduled or forced
 	client *lego.Client
 	user   *user
+
+	wmu  sync.Mutex
+	wake map[string]time.Time // row -> the next time its state asks for a look
 }
 
 // New checks the options; nothing is contacted until Run or ForceRenew.
@@ -146,11 +149,13 @@ func New(opts Options) (*Renewer, error) {
 	if _, err := keyType(opts.KeyType); err != nil {
 		return nil, err
 	}
-	return &Renewer{opts: opts, log: opts.Logger}, nil
+	return &Renewer{opts: opts, log: opts.Logger, wake: map[string]time.Time{}}, nil
 }
 
-// Run checks every plan now, then every CheckInterval, until ctx ends. The
-// certificates already served keep serving whatever happens here.
+// Run checks every plan now, then again at the earliest of CheckInterval
+// (±10%), a plan's next attempt after a failure, its planned renewal and its
+// next ARI question, until ctx ends. The certificates already served keep
+// serving whatever happens here.
 func (r *Renewer) Run(ctx context.Context) {
 	for {
 		for _, p := range r.opts.Plans {
@@ -161,9 +166,42 @@ func (r *Renewer) Run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(jitter(r.opts.CheckInterval, 0.1)):
+		case <-time.After(r.untilNext()):
 		}
 	}
+}
+
+// untilNext is how long Run sleeps: CheckInterval (jittered), or less when a
+// plan's state names an earlier time.
+func (r *Renewer) untilNext() time.Duration {
+	wait := jitter(r.opts.CheckInterval, 0.1)
+	now := r.opts.Now()
+	r.wmu.Lock()
+	defer r.wmu.Unlock()
+	for _, at := range r.wake {
+		if d := at.Sub(now) + wakeSlack; d > 0 && d < wait {
+			wait = d
+		}
+	}
+	return wait
+}
+
+// note remembers when row's state next asks for a look (see untilNext).
+func (r *Renewer) note(row string, st State) {
+	at := earliestAfter(r.opts.Now(), st.NextAttempt, st.NextRenewal, st.ARICheckAfter)
+	r.wmu.Lock()
+	defer r.wmu.Unlock()
+	if at.IsZero() {
+		delete(r.wake, row)
+	} else {
+		r.wake[row] = at
+	}
+}
+
+// save writes row's state and notes its next time.
+func (r *Renewer) save(ctx context.Context, row string, st State) error {
+	r.note(row, st)
+	return saveState(ctx, r.opts.KV, row, st)
 }
 
 // ForceRenew orders a new certificate for hostname's plan now ("" = the
@@ -205,12 +243,13 @@ func (r *Renewer) check(ctx context.Context, p Plan, force bool) (*certstore.Rec
 		}
 		now := r.opts.Now().UTC()
 		if now.Before(st.NextAttempt) || st.UnpauseURL != "" {
+			r.note(row, st)
 			return nil, nil // backing off, or paused by the CA until the operator acts
 		}
 		due, _ := r.due(ctx, p, cur, &st, now)
 		// Saved either way: the ARI answer just fetched must not be asked
 		// again under the lock.
-		if err := saveState(ctx, r.opts.KV, row, st); err != nil || !due {
+		if err := r.save(ctx, row, st); err != nil || !due {
 			return nil, err
 		}
 	}
@@ -248,7 +287,7 @@ func (r *Renewer) check(ctx context.Context, p Plan, force bool) (*certstore.Rec
 	if !force {
 		due, reason := r.due(octx, p, cur, &st, now)
 		if !due || now.Before(st.NextAttempt) || st.UnpauseURL != "" {
-			return nil, saveState(octx, r.opts.KV, row, st)
+			return nil, r.save(octx, row, st)
 		}
 		r.log.Info("certificate due for renewal", "hostname", row, "reason", reason)
 	}
@@ -263,11 +302,14 @@ func (r *Renewer) check(ctx context.Context, p Plan, force bool) (*certstore.Rec
 			return nil, err
 		}
 		r.recordFailure(ctx, p, &st, err, now)
+		if urgent(cur, now) {
+			st.NextAttempt = now.Add(retryDelay(st.Failures, retryAfter(err), true))
+		}
 		r.log.Error("certificate order failed; the current certificate keeps serving",
 			"hostname", row, "error", st.LastError, "failures", st.Failures, "nextAttempt", st.NextAttempt)
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
-		_ = saveState(sctx, r.opts.KV, row, st)
+		_ = r.save(sctx, row, st)
 		if r.opts.OnOrder != nil {
 			r.opts.OnOrder(err)
 		}
@@ -287,7 +329,7 @@ func (r *Renewer) check(ctx context.Context, p Plan, force bool) (*certstore.Rec
 	// Recorded even if ctx ended (shutdown) once the certificate was stored.
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
-	return rec, saveState(sctx, r.opts.KV, row, st)
+	return rec, r.save(sctx, row, st)
 }
 
 // errLockLost ends an order whose renewer lock expired under it.

@@ -3,6 +3,8 @@ package acme
 import (
 	"math/rand/v2"
 	"time"
+
+	"github.com/pryv/pryv-tls/internal/certstore"
 )
 
 // Backoff bounds: about a minute after the first failure, doubling, never
@@ -11,7 +13,49 @@ import (
 const (
 	backoffMin = time.Minute
 	backoffMax = 6 * time.Hour
+	// urgentBackoffMax caps the backoff once the certificate in service has
+	// expired or is in its last tenth: hours between tries then mean hours
+	// of an expired certificate after the CA is back. A CA's Retry-After
+	// still wins.
+	urgentBackoffMax = 5 * time.Minute
 )
+
+// urgent reports whether cur has expired or is in the last tenth of its
+// lifetime. No certificate at all is not urgent: a first issuance that keeps
+// failing is usually a configuration error, and retrying it every few
+// minutes would spend the CA's failed-validation limit.
+func urgent(cur *certstore.Record, now time.Time) bool {
+	if cur == nil {
+		return false
+	}
+	life := cur.ExpiresAt.Sub(cur.IssuedAt)
+	return !now.Before(cur.ExpiresAt.Add(-life / 10))
+}
+
+// retryDelay is the wait after the n-th consecutive failure: the backoff,
+// capped at urgentBackoffMax when the certificate is urgent.
+func retryDelay(n int, retryAfter time.Duration, urgent bool) time.Duration {
+	d := backoffDelay(n, retryAfter)
+	if urgent && d > urgentBackoffMax {
+		d = max(urgentBackoffMax, retryAfter)
+	}
+	return d
+}
+
+// wakeSlack is added to a wake-up aimed at a planned time, so the check
+// that follows finds it passed rather than a few microseconds ahead.
+const wakeSlack = 20 * time.Millisecond
+
+// earliestAfter is the earliest of times that is after now (zero: none).
+func earliestAfter(now time.Time, times ...time.Time) time.Time {
+	var out time.Time
+	for _, t := range times {
+		if t.After(now) && (out.IsZero() || t.Before(out)) {
+			out = t
+		}
+	}
+	return out
+}
 
 // scheduledRenewal is when a certificate is due without ARI: the earlier of
 // renewBefore ahead of expiry and the start of the last third of its

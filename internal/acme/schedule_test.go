@@ -1,8 +1,12 @@
 package acme
 
 import (
+	"crypto/rand"
 	"testing"
 	"time"
+
+	"github.com/pryv/pryv-tls/internal/atrest"
+	"github.com/pryv/pryv-tls/internal/certstore"
 )
 
 func TestScheduledRenewal(t *testing.T) {
@@ -84,4 +88,85 @@ func TestBackoffDelay(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestUrgentAndRetryDelay(t *testing.T) {
+	issued := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	rec := func(life time.Duration) *certstore.Record {
+		return &certstore.Record{IssuedAt: issued, ExpiresAt: issued.Add(life)}
+	}
+	const day = 24 * time.Hour
+	tests := []struct {
+		name       string
+		cur        *certstore.Record
+		at         time.Duration // after issuance
+		failures   int
+		retryAfter time.Duration
+		urgent     bool
+		maxDelay   time.Duration
+	}{
+		{"90 days, day 60: not urgent, the 6 h cap", rec(90 * day), 60 * day, 12, 0, false, 6*time.Hour + 36*time.Minute},
+		{"90 days, day 81: last tenth, 5 min", rec(90 * day), 81 * day, 12, 0, true, 5 * time.Minute},
+		{"300 s, at 250 s: not yet the last tenth", rec(300 * time.Second), 250 * time.Second, 12, 0, false, 6*time.Hour + 36*time.Minute},
+		{"300 s, at 271 s: last tenth", rec(300 * time.Second), 271 * time.Second, 12, 0, true, 5 * time.Minute},
+		{"expired: 5 min", rec(300 * time.Second), time.Hour, 30, 0, true, 5 * time.Minute},
+		{"expired, the CA asks for an hour: an hour", rec(300 * time.Second), time.Hour, 30, time.Hour, true, time.Hour},
+		{"expired, first failure: still about a minute", rec(300 * time.Second), time.Hour, 1, 0, true, 66 * time.Second},
+		{"no certificate: not urgent", nil, 0, 12, 0, false, 6*time.Hour + 36*time.Minute},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			now := issued.Add(tt.at)
+			if got := urgent(tt.cur, now); got != tt.urgent {
+				t.Fatalf("urgent = %v, want %v", got, tt.urgent)
+			}
+			for range 100 {
+				d := retryDelay(tt.failures, tt.retryAfter, tt.urgent)
+				if d > tt.maxDelay || d < tt.retryAfter {
+					t.Fatalf("retryDelay(%d, %v, %v) = %v, want at most %v and at least the Retry-After",
+						tt.failures, tt.retryAfter, tt.urgent, d, tt.maxDelay)
+				}
+				if !tt.urgent && tt.failures >= 10 && d < 5*time.Hour {
+					t.Fatalf("retryDelay = %v: the cap applied to a certificate that is not urgent", d)
+				}
+			}
+		})
+	}
+}
+
+func TestUntilNext(t *testing.T) {
+	clock := &fakeClock{}
+	r, err := New(Options{DirectoryURL: "https://127.0.0.1:1/dir", KV: newMemKV(), Keys: testKeyring(t),
+		Certs: &certstore.Catalog{}, CheckInterval: 5 * time.Minute, Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := r.untilNext(); d < 270*time.Second || d > 330*time.Second {
+		t.Errorf("nothing planned: untilNext = %v, want the check interval (5 min ±10%%)", d)
+	}
+	now := clock.Now()
+	r.note("a.example", State{NextRenewal: now.Add(40 * time.Second), ARICheckAfter: now.Add(6 * time.Hour)})
+	r.note("b.example", State{NextAttempt: now.Add(90 * time.Second), NextRenewal: now.Add(-time.Hour)})
+	if d := r.untilNext(); d < 39*time.Second || d > 41*time.Second {
+		t.Errorf("a renewal planned in 40 s: untilNext = %v", d)
+	}
+	r.note("a.example", State{NextRenewal: now.Add(-time.Second)}) // renewed, say; only past times left
+	if d := r.untilNext(); d < 89*time.Second || d > 91*time.Second {
+		t.Errorf("an attempt planned in 90 s: untilNext = %v", d)
+	}
+	r.note("b.example", State{ARICheckAfter: now.Add(time.Hour)})
+	if d := r.untilNext(); d < 270*time.Second || d > 330*time.Second {
+		t.Errorf("only times past or beyond the interval: untilNext = %v", d)
+	}
+}
+
+func testKeyring(t *testing.T) *atrest.Keyring {
+	t.Helper()
+	master := make([]byte, 32)
+	_, _ = rand.Read(master)
+	k, err := atrest.New(master)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
 }
