@@ -5,11 +5,15 @@ package acme
 // embedded etcd, real Pebble. No t.Parallel (acmetest).
 
 import (
+	"log/slog"
 	"net/http"
 	"testing"
 	"time"
 
 	"github.com/pryv/pryv-tls/internal/acme/acmetest"
+	"github.com/pryv/pryv-tls/internal/certstore"
+	"github.com/pryv/pryv-tls/internal/dnsdata"
+	"github.com/pryv/pryv-tls/internal/platformdb"
 )
 
 // shortProfiles are the default profiles plus a 30-second one, so a renewal
@@ -70,5 +74,103 @@ func TestRenewalWakesAtItsPoint(t *testing.T) {
 	}
 	if late > 2*time.Second && point.After(starts[0].Add(time.Second)) {
 		t.Errorf("renewed %v after its planned point, want within 2 s", late)
+	}
+}
+
+// TestKilledMidOrderDoesNotReorderAtOnce: a renewer killed while the CA
+// validates (its PlatformDB client closed, nothing released) left its
+// attempt in the state row; the restarted renewer's scheduled passes wait
+// for the recorded NextAttempt instead of ordering again the moment the
+// dead one's lease is gone.
+func TestKilledMidOrderDoesNotReorderAtOnce(t *testing.T) {
+	ctx := testCtx(t)
+	e := newEnv(t)
+	p := e.pebble(acmetest.Options{})
+	const host = "your-domain.com"
+	conn, err := platformdb.Connect(ctx, platformdb.ConnectOptions{
+		Endpoints: []string{e.db.ClientAddress()},
+		Logger:    slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	opts := e.runOptions(p, "core-b", host, "default")
+	opts.KV = conn
+	opts.LockTTL = 2 * time.Second
+	opts.Certs = &certstore.Catalog{KV: conn, Keys: e.keys}
+	dead := mustNew(t, opts)
+
+	arrived := e.gate.hold()
+	stopDead := runRenewer(t, dead)
+	select {
+	case <-arrived:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the CA never came for the HTTP-01 token")
+	}
+	killedAt := time.Now()
+	_ = conn.Client().Close() // dies mid-order: no unlock, no state written after
+	st := e.state(host)
+	if st.LastAttempt.IsZero() || !st.NextAttempt.After(killedAt) {
+		t.Fatalf("state during the order: LastAttempt %v, NextAttempt %v; want the attempt recorded before ordering",
+			st.LastAttempt, st.NextAttempt)
+	}
+	if toks := e.keysUnder(http01Prefix); len(toks) != 1 {
+		t.Fatalf("tokens published by the killed order: %v, want one", toks)
+	}
+
+	// The restart: passes every second, the dead lease gone after 2 s.
+	kv := &countingKV{KV: e.db}
+	ropts := e.runOptions(p, "core-b-restarted", host, "default")
+	ropts.KV = kv
+	restarted := mustNew(t, ropts)
+	stop := runRenewer(t, restarted)
+	row := statePrefix + host
+	waitFor(t, 20*time.Second, "passes of the restarted renewer past the dead lease", func() bool {
+		return kv.readsOf(row) >= 4 && time.Since(killedAt) > opts.LockTTL+time.Second
+	})
+	if n := len(e.calls.newOrders("core-b-restarted")); n != 0 {
+		t.Errorf("the restarted renewer ordered %d times within %v of the kill, before the recorded NextAttempt (%v after it)",
+			n, time.Since(killedAt).Round(time.Millisecond), st.NextAttempt.Sub(killedAt).Round(time.Second))
+	}
+	// Its start swept the killed order's token (once the dead lease went).
+	waitFor(t, 10*time.Second, "the killed order's token swept", func() bool { return len(e.keysUnder(http01Prefix)) == 0 })
+	stop()
+	e.gate.open()
+	stopDead()
+}
+
+// TestSweepAtStart: challenge values an interrupted order left (HTTP-01
+// tokens and the _acme-challenge TXT rows the embedded DNS serves) are
+// removed when the renewer starts, though no order is due.
+func TestSweepAtStart(t *testing.T) {
+	ctx := testCtx(t)
+	e := newEnv(t)
+	p := e.pebble(acmetest.Options{})
+	const host = "your-domain.com"
+	if _, err := mustNew(t, e.options(p, "core-a", host, "default")).ForceRenew(ctx, ""); err != nil {
+		t.Fatal(err)
+	}
+	orders := len(e.calls.newOrders(""))
+	dns01 := &dnsdata.DNS01{KV: e.db, SkipPropagationCheck: true}
+	if err := dns01.Present(ctx, "*.your-domain.com", "token", "left-by-a-dead-renewer"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.db.Put(ctx, http01Prefix+"leftover-token", []byte("keyauth")); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.keysUnder(dnsdata.ChallengePrefix); len(got) != 1 {
+		t.Fatalf("DNS-01 rows before the start: %v", got)
+	}
+	opts := e.runOptions(p, "core-a-restarted", host, "default")
+	opts.CheckInterval = 5 * time.Minute
+	opts.DNS01 = dns01
+	stop := runRenewer(t, mustNew(t, opts))
+	waitFor(t, 10*time.Second, "the leftovers swept", func() bool {
+		return len(e.keysUnder(dnsdata.ChallengePrefix)) == 0 && len(e.keysUnder(http01Prefix)) == 0
+	})
+	stop()
+	if n := len(e.calls.newOrders("")); n != orders {
+		t.Errorf("%d orders at the start, want none (the certificate is fresh)", n-orders)
 	}
 }

@@ -157,6 +157,7 @@ func New(opts Options) (*Renewer, error) {
 // next ARI question, until ctx ends. The certificates already served keep
 // serving whatever happens here.
 func (r *Renewer) Run(ctx context.Context) {
+	r.sweepAtStart(ctx)
 	for {
 		for _, p := range r.opts.Plans {
 			if _, err := r.check(ctx, p, false); err != nil && ctx.Err() == nil {
@@ -293,6 +294,14 @@ func (r *Renewer) check(ctx context.Context, p Plan, force bool) (*certstore.Rec
 	}
 	r.sweepChallenges(octx)
 
+	// Recorded before the order goes out: a renewer killed mid-order finds
+	// it on restart and waits as after a failure, instead of ordering again.
+	st.LastAttempt = now
+	st.NextAttempt = now.Add(retryDelay(st.Failures+1, 0, urgent(cur, now)))
+	if err := r.save(octx, row, st); err != nil {
+		return nil, fmt.Errorf("recording the attempt before ordering (nothing was ordered): %w", err)
+	}
+
 	rec, err := r.order(octx, p, replacesID(cur, &st))
 	now = r.opts.Now().UTC()
 	if err != nil {
@@ -346,18 +355,39 @@ func (r *Renewer) load(ctx context.Context, p Plan) (State, *certstore.Record, e
 	return st, cur, err
 }
 
+// sweepAtStart removes the challenge values a renewer killed mid-order left
+// published, without waiting for the next order (which may be months away).
+// It takes the lock, so no order of another renewer is using them; if
+// another renewer holds it, that one sweeps before its own order.
+func (r *Renewer) sweepAtStart(ctx context.Context) {
+	lctx, cancel := context.WithTimeout(ctx, min(r.opts.LockWait, 5*time.Second))
+	lock, err := r.opts.KV.Lock(lctx, lockName, r.opts.LockTTL)
+	cancel()
+	if err != nil {
+		return
+	}
+	defer func() { _ = lock.Unlock(context.WithoutCancel(ctx)) }()
+	if n := r.sweepChallenges(ctx); n > 0 {
+		r.log.Info("removed challenge values an interrupted order left published", "count", n)
+	}
+}
+
 // sweepChallenges removes challenge rows an earlier order left behind (a
-// renewer killed mid-order). Called with the lock held, so no order of
-// another renewer is using them.
-func (r *Renewer) sweepChallenges(ctx context.Context) {
+// renewer killed mid-order), and says how many. Called with the lock held,
+// so no order of another renewer is using them.
+func (r *Renewer) sweepChallenges(ctx context.Context) int {
+	n := 0
 	if entries, _, err := r.opts.KV.List(ctx, http01Prefix); err == nil {
 		for _, e := range entries {
-			_ = r.opts.KV.Delete(ctx, e.Key)
+			if r.opts.KV.Delete(ctx, e.Key) == nil {
+				n++
+			}
 		}
 	}
-	if sw, ok := r.opts.DNS01.(interface{ Sweep(context.Context) }); ok {
-		sw.Sweep(ctx)
+	if sw, ok := r.opts.DNS01.(interface{ Sweep(context.Context) int }); ok {
+		n += sw.Sweep(ctx)
 	}
+	return n
 }
 
 func (r *Renewer) current(ctx context.Context, row string) (*certstore.Record, error) {

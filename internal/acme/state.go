@@ -30,6 +30,10 @@ type State struct {
 	Problem     *Problem  `json:"problem,omitempty"`
 	UnpauseURL  string    `json:"unpauseURL,omitempty"`
 	LastSuccess time.Time `json:"lastSuccess,omitzero"`
+	// LastAttempt is when the last order began. It is written (with a
+	// NextAttempt one backoff step ahead) before the order is sent, so a
+	// renewer that dies mid-order does not order again at once on restart.
+	LastAttempt time.Time `json:"lastAttempt,omitzero"`
 	Directory   string    `json:"directory,omitempty"` // the ACME directory the current certificate came from
 	// ARI: the CA's window for the current certificate, and when to ask again.
 	ARIStart      time.Time `json:"ariStart,omitzero"`

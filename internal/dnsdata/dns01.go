@@ -62,17 +62,21 @@ func (p *DNS01) CleanUp(ctx context.Context, domain, token, keyAuth string) erro
 	return nil
 }
 
-// Sweep removes every published value: the renewer calls it, holding its
-// lock, before an order, so values left by a renewer killed mid-order do not
-// linger in the zone.
-func (p *DNS01) Sweep(ctx context.Context) {
+// Sweep removes every published value and says how many it removed: the
+// renewer calls it, holding its lock, when it starts and before an order, so
+// values left by a renewer killed mid-order do not linger in the zone.
+func (p *DNS01) Sweep(ctx context.Context) int {
 	entries, _, err := p.KV.List(ctx, ChallengePrefix)
 	if err != nil {
-		return
+		return 0
 	}
+	n := 0
 	for _, e := range entries {
-		_ = p.KV.Delete(ctx, e.Key)
+		if p.KV.Delete(ctx, e.Key) == nil {
+			n++
+		}
 	}
+	return n
 }
 
 // Timeout tells lego how long to wait for Propagated, and how often to ask.
