@@ -7,6 +7,7 @@ package acme
 import (
 	"log/slog"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -173,4 +174,57 @@ func TestSweepAtStart(t *testing.T) {
 	if n := len(e.calls.newOrders("")); n != orders {
 		t.Errorf("%d orders at the start, want none (the certificate is fresh)", n-orders)
 	}
+}
+
+// TestUnreadableCertificateRow: a tls-cert/ row that does not decode is not a
+// silent stop: it is said in lastError, a new certificate replaces it, and
+// when the order fails the backoff applies.
+func TestUnreadableCertificateRow(t *testing.T) {
+	ctx := testCtx(t)
+	e := newEnv(t)
+	const blocked = "blocked.your-domain.com"
+	p := e.pebble(acmetest.Options{BlockedDomains: []string{blocked}})
+
+	t.Run("replaced", func(t *testing.T) {
+		const host = "core1.your-domain.com" // as many labels as the blocked name (a Pebble quirk)
+		if _, err := e.db.Put(ctx, certstore.RowKey(host), []byte("{written by hand")); err != nil {
+			t.Fatal(err)
+		}
+		opts := e.options(p, "core-a", host, "default")
+		r := mustNew(t, opts)
+		rec, err := r.check(ctx, opts.Plans[0], false)
+		if err != nil || rec == nil {
+			t.Fatalf("check of an unreadable row: renewed %v, err %v; want a new certificate", rec != nil, err)
+		}
+		verifyRecord(t, e.keys, e.record(host), host, p.IssuerRoots(t))
+		if st := e.state(host); st.Unreadable != "" || st.LastError != "" || st.Failures != 0 {
+			t.Errorf("state after the replacement: %+v", st)
+		}
+	})
+
+	t.Run("order fails", func(t *testing.T) {
+		if _, err := e.db.Put(ctx, certstore.RowKey(blocked), []byte("{written by hand")); err != nil {
+			t.Fatal(err)
+		}
+		opts := e.options(p, "core-a", blocked, "default")
+		r := mustNew(t, opts)
+		if _, err := r.check(ctx, opts.Plans[0], false); err == nil {
+			t.Fatal("check: no error though the CA refuses the name")
+		}
+		st := e.state(blocked)
+		t.Logf("lastError: %s", st.LastError)
+		if !strings.Contains(st.LastError, "rejectedIdentifier") || !strings.Contains(st.LastError, certstore.RowKey(blocked)) {
+			t.Errorf("LastError = %q, want the CA's refusal and the unreadable row", st.LastError)
+		}
+		if st.Failures != 1 || st.NextAttempt.Sub(st.LastErrorAt) < 50*time.Second {
+			t.Errorf("backoff: Failures %d, NextAttempt = LastErrorAt + %v", st.Failures, st.NextAttempt.Sub(st.LastErrorAt))
+		}
+		calls := len(e.calls.all())
+		if _, err := r.check(ctx, opts.Plans[0], false); err != nil {
+			t.Errorf("check during the backoff: %v", err)
+		}
+		if n := len(e.calls.all()) - calls; n != 0 {
+			t.Errorf("a check during the backoff sent %d requests to the CA", n)
+		}
+	})
 }

@@ -314,6 +314,9 @@ func (r *Renewer) check(ctx context.Context, p Plan, force bool) (*certstore.Rec
 		if urgent(cur, now) {
 			st.NextAttempt = now.Add(retryDelay(st.Failures, retryAfter(err), true))
 		}
+		if st.Unreadable != "" {
+			st.LastError += " (replacing an unreadable row: " + st.Unreadable + ")"
+		}
 		r.log.Error("certificate order failed; the current certificate keeps serving",
 			"hostname", row, "error", st.LastError, "failures", st.Failures, "nextAttempt", st.NextAttempt)
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
@@ -329,7 +332,7 @@ func (r *Renewer) check(ctx context.Context, p Plan, force bool) (*certstore.Rec
 	}
 	st.Failures, st.NextAttempt, st.LastError, st.LastErrorAt = 0, time.Time{}, "", time.Time{}
 	st.Problem, st.UnpauseURL = nil, ""
-	st.LastSuccess = now
+	st.LastSuccess, st.Unreadable = now, ""
 	st.Directory = r.opts.DirectoryURL
 	st.ARIStart, st.ARIEnd, st.ARISerial, st.ARICheckAfter = time.Time{}, time.Time{}, "", time.Time{}
 	st.NextRenewal = scheduledRenewal(rec.IssuedAt, rec.ExpiresAt, r.opts.RenewBefore)
@@ -352,6 +355,21 @@ func (r *Renewer) load(ctx context.Context, p Plan) (State, *certstore.Record, e
 	}
 	st.Hostnames = p.Hostnames
 	cur, err := r.current(ctx, p.Row())
+	var de *certstore.DecodeError
+	switch {
+	case errors.As(err, &de):
+		// Not a store failure: reading again will not help, a new
+		// certificate will. Said at warn on every pass until replaced.
+		r.log.Warn("the stored certificate row is unreadable; ordering a certificate to replace it",
+			"hostname", p.Row(), "error", de.Error())
+		if st.Unreadable == "" && st.LastError == "" {
+			st.LastError, st.LastErrorAt = de.Error()+" (a new certificate will replace it)", r.opts.Now().UTC()
+		}
+		st.Unreadable = de.Error()
+		return st, nil, nil
+	case err == nil && st.Unreadable != "":
+		st.Unreadable = "" // replaced (an import, another renewer)
+	}
 	return st, cur, err
 }
 
@@ -401,6 +419,8 @@ func (r *Renewer) current(ctx context.Context, row string) (*certstore.Record, e
 // due decides whether cur must be replaced now, and records when it will be.
 func (r *Renewer) due(ctx context.Context, p Plan, cur *certstore.Record, st *State, now time.Time) (bool, string) {
 	switch {
+	case cur == nil && st.Unreadable != "":
+		return true, "the stored certificate row is unreadable"
 	case cur == nil:
 		return true, "no certificate yet"
 	case !sameNames(cur.Names, p.Hostnames):

@@ -34,7 +34,10 @@ type State struct {
 	// NextAttempt one backoff step ahead) before the order is sent, so a
 	// renewer that dies mid-order does not order again at once on restart.
 	LastAttempt time.Time `json:"lastAttempt,omitzero"`
-	Directory   string    `json:"directory,omitempty"` // the ACME directory the current certificate came from
+	// Unreadable is why the stored certificate row does not decode, while
+	// it does not: the renewer orders a certificate to replace it.
+	Unreadable string `json:"unreadable,omitempty"`
+	Directory  string `json:"directory,omitempty"` // the ACME directory the current certificate came from
 	// ARI: the CA's window for the current certificate, and when to ask again.
 	ARIStart      time.Time `json:"ariStart,omitzero"`
 	ARIEnd        time.Time `json:"ariEnd,omitzero"`

@@ -130,16 +130,28 @@ func (r *Record) Leaf() (*x509.Certificate, error) {
 // Marshal and Unmarshal are the row's wire format (JSON; the sealed key is base64).
 func (r *Record) Marshal() ([]byte, error) { return json.Marshal(r) }
 
+// Unmarshal's errors are *DecodeError: the row is there but unusable.
 func Unmarshal(key string, data []byte) (*Record, error) {
 	var r Record
 	if err := json.Unmarshal(data, &r); err != nil {
-		return nil, fmt.Errorf("record %s: not a certificate record: %w", key, err)
+		return nil, &DecodeError{Key: key, Err: fmt.Errorf("not a certificate record: %w", err)}
 	}
 	if Prefix+r.Hostname != key { // exact: NewRecord writes rows in lower case
-		return nil, fmt.Errorf("record %s: names hostname %q, which belongs in another row", key, r.Hostname)
+		return nil, &DecodeError{Key: key, Err: fmt.Errorf("names hostname %q, which belongs in another row", r.Hostname)}
 	}
 	return &r, nil
 }
+
+// DecodeError is a row that exists but does not decode as a record (written
+// by hand, by another program, or damaged): unlike a store error, reading it
+// again will not help; replacing it will.
+type DecodeError struct {
+	Key string
+	Err error
+}
+
+func (e *DecodeError) Error() string { return fmt.Sprintf("record %s: %v", e.Key, e.Err) }
+func (e *DecodeError) Unwrap() error { return e.Err }
 
 // DaysLeft is whole days until expiry (negative once expired).
 func (r *Record) DaysLeft(now time.Time) int {
