@@ -43,6 +43,9 @@ type Watcher struct {
 	// waiting (it runs in the watcher's goroutine).
 	Cores func([]CoreInfo)
 
+	// mu guards Static and the rows between the watcher's goroutine and
+	// SetStatic (a reload); queries never take it: they read the zone.
+	mu     sync.Mutex
 	rows   *rows
 	serial uint32
 	warned map[string]bool
@@ -60,8 +63,25 @@ func (w *Watcher) log() *slog.Logger {
 // Static serves a zone from configuration alone, for the time before
 // PlatformDB answers (or without it).
 func (w *Watcher) ServeStatic() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	w.rows = newRows()
 	return w.rebuild()
+}
+
+// SetStatic replaces the configuration's part of the zone (a reload) and
+// rebuilds it with the rows it holds; a zone that does not build keeps the
+// old Static and zone, and the error says why.
+func (w *Watcher) SetStatic(st Static) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	old := w.Static
+	w.Static = st
+	if err := w.rebuild(); err != nil {
+		w.Static = old
+		return err
+	}
+	return nil
 }
 
 // Run syncs until ctx ends.
@@ -104,8 +124,10 @@ func (w *Watcher) listAll(ctx context.Context) (map[string]int64, error) {
 			r.apply(platformdb.Event{Type: platformdb.EventPut, Entry: e})
 		}
 	}
+	w.mu.Lock()
 	w.rows = r
 	w.serial = uint32(maxRev)
+	w.mu.Unlock()
 	return revs, nil
 }
 
@@ -145,8 +167,10 @@ func (w *Watcher) follow(ctx context.Context, revs map[string]int64, settle, spa
 			if ev.Type == platformdb.EventReset {
 				return
 			}
+			w.mu.Lock()
 			w.rows.apply(ev)
 			w.serial = max(w.serial, uint32(ev.Entry.Revision))
+			w.mu.Unlock()
 			if timer == nil {
 				timer = time.After(max(settle, spacing-time.Since(last)))
 			}
@@ -159,6 +183,8 @@ func (w *Watcher) follow(ctx context.Context, revs map[string]int64, settle, spa
 }
 
 func (w *Watcher) rebuildLogged() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	if err := w.rebuild(); err != nil {
 		w.log().Error("DNS zone not rebuilt; the previous zone keeps answering", "error", err.Error())
 	}

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -42,7 +43,7 @@ type Options struct {
 // Front owns the listener and the HTTP server.
 type Front struct {
 	opts Options
-	px   *proxy
+	px   atomic.Pointer[proxy] // swapped by SetUpstreams: read per request, no lock
 	srv  *http.Server
 	ln   net.Listener
 	log  *slog.Logger
@@ -77,10 +78,8 @@ func New(opts Options) (*Front, error) {
 		log = slog.Default()
 	}
 	f := &Front{opts: opts, log: log}
-	px := newProxy(opts.API, opts.HFS, opts.GetCertificate == nil, log)
-	px.observe = opts.Observe
-	f.px = px
-	var h http.Handler = px
+	f.px.Store(f.newProxy(opts.API, opts.HFS))
+	var h http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { f.px.Load().ServeHTTP(w, r) })
 	if len(opts.Local) > 0 {
 		lr := &localRoutes{routes: map[string]http.Handler{}, next: h}
 		for p, lh := range opts.Local {
@@ -113,6 +112,24 @@ func New(opts Options) (*Front, error) {
 		}
 	}
 	return f, nil
+}
+
+func (f *Front) newProxy(api, hfs *url.URL) *proxy {
+	px := newProxy(api, hfs, f.opts.GetCertificate == nil, f.log)
+	px.observe = f.opts.Observe
+	return px
+}
+
+// SetUpstreams sends the requests that start from now on to api and hfs (a
+// configuration reload). Requests under way finish on the old upstreams,
+// whose pooled connections are closed as they come back.
+func (f *Front) SetUpstreams(api, hfs *url.URL) error {
+	if api == nil || hfs == nil {
+		return errors.New("front: API and HFS upstreams are required")
+	}
+	old := f.px.Swap(f.newProxy(api, hfs))
+	old.closeIdle()
+	return nil
 }
 
 // Listen binds the address, so a taken port fails before anything else starts.
@@ -148,7 +165,7 @@ func (f *Front) Serve() error {
 // Shutdown stops accepting, lets in-flight requests finish until ctx ends,
 // then closes what is left.
 func (f *Front) Shutdown(ctx context.Context) error {
-	defer f.px.closeIdle()
+	defer func() { f.px.Load().closeIdle() }()
 	err := f.srv.Shutdown(ctx)
 	if err != nil {
 		f.log.Warn("drain timed out; closing remaining connections", "error", err.Error())
