@@ -167,6 +167,9 @@ var keyDocs = func() map[string]keyDoc {
 		"storages.engines.rqlite":     {by: byDNS, text: "The core's platform database."},
 		"storages.engines.rqlite.url": {by: byDNS, def: DefaultRQLiteURL, text: "`http://` or `https://` URL of the core's rqlite, used when `dns.userLookup.source` is `rqlite`."},
 
+		"log":       {by: byCLI, text: "The daemon's log (`serve`). A reload (`SIGHUP`) applies it."},
+		"log.level": {by: byCLI, text: "`debug`, `info`, `warn` or `error`; wins over `serve --log-level`. Unset: the flag's level."},
+
 		"control":        {by: byCLI, text: "The local CLI's channel to the running core."},
 		"control.socket": {by: byCLI, def: DefaultControlSocket, text: "Unix socket (0600, in a 0700 directory, peer uid checked) through which `certs`, `dns-records`, `users` and `bootstrap new-core|list-tokens|revoke-token` reach `serve`: run them as the same user, or root."},
 	}

@@ -21,6 +21,7 @@ type Config struct {
 	Cluster     Cluster     `yaml:"cluster"`    // ours (issue: cluster)
 	Metrics     Metrics     `yaml:"metrics"`    // ours (issue: operating it)
 	Control     Control     `yaml:"control"`    // ours: the local CLI's channel to serve
+	Log         Log         `yaml:"log"`        // ours
 	Platform    Platform    `yaml:"platform"`   // shared with the core
 	Storages    Storages    `yaml:"storages"`   // shared with the core: only engines.rqlite.url is read
 }
@@ -177,6 +178,14 @@ type Metrics struct {
 type Control struct {
 	Socket string `yaml:"socket"` // default var-pryv/run/pryv-tls.sock
 }
+
+// Log is the daemon's logging; a reload (SIGHUP) applies it.
+type Log struct {
+	Level string `yaml:"level"` // debug | info | warn | error; empty: serve's --log-level
+}
+
+// LogLevels are the accepted log.level values.
+var LogLevels = []string{"debug", "info", "warn", "error"}
 
 // Platform is the core's platform-wide PII policy: how PlatformDB stores
 // usernames (HMAC tokens or cleartext).

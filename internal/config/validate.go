@@ -50,6 +50,9 @@ func validate(c *Config) []error {
 	v.hostPort("platformDB.peerAddress", c.PlatformDB.PeerAddress, false)
 	v.hostPort("platformDB.clientAddress", c.PlatformDB.ClientAddress, false)
 	v.hostPort("metrics.listen", c.Metrics.Listen, true)
+	if c.Log.Level != "" && !slices.Contains(LogLevels, c.Log.Level) {
+		v.add("log.level", "must be one of %s, got %q", strings.Join(LogLevels, ", "), c.Log.Level)
+	}
 	return v.errs
 }
 
