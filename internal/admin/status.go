@@ -99,9 +99,21 @@ type Self struct {
 		Active  bool `json:"active"`
 		Serving bool `json:"serving"`
 	} `json:"dns"`
+	// LastReload is the last SIGHUP reload of the configuration; nil
+	// before the first.
+	LastReload *ReloadState `json:"lastReload,omitempty"`
 	// FileCerts are the certificates served from the http.ssl files
 	// (Strategy C), which PlatformDB does not list.
 	FileCerts []CertInfo `json:"-"`
+}
+
+// ReloadState is the outcome of a configuration reload (SIGHUP): on an
+// error the configuration before it keeps running, and Error says which
+// file and key and why.
+type ReloadState struct {
+	At    time.Time `json:"at"`
+	OK    bool      `json:"ok"`
+	Error string    `json:"error,omitempty"`
 }
 
 // MemberState is a PlatformDB member's state.

@@ -41,7 +41,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	if code, ok := parseFlags(fs, args, stderr); !ok {
 		return code
 	}
-	log, err := newLogger(stderr, *logFormat, *logLevel)
+	log, level, err := newLevelLogger(stderr, *logFormat, *logLevel)
 	if err != nil {
 		fmt.Fprintln(stderr, "serve:", err)
 		return exitUsage
@@ -77,7 +77,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	reload := make(chan struct{}, 1)
 	go func() {
 		for range hup {
-			log.Info("SIGHUP: re-reading certificate files")
+			log.Info("SIGHUP: reloading the configuration and re-reading the certificate files")
 			select {
 			case reload <- struct{}{}:
 			default:
@@ -96,7 +96,12 @@ func serve(args []string, stdout, stderr io.Writer) int {
 			}
 		}
 	}
-	err = daemon.Run(ctx, cfg, daemon.Options{Logger: log, Reload: reload, DrainTimeout: *drain, Join: pending, Ready: ready})
+	// A reload reads the same layers as the start: the core's files, then
+	// ours (with the cluster override a join wrote), through the same
+	// loader and validators.
+	load := func() (*config.Config, error) { return reloadConfig(coreFiles, files) }
+	err = daemon.Run(ctx, cfg, daemon.Options{Logger: log, LogLevel: level, Reload: reload, Load: load,
+		DrainTimeout: *drain, Join: pending, Ready: ready})
 	if err != nil {
 		log.Error("serve failed", "error", err.Error())
 		return exitFailed
@@ -123,6 +128,17 @@ func loadConfigWithCore(coreFiles, files []string, stderr io.Writer) (*config.Co
 		return nil, exitUsage
 	}
 	return cfg, exitOK
+}
+
+// reloadConfig loads the configuration for a reload; the error names the
+// files it read when a problem found after layering names none.
+func reloadConfig(coreFiles, files []string) (*config.Config, error) {
+	cfg, err := config.LoadWithCore(coreFiles, files)
+	if err != nil {
+		all := append(slices.Clone(coreFiles), files...)
+		return nil, fmt.Errorf("%s: %w", strings.Join(all, ", "), err)
+	}
+	return cfg, nil
 }
 
 func indent(s string) string {

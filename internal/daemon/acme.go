@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-acme/lego/v5/lego"
@@ -21,7 +23,6 @@ import (
 	"github.com/pryv/pryv-tls/internal/atrest"
 	"github.com/pryv/pryv-tls/internal/certstore"
 	"github.com/pryv/pryv-tls/internal/config"
-	"github.com/pryv/pryv-tls/internal/dnsdata"
 	"github.com/pryv/pryv-tls/internal/metrics"
 	"github.com/pryv/pryv-tls/internal/platformdb"
 )
@@ -40,47 +41,161 @@ func DirectoryURL(le config.LetsEncrypt) string {
 	return lego.DirectoryURLLetsEncrypt
 }
 
-// startACME runs the HTTP-01 port on every core of a Strategy A deployment
-// and, on the certRenewer core, the renewer.
-func startACME(cfg *config.Config, db *platformdb.Etcd, keys *atrest.Keyring, catalog *certstore.Catalog, api *admin.API, dns01 *dnsdata.DNS01, m *metrics.Metrics, bg *tasks, log *slog.Logger) error {
-	le := cfg.LetsEncrypt
-	addr := net.JoinHostPort(cfg.HTTP.IP, strconv.Itoa(le.HTTP01Port))
+// acmeSys is Strategy A's ACME: the HTTP-01 port on every core and, on the
+// certRenewer core, the renewer. Both run while PlatformDB answers (the
+// platform attaches them). It is the admin API's Renewer and renewal state
+// (given to the API when it is built, never set on it from here).
+type acmeSys struct {
+	cfg     atomic.Pointer[config.Config]
+	keys    *atrest.Keyring
+	metrics *metrics.Metrics
+	log     *slog.Logger
+
+	mu      sync.Mutex // attach, detach and Reload: never a request's path
+	db      *platformdb.Etcd
+	catalog *certstore.Catalog
+	w       *wiring
+	renewer atomic.Pointer[acme.Renewer]
+	stopRun func() // stops the running renewer
+}
+
+func newACMESys(cfg *config.Config, keys *atrest.Keyring, m *metrics.Metrics, log *slog.Logger) *acmeSys {
+	a := &acmeSys{keys: keys, metrics: m, log: log}
+	a.cfg.Store(cfg)
+	return a
+}
+
+func (a *acmeSys) on() bool {
+	cfg := a.cfg.Load()
+	return cfg.LetsEncrypt.Enabled && a.keys != nil
+}
+
+func (a *acmeSys) Name() string { return "preparing ACME" }
+
+// Start checks what can be checked before PlatformDB answers.
+func (a *acmeSys) Start(context.Context) error {
+	if !a.on() || !a.cfg.Load().LetsEncrypt.CertRenewer {
+		return nil
+	}
+	_, err := a.options(a.cfg.Load())
+	return err
+}
+
+func (a *acmeSys) Stop() { a.detach() }
+
+// Reload takes letsEncrypt's email, profile, keyType, renewBeforeDays, the
+// directory, EAB and the plans (hostnames) for the next order: the renewer
+// is rebuilt with them and restarted (an order under way is abandoned and
+// retried by the new one, the renewal state being in PlatformDB). The new
+// renewer is built before the old one stops: a bad directoryCaFile keeps
+// the old one.
+func (a *acmeSys) Reload(next *config.Config) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.on() || !next.LetsEncrypt.CertRenewer || a.w == nil {
+		a.cfg.Store(next)
+		return nil
+	}
+	r, err := a.newRenewer(next)
+	if err != nil {
+		return err
+	}
+	a.cfg.Store(next)
+	a.run(r)
+	return nil
+}
+
+// attach starts the HTTP-01 listener and, on the certRenewer, the renewer.
+func (a *acmeSys) attach(_ context.Context, w *wiring) error {
+	if !a.on() || w.catalog == nil {
+		return nil
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	cfg := a.cfg.Load()
+	a.db, a.catalog = w.db, w.catalog
+	if err := a.listenHTTP01(cfg, w); err != nil {
+		return err
+	}
+	if !cfg.LetsEncrypt.CertRenewer {
+		a.log.Info("not the certRenewer core: certificates arrive through PlatformDB")
+		return nil
+	}
+	a.w = w
+	r, err := a.newRenewer(cfg)
+	if err != nil {
+		return err
+	}
+	a.run(r)
+	w.run.Go((&certstore.Unplanned{KV: w.db, Planned: func(context.Context) ([]string, error) { return a.cfg.Load().Hostnames(), nil }, Logger: a.log}).Run)
+	a.log.Info("certRenewer: ordering and renewing certificates", "directory", DirectoryURL(cfg.LetsEncrypt))
+	return nil
+}
+
+// detach stops the renewer (PlatformDB is going away).
+func (a *acmeSys) detach() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.stopRun != nil {
+		a.stopRun()
+		a.stopRun = nil
+	}
+	a.renewer.Store(nil)
+	a.w = nil
+}
+
+// run replaces the running renewer by r.
+func (a *acmeSys) run(r *acme.Renewer) {
+	if a.stopRun != nil {
+		a.stopRun()
+	}
+	t := newTasks()
+	parent := a.w.run.ctx
+	stop := context.AfterFunc(parent, t.cancel) // stopped with PlatformDB too
+	t.Go(r.Run)
+	a.renewer.Store(r)
+	a.stopRun = func() { stop(); t.Stop() }
+}
+
+func (a *acmeSys) listenHTTP01(cfg *config.Config, w *wiring) error {
+	addr := net.JoinHostPort(cfg.HTTP.IP, strconv.Itoa(cfg.LetsEncrypt.HTTP01Port))
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("letsEncrypt.http01Port: listening on %s: %w (the CA validates HTTP-01 on this port: run with CAP_NET_BIND_SERVICE, or forward port 80 here and set letsEncrypt.http01Port)", addr, err)
 	}
 	srv := &http.Server{
-		Handler:           &acme.HTTP01Responder{KV: db, HTTPSPort: cfg.HTTP.Port, Logger: log},
+		Handler:           &acme.HTTP01Responder{KV: w.db, HTTPSPort: cfg.HTTP.Port, Logger: a.log},
 		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelDebug),
 	}
-	bg.Go(func(ctx context.Context) {
-		go func() {
-			<-ctx.Done()
-			_ = srv.Close()
-		}()
+	w.run.Go(func(ctx context.Context) {
+		go func() { <-ctx.Done(); _ = srv.Close() }()
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("HTTP-01 listener stopped", "error", err.Error())
+			a.log.Error("HTTP-01 listener stopped", "error", err.Error())
 		}
 	})
-	log.Info("HTTP-01 listener up (challenges from PlatformDB, everything else redirected to HTTPS)", "addr", ln.Addr().String())
+	a.log.Info("HTTP-01 listener up (challenges from PlatformDB, everything else redirected to HTTPS)", "addr", ln.Addr().String())
+	return nil
+}
 
-	api.Renewals = func(ctx context.Context) (map[string]admin.RenewalState, error) {
-		states, err := acme.LoadStates(ctx, db)
-		out := make(map[string]admin.RenewalState, len(states))
-		for k, s := range states {
-			out[k] = admin.RenewalState{NextRenewal: s.NextRenewal, LastError: s.LastError, LastErrorAt: s.LastErrorAt}
-		}
-		return out, err
+func (a *acmeSys) newRenewer(cfg *config.Config) (*acme.Renewer, error) {
+	opts, err := a.options(cfg)
+	if err != nil {
+		return nil, err
 	}
-	if !le.CertRenewer {
-		log.Info("not the certRenewer core: certificates arrive through PlatformDB")
-		return nil
+	opts.KV, opts.Certs = a.db, a.catalog
+	if a.w.dns01 != nil { // a nil *DNS01 in the interface would not read as "none"
+		opts.DNS01 = a.w.dns01
 	}
+	return acme.New(opts)
+}
 
+// options are the renewer's options from configuration alone.
+func (a *acmeSys) options(cfg *config.Config) (acme.Options, error) {
+	le := cfg.LetsEncrypt
 	httpClient, err := directoryClient(le.DirectoryCAFile)
 	if err != nil {
-		return err
+		return acme.Options{}, err
 	}
 	var eab *acme.EAB
 	if le.EAB.KID != "" {
@@ -90,8 +205,9 @@ func startACME(cfg *config.Config, db *platformdb.Etcd, keys *atrest.Keyring, ca
 	for _, p := range cfg.Plans() {
 		plans = append(plans, acme.Plan{Hostnames: p.Hostnames, Challenge: p.Challenge})
 	}
-	legolog.SetDefault(log.With("component", "lego"))
-	opts := acme.Options{
+	legolog.SetDefault(a.log.With("component", "lego"))
+	m := a.metrics
+	return acme.Options{
 		DirectoryURL: DirectoryURL(le),
 		HTTPClient:   httpClient,
 		UserAgent:    "pryv-tls/" + Version,
@@ -101,10 +217,8 @@ func startACME(cfg *config.Config, db *platformdb.Etcd, keys *atrest.Keyring, ca
 		EAB:          eab,
 		Plans:        plans,
 		RenewBefore:  time.Duration(le.RenewBeforeDays) * 24 * time.Hour,
-		KV:           db,
-		Keys:         keys,
-		Certs:        catalog,
-		Logger:       log.With("component", "acme"),
+		Keys:         a.keys,
+		Logger:       a.log.With("component", "acme"),
 		OnOrder: func(err error) {
 			kind := ""
 			if err != nil {
@@ -112,19 +226,42 @@ func startACME(cfg *config.Config, db *platformdb.Etcd, keys *atrest.Keyring, ca
 			}
 			m.ObserveOrder(kind)
 		},
+	}, nil
+}
+
+// ForceRenew is the admin API's Renewer: the renewer running now.
+func (a *acmeSys) ForceRenew(ctx context.Context, hostname string) (*certstore.Record, error) {
+	r := a.renewer.Load()
+	if r == nil {
+		return nil, errors.New("this core is not the certRenewer, or PlatformDB is not answering")
 	}
-	if dns01 != nil { // a nil *DNS01 in the interface would not read as "none"
-		opts.DNS01 = dns01
+	return r.ForceRenew(ctx, hostname)
+}
+
+// adminRenewer is what the API is given: nil (no renewer endpoint) on a
+// core that is not the certRenewer.
+func (a *acmeSys) adminRenewer() admin.Renewer {
+	cfg := a.cfg.Load()
+	if !a.on() || !cfg.LetsEncrypt.CertRenewer {
+		return nil
 	}
-	r, err := acme.New(opts)
-	if err != nil {
-		return err
+	return a
+}
+
+// renewals is the renewal state by hostname (any core reads it: it lives in
+// PlatformDB); nil without ACME.
+func (a *acmeSys) renewals(db *platformdb.Etcd) func(context.Context) (map[string]admin.RenewalState, error) {
+	if !a.on() {
+		return nil
 	}
-	api.Renewer = r
-	bg.Go(r.Run)
-	bg.Go((&certstore.Unplanned{KV: db, Planned: func(context.Context) ([]string, error) { return cfg.Hostnames(), nil }, Logger: log}).Run)
-	log.Info("certRenewer: ordering and renewing certificates", "directory", DirectoryURL(le))
-	return nil
+	return func(ctx context.Context) (map[string]admin.RenewalState, error) {
+		states, err := acme.LoadStates(ctx, db)
+		out := make(map[string]admin.RenewalState, len(states))
+		for k, s := range states {
+			out[k] = admin.RenewalState{NextRenewal: s.NextRenewal, LastError: s.LastError, LastErrorAt: s.LastErrorAt}
+		}
+		return out, err
+	}
 }
 
 // directoryClient trusts the system roots plus letsEncrypt.directoryCaFile.

@@ -2,18 +2,24 @@ package daemon
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"net"
 	"net/http"
-	"os"
 	"path/filepath"
+	"strconv"
+	"time"
 
 	"github.com/pryv/pryv-tls/internal/cluster"
 	"github.com/pryv/pryv-tls/internal/config"
 	"github.com/pryv/pryv-tls/internal/dnsdata"
 	"github.com/pryv/pryv-tls/internal/join"
+	"github.com/pryv/pryv-tls/internal/nodeid"
 	"github.com/pryv/pryv-tls/internal/platformdb"
 )
 
@@ -28,46 +34,119 @@ func (j *Join) Do(ctx context.Context) (*join.Response, error) {
 	return join.Call(ctx, j.Bundle)
 }
 
-// JoinURLName keeps the CA holder's join URL on a joined core, for the
-// renewal of its node certificate.
-const JoinURLName = "join-url"
+// JoinURLName keeps the CA holder's join URL on a joined core.
+const JoinURLName = nodeid.JoinURLName
+
+// MemberCAName is the cluster CA certificate a joined core trusts.
+const MemberCAName = nodeid.MemberCAName
+
+// identity is this core's node identity as the configuration places it.
+func identity(cfg *config.Config) *nodeid.Identity { return nodeid.New(identityOptions(cfg)) }
+
+func identityOptions(cfg *config.Config) nodeid.Options {
+	var names []string
+	if cfg.DNS.Domain != "" && cfg.Core.ID != "" {
+		names = []string{cfg.Core.ID + "." + cfg.DNS.Domain}
+	}
+	return nodeid.Options{
+		Dir:     filepath.Join(filepath.Dir(cfg.PlatformDB.DataDir), "platformdb-tls"),
+		DataDir: cfg.PlatformDB.DataDir,
+		Name:    coreName(cfg),
+		CAPath:  cfg.Cluster.CA.Path,
+		Names:   names,
+		Addrs:   []string{cfg.PlatformDB.PeerAddress, cfg.PlatformDB.ClientAddress, cfg.Core.IP, cfg.Core.IPv6},
+	}
+}
 
 // JoinedBefore tells, for a core given a bundle, whether it already runs a
 // PlatformDB member: of this cluster (a join re-run: nothing to do), or of
 // its own (it must not be merged: the operator moves it aside first).
 func JoinedBefore(cfg *config.Config, b *join.Bundle) (member, sameCluster bool) {
-	if !hasMember(cfg.PlatformDB.DataDir) {
-		return false, false
-	}
-	ca, err := os.ReadFile(filepath.Join(nodeTLSDir(cfg), MemberCAName))
-	return true, err == nil && string(ca) == b.CACert
+	return identity(cfg).JoinedBefore(b)
 }
 
-// InstallBundle writes a bundle's cluster CA and node certificate where
-// nodeTLS looks for them (the key 0600), replacing any earlier ones.
+// InstallBundle writes a bundle's cluster CA and node certificate where the
+// node identity looks for them (the key 0600), replacing any earlier ones.
 func InstallBundle(cfg *config.Config, b *join.Bundle) error {
-	dir := nodeTLSDir(cfg)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	return identity(cfg).InstallBundle(b)
+}
+
+// memberSys is this core's cluster membership: its node certificate (made or
+// checked before PlatformDB opens), its renewal, and, on the CA holder, the
+// listener that answers joining cores.
+type memberSys struct {
+	cfg     *config.Config
+	id      *nodeid.Identity
+	log     *slog.Logger
+	ob      *observability
+	tlsFile *platformdb.TLSFiles // once started
+}
+
+func newMemberSys(cfg *config.Config, ob *observability, log *slog.Logger) *memberSys {
+	o := identityOptions(cfg)
+	o.Logger = log
+	return &memberSys{cfg: cfg, id: nodeid.New(o), log: log, ob: ob}
+}
+
+func (m *memberSys) Name() string { return "checking the node certificate" }
+
+func (m *memberSys) Start(context.Context) error {
+	if !m.cfg.PlatformDBEnabled() {
+		return nil
+	}
+	files, err := m.id.TLS()
+	if err != nil {
 		return err
 	}
-	for _, f := range []struct {
-		name string
-		data string
-		mode os.FileMode
-	}{
-		{cluster.NodeKeyName, b.NodeKey, 0o600},
-		{cluster.NodeCertName, b.NodeCert, 0o644},
-		{MemberCAName, b.CACert, 0o644},
-		{JoinURLName, b.JoinURL + "\n", 0o644},
-	} {
-		tmp := filepath.Join(dir, "."+f.name+".tmp")
-		if err := os.WriteFile(tmp, []byte(f.data), f.mode); err != nil {
-			return err
-		}
-		if err := os.Rename(tmp, filepath.Join(dir, f.name)); err != nil {
-			return err
-		}
+	m.tlsFile = files
+	return nil
+}
+
+func (m *memberSys) Stop() {}
+
+// Reload: the node identity follows core.id, the PlatformDB addresses and
+// cluster.*: restart-only keys.
+func (m *memberSys) Reload(*config.Config) error { return nil }
+
+// attach starts the node certificate's renewal and, on the CA holder (the
+// core that has the cluster CA's key), the join listener.
+func (m *memberSys) attach(_ context.Context, w *wiring) error {
+	w.run.Go(m.id.RenewLoop)
+	ca, err := m.id.ClusterCA()
+	if err != nil {
+		m.ob.caHolder.Store(false)
+		return nil // not the CA holder
 	}
+	tlsCfg, err := join.TLSConfig(m.id.CertFile(), m.id.KeyFile(), ca.Pool())
+	if err != nil {
+		return err
+	}
+	host := m.cfg.Core.IP
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	addr := net.JoinHostPort(host, strconv.Itoa(m.cfg.Cluster.JoinPort))
+	ln, err := tls.Listen("tcp", addr, tlsCfg)
+	if err != nil {
+		return fmt.Errorf("cluster.joinPort: listening on %s: %w", addr, err)
+	}
+	srv := &http.Server{
+		Handler: &join.Server{Tokens: join.Tokens{KV: w.db}, Members: w.db, Logger: m.log, Base: w.run.ctx,
+			Renew: func(old *x509.Certificate) ([]byte, error) {
+				m.log.Info("renewing a node certificate", "core", old.Subject.CommonName, "notAfter", old.NotAfter)
+				return ca.Renew(old, cluster.DefaultNodeValidity)
+			}},
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(m.log.Handler(), slog.LevelDebug),
+	}
+	w.run.Go(func(ctx context.Context) {
+		go func() { <-ctx.Done(); _ = srv.Close() }()
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			m.log.Error("join listener stopped", "error", err.Error())
+		}
+	})
+	m.ob.caHolder.Store(true)
+	m.log.Info("CA holder: answering joining cores", "addr", addr)
 	return nil
 }
 
@@ -81,8 +160,7 @@ type TokenRequest struct {
 
 // clusterAPI serves /cluster/ on the control socket of the CA holder.
 type clusterAPI struct {
-	cfg *config.Config
-	db  *platformdb.Etcd
+	db *platformdb.Etcd
 }
 
 func (c *clusterAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {

@@ -8,30 +8,169 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/pryv/pryv-tls/internal/config"
 	"github.com/pryv/pryv-tls/internal/dns"
 	"github.com/pryv/pryv-tls/internal/dnsdata"
-	"github.com/pryv/pryv-tls/internal/platformdb"
 	"github.com/pryv/pryv-tls/internal/rqlite"
 	"github.com/pryv/pryv-tls/internal/usercore"
 )
 
-func (p *platform) static() dnsdata.Static {
-	d := p.cfg.DNS
+// dnsSys is the authoritative DNS server: it answers the zone from
+// configuration at once, before PlatformDB does (or without quorum), and
+// follows PlatformDB's rows once the platform attaches it.
+type dnsSys struct {
+	cfg   atomic.Pointer[config.Config]
+	log   *slog.Logger
+	ob    *observability
+	srv   *dns.Server
+	watch *dnsdata.Watcher
+	users *usercore.Resolver // nil with dns.userLookup.source off
+	bg    *tasks
+}
+
+func newDNSSys(cfg *config.Config, ob *observability, log *slog.Logger) *dnsSys {
+	d := &dnsSys{log: log.With("component", "dns"), ob: ob, bg: newTasks()}
+	d.cfg.Store(cfg)
+	return d
+}
+
+func (d *dnsSys) on() bool {
+	cfg := d.cfg.Load()
+	return cfg.DNS.Active && cfg.PlatformDBEnabled()
+}
+
+func (d *dnsSys) Name() string { return "starting the DNS server" }
+
+func (d *dnsSys) Start(context.Context) error {
+	if !d.on() {
+		return nil
+	}
+	cfg := d.cfg.Load()
+	users, err := userLookup(cfg, d.log)
+	if err != nil {
+		return fmt.Errorf("dns.userLookup: %w", err)
+	}
+	opts := dns.ServerOptions{Logger: d.log}
+	if users != nil {
+		opts.Users = users // a nil *Resolver would be a non-nil interface
+		d.users = users
+	}
+	d.srv = dns.NewServer(opts)
+	d.watch = &dnsdata.Watcher{Static: static(cfg), Swap: d.srv.Swap, Logger: d.log}
+	if users != nil {
+		d.watch.Cores = func(cores []dnsdata.CoreInfo) { users.SetCores(registry(d.cfg.Load(), cores)) }
+		users.SetCores(registry(cfg, nil))
+	}
+	if err := d.watch.ServeStatic(); err != nil {
+		return fmt.Errorf("dns: %w", err)
+	}
+	port := strconv.Itoa(cfg.DNS.Port)
+	addrs := []string{net.JoinHostPort(cfg.DNS.IP, port)}
+	if cfg.DNS.IP6 != "" {
+		addrs = append(addrs, net.JoinHostPort(cfg.DNS.IP6, port))
+	}
+	if err := d.srv.ListenAndServe(addrs...); err != nil {
+		return fmt.Errorf("dns: %w (set dns.ip / dns.port; port 53 needs root or CAP_NET_BIND_SERVICE)", err)
+	}
+	d.ob.dns.Store(d.srv)
+	d.ob.metrics.WatchDNS(d.srv)
+	udp, _ := d.srv.Addrs()
+	d.log.Info("DNS server up", "domain", cfg.DNS.Domain, "addrs", fmt.Sprint(udp), "userLookup", cfg.DNS.UserLookup.Source)
+	return nil
+}
+
+func (d *dnsSys) Stop() {
+	d.bg.Stop()
+	if d.srv != nil {
+		_ = d.srv.Shutdown(context.Background())
+	}
+	if d.users != nil {
+		d.users.Close()
+	}
+}
+
+// Reload rebuilds the zone from the new static entries, root records and
+// TTL (PlatformDB's rows kept); a zone that does not build keeps the old
+// one.
+func (d *dnsSys) Reload(next *config.Config) error {
+	if !d.on() || d.watch == nil {
+		d.cfg.Store(next)
+		return nil
+	}
+	if err := d.watch.SetStatic(static(next)); err != nil {
+		return fmt.Errorf("dns: %w", err)
+	}
+	d.cfg.Store(next)
+	return nil
+}
+
+// attach registers this core's core-info row, keeps the zone in step with
+// PlatformDB while it answers, and gives the wiring the DNS-01 provider the
+// renewer publishes through.
+func (d *dnsSys) attach(ctx context.Context, w *wiring) error {
+	if !d.on() {
+		return nil
+	}
+	cfg := d.cfg.Load()
+	rows := dnsdata.Rows{KV: w.db}
+	self := dnsdata.CoreInfo{ID: coreName(cfg), IP: cfg.Core.IP, IPv6: cfg.Core.IPv6, CNAME: cfg.Core.CName,
+		URL: cfg.Core.URL, Hosting: cfg.Core.Hosting, Available: true}
+	if err := rows.SetCoreInfo(ctx, self); err != nil {
+		return fmt.Errorf("registering this core in PlatformDB: %w", err)
+	}
+	d.watch.KV = w.db
+	w.run.Go(d.watch.Run)
+
+	// DNS-01 is validated by querying the cores' DNS servers, so the value
+	// must be answered by ours and every other core's before the CA looks.
+	port := strconv.Itoa(cfg.DNS.Port)
+	udp, _ := d.srv.Addrs()
+	w.dns01 = &dnsdata.DNS01{
+		KV:                   w.db,
+		PropagationTimeout:   cfg.LetsEncrypt.DNS01.PropagationTimeout.Std(),
+		SkipPropagationCheck: cfg.LetsEncrypt.DNS01.SkipPropagationCheck,
+		Servers: func() []string {
+			var out []string
+			for _, a := range udp {
+				ua := a.(*net.UDPAddr)
+				ip := ua.IP
+				if ip.IsUnspecified() {
+					ip = net.IPv4(127, 0, 0, 1)
+				}
+				out = append(out, net.JoinHostPort(ip.String(), strconv.Itoa(ua.Port)))
+			}
+			cores, err := rows.Cores(context.Background())
+			if err == nil {
+				for _, c := range cores {
+					if c.ID != self.ID && c.Available && c.IP != "" {
+						out = append(out, net.JoinHostPort(c.IP, port))
+					}
+				}
+			}
+			return out
+		},
+	}
+	return nil
+}
+
+// static is the zone's part from configuration.
+func static(cfg *config.Config) dnsdata.Static {
+	d := cfg.DNS
 	st := dnsdata.Static{
 		Domain:     d.Domain,
 		TTL:        uint32(d.DefaultTTL),
 		Root:       records(d.Records.Root),
 		RootSOA:    d.Records.Root.SOA,
 		NSHostIP:   d.PublicIP,
-		NSHostIPv6: p.cfg.Core.IPv6,
+		NSHostIPv6: cfg.Core.IPv6,
 	}
 	for _, e := range d.StaticEntries {
 		st.Entries = append(st.Entries, dnsdata.Entry{Subdomain: e.Subdomain, Records: records(e.Records)})
 	}
-	st.CAA = caaOptions(p.cfg)
+	st.CAA = caaOptions(cfg)
 	return st
 }
 
@@ -67,54 +206,13 @@ func appendNew(list []string, s string) []string {
 	return append(list, s)
 }
 
-// startDNSServer answers the zone from configuration at once, before
-// PlatformDB does (or without quorum).
-func (p *platform) startDNSServer() error {
-	d := p.cfg.DNS
-	log := p.log.With("component", "dns")
-	users, err := p.userLookup(log)
-	if err != nil {
-		return fmt.Errorf("dns.userLookup: %w", err)
-	}
-	opts := dns.ServerOptions{Logger: log}
-	if users != nil {
-		opts.Users = users // a nil *Resolver would be a non-nil interface
-	}
-	p.dns = dns.NewServer(opts)
-	p.watch = &dnsdata.Watcher{Static: p.static(), Swap: p.dns.Swap, Logger: log}
-	if users != nil {
-		p.watch.Cores = func(cores []dnsdata.CoreInfo) { users.SetCores(p.registry(cores)) }
-		users.SetCores(p.registry(nil))
-	}
-	if err := p.watch.ServeStatic(); err != nil {
-		return fmt.Errorf("dns: %w", err)
-	}
-	port := strconv.Itoa(d.Port)
-	addrs := []string{net.JoinHostPort(d.IP, port)}
-	if d.IP6 != "" {
-		addrs = append(addrs, net.JoinHostPort(d.IP6, port))
-	}
-	if err := p.dns.ListenAndServe(addrs...); err != nil {
-		return fmt.Errorf("dns: %w (set dns.ip / dns.port; port 53 needs root or CAP_NET_BIND_SERVICE)", err)
-	}
-	p.bg.Go(func(ctx context.Context) {
-		<-ctx.Done()
-		_ = p.dns.Shutdown(context.Background())
-		if users != nil {
-			users.Close()
-		}
-	})
-	p.ob.dns.Store(p.dns)
-	p.ob.metrics.WatchDNS(p.dns)
-	udp, _ := p.dns.Addrs()
-	p.log.Info("DNS server up", "domain", d.Domain, "addrs", fmt.Sprint(udp), "userLookup", d.UserLookup.Source)
-	return nil
+func records(r config.RecordSet) dnsdata.Records {
+	return dnsdata.Records{A: r.A, AAAA: r.AAAA, CNAME: r.CNAME, NS: r.NS, MX: r.MX, TXT: r.TXT, CAA: r.CAA}
 }
 
 // userLookup is where the DNS server asks about the platform's users that
 // are not in PlatformDB (decision 0015); nil with dns.userLookup.source off.
-func (p *platform) userLookup(log *slog.Logger) (*usercore.Resolver, error) {
-	cfg := p.cfg
+func userLookup(cfg *config.Config, log *slog.Logger) (*usercore.Resolver, error) {
 	ul := cfg.DNS.UserLookup
 	var (
 		src usercore.Source
@@ -157,59 +255,17 @@ func (p *platform) userLookup(log *slog.Logger) (*usercore.Resolver, error) {
 
 // registry is the cores a lookup's answer may name: the core-info rows,
 // and this core from configuration (before its row is written).
-func (p *platform) registry(cores []dnsdata.CoreInfo) []usercore.Core {
-	out := []usercore.Core{{ID: coreName(p.cfg), URL: p.cfg.Core.URL}}
+func registry(cfg *config.Config, cores []dnsdata.CoreInfo) []usercore.Core {
+	out := []usercore.Core{{ID: coreName(cfg), URL: cfg.Core.URL}}
 	for _, c := range cores {
 		out = append(out, usercore.Core{ID: c.ID, URL: c.URL})
 	}
 	return out
 }
 
-// startDNSWatch registers this core's core-info row, keeps the zone in step
-// with PlatformDB, and returns the DNS-01 provider the renewer publishes
-// through.
-func (p *platform) startDNSWatch(ctx context.Context, db *platformdb.Etcd) (*dnsdata.DNS01, error) {
-	cfg := p.cfg
-	rows := dnsdata.Rows{KV: db}
-	self := dnsdata.CoreInfo{ID: coreName(cfg), IP: cfg.Core.IP, IPv6: cfg.Core.IPv6, CNAME: cfg.Core.CName,
-		URL: cfg.Core.URL, Hosting: cfg.Core.Hosting, Available: true}
-	if err := rows.SetCoreInfo(ctx, self); err != nil {
-		return nil, fmt.Errorf("registering this core in PlatformDB: %w", err)
+func coreName(cfg *config.Config) string {
+	if cfg.Core.ID != "" {
+		return cfg.Core.ID
 	}
-	p.watch.KV = db
-	p.bg.Go(p.watch.Run)
-
-	// DNS-01 is validated by querying the cores' DNS servers, so the value
-	// must be answered by ours and every other core's before the CA looks.
-	port := strconv.Itoa(cfg.DNS.Port)
-	udp, _ := p.dns.Addrs()
-	return &dnsdata.DNS01{
-		KV:                   db,
-		PropagationTimeout:   cfg.LetsEncrypt.DNS01.PropagationTimeout.Std(),
-		SkipPropagationCheck: cfg.LetsEncrypt.DNS01.SkipPropagationCheck,
-		Servers: func() []string {
-			var out []string
-			for _, a := range udp {
-				ua := a.(*net.UDPAddr)
-				ip := ua.IP
-				if ip.IsUnspecified() {
-					ip = net.IPv4(127, 0, 0, 1)
-				}
-				out = append(out, net.JoinHostPort(ip.String(), strconv.Itoa(ua.Port)))
-			}
-			cores, err := rows.Cores(context.Background())
-			if err == nil {
-				for _, c := range cores {
-					if c.ID != self.ID && c.Available && c.IP != "" {
-						out = append(out, net.JoinHostPort(c.IP, port))
-					}
-				}
-			}
-			return out
-		},
-	}, nil
-}
-
-func records(r config.RecordSet) dnsdata.Records {
-	return dnsdata.Records{A: r.A, AAAA: r.AAAA, CNAME: r.CNAME, NS: r.NS, MX: r.MX, TXT: r.TXT, CAA: r.CAA}
+	return "single"
 }

@@ -33,7 +33,7 @@ const (
 // read: state kept up to date as the subsystems start, never the store on a
 // request's path.
 type observability struct {
-	cfg     *config.Config
+	cfg     atomic.Pointer[config.Config] // read per readiness check: swapped by Reload
 	store   *certs.Store
 	metrics *metrics.Metrics // nil when metrics.listen is off
 	log     *slog.Logger
@@ -45,6 +45,10 @@ type observability struct {
 
 	refresh sync.Mutex // one health refresh at a time
 	health  atomic.Pointer[platformHealth]
+
+	lastReload atomic.Pointer[admin.ReloadState] // nil until the first SIGHUP
+	srv        *http.Server                      // the metrics listener, nil when off
+	bg         *tasks
 }
 
 // platformHealth is PlatformDB as this core last saw it.
@@ -58,7 +62,8 @@ type platformHealth struct {
 }
 
 func newObservability(cfg *config.Config, store *certs.Store, log *slog.Logger) *observability {
-	o := &observability{cfg: cfg, store: store, log: log}
+	o := &observability{store: store, log: log, bg: newTasks()}
+	o.cfg.Store(cfg)
 	o.health.Store(&platformHealth{})
 	if cfg.Metrics.Listen == "" {
 		return o
@@ -160,7 +165,7 @@ func (o *observability) checks() []health.Check {
 	if o.draining.Load() {
 		out = append(out, health.Check{Name: "shutdown", OK: false, Detail: "shutting down: draining in-flight requests"})
 	}
-	cfg := o.cfg
+	cfg := o.cfg.Load()
 	hasReal := cfg.TLSEnabled() && o.store.HasReal()
 	if cfg.TLSEnabled() {
 		c := health.Check{Name: "certificate", OK: hasReal, Detail: "a certificate is served"}
@@ -198,15 +203,55 @@ func (o *observability) checks() []health.Check {
 	return out
 }
 
-// listen serves /metrics, /healthz and /readyz on metrics.listen.
-func (o *observability) listen(bg *tasks) error {
-	addr := o.cfg.Metrics.Listen
-	if addr == "" {
+func (o *observability) Name() string { return "starting the metrics listener" }
+
+// Start serves /metrics, /healthz and /readyz on metrics.listen, and keeps
+// PlatformDB's health fresh in the background.
+func (o *observability) Start(context.Context) error {
+	cfg := o.cfg.Load()
+	if cfg.PlatformDBEnabled() {
+		o.bg.Go(o.keepHealth)
+	}
+	if cfg.Metrics.Listen == "" {
 		return nil
 	}
+	srv, err := o.listen(cfg.Metrics.Listen)
+	if err != nil {
+		return err
+	}
+	o.srv = srv
+	return nil
+}
+
+func (o *observability) Stop() { o.bg.Stop() }
+
+// Reload moves the metrics listener to a new metrics.listen (the new one
+// bound before the old one closes; a taken address keeps the old one) and
+// swaps the configuration the checks read. Turning metrics on or off needs
+// a restart: the front and the sources are built with or without them.
+func (o *observability) Reload(next *config.Config) error {
+	cur := o.cfg.Load()
+	if old, now := cur.Metrics.Listen, next.Metrics.Listen; old != now {
+		if old == "" || now == "" {
+			return restartNeeded("metrics.listen", "turning metrics on or off: the front and the certificate sources are built with or without them")
+		}
+		srv, err := o.listen(now)
+		if err != nil {
+			return err
+		}
+		prev := o.srv
+		o.srv = srv
+		_ = prev.Close()
+	}
+	o.cfg.Store(next)
+	return nil
+}
+
+// listen serves /metrics, /healthz and /readyz on addr until Stop.
+func (o *observability) listen(addr string) (*http.Server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return fmt.Errorf("metrics.listen: listening on %s: %w", addr, err)
+		return nil, fmt.Errorf("metrics.listen: listening on %s: %w", addr, err)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", o.metrics.Handler())
@@ -217,19 +262,19 @@ func (o *observability) listen(bg *tasks) error {
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(o.log.Handler(), slog.LevelDebug),
 	}
-	bg.Go(func(ctx context.Context) {
+	o.bg.Go(func(ctx context.Context) {
 		go func() { <-ctx.Done(); _ = srv.Close() }()
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			o.log.Error("metrics listener stopped", "error", err.Error())
 		}
 	})
 	o.log.Info("metrics listener up: /metrics, /healthz, /readyz", "addr", ln.Addr().String())
-	return nil
+	return srv, nil
 }
 
 // self is this core for the status endpoint.
 func (o *observability) self(ctx context.Context) admin.Self {
-	cfg := o.cfg
+	cfg := o.cfg.Load()
 	h := o.platformHealth(ctx)
 	s := admin.Self{
 		ID:         coreName(cfg),
@@ -237,6 +282,7 @@ func (o *observability) self(ctx context.Context) admin.Self {
 		CAHolder:   o.caHolder.Load(),
 		PlatformDB: admin.MemberState{Up: h.Up, Leader: h.Leader},
 		TLS:        cfg.TLSEnabled(),
+		LastReload: o.lastReload.Load(),
 	}
 	s.Placeholder = s.TLS && !o.store.HasReal()
 	s.DNS.Active = cfg.DNS.Active
