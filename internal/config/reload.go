@@ -26,7 +26,7 @@ var liveKeys = []string{
 	"dns.staticEntries", "dns.records", "dns.defaultTTL", "dns.publicIp",
 	"letsEncrypt.email", "letsEncrypt.profile", "letsEncrypt.keyType", "letsEncrypt.renewBeforeDays",
 	"letsEncrypt.onRotateScript", "letsEncrypt.staging", "letsEncrypt.directoryUrl",
-	"letsEncrypt.directoryCaFile", "letsEncrypt.eab",
+	"letsEncrypt.directoryCaFile", "letsEncrypt.eab", "letsEncrypt.caa", "letsEncrypt.caaIdentity",
 	"metrics.listen",
 	"log.level",
 	"auth.adminAccessKey",
