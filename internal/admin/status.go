@@ -169,6 +169,9 @@ func (a *API) Status(ctx context.Context) Status {
 	if self.DNS.Active && !self.DNS.Serving {
 		problem("the DNS server is not serving")
 	}
+	if r := self.LastReload; r != nil && !r.OK {
+		problem("the configuration reload of %s was refused; the configuration from before keeps running: %s", r.At.Format(time.RFC3339), r.Error)
+	}
 
 	if a.DNS != nil {
 		cores, members, err := a.coreStatuses(ctx)

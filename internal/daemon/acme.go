@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"reflect"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -92,7 +93,7 @@ func (a *acmeSys) Stop() { a.detach() }
 func (a *acmeSys) Reload(next *config.Config) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if !a.on() || !next.LetsEncrypt.CertRenewer || a.w == nil {
+	if !a.on() || !next.LetsEncrypt.CertRenewer || a.w == nil || !renewerChanged(a.cfg.Load(), next) {
 		a.cfg.Store(next)
 		return nil
 	}
@@ -103,6 +104,23 @@ func (a *acmeSys) Reload(next *config.Config) error {
 	a.cfg.Store(next)
 	a.run(r)
 	return nil
+}
+
+// renewerChanged reports whether the renewer's options differ: any other
+// change leaves the running renewer (and an order under way) alone.
+func renewerChanged(cur, next *config.Config) bool {
+	type opts struct {
+		Email, KeyType, Profile, DirectoryURL, CAFile, EABKID string
+		EABKey                                                config.Secret
+		RenewBeforeDays                                       int
+		Plans                                                 []config.Plan
+	}
+	of := func(c *config.Config) opts {
+		le := c.LetsEncrypt
+		return opts{Email: le.Email, KeyType: le.KeyType, Profile: le.Profile, DirectoryURL: DirectoryURL(le),
+			CAFile: le.DirectoryCAFile, EABKID: le.EAB.KID, EABKey: le.EAB.HMACKey, RenewBeforeDays: le.RenewBeforeDays, Plans: c.Plans()}
+	}
+	return !reflect.DeepEqual(of(cur), of(next))
 }
 
 // attach starts the HTTP-01 listener and, on the certRenewer, the renewer.

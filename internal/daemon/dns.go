@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -96,7 +97,7 @@ func (d *dnsSys) Stop() {
 // TTL (PlatformDB's rows kept); a zone that does not build keeps the old
 // one.
 func (d *dnsSys) Reload(next *config.Config) error {
-	if !d.on() || d.watch == nil {
+	if !d.on() || d.watch == nil || reflect.DeepEqual(static(d.cfg.Load()), static(next)) {
 		d.cfg.Store(next)
 		return nil
 	}
