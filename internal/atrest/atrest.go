@@ -29,6 +29,13 @@
 // output of a 256-bit random master: it identifies the key without helping to
 // find it.
 //
+// # Rotation
+//
+// A Keyring made with previous masters (letsEncrypt.atRestKeyPrevious) opens
+// what any of them sealed, choosing by key id, and seals with the current one
+// only; Reseal rewrites every sealed row under the current master, after which
+// the previous one can go.
+//
 // Nothing here ever puts key material or plaintext into an error or into the
 // text form of a Keyring. A wrong master is ErrWrongKey: the caller must then
 // refuse to go on rather than overwrite the row with a fresh value.
@@ -106,13 +113,39 @@ var (
 // the master. It is immutable after New and safe for concurrent use. Every
 // way of printing it (fmt verbs, slog) yields "atrest.Keyring(<redacted>)".
 type Keyring struct {
-	keyID [keyIDSize]byte
-	aeads map[Purpose]cipher.AEAD // read-only after New
+	keyID    [keyIDSize]byte
+	aeads    map[Purpose]cipher.AEAD // read-only after New
+	previous []*Keyring              // open only; none of them has previous
 }
 
 // New derives a Keyring from the 32 raw bytes of letsEncrypt.atRestKey. It
-// does not keep or modify master.
-func New(master []byte) (*Keyring, error) {
+// does not keep or modify master. Rows sealed under a previous master (a
+// rotation under way) open too; Seal always uses master.
+func New(master []byte, previous ...[]byte) (*Keyring, error) {
+	k, err := derive(master)
+	if err != nil {
+		return nil, err
+	}
+	for i, p := range previous {
+		pk, err := derive(p)
+		if err != nil {
+			return nil, fmt.Errorf("previous key %d: %w", i+1, err)
+		}
+		if pk.keyID == k.keyID {
+			return nil, fmt.Errorf("atrest: previous key %d is the current atRestKey (or shares its key id): drop it", i+1)
+		}
+		for _, o := range k.previous {
+			if o.keyID == pk.keyID {
+				return nil, fmt.Errorf("atrest: previous key %d is given twice", i+1)
+			}
+		}
+		k.previous = append(k.previous, pk)
+	}
+	return k, nil
+}
+
+// derive makes the single-master Keyring of master.
+func derive(master []byte) (*Keyring, error) {
 	if len(master) != MasterSize {
 		return nil, fmt.Errorf("atrest: the atRestKey must be exactly %d bytes (got %d)", MasterSize, len(master))
 	}
@@ -174,6 +207,11 @@ func (k *Keyring) Open(purpose Purpose, row string, envelope []byte) ([]byte, er
 		return nil, fmt.Errorf("opening %s: %w (%d bytes)", row, ErrTruncated, len(envelope))
 	}
 	if subtle.ConstantTimeCompare(envelope[1:headerSize], k.keyID[:]) != 1 {
+		for _, p := range k.previous {
+			if subtle.ConstantTimeCompare(envelope[1:headerSize], p.keyID[:]) == 1 {
+				return p.Open(purpose, row, envelope)
+			}
+		}
 		return nil, fmt.Errorf("opening %s: %w", row, ErrWrongKey)
 	}
 	plaintext, err := aead.Open(nil, nil, envelope[headerSize:], additionalData(envelope[0], purpose, row))
@@ -183,6 +221,16 @@ func (k *Keyring) Open(purpose Purpose, row string, envelope []byte) ([]byte, er
 	}
 	return plaintext, nil
 }
+
+// Current reports whether envelope is sealed under the current master (a
+// row Reseal need not rewrite). It checks the header only.
+func (k *Keyring) Current(envelope []byte) bool {
+	return k != nil && len(envelope) >= headerSize && envelope[0] == Version &&
+		subtle.ConstantTimeCompare(envelope[1:headerSize], k.keyID[:]) == 1
+}
+
+// Previous is how many previous masters k opens with.
+func (k *Keyring) Previous() int { return len(k.previous) }
 
 // aead returns the AEAD of purpose, or an error for an unusable call.
 func (k *Keyring) aead(purpose Purpose, row string) (cipher.AEAD, error) {

@@ -527,3 +527,59 @@ func FuzzOpen(f *testing.F) {
 		}
 	})
 }
+
+// TestKeyringPrevious: a Keyring with previous masters opens what each
+// sealed and seals under the current one only; Current tells them apart.
+func TestKeyringPrevious(t *testing.T) {
+	oldK, newK := mustNew(t, testMaster(1)), mustNew(t, testMaster(2))
+	both, err := New(testMaster(2), testMaster(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealedOld, _ := oldK.Seal(PurposeTLSKey, row, []byte("old secret"))
+	sealedNew, _ := both.Seal(PurposeTLSKey, row, []byte("new secret"))
+	for _, tc := range []struct {
+		name    string
+		k       *Keyring
+		env     []byte
+		want    string
+		wantErr error
+		current bool
+	}{
+		{"ring opens the previous key's row", both, sealedOld, "old secret", nil, false},
+		{"ring opens its own", both, sealedNew, "new secret", nil, true},
+		{"ring seals under the current key", newK, sealedNew, "new secret", nil, true},
+		{"the old key alone cannot open the ring's seal", oldK, sealedNew, "", ErrWrongKey, false},
+		{"the new key alone cannot open the old row", newK, sealedOld, "", ErrWrongKey, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := tc.k.Open(PurposeTLSKey, row, tc.env)
+			if !errors.Is(err, tc.wantErr) || string(got) != tc.want {
+				t.Errorf("Open = %q, %v; want %q, %v", got, err, tc.want, tc.wantErr)
+			}
+			if c := tc.k.Current(tc.env); c != tc.current {
+				t.Errorf("Current = %v, want %v", c, tc.current)
+			}
+		})
+	}
+	// A previous row still authenticates its row and purpose.
+	if _, err := both.Open(PurposeACMEAccount, row, sealedOld); !errors.Is(err, ErrNotAuthentic) {
+		t.Errorf("previous key, other purpose: %v, want ErrNotAuthentic", err)
+	}
+	for _, tc := range []struct {
+		name     string
+		previous [][]byte
+		want     string
+	}{
+		{"previous is the current", [][]byte{testMaster(2)}, "atrest: previous key 1 is the current atRestKey (or shares its key id): drop it"},
+		{"given twice", [][]byte{testMaster(1), testMaster(1)}, "atrest: previous key 2 is given twice"},
+		{"wrong size", [][]byte{testMaster(1)[:16]}, "previous key 1: atrest: the atRestKey must be exactly 32 bytes (got 16)"},
+	} {
+		if _, err := New(testMaster(2), tc.previous...); err == nil || err.Error() != tc.want {
+			t.Errorf("%s: %v, want %q", tc.name, err, tc.want)
+		}
+	}
+	if fmt.Sprintf("%v %+v %#v", both, both, both) != strings.Repeat(redacted+" ", 2)+redacted {
+		t.Errorf("a ring with previous keys prints %v", both)
+	}
+}

@@ -1,0 +1,178 @@
+package atrest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+
+	"github.com/pryv/pryv-tls/internal/platformdb"
+)
+
+// Table is a PlatformDB prefix whose rows are JSON objects holding one
+// sealed value in their "key" field (an envelope, base64 in JSON), sealed
+// for Purpose and bound to the row's own key.
+type Table struct {
+	Prefix  string
+	Purpose Purpose
+}
+
+// Tables is every table pryv-tls seals a value in: the certificates'
+// private keys (certstore's tls-cert/) and the ACME account keys (acme's
+// acme-account/). A new sealed row kind must be added here, or a rotation
+// would leave it under the old key (TestTablesAreTheSealedRows).
+var Tables = []Table{
+	{Prefix: "tls-cert/", Purpose: PurposeTLSKey},
+	{Prefix: "acme-account/", Purpose: PurposeACMEAccount},
+}
+
+// ResealKV is what Reseal needs of PlatformDB.
+type ResealKV interface {
+	Get(ctx context.Context, key string) (platformdb.Entry, error)
+	List(ctx context.Context, prefix string) ([]platformdb.Entry, int64, error)
+	CompareAndSwap(ctx context.Context, key string, value []byte, expect int64) (int64, error)
+}
+
+// ResealReport says what a rotation did, by row name only: never a key.
+type ResealReport struct {
+	Resealed []string `json:"resealed"` // rewritten under the current atRestKey
+	Current  int      `json:"current"`  // already under it
+	// Left are the rows left as they are, with why: no key of this core
+	// opens them, they are not records with a key, or they kept changing.
+	Left []RowFailure `json:"left"`
+}
+
+// RowFailure is a row Reseal could not rewrite, and why (no key material in it).
+type RowFailure struct {
+	Row   string `json:"row"`
+	Error string `json:"error"`
+}
+
+// Reseal rewrites every sealed row of Tables that a previous master sealed
+// under keys' current one. Each write is conditional on the revision read
+// (a row rewritten meanwhile, by a renewal say, is read again), and the
+// rest of the row is kept as it is. A row no key of keys opens is reported
+// by name and left untouched; so is one that is not a record with a key.
+func Reseal(ctx context.Context, kv ResealKV, keys *Keyring) (ResealReport, error) {
+	rep := ResealReport{Resealed: []string{}, Left: []RowFailure{}}
+	for _, t := range Tables {
+		entries, _, err := kv.List(ctx, t.Prefix)
+		if err != nil {
+			return rep, fmt.Errorf("listing %s: %w", t.Prefix, err)
+		}
+		for _, e := range entries {
+			if err := resealRetrying(ctx, kv, keys, t.Purpose, e, &rep); err != nil {
+				return rep, err
+			}
+		}
+	}
+	return rep, nil
+}
+
+// resealRetrying is resealRow, read again and retried while another writer
+// rewrites the row in between (a renewal storing it).
+func resealRetrying(ctx context.Context, kv ResealKV, keys *Keyring, purpose Purpose, e platformdb.Entry, rep *ResealReport) error {
+	for attempt := 1; ; attempt++ {
+		err := resealRow(ctx, kv, keys, purpose, e, rep)
+		if !errors.Is(err, platformdb.ErrConflict) {
+			return err
+		}
+		if attempt == 5 {
+			rep.Left = append(rep.Left, RowFailure{e.Key, "rewritten by another writer 5 times during the rotation: run keys rotate again"})
+			return nil
+		}
+		row := e.Key
+		e, err = kv.Get(ctx, row)
+		if errors.Is(err, platformdb.ErrNotFound) {
+			return nil // deleted meanwhile: nothing left to reseal
+		}
+		if err != nil {
+			return fmt.Errorf("reading %s: %w", row, err)
+		}
+	}
+}
+
+// resealRow rewrites one row if needed; a failed compare is ErrConflict.
+func resealRow(ctx context.Context, kv ResealKV, keys *Keyring, purpose Purpose, e platformdb.Entry, rep *ResealReport) error {
+	var obj map[string]json.RawMessage
+	var env []byte
+	if err := json.Unmarshal(e.Value, &obj); err != nil || obj["key"] == nil || json.Unmarshal(obj["key"], &env) != nil {
+		rep.Left = append(rep.Left, RowFailure{e.Key, "not a record with a sealed key"})
+		return nil
+	}
+	if keys.Current(env) {
+		rep.Current++
+		return nil
+	}
+	plain, err := keys.Open(purpose, e.Key, env)
+	if err != nil {
+		rep.Left = append(rep.Left, RowFailure{e.Key, err.Error()})
+		return nil
+	}
+	sealed, err := keys.Seal(purpose, e.Key, plain)
+	clear(plain)
+	if err != nil {
+		return err
+	}
+	if obj["key"], err = json.Marshal(sealed); err != nil {
+		return err
+	}
+	data, err := json.Marshal(obj)
+	if err != nil {
+		return err
+	}
+	if _, err := kv.CompareAndSwap(ctx, e.Key, data, e.Revision); err != nil {
+		if errors.Is(err, platformdb.ErrConflict) {
+			return err
+		}
+		return fmt.Errorf("writing %s: %w", e.Key, err)
+	}
+	rep.Resealed = append(rep.Resealed, e.Key)
+	return nil
+}
+
+// RotateAPI serves POST /keys/rotate on the control socket: Reseal with the
+// running core's keys, answering the ResealReport.
+type RotateAPI struct {
+	KV     ResealKV
+	Keys   *Keyring
+	Logger *slog.Logger
+}
+
+func (h *RotateAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path != "/keys/rotate" {
+		writeJSON(w, http.StatusNotFound, apiError("unknown-resource", "no such resource"))
+		return
+	}
+	if r.Method != http.MethodPost {
+		writeJSON(w, http.StatusMethodNotAllowed, apiError("invalid-operation", "only POST is allowed here"))
+		return
+	}
+	log := h.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	rep, err := Reseal(r.Context(), h.KV, h.Keys)
+	if err != nil {
+		log.Error("atRestKey rotation stopped; run keys rotate again", "resealed", len(rep.Resealed), "error", err.Error())
+		writeJSON(w, http.StatusServiceUnavailable, apiError("unexpected-error", "keys rotate: "+err.Error()+fmt.Sprintf(" (%d rows resealed before that)", len(rep.Resealed))))
+		return
+	}
+	for _, f := range rep.Left {
+		log.Error("atRestKey rotation: row left as it is", "row", f.Row, "error", f.Error)
+	}
+	log.Info("atRestKey rotation", "resealed", len(rep.Resealed), "alreadyCurrent", rep.Current, "left", len(rep.Left), "previousKeys", h.Keys.Previous())
+	writeJSON(w, http.StatusOK, rep)
+}
+
+func apiError(id, msg string) map[string]any {
+	return map[string]any{"error": map[string]string{"id": id, "message": msg}}
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
