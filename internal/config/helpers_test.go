@@ -10,8 +10,10 @@ import (
 // Valid secrets used across tests; each must never show up in output.
 const (
 	testAtRestKey = "GC7BAkJ0lsqe50IsM8rBvtLQkR9AREmjVfRO5MmdLVM="
-	testAdminKey  = "admin-key-7f3a9c1e5b"
-	testHMACKey   = "c2VjcmV0LWhtYWMta2V5LWZvci1lYWItdGVzdHM"
+	// otherAtRestKey is another valid key (a rotation's previous one).
+	otherAtRestKey = "W1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1s="
+	testAdminKey   = "admin-key-7f3a9c1e5b"
+	testHMACKey    = "c2VjcmV0LWhtYWMta2V5LWZvci1lYWItdGVzdHM"
 )
 
 // leBlock is a letsEncrypt block that passes validation on its own.

@@ -106,15 +106,17 @@ type StaticEntry struct {
 }
 
 type LetsEncrypt struct {
-	Enabled         bool   `yaml:"enabled"`
-	Email           string `yaml:"email"`
-	AtRestKey       Secret `yaml:"atRestKey"` // base64 of exactly 32 bytes
-	CertRenewer     bool   `yaml:"certRenewer"`
-	OnRotateScript  string `yaml:"onRotateScript"`  // absolute path
-	RenewBeforeDays int    `yaml:"renewBeforeDays"` // default 30
-	Staging         bool   `yaml:"staging"`
-	DirectoryURL    string `yaml:"directoryUrl"` // wins over staging
-	TLSDir          string `yaml:"tlsDir"`       // default var-pryv/tls
+	Enabled   bool   `yaml:"enabled"`
+	Email     string `yaml:"email"`
+	AtRestKey Secret `yaml:"atRestKey"` // base64 of exactly 32 bytes
+	// ours: the key being rotated away from, read-only (keys rotate)
+	AtRestKeyPrevious Secret `yaml:"atRestKeyPrevious"`
+	CertRenewer       bool   `yaml:"certRenewer"`
+	OnRotateScript    string `yaml:"onRotateScript"`  // absolute path
+	RenewBeforeDays   int    `yaml:"renewBeforeDays"` // default 30
+	Staging           bool   `yaml:"staging"`
+	DirectoryURL      string `yaml:"directoryUrl"` // wins over staging
+	TLSDir            string `yaml:"tlsDir"`       // default var-pryv/tls
 
 	// ours
 	DirectoryCAFile string `yaml:"directoryCaFile"`

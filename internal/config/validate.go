@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bytes"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -219,6 +220,18 @@ func (v *validator) letsEncrypt(c *Config) {
 			v.add("letsEncrypt.atRestKey", "%s", err.Error())
 		}
 	}
+	if prev := le.AtRestKeyPrevious.Reveal(); prev != "" {
+		cur, curErr := le.AtRestKeyBytes()
+		old, err := decodeKey32(prev)
+		switch {
+		case err != nil:
+			v.add("letsEncrypt.atRestKeyPrevious", "%s; it must be the atRestKey being replaced, as it was configured", err.Error())
+		case le.AtRestKey.Reveal() == "":
+			v.add("letsEncrypt.atRestKeyPrevious", "set without letsEncrypt.atRestKey: put the new key in atRestKey and the one being replaced here")
+		case curErr == nil && bytes.Equal(cur, old):
+			v.add("letsEncrypt.atRestKeyPrevious", "is the same key as letsEncrypt.atRestKey: remove atRestKeyPrevious, or put the new key in atRestKey")
+		}
+	}
 	if le.OnRotateScript != "" && !filepath.IsAbs(le.OnRotateScript) {
 		v.add("letsEncrypt.onRotateScript", "must be an absolute path, got %q", le.OnRotateScript)
 	}
@@ -363,6 +376,15 @@ func (le *LetsEncrypt) AtRestKeyBytes() ([]byte, error) {
 		return nil, fmt.Errorf("%w; %s", err, keygenHint)
 	}
 	return b, nil
+}
+
+// AtRestKeyPreviousBytes decodes letsEncrypt.atRestKeyPrevious (nil when
+// unset). The error never contains the key.
+func (le *LetsEncrypt) AtRestKeyPreviousBytes() ([]byte, error) {
+	if le.AtRestKeyPrevious.Reveal() == "" {
+		return nil, nil
+	}
+	return decodeKey32(le.AtRestKeyPrevious.Reveal())
 }
 
 // decodeKey32 decodes the base64 of a 32-byte key. The error never contains

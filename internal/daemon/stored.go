@@ -33,8 +33,12 @@ func keyring(cfg *config.Config) (*atrest.Keyring, error) {
 	}
 	raw, err := cfg.LetsEncrypt.AtRestKeyBytes()
 	var keys *atrest.Keyring
+	var prev []byte
 	if err == nil {
-		keys, err = atrest.New(raw)
+		prev, err = cfg.LetsEncrypt.AtRestKeyPreviousBytes()
+	}
+	if err == nil {
+		keys, err = atrest.New(raw, previousKeys(prev)...)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("letsEncrypt.atRestKey: %w", err)
@@ -110,4 +114,12 @@ func (s *storedSys) attach(_ context.Context, w *wiring) error {
 	s.mat.Catalog = w.catalog
 	w.run.Go(s.mat.Run)
 	return nil
+}
+
+// previousKeys is letsEncrypt.atRestKeyPrevious as atrest.New takes it.
+func previousKeys(prev []byte) [][]byte {
+	if prev == nil {
+		return nil
+	}
+	return [][]byte{prev}
 }
