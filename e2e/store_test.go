@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -376,4 +377,89 @@ func TestKill9DuringWrites(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "your-domain.com") {
 		t.Fatalf("certs list after kill -9: %d\n%s", code, out)
 	}
+}
+
+// TestKeysRotate: an atRestKey rotation as the backup guide tells it, on
+// the binary. A certificate stored under key A; the core restarted with
+// atRestKey B and atRestKeyPrevious A still reads it; `keys rotate`
+// re-seals its row under B, printing no key; restarted with B alone the
+// core opens it (export), where before the rotation B alone could not.
+func TestKeysRotate(t *testing.T) {
+	dir := t.TempDir()
+	p := newPKI(t, dir)
+	port := freePort(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	hook := filepath.Join(dir, "hooks", "noop.sh")
+	writeFile(t, hook, []byte("#!/bin/sh\n"), 0o755)
+	cfg := strategyA(t, dir, port, hook) // atRestKey A is in the spec's file
+	keyA := make([]byte, 32)
+	for i := range keyA {
+		keyA[i] = byte(i * 7) // strategyA's key
+	}
+	keyB := bytes.Repeat([]byte{0x5b}, 32)
+	a64, b64 := base64.StdEncoding.EncodeToString(keyA), base64.StdEncoding.EncodeToString(keyB)
+	rotating := filepath.Join(dir, "rotating.yml")
+	writeFile(t, rotating, yamlConfig("letsEncrypt:", "  atRestKey: '"+b64+"'", "  atRestKeyPrevious: '"+a64+"'"), 0o600)
+	newOnly := filepath.Join(dir, "new-only.yml")
+	writeFile(t, newOnly, yamlConfig("letsEncrypt:", "  atRestKey: '"+b64+"'"), 0o600)
+	with := func(extra string) []string { return append(slices.Clone(cfg), "--config", extra) }
+	stop := func(c *core) {
+		t.Helper()
+		c.signal(syscall.SIGTERM)
+		if code := c.wait(20 * time.Second); code != 0 {
+			t.Fatalf("serve exited %d", code)
+		}
+	}
+
+	c := startCoreIn(t, dir, addr, cfg...)
+	first := p.issue(t, devpki.Leaf{})
+	writeFile(t, filepath.Join(dir, "in", "c.pem"), first.FullChain, 0o644)
+	writeFile(t, filepath.Join(dir, "in", "k.pem"), first.KeyPEM, 0o600)
+	if out, code := cli(t, dir, append(append([]string{"certs", "import"}, cfg...), "--cert", "in/c.pem", "--key", "in/k.pem")...); code != 0 {
+		t.Fatalf("certs import: exit %d\n%s", code, out)
+	}
+	waitSerial(t, addr, host, p.roots, serial(first))
+	stop(c)
+
+	exportWith := func(files []string) (string, int) {
+		_ = os.RemoveAll(filepath.Join(dir, "exported"))
+		return cli(t, dir, append(append([]string{"certs", "export"}, files...), host, "--out", "exported")...)
+	}
+	// B alone cannot open what A sealed: the rotation is needed.
+	c = startCoreIn(t, dir, addr, with(newOnly)...)
+	if out, code := exportWith(with(newOnly)); code == 0 || !strings.Contains(out, "the atRestKey differs from the one that wrote this row") {
+		t.Fatalf("export with the new key alone before the rotation: exit %d\n%s", code, out)
+	}
+	stop(c)
+
+	c = startCoreIn(t, dir, addr, with(rotating)...)
+	if out, code := exportWith(with(rotating)); code != 0 {
+		t.Fatalf("export during the rotation (B, previous A): exit %d\n%s", code, out)
+	}
+	out, code := cli(t, dir, append([]string{"keys", "rotate"}, with(rotating)...)...)
+	if code != 0 || !strings.Contains(out, "resealed tls-cert/your-domain.com") || !strings.Contains(out, "atRestKeyPrevious can be removed") {
+		t.Fatalf("keys rotate: exit %d\n%s", code, out)
+	}
+	again, code := cli(t, dir, append([]string{"keys", "rotate", "--json"}, with(rotating)...)...)
+	if code != 0 || !strings.Contains(again, `"resealed": []`) || !strings.Contains(again, `"current": 1`) {
+		t.Fatalf("keys rotate, second run: exit %d\n%s", code, again)
+	}
+	for _, text := range []string{out, again, c.logs.String()} {
+		for _, secret := range []string{a64, b64, string(first.KeyPEM)} {
+			if strings.Contains(text, secret) {
+				t.Fatalf("a key was printed:\n%s", text)
+			}
+		}
+	}
+	stop(c)
+
+	c = startCoreIn(t, dir, addr, with(newOnly)...)
+	if out, code := exportWith(with(newOnly)); code != 0 {
+		t.Fatalf("export with the new key alone after the rotation: exit %d\n%s", code, out)
+	}
+	if got, _ := os.ReadFile(filepath.Join(dir, "exported", "privkey.pem")); !bytes.Equal(got, first.KeyPEM) {
+		t.Fatal("the exported key is not the imported one")
+	}
+	waitSerial(t, addr, host, p.roots, serial(first))
+	_ = c
 }

@@ -61,6 +61,8 @@ type API struct {
 	Cluster http.Handler
 	// ACME, if set, serves /acme/ on the control socket (account import).
 	ACME http.Handler
+	// Keys, if set, serves /keys/ on the control socket (atRestKey rotation).
+	Keys http.Handler
 	// Self, if set, describes this core for GET /status (from state the
 	// daemon keeps, not the store).
 	Self   func(ctx context.Context) Self
@@ -214,6 +216,9 @@ func (a *API) Local() http.Handler {
 	}
 	if a.ACME != nil {
 		mux.Handle("/acme/", a.ACME)
+	}
+	if a.Keys != nil {
+		mux.Handle("/keys/", a.Keys)
 	}
 	return mux
 }

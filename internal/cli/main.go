@@ -39,6 +39,7 @@ Usage:
   pryv-tls bootstrap init-ca-holder|new-core|list-tokens|revoke-token --config FILE ...
                                                     grow a single core into a cluster
   pryv-tls keygen                                   print a new letsEncrypt.atRestKey
+  pryv-tls keys rotate --config FILE                re-seal every stored key under the current atRestKey
   pryv-tls demo [--addr 127.0.0.1:8443]             run the front on a local demo setup (no internet needed)
   pryv-tls version
 
@@ -77,6 +78,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return bootstrapCmd(rest, stdout, stderr)
 	case "keygen":
 		return keygen(rest, stdout, stderr)
+	case "keys":
+		return keysCmd(rest, stdout, stderr)
 	case "demo":
 		return demo(rest, stdout, stderr)
 	case "version", "--version":
