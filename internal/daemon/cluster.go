@@ -104,6 +104,15 @@ func (m *memberSys) Start(context.Context) error {
 
 func (m *memberSys) Stop() {}
 
+// reidentify makes the node identity again from next (PlatformDB is
+// stopped: see platformSys.Restart).
+func (m *memberSys) reidentify(ctx context.Context, next *config.Config) error {
+	o := identityOptions(next)
+	o.Logger = m.log
+	m.cfg, m.id = next, nodeid.New(o)
+	return m.Start(ctx)
+}
+
 // Reload: the node identity follows core.id, the PlatformDB addresses and
 // cluster.*: restart-only keys.
 func (m *memberSys) Reload(*config.Config) error { return nil }

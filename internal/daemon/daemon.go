@@ -91,16 +91,17 @@ func (t *tasks) Stop() { t.cancel(); t.wg.Wait() }
 // core is one run of serve.
 type core struct {
 	env
-	opts    Options
-	cfg     atomic.Pointer[config.Config] // the running configuration
-	subs    []subsystem                   // in start order
-	started []subsystem
-	bg      *tasks // process-wide loops: watchdog, memory policy
-	hup     *tasks // the SIGHUP loop: stopped first, so no reload meets a stop
-	front   *frontSys
-	plat    *platformSys
-	ob      *observability
-	ready   atomic.Bool
+	opts     Options
+	cfg      atomic.Pointer[config.Config] // the running configuration
+	subs     []subsystem                   // in start order
+	started  []subsystem
+	bg       *tasks     // process-wide loops: watchdog, memory policy
+	hup      *tasks     // the SIGHUP loop: stopped first, so no reload meets a stop
+	reloadMu sync.Mutex // one reload (or PlatformDB reopen) at a time
+	front    *frontSys
+	plat     *platformSys
+	ob       *observability
+	ready    atomic.Bool
 }
 
 // Run starts the core, serves until ctx is cancelled, then drains and
@@ -112,6 +113,11 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	if err != nil {
 		return err
 	}
+	return c.run(ctx)
+}
+
+// run starts the subsystems in order, then serves.
+func (c *core) run(ctx context.Context) error {
 	defer c.stop()
 	for _, s := range c.subs {
 		if ctx.Err() != nil {

@@ -162,10 +162,20 @@ func (p *platformSys) Stop() {
 // configuration, or one a live change such as init-ca-holder made), while
 // the front and the DNS server keep serving from memory. The control socket
 // answers 503 meanwhile.
+//
+// The node identity is made again from next first (a new cluster CA, a new
+// core.ip: init-ca-holder), then the member opens with it. The subsystems
+// it attaches keep their own configuration (their Reload gives them next).
 func (p *platformSys) Restart(ctx context.Context, next *config.Config) error {
+	if !next.PlatformDBEnabled() {
+		return restartNeeded("letsEncrypt.enabled, letsEncrypt.atRestKey, dns.active", "PlatformDB cannot be turned off while pryv-tls runs")
+	}
 	p.deps.sock.Unavailable("PlatformDB is restarting; try again in a moment")
 	p.Stop()
 	p.cfg.Store(next)
+	if err := p.deps.member.reidentify(ctx, next); err != nil {
+		return err
+	}
 	return p.Start(ctx)
 }
 

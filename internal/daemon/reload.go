@@ -15,6 +15,26 @@ func restartNeeded(key, why string) error {
 	return fmt.Errorf("%s: %s %s; restart pryv-tls to apply the new value", key, config.RestartOnlyMessage, why)
 }
 
+// reopenPlatform closes this core's PlatformDB member and opens it again
+// with next (validated, and differing from the running configuration only
+// where the caller means it to: a live init-ca-holder), the front and the
+// DNS server serving from memory meanwhile; then the other subsystems take
+// next as a reload would. The SIGHUP loop is not running a reload
+// meanwhile: callers run on the control socket, reloads on their own loop,
+// and both hold reloadMu.
+func (c *core) reopenPlatform(ctx context.Context, next *config.Config) error {
+	c.reloadMu.Lock()
+	defer c.reloadMu.Unlock()
+	if err := c.plat.Restart(ctx, next); err != nil {
+		return err
+	}
+	if err := c.applyAll(next); err != nil {
+		return err
+	}
+	c.cfg.Store(next)
+	return nil
+}
+
 // reloadLoop answers SIGHUP: RELOADING=1, the configuration loaded again
 // and applied (or refused, the old one kept), the certificate files read
 // again, then READY=1.
@@ -26,11 +46,13 @@ func (c *core) reloadLoop(ctx context.Context) {
 		case <-c.opts.Reload:
 		}
 		c.notify.Reloading("reloading: the configuration and the certificate files")
+		c.reloadMu.Lock()
 		if c.opts.Load != nil {
 			c.recordReload(c.reloadConfig())
 		} else {
 			_ = c.applyAll(c.cfg.Load()) // the files only
 		}
+		c.reloadMu.Unlock()
 		if ctx.Err() != nil {
 			return
 		}

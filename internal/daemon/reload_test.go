@@ -1,0 +1,207 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	mdns "github.com/miekg/dns"
+
+	"github.com/pryv/pryv-tls/internal/config"
+)
+
+func freeTCP(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// freeUDPTCP is a loopback port free for both UDP and TCP (the DNS server).
+func freeUDPTCP(t *testing.T) string {
+	t.Helper()
+	for range 20 {
+		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := pc.LocalAddr().String()
+		ln, err := net.Listen("tcp", addr)
+		pc.Close()
+		if err == nil {
+			ln.Close()
+			return addr
+		}
+	}
+	t.Fatal("no free UDP+TCP port")
+	return ""
+}
+
+func named(name string) *httptest.Server {
+	return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, name) }))
+}
+
+// testCore is where a test core listens and keeps its state.
+type testCore struct {
+	dir, front, dnsAddr, peer, client string
+}
+
+// yaml is a plain-HTTP core (Strategy B's front) with PlatformDB
+// (dns.active, an atRestKey) on loopback, all under dir.
+func (tc testCore) yaml(upstream, wwwA string) string {
+	dir, peer, client := tc.dir, tc.peer, tc.client
+	_, fport, _ := net.SplitHostPort(tc.front)
+	_, dport, _ := net.SplitHostPort(tc.dnsAddr)
+	return strings.Join([]string{
+		"http:", "  ip: 127.0.0.1", "  port: " + fport,
+		"core:", "  id: core1", "  ip: 127.0.0.1",
+		"dns:", "  active: true", "  domain: example.com", "  ip: 127.0.0.1", "  port: " + dport,
+		"  staticEntries:", "    - subdomain: www", "      records:", "        a: [" + wwwA + "]",
+		"  userLookup:", "    source: 'off'",
+		"letsEncrypt:", "  atRestKey: 'AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8='", "  tlsDir: " + filepath.Join(dir, "tls"),
+		"upstreams:", "  api: " + upstream, "  hfs: " + upstream,
+		"platformDB:", "  dataDir: " + filepath.Join(dir, "platformdb"), "  peerAddress: " + peer, "  clientAddress: " + client,
+		"cluster:", "  ca:", "    path: " + filepath.Join(dir, "ca"),
+		"control:", "  socket: " + filepath.Join(dir, "run", "pryv-tls.sock"),
+	}, "\n") + "\n"
+}
+
+// In process and under -race: a reload moves the upstreams and the DNS
+// static entry; reopening PlatformDB (what a live init-ca-holder does)
+// keeps the front and the DNS server answering throughout and finds the
+// data written before; SIGTERM then stops everything.
+func TestReloadAndReopenInProcess(t *testing.T) {
+	a, b := named("A"), named("B")
+	defer a.Close()
+	defer b.Close()
+	tc := testCore{dir: t.TempDir(), front: freeTCP(t), dnsAddr: freeUDPTCP(t), peer: freeTCP(t), client: freeTCP(t)}
+	front, dnsAddr := tc.front, tc.dnsAddr
+	load := func(upstream, wwwA string) *config.Config {
+		cfg, err := config.LoadBytes("reload.yml", []byte(tc.yaml(upstream, wwwA)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg
+	}
+	var next atomic.Pointer[config.Config]
+	next.Store(load(b.URL, "10.0.0.2"))
+	hup := make(chan struct{})
+	ready := make(chan string, 1)
+	c, err := newCore(load(a.URL, "10.0.0.1"), Options{
+		Logger: slog.New(slog.DiscardHandler), Reload: hup,
+		Load:  func() (*config.Config, error) { return next.Load(), nil },
+		Ready: func(addr string) { ready <- addr },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("run: %v", err)
+		}
+	}()
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("run ended before ready: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("not ready within 30s")
+	}
+	cl := &http.Client{Timeout: 5 * time.Second}
+	get := func() (string, error) {
+		resp, err := cl.Get("http://" + front + "/alice/events")
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		return string(body), err
+	}
+	wwwA := func() (string, error) {
+		m := new(mdns.Msg)
+		m.SetQuestion("www.example.com.", mdns.TypeA)
+		r, _, err := (&mdns.Client{Timeout: 2 * time.Second}).Exchange(m, dnsAddr)
+		if err != nil {
+			return "", err
+		}
+		if len(r.Answer) != 1 {
+			return "", fmt.Errorf("%d answers", len(r.Answer))
+		}
+		return r.Answer[0].(*mdns.A).A.String(), nil
+	}
+	if got, err := get(); got != "A" || err != nil {
+		t.Fatalf("before the reload the front answers %q (%v)", got, err)
+	}
+
+	hup <- struct{}{}
+	deadline := time.Now().Add(10 * time.Second)
+	for st := c.ob.lastReload.Load(); st == nil; st = c.ob.lastReload.Load() {
+		if time.Now().After(deadline) {
+			t.Fatal("the reload did not finish within 10s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if st := c.ob.lastReload.Load(); !st.OK {
+		t.Fatalf("reload refused: %s", st.Error)
+	}
+	if got, err := get(); got != "B" || err != nil {
+		t.Fatalf("after the reload the front answers %q (%v), want B", got, err)
+	}
+	if got, err := wwwA(); got != "10.0.0.2" || err != nil {
+		t.Fatalf("after the reload www is %q (%v), want 10.0.0.2", got, err)
+	}
+
+	db := c.plat.db.Load()
+	if _, err := db.Put(ctx, "test/before-reopen", []byte("kept")); err != nil {
+		t.Fatal(err)
+	}
+	var (
+		stop     atomic.Bool
+		failures atomic.Int64
+		served   atomic.Int64
+		wg       sync.WaitGroup
+	)
+	wg.Go(func() {
+		for n := 0; !stop.Load() && n < 100000; n++ {
+			if got, err := get(); err != nil || got != "B" {
+				failures.Add(1)
+			}
+			if got, err := wwwA(); err != nil || got != "10.0.0.2" {
+				failures.Add(1)
+			}
+			served.Add(1)
+		}
+	})
+	if err := c.reopenPlatform(ctx, next.Load()); err != nil {
+		t.Fatalf("reopening PlatformDB: %v", err)
+	}
+	stop.Store(true)
+	wg.Wait()
+	if failures.Load() > 0 || served.Load() < 5 {
+		t.Fatalf("during the reopen: %d failed of %d rounds (front and DNS)", failures.Load(), served.Load())
+	}
+	if !c.plat.wired.Load() || c.plat.db.Load() == db {
+		t.Fatal("PlatformDB is not wired again with a new member after the reopen")
+	}
+	e, err := c.plat.db.Load().Get(ctx, "test/before-reopen")
+	if err != nil || string(e.Value) != "kept" {
+		t.Fatalf("the row written before the reopen: %q %v", e.Value, err)
+	}
+}
