@@ -104,7 +104,10 @@ func (d *dnsSys) Reload(next *config.Config) error {
 	if err := d.watch.SetStatic(static(next)); err != nil {
 		return fmt.Errorf("dns: %w", err)
 	}
-	d.cfg.Store(next)
+	if cur := d.cfg.Swap(next); d.users != nil && cur.DNS.DefaultTTL != next.DNS.DefaultTTL {
+		d.log.Warn("dns.defaultTTL reloaded for the zone; the user lookup's answers and cache keep the TTL they started with until a restart",
+			"startedWith", cur.DNS.DefaultTTL, "now", next.DNS.DefaultTTL)
+	}
 	return nil
 }
 
