@@ -4,6 +4,9 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"net"
+	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -288,4 +291,250 @@ func TestDemoACME(t *testing.T) {
 	if code := c.wait(15 * time.Second); code != 0 {
 		t.Fatalf("demo --acme exit code %d", code)
 	}
+}
+
+// rawEcho is a stand-in upstream that answers who it is, the request URI
+// exactly as it arrived, and the X-Forwarded-For values it got.
+func rawEcho(t *testing.T, name string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "%s %s xff=%s", name, r.RequestURI, strings.Join(r.Header.Values("X-Forwarded-For"), "|"))
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return ln.Addr().String()
+}
+
+// mustReplace replaces every old in s, and fails if there is none: a sample
+// that no longer holds what the test adapts has changed under it.
+func mustReplace(t *testing.T, sample, s, old, new string) string {
+	t.Helper()
+	if !strings.Contains(s, old) {
+		t.Fatalf("%s no longer contains %q, which this test adapts", sample, old)
+	}
+	return strings.ReplaceAll(s, old, new)
+}
+
+// samplePath is a file of docs/operator-guide/samples.
+func samplePath(name string) string {
+	return filepath.Join("..", "docs", "operator-guide", "samples", name)
+}
+
+// peer is a proxy run from a sample: where it listens.
+type peer struct {
+	name string
+	url  string // https://your-domain.com:PORT or http://your-domain.com:PORT
+	port int
+}
+
+// waitListening waits (bounded) until addr accepts connections or the
+// process ends.
+func waitListening(t *testing.T, name, addr string, done chan error, logs *syncBuffer) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+			c.Close()
+			return
+		}
+		select {
+		case err := <-done:
+			done <- err // the cleanup waits for it too
+			t.Fatalf("%s exited before listening (%v):\n%s", name, err, logs.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not listen on %s within 15s:\n%s", name, addr, logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// runPeer starts a proxy process and stops it at the end of the test.
+func runPeer(t *testing.T, name, addr string, cmd *exec.Cmd) {
+	t.Helper()
+	logs := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting %s: %v", name, err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-done
+		if t.Failed() {
+			t.Logf("%s output:\n%s", name, logs.String())
+		}
+	})
+	waitListening(t, name, addr, done, logs)
+}
+
+// startNginxSample runs samples/nginx.conf as an operator installs it, with
+// only its addresses and files moved to the test's: both servers on
+// 127.0.0.1 ports, the upstreams at the stand-ins, the certificate is.
+func startNginxSample(t *testing.T, dir, api, hfs string, p *pki, is *devpki.Issued) peer {
+	t.Helper()
+	nginx := needTool(t, "nginx")
+	b, err := os.ReadFile(samplePath("nginx.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := string(b)
+	httpsPort, httpPort := freePort(t), freePort(t)
+	cert, key := filepath.Join(dir, "nginx-fullchain.pem"), filepath.Join(dir, "nginx-privkey.pem")
+	writeFile(t, cert, is.FullChain, 0o644)
+	writeFile(t, key, is.KeyPEM, 0o600)
+	const sample = "samples/nginx.conf"
+	conf = mustReplace(t, sample, conf, "127.0.0.1:3000", api)
+	conf = mustReplace(t, sample, conf, "127.0.0.1:4000", hfs)
+	conf = mustReplace(t, sample, conf, "listen 443 ssl", fmt.Sprintf("listen 127.0.0.1:%d ssl", httpsPort))
+	conf = mustReplace(t, sample, conf, "listen 80;", fmt.Sprintf("listen 127.0.0.1:%d;", httpPort))
+	conf = mustReplace(t, sample, conf, "/etc/letsencrypt/live/your-domain.com/fullchain.pem", cert)
+	conf = mustReplace(t, sample, conf, "/etc/letsencrypt/live/your-domain.com/privkey.pem", key)
+	conf = mustReplace(t, sample, conf, "/var/www/letsencrypt", dir)
+	var kept []string
+	for _, line := range strings.Split(conf, "\n") {
+		if !strings.Contains(line, "listen [::]:") { // loopback only in tests
+			kept = append(kept, line)
+		}
+	}
+	writeFile(t, filepath.Join(dir, "pryv.conf"), []byte(strings.Join(kept, "\n")), 0o644)
+	// The sample goes in conf.d, read in the http context of the main file.
+	main := fmt.Sprintf(`daemon off;
+master_process off;
+pid %[1]s/nginx.pid;
+error_log stderr;
+events {}
+http {
+    access_log off;
+    client_body_temp_path %[1]s/client_body;
+    proxy_temp_path %[1]s/proxy;
+    fastcgi_temp_path %[1]s/fastcgi;
+    uwsgi_temp_path %[1]s/uwsgi;
+    scgi_temp_path %[1]s/scgi;
+    include %[1]s/pryv.conf;
+}
+`, dir)
+	writeFile(t, filepath.Join(dir, "nginx-main.conf"), []byte(main), 0o644)
+	runPeer(t, "nginx", fmt.Sprintf("127.0.0.1:%d", httpsPort), exec.Command(nginx, "-p", dir, "-c", filepath.Join(dir, "nginx-main.conf")))
+	return peer{name: "nginx", url: fmt.Sprintf("https://%s:%d", host, httpsPort), port: httpsPort}
+}
+
+// startCaddySample runs samples/Caddyfile with its site on a 127.0.0.1 port
+// in plain HTTP (no ACME here) and the upstreams at the stand-ins.
+func startCaddySample(t *testing.T, dir, api, hfs string) peer {
+	t.Helper()
+	caddy := needTool(t, "caddy")
+	b, err := os.ReadFile(samplePath("Caddyfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := string(b)
+	port := freePort(t)
+	const sample = "samples/Caddyfile"
+	conf = mustReplace(t, sample, conf, "127.0.0.1:3000", api)
+	conf = mustReplace(t, sample, conf, "127.0.0.1:4000", hfs)
+	conf = mustReplace(t, sample, conf, "\nyour-domain.com {", fmt.Sprintf("\nhttp://your-domain.com:%d {\n\tbind 127.0.0.1", port))
+	conf = "{\n\tadmin off\n\tauto_https off\n}\n" + conf
+	file := filepath.Join(dir, "Caddyfile")
+	writeFile(t, file, []byte(conf), 0o644)
+	cmd := exec.Command(caddy, "run", "--config", file, "--adapter", "caddyfile")
+	cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
+	runPeer(t, "caddy", fmt.Sprintf("127.0.0.1:%d", port), cmd)
+	return peer{name: "caddy", url: fmt.Sprintf("http://%s:%d", host, port), port: port}
+}
+
+// curlAsIs sends path exactly as written (--path-as-is) and returns the body.
+func curlAsIs(t *testing.T, curl string, p *pki, pr peer, path string, args ...string) string {
+	t.Helper()
+	base := []string{"-sS", "--path-as-is", "--max-time", "10", "--cacert", p.caPEM,
+		"--resolve", fmt.Sprintf("%s:%d:127.0.0.1", host, pr.port)}
+	out, err := run(t, 15*time.Second, curl, append(append(base, args...), pr.url+path)...)
+	if err != nil {
+		t.Fatalf("curl %s%s through %s: %v\n%s", pr.url, path, pr.name, err, out)
+	}
+	return out
+}
+
+// TestRoutesAsNginxAndCaddy sends the paths whose route depends on dot
+// segments, repeated and encoded slashes (decision 0023) through pryv-tls and
+// through the nginx and Caddy samples, all in front of the same stand-ins:
+// every path reaches the same upstream on the three; pryv-tls forwards the
+// normalised path, the peers the path as received.
+func TestRoutesAsNginxAndCaddy(t *testing.T) {
+	curl := needTool(t, "curl")
+	dir := t.TempDir()
+	p := newPKI(t, dir)
+	is := p.issue(t, devpki.Leaf{})
+	api, hfs := rawEcho(t, "api"), rawEcho(t, "hfs")
+
+	certFile, keyFile := filepath.Join(dir, "fullchain.pem"), filepath.Join(dir, "privkey.pem")
+	writeFile(t, certFile, is.FullChain, 0o644)
+	writeFile(t, keyFile, is.KeyPEM, 0o600)
+	port := freePort(t)
+	override := filepath.Join(dir, "upstreams.yml")
+	writeFile(t, override, yamlConfig("upstreams:", "  api: http://"+api, "  hfs: http://"+hfs), 0o644)
+	startCore(t, fmt.Sprintf("127.0.0.1:%d", port), "--config", sslConfig(t, dir, port, certFile, keyFile), "--config", override)
+	ours := peer{name: "pryv-tls", url: fmt.Sprintf("https://%s:%d", host, port), port: port}
+	peers := []peer{startNginxSample(t, filepath.Join(dir, "nginx"), api, hfs, p, is), startCaddySample(t, filepath.Join(dir, "caddy"), api, hfs)}
+
+	cases := []struct {
+		target, upstream, forwarded string
+		nginx                       string // nginx's answer when it does not route as the others
+	}{
+		{"/alice/x/../events/e1/series", "hfs", "/alice/events/e1/series", ""},
+		{"/alice/./events/e1/series", "hfs", "/alice/events/e1/series", ""},
+		{"/alice/x/%2e%2e/events/e1/series", "hfs", "/alice/events/e1/series", ""},
+		{"/alice/x/%2E%2E/events/e1/series", "hfs", "/alice/events/e1/series", ""},
+		{"/alice/%2e/events/e1/series", "hfs", "/alice/events/e1/series", ""},
+		{"/alice/x/../series/batch", "hfs", "/alice/series/batch", ""},
+		{"/alice/events/e1/series/.", "hfs", "/alice/events/e1/series/", ""},
+		{"/alice/events/e1/series/../../e2", "api", "/alice/events/e2", ""},
+		{"/alice/events/e1/series/..", "api", "/alice/events/e1/", ""},
+		{"/alice/series/batch/../../events", "api", "/alice/events", ""},
+		{"/alice/events/e1/series/..%2F..%2Fe2", "api", "/alice/events/e2", ""},
+		{"/./events/e1/series", "api", "/events/e1/series", ""},
+		{"/../events/e1/series", "api", "/events/e1/series", "400 Bad Request"},
+		{"/%2e%2e/events/e1/series", "api", "/events/e1/series", "400 Bad Request"},
+		{"/events/x/../e1/series", "api", "/events/e1/series", ""},
+		{"/alice/events/e1/series/", "hfs", "/alice/events/e1/series/", ""},
+		{"//alice/events/e1/series", "hfs", "/alice/events/e1/series", ""},
+		{"/alice//events/e1/series", "hfs", "/alice/events/e1/series", ""},
+		{"/alice/events//e1/series", "hfs", "/alice/events/e1/series", ""},
+		{"/alice/events/e1//series", "hfs", "/alice/events/e1/series", ""},
+		{"/u%2Fv/events/e1/series", "api", "/u/v/events/e1/series", ""},
+		{"/alice%2Fevents/e1/series", "hfs", "/alice/events/e1/series", ""},
+		{"/alice/events/e1%2Fx/series", "api", "/alice/events/e1/x/series", ""},
+		{"/alice/ev%65nts/e1/series", "hfs", "/alice/ev%65nts/e1/series", ""},
+		{"/alice/events/e1/series?x=/../", "hfs", "/alice/events/e1/series?x=/../", ""},
+		{"/alice/x/..", "api", "/alice/", ""},
+	}
+	same := 0
+	for _, tc := range cases {
+		got := curlAsIs(t, curl, p, ours, tc.target)
+		if want := tc.upstream + " " + tc.forwarded + " "; !strings.HasPrefix(got, want) {
+			t.Errorf("pryv-tls: %s: upstream got %q, want %q", tc.target, got, want)
+		}
+		for _, pr := range peers {
+			got := curlAsIs(t, curl, p, pr, tc.target)
+			if pr.name == "nginx" && tc.nginx != "" {
+				if !strings.Contains(got, tc.nginx) {
+					t.Errorf("nginx: %s: got %q, want %q (nginx refuses a dot segment above the root)", tc.target, got, tc.nginx)
+				}
+				continue
+			}
+			// The peers forward the path as they received it.
+			if want := tc.upstream + " " + tc.target + " "; !strings.HasPrefix(got, want) {
+				t.Errorf("%s: %s: upstream got %q, want %q", pr.name, tc.target, got, want)
+				continue
+			}
+			same++
+		}
+	}
+	t.Logf("%d paths: pryv-tls routes each as nginx and Caddy do (%d peer answers agree; nginx answers 400 to the 2 with a dot segment above the root)", len(cases), same)
 }

@@ -94,6 +94,9 @@ func New(opts Options) (*Front, error) {
 		}
 		h = lr
 	}
+	// Local paths and the HFS/API choice are decided on the normalised
+	// path, and that path is what goes upstream (decision 0023).
+	h = normalising{next: h}
 	f.srv = &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
