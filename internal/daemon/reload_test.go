@@ -205,3 +205,38 @@ func TestReloadAndReopenInProcess(t *testing.T) {
 		t.Fatalf("the row written before the reopen: %q %v", e.Value, err)
 	}
 }
+
+// The renewer is rebuilt by a reload only when what it was built with
+// changed: any other change leaves an order under way alone.
+func TestRenewerChanged(t *testing.T) {
+	base := "dnsLess:\n  isActive: true\n  publicUrl: https://pryv.example.com\nletsEncrypt:\n  enabled: true\n  certRenewer: true\n" +
+		"  atRestKey: 'AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8='\n"
+	const email = "  email: ops@example.com\n"
+	cur := mustConfig(t, base+email)
+	for _, tc := range []struct {
+		name     string
+		le, rest string // lines under letsEncrypt (email's included), then top-level blocks
+		want     bool
+	}{
+		{"nothing", email, "", false},
+		{"upstreams only", email, "upstreams:\n  api: http://127.0.0.1:3001\n", false},
+		{"onRotateScript only", email + "  onRotateScript: /etc/pryv/hook.sh\n", "", false},
+		{"email", "  email: other@example.com\n", "", true},
+		{"keyType", email + "  keyType: rsa2048\n", "", true},
+		{"profile", email + "  profile: shortlived\n", "", true},
+		{"renewBeforeDays", email + "  renewBeforeDays: 20\n", "", true},
+		{"staging", email + "  staging: true\n", "", true},
+		{"eab", email + "  eab:\n    kid: kid-1\n    hmacKey: c2VjcmV0LWhtYWMta2V5LWZvci1lYWItdGVzdHM\n", "", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			next := mustConfig(t, base+tc.le+tc.rest)
+			if got := renewerChanged(cur, next); got != tc.want {
+				t.Fatalf("renewerChanged = %v, want %v", got, tc.want)
+			}
+		})
+	}
+	moved := mustConfig(t, strings.Replace(base, "pryv.example.com", "other.example.com", 1)+email)
+	if !renewerChanged(cur, moved) {
+		t.Fatal("a new hostname (another plan) does not rebuild the renewer")
+	}
+}
