@@ -118,6 +118,10 @@ type LetsEncrypt struct {
 	DirectoryURL      string `yaml:"directoryUrl"` // wins over staging
 	TLSDir            string `yaml:"tlsDir"`       // default var-pryv/tls
 
+	// ours: told once per failure streak of a renewal (decision 0025)
+	OnFailureScript  string `yaml:"onFailureScript"`  // absolute path
+	OnFailureWebhook Secret `yaml:"onFailureWebhook"` // http(s) URL; often holds a token
+
 	// ours
 	DirectoryCAFile string `yaml:"directoryCaFile"`
 	HTTP01Port      int    `yaml:"http01Port"` // default 80

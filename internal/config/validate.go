@@ -235,6 +235,15 @@ func (v *validator) letsEncrypt(c *Config) {
 	if le.OnRotateScript != "" && !filepath.IsAbs(le.OnRotateScript) {
 		v.add("letsEncrypt.onRotateScript", "must be an absolute path, got %q", le.OnRotateScript)
 	}
+	if le.OnFailureScript != "" && !filepath.IsAbs(le.OnFailureScript) {
+		v.add("letsEncrypt.onFailureScript", "must be an absolute path, got %q", le.OnFailureScript)
+	}
+	if w := le.OnFailureWebhook.Reveal(); w != "" {
+		// Never echo it: a webhook URL usually carries its token.
+		if u, err := url.Parse(w); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			v.add("letsEncrypt.onFailureWebhook", "must be an http:// or https:// URL with a host (the value is not shown: webhook URLs hold tokens)")
+		}
+	}
 	if le.RenewBeforeDays < 1 || le.RenewBeforeDays > 89 {
 		v.add("letsEncrypt.renewBeforeDays", "must be between 1 and 89, got %d", le.RenewBeforeDays)
 	}

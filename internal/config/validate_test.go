@@ -61,6 +61,13 @@ func TestValidation(t *testing.T) {
 
 		{"onRotateScript", "letsEncrypt:\n  onRotateScript: hooks/x.sh\n",
 			[]string{`letsEncrypt.onRotateScript: must be an absolute path, got "hooks/x.sh"`}},
+		{"onFailureScript", "letsEncrypt:\n  onFailureScript: hooks/alert.sh\n",
+			[]string{`letsEncrypt.onFailureScript: must be an absolute path, got "hooks/alert.sh"`}},
+		{"onFailureWebhook scheme", "letsEncrypt:\n  onFailureWebhook: hooks.slack.com/services/T0/B0/s3cr3t\n",
+			[]string{"letsEncrypt.onFailureWebhook: must be an http:// or https:// URL with a host (the value is not shown: webhook URLs hold tokens)"}},
+		{"onFailureWebhook no host", "letsEncrypt:\n  onFailureWebhook: 'https:///s3cr3t'\n",
+			[]string{"letsEncrypt.onFailureWebhook: must be an http:// or https:// URL with a host (the value is not shown: webhook URLs hold tokens)"}},
+		{"onFailureWebhook ok", "letsEncrypt:\n  onFailureScript: /etc/pryv/hooks/alert.sh\n  onFailureWebhook: http://127.0.0.1:9093/hook\n", nil},
 
 		{"publicUrl scheme", "dnsLess:\n  publicUrl: ftp://x\n", []string{`dnsLess.publicUrl: must be an https:// URL, got "ftp://x"`}},
 		{"publicUrl bare host", "dnsLess:\n  publicUrl: your-domain.com\n",

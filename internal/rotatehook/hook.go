@@ -42,6 +42,20 @@ type Result struct {
 
 // Run runs the script for one rotated hostname and logs the outcome.
 func (r *Runner) Run(ctx context.Context, hostname, certPath, keyPath string) Result {
+	return r.run(ctx, "onRotateScript", hostname, certEnv(hostname, certPath, keyPath))
+}
+
+func certEnv(hostname, certPath, keyPath string) []string {
+	return []string{
+		"PRYV_CERT_HOSTNAME=" + hostname,
+		"PRYV_CERT_PATH=" + certPath,
+		"PRYV_CERT_KEYPATH=" + keyPath,
+	}
+}
+
+// run runs r.Script with env added to the service's, one run at a time,
+// and logs the outcome under the key's name (what).
+func (r *Runner) run(ctx context.Context, what, hostname string, env []string) Result {
 	if r.Script == "" {
 		return Result{}
 	}
@@ -54,11 +68,7 @@ func (r *Runner) Run(ctx context.Context, hostname, certPath, keyPath string) Re
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, r.Script)
-	cmd.Env = append(os.Environ(),
-		"PRYV_CERT_HOSTNAME="+hostname,
-		"PRYV_CERT_PATH="+certPath,
-		"PRYV_CERT_KEYPATH="+keyPath,
-	)
+	cmd.Env = append(os.Environ(), env...)
 	var stderr limitedBuffer
 	cmd.Stderr = &stderr
 	cmd.WaitDelay = time.Second // do not wait for grandchildren holding stderr open
@@ -79,11 +89,11 @@ func (r *Runner) Run(ctx context.Context, hostname, certPath, keyPath string) Re
 	}
 	switch {
 	case res.TimedOut:
-		log.Error("onRotateScript killed after timeout; moving on", append(attrs, "timeout", timeout.String())...)
+		log.Error(what+" killed after timeout; moving on", append(attrs, "timeout", timeout.String())...)
 	case err != nil:
-		log.Error("onRotateScript failed; moving on (no retry, no rollback)", append(attrs, "error", err.Error())...)
+		log.Error(what+" failed; moving on (no retry, no rollback)", append(attrs, "error", err.Error())...)
 	default:
-		log.Info("onRotateScript ran", attrs...)
+		log.Info(what+" ran", attrs...)
 	}
 	return res
 }
