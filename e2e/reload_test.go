@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -19,6 +20,7 @@ import (
 
 	mdns "github.com/miekg/dns"
 
+	"github.com/pryv/pryv-tls/internal/acme/acmetest"
 	"github.com/pryv/pryv-tls/internal/admin"
 	"github.com/pryv/pryv-tls/internal/devpki"
 )
@@ -351,4 +353,81 @@ func TestReloadConfig(t *testing.T) {
 		t.Fatalf("serve exited %d", code)
 	}
 	_ = os.Remove(c.conf)
+}
+
+// A reload of letsEncrypt.keyType under Strategy A with Pebble: the renewer
+// is rebuilt with it, and the next order (a forced renewal through the
+// admin API) is for an RSA key where the first was ECDSA.
+func TestReloadACMEKeyType(t *testing.T) {
+	pebble := acmetest.Start(t, acmetest.Options{})
+	dir := t.TempDir()
+	port := freePort(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	hook := filepath.Join(dir, "hooks", "reload.sh")
+	writeFile(t, hook, []byte("#!/bin/sh\nexit 0\n"), 0o755)
+	cfg := strategyA(t, dir, port, hook)
+	acmeCfg := filepath.Join(dir, "acme.yml")
+	acmeLines := []string{
+		"letsEncrypt:",
+		"  directoryUrl: " + pebble.DirectoryURL,
+		"  directoryCaFile: " + pebble.CAFile,
+		fmt.Sprintf("  http01Port: %d", pebble.HTTPPort),
+	}
+	writeFile(t, acmeCfg, yamlConfig(acmeLines...), 0o644)
+	env, ch := notifySocket(t)
+	srv := (&lcCore{dir: dir, front: addr, args: append(cfg, "--config", acmeCfg)}).spawn(t, env)
+	awaitNotify(t, ch, "READY=1", 30*time.Second)
+	roots := pebble.IssuerRoots(t)
+	served := func(not string) *x509.Certificate {
+		t.Helper()
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 2 * time.Second}, "tcp", addr, &tls.Config{ServerName: host, RootCAs: roots})
+			if err == nil {
+				leaf := conn.ConnectionState().PeerCertificates[0]
+				conn.Close()
+				if leaf.SerialNumber.Text(16) != not {
+					return leaf
+				}
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no new certificate from Pebble served within 60s (last: %v)", err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	first := served("")
+	if first.PublicKeyAlgorithm != x509.ECDSA {
+		t.Fatalf("first certificate's key is %s, want the default ECDSA", first.PublicKeyAlgorithm)
+	}
+
+	writeAtomic(t, acmeCfg, yamlConfig(append(acmeLines, "  keyType: rsa2048")...), 0o644)
+	hup(t, srv, ch)
+	if st := lastReload(t, filepath.Join(dir, "var-pryv", "run", "pryv-tls.sock")); st == nil || !st.OK {
+		t.Fatalf("lastReload %+v, want ok", st)
+	}
+	req, _ := http.NewRequest(http.MethodPost, fmt.Sprintf("https://%s:%d/system/admin/certs/force-renew", host, port), strings.NewReader(`{"hostname":"your-domain.com"}`))
+	req.Header.Set("Authorization", "e2e-admin-key")
+	cl := &http.Client{Timeout: 90 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: roots},
+		DialContext: func(ctx context.Context, n, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, n, addr)
+		},
+	}}
+	resp, err := cl.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("force-renew after the reload: %d %s", resp.StatusCode, body)
+	}
+	if next := served(first.SerialNumber.Text(16)); next.PublicKeyAlgorithm != x509.RSA {
+		t.Fatalf("the certificate ordered after the reload has a %s key, want RSA (letsEncrypt.keyType: rsa2048)", next.PublicKeyAlgorithm)
+	}
+	srv.signal(syscall.SIGTERM)
+	if code := srv.wait(30 * time.Second); code != 0 {
+		t.Fatalf("serve exited %d", code)
+	}
 }
