@@ -52,6 +52,9 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		if files, pending, code = prepareJoin(files, *bundle, *passFile, stderr); pending == nil {
 			return code
 		}
+		if code = keepOwn(coreFiles, files, stderr); code != exitOK {
+			return code
+		}
 	}
 	cfg, code := loadConfigWithCore(coreFiles, files, stderr)
 	if cfg == nil {
