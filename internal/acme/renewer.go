@@ -79,6 +79,10 @@ type Options struct {
 	// DNS01 publishes _acme-challenge TXT records; nil until the embedded
 	// DNS server provides one (DNS-01 plans then fail with a clear error).
 	DNS01 challenge.Provider
+	// MorePlans, if set, adds plans found at run time, read at each pass
+	// (the other cores' core.url in a DNS-less cluster); one whose row
+	// Plans already has is skipped.
+	MorePlans func(ctx context.Context) []Plan
 	// CheckInterval between cheap checks (default 5 min, ±10% jitter).
 	CheckInterval time.Duration
 	// LockWait bounds the wait for the renewer lock (default 1 min): a
@@ -159,7 +163,7 @@ func New(opts Options) (*Renewer, error) {
 func (r *Renewer) Run(ctx context.Context) {
 	r.sweepAtStart(ctx)
 	for {
-		for _, p := range r.opts.Plans {
+		for _, p := range r.plans(ctx) {
 			if _, err := r.check(ctx, p, false); err != nil && ctx.Err() == nil {
 				r.log.Debug("renewal check", "hostname", p.Row(), "error", err.Error())
 			}
@@ -208,22 +212,36 @@ func (r *Renewer) save(ctx context.Context, row string, st State) error {
 // ForceRenew orders a new certificate for hostname's plan now ("" = the
 // first plan), whatever the schedule or backoff says.
 func (r *Renewer) ForceRenew(ctx context.Context, hostname string) (*certstore.Record, error) {
-	p, ok := r.planFor(hostname)
+	p, ok := planFor(r.plans(ctx), hostname)
 	if !ok {
 		return nil, fmt.Errorf("%s is not a hostname this deployment's topology covers", hostname)
 	}
 	return r.check(ctx, p, true)
 }
 
-func (r *Renewer) planFor(hostname string) (Plan, bool) {
-	if len(r.opts.Plans) == 0 {
+// plans are Plans, then those of MorePlans not already there.
+func (r *Renewer) plans(ctx context.Context) []Plan {
+	if r.opts.MorePlans == nil {
+		return r.opts.Plans
+	}
+	out := slices.Clone(r.opts.Plans)
+	for _, p := range r.opts.MorePlans(ctx) {
+		if len(p.Hostnames) > 0 && !slices.ContainsFunc(out, func(q Plan) bool { return q.Row() == p.Row() }) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func planFor(plans []Plan, hostname string) (Plan, bool) {
+	if len(plans) == 0 {
 		return Plan{}, false
 	}
 	if hostname == "" {
-		return r.opts.Plans[0], true
+		return plans[0], true
 	}
 	hostname = strings.ToLower(hostname)
-	for _, p := range r.opts.Plans {
+	for _, p := range plans {
 		if slices.Contains(p.Hostnames, hostname) {
 			return p, true
 		}
