@@ -61,7 +61,12 @@ type testCore struct {
 
 // yaml is a plain-HTTP core (Strategy B's front) with PlatformDB
 // (dns.active, an atRestKey) on loopback, all under dir.
-func (tc testCore) yaml(upstream, wwwA string) string {
+// live is what a reload changes in it.
+type live struct {
+	upstream, wwwA, adminKey, metrics string
+}
+
+func (tc testCore) yaml(l live) string {
 	dir, peer, client := tc.dir, tc.peer, tc.client
 	_, fport, _ := net.SplitHostPort(tc.front)
 	_, dport, _ := net.SplitHostPort(tc.dnsAddr)
@@ -69,10 +74,12 @@ func (tc testCore) yaml(upstream, wwwA string) string {
 		"http:", "  ip: 127.0.0.1", "  port: " + fport,
 		"core:", "  id: core1", "  ip: 127.0.0.1",
 		"dns:", "  active: true", "  domain: example.com", "  ip: 127.0.0.1", "  port: " + dport,
-		"  staticEntries:", "    - subdomain: www", "      records:", "        a: [" + wwwA + "]",
+		"  staticEntries:", "    - subdomain: www", "      records:", "        a: [" + l.wwwA + "]",
 		"  userLookup:", "    source: 'off'",
 		"letsEncrypt:", "  atRestKey: 'AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8='", "  tlsDir: " + filepath.Join(dir, "tls"),
-		"upstreams:", "  api: " + upstream, "  hfs: " + upstream,
+		"upstreams:", "  api: " + l.upstream, "  hfs: " + l.upstream,
+		"auth:", "  adminAccessKey: " + l.adminKey,
+		"metrics:", "  listen: " + l.metrics,
 		"platformDB:", "  dataDir: " + filepath.Join(dir, "platformdb"), "  peerAddress: " + peer, "  clientAddress: " + client,
 		"cluster:", "  ca:", "    path: " + filepath.Join(dir, "ca"),
 		"control:", "  socket: " + filepath.Join(dir, "run", "pryv-tls.sock"),
@@ -89,18 +96,19 @@ func TestReloadAndReopenInProcess(t *testing.T) {
 	defer b.Close()
 	tc := testCore{dir: t.TempDir(), front: freeTCP(t), dnsAddr: freeUDPTCP(t), peer: freeTCP(t), client: freeTCP(t)}
 	front, dnsAddr := tc.front, tc.dnsAddr
-	load := func(upstream, wwwA string) *config.Config {
-		cfg, err := config.LoadBytes("reload.yml", []byte(tc.yaml(upstream, wwwA)))
+	metrics1, metrics2 := freeTCP(t), freeTCP(t)
+	load := func(l live) *config.Config {
+		cfg, err := config.LoadBytes("reload.yml", []byte(tc.yaml(l)))
 		if err != nil {
 			t.Fatal(err)
 		}
 		return cfg
 	}
 	var next atomic.Pointer[config.Config]
-	next.Store(load(b.URL, "10.0.0.2"))
+	next.Store(load(live{b.URL, "10.0.0.2", "admin-key-two-2222", metrics2}))
 	hup := make(chan struct{})
 	ready := make(chan string, 1)
-	c, err := newCore(load(a.URL, "10.0.0.1"), Options{
+	c, err := newCore(load(live{a.URL, "10.0.0.1", "admin-key-one-1111", metrics1}), Options{
 		Logger: slog.New(slog.DiscardHandler), Reload: hup,
 		Load:  func() (*config.Config, error) { return next.Load(), nil },
 		Ready: func(addr string) { ready <- addr },
@@ -146,12 +154,36 @@ func TestReloadAndReopenInProcess(t *testing.T) {
 		}
 		return r.Answer[0].(*mdns.A).A.String(), nil
 	}
+	status := func(url, key string) int {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, url, nil)
+		if key != "" {
+			req.Header.Set("Authorization", key)
+		}
+		resp, err := cl.Do(req)
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	cores := "http://" + front + "/system/pryv-tls/admin/cores"
+	deadline := time.Now().Add(10 * time.Second)
+	for status(cores, "admin-key-one-1111") != http.StatusOK {
+		if time.Now().After(deadline) {
+			t.Fatal("the admin API does not answer with the first key")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	if got, err := get(); got != "A" || err != nil {
 		t.Fatalf("before the reload the front answers %q (%v)", got, err)
 	}
+	if st := status("http://"+metrics1+"/healthz", ""); st != http.StatusOK {
+		t.Fatalf("metrics listener at %s: %d", metrics1, st)
+	}
 
 	hup <- struct{}{}
-	deadline := time.Now().Add(10 * time.Second)
+	deadline = time.Now().Add(10 * time.Second)
 	for st := c.ob.lastReload.Load(); st == nil; st = c.ob.lastReload.Load() {
 		if time.Now().After(deadline) {
 			t.Fatal("the reload did not finish within 10s")
@@ -166,6 +198,12 @@ func TestReloadAndReopenInProcess(t *testing.T) {
 	}
 	if got, err := wwwA(); got != "10.0.0.2" || err != nil {
 		t.Fatalf("after the reload www is %q (%v), want 10.0.0.2", got, err)
+	}
+	if one, two := status(cores, "admin-key-one-1111"), status(cores, "admin-key-two-2222"); one == http.StatusOK || two != http.StatusOK {
+		t.Fatalf("after the reload: the old admin key answers %d, the new one %d", one, two)
+	}
+	if old, now := status("http://"+metrics1+"/healthz", ""), status("http://"+metrics2+"/healthz", ""); old != 0 || now != http.StatusOK {
+		t.Fatalf("after the reload: metrics at the old address %d (want closed), at the new one %d", old, now)
 	}
 
 	db := c.plat.db.Load()
@@ -199,6 +237,9 @@ func TestReloadAndReopenInProcess(t *testing.T) {
 	}
 	if !c.plat.wired.Load() || c.plat.db.Load() == db {
 		t.Fatal("PlatformDB is not wired again with a new member after the reopen")
+	}
+	if st := status(cores, "admin-key-two-2222"); st != http.StatusOK {
+		t.Fatalf("the admin API after the reopen answers %d with the reloaded key", st)
 	}
 	e, err := c.plat.db.Load().Get(ctx, "test/before-reopen")
 	if err != nil || string(e.Value) != "kept" {
