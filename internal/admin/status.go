@@ -102,6 +102,10 @@ type Self struct {
 	// LastReload is the last SIGHUP reload of the configuration; nil
 	// before the first.
 	LastReload *ReloadState `json:"lastReload,omitempty"`
+	// Readiness is what /readyz answers now: status lists a failed check
+	// that nothing else in it says (an expired certificate served), so the
+	// two never disagree.
+	Readiness []health.Check `json:"readiness,omitempty"`
 	// FileCerts are the certificates served from the http.ssl files
 	// (Strategy C), which PlatformDB does not list.
 	FileCerts []CertInfo `json:"-"`
@@ -203,10 +207,17 @@ func (a *API) Status(ctx context.Context) Status {
 		c.judge(RenewalState{}, false, now) // nothing renews the http.ssl files
 		st.Certs = append(st.Certs, c)
 	}
+	expired := false
 	for _, c := range st.Certs {
+		expired = expired || c.State == health.StateExpired
 		st.judgeCert(c, now)
 		if c.NextRenewal != nil && (st.NextRenewal == nil || c.NextRenewal.Before(st.NextRenewal.At)) {
 			st.NextRenewal = &RenewalEvent{Hostname: c.Hostname, At: c.NextRenewal.UTC()}
+		}
+	}
+	for _, c := range self.Readiness {
+		if !c.OK && c.Name == "expiry" && !expired {
+			problem("this core is not ready: %s", c.Detail)
 		}
 	}
 	return st

@@ -244,6 +244,7 @@ func (a *acmeSys) options(cfg *config.Config) (acme.Options, error) {
 			}
 			m.ObserveOrder(kind)
 		},
+		OnFailure: a.onFailure(cfg),
 	}, nil
 }
 
@@ -276,7 +277,7 @@ func (a *acmeSys) renewals(db *platformdb.Etcd) func(context.Context) (map[strin
 		states, err := acme.LoadStates(ctx, db)
 		out := make(map[string]admin.RenewalState, len(states))
 		for k, s := range states {
-			out[k] = admin.RenewalState{NextRenewal: s.NextRenewal, LastError: s.LastError, LastErrorAt: s.LastErrorAt}
+			out[k] = renewalState(s)
 		}
 		return out, err
 	}

@@ -78,6 +78,7 @@ func newObservability(cfg *config.Config, store *certs.Store, log *slog.Logger) 
 			return metrics.PlatformDBHealth{Up: h.Up, Leader: h.Leader, MembersKnown: h.Members != nil,
 				Healthy: h.Healthy, Unhealthy: h.Unhealthy, Learners: h.Learners}
 		}, healthTimeout)
+		o.watchRenewals()
 	}
 	return o
 }
@@ -172,7 +173,7 @@ func (o *observability) checks() []health.Check {
 		if !hasReal {
 			c.Detail = "serving the self-signed placeholder: no certificate yet"
 		}
-		out = append(out, c)
+		out = append(out, c, o.expiryCheck(time.Now()))
 	}
 	dnsServing := false
 	if cfg.DNS.Active {
@@ -283,6 +284,7 @@ func (o *observability) self(ctx context.Context) admin.Self {
 		PlatformDB: admin.MemberState{Up: h.Up, Leader: h.Leader},
 		TLS:        cfg.TLSEnabled(),
 		LastReload: o.lastReload.Load(),
+		Readiness:  o.checks(),
 	}
 	s.Placeholder = s.TLS && !o.store.HasReal()
 	s.DNS.Active = cfg.DNS.Active

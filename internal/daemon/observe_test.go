@@ -60,7 +60,7 @@ letsEncrypt: {enabled: true, email: ops@your-domain.com, atRestKey: "AAAAAAAAAAA
 	}
 
 	// The placeholder, PlatformDB not open: not ready.
-	if got := summary(ob.checks()); got != "certificate=FAIL platformdb=FAIL" {
+	if got := summary(ob.checks()); got != "certificate=FAIL expiry=ok platformdb=FAIL" {
 		t.Errorf("placeholder, no PlatformDB: %q", got)
 	}
 	// No store yet, but a materialised certificate: ready (served from disk).
@@ -78,17 +78,36 @@ letsEncrypt: {enabled: true, email: ops@your-domain.com, atRestKey: "AAAAAAAAAAA
 	}
 	store.Replace(certs.SourceStore, &pair)
 	checks := ob.checks()
-	if got := summary(checks); got != "certificate=ok platformdb=ok" || !strings.Contains(checks[1].Detail, "last materialised") {
+	if got := summary(checks); got != "certificate=ok expiry=ok platformdb=ok" || !strings.Contains(checks[2].Detail, "last materialised") {
 		t.Errorf("from disk: %q %+v", got, checks)
 	}
 	// The health snapshot says PlatformDB answers.
 	ob.health.Store(&platformHealth{At: time.Now(), Up: true})
-	if checks := ob.checks(); checks[1].Detail != "reachable" {
+	if checks := ob.checks(); checks[2].Detail != "reachable" {
 		t.Errorf("reachable: %+v", checks)
 	}
+	// An expired certificate served: not ready, naming it (status lists the
+	// same failed check).
+	old, err := ca.Issue(devpki.Leaf{Names: []string{"old.your-domain.com"}, NotBefore: time.Now().Add(-2 * time.Hour), NotAfter: time.Now().Add(-time.Minute)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldPair, err := tls.X509KeyPair(old.FullChain, old.KeyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store.Replace(certs.SourceStore, &pair, &oldPair)
+	if checks := ob.checks(); summary(checks) != "certificate=ok expiry=FAIL platformdb=ok" ||
+		!strings.Contains(checks[1].Detail, "serving an expired certificate for old.your-domain.com (expired ") {
+		t.Errorf("an expired certificate served: %q %+v", summary(checks), checks)
+	}
+	if self := ob.self(context.Background()); len(self.Readiness) != 3 || self.Readiness[1].OK {
+		t.Errorf("status's readiness: %+v", self.Readiness)
+	}
+	store.Replace(certs.SourceStore, &pair)
 	// Draining: never ready.
 	ob.draining.Store(true)
-	if got := summary(ob.checks()); got != "shutdown=FAIL certificate=ok platformdb=ok" {
+	if got := summary(ob.checks()); got != "shutdown=FAIL certificate=ok expiry=ok platformdb=ok" {
 		t.Errorf("draining: %q", got)
 	}
 

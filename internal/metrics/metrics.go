@@ -53,6 +53,7 @@ type Metrics struct {
 	acmeErrors   *prometheus.CounterVec
 	rotation     prometheus.Histogram
 	rotateScript *prometheus.CounterVec
+	failureHook  *prometheus.CounterVec
 	proxyVec     *prometheus.HistogramVec
 	handshakeVec *prometheus.CounterVec
 
@@ -109,6 +110,15 @@ func New(version string) *Metrics {
 	for _, r := range rotateResults {
 		m.rotateScript.WithLabelValues(r)
 	}
+	m.failureHook = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: ns, Subsystem: "failure_hook", Name: "runs_total",
+		Help: "letsEncrypt.onFailureScript (hook=script) and onFailureWebhook (hook=webhook) runs, once per failure streak of a renewal, by result: ok, or failed (non-zero exit, timeout, no 2xx).",
+	}, []string{"hook", "result"})
+	for _, h := range []string{"script", "webhook"} {
+		for _, r := range []string{"ok", "failed"} {
+			m.failureHook.WithLabelValues(h, r)
+		}
+	}
 	m.proxyVec = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: ns, Subsystem: "proxy", Name: "request_duration_seconds",
 		Help:    "Requests proxied by the front, from the request to the end of the response, by upstream and status class (499: the client went away; 101: a WebSocket, timed until it closes). Its _count is the number of requests.",
@@ -118,7 +128,7 @@ func New(version string) *Metrics {
 		Namespace: ns, Subsystem: "tls", Name: "handshakes_total",
 		Help: "TLS handshakes on the front by protocol version and whether the session was resumed.",
 	}, []string{"version", "resumed"})
-	m.reg.MustRegister(build, m.renewals, m.acmeErrors, m.rotation, m.rotateScript, m.proxyVec, m.handshakeVec)
+	m.reg.MustRegister(build, m.renewals, m.acmeErrors, m.rotation, m.rotateScript, m.failureHook, m.proxyVec, m.handshakeVec)
 	return m
 }
 
@@ -208,6 +218,19 @@ func (m *Metrics) ObserveRotateScript(failed, timedOut bool) {
 		result = "failed"
 	}
 	m.rotateScript.WithLabelValues(result).Inc()
+}
+
+// ObserveFailureHook records one run of a failure hook ("script" or
+// "webhook").
+func (m *Metrics) ObserveFailureHook(hook string, ok bool) {
+	if m == nil {
+		return
+	}
+	result := "ok"
+	if !ok {
+		result = "failed"
+	}
+	m.failureHook.WithLabelValues(hook, result).Inc()
 }
 
 // WatchCertificates exports what store serves, read at scrape time: each
