@@ -68,10 +68,12 @@ const (
 	PurposeTLSKey Purpose = "tls-key"
 	// PurposeACMEAccount seals the ACME (Let's Encrypt) account key.
 	PurposeACMEAccount Purpose = "acme-account-key"
+	// PurposeDNSSECKey seals the zone's DNSSEC signing key (dns.dnssec).
+	PurposeDNSSECKey Purpose = "dnssec-key"
 )
 
 // purposes is every Purpose a Keyring accepts; New derives one key for each.
-var purposes = []Purpose{PurposeTLSKey, PurposeACMEAccount}
+var purposes = []Purpose{PurposeTLSKey, PurposeACMEAccount, PurposeDNSSECKey}
 
 const (
 	// MasterSize is the size of letsEncrypt.atRestKey, decoded.

@@ -71,6 +71,7 @@ type DNS struct {
 	Records       DNSRecords    `yaml:"records"`
 	StaticEntries []StaticEntry `yaml:"staticEntries"`
 	UserLookup    UserLookup    `yaml:"userLookup"` // ours
+	DNSSEC        bool          `yaml:"dnssec"`     // ours: sign the zone online
 }
 
 // UserLookup is where the DNS server asks which core hosts a user it has no

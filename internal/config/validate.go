@@ -98,6 +98,12 @@ func (v *validator) dns(c *Config) {
 	case d.Domain == "" && d.Active:
 		v.add("dns.domain", "required when dns.active is true")
 	}
+	switch {
+	case d.DNSSEC && !d.Active:
+		v.add("dns.dnssec", "needs dns.active: true (the embedded DNS server signs the zone)")
+	case d.DNSSEC && c.LetsEncrypt.AtRestKey == "":
+		v.add("dns.dnssec", "needs letsEncrypt.atRestKey: the zone's signing key is sealed with it in PlatformDB, so every core signs with the same key; %s", keygenHint)
+	}
 	v.ip("dns.ip", d.IP, 4, true)
 	v.ip("dns.ip6", d.IP6, 6, true)
 	v.port("dns.port", d.Port)

@@ -117,6 +117,9 @@ func TestValidation(t *testing.T) {
 				`dns.staticEntries[5].subdomain: "@" is the apex (set its records in dns.records.root): write one or more DNS labels under the domain (e.g. "www", "_dmarc" or "*.wild")`,
 			}},
 
+		{"dnssec without the DNS", "dns:\n  dnssec: true\n", []string{"dns.dnssec: needs dns.active: true (the embedded DNS server signs the zone)"}},
+		{"dnssec without atRestKey", "dns:\n  active: true\n  domain: mc.example.com\n  dnssec: true\n",
+			[]string{"dns.dnssec: needs letsEncrypt.atRestKey: the zone's signing key is sealed with it in PlatformDB, so every core signs with the same key; " + keygenHint}},
 		{"caaIdentity", "letsEncrypt:\n  caaIdentity: 'not a domain'\n",
 			[]string{`letsEncrypt.caaIdentity: "not a domain" is not a domain name: the CA's issuer domain, as in its CAA instructions (e.g. letsencrypt.org)`}},
 		{"no topology", leBlock, []string{NoHostnameError}},

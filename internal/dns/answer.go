@@ -2,6 +2,7 @@ package dns
 
 import (
 	"strings"
+	"time"
 
 	"github.com/miekg/dns"
 )
@@ -22,6 +23,7 @@ type response struct {
 	msg   dns.Msg
 	opt   dns.OPT
 	extra [1]dns.RR
+	deny  denial // what a negative answer denies (for its NSEC)
 }
 
 // synthResponse is a response with room for one synthesised A and one AAAA
@@ -194,9 +196,12 @@ func answer(z *Zone, req *dns.Msg, maxUDP int, tcp bool, users UserCache) (*dns.
 		return finish(m, r, limit, false), NotLookedUp
 	}
 	m.Authoritative = true
-	referral, lk := z.resolve(m, syn, qname, q.Qtype, users)
+	referral, lk := z.resolve(r, syn, qname, q.Qtype, users)
 	if lk == LookupMiss {
 		return nil, LookupMiss
+	}
+	if z.sig != nil && reqOPT != nil && reqOPT.Do() && !(m.Rcode == dns.RcodeServerFailure) {
+		z.signResponse(m, &r.deny, referral, time.Now())
 	}
 	if q.Name != qname {
 		// Owners as the query spelled them (0x20 resolvers compare them,
@@ -244,7 +249,8 @@ func finish(m *dns.Msg, r *response, limit int, referral bool) *dns.Msg {
 // reports whether it is a referral, and what users knew (NotLookedUp when
 // they were not consulted; LookupMiss: m is not filled in).
 // Synthesised records go to syn (nil: allocated).
-func (z *Zone) resolve(m *dns.Msg, syn *synth, qname string, qtype uint16, users UserCache) (referral bool, lk Lookup) {
+func (z *Zone) resolve(r *response, syn *synth, qname string, qtype uint16, users UserCache) (referral bool, lk Lookup) {
+	m := &r.msg
 	if z.hasCuts {
 		if cut := z.cutAbove(qname, qtype == dns.TypeDS); cut != nil {
 			m.Authoritative = false
@@ -271,6 +277,7 @@ func (z *Zone) resolve(m *dns.Msg, syn *synth, qname string, qtype uint16, users
 			case LookupAbsent:
 				m.Rcode = dns.RcodeNameError
 				m.Ns = z.negSOAFor(h.negTTL)
+				r.deny = denial{name: qname}
 				return false, lk
 			default:
 				lk = NotLookedUp
@@ -280,11 +287,13 @@ func (z *Zone) resolve(m *dns.Msg, syn *synth, qname string, qtype uint16, users
 	if n == nil {
 		m.Rcode = dns.RcodeNameError
 		m.Ns = z.negSOA
+		r.deny = denial{name: qname}
 		return false, lk
 	}
 	if qtype == dns.TypeANY {
 		if len(n.sets) == 0 {
 			m.Ns = z.negSOA
+			r.deny = denial{name: qname, node: n}
 			return false, lk
 		}
 		m.Answer = []dns.RR{&dns.HINFO{
@@ -294,12 +303,13 @@ func (z *Zone) resolve(m *dns.Msg, syn *synth, qname string, qtype uint16, users
 		return false, lk
 	}
 	if n.cname != nil && qtype != dns.TypeCNAME {
-		z.chase(m, syn, qname, n, synth, qtype)
+		z.chase(r, syn, qname, n, synth, qtype)
 		return false, lk
 	}
 	s := n.get(qtype)
 	if s == nil {
 		m.Ns = z.negSOA
+		r.deny = denial{name: qname, node: n}
 		return false, lk
 	}
 	if synth {
@@ -366,7 +376,8 @@ func (z *Zone) cutAbove(name string, ds bool) *rrset {
 }
 
 // chase answers for a name holding a CNAME (RFC 1034 §4.3.2, RFC 6604).
-func (z *Zone) chase(m *dns.Msg, syn *synth, qname string, n *node, synth bool, qtype uint16) {
+func (z *Zone) chase(r *response, syn *synth, qname string, n *node, synth bool, qtype uint16) {
+	m := &r.msg
 	ans := make([]dns.RR, 0, 4)
 	var seen [maxCNAMEChain]string
 	owner := qname
@@ -386,6 +397,7 @@ func (z *Zone) chase(m *dns.Msg, syn *synth, qname string, n *node, synth bool, 
 		if next == nil {
 			m.Rcode = dns.RcodeNameError
 			m.Ns = z.negSOA
+			r.deny = denial{name: target}
 			break
 		}
 		if next.cname != nil {
@@ -405,6 +417,7 @@ func (z *Zone) chase(m *dns.Msg, syn *synth, qname string, n *node, synth bool, 
 		set := next.get(qtype)
 		if set == nil {
 			m.Ns = z.negSOA
+			r.deny = denial{name: target, node: next}
 			break
 		}
 		if s {

@@ -38,6 +38,8 @@ type Zone struct {
 
 	hasCuts     bool // some name below the apex has NS records
 	hasWildcard bool // some name's first label is "*"
+
+	sig *signer // set by Sign; nil: unsigned
 }
 
 // node is one existing name of the zone.
@@ -55,6 +57,7 @@ type rrset struct {
 	rrtype uint16
 	rrs    []dns.RR // len == cap: appending to it always copies
 	glue   []dns.RR // A/AAAA of in-zone NS/MX/SRV targets; len == cap
+	sigs   []dns.RR // its RRSIGs, in a signed zone (Sign)
 }
 
 func (n *node) get(t uint16) *rrset {

@@ -6,6 +6,7 @@ import (
 	"net"
 	"slices"
 	"strings"
+	"time"
 
 	mdns "github.com/miekg/dns"
 
@@ -30,6 +31,10 @@ type Static struct {
 	// CAA is published at the apex unless Root has CAA records of its own
 	// (the operator's win).
 	CAA CAA
+	// DNSSEC, when set, signs the zone with the keys of the DNSSEC key
+	// rows, opened with it (dns.dnssec; the keyring of atRestKey). Until
+	// a key row exists the zone is served unsigned.
+	DNSSEC Opener
 }
 
 // rows is the in-memory copy of the DNS rows the zone is built from.
@@ -55,6 +60,7 @@ type rows struct {
 	records      map[string]Records           // subdomain -> records
 	challenges   map[string]map[string]string // fqdn (no trailing dot) -> row key -> value
 	accounts     map[string]account           // ACME account row key -> account
+	dnssec       map[string]KeyRow            // DNSSEC key row key -> key
 }
 
 func newRows() *rows {
@@ -67,6 +73,7 @@ func newRows() *rows {
 		records:      map[string]Records{},
 		challenges:   map[string]map[string]string{},
 		accounts:     map[string]account{},
+		dnssec:       map[string]KeyRow{},
 	}
 }
 
@@ -176,6 +183,15 @@ func Build(st Static, r *rows, serial uint32) (*dns.Zone, []string, error) {
 		caa, warn := st.CAA.records(origin, ttl, r.accounts)
 		all = append(all, caa...)
 		warnings = append(warnings, warn...)
+	}
+	var keys []dns.Key
+	if st.DNSSEC != nil {
+		var warn []string
+		keys, warn = signingKeys(st.DNSSEC, origin, ttl, r.dnssec)
+		warnings = append(warnings, warn...)
+		for _, k := range keys {
+			all = append(all, k.DNSKEY)
+		}
 	}
 
 	for _, e := range st.Entries {
@@ -297,6 +313,11 @@ func Build(st Static, r *rows, serial uint32) (*dns.Zone, []string, error) {
 	z, err := dns.NewZoneMembers(origin, soa, all, dns.Members{Labels: r.users, Groups: groups})
 	if err != nil {
 		return nil, warnings, err
+	}
+	if len(keys) > 0 {
+		if err := z.Sign(keys, time.Now()); err != nil {
+			return nil, warnings, err
+		}
 	}
 	r.shared = true
 	return z, warnings, nil

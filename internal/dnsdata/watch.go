@@ -51,7 +51,10 @@ type Watcher struct {
 	warned map[string]bool
 }
 
-var tables = []string{UserCorePrefix, CoreInfoPrefix, RecordPrefix, ChallengePrefix, AccountPrefix}
+// ResignEvery is how often a signed zone is rebuilt when nothing changes.
+const ResignEvery = 24 * time.Hour
+
+var tables = []string{UserCorePrefix, CoreInfoPrefix, RecordPrefix, ChallengePrefix, AccountPrefix, DNSSECKeyPrefix}
 
 func (w *Watcher) log() *slog.Logger {
 	if w.Logger != nil {
@@ -158,8 +161,19 @@ func (w *Watcher) follow(ctx context.Context, revs map[string]int64, settle, spa
 		timer <-chan time.Time
 		last  time.Time // start of the last rebuild
 	)
+	// A signed zone's signatures are made at the rebuild: a quiet zone is
+	// rebuilt daily, well within their validity (7 days).
+	var resign <-chan time.Time
+	if w.Static.DNSSEC != nil {
+		t := time.NewTicker(ResignEvery)
+		defer t.Stop()
+		resign = t.C
+	}
 	for {
 		select {
+		case <-resign:
+			last = time.Now()
+			w.rebuildLogged()
 		case ev, ok := <-events:
 			if !ok {
 				return
@@ -266,6 +280,13 @@ func (r *rows) apply(ev platformdb.Event) {
 			r.challenges[fqdn] = map[string]string{}
 		}
 		r.challenges[fqdn][id] = string(ev.Entry.Value)
+	case strings.HasPrefix(key, DNSSECKeyPrefix):
+		var k KeyRow
+		if del || json.Unmarshal(ev.Entry.Value, &k) != nil {
+			delete(r.dnssec, key)
+			return
+		}
+		r.dnssec[key] = k
 	case strings.HasPrefix(key, AccountPrefix):
 		a, ok := parseAccount(ev.Entry.Value)
 		if del || !ok {
