@@ -63,6 +63,9 @@ type API struct {
 	ACME http.Handler
 	// Keys, if set, serves /keys/ on the control socket (atRestKey rotation).
 	Keys http.Handler
+	// DNSSEC, if set, serves /dnssec/ on the control socket (keys, DS,
+	// rollover).
+	DNSSEC http.Handler
 	// Self, if set, describes this core for GET /status (from state the
 	// daemon keeps, not the store).
 	Self   func(ctx context.Context) Self
@@ -219,6 +222,9 @@ func (a *API) Local() http.Handler {
 	}
 	if a.Keys != nil {
 		mux.Handle("/keys/", a.Keys)
+	}
+	if a.DNSSEC != nil {
+		mux.Handle("/dnssec/", a.DNSSEC)
 	}
 	return mux
 }

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"text/tabwriter"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 
@@ -207,6 +208,86 @@ func usersCmd(args []string, stdout, stderr io.Writer) int {
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "pryv-tls users %s: %v\n", sub, err)
+		return exitFailed
+	}
+	return exitOK
+}
+
+const dnssecUsage = `usage:
+  pryv-tls dns ds       --config FILE    the zone's DNSSEC keys and the DS record(s) to give the registrar
+  pryv-tls dns rollover --config FILE [--finish]
+
+A rollover (dns.dnssec):
+  1. pryv-tls dns rollover            adds a new key; both keys are published and both sign
+  2. give the registrar the new key's DS (pryv-tls dns ds), remove the old DS, and wait
+     the parent's DS TTL (often one day)
+  3. pryv-tls dns rollover --finish   deletes the old key (refused until the new key has
+     been published for two DNSKEY TTLs)
+`
+
+// dnsCmd is "pryv-tls dns ds|rollover": the zone's DNSSEC keys, through the
+// running core's control socket.
+func dnsCmd(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || (args[0] != "ds" && args[0] != "rollover") {
+		fmt.Fprint(stderr, dnssecUsage)
+		return exitUsage
+	}
+	sub := args[0]
+	var finish bool
+	c, ops, code := commonCmd("dns "+sub, args[1:], stderr, func(fs *flag.FlagSet) {
+		fs.BoolVar(&finish, "finish", false, "rollover: delete the old key (after the registrar has the new DS)")
+	})
+	if c == nil {
+		return code
+	}
+	if len(ops) != 0 || (finish && sub != "rollover") {
+		fmt.Fprint(stderr, dnssecUsage)
+		return exitUsage
+	}
+	if !c.cfg.DNS.DNSSEC {
+		fmt.Fprintf(stderr, "pryv-tls dns %s: dns.dnssec is not true in this configuration: the zone is not signed\n", sub)
+		return exitFailed
+	}
+	var err error
+	switch {
+	case sub == "ds":
+		var res struct {
+			Keys []dnsdata.KeyInfo `json:"keys"`
+		}
+		if err = c.do("GET", "/dnssec/keys", nil, &res); err != nil {
+			break
+		}
+		if len(res.Keys) == 0 {
+			err = errors.New("no DNSSEC key yet (the core makes it when PlatformDB answers)")
+			break
+		}
+		for i, k := range res.Keys {
+			state := "active"
+			if len(res.Keys) > 1 {
+				state = "old: remove its DS once the new one is at the registrar"
+				if i == len(res.Keys)-1 {
+					state = "new: give the registrar this DS"
+				}
+			}
+			fmt.Fprintf(stdout, "; key %d (%s), made %s: %s\n%s\n", k.KeyTag, state, k.Created.Format(time.RFC3339), k.Row, k.DS)
+		}
+	case finish:
+		var res struct {
+			Deleted []string `json:"deleted"`
+		}
+		if err = c.do("POST", "/dnssec/rollover/finish", nil, &res); err == nil {
+			fmt.Fprintf(stdout, "deleted the old key(s) %v: the zone is signed with the new key only\n", res.Deleted)
+		}
+	default:
+		var res struct {
+			Key dnsdata.KeyInfo `json:"key"`
+		}
+		if err = c.do("POST", "/dnssec/rollover", nil, &res); err == nil {
+			fmt.Fprintf(stdout, "new key %d published and signing beside the old one.\nGive the registrar this DS (and remove the old one):\n%s\nthen, after the parent's DS TTL: pryv-tls dns rollover --finish\n", res.Key.KeyTag, res.Key.DS)
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "pryv-tls dns %s: %v\n", sub, err)
 		return exitFailed
 	}
 	return exitOK

@@ -30,6 +30,8 @@ Usage:
                                                     manage the certificates stored in PlatformDB
   pryv-tls dns-records list|load|delete|export --config FILE ...
                                                     manage the runtime DNS records (dns-record/ rows)
+  pryv-tls dns ds|rollover [--finish] --config FILE
+                                                    the zone's DNSSEC keys: the DS for the registrar, key rollover
   pryv-tls users set-core|get|delete|list --config FILE ...
                                                     manage which core hosts each user (DNS answers)
   pryv-tls migrate-v1 --conf-root DIR [--domain DOMAIN] [--config FILE ...] [--dry-run]
@@ -68,6 +70,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return certsCmd(rest, stdout, stderr)
 	case "dns-records":
 		return dnsRecordsCmd(rest, stdout, stderr)
+	case "dns":
+		return dnsCmd(rest, stdout, stderr)
 	case "users":
 		return usersCmd(rest, stdout, stderr)
 	case "migrate-v1":

@@ -44,6 +44,7 @@ var restartReasons = map[string]string{
 	"dns.domain":             "the zone, the hostnames, the node certificate and the ACME plans are derived from it at start",
 	"dns.active":             "the DNS server is started, or not, at start",
 	"dns.userLookup":         "the user lookup is set up at start",
+	"dns.dnssec":             "the zone's signing keys are set up when PlatformDB answers",
 	"letsEncrypt":            "the certificate sources and PlatformDB are chosen at start",
 	"letsEncrypt.http01Port": "the HTTP-01 listener is bound when PlatformDB answers",
 	"letsEncrypt.dns01":      "the DNS-01 provider is set up when PlatformDB answers",

@@ -126,6 +126,11 @@ func (d *dnsSys) attach(ctx context.Context, w *wiring) error {
 		return fmt.Errorf("registering this core in PlatformDB: %w", err)
 	}
 	d.watch.KV = w.db
+	if cfg.DNS.DNSSEC && w.keys != nil {
+		if err := d.dnssec(ctx, w); err != nil {
+			return err
+		}
+	}
 	w.run.Go(d.watch.Run)
 
 	// DNS-01 is validated by querying the cores' DNS servers, so the value
@@ -157,6 +162,23 @@ func (d *dnsSys) attach(ctx context.Context, w *wiring) error {
 			return out
 		},
 	}
+	return nil
+}
+
+// dnssec makes the zone's key if no core has yet and signs the zone with
+// the keys in PlatformDB (issue 15, decision 0022).
+func (d *dnsSys) dnssec(ctx context.Context, w *wiring) error {
+	cfg := d.cfg.Load()
+	ks := &dnsdata.KeyStore{KV: w.db, Keys: w.keys, Domain: cfg.DNS.Domain, TTL: uint32(cfg.DNS.DefaultTTL)}
+	created, err := ks.Ensure(ctx)
+	if err != nil {
+		return fmt.Errorf("dns.dnssec: %w", err)
+	}
+	if created {
+		d.log.Info("DNSSEC key made: give the registrar its DS record (pryv-tls dns ds)")
+	}
+	d.watch.Keys = w.keys
+	w.dnssec = ks
 	return nil
 }
 

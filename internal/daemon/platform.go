@@ -29,6 +29,8 @@ type wiring struct {
 	db      *platformdb.Etcd
 	catalog *certstore.Catalog // nil without letsEncrypt.atRestKey
 	dns01   *dnsdata.DNS01     // set by the DNS server's attach, when it runs
+	keys    *atrest.Keyring    // nil without letsEncrypt.atRestKey
+	dnssec  *dnsdata.KeyStore  // set by the DNS server's attach with dns.dnssec
 	run     *tasks
 }
 
@@ -229,6 +231,7 @@ func (p *platformSys) wire(ctx context.Context, w *wiring) error {
 	d, db, log := p.deps, w.db, p.env.log
 	if d.keys != nil {
 		w.catalog = &certstore.Catalog{KV: db, Keys: d.keys}
+		w.keys = d.keys
 	}
 	for _, a := range d.attached {
 		if err := a.attach(ctx, w); err != nil {
@@ -248,6 +251,9 @@ func (p *platformSys) wire(ctx context.Context, w *wiring) error {
 		api.Certs = w.catalog
 		api.ACME = &acme.AccountAPI{KV: db, Keys: d.keys, Logger: log}
 		api.Keys = &atrest.RotateAPI{KV: db, Keys: d.keys, Logger: log}
+	}
+	if w.dnssec != nil {
+		api.DNSSEC = w.dnssec
 	}
 	d.sock.Serve(api.Local())
 	cfg := p.cfg.Load()

@@ -33,7 +33,8 @@ type Static struct {
 	CAA CAA
 	// DNSSEC, when set, signs the zone with the keys of the DNSSEC key
 	// rows, opened with it (dns.dnssec; the keyring of atRestKey). Until
-	// a key row exists the zone is served unsigned.
+	// a key row exists the zone is served unsigned. The Watcher sets it
+	// from Watcher.Keys.
 	DNSSEC Opener
 }
 

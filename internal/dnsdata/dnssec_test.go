@@ -100,9 +100,8 @@ func TestDNSSECKeysInPlatformDB(t *testing.T) {
 		t.Errorf("DS %q: want algorithm 13, digest type 2", infos[0].DS)
 	}
 
-	st := staticConfig()
-	st.DNSSEC = keys
-	h := newHarness(t, db, st)
+	h := newHarness(t, db, staticConfig())
+	h.w.Keys = keys
 	h.run()
 	first := infos[0].KeyTag
 	eventually(t, 5*time.Second, "the zone signed with the key", func() (bool, string) {
@@ -143,9 +142,8 @@ func TestDNSSECKeyOtherAtRestKey(t *testing.T) {
 	if _, err := store.Ensure(ctx); err != nil {
 		t.Fatal(err)
 	}
-	st := staticConfig()
-	st.DNSSEC = testKeyring(t) // another core's atRestKey
-	h := newHarness(t, db, st)
+	h := newHarness(t, db, staticConfig())
+	h.w.Keys = testKeyring(t) // another core's atRestKey
 	h.run()
 	eventually(t, 5*time.Second, "a warning naming the key", func() (bool, string) {
 		logs := strings.Join(h.logs.all(), "\n")

@@ -42,6 +42,9 @@ type Watcher struct {
 	// maps a core's answer to. It must not keep the slice's callers
 	// waiting (it runs in the watcher's goroutine).
 	Cores func([]CoreInfo)
+	// Keys, when set (dns.dnssec), opens the DNSSEC key rows and the zone
+	// is signed with them (Static.DNSSEC); set it before Run.
+	Keys Opener
 
 	// mu guards Static and the rows between the watcher's goroutine and
 	// SetStatic (a reload); queries never take it: they read the zone.
@@ -164,7 +167,7 @@ func (w *Watcher) follow(ctx context.Context, revs map[string]int64, settle, spa
 	// A signed zone's signatures are made at the rebuild: a quiet zone is
 	// rebuilt daily, well within their validity (7 days).
 	var resign <-chan time.Time
-	if w.Static.DNSSEC != nil {
+	if w.Keys != nil {
 		t := time.NewTicker(ResignEvery)
 		defer t.Stop()
 		resign = t.C
@@ -205,7 +208,11 @@ func (w *Watcher) rebuildLogged() {
 }
 
 func (w *Watcher) rebuild() error {
-	z, warnings, err := Build(w.Static, w.rows, w.serial)
+	st := w.Static
+	if w.Keys != nil {
+		st.DNSSEC = w.Keys
+	}
+	z, warnings, err := Build(st, w.rows, w.serial)
 	if err != nil {
 		return err
 	}
