@@ -26,6 +26,7 @@ type Table struct {
 var Tables = []Table{
 	{Prefix: "tls-cert/", Purpose: PurposeTLSKey},
 	{Prefix: "acme-account/", Purpose: PurposeACMEAccount},
+	{Prefix: "dnssec-key/", Purpose: PurposeDNSSECKey}, // dnsdata's DNSSEC keys (dns.dnssec)
 }
 
 // ResealKV is what Reseal needs of PlatformDB.

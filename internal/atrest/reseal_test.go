@@ -21,6 +21,7 @@ import (
 	"github.com/pryv/pryv-tls/internal/atrest"
 	"github.com/pryv/pryv-tls/internal/certstore"
 	"github.com/pryv/pryv-tls/internal/devpki"
+	"github.com/pryv/pryv-tls/internal/dnsdata"
 	"github.com/pryv/pryv-tls/internal/platformdb"
 )
 
@@ -202,6 +203,7 @@ func TestTablesAreTheSealedRows(t *testing.T) {
 	want := map[string]atrest.Purpose{certstore.Prefix: atrest.PurposeTLSKey}
 	acct := acme.AccountRow(directory)
 	want[acct[:strings.IndexByte(acct, '/')+1]] = atrest.PurposeACMEAccount
+	want[dnsdata.DNSSECKeyPrefix] = atrest.PurposeDNSSECKey
 	got := map[string]atrest.Purpose{}
 	for _, tb := range atrest.Tables {
 		got[tb.Prefix] = tb.Purpose

@@ -3,6 +3,7 @@ package dnsdata
 import (
 	"crypto/rand"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -155,3 +156,32 @@ func TestDNSSECKeyOtherAtRestKey(t *testing.T) {
 }
 
 func tags(ts []uint16) string { return fmt.Sprint(ts) }
+
+// TestDNSSECKeyResealed: an atRestKey rotation (atrest.Reseal) rewrites the
+// key row, and the zone keeps signing with the same key under the new
+// atRestKey alone.
+func TestDNSSECKeyResealed(t *testing.T) {
+	db := openStore(t)
+	ctx := testCtx(t, 60*time.Second)
+	m1, m2 := make([]byte, atrest.MasterSize), make([]byte, atrest.MasterSize)
+	_, _ = rand.Read(m1)
+	_, _ = rand.Read(m2)
+	old, _ := atrest.New(m1)
+	store := &KeyStore{KV: db, Keys: old, Domain: testDomain, TTL: 60}
+	if _, err := store.Ensure(ctx); err != nil {
+		t.Fatal(err)
+	}
+	both, _ := atrest.New(m2, m1)
+	rep, err := atrest.Reseal(ctx, db, both)
+	if err != nil || !slices.Contains(rep.Resealed, DNSSECKeyPrefix+"000001") {
+		t.Fatalf("Reseal: %+v %v", rep, err)
+	}
+	infos, _ := store.Infos(ctx)
+	h := newHarness(t, db, staticConfig())
+	h.w.Keys, _ = atrest.New(m2) // the old atRestKey forgotten
+	h.run()
+	eventually(t, 5*time.Second, "the zone signed under the new atRestKey", func() (bool, string) {
+		p, s := dnskeysAndSigs(t, h.addr)
+		return len(p) == 1 && len(s) == 1 && s[0] == infos[0].KeyTag, "published " + tags(p) + " signed " + tags(s)
+	})
+}
