@@ -8,11 +8,13 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -30,8 +32,10 @@ const bootstrapUsage = `usage:
   pryv-tls bootstrap new-core --config FILE ... --id ID --ip IP [--url URL] [--hosting NAME] [--out FILE] [--token-ttl 24h]
   pryv-tls bootstrap list-tokens --config FILE ...
   pryv-tls bootstrap revoke-token --config FILE ... ID
-new-core, list-tokens and revoke-token reach the running core through its control
-socket; a core that is still starting (its control socket not there yet, or answering
+  pryv-tls bootstrap remove-core --config FILE ... [--force] ID
+init-ca-holder on a running core switches it live (no restart); with no core
+running it prepares the next start. new-core, list-tokens, revoke-token and
+remove-core reach the running core through its control socket; a core that is still starting (its control socket not there yet, or answering
 "starting") is waited for, up to --wait (default 30s; 0: fail at once).
 On the new core:
   pryv-tls serve --config FILE --bootstrap BUNDLE --bootstrap-passphrase-file FILE
@@ -59,6 +63,7 @@ func bootstrapCmd(args []string, stdout, stderr io.Writer) int {
 	coreURL := fs.String("url", "", "new-core: the new core's public URL (core.url)")
 	hosting := fs.String("hosting", "", "new-core: its hosting name")
 	ttl := fs.Duration("token-ttl", 24*time.Hour, "new-core: how long the join token is valid")
+	force := fs.Bool("force", false, "remove-core: remove even the core it runs on, or the last voting member")
 	wait := waitFlag(fs)
 	fs.SetOutput(stderr)
 	operands, err := parseInterleaved(fs, args[1:])
@@ -75,9 +80,11 @@ func bootstrapCmd(args []string, stdout, stderr io.Writer) int {
 	c := newControlClient(cfg, *wait, stderr)
 	switch {
 	case sub == "init-ca-holder" && len(operands) == 0:
-		err = initCAHolder(cfg, files, *out, stdout)
+		err = initCAHolder(c, cfg, files, *out, stdout)
 	case sub == "new-core" && len(operands) == 0:
 		err = newCore(c, cfg, *id, *ip, *coreURL, *hosting, *out, *ttl, stdout, stderr)
+	case sub == "remove-core" && len(operands) == 1:
+		err = removeCore(c, operands[0], *force, stdout)
 	case sub == "list-tokens" && len(operands) == 0:
 		err = listTokens(c, stdout)
 	case sub == "revoke-token" && len(operands) == 1:
@@ -97,9 +104,12 @@ func bootstrapCmd(args []string, stdout, stderr io.Writer) int {
 }
 
 // initCAHolder makes this core the CA holder: the cluster CA, and an
-// override that binds PlatformDB on core.ip so other cores can reach it. It
-// can be run again: the CA is kept, the override rewritten the same.
-func initCAHolder(cfg *config.Config, files []string, out string, stdout io.Writer) error {
+// override that binds PlatformDB on core.ip so other cores can reach it.
+// When the core runs, it is asked to switch live (its member reopened on
+// core.ip with a node certificate from the cluster CA, its join listener
+// started); otherwise the override is for its next start. It can be run
+// again: the CA is kept, the override rewritten the same.
+func initCAHolder(c *controlClient, cfg *config.Config, files []string, out string, stdout io.Writer) error {
 	if cfg.Core.ID == "" || cfg.Core.IP == "" {
 		return errors.New("set core.id and core.ip (the address the other cores reach this one at) first")
 	}
@@ -113,11 +123,12 @@ func initCAHolder(cfg *config.Config, files []string, out string, stdout io.Writ
 	if out == "" {
 		out = filepath.Join(filepath.Dir(files[len(files)-1]), clusterOverrideName)
 	}
+	req := join.CAHolderRequest{
+		PeerAddress:   net.JoinHostPort(cfg.Core.IP, port(cfg.PlatformDB.PeerAddress)),
+		ClientAddress: net.JoinHostPort(cfg.Core.IP, port(cfg.PlatformDB.ClientAddress)),
+	}
 	override := map[string]any{
-		"platformDB": map[string]any{
-			"peerAddress":   net.JoinHostPort(cfg.Core.IP, port(cfg.PlatformDB.PeerAddress)),
-			"clientAddress": net.JoinHostPort(cfg.Core.IP, port(cfg.PlatformDB.ClientAddress)),
-		},
+		"platformDB": map[string]any{"peerAddress": req.PeerAddress, "clientAddress": req.ClientAddress},
 	}
 	if err := writeOverride(out, "written by pryv-tls bootstrap init-ca-holder: PlatformDB on core.ip, for the other cores", override); err != nil {
 		return err
@@ -125,17 +136,79 @@ func initCAHolder(cfg *config.Config, files []string, out string, stdout io.Writ
 	fmt.Fprintf(stdout, `cluster CA: %s (fingerprint %s)
   certificate %s, key %s
 override:   %s
-Restart this core with it, so PlatformDB listens on %s with node certificates from the cluster CA:
-  pryv-tls serve %s--config %s
-Then add cores with: pryv-tls bootstrap new-core --id ID --ip IP ...
-`, cfg.Cluster.CA.Path, ca.Fingerprint(), ca.CertFile(), filepath.Join(cfg.Cluster.CA.Path, cluster.CAKeyName),
-		out, cfg.Core.IP, configFlags(files), out)
+`, cfg.Cluster.CA.Path, ca.Fingerprint(), ca.CertFile(), filepath.Join(cfg.Cluster.CA.Path, cluster.CAKeyName), out)
 	if filepath.Base(ca.CertFile()) != cluster.CoreCACertName {
 		// LoadOrCreateCA could not add ca.crt: without it, open-pryv.io's
 		// bootstrap would make a new CA key over this one.
 		crt := filepath.Join(cfg.Cluster.CA.Path, cluster.CoreCACertName)
 		fmt.Fprintf(stdout, "Before running open-pryv.io's bootstrap on this host, give it this CA: cp -p %s %s (it would otherwise write a new %s over this one)\n",
 			ca.CertFile(), crt, cluster.CAKeyName)
+	}
+	if !coreRunning(cfg) {
+		fmt.Fprintf(stdout, `No core is running with this configuration. Start it with the override, so PlatformDB listens on %s with node certificates from the cluster CA:
+  pryv-tls serve %s--config %s
+Then add cores with: pryv-tls bootstrap new-core --id ID --ip IP ...
+`, cfg.Core.IP, configFlags(files), out)
+		return nil
+	}
+	var res join.CAHolderResponse
+	if err := c.do(http.MethodPost, join.CAHolderPath, req, &res); err != nil {
+		return fmt.Errorf("the running core did not switch (the CA and the override are written; restart it with --config %s to switch instead): %w", out, err)
+	}
+	what := "switched live, without a restart"
+	if !res.Changed {
+		what = "already was the CA holder there"
+	}
+	fmt.Fprintf(stdout, `The running core %s: PlatformDB member %s at %s (clients %s), node certificate from the cluster CA; joins answered at %s.
+For its next start, add the override to its command line (the unit's ExecStart=):
+  pryv-tls serve %s--config %s
+Add cores now with: pryv-tls bootstrap new-core --id ID --ip IP ...
+`, what, res.Member, res.PeerURL, res.ClientAddress, res.JoinAddress, configFlags(files), out)
+	return nil
+}
+
+// coreRunning tells whether a core answers on the control socket (a
+// leftover socket file of a stopped core does not).
+func coreRunning(cfg *config.Config) bool {
+	if !cfg.PlatformDBEnabled() {
+		return false
+	}
+	conn, err := net.DialTimeout("unix", cfg.Control.Socket, time.Second)
+	if err != nil {
+		return false
+	}
+	_ = conn.Close()
+	return true
+}
+
+// removeCore takes a core out of the cluster through the running core.
+func removeCore(c *controlClient, id string, force bool, stdout io.Writer) error {
+	if !coreIDRE.MatchString(id) {
+		return fmt.Errorf("core id %q: must be one DNS label (lower case letters, digits, hyphens)", id)
+	}
+	path := join.RemoveCorePath + url.PathEscape(id)
+	if force {
+		path += "?force=true"
+	}
+	var res join.Removal
+	if err := c.do(http.MethodDelete, path, nil, &res); err != nil {
+		return err
+	}
+	member := "no PlatformDB member (it never joined)"
+	if res.MemberRemoved {
+		member = "its PlatformDB member removed"
+	}
+	deleted := strings.Join(res.DeletedRows, ", ")
+	if deleted == "" {
+		deleted = "none"
+	}
+	fmt.Fprintf(stdout, "removed %s: %s; %d node certificate(s) refused from now on by every PlatformDB listener and the join listener; %d lock(s) released; rows deleted: %s\n",
+		res.CoreID, member, len(res.DeniedCerts), res.LeasesRevoked, deleted)
+	if len(res.DeniedCerts) == 0 {
+		fmt.Fprintf(stdout, "warning: no node certificate was recorded for %s (it joined before pryv-tls recorded them): its certificate is not on the denylist; rotate the cluster CA if it must lose access for sure\n", res.CoreID)
+	}
+	if res.UsersPinned > 0 {
+		fmt.Fprintf(stdout, "%d user(s) are still pinned to %s: move them with \"pryv-tls users set-core USER CORE\"\n", res.UsersPinned, res.CoreID)
 	}
 	return nil
 }

@@ -38,7 +38,7 @@ Usage:
                                                     import a Pryv.io v1 certificate, print the v2 configuration
   pryv-tls migrate-core --config FILE [--rqlite-url URL] [--dry-run]
                                                     import an open-pryv.io core's own ACME certificates and account
-  pryv-tls bootstrap init-ca-holder|new-core|list-tokens|revoke-token --config FILE ...
+  pryv-tls bootstrap init-ca-holder|new-core|list-tokens|revoke-token|remove-core --config FILE ...
                                                     grow a single core into a cluster
   pryv-tls keygen                                   print a new letsEncrypt.atRestKey
   pryv-tls keys rotate --config FILE                re-seal every stored key under the current atRestKey
