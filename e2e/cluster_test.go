@@ -70,12 +70,15 @@ func TestClusterOfThree(t *testing.T) {
 	wildcard := waitWildcard(t, front("127.0.0.1"), "alice."+domain, roots, 90*time.Second, c1)
 	mustCLI(t, dirs["core1"], "users", "set-core", "--config", cfg1, "alice", "core1")
 
-	// 2. It becomes the CA holder and restarts on the cluster CA.
+	// 2. It becomes the CA holder, live (TestLiveCluster covers the
+	// switch itself), then restarts with the override, as its unit would.
 	out := mustCLI(t, dirs["core1"], "bootstrap", "init-ca-holder", "--config", cfg1)
-	if !strings.Contains(out, "fingerprint") {
+	if !strings.Contains(out, "fingerprint") || !strings.Contains(out, "switched live") {
 		t.Fatalf("init-ca-holder: %s", out)
 	}
-	mustCLI(t, dirs["core1"], "bootstrap", "init-ca-holder", "--config", cfg1) // idempotent
+	if out := mustCLI(t, dirs["core1"], "bootstrap", "init-ca-holder", "--config", cfg1); !strings.Contains(out, "already was the CA holder") {
+		t.Fatalf("init-ca-holder again (idempotent): %s", out)
+	}
 	override1 := filepath.Join(dirs["core1"], "cluster-config.yml")
 	c1.signal(syscall.SIGTERM)
 	c1.wait(20 * time.Second)

@@ -88,7 +88,7 @@ func TestLiveCluster(t *testing.T) {
 		"http: {ip: "+ip1+", port: "+itoa(front)+"}",
 		"core: {id: core1, ip: "+ip1+", url: 'https://core1."+domain+"'}",
 		"dns: {active: true, domain: "+domain+", ip: "+ip1+", port: "+itoa(dnsPort)+"}",
-		"letsEncrypt: {atRestKey: '"+key+"'}",
+		"letsEncrypt: {enabled: true, certRenewer: false, email: ops@"+domain+", atRestKey: '"+key+"'}",
 		"auth: {adminAccessKey: lc-admin}",
 		"platformDB: {peerAddress: '127.0.0.1:"+itoa(peer)+"', clientAddress: '127.0.0.1:"+itoa(client)+"'}",
 		"cluster: {ca: {path: "+filepath.Join(dirs["core1"], "ca")+"}, joinPort: "+itoa(joinPort)+"}",

@@ -13,6 +13,8 @@ import (
 	"net/http"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/pryv/pryv-tls/internal/cluster"
@@ -80,6 +82,8 @@ type memberSys struct {
 	log     *slog.Logger
 	ob      *observability
 	tlsFile *platformdb.TLSFiles // once started
+
+	switching sync.Mutex // one live init-ca-holder at a time
 }
 
 func newMemberSys(cfg *config.Config, ob *observability, log *slog.Logger) *memberSys {
@@ -120,16 +124,18 @@ func (m *memberSys) Reload(*config.Config) error { return nil }
 // attach starts the node certificate's renewal and, on the CA holder (the
 // core that has the cluster CA's key), the join listener.
 func (m *memberSys) attach(_ context.Context, w *wiring) error {
-	w.run.Go(m.id.RenewLoop)
 	ca, err := m.id.ClusterCA()
 	if err != nil {
 		m.ob.caHolder.Store(false)
+		w.run.Go(m.id.RenewLoop)
 		return nil // not the CA holder
 	}
-	tlsCfg, err := join.TLSConfig(m.id.CertFile(), m.id.KeyFile(), ca.Pool())
+	cert, err := join.LoadServerCert(m.id.CertFile(), m.id.KeyFile())
 	if err != nil {
 		return err
 	}
+	w.run.Go(func(ctx context.Context) { m.renewLoop(ctx, cert) })
+	tlsCfg := cert.TLSConfig(ca.Pool())
 	host := m.cfg.Core.IP
 	if host == "" {
 		host = "127.0.0.1"
@@ -140,7 +146,7 @@ func (m *memberSys) attach(_ context.Context, w *wiring) error {
 		return fmt.Errorf("cluster.joinPort: listening on %s: %w", addr, err)
 	}
 	srv := &http.Server{
-		Handler: &join.Server{Tokens: join.Tokens{KV: w.db}, Members: w.db, Logger: m.log, Base: w.run.ctx,
+		Handler: &join.Server{Tokens: join.Tokens{KV: w.db}, Members: w.db, Logger: m.log, Base: w.run.ctx, Denied: w.db.Denied,
 			Renew: func(old *x509.Certificate) ([]byte, error) {
 				m.log.Info("renewing a node certificate", "core", old.Subject.CommonName, "notAfter", old.NotAfter)
 				return ca.Renew(old, cluster.DefaultNodeValidity)
@@ -169,7 +175,10 @@ type TokenRequest struct {
 
 // clusterAPI serves /cluster/ on the control socket of the CA holder.
 type clusterAPI struct {
-	db *platformdb.Etcd
+	db       *platformdb.Etcd
+	domain   string
+	log      *slog.Logger
+	caHolder func(context.Context, join.CAHolderRequest) (join.CAHolderResponse, error)
 }
 
 func (c *clusterAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -227,6 +236,10 @@ func (c *clusterAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			_ = c.db.Delete(ctx, dnsdata.CoreInfoPrefix+id)
 		}
 		writeJSON(w, map[string]string{"revoked": id})
+	case strings.HasPrefix(r.URL.Path, join.RemoveCorePath):
+		join.RemoveHandler(c.db, c.domain, c.log).ServeHTTP(w, r)
+	case r.Method == http.MethodPost && r.URL.Path == join.CAHolderPath:
+		c.serveCAHolder(w, r)
 	default:
 		jsonError(w, http.StatusNotFound, "unknown cluster endpoint")
 	}

@@ -98,6 +98,7 @@ func (p *platformSys) Start(ctx context.Context) error {
 		PeerAddress:   cfg.PlatformDB.PeerAddress,
 		ClientAddress: cfg.PlatformDB.ClientAddress,
 		TLS:           p.deps.member.tlsFile,
+		DenylistFile:  p.deps.member.denylistFile(),
 		Logger:        log.With("component", "platformdb"),
 	}
 	if pending := p.join; pending != nil && !p.deps.member.id.HasMember() {
@@ -242,7 +243,7 @@ func (p *platformSys) wire(ctx context.Context, w *wiring) error {
 		DNS:      dnsdata.Rows{KV: db},
 		Logger:   log,
 		Members:  func(ctx context.Context) (map[string]bool, error) { return memberHealth(ctx, db) },
-		Cluster:  &clusterAPI{db: db},
+		Cluster:  &clusterAPI{db: db, domain: p.cfg.Load().DNS.Domain, log: log, caHolder: p.becomeCAHolder},
 		Self:     d.ob.self,
 		Renewer:  d.acme.adminRenewer(),
 		Renewals: d.acme.renewals(db),

@@ -99,15 +99,35 @@ func (s *Etcd) Promote(ctx context.Context, id uint64) error {
 	}
 }
 
-// RemoveMember removes a member (a core that will not come back).
+// RemoveMember removes a member (a core that will not come back). etcd
+// refuses to remove a voter while that could cost the quorum it has
+// (members connected for less than 5 s do not count, so just after a join
+// or a restart; "unhealthy cluster"): that is retried until ctx ends or
+// removeRetryFor passes.
 func (s *Etcd) RemoveMember(ctx context.Context, id uint64) error {
-	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	ctx, cancel := context.WithTimeout(ctx, removeRetryFor)
 	defer cancel()
-	if _, err := s.cli.MemberRemove(ctx, id); err != nil {
-		return s.fail("member remove", "", err)
+	for {
+		rctx, rcancel := context.WithTimeout(ctx, s.timeout)
+		_, err := s.cli.MemberRemove(rctx, id)
+		rcancel()
+		if err == nil || strings.Contains(err.Error(), "member not found") {
+			return nil
+		}
+		if !retryableMembership(err) {
+			return s.fail("member remove", "", err)
+		}
+		select {
+		case <-ctx.Done():
+			return s.fail("member remove", "", err)
+		case <-time.After(500 * time.Millisecond):
+		}
 	}
-	return nil
 }
+
+// removeRetryFor bounds RemoveMember's retries: longer than etcd's 5 s
+// health interval.
+const removeRetryFor = 15 * time.Second
 
 // Healthy reports whether a member answers on its client URL within the
 // request timeout (a status request over the node's mutual TLS).
