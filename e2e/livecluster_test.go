@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -140,6 +141,14 @@ func TestLiveCluster(t *testing.T) {
 	// The data written before is there after (the socket answers from the reopened member).
 	if out := mustCLI(t, dirs["core1"], append([]string{"users", "get"}, append(cfg, "alice")...)...); !strings.Contains(out, "core1") {
 		t.Errorf("users get alice after the conversion: %s", out)
+	}
+
+	// A reload reads the override too (what now runs): not refused for
+	// the PlatformDB addresses the switch changed.
+	c1.signal(syscall.SIGHUP)
+	waitLog(t, c1, "configuration reloaded", 10*time.Second)
+	if strings.Contains(c1.logs.String(), "configuration not reloaded") {
+		t.Fatalf("SIGHUP after the live switch was refused:\n%s", c1.logs.String())
 	}
 
 	// core2 joins and sees the data.

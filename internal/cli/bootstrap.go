@@ -13,8 +13,10 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -143,6 +145,9 @@ override:   %s
 		crt := filepath.Join(cfg.Cluster.CA.Path, cluster.CoreCACertName)
 		fmt.Fprintf(stdout, "Before running open-pryv.io's bootstrap on this host, give it this CA: cp -p %s %s (it would otherwise write a new %s over this one)\n",
 			ca.CertFile(), crt, cluster.CAKeyName)
+	}
+	if abs, err := filepath.Abs(out); err == nil {
+		req.Override = abs
 	}
 	if !coreRunning(cfg) {
 		fmt.Fprintf(stdout, `No core is running with this configuration. Start it with the override, so PlatformDB listens on %s with node certificates from the cluster CA:
@@ -388,4 +393,29 @@ func configFlags(files []string) string {
 		s += "--config " + f + " "
 	}
 	return s
+}
+
+// configLayers are the files serve's reloads read: those it was started
+// with, and the override a live init-ca-holder added (what then runs).
+type configLayers struct {
+	mu    sync.Mutex
+	files []string
+}
+
+func (l *configLayers) get() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.files)
+}
+
+func (l *configLayers) add(file string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	abs, _ := filepath.Abs(file)
+	for _, f := range l.files {
+		if a, _ := filepath.Abs(f); a == abs {
+			return
+		}
+	}
+	l.files = append(l.files, file)
 }

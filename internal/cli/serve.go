@@ -102,9 +102,10 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	// A reload reads the same layers as the start: the core's files, then
 	// ours (with the cluster override a join wrote), through the same
 	// loader and validators.
-	load := func() (*config.Config, error) { return reloadConfig(coreFiles, files) }
+	layers := &configLayers{files: files} // and the override of a live init-ca-holder
+	load := func() (*config.Config, error) { return reloadConfig(coreFiles, layers.get()) }
 	err = daemon.Run(ctx, cfg, daemon.Options{Logger: log, LogLevel: level, Reload: reload, Load: load,
-		DrainTimeout: *drain, Join: pending, Ready: ready})
+		DrainTimeout: *drain, Join: pending, Ready: ready, AddLayer: layers.add})
 	if err != nil {
 		log.Error("serve failed", "error", err.Error())
 		return exitFailed

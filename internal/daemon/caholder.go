@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strconv"
 	"time"
@@ -50,37 +51,28 @@ func (m *memberSys) renewLoop(ctx context.Context, cert *join.ServerCert) {
 	}
 }
 
-// rebase makes the node identity next's: its node certificate issued (or
-// kept) for next's addresses, from the CA next gives. Only while the
-// platform is stopped.
-func (m *memberSys) rebase(next *config.Config) error {
-	o := identityOptions(next)
-	o.Logger = m.log
-	id := nodeid.New(o)
-	files, err := id.TLS()
-	if err != nil {
-		return err
-	}
-	m.cfg, m.id, m.tlsFile = next, id, files
-	return nil
-}
-
 // becomeCAHolder is a live init-ca-holder: this core's one-member
 // PlatformDB is closed and opened again on req's addresses (on core.ip)
-// with a node certificate from the cluster CA, and the join listener
-// starts; the front and the DNS server keep serving from memory. It
-// returns once the new member is wired. If the new member does not come
-// up, the old one is opened again as it was.
-func (p *platformSys) becomeCAHolder(ctx context.Context, req join.CAHolderRequest) (join.CAHolderResponse, error) {
-	m := p.deps.member
+// with a node certificate from the cluster CA (reopenPlatform: the node
+// identity is made again first), and the join listener starts; the front
+// and the DNS server keep serving from memory. It returns once the new
+// member is wired; a reload then reads req.Override too. If the new member
+// does not come up, the old one is opened again as it was.
+func (c *core) becomeCAHolder(ctx context.Context, req join.CAHolderRequest) (join.CAHolderResponse, error) {
+	p, m := c.plat, c.plat.deps.member
 	m.switching.Lock()
 	defer m.switching.Unlock()
-	cur, db := p.cfg.Load(), p.db.Load()
+	cur, db := c.cfg.Load(), p.db.Load()
 	if db == nil || !p.wired.Load() {
 		return join.CAHolderResponse{}, errNotOpen
 	}
 	if err := onCoreIP(cur, req); err != nil {
 		return join.CAHolderResponse{}, err
+	}
+	if req.Override != "" {
+		if _, err := os.Stat(req.Override); err != nil {
+			return join.CAHolderResponse{}, fmt.Errorf("the override %s: %w (the core must read it for its reloads)", req.Override, err)
+		}
 	}
 	ca, err := cluster.LoadCA(cur.Cluster.CA.Path)
 	if err != nil {
@@ -104,46 +96,48 @@ func (p *platformSys) becomeCAHolder(ctx context.Context, req join.CAHolderReque
 
 	next := *cur
 	next.PlatformDB.PeerAddress, next.PlatformDB.ClientAddress = req.PeerAddress, req.ClientAddress
-	log := p.env.log
+	log := c.log
 	log.Info("becoming the CA holder: reopening PlatformDB on core.ip with a node certificate from the cluster CA; the front and DNS serve from memory meanwhile",
 		"peer", req.PeerAddress, "client", req.ClientAddress, "ca", ca.CertFile())
 	start := time.Now()
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), switchTimeout)
 	defer cancel()
-	if err := p.reopen(sctx, &next); err != nil {
+	if err := c.reopenWired(sctx, &next); err != nil {
 		log.Error("becoming the CA holder failed; reopening PlatformDB as it was", "error", err.Error())
 		bctx, bcancel := context.WithTimeout(context.Background(), switchTimeout)
 		defer bcancel()
-		if rerr := p.reopen(bctx, cur); rerr != nil {
+		if rerr := c.reopenWired(bctx, cur); rerr != nil {
 			log.Error("reopening PlatformDB as it was", "error", rerr.Error())
 			return join.CAHolderResponse{}, fmt.Errorf("switching PlatformDB to %s: %w; reopening it as it was failed too: %v", req.PeerAddress, err, rerr)
 		}
 		return join.CAHolderResponse{}, fmt.Errorf("switching PlatformDB to %s: %w (it was reopened as it was)", req.PeerAddress, err)
 	}
+	if req.Override != "" && c.opts.AddLayer != nil {
+		c.opts.AddLayer(req.Override) // a reload reads what now runs
+	}
 	log.Info("now the CA holder, without a restart", "member", coreName(cur), "peer", req.PeerAddress, "took", time.Since(start).Round(time.Millisecond).String())
 	return answer(true), nil
 }
 
-// reopen stops the platform, gives the node identity and the platform
-// next, and starts it again, returning once it is wired.
-func (p *platformSys) reopen(ctx context.Context, next *config.Config) error {
-	p.deps.sock.Unavailable("PlatformDB is reopening (bootstrap init-ca-holder); try again in a moment")
-	p.Stop()
-	if err := p.deps.member.rebase(next); err != nil {
-		return err
-	}
-	p.cfg.Store(next)
-	if err := p.Start(ctx); err != nil {
-		return err
-	}
+// waitWired returns once PlatformDB is wired again after a reopen (Start
+// returns earlier when the member waits for quorum).
+func (p *platformSys) waitWired(ctx context.Context, addr string) error {
 	for !p.wired.Load() {
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("PlatformDB did not answer on %s: %w", next.PlatformDB.ClientAddress, ctx.Err())
+			return fmt.Errorf("PlatformDB did not answer on %s: %w", addr, ctx.Err())
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
 	return nil
+}
+
+// reopenWired reopens PlatformDB with next and waits until it is wired.
+func (c *core) reopenWired(ctx context.Context, next *config.Config) error {
+	if err := c.reopenPlatform(ctx, next); err != nil {
+		return err
+	}
+	return c.plat.waitWired(ctx, next.PlatformDB.ClientAddress)
 }
 
 // onCoreIP checks a request's addresses: host:port on core.ip.

@@ -38,6 +38,9 @@ type Options struct {
 	// Join, if set, joins a cluster before this core's PlatformDB member
 	// first starts (serve --bootstrap).
 	Join *Join
+	// AddLayer, if set, adds a configuration file Load reads last from then
+	// on: the override a live init-ca-holder wrote (what now runs).
+	AddLayer func(file string)
 }
 
 // subsystem is one part of a running core. Start brings it up (ctx ends

@@ -14,6 +14,7 @@ import (
 	"github.com/pryv/pryv-tls/internal/certstore"
 	"github.com/pryv/pryv-tls/internal/config"
 	"github.com/pryv/pryv-tls/internal/dnsdata"
+	"github.com/pryv/pryv-tls/internal/join"
 	"github.com/pryv/pryv-tls/internal/platformdb"
 )
 
@@ -48,6 +49,8 @@ type platformDeps struct {
 	acme     *acmeSys
 	attached []attacher // in order; each one's attach may use what the one before put in the wiring
 	onWired  func()
+	// caHolder is a live init-ca-holder (the control socket's /cluster/ca-holder).
+	caHolder func(context.Context, join.CAHolderRequest) (join.CAHolderResponse, error)
 }
 
 // platformSys is this core's PlatformDB member and what runs on it. The
@@ -243,7 +246,7 @@ func (p *platformSys) wire(ctx context.Context, w *wiring) error {
 		DNS:      dnsdata.Rows{KV: db},
 		Logger:   log,
 		Members:  func(ctx context.Context) (map[string]bool, error) { return memberHealth(ctx, db) },
-		Cluster:  &clusterAPI{db: db, domain: p.cfg.Load().DNS.Domain, log: log, caHolder: p.becomeCAHolder},
+		Cluster:  &clusterAPI{db: db, domain: p.cfg.Load().DNS.Domain, log: log, caHolder: d.caHolder},
 		Self:     d.ob.self,
 		Renewer:  d.acme.adminRenewer(),
 		Renewals: d.acme.renewals(db),

@@ -41,7 +41,7 @@ func newCore(cfg *config.Config, opts Options) (*core, error) {
 	c.plat = newPlatformSys(&c.env, cfg, opts.Join, platformDeps{
 		sock: c.sock, ob: c.ob, keys: keys, member: member, acme: acmeS,
 		attached: []attacher{stored, dnsS, acmeS, member},
-		onWired:  c.onWired,
+		onWired:  c.onWired, caHolder: c.becomeCAHolder,
 	})
 	ph := newPlaceholderSys(cfg, store, log)
 	frontDepsV := frontDeps{ob: c.ob, plat: c.plat, drain: opts.DrainTimeout}

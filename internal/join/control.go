@@ -24,6 +24,9 @@ const (
 type CAHolderRequest struct {
 	PeerAddress   string `json:"peerAddress"`
 	ClientAddress string `json:"clientAddress"`
+	// Override is the file init-ca-holder wrote (absolute): the core's
+	// reloads read it last from then on, as its next start will.
+	Override string `json:"override,omitempty"`
 }
 
 // CAHolderResponse is what the running core did.
