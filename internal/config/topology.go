@@ -28,39 +28,65 @@ type Plan struct {
 // covers is dropped (the wildcard covers one label below the domain), and
 // so is a plan left empty, so no name is ever ordered twice.
 func (c *Config) Plans() []Plan {
-	domain := normalizeDomain(c.DNS.Domain)
-	seen := map[string]bool{}
-	covered := func(h string) bool {
-		if seen[h] {
-			return true
-		}
-		if domain == "" {
-			return false
-		}
-		if h == domain || h == "*."+domain {
-			return true
-		}
-		label, ok := strings.CutSuffix(h, "."+domain)
-		return ok && label != "" && !strings.Contains(label, ".")
-	}
+	return c.planner().plans
+}
 
-	var plans []Plan
-	httpPlan := func(from, raw string) {
-		h := urlHost(raw)
-		if h == "" || covered(h) {
-			return
-		}
-		seen[h] = true
-		plans = append(plans, Plan{Hostnames: []string{h}, Challenge: ChallengeHTTP01, From: from})
+// CorePlans are the certificates of the cluster's other cores, one per
+// core.url (the spec's "Multi-core with DNSless overrides: one cert per
+// core.url"): urls are the available cores' core.url from their core-info
+// rows. Hosts Plans covers already (this core's own, those under the
+// wildcard of dns.domain) and repeated ones are left out, so that, after
+// Plans, every name is still planned once.
+func (c *Config) CorePlans(urls []string) []Plan {
+	pl := c.planner()
+	pl.plans = nil
+	for _, u := range urls {
+		pl.http("core-info", u)
 	}
+	return pl.plans
+}
+
+// planner builds plans, remembering what they cover.
+type planner struct {
+	domain string
+	seen   map[string]bool
+	plans  []Plan
+}
+
+func (c *Config) planner() *planner {
+	pl := &planner{domain: normalizeDomain(c.DNS.Domain), seen: map[string]bool{}}
 	if c.DNSLess.IsActive {
-		httpPlan("dnsLess.publicUrl", c.DNSLess.PublicURL)
+		pl.http("dnsLess.publicUrl", c.DNSLess.PublicURL)
 	}
-	httpPlan("core.url", c.Core.URL)
-	if domain != "" {
-		plans = append(plans, Plan{Hostnames: []string{"*." + domain, domain}, Challenge: ChallengeDNS01, From: "dns.domain"})
+	pl.http("core.url", c.Core.URL)
+	if pl.domain != "" {
+		pl.plans = append(pl.plans, Plan{Hostnames: []string{"*." + pl.domain, pl.domain}, Challenge: ChallengeDNS01, From: "dns.domain"})
 	}
-	return plans
+	return pl
+}
+
+func (pl *planner) covered(h string) bool {
+	if pl.seen[h] {
+		return true
+	}
+	if pl.domain == "" {
+		return false
+	}
+	if h == pl.domain || h == "*."+pl.domain {
+		return true
+	}
+	label, ok := strings.CutSuffix(h, "."+pl.domain)
+	return ok && label != "" && !strings.Contains(label, ".")
+}
+
+// http adds the HTTP-01 plan of raw's host, unless it is covered.
+func (pl *planner) http(from, raw string) {
+	h := urlHost(raw)
+	if h == "" || pl.covered(h) {
+		return
+	}
+	pl.seen[h] = true
+	pl.plans = append(pl.plans, Plan{Hostnames: []string{h}, Challenge: ChallengeHTTP01, From: from})
 }
 
 // urlHost is the lowercase host of an absolute URL without its port, or "".

@@ -80,3 +80,37 @@ func TestCertFilesSources(t *testing.T) {
 		t.Errorf("empty config has plans: %+v", got)
 	}
 }
+
+// TestCorePlans: one certificate per other core's core.url, none for a
+// host this core's plans already cover.
+func TestCorePlans(t *testing.T) {
+	tests := []struct {
+		name, yml string
+		urls      []string
+		want      []Plan
+	}{
+		{"DNSless overrides: the other cores", "core:\n  url: https://core1.example.org\n",
+			[]string{"https://core1.example.org", "https://core2.example.org", "https://CORE3.example.org:443/", "https://core2.example.org"},
+			[]Plan{
+				{[]string{"core2.example.org"}, ChallengeHTTP01, "core-info"},
+				{[]string{"core3.example.org"}, ChallengeHTTP01, "core-info"},
+			}},
+		{"under the wildcard: nothing", "dns:\n  domain: mc.example.com\ncore:\n  url: https://core1.mc.example.com\n",
+			[]string{"https://core2.mc.example.com", "https://mc.example.com"}, nil},
+		{"outside the wildcard: planned", "dns:\n  domain: mc.example.com\n",
+			[]string{"https://core2.example.org"}, []Plan{{[]string{"core2.example.org"}, ChallengeHTTP01, "core-info"}}},
+		{"no url, not a URL", "core:\n  url: https://core1.example.org\n", []string{"", "core2", "://x"}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := mustLoad(t, leBlock+tt.yml)
+			before := c.Plans()
+			if got := c.CorePlans(tt.urls); !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("CorePlans = %v, want %v", got, tt.want)
+			}
+			if !reflect.DeepEqual(c.Plans(), before) {
+				t.Error("CorePlans changed Plans")
+			}
+		})
+	}
+}
