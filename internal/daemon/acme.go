@@ -124,7 +124,7 @@ func renewerChanged(cur, next *config.Config) bool {
 }
 
 // attach starts the HTTP-01 listener and, on the certRenewer, the renewer.
-func (a *acmeSys) attach(_ context.Context, w *wiring) error {
+func (a *acmeSys) attach(ctx context.Context, w *wiring) error {
 	if !a.on() || w.catalog == nil {
 		return nil
 	}
@@ -134,6 +134,9 @@ func (a *acmeSys) attach(_ context.Context, w *wiring) error {
 	a.db, a.catalog = w.db, w.catalog
 	if err := a.listenHTTP01(cfg, w); err != nil {
 		return err
+	}
+	if err := registerCoreURL(ctx, w.db, cfg); err != nil {
+		a.log.Warn("the certRenewer will not order this core's certificate until it is registered; retried at the next start", "error", err.Error())
 	}
 	if !cfg.LetsEncrypt.CertRenewer {
 		a.log.Info("not the certRenewer core: certificates arrive through PlatformDB")
@@ -145,7 +148,7 @@ func (a *acmeSys) attach(_ context.Context, w *wiring) error {
 		return err
 	}
 	a.run(r)
-	w.run.Go((&certstore.Unplanned{KV: w.db, Planned: func(context.Context) ([]string, error) { return a.cfg.Load().Hostnames(), nil }, Logger: a.log}).Run)
+	w.run.Go((&certstore.Unplanned{KV: w.db, Planned: corePlans{cfg: a.cfg.Load, kv: w.db, log: a.log}.planned, Logger: a.log}).Run)
 	a.log.Info("certRenewer: ordering and renewing certificates", "directory", DirectoryURL(cfg.LetsEncrypt))
 	return nil
 }
@@ -202,6 +205,7 @@ func (a *acmeSys) newRenewer(cfg *config.Config) (*acme.Renewer, error) {
 		return nil, err
 	}
 	opts.KV, opts.Certs = a.db, a.catalog
+	opts.MorePlans = corePlans{cfg: a.cfg.Load, kv: a.db, log: a.log}.plans
 	if a.w.dns01 != nil { // a nil *DNS01 in the interface would not read as "none"
 		opts.DNS01 = a.w.dns01
 	}
