@@ -302,6 +302,8 @@ func rawEcho(t *testing.T, name string) string {
 		t.Fatal(err)
 	}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// The core may send its own HSTS; the edge's must replace it.
+		w.Header().Set("Strict-Transport-Security", "max-age=1")
 		fmt.Fprintf(w, "%s %s xff=%s", name, r.RequestURI, strings.Join(r.Header.Values("X-Forwarded-For"), "|"))
 	})}
 	go func() { _ = srv.Serve(ln) }()
@@ -537,4 +539,49 @@ func TestRoutesAsNginxAndCaddy(t *testing.T) {
 		}
 	}
 	t.Logf("%d paths: pryv-tls routes each as nginx and Caddy do (%d peer answers agree; nginx answers 400 to the 2 with a dot segment above the root)", len(cases), same)
+}
+
+// TestEdgeHeadersAsNginx: at the edge, a client's X-Forwarded-For never
+// reaches the upstream (pryv-tls, the nginx sample, the Caddy sample), and
+// pryv-tls with http.hsts and the nginx sample send exactly one
+// Strict-Transport-Security, theirs, on proxied answers.
+func TestEdgeHeadersAsNginx(t *testing.T) {
+	curl := needTool(t, "curl")
+	dir := t.TempDir()
+	p := newPKI(t, dir)
+	is := p.issue(t, devpki.Leaf{})
+	api, hfs := rawEcho(t, "api"), rawEcho(t, "hfs")
+	certFile, keyFile := filepath.Join(dir, "fullchain.pem"), filepath.Join(dir, "privkey.pem")
+	writeFile(t, certFile, is.FullChain, 0o644)
+	writeFile(t, keyFile, is.KeyPEM, 0o600)
+	port := freePort(t)
+	const hsts = "max-age=31536000"
+	override := filepath.Join(dir, "edge.yml")
+	writeFile(t, override, yamlConfig("http:", "  hsts: '"+hsts+"'", "upstreams:", "  api: http://"+api, "  hfs: http://"+hfs), 0o644)
+	startCore(t, fmt.Sprintf("127.0.0.1:%d", port), "--config", sslConfig(t, dir, port, certFile, keyFile), "--config", override)
+	ours := peer{name: "pryv-tls", url: fmt.Sprintf("https://%s:%d", host, port), port: port}
+	nginx := startNginxSample(t, filepath.Join(dir, "nginx"), api, hfs, p, is)
+	caddy := startCaddySample(t, filepath.Join(dir, "caddy"), api, hfs)
+
+	for _, pr := range []peer{ours, nginx, caddy} {
+		for _, path := range []string{"/alice/events", "/alice/events/e1/series"} {
+			out := curlAsIs(t, curl, p, pr, path, "-D", "-", "-H", "X-Forwarded-For: 6.6.6.6", "-H", "X-Forwarded-For: 7.7.7.7")
+			head, body, _ := strings.Cut(strings.ReplaceAll(out, "\r\n", "\n"), "\n\n")
+			if !strings.HasSuffix(body, " xff=127.0.0.1") {
+				t.Errorf("%s %s: the upstream got %q; want X-Forwarded-For 127.0.0.1 only (the client's spoofed values dropped)", pr.name, path, body)
+			}
+			if pr.name == "caddy" {
+				continue // the Caddy sample leaves HSTS to the operator
+			}
+			var sts []string
+			for _, line := range strings.Split(head, "\n") {
+				if k, v, ok := strings.Cut(line, ":"); ok && strings.EqualFold(k, "Strict-Transport-Security") {
+					sts = append(sts, strings.TrimSpace(v))
+				}
+			}
+			if len(sts) != 1 || sts[0] != hsts {
+				t.Errorf("%s %s: Strict-Transport-Security %q, want exactly [%s]", pr.name, path, sts, hsts)
+			}
+		}
+	}
 }

@@ -36,6 +36,13 @@ const (
 	DefaultUserLookupRate     = 50
 )
 
+// DefaultUpstreamHeaderTimeout is Node.js's http.Server requestTimeout
+// (300 s), which open-pryv.io does not change: past it the core has
+// dropped the request itself, so waiting longer gets no answer. The
+// core's own longest waits are shorter (force-renew: 180 s, answered
+// by pryv-tls anyway; a socket.io long poll: 25 s).
+const DefaultUpstreamHeaderTimeout = Duration(5 * time.Minute)
+
 // Values of platform.piiMode and dns.userLookup.source.
 const (
 	PIIModeHashed    = "hashed"
@@ -88,6 +95,9 @@ func applyDefaults(c *Config, explicit map[string]bool) []error {
 
 	setStr(&c.Upstreams.API, DefaultUpstreamAPI)
 	setStr(&c.Upstreams.HFS, DefaultUpstreamHFS)
+	if c.Upstreams.ResponseHeaderTimeout == 0 && !explicit["upstreams.responseHeaderTimeout"] {
+		c.Upstreams.ResponseHeaderTimeout = DefaultUpstreamHeaderTimeout
+	}
 	setStr(&c.PlatformDB.DataDir, DefaultPlatformDBDataDir)
 	setStr(&c.PlatformDB.PeerAddress, DefaultPeerAddress)
 	setStr(&c.PlatformDB.ClientAddress, DefaultClientAddress)

@@ -183,6 +183,14 @@ func TestNginxSampleRoutes(t *testing.T) {
 			t.Errorf("nginx.conf: the 443 server does not set %s for the upstreams", h)
 		}
 	}
+	// nginx is the edge: the client's own X-Forwarded-For must not pass
+	// (e2e TestNginxSampleEdgeHeaders sends a spoofed one through nginx).
+	if !regexp.MustCompile(`(?m)^\s*proxy_set_header\s+X-Forwarded-For\s+\$remote_addr;`).MatchString(tls) {
+		t.Error("nginx.conf: X-Forwarded-For must be $remote_addr at the edge ($proxy_add_x_forwarded_for passes on what the client sent)")
+	}
+	if !regexp.MustCompile(`(?m)^\s*add_header\s+Strict-Transport-Security\s+"max-age=\d+[^"]*"\s+always;`).MatchString(tls) {
+		t.Error("nginx.conf: the 443 server must send Strict-Transport-Security (add_header ... always, so errors carry it too)")
+	}
 
 	var locs []nginxLocation
 	bodies, heads = braceBlocks(tls, regexp.MustCompile(`(?m)^\s*location\s+(?:(~\*|~|\^~|=)\s+)?(\S+)\s*`))

@@ -79,6 +79,7 @@ var keyDocs = func() map[string]keyDoc {
 		"http.ssl.keyFile":  {by: byStrategyC + ", " + byStrategyA, text: "PEM private key of `certFile` (ECDSA or RSA). Set both or neither."},
 		"http.ssl.certFile": {by: byStrategyC + ", " + byStrategyA, text: "PEM certificate chain, leaf first. Symlinks are followed (certbot's `live/`); a replacement that does not check out is refused and the previous certificate keeps serving; `SIGHUP` re-reads at once."},
 		"http.ssl.caFile":   {by: byStrategyC, text: "Extra PEM chain appended after `certFile`'s certificates. Needs `certFile`."},
+		"http.hsts":         {by: byFront, text: "`Strict-Transport-Security` value sent on every response (the upstream's own is replaced), e.g. `max-age=31536000` or `max-age=31536000; includeSubDomains`; unset, none is sent. Directives: `max-age=SECONDS` (required), `includeSubDomains`, `preload` (needs both others, max-age at least 31536000). Browsers remember it for max-age: start small. Strategy B: set it on the proxy instead (samples/nginx.conf does). Read at start."},
 
 		"dnsLess":           {by: byTopology, text: "Single-core topology: the platform is one hostname, with no embedded DNS."},
 		"dnsLess.isActive":  {by: byTopology, def: false, text: "The platform is reached at `dnsLess.publicUrl`; its host gets a certificate by HTTP-01. Not together with `dns.active`."},
@@ -146,6 +147,8 @@ var keyDocs = func() map[string]keyDoc {
 		"upstreams":     {by: byFront, text: "Where the front forwards requests, in plain HTTP."},
 		"upstreams.api": {by: byFront, def: DefaultUpstreamAPI, text: "The core's API: every request not for HFS, WebSocket upgrades included. An `http://` URL naming a host, not the front's own address."},
 		"upstreams.hfs": {by: byFront, def: DefaultUpstreamHFS, text: "The core's HFS: paths matching `^/[^/]+/events/[^/]+/series` or `^/[^/]+/series/batch`. An `http://` URL naming a host."},
+
+		"upstreams.responseHeaderTimeout": {by: byFront, def: DefaultUpstreamHeaderTimeout, text: "Longest wait for an upstream's response head once the request is sent; past it the client gets 504 `gateway-timeout` and the upstream connection is closed. More than 0. The default is Node.js's own request timeout, which the core keeps: past it the core has given up on the request (its socket.io long polls answer within 25 s). A body that streams slowly after its head is not cut. Read at start."},
 
 		"platformDB":               {by: byPlatformDB, text: "The embedded etcd member that holds certificates, the ACME account, DNS rows and join tokens. It runs when `letsEncrypt.enabled`, `letsEncrypt.atRestKey` or `dns.active` is set."},
 		"platformDB.dataDir":       {by: byPlatformDB, def: DefaultPlatformDBDataDir, text: "The member's data (0700). Its parent also holds `platformdb-tls/`, this core's node certificate."},

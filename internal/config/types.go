@@ -30,6 +30,9 @@ type HTTP struct {
 	IP   string `yaml:"ip"`   // default 0.0.0.0
 	Port int    `yaml:"port"` // default 443 when TLS is on, 3000... see defaults.go
 	SSL  SSL    `yaml:"ssl"`
+	// HSTS is the Strict-Transport-Security value the front sends on every
+	// response; empty sends none (ours).
+	HSTS string `yaml:"hsts"`
 }
 
 type SSL struct {
@@ -157,6 +160,9 @@ type Auth struct {
 type Upstreams struct {
 	API string `yaml:"api"` // default http://127.0.0.1:3000
 	HFS string `yaml:"hfs"` // default http://127.0.0.1:4000
+	// ResponseHeaderTimeout is the longest wait for an upstream's response
+	// head once the request is sent; past it the client gets 504.
+	ResponseHeaderTimeout Duration `yaml:"responseHeaderTimeout"` // default 5m
 }
 
 type PlatformDB struct {

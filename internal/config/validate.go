@@ -69,6 +69,63 @@ func (v *validator) http(c *Config) {
 	case ssl.CertFile == "" && ssl.CAFile != "":
 		v.add("http.ssl", "caFile is set but certFile and keyFile are empty; caFile only extends certFile's chain")
 	}
+	v.hsts("http.hsts", c.HTTP.HSTS)
+}
+
+// hstsPreloadAge is the shortest max-age the browsers' preload list takes.
+const hstsPreloadAge = 31536000
+
+// hsts checks http.hsts against RFC 6797 §6.1. A directive the RFC would
+// have browsers ignore is refused here: a misspelt includeSubDomains would
+// otherwise be ignored silently.
+func (v *validator) hsts(key, s string) {
+	if s == "" {
+		return
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] > 0x7e {
+			v.add(key, "must be one line of printable ASCII (a header value such as max-age=31536000; includeSubDomains)")
+			return
+		}
+	}
+	seen := map[string]bool{}
+	maxAge := int64(-1)
+	for _, d := range strings.Split(s, ";") {
+		d = strings.TrimSpace(d)
+		if d == "" {
+			continue
+		}
+		name, val, hasVal := strings.Cut(d, "=")
+		name = strings.ToLower(strings.TrimSpace(name))
+		if seen[name] {
+			v.add(key, "directive %s is given twice in %q", name, s)
+			return
+		}
+		seen[name] = true
+		switch name {
+		case "max-age":
+			n, err := strconv.ParseInt(strings.Trim(strings.TrimSpace(val), `"`), 10, 64)
+			if !hasVal || err != nil || n < 0 {
+				v.add(key, "max-age must be a number of seconds (max-age=31536000), got %q", d)
+				return
+			}
+			maxAge = n
+		case "includesubdomains", "preload":
+			if hasVal {
+				v.add(key, "directive %s takes no value, got %q", name, d)
+				return
+			}
+		default:
+			v.add(key, "unknown directive %q; the directives are max-age=SECONDS, includeSubDomains and preload", d)
+			return
+		}
+	}
+	switch {
+	case maxAge < 0:
+		v.add(key, "needs max-age=SECONDS (max-age=31536000 is one year), got %q", s)
+	case seen["preload"] && (!seen["includesubdomains"] || maxAge < hstsPreloadAge):
+		v.add(key, "preload needs includeSubDomains and a max-age of at least %d (the preload list's rules), got %q", hstsPreloadAge, s)
+	}
 }
 
 func (v *validator) dnsLess(c *Config) {
@@ -296,6 +353,9 @@ func (v *validator) upstreams(c *Config) {
 		case pointsAtListener(c, parsed):
 			v.add(u.key, "points at this front's own listen address %s; the front would proxy to itself", c.ListenAddr())
 		}
+	}
+	if t := c.Upstreams.ResponseHeaderTimeout; t <= 0 {
+		v.add("upstreams.responseHeaderTimeout", "must be more than 0, got %s (the default is %s)", t, DefaultUpstreamHeaderTimeout)
 	}
 }
 

@@ -53,7 +53,7 @@ func newFrontSys(cfg *config.Config, d frontDeps, log *slog.Logger) (*frontSys, 
 	opts := front.Options{Addr: cfg.ListenAddr(), API: api, HFS: hfs, Logger: log, Local: map[string]http.Handler{
 		health.FrontLive:  health.Live(),
 		health.FrontReady: health.Ready(ob.checks),
-	}}
+	}, HSTS: cfg.HTTP.HSTS, UpstreamHeaderTimeout: time.Duration(cfg.Upstreams.ResponseHeaderTimeout)}
 	if ob.metrics != nil {
 		opts.Observe = ob.metrics.ObserveProxy
 	}

@@ -38,6 +38,13 @@ type Options struct {
 	// OnHandshake, if set, is called on the server side of each TLS
 	// handshake (full or resumed) once the keys are agreed.
 	OnHandshake func(version uint16, resumed bool)
+	// HSTS, if set, is the Strict-Transport-Security value sent on every
+	// response; an upstream's own is dropped.
+	HSTS string
+	// UpstreamHeaderTimeout bounds the wait for an upstream's response
+	// head once the request is sent (0: no bound); past it the client
+	// gets 504 and the upstream connection is closed.
+	UpstreamHeaderTimeout time.Duration
 }
 
 // Front owns the listener and the HTTP server.
@@ -97,6 +104,9 @@ func New(opts Options) (*Front, error) {
 	// Local paths and the HFS/API choice are decided on the normalised
 	// path, and that path is what goes upstream (decision 0023).
 	h = normalising{next: h}
+	if opts.HSTS != "" {
+		h = hsts{v: []string{opts.HSTS}, next: h}
+	}
 	f.srv = &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -118,7 +128,8 @@ func New(opts Options) (*Front, error) {
 }
 
 func (f *Front) newProxy(api, hfs *url.URL) *proxy {
-	px := newProxy(api, hfs, f.opts.GetCertificate == nil, f.log)
+	px := newProxy(api, hfs, proxyOptions{trustForwarded: f.opts.GetCertificate == nil, log: f.log,
+		headerTimeout: f.opts.UpstreamHeaderTimeout, ownHSTS: f.opts.HSTS != ""})
 	px.observe = f.opts.Observe
 	return px
 }

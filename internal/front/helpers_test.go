@@ -113,6 +113,9 @@ type frontSetup struct {
 	Observe     func(upstream string, status int, d time.Duration)
 	OnHandshake func(version uint16, resumed bool)
 	Local       map[string]http.Handler
+	// HSTS and UpstreamHeaderTimeout are passed to Options as they are.
+	HSTS                  string
+	UpstreamHeaderTimeout time.Duration
 }
 
 // testFront is a running front on 127.0.0.1:0.
@@ -145,6 +148,9 @@ func startFront(tb testing.TB, s frontSetup) *testFront {
 		Observe:        s.Observe,
 		OnHandshake:    s.OnHandshake,
 		Local:          s.Local,
+
+		HSTS:                  s.HSTS,
+		UpstreamHeaderTimeout: s.UpstreamHeaderTimeout,
 	})
 	if err != nil {
 		tb.Fatalf("New: %v", err)

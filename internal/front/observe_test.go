@@ -211,7 +211,7 @@ func TestObserveDoesNotAllocate(t *testing.T) {
 	rp := reverseProxy(upstream{name: "api", target: mustURL(t, "http://127.0.0.1:1")}, roundTripFunc(func(r *http.Request) (*http.Response, error) {
 		body.Reset("{}")
 		return &http.Response{StatusCode: 200, Header: http.Header{}, Body: io.NopCloser(body), Request: r}, nil
-	}), false, slog.New(slog.DiscardHandler))
+	}), proxyOptions{log: slog.New(slog.DiscardHandler)})
 	req, err := http.NewRequest(http.MethodGet, "https://"+testHost+"/alice/events", nil)
 	if err != nil {
 		t.Fatal(err)

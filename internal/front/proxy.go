@@ -24,9 +24,23 @@ type proxy struct {
 	transports []*upstreamTransport
 }
 
-// trustForwarded is set when a TLS-terminating proxy stands in front
-// (Strategy B): its X-Forwarded-* headers are then the truth about the client.
-func newProxy(api, hfs *url.URL, trustForwarded bool, log *slog.Logger) *proxy {
+// proxyOptions are what both upstreams' ReverseProxies share.
+type proxyOptions struct {
+	// trustForwarded is set when a TLS-terminating proxy stands in front
+	// (Strategy B): its X-Forwarded-* headers are then the truth about the
+	// client.
+	trustForwarded bool
+	// headerTimeout bounds the wait for an upstream's response head (0:
+	// none); past it the client gets 504.
+	headerTimeout time.Duration
+	// ownHSTS: the front sets Strict-Transport-Security itself, so an
+	// upstream's is dropped rather than sent twice.
+	ownHSTS bool
+	log     *slog.Logger
+}
+
+func newProxy(api, hfs *url.URL, o proxyOptions) *proxy {
+	log := o.log
 	tr := &http.Transport{
 		Proxy: nil, // never send upstream traffic through HTTP_PROXY
 		DialContext: (&net.Dialer{
@@ -37,6 +51,7 @@ func newProxy(api, hfs *url.URL, trustForwarded bool, log *slog.Logger) *proxy {
 		MaxIdleConnsPerHost:   256,
 		IdleConnTimeout:       90 * time.Second,
 		ExpectContinueTimeout: time.Second,
+		ResponseHeaderTimeout: o.headerTimeout,
 	}
 	// One pool per upstream address: api and hfs are often the same one.
 	p := &proxy{}
@@ -50,12 +65,12 @@ func newProxy(api, hfs *url.URL, trustForwarded bool, log *slog.Logger) *proxy {
 		p.transports = append(p.transports, ut)
 		return ut
 	}
-	p.api = reverseProxy(upstream{name: "api", target: api}, transport(api), trustForwarded, log)
+	p.api = reverseProxy(upstream{name: "api", target: api}, transport(api), o)
 	// open-pryv.io's HFS reads the user from the first label of Host, and
 	// its install guide has the proxy send HFS its own address: the client's
 	// Host (your-domain.com for /alice/...) would name the wrong user. The
 	// client's Host still reaches it, as X-Forwarded-Host.
-	p.hfs = reverseProxy(upstream{name: "hfs", target: hfs, ownHost: true}, transport(hfs), trustForwarded, log)
+	p.hfs = reverseProxy(upstream{name: "hfs", target: hfs, ownHost: true}, transport(hfs), o)
 	if hostReadAsUser(hfs.Host) {
 		log.Warn("HFS will read the first label of its upstream's host as a username and prefix it to every path",
 			"upstream", "hfs", "host", hfs.Host, "fix", "set upstreams.hfs to an IP:port, e.g. http://127.0.0.1:4000")
@@ -78,9 +93,13 @@ type upstream struct {
 	ownHost bool // send the target's host:port as Host instead of the client's
 }
 
-func reverseProxy(u upstream, tr http.RoundTripper, trustForwarded bool, log *slog.Logger) *httputil.ReverseProxy {
+func reverseProxy(u upstream, tr http.RoundTripper, o proxyOptions) *httputil.ReverseProxy {
 	name, target := u.name, u.target
-	return &httputil.ReverseProxy{
+	trustForwarded, log := o.trustForwarded, o.log
+	if log == nil {
+		log = slog.Default()
+	}
+	rp := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(target)
 			pr.Out.Host = pr.In.Host
@@ -114,12 +133,50 @@ func reverseProxy(u upstream, tr http.RoundTripper, trustForwarded bool, log *sl
 				// resets the stream (h2), and logs nothing.
 				panic(http.ErrAbortHandler)
 			}
+			if isTimeout(err) {
+				log.Warn("upstream did not answer in time", "upstream", name, "target", target.Host,
+					"method", r.Method, "path", r.URL.Path, "timeout", o.headerTimeout.String(), "error", err.Error())
+				writeJSONError(w, http.StatusGatewayTimeout, "gateway-timeout",
+					"the "+name+" upstream of this core did not answer in time")
+				return
+			}
 			log.Warn("upstream unreachable", "upstream", name, "target", target.Host,
 				"method", r.Method, "path", r.URL.Path, "error", err.Error())
 			writeJSONError(w, http.StatusBadGateway, "unexpected-error",
 				"the "+name+" upstream of this core is unreachable")
 		},
 	}
+	if o.ownHSTS {
+		rp.ModifyResponse = func(resp *http.Response) error {
+			resp.Header.Del(hstsHeader)
+			return nil
+		}
+	}
+	return rp
+}
+
+// isTimeout reports whether a round trip failed on a timeout of ours (the
+// response head's, or the dial's), not because the client went away.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, errHeaderTimeout) || (errors.As(err, &ne) && ne.Timeout())
+}
+
+// hstsHeader is the header http.hsts sets.
+const hstsHeader = "Strict-Transport-Security"
+
+// hsts sets the front's Strict-Transport-Security on every response, local
+// ones and errors included. The value's slice is shared, not copied: a
+// later Add (an upstream's header) appends to a new one as its capacity is
+// its length.
+type hsts struct {
+	v    []string
+	next http.Handler
+}
+
+func (h hsts) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w.Header()[hstsHeader] = h.v
+	h.next.ServeHTTP(w, r)
 }
 
 func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {

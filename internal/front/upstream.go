@@ -38,6 +38,9 @@ type upstreamTransport struct {
 	// closed it (one non-blocking peek) before it carries a request.
 	idleTimeout, checkAfter time.Duration
 	maxIdle                 int
+	// headerTimeout bounds the wait for the response head once the request
+	// is written (0: none), as http.Transport's ResponseHeaderTimeout.
+	headerTimeout time.Duration
 
 	mu     sync.Mutex // guards idle and closed: held for a slice push or pop, never across I/O
 	idle   []*upConn  // most recently used last
@@ -59,6 +62,8 @@ func newUpstreamTransport(addr string, fallback *http.Transport) *upstreamTransp
 		idleTimeout: fallback.IdleConnTimeout,
 		checkAfter:  250 * time.Millisecond,
 		maxIdle:     fallback.MaxIdleConnsPerHost,
+
+		headerTimeout: fallback.ResponseHeaderTimeout,
 	}
 }
 
@@ -90,7 +95,10 @@ func (t *upstreamTransport) RoundTrip(req *http.Request) (*http.Response, error)
 		// fails before any answer. The request is sent once more on a new
 		// connection when replaying it is safe: an idempotent method (a
 		// request here has no body; what http.Transport retries too).
-		if attempt == 0 && reused && ctx.Err() == nil && replayable(req) {
+		// An upstream that took the request and did not answer in time is
+		// not asked again: it may be working on it, and the client has
+		// waited long enough.
+		if attempt == 0 && reused && ctx.Err() == nil && replayable(req) && !errors.Is(err, errHeaderTimeout) {
 			continue
 		}
 		return nil, err
@@ -127,9 +135,16 @@ func (t *upstreamTransport) exchange(ctx context.Context, uc *upConn, req *http.
 		return fail(err)
 	}
 	trace := httptrace.ContextClientTrace(ctx)
+	if t.headerTimeout > 0 {
+		_ = uc.c.SetReadDeadline(time.Now().Add(t.headerTimeout))
+	}
 	for {
 		resp, err := http.ReadResponse(uc.br, req)
 		if err != nil {
+			var ne net.Error
+			if t.headerTimeout > 0 && errors.As(err, &ne) && ne.Timeout() {
+				err = errHeaderTimeout // fail reports the context's error instead if it ended
+			}
 			return fail(err)
 		}
 		code := resp.StatusCode
@@ -147,6 +162,14 @@ func (t *upstreamTransport) exchange(ctx context.Context, uc *upConn, req *http.
 				}
 			}
 			continue
+		}
+		if t.headerTimeout > 0 {
+			// The body may take as long as it takes. A cancellation that
+			// expired the deadline just before this is put back.
+			_ = uc.c.SetReadDeadline(time.Time{})
+			if ctx.Err() != nil {
+				_ = uc.c.SetDeadline(aLongTimeAgo)
+			}
 		}
 		resp.Body = &upBody{rc: resp.Body, t: t, uc: uc, stop: stop,
 			reuse: !resp.Close && !req.Close}
@@ -179,6 +202,10 @@ func (b *upBody) Read(p []byte) (int, error) {
 }
 
 var errBodyClosed = errors.New("read on closed upstream body")
+
+// errHeaderTimeout: the upstream took the request and sent no response head
+// within headerTimeout.
+var errHeaderTimeout = errors.New("no response head from the upstream within the response header timeout")
 
 func (b *upBody) Close() error {
 	if !b.done {
