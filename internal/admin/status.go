@@ -2,6 +2,7 @@ package admin
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"net/http"
@@ -141,6 +142,50 @@ type Status struct {
 	// Warnings are worth a look but need nothing yet (a failed renewal
 	// that is retried well before the certificate's deadline).
 	Warnings []string `json:"warnings"`
+	// Unreachable names the parts that did not answer within PartTimeout
+	// (each also a problem).
+	Unreachable []string `json:"unreachable,omitempty"`
+}
+
+// PartTimeout bounds each part of a status: this core's own state, the
+// cluster's cores, the certificates (each a PlatformDB read). A part that
+// does not answer in time is reported unreachable, never waited for.
+const PartTimeout = 2 * time.Second
+
+var errNoAnswer = errors.New("no answer")
+
+type partResult[T any] struct {
+	v   T
+	err error
+}
+
+// startPart runs f (when on) bounded by PartTimeout; awaitPart gets its
+// result, or errNoAnswer once the time is up — even if f does not watch its
+// context (it then finishes on its own, its result dropped).
+func startPart[T any](ctx context.Context, on bool, f func(context.Context) (T, error)) <-chan partResult[T] {
+	ch := make(chan partResult[T], 1)
+	if !on {
+		return ch
+	}
+	ctx, cancel := context.WithTimeout(ctx, PartTimeout)
+	go func() {
+		defer cancel()
+		v, err := f(ctx)
+		ch <- partResult[T]{v, err}
+	}()
+	return ch
+}
+
+func awaitPart[T any](ch <-chan partResult[T]) (T, error) {
+	t := time.NewTimer(PartTimeout + 100*time.Millisecond) // f's own context ends first; this is for an f that ignores it
+	defer t.Stop()
+	select {
+	case r := <-ch:
+		return r.v, r.err
+	case <-t.C:
+		var zero T
+		return zero, errNoAnswer
+	}
 }
 
 // RenewalEvent is one certificate's planned renewal or last failure.
@@ -160,11 +205,42 @@ func (a *API) Status(ctx context.Context) Status {
 	now := a.now().UTC()
 	st := Status{Time: now, Cores: []CoreStatus{}, Certs: []CertInfo{}, Problems: []string{}, Warnings: []string{}}
 	problem := func(format string, args ...any) { st.Problems = append(st.Problems, fmt.Sprintf(format, args...)) }
+	unreachable := func(part, what string) {
+		st.Unreachable = append(st.Unreachable, part)
+		problem("%s did not answer within %s: %s", part, PartTimeout, what)
+	}
+
+	// The three parts are read at once, each bounded: a core whose
+	// PlatformDB lost quorum answers in PartTimeout, not when etcd gives up.
+	type coresPart struct {
+		cores   []CoreStatus
+		members map[string]bool
+		err     *whatError
+	}
+	type certsPart struct {
+		certs []CertInfo
+		err   error
+	}
+	selfCh := startPart(ctx, a.Self != nil, func(ctx context.Context) (Self, error) { return a.Self(ctx), nil })
+	coresCh := startPart(ctx, a.DNS != nil, func(ctx context.Context) (coresPart, error) {
+		cores, members, err := a.coreStatuses(ctx)
+		return coresPart{cores, members, err}, nil
+	})
+	certsCh := startPart(ctx, a.Certs != nil, func(ctx context.Context) (certsPart, error) {
+		certs, err := a.certInfos(ctx)
+		return certsPart{certs, err}, nil
+	})
+
+	selfKnown := true
 	if a.Self != nil {
-		st.Core = a.Self(ctx)
+		var err error
+		if st.Core, err = awaitPart(selfCh); err != nil {
+			selfKnown = false
+			unreachable("this core's own state", "the daemon is busy or stuck; what follows is what PlatformDB says")
+		}
 	}
 	self := st.Core
-	if !self.PlatformDB.Up {
+	if selfKnown && !self.PlatformDB.Up {
 		problem("PlatformDB: this core's member does not answer (no quorum?); certificates are served from the last materialised state")
 	}
 	if self.TLS && self.Placeholder {
@@ -178,15 +254,18 @@ func (a *API) Status(ctx context.Context) Status {
 	}
 
 	if a.DNS != nil {
-		cores, members, err := a.coreStatuses(ctx)
-		if err != nil {
-			problem("%s: %v", err.what, err.err)
+		cp, err := awaitPart(coresCh)
+		switch {
+		case err != nil || (cp.err != nil && errors.Is(cp.err.err, context.DeadlineExceeded)):
+			unreachable("the cluster's cores", "PlatformDB is unreachable from this core (no quorum, or partitioned); it keeps serving what it has")
+		case cp.err != nil:
+			problem("%s: %v", cp.err.what, cp.err.err)
 		}
-		st.Cores = append(st.Cores, cores...)
+		st.Cores = append(st.Cores, cp.cores...)
 		// Members without a core-info row (a core without dns.active).
-		for _, name := range slices.Sorted(maps.Keys(members)) {
+		for _, name := range slices.Sorted(maps.Keys(cp.members)) {
 			if name != "" && !slices.ContainsFunc(st.Cores, func(c CoreStatus) bool { return c.ID == name }) {
-				st.Cores = append(st.Cores, CoreStatus{ID: name, Available: true, Member: true, Healthy: members[name]})
+				st.Cores = append(st.Cores, CoreStatus{ID: name, Available: true, Member: true, Healthy: cp.members[name]})
 			}
 		}
 	}
@@ -197,11 +276,14 @@ func (a *API) Status(ctx context.Context) Status {
 	}
 
 	if a.Certs != nil {
-		certs, err := a.certInfos(ctx)
-		if err != nil {
-			problem("listing certificates: %v", err)
+		cp, err := awaitPart(certsCh)
+		switch {
+		case err != nil || errors.Is(cp.err, context.DeadlineExceeded):
+			unreachable("the certificates", "PlatformDB is unreachable from this core (no quorum, or partitioned); it keeps serving the certificates it has")
+		case cp.err != nil:
+			problem("listing certificates: %v", cp.err)
 		}
-		st.Certs = append(st.Certs, certs...)
+		st.Certs = append(st.Certs, cp.certs...)
 	}
 	for _, c := range self.FileCerts {
 		c.judge(RenewalState{}, false, now) // nothing renews the http.ssl files

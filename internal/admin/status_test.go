@@ -234,3 +234,68 @@ func findCert(st Status, host string) CertInfo {
 	}
 	return CertInfo{}
 }
+
+// stuckCerts answers like an etcd member that lost quorum: a read waits
+// until its context ends (ignoreCtx: even past it, as a stuck daemon would).
+type stuckCerts struct {
+	fakeCerts
+	ignoreCtx bool
+	release   chan struct{}
+}
+
+func (s stuckCerts) List(ctx context.Context) ([]*certstore.Record, []error, error) {
+	if s.ignoreCtx {
+		<-s.release
+		return nil, nil, errors.New("released")
+	}
+	<-ctx.Done()
+	return nil, nil, ctx.Err()
+}
+
+type stuckRows struct{ *fakeRows }
+
+func (stuckRows) Cores(ctx context.Context) ([]dnsdata.CoreInfo, error) {
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+// Status never hangs: every part is bounded by PartTimeout and one that does
+// not answer is named unreachable, the others still answered.
+func TestStatusBounded(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	for _, c := range []struct {
+		name string
+		a    *API
+		want []string
+	}{
+		{"PlatformDB without quorum", &API{Certs: stuckCerts{}, DNS: stuckRows{&fakeRows{}}, Logger: quietLogger(),
+			Self: func(context.Context) Self { return Self{ID: "core1", TLS: true, PlatformDB: MemberState{Up: false}} }},
+			[]string{"the cluster's cores", "the certificates"}},
+		{"a store read that ignores its context", &API{Certs: stuckCerts{ignoreCtx: true, release: release}, Logger: quietLogger(),
+			Self: func(context.Context) Self { return Self{ID: "core1", TLS: true, PlatformDB: MemberState{Up: true}} }},
+			[]string{"the certificates"}},
+		{"this core's own state stuck", &API{Certs: fakeCerts{}, Logger: quietLogger(),
+			Self: func(context.Context) Self { <-release; return Self{} }},
+			[]string{"this core's own state"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			start := time.Now()
+			st := getStatus(t, c.a)
+			took := time.Since(start)
+			t.Logf("status answered in %v: unreachable %q", took.Round(time.Millisecond), st.Unreachable)
+			if took > PartTimeout+time.Second {
+				t.Errorf("status took %v, want at most %v + 1s", took, PartTimeout)
+			}
+			if !slices.Equal(st.Unreachable, c.want) {
+				t.Errorf("unreachable %q, want %q", st.Unreachable, c.want)
+			}
+			all := strings.Join(st.Problems, "\n")
+			for _, part := range c.want {
+				if !strings.Contains(all, part+" did not answer within 2s") {
+					t.Errorf("problems lack %q:\n%s", part, all)
+				}
+			}
+		})
+	}
+}

@@ -2,9 +2,11 @@ package cli
 
 import (
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -31,10 +33,21 @@ renewal); one nothing renews (imported, files) 7 days before expiry, or a
 third of its lifetime before when that is shorter. A failed renewal that is
 retried in time is a warning, not a problem.
 
+Status never hangs: each part (this core, the cluster's cores, the
+certificates) is read at once and bounded by 2s; one that does not answer
+is named in "unreachable" and is a problem. A core that does not answer at
+all within 5s is reported so.
+
 Exit status: 0 all fine (warnings included); 1 something needs attention (an
 overdue renewal, an expired certificate, an account paused by the CA, a core
-down, ...) or the core cannot be reached; 2 bad usage.
+down, a part unreachable, ...) or the core cannot be reached or does not
+answer; 2 bad usage.
 `
+
+// statusAnswerTimeout bounds the wait for the core's answer. The core
+// bounds each part of it by admin.PartTimeout (and reads them at once), so
+// only a stuck daemon gets near this.
+const statusAnswerTimeout = 2*admin.PartTimeout + time.Second
 
 // ANSI colours, all of one length so that tabwriter aligns coloured and
 // plain rows alike (the code opens the row's first cell).
@@ -63,8 +76,13 @@ func statusCmd(args []string, stdout, stderr io.Writer) int {
 		return code
 	}
 	c := newControlClient(cfg, *wait, stderr)
+	c.http.Timeout = statusAnswerTimeout
 	var st admin.Status
 	if err := c.do("GET", "/status", nil, &st); err != nil {
+		if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() {
+			err = fmt.Errorf("the core did not answer within %s through its control socket %s: it accepts connections but nothing answers (the daemon is stuck or overloaded: see systemctl status pryv-tls and its log)",
+				statusAnswerTimeout, cfg.Control.Socket)
+		}
 		fmt.Fprintf(stderr, "pryv-tls status: %v\n", err)
 		return exitFailed
 	}

@@ -171,3 +171,37 @@ func TestStatusCommand(t *testing.T) {
 		}
 	})
 }
+
+// A control socket that accepts and never answers: status gives up after
+// statusAnswerTimeout and says so, exit 1.
+func TestStatusCoreNotAnswering(t *testing.T) {
+	dir, err := os.MkdirTemp("", "ptls")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	sock := filepath.Join(dir, "c.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-release })}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { close(release); _ = srv.Close() })
+	cfg := filepath.Join(dir, "c.yml")
+	if err := os.WriteFile(cfg, []byte("control:\n  socket: "+sock+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	start := time.Now()
+	code := Main([]string{"status", "--config", cfg}, &out, &errOut)
+	took := time.Since(start)
+	t.Logf("gave up after %v: %s", took.Round(time.Millisecond), errOut.String())
+	if code != 1 || !strings.Contains(errOut.String(), "the core did not answer within 5s through its control socket "+sock) {
+		t.Errorf("exit %d, stderr %q", code, errOut.String())
+	}
+	if took < statusAnswerTimeout || took > statusAnswerTimeout+2*time.Second {
+		t.Errorf("took %v, want about %v", took, statusAnswerTimeout)
+	}
+}
