@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -103,6 +104,9 @@ func TestLiveCluster(t *testing.T) {
 	writeFile(t, filepath.Join(dirs["core1"], "in", "k.pem"), wild.KeyPEM, 0o600)
 	mustCLI(t, dirs["core1"], "certs", "import", "--config", cfg1, "--cert", "in/c.pem", "--key", "in/k.pem")
 	mustCLI(t, dirs["core1"], "users", "set-core", "--config", cfg1, "alice", "core1")
+	records := filepath.Join(dirs["core1"], "records.yml")
+	writeFile(t, records, []byte("records:\n  - subdomain: mail\n    records: {a: [192.0.2.25]}\n"), 0o644)
+	mustCLI(t, dirs["core1"], "dns-records", "load", "--config", cfg1, records)
 	waitSerialNamed(t, at(ip1, front), "alice."+domain, p.roots, serial(wild), 15*time.Second)
 	waitDNS(t, ip1, dnsPort, "alice."+domain, ip1, 10*time.Second)
 
@@ -159,6 +163,7 @@ func TestLiveCluster(t *testing.T) {
 		"--bootstrap-passphrase-file", filepath.Join(dirs["core2"], "pass"))
 	waitSerialNamed(t, at(ip2, front), "alice."+domain, p.roots, serial(wild), 30*time.Second)
 	waitDNS(t, ip2, dnsPort, "alice."+domain, ip1, 15*time.Second)
+	waitDNS(t, ip2, dnsPort, "mail."+domain, "192.0.2.25", 5*time.Second)
 	waitLog(t, c2, "PlatformDB ready", 30*time.Second)
 
 	// remove-core core2.
@@ -179,6 +184,12 @@ func TestLiveCluster(t *testing.T) {
 	}
 	if code, body := etcdVersion(t, at(ip1, client), caPool, node1); code != 200 {
 		t.Errorf("core1's own certificate after remove-core: %d %s", code, body)
+	}
+	if err := peerMembers(at(ip1, peer), caPool, node2); err == nil {
+		t.Error("core1's PlatformDB peer listener after remove-core accepted core2's certificate")
+	}
+	if err := peerMembers(at(ip1, peer), caPool, node1); err != nil {
+		t.Errorf("core1's peer listener with its own certificate: %v", err)
 	}
 	joinURL := "https://" + at(ip1, joinPort) + "/join"
 	if _, err := join.RenewNodeCert(context.Background(), joinURL, filepath.Join(node2Dir, "cluster-ca.pem"),
@@ -205,4 +216,22 @@ func TestLiveCluster(t *testing.T) {
 	// core1 keeps serving.
 	waitSerialNamed(t, at(ip1, front), "alice."+domain, p.roots, serial(wild), 5*time.Second)
 	_ = c2
+}
+
+// peerMembers is GET /members on a PlatformDB peer listener with a client
+// certificate: nil on a 200.
+func peerMembers(addr string, roots *x509.CertPool, cert tls.Certificate) error {
+	cl := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{ServerName: strings.Split(addr, ":")[0], RootCAs: roots, Certificates: []tls.Certificate{cert}},
+	}}
+	defer cl.CloseIdleConnections()
+	resp, err := cl.Get("https://" + addr + "/members")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s", resp.Status)
+	}
+	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -258,5 +259,35 @@ func TestServerCertReload(t *testing.T) {
 	}
 	if got := served(); got != after {
 		t.Errorf("after a failed Reload served %s, want %s", got, after)
+	}
+}
+
+// TestRemoveHandler: the control socket's answers: 404 for an unknown
+// core, 409 for the core it runs on (without force), the Removal as JSON.
+func TestRemoveHandler(t *testing.T) {
+	t.Parallel()
+	h := newHolder(t)
+	h.newCore(t, "core2", "https://127.0.0.2:2380")
+	srv := RemoveHandler(h.db, "example.com", nil)
+	call := func(method, path string) (int, string) {
+		rec := httptest.NewRecorder()
+		srv.ServeHTTP(rec, httptest.NewRequest(method, path, nil))
+		return rec.Code, rec.Body.String()
+	}
+	cases := []struct {
+		method, path string
+		code         int
+		want         string
+	}{
+		{http.MethodDelete, RemoveCorePath + "core9", http.StatusNotFound, "no such core"},
+		{http.MethodDelete, RemoveCorePath + "core1", http.StatusConflict, "add --force"},
+		{http.MethodGet, RemoveCorePath + "core2", http.StatusNotFound, "DELETE"},
+		{http.MethodDelete, RemoveCorePath + "core2", http.StatusOK, `"deletedRows":["core-info/core2","join-token/core2"`},
+	}
+	for _, c := range cases {
+		code, body := call(c.method, c.path)
+		if code != c.code || !strings.Contains(body, c.want) {
+			t.Errorf("%s %s: %d %s; want %d with %q", c.method, c.path, code, body, c.code, c.want)
+		}
 	}
 }
