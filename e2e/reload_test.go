@@ -288,8 +288,18 @@ func TestReloadConfig(t *testing.T) {
 			t.Fatalf("no error line in the log for the refused reload")
 		}
 		served("A")
-		out, err := (&lcCore{dir: c.dir, args: []string{"--config", c.conf}}).cliCmd(context.Background(), "status").CombinedOutput()
-		if err == nil || !strings.Contains(string(out), "metrics.listn") {
+		// The CLI reads a configuration too (to find the socket): the
+		// running one, kept aside, since the file on disk is now invalid.
+		running := filepath.Join(c.dir, "running.yml")
+		badFile, _ := os.ReadFile(c.conf)
+		c.write(t, good)
+		if err := os.Rename(c.conf, running); err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, c.conf, badFile, 0o600)
+		out, err := (&lcCore{dir: c.dir, args: []string{"--config", running}}).cliCmd(context.Background(), "status").CombinedOutput()
+		if exitOf(t, err) != 1 || !strings.Contains(string(out), "Configuration reload REFUSED at") ||
+			!strings.Contains(string(out), "the configuration reload of") || !strings.Contains(string(out), "metrics.listn") {
 			// status exits 1 when something needs attention; the refused reload is one.
 			t.Fatalf("pryv-tls status does not show the refused reload (%v):\n%s", err, out)
 		}

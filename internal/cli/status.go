@@ -150,6 +150,13 @@ func printStatus(w io.Writer, st admin.Status, color bool) {
 		line += "; " + paint(ansiRed, "serving the PLACEHOLDER certificate")
 	}
 	fmt.Fprintln(w, line)
+	if r := self.LastReload; r != nil {
+		if r.OK {
+			fmt.Fprintf(w, "Configuration reloaded at %s\n", r.At.UTC().Format("2006-01-02 15:04:05 UTC"))
+		} else {
+			fmt.Fprintln(w, paint(ansiRed, fmt.Sprintf("Configuration reload REFUSED at %s (the configuration from before runs)", r.At.UTC().Format("2006-01-02 15:04:05 UTC"))))
+		}
+	}
 	fmt.Fprintf(w, "As of %s\n", st.Time.UTC().Format("2006-01-02 15:04:05 UTC"))
 
 	fmt.Fprintln(w, "\nCores")
