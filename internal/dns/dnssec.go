@@ -2,6 +2,7 @@ package dns
 
 import (
 	"crypto"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/maphash"
@@ -30,24 +31,44 @@ const (
 	sigRefresh  = 3 * 24 * time.Hour
 	// sigBackdate covers resolvers whose clocks are behind ours.
 	sigBackdate = time.Hour
-	// sigCacheSlots bounds the signatures made on answer that a zone
-	// keeps (names whose records are not the zone's own: users, members,
-	// wildcard answers, denials): a direct-mapped table, lock-free.
-	sigCacheSlots = 1 << 14
+	// sigCacheSlots bounds the signatures a SigCache keeps: 2-way
+	// set-associative, lock-free. 2^17 slots hold the signed answers of
+	// about 100,000 names with few evictions (about 300 bytes each).
+	sigCacheSlots = 1 << 17
 )
 
+// SigCache keeps the RRSIGs (and NSEC records) made for a zone across its
+// snapshots: an entry is found again by owner name, type, the RRset's
+// content and the signing keys, so a rebuild of the zone (a user added)
+// does not make the other names' signatures again. Lookups and stores are
+// lock-free (atomic pointers); two queries may make the same signature at
+// once, and the last one stored wins (both are valid). Safe for
+// concurrent use.
+type SigCache struct {
+	seed  maphash.Seed
+	slots []atomic.Pointer[sigEntry]
+	signs atomic.Uint64 // signatures made (tests, benchmarks)
+}
+
+// NewSigCache returns an empty cache (about 1 MB of slots).
+func NewSigCache() *SigCache {
+	return &SigCache{seed: maphash.MakeSeed(), slots: make([]atomic.Pointer[sigEntry], sigCacheSlots)}
+}
+
+// Signs is the number of signatures made through the cache so far.
+func (c *SigCache) Signs() uint64 { return c.signs.Load() }
+
 // signer signs a zone's answers: the RRSIGs of the zone's own RRsets are
-// made by Sign, every other on answer and kept in a lock-free table for the
-// life of the zone snapshot.
+// looked up (or made) by Sign, every other on answer, all through the
+// SigCache.
 type signer struct {
 	keys    []signingKey
+	keysSum uint64 // digest of the signing keys' tags: a rollover misses every entry
 	origin  string
-	refresh int64 // unix time after which Sign's signatures are made again
-	seed    maphash.Seed
-	cache   []atomic.Pointer[sigEntry]
+	refresh int64 // unix time after which Sign's signatures are looked up again
+	cache   *SigCache
 	// negSOA's signatures (its TTL is the negative one).
 	negSOASigs []dns.RR
-	signs      atomic.Uint64 // signatures made on answer (tests, benchmarks)
 }
 
 type signingKey struct {
@@ -59,7 +80,8 @@ type signingKey struct {
 type sigEntry struct {
 	owner   string
 	rrtype  uint16
-	bits    uint64 // NSEC: the types' digest, so two bitmaps never share an entry
+	digest  uint64 // the RRset's content (or the NSEC's bitmap)
+	keys    uint64
 	refresh int64
 	rrs     []dns.RR // the RRSIGs; for an NSEC, the NSEC first
 }
@@ -68,9 +90,14 @@ type sigEntry struct {
 // RRSIGs of every key with a Signer, and denials get NSEC records (see the
 // package documentation). It must be called before z is shared (given to
 // Server.Swap): it is part of building the zone. The zone's DNSKEY RRset
-// must be among its records already. now is the signatures' time.
-func (z *Zone) Sign(keys []Key, now time.Time) error {
-	s := &signer{origin: z.origin, seed: maphash.MakeSeed(), cache: make([]atomic.Pointer[sigEntry], sigCacheSlots)}
+// must be among its records already. now is the signatures' time; cache
+// (nil: a new one) is where they are kept, shared by the zone's
+// successive snapshots.
+func (z *Zone) Sign(keys []Key, now time.Time, cache *SigCache) error {
+	if cache == nil {
+		cache = NewSigCache()
+	}
+	s := &signer{origin: z.origin, cache: cache}
 	for _, k := range keys {
 		if k.Signer == nil {
 			continue
@@ -78,7 +105,9 @@ func (z *Zone) Sign(keys []Key, now time.Time) error {
 		if k.DNSKEY == nil {
 			return errors.New("dnssec: a signing key without its DNSKEY")
 		}
-		s.keys = append(s.keys, signingKey{tag: k.DNSKEY.KeyTag(), alg: k.DNSKEY.Algorithm, signer: k.Signer})
+		tag := k.DNSKEY.KeyTag()
+		s.keys = append(s.keys, signingKey{tag: tag, alg: k.DNSKEY.Algorithm, signer: k.Signer})
+		s.keysSum = s.keysSum*65599 + uint64(tag)<<8 + uint64(k.DNSKEY.Algorithm)
 	}
 	if len(s.keys) == 0 {
 		return errors.New("dnssec: no signing key")
@@ -90,17 +119,19 @@ func (z *Zone) Sign(keys []Key, now time.Time) error {
 	for _, n := range z.names {
 		for i := range n.sets {
 			set := &n.sets[i]
-			sigs, err := s.sign(set.rrs, now)
-			if err != nil {
-				return fmt.Errorf("dnssec: signing %s %s: %w", n.name, dns.TypeToString[set.rrtype], err)
+			sigs, refresh := s.lookup(set.rrs, now)
+			if sigs == nil {
+				return fmt.Errorf("dnssec: signing %s %s failed", n.name, dns.TypeToString[set.rrtype])
 			}
 			set.sigs = sigs
+			s.refresh = min(s.refresh, refresh)
 		}
 	}
-	var err error
-	if s.negSOASigs, err = s.sign(z.negSOA, now); err != nil {
-		return fmt.Errorf("dnssec: signing the SOA: %w", err)
+	sigs, refresh := s.lookup(z.negSOA, now)
+	if sigs == nil {
+		return errors.New("dnssec: signing the SOA failed")
 	}
+	s.negSOASigs, s.refresh = sigs, min(s.refresh, refresh)
 	z.sig = s
 	return nil
 }
@@ -129,23 +160,68 @@ func (s *signer) sign(rrset []dns.RR, now time.Time) ([]dns.RR, error) {
 	return out, nil
 }
 
-// cached returns the RRSIGs (and NSEC) kept for (owner, rrtype, bits), or
-// makes them with mk and keeps them. Two queries may make the same
-// signatures at once; the last one kept wins, both are valid.
-func (s *signer) cached(owner string, rrtype uint16, bits uint64, now time.Time, mk func() ([]dns.RR, error)) []dns.RR {
-	h := maphash.String(s.seed, owner) ^ (uint64(rrtype) * 0x9E3779B97F4A7C15) ^ bits
-	slot := &s.cache[h&(sigCacheSlots-1)]
+// lookup returns the RRSIGs of rrset from the cache, made if needed, and
+// when they are to be made again.
+func (s *signer) lookup(rrset []dns.RR, now time.Time) ([]dns.RR, int64) {
+	h := rrset[0].Header()
+	return s.cached(h.Name, h.Rrtype, s.cache.digest(rrset), now, func() ([]dns.RR, error) { return s.sign(rrset, now) })
+}
+
+// cached returns what the cache keeps for (owner, rrtype, digest) under
+// the signer's keys, or makes it with mk and keeps it; nil when mk fails
+// (the answer then goes unsigned: a validator treats it as bogus and asks
+// again).
+func (s *signer) cached(owner string, rrtype uint16, digest uint64, now time.Time, mk func() ([]dns.RR, error)) ([]dns.RR, int64) {
+	c := s.cache
+	h := maphash.String(c.seed, owner) ^ (uint64(rrtype) * 0x9E3779B97F4A7C15) ^ digest ^ s.keysSum
+	i := h & (sigCacheSlots - 1)
+	pair := [2]*atomic.Pointer[sigEntry]{&c.slots[i], &c.slots[i^1]}
 	unix := now.Unix()
-	if e := slot.Load(); e != nil && e.owner == owner && e.rrtype == rrtype && e.bits == bits && unix < e.refresh {
-		return e.rrs
+	for _, slot := range pair {
+		if e := slot.Load(); e != nil && e.owner == owner && e.rrtype == rrtype && e.digest == digest && e.keys == s.keysSum && unix < e.refresh {
+			return e.rrs, e.refresh
+		}
 	}
 	rrs, err := mk()
 	if err != nil {
-		return nil // answered unsigned: the resolver treats it as bogus and asks again
+		return nil, 0
 	}
-	s.signs.Add(1)
-	slot.Store(&sigEntry{owner: owner, rrtype: rrtype, bits: bits, refresh: now.Add(sigRefresh).Unix(), rrs: rrs})
-	return rrs
+	c.signs.Add(1)
+	e := &sigEntry{owner: owner, rrtype: rrtype, digest: digest, keys: s.keysSum, refresh: now.Add(sigRefresh).Unix(), rrs: rrs}
+	victim := pair[(h>>40)&1]
+	if pair[0].Load() == nil {
+		victim = pair[0]
+	} else if pair[1].Load() == nil {
+		victim = pair[1]
+	}
+	victim.Store(e)
+	return rrs, e.refresh
+}
+
+// digest hashes an RRset's content (TTL and rdata; the owner is compared
+// whole): cheap for the addresses users answer with.
+func (c *SigCache) digest(rrs []dns.RR) uint64 {
+	var h maphash.Hash
+	h.SetSeed(c.seed)
+	var b [8]byte
+	for _, rr := range rrs {
+		hd := rr.Header()
+		binary.BigEndian.PutUint32(b[:4], hd.Ttl)
+		binary.BigEndian.PutUint16(b[4:6], hd.Rrtype)
+		_, _ = h.Write(b[:6])
+		switch v := rr.(type) {
+		case *dns.A:
+			_, _ = h.Write(v.A)
+		case *dns.AAAA:
+			_, _ = h.Write(v.AAAA)
+		case *dns.CNAME:
+			_, _ = h.WriteString(v.Target)
+		default:
+			_, _ = h.WriteString(rr.String())
+		}
+		_ = h.WriteByte(0)
+	}
+	return h.Sum64()
 }
 
 // sigsFor returns the RRSIGs of rrs, one RRset of the answer: the zone's
@@ -160,7 +236,8 @@ func (z *Zone) sigsFor(rrs []dns.RR, now time.Time) []dns.RR {
 			}
 		}
 	}
-	return s.cached(h.Name, h.Rrtype, 0, now, func() ([]dns.RR, error) { return s.sign(rrs, now) })
+	sigs, _ := s.lookup(rrs, now)
+	return sigs
 }
 
 // denial is what a negative answer denies: a name that does not exist
@@ -228,7 +305,8 @@ func (z *Zone) signSets(rrs []dns.RR, now time.Time) []dns.RR {
 // nsec returns the NSEC at name (whose node is n, or nil when the name does
 // not exist) with its RRSIGs.
 func (z *Zone) nsec(name string, n *node, now time.Time) []dns.RR {
-	types := []uint16{dns.TypeRRSIG, dns.TypeNSEC}
+	var buf [16]uint16
+	types := append(buf[:0], dns.TypeRRSIG, dns.TypeNSEC)
 	if n == nil {
 		types = append(types, dns.TypeNXNAME)
 	} else {
@@ -238,15 +316,15 @@ func (z *Zone) nsec(name string, n *node, now time.Time) []dns.RR {
 	}
 	slices.Sort(types)
 	types = slices.Compact(types)
-	var bits uint64 = 1
+	var bits = uint64(z.negSOA[0].Header().Ttl) + 1
 	for _, t := range types {
 		bits = bits*1000003 + uint64(t)
 	}
-	rrs := z.sig.cached(name, dns.TypeNSEC, bits, now, func() ([]dns.RR, error) {
+	rrs, _ := z.sig.cached(name, dns.TypeNSEC, bits, now, func() ([]dns.RR, error) {
 		rr := &dns.NSEC{
 			Hdr:        dns.RR_Header{Name: name, Rrtype: dns.TypeNSEC, Class: dns.ClassINET, Ttl: z.negSOA[0].Header().Ttl},
 			NextDomain: "\\000." + name,
-			TypeBitMap: types,
+			TypeBitMap: slices.Clone(types),
 		}
 		sigs, err := z.sig.sign([]dns.RR{rr}, now)
 		if err != nil {

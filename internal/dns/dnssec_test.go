@@ -37,7 +37,7 @@ func signedZone(t testing.TB, keys []Key, members *Members) *Zone {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := z.Sign(keys, time.Now()); err != nil {
+	if err := z.Sign(keys, time.Now(), nil); err != nil {
 		t.Fatal(err)
 	}
 	return z
@@ -192,14 +192,14 @@ func TestSignedMembersAndRollover(t *testing.T) {
 	old, cur := testKey(t), testKey(t)
 	a := &dns.A{Hdr: dns.RR_Header{Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 300}, A: []byte{192, 0, 2, 9}}
 	z := signedZone(t, []Key{old, cur}, &Members{Labels: map[string]uint32{"user1": 0, "user2": 0}, Groups: [][]dns.RR{{a}}})
-	before := z.sig.signs.Load()
+	before := z.sig.cache.Signs()
 	for range 3 {
 		r := packs(t, Answer(z, doQuery("user1.mc.example.com.", dns.TypeA), 1232, false))
 		if got := strings.Join(verifySets(t, r.Answer, []Key{old, cur}), " "); got != "user1.mc.example.com./A" {
 			t.Fatalf("answer %q", got)
 		}
 	}
-	if n := z.sig.signs.Load() - before; n != 1 {
+	if n := z.sig.cache.Signs() - before; n != 1 {
 		t.Errorf("%d signings for three queries of one name, want 1 (cached)", n)
 	}
 	// A published-only key does not sign.
@@ -209,4 +209,59 @@ func TestSignedMembersAndRollover(t *testing.T) {
 	if dk := packs(t, Answer(z, doQuery(testOrigin, dns.TypeDNSKEY), 1232, false)); len(dk.Answer) != 3 {
 		t.Errorf("DNSKEY answer %v: want both keys and one RRSIG", dk.Answer)
 	}
+}
+
+// TestSigCacheAcrossSnapshots: a new snapshot of the zone signed with the
+// same cache makes no signature again for what did not change; a changed
+// record and a rollover (other keys) do.
+func TestSigCacheAcrossSnapshots(t *testing.T) {
+	key := testKey(t)
+	cache := NewSigCache()
+	a := &dns.A{Hdr: dns.RR_Header{Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 300}, A: []byte{192, 0, 2, 9}}
+	build := func(labels map[string]uint32, group dns.RR, keys []Key) *Zone {
+		t.Helper()
+		rrs := testRecords(t)
+		for _, k := range keys {
+			rrs = append(rrs, k.DNSKEY)
+		}
+		z, err := NewZoneMembers(testOrigin, testSOA(t), rrs, Members{Labels: labels, Groups: [][]dns.RR{{group}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := z.Sign(keys, time.Now(), cache); err != nil {
+			t.Fatal(err)
+		}
+		return z
+	}
+	ask := func(z *Zone, name string) {
+		t.Helper()
+		r := packs(t, Answer(z, doQuery(name, dns.TypeA), 1232, false))
+		if len(r.Answer) != 2 {
+			t.Fatalf("%s: %v", name, r.Answer)
+		}
+	}
+	z1 := build(map[string]uint32{"user1": 0}, a, []Key{key})
+	ask(z1, "user1.mc.example.com.")
+	before := cache.Signs()
+	z2 := build(map[string]uint32{"user1": 0, "user2": 0}, a, []Key{key}) // a user added
+	ask(z2, "user1.mc.example.com.")
+	if n := cache.Signs() - before; n != 0 {
+		t.Errorf("%d signatures made again by a rebuild that changed nothing signed", n)
+	}
+	b := *a
+	b.A = []byte{192, 0, 2, 10}
+	z3 := build(map[string]uint32{"user1": 0}, &b, []Key{key}) // the user's core moved
+	before = cache.Signs()
+	ask(z3, "user1.mc.example.com.")
+	if n := cache.Signs() - before; n != 1 {
+		t.Errorf("%d signatures for a changed address, want 1", n)
+	}
+	before = cache.Signs()
+	other := testKey(t)
+	z4 := build(map[string]uint32{"user1": 0}, &b, []Key{key, other}) // a rollover
+	if cache.Signs() == before {
+		t.Error("a rollover made no signature with the new key")
+	}
+	r := packs(t, Answer(z4, doQuery("user1.mc.example.com.", dns.TypeA), 1232, false))
+	verifySets(t, r.Answer, []Key{key, other})
 }

@@ -36,6 +36,9 @@ type Static struct {
 	// a key row exists the zone is served unsigned. The Watcher sets it
 	// from Watcher.Keys.
 	DNSSEC Opener
+	// Sigs keeps the signatures across rebuilds (the Watcher's; nil: a
+	// new cache per Build).
+	Sigs *dns.SigCache
 }
 
 // rows is the in-memory copy of the DNS rows the zone is built from.
@@ -316,7 +319,7 @@ func Build(st Static, r *rows, serial uint32) (*dns.Zone, []string, error) {
 		return nil, warnings, err
 	}
 	if len(keys) > 0 {
-		if err := z.Sign(keys, time.Now()); err != nil {
+		if err := z.Sign(keys, time.Now(), st.Sigs); err != nil {
 			return nil, warnings, err
 		}
 	}

@@ -52,6 +52,7 @@ type Watcher struct {
 	rows   *rows
 	serial uint32
 	warned map[string]bool
+	sigs   *dns.SigCache // with Keys: the signatures, kept across rebuilds
 }
 
 // ResignEvery is how often a signed zone is rebuilt when nothing changes.
@@ -210,7 +211,10 @@ func (w *Watcher) rebuildLogged() {
 func (w *Watcher) rebuild() error {
 	st := w.Static
 	if w.Keys != nil {
-		st.DNSSEC = w.Keys
+		if w.sigs == nil {
+			w.sigs = dns.NewSigCache()
+		}
+		st.DNSSEC, st.Sigs = w.Keys, w.sigs
 	}
 	z, warnings, err := Build(st, w.rows, w.serial)
 	if err != nil {
