@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"bytes"
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -9,10 +11,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	mdns "github.com/miekg/dns"
 
 	"github.com/pryv/pryv-tls/internal/devpki"
 )
@@ -583,5 +588,115 @@ func TestEdgeHeadersAsNginx(t *testing.T) {
 				t.Errorf("%s %s: Strict-Transport-Security %q, want exactly [%s]", pr.name, path, sts, hsts)
 			}
 		}
+	}
+}
+
+// TestCertbotDNSHook runs samples/certbot-dns-hook.sh as certbot does
+// (CERTBOT_VALIDATION in the environment, auth then cleanup per name, a
+// wildcard + apex order publishing two values) against a running core: the
+// values are answered by its DNS, every successful run prints nothing, the
+// second cleanup of a value exits 0 silently, and a refused load fails with
+// a line on stderr.
+func TestCertbotDNSHook(t *testing.T) {
+	const domain = "mc.example.com"
+	dir := t.TempDir()
+	dnsPort := freeUDPTCPPort(t)
+	port := freePort(t)
+	cfg := filepath.Join(dir, "pryv-tls.yml")
+	writeFile(t, cfg, yamlConfig(
+		"http: {ip: 127.0.0.1, port: "+itoa(port)+"}",
+		"core: {id: core1, ip: 127.0.0.1, url: 'https://core1."+domain+"'}",
+		"dns: {active: true, domain: "+domain+", ip: 127.0.0.1, port: "+itoa(dnsPort)+", userLookup: {source: 'off'}}",
+		"letsEncrypt: {enabled: false}",
+		"cluster: {ca: {path: "+filepath.Join(dir, "ca")+"}}",
+		"platformDB: {dataDir: "+filepath.Join(dir, "platformdb")+", peerAddress: '127.0.0.1:"+itoa(freePort(t))+"', clientAddress: '127.0.0.1:"+itoa(freePort(t))+"'}",
+		"control: {socket: "+filepath.Join(dir, "run", "pryv-tls.sock")+"}",
+	), 0o644)
+	startCoreIn(t, dir, fmt.Sprintf("127.0.0.1:%d", port), "--config", cfg)
+
+	bin := filepath.Join(dir, "bin")
+	if err := os.MkdirAll(bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(binary, filepath.Join(bin, "pryv-tls")); err != nil {
+		t.Fatal(err)
+	}
+	hook, err := filepath.Abs(samplePath("certbot-dns-hook.sh"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runHook := func(stage, value, config string) (stdout, stderr string, code int) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, "sh", hook, stage)
+		cmd.Env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"), "CERTBOT_VALIDATION="+value,
+			"PRYV_TLS_HOOK_WORKDIR="+dir, "PRYV_TLS_HOOK_CONFIG=--config "+config,
+			"PRYV_TLS_HOOK_STATE="+filepath.Join(dir, "certbot-state"), "PRYV_TLS_HOOK_WAIT=0")
+		var o, e bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &o, &e
+		err := cmd.Run()
+		if ee, ok := err.(*exec.ExitError); ok {
+			return o.String(), e.String(), ee.ExitCode()
+		} else if err != nil {
+			t.Fatalf("hook %s: %v", stage, err)
+		}
+		return o.String(), e.String(), 0
+	}
+	quiet := func(stage, value string) {
+		t.Helper()
+		if o, e, code := runHook(stage, value, cfg); code != 0 || o != "" || e != "" {
+			t.Fatalf("hook %s %s: exit %d, stdout %q, stderr %q; want 0 and nothing printed", stage, value, code, o, e)
+		}
+	}
+	txt := func(want ...string) {
+		t.Helper()
+		var got []string
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			m := new(mdns.Msg)
+			m.SetQuestion("_acme-challenge."+domain+".", mdns.TypeTXT)
+			r, _, err := (&mdns.Client{Timeout: 2 * time.Second}).Exchange(m, fmt.Sprintf("127.0.0.1:%d", dnsPort))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = nil
+			for _, rr := range r.Answer {
+				if tx, ok := rr.(*mdns.TXT); ok {
+					got = append(got, strings.Join(tx.Txt, ""))
+				}
+			}
+			sort.Strings(got)
+			if strings.Join(got, " ") == strings.Join(want, " ") || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if strings.Join(got, " ") != strings.Join(want, " ") {
+			t.Fatalf("TXT _acme-challenge.%s: %q, want %q", domain, got, want)
+		}
+	}
+
+	// A wildcard + apex order: two auths, then a cleanup per name.
+	v1, v2 := "dGhlIGZpcnN0IHZhbHVl-aaaaaaaaaaaaaaaaaaaaaaaa", "dGhlIHNlY29uZCB2YWx1ZQ-bbbbbbbbbbbbbbbbbbbbbbb"
+	quiet("auth", v1)
+	txt(v1)
+	quiet("auth", v2)
+	txt(v1, v2)
+	quiet("cleanup", v1)
+	txt(v2)
+	quiet("cleanup", v2)
+	txt()
+	quiet("cleanup", v2) // already gone: done, not an error
+	quiet("cleanup", v1)
+	txt()
+
+	// A failure is not swallowed: one line on stderr, a non-zero exit.
+	bad := filepath.Join(dir, "missing.yml")
+	if o, e, code := runHook("auth", v1, bad); code == 0 || o != "" || !strings.Contains(e, "missing.yml") {
+		t.Errorf("hook auth with a missing config: exit %d, stdout %q, stderr %q; want a failure naming the file", code, o, e)
+	}
+	if _, e, code := runHook("cleanup", v1, bad); code == 0 || !strings.Contains(e, "missing.yml") {
+		t.Errorf("hook cleanup with a missing config: exit %d, stderr %q; want a failure naming the file", code, e)
 	}
 }
