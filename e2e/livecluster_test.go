@@ -17,22 +17,25 @@ import (
 	"testing"
 	"time"
 
+	mdns "github.com/miekg/dns"
+
 	"github.com/pryv/pryv-tls/internal/devpki"
 	"github.com/pryv/pryv-tls/internal/join"
 )
 
-// handshakeLoop dials TLS to addr (SNI name, verified against roots) until
+// probeLoop counts the probes of a loop that succeeded and failed; the
+// handshake loop dials TLS to addr (SNI name, verified against roots) until
 // stopped, and counts what succeeded and what failed (bounded: at most
 // max handshakes).
-type handshakeLoop struct {
+type probeLoop struct {
 	ok, failed atomic.Int64
 	firstErr   atomic.Value
 	stop       chan struct{}
 	done       sync.WaitGroup
 }
 
-func startHandshakes(addr, name string, roots *x509.CertPool, max int) *handshakeLoop {
-	l := &handshakeLoop{stop: make(chan struct{})}
+func startHandshakes(addr, name string, roots *x509.CertPool, max int) *probeLoop {
+	l := &probeLoop{stop: make(chan struct{})}
 	l.done.Add(1)
 	go func() {
 		defer l.done.Done()
@@ -56,7 +59,39 @@ func startHandshakes(addr, name string, roots *x509.CertPool, max int) *handshak
 	return l
 }
 
-func (l *handshakeLoop) end() (ok, failed int64, first string) {
+// startDNSQueries asks addr for name's A record (over UDP) until stopped,
+// counting the answers that are want and those that are not.
+func startDNSQueries(addr, name, want string, max int) *probeLoop {
+	l := &probeLoop{stop: make(chan struct{})}
+	l.done.Add(1)
+	go func() {
+		defer l.done.Done()
+		m := new(mdns.Msg)
+		m.SetQuestion(mdns.Fqdn(name), mdns.TypeA)
+		cl := &mdns.Client{Timeout: 2 * time.Second}
+		for i := 0; i < max; i++ {
+			select {
+			case <-l.stop:
+				return
+			default:
+			}
+			r, _, err := cl.Exchange(m, addr)
+			if err == nil && (len(r.Answer) != 1 || r.Answer[0].(*mdns.A).A.String() != want) {
+				err = fmt.Errorf("answer %v", r)
+			}
+			if err != nil {
+				l.failed.Add(1)
+				l.firstErr.CompareAndSwap(nil, err.Error())
+			} else {
+				l.ok.Add(1)
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	}()
+	return l
+}
+
+func (l *probeLoop) end() (ok, failed int64, first string) {
 	close(l.stop)
 	l.done.Wait()
 	if v := l.firstErr.Load(); v != nil {
@@ -112,6 +147,7 @@ func TestLiveCluster(t *testing.T) {
 
 	// init-ca-holder on the running core, under a handshake loop.
 	loop := startHandshakes(at(ip1, front), "alice."+domain, p.roots, 20000)
+	dnsLoop := startDNSQueries(at(ip1, dnsPort), "alice."+domain, ip1, 20000)
 	time.Sleep(300 * time.Millisecond) // some handshakes before the switch
 	start := time.Now()
 	out := mustCLI(t, dirs["core1"], "bootstrap", "init-ca-holder", "--config", cfg1)
@@ -127,9 +163,14 @@ func TestLiveCluster(t *testing.T) {
 	out = mustCLI(t, dirs["core1"], append(append([]string{"bootstrap", "new-core"}, cfg...),
 		"--id", "core2", "--ip", ip2, "--url", "https://core2."+domain, "--out", bundle)...)
 	ok, failed, first := loop.end()
-	t.Logf("init-ca-holder switched live in %s; handshakes during the switch and new-core: %d ok, %d failed", switchTook.Round(time.Millisecond), ok, failed)
+	dnsOK, dnsFailed, dnsFirst := dnsLoop.end()
+	t.Logf("init-ca-holder switched live in %s; during the switch and new-core: %d handshakes ok, %d failed; %d DNS answers ok, %d failed",
+		switchTook.Round(time.Millisecond), ok, failed, dnsOK, dnsFailed)
 	if failed != 0 || ok < 20 {
 		t.Fatalf("handshakes through the live conversion: %d ok, %d failed (first: %s)\n%s", ok, failed, first, c1.logs.String())
+	}
+	if dnsFailed != 0 || dnsOK < 20 {
+		t.Fatalf("DNS answers through the live conversion: %d ok, %d failed (first: %s)", dnsOK, dnsFailed, dnsFirst)
 	}
 	waitLog(t, c1, "CA holder: answering joining cores", 5*time.Second)
 
