@@ -67,11 +67,8 @@ func loadAccount(ctx context.Context, kv accountReader, keys *atrest.Keyring, di
 	row := AccountRow(directory)
 	e, err := kv.Get(ctx, row)
 	if errors.Is(err, platformdb.ErrNotFound) {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			return nil, false, err
-		}
-		return &user{email: email, key: key}, false, nil
+		u, err := newUser(email)
+		return u, false, err
 	}
 	if err != nil {
 		return nil, false, fmt.Errorf("reading the ACME account %s: %w", row, err)
@@ -97,6 +94,15 @@ func loadAccount(ctx context.Context, kv accountReader, keys *atrest.Keyring, di
 	}
 	u := &user{email: rec.Email, key: signer, reg: &legoacme.ExtendedAccount{Location: rec.URI}}
 	return u, true, nil
+}
+
+// newUser is an account not registered yet, with a new key.
+func newUser(email string) (*user, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	return &user{email: email, key: key}, nil
 }
 
 // register creates the account at the CA (accepting its terms, with EAB when

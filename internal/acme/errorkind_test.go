@@ -44,3 +44,25 @@ func TestErrorKind(t *testing.T) {
 		}
 	}
 }
+
+func TestAccountGone(t *testing.T) {
+	pd := func(typ, detail string) error {
+		return fmt.Errorf("acme: error: 400 :: POST :: /order-plz :: %w", &legoacme.ProblemDetails{Type: "urn:ietf:params:acme:error:" + typ, Detail: detail})
+	}
+	tests := []struct {
+		err  error
+		want bool
+	}{
+		{pd("accountDoesNotExist", "Account https://ca/acct/1 not found."), true},
+		{pd("unauthorized", `Account is not valid, has status "deactivated"`), true},
+		{pd("unauthorized", "the key authorization does not match"), false},
+		{pd("rateLimited", "too many"), false},
+		{errors.New("connection refused"), false},
+		{nil, false},
+	}
+	for _, tt := range tests {
+		if got := accountGone(tt.err); got != tt.want {
+			t.Errorf("accountGone(%v) = %v, want %v", tt.err, got, tt.want)
+		}
+	}
+}

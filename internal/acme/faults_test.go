@@ -5,6 +5,8 @@ package acme
 // embedded etcd, real Pebble. No t.Parallel (acmetest).
 
 import (
+	"context"
+	"encoding/json"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -12,6 +14,7 @@ import (
 	"time"
 
 	"github.com/pryv/pryv-tls/internal/acme/acmetest"
+	"github.com/pryv/pryv-tls/internal/atrest"
 	"github.com/pryv/pryv-tls/internal/certstore"
 	"github.com/pryv/pryv-tls/internal/dnsdata"
 	"github.com/pryv/pryv-tls/internal/platformdb"
@@ -227,4 +230,76 @@ func TestUnreadableCertificateRow(t *testing.T) {
 			t.Errorf("a check during the backoff sent %d requests to the CA", n)
 		}
 	})
+}
+
+// TestAccountGoneRegistersAgain: the CA was rebuilt at the same URL (a new
+// Pebble: it knows neither the account nor its key) while the stored account
+// row still names the old account. The order's accountDoesNotExist makes the
+// renewer register a new account, store it, and order with it — once.
+func TestAccountGoneRegistersAgain(t *testing.T) {
+	ctx := testCtx(t)
+	e := newEnv(t)
+	old := e.pebble(acmetest.Options{})
+	const host = "your-domain.com"
+	if _, err := mustNew(t, e.options(old, "core-a", host, "default")).ForceRenew(ctx, ""); err != nil {
+		t.Fatal(err)
+	}
+	rebuilt := e.pebble(acmetest.Options{})
+	oldAcct, _ := e.storedAccount(old.DirectoryURL)
+	e.moveAccount(old.DirectoryURL, rebuilt.DirectoryURL)
+	moved, _ := e.storedAccount(rebuilt.DirectoryURL)
+
+	clock := &fakeClock{}
+	opts := e.options(rebuilt, "core-a-rebuilt", host, "default")
+	opts.Now = clock.Now
+	r := mustNew(t, opts)
+	clock.Advance(61 * 24 * time.Hour) // due
+	rec, err := r.check(ctx, opts.Plans[0], false)
+	if err != nil || rec == nil {
+		t.Fatalf("check against the rebuilt CA: renewed %v, err %v", rec != nil, err)
+	}
+	verifyRecord(t, e.keys, e.record(host), host, rebuilt.IssuerRoots(t))
+	acct, _ := e.storedAccount(rebuilt.DirectoryURL)
+	if acct.URI == moved.URI || acct.URI == "" {
+		t.Errorf("the account row still names %q, want the newly registered account", acct.URI)
+	}
+	if string(acct.Key) == string(oldAcct.Key) {
+		t.Error("the account key was not replaced")
+	}
+	if n := e.calls.count("core-a-rebuilt", http.MethodPost, pebbleNewAccount); n != 1 {
+		t.Errorf("%d newAccount requests to the rebuilt CA, want 1", n)
+	}
+	if n := len(e.calls.newOrders("core-a-rebuilt")); n != 2 {
+		t.Errorf("%d newOrder requests, want 2 (refused for the old account, then the new one's)", n)
+	}
+	if st := e.state(host); st.Failures != 0 || st.LastError != "" {
+		t.Errorf("state: %+v", st)
+	}
+}
+
+// moveAccount copies the account row of directory from to directory to, as
+// a CA rebuilt at the same URL would find it: same account URL path, same
+// key, re-sealed for its new row.
+func (e *testEnv) moveAccount(from, to string) {
+	e.t.Helper()
+	rec, ok := e.storedAccount(from)
+	if !ok {
+		e.t.Fatal("no account row to move")
+	}
+	der, err := e.keys.Open(atrest.PurposeACMEAccount, AccountRow(from), rec.Key)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if rec.Key, err = e.keys.Seal(atrest.PurposeACMEAccount, AccountRow(to), der); err != nil {
+		e.t.Fatal(err)
+	}
+	fromURL, toURL := strings.TrimSuffix(from, "/dir"), strings.TrimSuffix(to, "/dir")
+	rec.Directory, rec.URI = to, strings.Replace(rec.URI, fromURL, toURL, 1)
+	data, err := json.Marshal(rec)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if _, err := e.db.Put(context.Background(), AccountRow(to), data); err != nil {
+		e.t.Fatal(err)
+	}
 }

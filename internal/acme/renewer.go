@@ -543,6 +543,20 @@ func (r *Renewer) order(octx context.Context, p Plan, replaces string) (*certsto
 		ReplacesCertID: replaces}
 	start := time.Now()
 	res, err := client.Certificate.Obtain(octx, req)
+	if accountGone(err) {
+		// A rebuilt CA (a private one reinstalled), an account deactivated:
+		// retrying with the stored account would fail for ever.
+		r.log.Warn("the CA no longer accepts the stored ACME account; registering a new one",
+			"directory", r.opts.DirectoryURL, "account", r.user.reg.Location, "error", problem(err))
+		if client, err = r.reregister(octx); err != nil {
+			return nil, err
+		}
+		if err := r.setSolver(client, p); err != nil {
+			return nil, err
+		}
+		req.ReplacesCertID = "" // the new account did not order the certificate in service
+		res, err = client.Certificate.Obtain(octx, req)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -556,6 +570,43 @@ func (r *Renewer) order(octx context.Context, p Plan, replaces string) (*certsto
 	}
 	r.log.Info("ACME order complete", "hostname", p.Row(), "took", time.Since(start).Round(time.Millisecond).String())
 	return rec, nil
+}
+
+// reregister replaces the stored account by a new one (a new key: a
+// deactivated account's key cannot register again) and returns its client.
+func (r *Renewer) reregister(ctx context.Context) (*lego.Client, error) {
+	fresh, err := newUser(r.opts.Email)
+	if err != nil {
+		return nil, err
+	}
+	r.user, r.client = fresh, nil
+	client, err := r.ensureClient(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := register(ctx, client, r.opts.KV, r.opts.Keys, r.opts.DirectoryURL, r.user, r.opts.EAB); err != nil {
+		return nil, err
+	}
+	r.log.Info("ACME account registered", "directory", r.opts.DirectoryURL, "account", r.user.reg.Location)
+	return client, nil
+}
+
+// accountGone reports whether the CA refused the account itself: unknown
+// to it (accountDoesNotExist: RFC 8555 section 6.7), or no longer valid
+// (Boulder answers a deactivated or revoked account with unauthorized,
+// "Account is not valid, has status ...").
+func accountGone(err error) bool {
+	var pd *legoacme.ProblemDetails
+	if !errors.As(err, &pd) {
+		return false
+	}
+	switch strings.TrimPrefix(pd.Type, "urn:ietf:params:acme:error:") {
+	case "accountDoesNotExist":
+		return true
+	case "unauthorized":
+		return strings.Contains(pd.Detail, "Account is not valid")
+	}
+	return false
 }
 
 // ensureClient builds the lego client for the stored account (or a fresh,
