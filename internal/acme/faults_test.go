@@ -7,15 +7,19 @@ package acme
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/pryv/pryv-tls/internal/acme/acmetest"
 	"github.com/pryv/pryv-tls/internal/atrest"
 	"github.com/pryv/pryv-tls/internal/certstore"
+	"github.com/pryv/pryv-tls/internal/devpki"
 	"github.com/pryv/pryv-tls/internal/dnsdata"
 	"github.com/pryv/pryv-tls/internal/platformdb"
 )
@@ -301,5 +305,86 @@ func (e *testEnv) moveAccount(from, to string) {
 	}
 	if _, err := e.db.Put(context.Background(), AccountRow(to), data); err != nil {
 		e.t.Fatal(err)
+	}
+}
+
+// TestFencedWrites: under the renewer lock, the certificate row and the
+// state row are written through the lock (a transaction comparing its key),
+// so a renewer whose lease ended — cut off longer than its TTL, paused —
+// cannot overwrite what the renewer that took the lock after it stored.
+// Without the lock, a state save only lands if the row is unchanged since
+// it was read, so it cannot reset another renewer's backoff.
+func TestFencedWrites(t *testing.T) {
+	ctx := testCtx(t)
+	e := newEnv(t)
+	p := e.pebble(acmetest.Options{})
+	const host = "your-domain.com"
+	stale := mustNew(t, e.options(p, "core-a", host, "default"))
+	lock, err := e.db.Lock(ctx, lockName, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale.held = fencedKV{KV: e.db, lock: lock}
+
+	// Its lease goes (revoked here; expired in life).
+	resp, err := e.db.Client().Get(ctx, "_lock/"+lockName+"/", clientv3.WithPrefix())
+	if err != nil || len(resp.Kvs) != 1 {
+		t.Fatalf("lock keys: %v, %v", resp, err)
+	}
+	if _, err := e.db.Client().Revoke(ctx, clientv3.LeaseID(resp.Kvs[0].Lease)); err != nil {
+		t.Fatal(err)
+	}
+	successor := mustNew(t, e.options(p, "core-b", host, "default"))
+	good, err := successor.ForceRenew(ctx, "")
+	if err != nil {
+		t.Fatalf("the successor's ForceRenew: %v", err)
+	}
+	goodState := e.state(host)
+
+	// A pair to store, as the stale renewer's order would have returned.
+	ca, err := devpki.NewCA("another CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := ca.Issue(devpki.Leaf{Names: []string{host}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stale.store(ctx, host, other.FullChain, other.KeyPEM); !errors.Is(err, platformdb.ErrConflict) {
+		t.Errorf("the stale renewer's certificate write: %v, want ErrConflict", err)
+	}
+	if got := e.record(host); got.Serial != good.Serial {
+		t.Errorf("the stale renewer replaced the successor's certificate (serial %s, want %s)", got.Serial, good.Serial)
+	}
+	if err := stale.save(ctx, host, State{Hostnames: []string{host}, Failures: 7}); !errors.Is(err, platformdb.ErrConflict) {
+		t.Errorf("the stale renewer's state write: %v, want ErrConflict", err)
+	}
+	if got := e.state(host); got.Failures != goodState.Failures || !got.LastSuccess.Equal(goodState.LastSuccess) {
+		t.Errorf("the stale renewer's state write landed: %+v", got)
+	}
+	stale.held = nil
+
+	// Without the lock: read, another renewer records a failure, save.
+	st, _, err := stale.load(ctx, stale.opts.Plans[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	backoff := goodState
+	backoff.Failures, backoff.NextAttempt = 3, time.Now().Add(time.Hour).UTC()
+	if err := saveState(ctx, e.db, host, backoff); err != nil {
+		t.Fatal(err)
+	}
+	st.ARIStart = time.Now() // what the unlocked check would save
+	if err := stale.save(ctx, host, st); err != nil {
+		t.Errorf("unlocked save over a changed row: %v (a conflict is dropped, not an error)", err)
+	}
+	if got := e.state(host); got.Failures != 3 || !got.NextAttempt.Equal(backoff.NextAttempt) {
+		t.Errorf("the unlocked save reset the other renewer's backoff: Failures %d, NextAttempt %v", got.Failures, got.NextAttempt)
+	}
+	// Unchanged since read: it lands.
+	st, _, _ = stale.load(ctx, stale.opts.Plans[0])
+	st.ARISerial = "abc"
+	if err := stale.save(ctx, host, st); err != nil || e.state(host).ARISerial != "abc" {
+		t.Errorf("unlocked save over an unchanged row: %v, ARISerial %q", err, e.state(host).ARISerial)
 	}
 }

@@ -21,11 +21,12 @@ import (
 type memKV struct {
 	mu   sync.Mutex
 	m    map[string][]byte
+	revs map[string]int64 // each key's last write
 	fail error
 	rev  int64
 }
 
-func newMemKV() *memKV { return &memKV{m: map[string][]byte{}} }
+func newMemKV() *memKV { return &memKV{m: map[string][]byte{}, revs: map[string]int64{}} }
 
 func (k *memKV) Get(ctx context.Context, key string) (platformdb.Entry, error) {
 	k.mu.Lock()
@@ -37,7 +38,7 @@ func (k *memKV) Get(ctx context.Context, key string) (platformdb.Entry, error) {
 	if !ok {
 		return platformdb.Entry{}, fmt.Errorf("get %q: %w", key, platformdb.ErrNotFound)
 	}
-	return platformdb.Entry{Key: key, Value: v, Revision: k.rev}, nil
+	return platformdb.Entry{Key: key, Value: v, Revision: k.revs[key]}, nil
 }
 
 func (k *memKV) Put(ctx context.Context, key string, value []byte) (int64, error) {
@@ -48,6 +49,22 @@ func (k *memKV) Put(ctx context.Context, key string, value []byte) (int64, error
 	}
 	k.rev++
 	k.m[key] = append([]byte(nil), value...)
+	k.revs[key] = k.rev
+	return k.rev, nil
+}
+
+func (k *memKV) CompareAndSwap(ctx context.Context, key string, value []byte, expect int64) (int64, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if err := k.err(ctx); err != nil {
+		return 0, err
+	}
+	if k.revs[key] != expect {
+		return 0, fmt.Errorf("compare-and-swap %q: %w", key, platformdb.ErrConflict)
+	}
+	k.rev++
+	k.m[key] = append([]byte(nil), value...)
+	k.revs[key] = k.rev
 	return k.rev, nil
 }
 
@@ -58,6 +75,7 @@ func (k *memKV) Delete(ctx context.Context, key string) error {
 		return err
 	}
 	delete(k.m, key)
+	delete(k.revs, key)
 	return nil
 }
 

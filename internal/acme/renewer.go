@@ -38,15 +38,16 @@ import (
 type KV interface {
 	Get(ctx context.Context, key string) (platformdb.Entry, error)
 	Put(ctx context.Context, key string, value []byte) (int64, error)
+	CompareAndSwap(ctx context.Context, key string, value []byte, expect int64) (int64, error)
 	Delete(ctx context.Context, key string) error
 	List(ctx context.Context, prefix string) ([]platformdb.Entry, int64, error)
 	Lock(ctx context.Context, name string, ttl time.Duration) (platformdb.Lock, error)
 }
 
-// Certs is what the renewer needs of the certificate store.
+// Certs is what the renewer reads of the certificate store. It writes the
+// rows itself (certstore.NewRecord), through a write fenced by its lock.
 type Certs interface {
 	Get(ctx context.Context, hostname string) (*certstore.Record, error)
-	Store(ctx context.Context, hostname, source string, chainPEM, keyPEM []byte) (*certstore.Record, error)
 }
 
 // Plan is one certificate to keep: its hostnames (the first is its row) and
@@ -116,6 +117,9 @@ type Renewer struct {
 	mu     sync.Mutex // single flight: one check or order at a time, scheduled or forced
 	client *lego.Client
 	user   *user
+	// held is r.opts.KV with every write fenced by the renewer lock, while
+	// a check holds it (under mu); nil otherwise.
+	held KV
 
 	wmu  sync.Mutex
 	wake map[string]time.Time // row -> the next time its state asks for a look
@@ -203,10 +207,39 @@ func (r *Renewer) note(row string, st State) {
 	}
 }
 
-// save writes row's state and notes its next time.
+// save writes row's state and notes its next time: fenced by the lock
+// when one is held, else only if the row has not changed since it was read
+// (a conflict then drops this save: the other renewer's state is newer).
 func (r *Renewer) save(ctx context.Context, row string, st State) error {
 	r.note(row, st)
-	return saveState(ctx, r.opts.KV, row, st)
+	if r.held != nil {
+		return saveState(ctx, r.held, row, st)
+	}
+	err := saveStateIf(ctx, r.opts.KV, row, st)
+	if errors.Is(err, platformdb.ErrConflict) {
+		r.log.Debug("renewal state changed by another renewer meanwhile; not overwriting it", "hostname", row)
+		return nil
+	}
+	return err
+}
+
+// kv is what writes go through: fenced while the lock is held.
+func (r *Renewer) kv() KV {
+	if r.held != nil {
+		return r.held
+	}
+	return r.opts.KV
+}
+
+// fencedKV sends Put through the lock (platformdb.Lock.Put), so nothing
+// is written once the lock has been lost.
+type fencedKV struct {
+	KV
+	lock platformdb.Lock
+}
+
+func (f fencedKV) Put(ctx context.Context, key string, value []byte) (int64, error) {
+	return f.lock.Put(ctx, key, value)
 }
 
 // ForceRenew orders a new certificate for hostname's plan now ("" = the
@@ -288,6 +321,8 @@ func (r *Renewer) check(ctx context.Context, p Plan, force bool) (*certstore.Rec
 		return nil, fmt.Errorf("another renewer core holds the ACME lock (or PlatformDB is unavailable): %w", err)
 	}
 	defer func() { _ = lock.Unlock(context.WithoutCancel(ctx)) }()
+	r.held = fencedKV{KV: r.opts.KV, lock: lock}
+	defer func() { r.held = nil }()
 	octx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
 	go func() {
@@ -530,7 +565,7 @@ func (r *Renewer) order(octx context.Context, p Plan, replaces string) (*certsto
 		}
 	}
 	if r.user.reg == nil {
-		if err := register(octx, client, r.opts.KV, r.opts.Keys, r.opts.DirectoryURL, r.user, r.opts.EAB); err != nil {
+		if err := register(octx, client, r.kv(), r.opts.Keys, r.opts.DirectoryURL, r.user, r.opts.EAB); err != nil {
 			return nil, err
 		}
 		r.log.Info("ACME account registered", "directory", r.opts.DirectoryURL, "account", r.user.reg.Location)
@@ -564,11 +599,29 @@ func (r *Renewer) order(octx context.Context, p Plan, replaces string) (*certsto
 	// (shutdown), or the issuance is lost and only counts against the limits.
 	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer scancel()
-	rec, err := r.opts.Certs.Store(sctx, p.Row(), certstore.SourceACME, res.Certificate, res.PrivateKey)
+	rec, err := r.store(sctx, p.Row(), res.Certificate, res.PrivateKey)
 	if err != nil {
 		return nil, fmt.Errorf("storing the new certificate: %w", err)
 	}
 	r.log.Info("ACME order complete", "hostname", p.Row(), "took", time.Since(start).Round(time.Millisecond).String())
+	return rec, nil
+}
+
+// store checks the pair as the front would and writes its row, fenced by
+// the lock: a renewer that lost the lock mid-order never replaces the
+// certificate its successor stored.
+func (r *Renewer) store(ctx context.Context, row string, chainPEM, keyPEM []byte) (*certstore.Record, error) {
+	rec, _, err := certstore.NewRecord(r.opts.Keys, row, certstore.SourceACME, chainPEM, keyPEM, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	data, err := rec.Marshal()
+	if err != nil {
+		return nil, err
+	}
+	if _, err := r.kv().Put(ctx, certstore.RowKey(rec.Hostname), data); err != nil {
+		return nil, fmt.Errorf("writing %s: %w", certstore.RowKey(rec.Hostname), err)
+	}
 	return rec, nil
 }
 
@@ -584,7 +637,7 @@ func (r *Renewer) reregister(ctx context.Context) (*lego.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := register(ctx, client, r.opts.KV, r.opts.Keys, r.opts.DirectoryURL, r.user, r.opts.EAB); err != nil {
+	if err := register(ctx, client, r.kv(), r.opts.Keys, r.opts.DirectoryURL, r.user, r.opts.EAB); err != nil {
 		return nil, err
 	}
 	r.log.Info("ACME account registered", "directory", r.opts.DirectoryURL, "account", r.user.reg.Location)
@@ -653,7 +706,7 @@ func (r *Renewer) setSolver(c *lego.Client, p Plan) error {
 		}
 		return c.Challenge.SetDNS01Provider(r.opts.DNS01, opts...)
 	default:
-		return c.Challenge.SetHTTP01Provider(&HTTP01Provider{KV: r.opts.KV})
+		return c.Challenge.SetHTTP01Provider(&HTTP01Provider{KV: r.kv()})
 	}
 }
 

@@ -43,6 +43,8 @@ type State struct {
 	ARIEnd        time.Time `json:"ariEnd,omitzero"`
 	ARISerial     string    `json:"ariSerial,omitempty"` // the certificate the window is for
 	ARICheckAfter time.Time `json:"ariCheckAfter,omitzero"`
+
+	rev int64 // the row's revision when read (0: absent), for saveStateIf
 }
 
 func loadState(ctx context.Context, kv KV, row string) (State, error) {
@@ -56,11 +58,28 @@ func loadState(ctx context.Context, kv KV, row string) (State, error) {
 	}
 	if err := json.Unmarshal(e.Value, &s); err != nil {
 		// A damaged state row only loses bookkeeping: start afresh.
-		return State{}, nil
+		s = State{}
 	}
+	s.rev = e.Revision
 	return s, nil
 }
 
+// saveStateIf writes s only if the row has not changed since s was read:
+// what a renewer saves without the lock (an ARI answer) never overwrites
+// the backoff another renewer has just written under it. It returns
+// platformdb.ErrConflict (wrapped) when the row had changed.
+func saveStateIf(ctx context.Context, kv KV, row string, s State) error {
+	data, err := json.Marshal(s)
+	if err != nil {
+		return err
+	}
+	if _, err := kv.CompareAndSwap(ctx, statePrefix+row, data, s.rev); err != nil {
+		return fmt.Errorf("writing %s%s: %w", statePrefix, row, err)
+	}
+	return nil
+}
+
+// saveState writes s; under the renewer lock, kv is fenced by it.
 func saveState(ctx context.Context, kv KV, row string, s State) error {
 	data, err := json.Marshal(s)
 	if err != nil {

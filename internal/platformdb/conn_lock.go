@@ -99,7 +99,7 @@ func (s *Conn) Lock(ctx context.Context, name string, ttl time.Duration) (Lock, 
 		l.abandon()
 		return nil, fmt.Errorf("%w: lock %q: lease expired while acquiring", ErrUnavailable, name)
 	}
-	l.fence = resp.Kvs[0].CreateRevision
+	l.key, l.fence = m.Key(), resp.Kvs[0].CreateRevision
 
 	s.mu.Lock()
 	if s.closed {
@@ -134,6 +134,7 @@ type etcdLock struct {
 	s     *Conn
 	name  string
 	sess  *concurrency.Session
+	key   string // this holder's mutex key, created at revision fence
 	fence int64
 	once  sync.Once
 	err   error
@@ -142,6 +143,26 @@ type etcdLock struct {
 func (l *etcdLock) Lost() <-chan struct{} { return l.sess.Done() }
 
 func (l *etcdLock) Fence() int64 { return l.fence }
+
+// Put is a write fenced by the lock: it commits only if this holder's mutex
+// key still exists with its create revision (the key goes with the lease).
+func (l *etcdLock) Put(ctx context.Context, key string, value []byte) (int64, error) {
+	if err := l.s.check("fenced put", key); err != nil {
+		return 0, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, l.s.timeout)
+	defer cancel()
+	resp, err := l.s.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(l.key), "=", l.fence)).
+		Then(clientv3.OpPut(key, string(value))).Commit()
+	if err != nil {
+		return 0, l.s.fail("fenced put", key, err)
+	}
+	if !resp.Succeeded {
+		return 0, fmt.Errorf("%w: fenced put %q: the lock %q is no longer held", ErrConflict, key, l.name)
+	}
+	return resp.Header.Revision, nil
+}
 
 // Unlock stops the keep-alive (Lost closes) and revokes the lease, which
 // deletes the mutex key: the next waiter gets the lock at once. If the

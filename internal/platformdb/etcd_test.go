@@ -710,3 +710,48 @@ func TestListPagesCompacted(t *testing.T) {
 		t.Errorf("List(c/) = %d entries (last %q) at rev %d, %d compactions; want the 6 keys of the second attempt", len(entries), entries[len(entries)-1].Key, rev, compactions)
 	}
 }
+
+// TestLockFencedPut: a write through the lock commits while it is held and
+// is refused (ErrConflict, nothing written) once its lease is gone — here
+// revoked, as a holder cut off for longer than its TTL finds it — even after
+// a successor took the lock and wrote.
+func TestLockFencedPut(t *testing.T) {
+	t.Parallel()
+	e := openEtcd(t, "")
+	ctx := testCtx(t)
+	l1, err := e.Lock(ctx, "renewer", 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l1.Put(ctx, "acme-state/a", []byte("first holder")); err != nil {
+		t.Fatalf("fenced put while held: %v", err)
+	}
+	resp, err := e.Client().Get(ctx, lockPrefix+"renewer/", clientv3.WithPrefix())
+	if err != nil || len(resp.Kvs) != 1 {
+		t.Fatalf("lock keys: %v %v", resp, err)
+	}
+	if _, err := e.Client().Revoke(ctx, clientv3.LeaseID(resp.Kvs[0].Lease)); err != nil {
+		t.Fatal(err)
+	}
+	l2, err := e.Lock(ctx, "renewer", 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l2.Put(ctx, "acme-state/a", []byte("successor")); err != nil {
+		t.Fatalf("the successor's fenced put: %v", err)
+	}
+	_, err = l1.Put(ctx, "acme-state/a", []byte("stale holder"))
+	if !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "no longer held") {
+		t.Fatalf("fenced put by a holder whose lease is gone: %v, want ErrConflict", err)
+	}
+	got, err := e.Get(ctx, "acme-state/a")
+	if err != nil || string(got.Value) != "successor" {
+		t.Fatalf("value %q, %v: the stale holder's write landed", got.Value, err)
+	}
+	if err := l2.Unlock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l2.Put(ctx, "acme-state/a", []byte("after unlock")); !errors.Is(err, ErrConflict) {
+		t.Fatalf("fenced put after Unlock: %v, want ErrConflict", err)
+	}
+}

@@ -116,6 +116,12 @@ type Lock interface {
 	// Fence returns a value that changes every time the lock changes hands,
 	// for writes that must fail if the holder has changed (use with CompareAndSwap).
 	Fence() int64
+	// Put writes value at key only while this lock is held: one
+	// transaction compares the lock's own key with Fence, so a holder whose
+	// lease ended (a successor may hold the lock now) cannot overwrite what
+	// the successor wrote. ErrConflict, and nothing written, when the lock
+	// is no longer held.
+	Put(ctx context.Context, key string, value []byte) (int64, error)
 	// Unlock releases the lock. Safe to call more than once.
 	Unlock(ctx context.Context) error
 }
