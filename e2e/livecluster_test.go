@@ -276,3 +276,60 @@ func peerMembers(addr string, roots *x509.CertPool, cert tls.Certificate) error 
 	}
 	return nil
 }
+
+// TestLiveClusterSwitchFails: when the member cannot open on core.ip (its
+// client port is taken), init-ca-holder says so, and the core reopens its
+// member as it was: its data answers, the front serves throughout.
+func TestLiveClusterSwitchFails(t *testing.T) {
+	const domain = "lf.example.com"
+	const ip = "127.0.0.13"
+	front, dnsPort, peer, client, joinPort := freePort(t), freeUDPTCPPort(t), freePort(t), freePort(t), freePort(t)
+	dir := t.TempDir()
+	key := strings.TrimSpace(mustOut(t, binary, "keygen"))
+	cfg := filepath.Join(dir, "default-config.yml")
+	writeFile(t, cfg, yamlConfig(
+		"http: {ip: "+ip+", port: "+itoa(front)+"}",
+		"core: {id: core1, ip: "+ip+"}",
+		"dns: {active: true, domain: "+domain+", ip: "+ip+", port: "+itoa(dnsPort)+"}",
+		"letsEncrypt: {enabled: true, certRenewer: false, email: ops@"+domain+", atRestKey: '"+key+"'}",
+		"platformDB: {peerAddress: '127.0.0.1:"+itoa(peer)+"', clientAddress: '127.0.0.1:"+itoa(client)+"'}",
+		"cluster: {ca: {path: "+filepath.Join(dir, "ca")+"}, joinPort: "+itoa(joinPort)+"}",
+	), 0o600)
+	c := startCoreIn(t, dir, fmt.Sprintf("%s:%d", ip, front), "--config", cfg)
+	mustCLI(t, dir, "users", "set-core", "--config", cfg, "alice", "core1")
+	waitDNS(t, ip, dnsPort, "alice."+domain, ip, 10*time.Second)
+
+	taken, err := net.Listen("tcp", fmt.Sprintf("%s:%d", ip, client)) // where the switch would put the client listener
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	dnsLoop := startDNSQueries(fmt.Sprintf("%s:%d", ip, dnsPort), "alice."+domain, ip, 20000)
+	out, code := cli(t, dir, "bootstrap", "init-ca-holder", "--config", cfg)
+	dnsOK, dnsFailed, first := dnsLoop.end()
+	if code == 0 || !strings.Contains(out, "it was reopened on its old addresses") || !strings.Contains(out, "did not switch") {
+		t.Fatalf("init-ca-holder with the client port taken: exit %d\n%s", code, out)
+	}
+	t.Logf("refused: %s", strings.TrimSpace(out[strings.LastIndex(out, "pryv-tls bootstrap"):]))
+	if dnsFailed != 0 || dnsOK < 10 {
+		t.Errorf("DNS through the failed switch: %d ok, %d failed (%s)", dnsOK, dnsFailed, first)
+	}
+	// PlatformDB is back where it was, with its data.
+	if out := mustCLI(t, dir, "users", "get", "--config", cfg, "alice"); !strings.Contains(out, "core1") {
+		t.Errorf("users get alice after the failed switch: %s", out)
+	}
+	node, err := tls.LoadX509KeyPair(filepath.Join(dir, "var-pryv/platformdb-tls/node.pem"), filepath.Join(dir, "var-pryv/platformdb-tls/node-key.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	caPool, _ := certPool(t, filepath.Join(dir, "ca", "ca.crt"))
+	if code, body := etcdVersion(t, fmt.Sprintf("127.0.0.1:%d", client), caPool, node); code != 200 {
+		t.Errorf("PlatformDB on its old address after the failed switch: %d %s", code, body)
+	}
+	// Once the port is free, the same command switches.
+	taken.Close()
+	if out := mustCLI(t, dir, "bootstrap", "init-ca-holder", "--config", cfg); !strings.Contains(out, "switched live") {
+		t.Fatalf("init-ca-holder once the port is free:\n%s", out)
+	}
+	waitLog(t, c, "CA holder: answering joining cores", 5*time.Second)
+}

@@ -57,7 +57,9 @@ func (m *memberSys) renewLoop(ctx context.Context, cert *join.ServerCert) {
 // identity is made again first), and the join listener starts; the front
 // and the DNS server keep serving from memory. It returns once the new
 // member is wired; a reload then reads req.Override too. If the new member
-// does not come up, the old one is opened again as it was.
+// does not come up, it is opened again on its old addresses (with the
+// node certificate the CA now gives: a restart without the override would
+// do the same).
 func (c *core) becomeCAHolder(ctx context.Context, req join.CAHolderRequest) (join.CAHolderResponse, error) {
 	p, m := c.plat, c.plat.deps.member
 	m.switching.Lock()
@@ -103,14 +105,14 @@ func (c *core) becomeCAHolder(ctx context.Context, req join.CAHolderRequest) (jo
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), switchTimeout)
 	defer cancel()
 	if err := c.reopenWired(sctx, &next); err != nil {
-		log.Error("becoming the CA holder failed; reopening PlatformDB as it was", "error", err.Error())
+		log.Error("becoming the CA holder failed; reopening PlatformDB on its old addresses", "error", err.Error())
 		bctx, bcancel := context.WithTimeout(context.Background(), switchTimeout)
 		defer bcancel()
 		if rerr := c.reopenWired(bctx, cur); rerr != nil {
-			log.Error("reopening PlatformDB as it was", "error", rerr.Error())
-			return join.CAHolderResponse{}, fmt.Errorf("switching PlatformDB to %s: %w; reopening it as it was failed too: %v", req.PeerAddress, err, rerr)
+			log.Error("reopening PlatformDB on its old addresses", "error", rerr.Error())
+			return join.CAHolderResponse{}, fmt.Errorf("switching PlatformDB to %s: %w; reopening it on its old addresses failed too: %v", req.PeerAddress, err, rerr)
 		}
-		return join.CAHolderResponse{}, fmt.Errorf("switching PlatformDB to %s: %w (it was reopened as it was)", req.PeerAddress, err)
+		return join.CAHolderResponse{}, fmt.Errorf("switching PlatformDB to %s: %w (it was reopened on its old addresses, %s)", req.PeerAddress, err, cur.PlatformDB.ClientAddress)
 	}
 	if req.Override != "" && c.opts.AddLayer != nil {
 		c.opts.AddLayer(req.Override) // a reload reads what now runs
