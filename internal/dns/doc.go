@@ -145,6 +145,29 @@
 // compressed (RFC 1035 §4.1.4), so an answer's owner is a pointer to the
 // question.
 //
+// # DNSSEC (Zone.Sign)
+//
+// A zone signed with Sign (keys: DNSKEY records the caller put at the apex,
+// and the private keys of those that sign) answers a query with DO as
+// above plus, in order: after each RRset of the answer section its RRSIGs
+// (one per signing key; users, members and wildcard answers are signed as
+// the query's name, so no wildcard proof is needed); for a denial the
+// negative SOA's RRSIGs and one NSEC at the denied name (the query's, or
+// the last CNAME's target) with its RRSIGs: compact denial of existence
+// (RFC 9824), next name "\000.<name>", bitmap the name's types plus RRSIG
+// and NSEC, or RRSIG NSEC NXNAME for a name that does not exist, which is
+// then answered NOERROR instead of NXDOMAIN (a "black lie"); in a referral
+// the DS RRset and its RRSIGs, or an NSEC at the cut proving there is
+// none. Glue and other additional records are not signed. Without DO a
+// signed zone answers exactly as an unsigned one.
+//
+// Signatures (valid 7 days from an hour ago) come from a SigCache, which
+// the caller keeps across the zone's snapshots: those of the zone's own
+// RRsets are looked up or made by Sign, the others on answer, keyed by
+// owner, type, the RRset's content and the keys. The cache is a table of
+// atomic pointers: an answer takes no lock; a miss signs (ECDSA P-256)
+// and stores one pointer. An entry is made again after 3 days.
+//
 // # Serving (Server)
 //
 // Server serves UDP and TCP on any number of addresses. Queries read the

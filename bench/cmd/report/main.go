@@ -37,6 +37,11 @@ var workloads = []struct{ id, title, measures string }{
 		"dnsperf, UDP, 4 clients, up to 200 outstanding, random user<i>.<domain> A queries among the N users of the zone; pryv-tls's embedded DNS vs knotd serving the same zone. dnsperf 2.10 reports no percentile: the latency column is its mean (marked avg); errors are queries it counted lost (no answer within 1 s) or answered with another code than NOERROR"},
 }
 
+func init() {
+	workloads = append(workloads, struct{ id, title, measures string }{"dns-do", "DNSSEC: DNS A queries with DO, random users among N",
+		"the same queries with the DO bit (dnsperf -D): pryv-tls's zone is signed (dns.dnssec: true; one signature per answer RRset, made once per user and kept: a first pass through the queries made them), so every answer carries an RRSIG; knot's zone is not signed (its answers are the plain ones, with DO echoed), the reference for the cost of a DO query alone"})
+}
+
 var systems = []string{"pryv-tls", "nginx", "caddy", "knot"}
 
 type result struct {
