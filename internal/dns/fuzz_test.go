@@ -11,6 +11,19 @@ import (
 // panics.
 func FuzzAnswer(f *testing.F) {
 	z := testZone(f)
+	seedAnswer(f)
+	f.Fuzz(func(t *testing.T, data []byte, maxUDP uint16, tcp bool) { checkAnswer(t, z, data, maxUDP, tcp) })
+}
+
+// FuzzAnswerSigned is FuzzAnswer on the zone signed (queries with DO get
+// RRSIGs and NSEC records): the same guarantees, sizes included.
+func FuzzAnswerSigned(f *testing.F) {
+	z := signedZone(f, []Key{testKey(f)}, nil)
+	seedAnswer(f)
+	f.Fuzz(func(t *testing.T, data []byte, maxUDP uint16, tcp bool) { checkAnswer(t, z, data, maxUDP, tcp) })
+}
+
+func seedAnswer(f *testing.F) {
 	seed := func(m *dns.Msg) {
 		b, err := m.Pack()
 		if err != nil {
@@ -41,39 +54,39 @@ func FuzzAnswer(f *testing.F) {
 	v1.IsEdns0().SetVersion(3)
 	seed(v1)
 	f.Add([]byte{0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0}, uint16(0), false)
+}
 
-	f.Fuzz(func(t *testing.T, data []byte, maxUDP uint16, tcp bool) {
-		req := new(dns.Msg)
-		if err := req.Unpack(data); err != nil {
-			return
+func checkAnswer(t *testing.T, z *Zone, data []byte, maxUDP uint16, tcp bool) {
+	req := new(dns.Msg)
+	if err := req.Unpack(data); err != nil {
+		return
+	}
+	resp := Answer(z, req, int(maxUDP), tcp)
+	if resp == nil {
+		if !req.Response {
+			t.Fatalf("no response to a query: %v", req)
 		}
-		resp := Answer(z, req, int(maxUDP), tcp)
-		if resp == nil {
-			if !req.Response {
-				t.Fatalf("no response to a query: %v", req)
-			}
-			return
+		return
+	}
+	b, err := resp.Pack()
+	if err != nil {
+		t.Fatalf("response does not pack: %v\nquery: %v\nresponse: %v", err, req, resp)
+	}
+	limit := 65535
+	if !tcp {
+		limit = 512
+		if o := req.IsEdns0(); o != nil && resp.IsEdns0() != nil {
+			limit = min(max(int(o.UDPSize()), 512), max(int(maxUDP), 512))
 		}
-		b, err := resp.Pack()
-		if err != nil {
-			t.Fatalf("response does not pack: %v\nquery: %v\nresponse: %v", err, req, resp)
-		}
-		limit := 65535
-		if !tcp {
-			limit = 512
-			if o := req.IsEdns0(); o != nil && resp.IsEdns0() != nil {
-				limit = min(max(int(o.UDPSize()), 512), max(int(maxUDP), 512))
-			}
-		}
-		if len(b) > limit {
-			t.Fatalf("response of %d bytes over a limit of %d", len(b), limit)
-		}
-		if resp.Id != req.Id || !resp.Response || resp.RecursionAvailable || resp.RecursionDesired != req.RecursionDesired {
-			t.Fatalf("bad header: %v", resp)
-		}
-		back := new(dns.Msg)
-		if err := back.Unpack(b); err != nil {
-			t.Fatalf("packed response does not unpack: %v", err)
-		}
-	})
+	}
+	if len(b) > limit {
+		t.Fatalf("response of %d bytes over a limit of %d", len(b), limit)
+	}
+	if resp.Id != req.Id || !resp.Response || resp.RecursionAvailable || resp.RecursionDesired != req.RecursionDesired {
+		t.Fatalf("bad header: %v", resp)
+	}
+	back := new(dns.Msg)
+	if err := back.Unpack(b); err != nil {
+		t.Fatalf("packed response does not unpack: %v", err)
+	}
 }
