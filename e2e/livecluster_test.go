@@ -21,6 +21,7 @@ import (
 
 	"github.com/pryv/pryv-tls/internal/devpki"
 	"github.com/pryv/pryv-tls/internal/join"
+	"github.com/pryv/pryv-tls/internal/platformdb"
 )
 
 // probeLoop counts the probes of a loop that succeeded and failed; the
@@ -254,6 +255,23 @@ func TestLiveCluster(t *testing.T) {
 	if out := mustCLI(t, dirs["core1"], append([]string{"bootstrap", "list-tokens"}, cfg...)...); strings.Contains(out, "core2") {
 		t.Errorf("core2's join token still listed: %s", out)
 	}
+	// The CA holder's own node certificate is recorded too, and removing
+	// the core the command runs on is refused without --force.
+	n1Dir := filepath.Join(dirs["core1"], "var-pryv/platformdb-tls")
+	conn, err := platformdb.Connect(context.Background(), platformdb.ConnectOptions{Endpoints: []string{at(ip1, client)},
+		Logger: platformdbLogger(), TLS: &platformdb.TLSFiles{CAFile: filepath.Join(dirs["core1"], "ca", "ca.crt"),
+			CertFile: filepath.Join(n1Dir, "node.pem"), KeyFile: filepath.Join(n1Dir, "node-key.pem")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.Get(context.Background(), join.NodeCertPrefix+"core1/"+node1.Leaf.SerialNumber.Text(16)); err != nil {
+		t.Errorf("the CA holder's own node certificate is not recorded: %v", err)
+	}
+	if out, code := cli(t, dirs["core1"], append(append([]string{"bootstrap", "remove-core"}, cfg...), "core1")...); code == 0 || !strings.Contains(out, "add --force") {
+		t.Errorf("remove-core of the core it runs on: exit %d %s", code, out)
+	}
+
 	// core1 keeps serving.
 	waitSerialNamed(t, at(ip1, front), "alice."+domain, p.roots, serial(wild), 5*time.Second)
 	_ = c2

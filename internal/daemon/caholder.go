@@ -34,14 +34,19 @@ func (m *memberSys) denylistFile() string { return filepath.Join(m.id.Dir(), Den
 // renewLoop is the CA holder's: the node certificate checked at start and
 // every nodeid.RenewEvery (re-issued from the CA near expiry), and the
 // join listener's certificate read again after each check, so that /join
-// and /renew present the renewed one.
-func (m *memberSys) renewLoop(ctx context.Context, cert *join.ServerCert) {
+// and /renew present the renewed one. The certificate is recorded like
+// those the CA holder issues to others (remove-core denies them).
+func (m *memberSys) renewLoop(ctx context.Context, cert *join.ServerCert, tokens join.Tokens) {
 	for {
 		if err := m.id.RenewOnce(ctx); err != nil {
 			m.log.Error("renewing this core's node certificate; the current one keeps working until it expires", "error", err.Error())
 		}
 		if err := cert.Reload(); err != nil {
 			m.log.Error("join listener: reading the node certificate again; the loaded one stays", "error", err.Error())
+		}
+		leaf := cert.Leaf()
+		if err := tokens.RecordNodeCert(ctx, join.NodeCertOf(leaf.Subject.CommonName, leaf, time.Now().UTC())); err != nil && ctx.Err() == nil {
+			m.log.Warn("recording this core's node certificate; remove-core could not deny it until the next check", "error", err.Error())
 		}
 		select {
 		case <-ctx.Done():

@@ -134,7 +134,7 @@ func (m *memberSys) attach(_ context.Context, w *wiring) error {
 	if err != nil {
 		return err
 	}
-	w.run.Go(func(ctx context.Context) { m.renewLoop(ctx, cert) })
+	w.run.Go(func(ctx context.Context) { m.renewLoop(ctx, cert, join.Tokens{KV: w.db}) })
 	tlsCfg := cert.TLSConfig(ca.Pool())
 	host := m.cfg.Core.IP
 	if host == "" {
