@@ -1,12 +1,19 @@
 package dns
 
 import (
+	"fmt"
+	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/miekg/dns"
 )
 
 // needTool returns the path of an external tool. Missing, it skips the test
@@ -272,4 +279,163 @@ func TestCompactAnswers(t *testing.T) {
 			}
 		})
 	}
+}
+
+// startKnot serves records (the test zone) with knotd on a free loopback
+// port and returns its address; it skips when knotd is not installed (a
+// reference to compare with, not a tool the tests need).
+func startKnot(t *testing.T, soa dns.RR, rrs []dns.RR) string {
+	t.Helper()
+	knotd, err := exec.LookPath("knotd")
+	if err != nil {
+		t.Skip("knotd not installed (bench/run installs it from Debian's knot)")
+	}
+	dir := t.TempDir()
+	var zone strings.Builder
+	zone.WriteString(soa.String() + "\n")
+	for _, rr := range rrs {
+		zone.WriteString(rr.String() + "\n")
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "zones"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "zones", "mc.example.com.zone"), []byte(zone.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	port := freeLoopbackPort(t)
+	conf := fmt.Sprintf(`server:
+    rundir: "%[1]s"
+    listen: 127.0.0.1@%[2]d
+database:
+    storage: "%[1]s/db"
+log:
+  - target: stderr
+    any: warning
+template:
+  - id: default
+    storage: "%[1]s/zones"
+    zonefile-sync: -1
+    journal-content: none
+zone:
+  - domain: mc.example.com
+    file: "mc.example.com.zone"
+`, dir, port)
+	if err := os.WriteFile(filepath.Join(dir, "knot.conf"), []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(knotd, "-c", filepath.Join(dir, "knot.conf"))
+	var logs strings.Builder
+	cmd.Stderr = &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	c := &dns.Client{Timeout: 200 * time.Millisecond}
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if r, _, err := c.Exchange(query(testOrigin, dns.TypeSOA), addr); err == nil && r.Rcode == dns.RcodeSuccess {
+			return addr
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("knotd does not answer on %s:\n%s", addr, logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// freeLoopbackPort is a port free for UDP and TCP on 127.0.0.1 (when
+// looked at).
+func freeLoopbackPort(t *testing.T) int {
+	t.Helper()
+	for range 50 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
+		l.Close()
+		if err == nil {
+			u.Close()
+			return port
+		}
+	}
+	t.Fatal("no free port")
+	return 0
+}
+
+// TestConformanceLikeKnot sends the EDNS compliance cases and the size
+// cases with dig to pryv-tls and to knotd serving the same zone, and
+// expects the same status, flags, OPT and answer count, and a response no
+// larger than knot's.
+func TestConformanceLikeKnot(t *testing.T) {
+	needTool(t, "dig")
+	s := startServer(t, testZone(t), ServerOptions{})
+	ours, _ := serverAddr(t, s)
+	knot := startKnot(t, testSOA(t), testRecords(t))
+	const zone = "mc.example.com."
+	for _, args := range [][]string{
+		{"+noedns", "soa", zone},
+		{"+edns=0", "+nocookie", "soa", zone},
+		{"+edns=1", "+noednsneg", "+nocookie", "soa", zone},
+		{"+edns=0", "+dnssec", "+bufsize=512", "+ignore", "dnskey", zone},
+		{"+edns=0", "+noednsneg", "+nocookie", "+ednsopt=100", "soa", zone},
+		{"+edns=1", "+noednsneg", "+nocookie", "+ednsopt=100", "soa", zone},
+		{"+edns=0", "+noednsneg", "+nocookie", "+ednsflags=0x80", "soa", zone},
+		{"+edns=0", "+noednsneg", "+nocookie", "+zflag", "soa", zone},
+		{"+edns=0", "+noednsneg", "+nocookie", "+tcp", "soa", zone},
+		{"+edns=0", "+noednsneg", "+nocookie", "+dnssec", "soa", zone},
+		{"aaaa", "alice.mc.example.com."},
+		{"aaaa", "AlIcE.Mc.eXample.COM."},
+		{"+tcp", "txt", "big.mc.example.com."},
+		{"a", "www.mc.example.com."},
+		{"a", "nobody.mc.example.com."},
+		{"txt", "alice.mc.example.com."},
+		{"a", "x.wild.mc.example.com."},
+		{"mx", "mc.example.com."},
+	} {
+		name := strings.Join(args, " ")
+		t.Run(name, func(t *testing.T) {
+			a, b := dig(t, ours, args...), dig(t, knot, args...)
+			flag := func(r digResult, f string) bool { return has(r.flags, f) }
+			type view struct {
+				Status      string
+				AA, TC, MBZ bool
+				EDNS        bool
+				Version     int
+				DO          bool
+				Options     string
+				Answer      int
+			}
+			v := func(r digResult) view {
+				return view{r.status, flag(r, "aa"), flag(r, "tc"), r.mbz, r.edns, r.version, has(r.ednsFlag, "do"), strings.Join(r.options, ","), r.answer}
+			}
+			if v(a) != v(b) {
+				t.Errorf("pryv-tls %+v\nknot     %+v", v(a), v(b))
+			}
+			if sa, sb := answerLines(a.out), answerLines(b.out); sa != sb {
+				t.Errorf("answer section\npryv-tls %q\nknot     %q", sa, sb)
+			}
+			if a.size > b.size {
+				t.Errorf("pryv-tls's response is %d bytes, knot's %d", a.size, b.size)
+			}
+			t.Logf("%d bytes (knot %d)", a.size, b.size)
+			if t.Failed() {
+				t.Logf("pryv-tls:\n%s\nknot:\n%s", a.out, b.out)
+			}
+		})
+	}
+}
+
+// answerLines is dig's answer section, sorted (servers may order an RRset
+// differently).
+func answerLines(out string) string {
+	_, sec, ok := strings.Cut(out, ";; ANSWER SECTION:\n")
+	if !ok {
+		return ""
+	}
+	sec, _, _ = strings.Cut(sec, "\n\n")
+	lines := strings.Split(sec, "\n")
+	slices.Sort(lines)
+	return strings.Join(lines, "\n")
 }
