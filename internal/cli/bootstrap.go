@@ -317,7 +317,7 @@ func joinerOverride(cfg *config.Config, id, ip, coreURL, hosting string) (string
 		"enabled": le.Enabled, "certRenewer": false, "renewBeforeDays": le.RenewBeforeDays,
 		"staging": le.Staging, "http01Port": le.HTTP01Port, "keyType": le.KeyType,
 	}
-	for k, v := range map[string]string{"email": le.Email, "atRestKey": le.AtRestKey.Reveal(), "directoryUrl": le.DirectoryURL,
+	for k, v := range map[string]string{"email": le.Email, "atRestKey": le.AtRestKey.Reveal(), "atRestKeyPrevious": le.AtRestKeyPrevious.Reveal(), "directoryUrl": le.DirectoryURL,
 		"directoryCaFile": le.DirectoryCAFile, "profile": le.Profile, "onRotateScript": le.OnRotateScript} {
 		if v != "" {
 			leMap[k] = v

@@ -17,10 +17,11 @@ import (
 // win. Without its own settings the joiner gets the override's as before.
 func TestJoinOverrideKeepsTheJoinersOwn(t *testing.T) {
 	const key = "GC7BAkJ0lsqe50IsM8rBvtLQkR9AREmjVfRO5MmdLVM="
+	const prevKey = "W1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1s=" // a rotation under way
 	holder, err := config.LoadBytes("holder.yml", []byte(`
 http: {ip: 10.0.0.1, port: 443}
 core: {id: core1, ip: 10.0.0.1, url: 'https://core1.example.com'}
-letsEncrypt: {enabled: true, email: ops@example.com, atRestKey: '`+key+`', certRenewer: true}
+letsEncrypt: {enabled: true, email: ops@example.com, atRestKey: '`+key+`', atRestKeyPrevious: '`+prevKey+`', certRenewer: true}
 platformDB: {peerAddress: '10.0.0.1:2380', clientAddress: '10.0.0.1:2379'}
 auth: {adminAccessKey: cluster-admin}
 `))
@@ -81,7 +82,7 @@ auth: {adminAccessKey: cluster-admin}
 				t.Errorf("core.url %q, http %s; want %q, %s", cfg.Core.URL, cfg.ListenAddr(), tc.wantURL, tc.wantHTTP)
 			}
 			// What the cluster shares and the node certificate's identity win.
-			if cfg.Core.ID != "core2" || cfg.Core.IP != "10.0.0.2" || cfg.LetsEncrypt.AtRestKey.Reveal() != key ||
+			if cfg.Core.ID != "core2" || cfg.Core.IP != "10.0.0.2" || cfg.LetsEncrypt.AtRestKey.Reveal() != key || cfg.LetsEncrypt.AtRestKeyPrevious.Reveal() != prevKey ||
 				cfg.LetsEncrypt.CertRenewer || cfg.PlatformDB.PeerAddress != "10.0.0.2:2380" || cfg.Auth.AdminAccessKey.Reveal() != "cluster-admin" {
 				t.Errorf("shared settings lost: id %s ip %s renewer %v peer %s", cfg.Core.ID, cfg.Core.IP, cfg.LetsEncrypt.CertRenewer, cfg.PlatformDB.PeerAddress)
 			}
