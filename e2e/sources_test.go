@@ -206,3 +206,60 @@ func TestDNSLessClusterCertificates(t *testing.T) {
 	}
 	_ = c1
 }
+
+// TestExpiredExactNameYieldsAndIsDropped: issue 18's old core1.{domain}
+// certificate. An exact-name certificate beside a valid wildcard is served
+// until it expires, then the wildcard is, with nothing else happening (the
+// SNI set re-ranks on its own); the certRenewer then drops the record of
+// that name, which the topology does not plan, at its sweep (at start),
+// and keeps the wildcard's, still valid.
+func TestExpiredExactNameYieldsAndIsDropped(t *testing.T) {
+	dir := t.TempDir()
+	p := newPKI(t, dir)
+	port := freePort(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	hook := filepath.Join(dir, "hooks", "noop.sh")
+	writeFile(t, hook, []byte("#!/bin/sh\n"), 0o755)
+	cfg := strategyA(t, dir, port, hook)
+	c := startCoreIn(t, dir, addr, cfg...)
+	importPair := func(is *devpki.Issued) {
+		t.Helper()
+		writeFile(t, filepath.Join(dir, "in", "c.pem"), is.FullChain, 0o644)
+		writeFile(t, filepath.Join(dir, "in", "k.pem"), is.KeyPEM, 0o600)
+		if out, code := cli(t, dir, append(append([]string{"certs", "import"}, cfg...), "--cert", "in/c.pem", "--key", "in/k.pem")...); code != 0 {
+			t.Fatalf("certs import: exit %d\n%s", code, out)
+		}
+	}
+	wild := p.issue(t, devpki.Leaf{Names: []string{"*.example.org", "example.org"}})
+	now := time.Now()
+	exact := p.issue(t, devpki.Leaf{Names: []string{"core1.example.org"}, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(4 * time.Second).Truncate(time.Second)})
+	importPair(wild)
+	importPair(exact)
+	waitSerial(t, addr, "core1.example.org", p.roots, serial(exact))
+
+	took := waitSerial(t, addr, "core1.example.org", p.roots, serial(wild))
+	if late := time.Since(exact.Cert.NotAfter); late > 2*time.Second {
+		t.Errorf("the wildcard took over %s after the exact certificate expired (waited %s)", late, took)
+	}
+
+	c.signal(syscall.SIGTERM)
+	if code := c.wait(20 * time.Second); code != 0 {
+		t.Fatalf("serve exited %d", code)
+	}
+	c = startCoreIn(t, dir, addr, cfg...)
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(c.logs.String(), "certificate record dropped") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no drop logged:\n%s", c.logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	out, code := cli(t, dir, append([]string{"certs", "list", "--json"}, cfg...)...)
+	if code != 0 || strings.Contains(out, `"core1.example.org"`) || !strings.Contains(out, `"*.example.org"`) {
+		t.Fatalf("certs list after the sweep: exit %d\n%s", code, out)
+	}
+	if log := c.logs.String(); !strings.Contains(log, "tls-cert/core1.example.org") {
+		t.Errorf("the drop does not name the row:\n%s", log)
+	}
+	waitSerial(t, addr, "core1.example.org", p.roots, serial(wild))
+}
