@@ -45,6 +45,11 @@ type Options struct {
 	// head once the request is sent (0: no bound); past it the client
 	// gets 504 and the upstream connection is closed.
 	UpstreamHeaderTimeout time.Duration
+	// DrainGrace is how long Shutdown keeps accepting connections (each
+	// answered with Connection: close or GOAWAY) before it closes the
+	// listener; it ends sooner once connections stop coming, and takes at
+	// most half the drain. 0: DefaultDrainGrace; negative: none.
+	DrainGrace time.Duration
 }
 
 // Front owns the listener and the HTTP server.
@@ -54,6 +59,10 @@ type Front struct {
 	srv  *http.Server
 	ln   net.Listener
 	log  *slog.Logger
+
+	draining atomic.Bool  // Shutdown began: every answer says Connection: close
+	lastConn atomic.Int64 // unix nanoseconds of the last accepted connection
+	accepted atomic.Int64 // connections accepted since the drain began
 }
 
 // TLSConfig is the front's TLS policy: TLS 1.2 and 1.3 only, forward-secret
@@ -107,11 +116,13 @@ func New(opts Options) (*Front, error) {
 	if opts.HSTS != "" {
 		h = hsts{v: []string{opts.HSTS}, next: h}
 	}
+	h = resetGuard{next: h, log: log, draining: &f.draining}
 	f.srv = &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    1 << 20,
+		ConnContext:       f.connContext, // the drain's clock, the HTTP/2 reset count
 		// Handshake failures from scanners are noise at info level.
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
@@ -176,10 +187,23 @@ func (f *Front) Serve() error {
 	return err
 }
 
-// Shutdown stops accepting, lets in-flight requests finish until ctx ends,
-// then closes what is left.
+// Shutdown drains: for a short grace it still accepts connections, and
+// every answer says Connection: close (HTTP/1.1) or comes with a GOAWAY
+// (HTTP/2); then it stops accepting, lets in-flight requests finish until
+// ctx ends, and closes what is left.
 func (f *Front) Shutdown(ctx context.Context) error {
 	defer func() { f.px.Load().closeIdle() }()
+	grace := f.opts.DrainGrace
+	if grace == 0 {
+		grace = DefaultDrainGrace
+	}
+	if dl, ok := ctx.Deadline(); ok && grace > time.Until(dl)/2 {
+		grace = time.Until(dl) / 2
+	}
+	f.draining.Store(true)
+	if grace > 0 && f.ln != nil {
+		f.waitGrace(ctx, grace)
+	}
 	err := f.srv.Shutdown(ctx)
 	if err != nil {
 		f.log.Warn("drain timed out; closing remaining connections", "error", err.Error())

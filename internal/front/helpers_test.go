@@ -116,6 +116,7 @@ type frontSetup struct {
 	// HSTS and UpstreamHeaderTimeout are passed to Options as they are.
 	HSTS                  string
 	UpstreamHeaderTimeout time.Duration
+	DrainGrace            time.Duration
 }
 
 // testFront is a running front on 127.0.0.1:0.
@@ -151,6 +152,7 @@ func startFront(tb testing.TB, s frontSetup) *testFront {
 
 		HSTS:                  s.HSTS,
 		UpstreamHeaderTimeout: s.UpstreamHeaderTimeout,
+		DrainGrace:            s.DrainGrace,
 	})
 	if err != nil {
 		tb.Fatalf("New: %v", err)
