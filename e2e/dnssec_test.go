@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -141,4 +142,83 @@ func TestDNSSEC(t *testing.T) {
 	check(a2, true)
 	check(a1, false)
 	_ = os.Remove(a1)
+}
+
+// TestDNSSECClusterOfThree: three cores made as an operator makes them
+// (init-ca-holder on core1, new-core bundles), dns.dnssec on each (the
+// joiners in their own file: the bundle does not carry it). The key core1
+// made is the one every core signs with: delv validates a user's A, an
+// unknown name and a NODATA on each core's DNS, over UDP and TCP, with the
+// one DS "pryv-tls dns ds" prints on core1.
+func TestDNSSECClusterOfThree(t *testing.T) {
+	delv := needTool(t, "delv")
+	const domain = "mc.example.com"
+	ports := clusterPorts{freeUDPTCPPort(t), freeUDPTCPPort(t), freePort(t), freePort(t), freePort(t)}
+	root := t.TempDir()
+	dirs := map[string]string{}
+	for _, id := range []string{"core1", "core2", "core3"} {
+		dirs[id] = filepath.Join(root, id)
+		if err := os.MkdirAll(dirs[id], 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	key := strings.TrimSpace(mustOut(t, binary, "keygen"))
+	cfg1 := filepath.Join(dirs["core1"], "default-config.yml")
+	writeFile(t, cfg1, yamlConfig(
+		"http: {ip: 127.0.0.1, port: "+itoa(ports.front)+"}",
+		"core: {id: core1, ip: 127.0.0.1, url: 'https://core1."+domain+"'}",
+		"dns: {active: true, domain: "+domain+", ip: 127.0.0.1, port: "+itoa(ports.dns)+", dnssec: true, userLookup: {source: 'off'}}",
+		"letsEncrypt: {atRestKey: '"+key+"'}",
+		"platformDB: {peerAddress: '127.0.0.1:"+itoa(ports.peer)+"', clientAddress: '127.0.0.1:"+itoa(ports.client)+"'}",
+		"cluster: {ca: {path: "+filepath.Join(dirs["core1"], "ca")+"}, joinPort: "+itoa(ports.join)+"}",
+	), 0o600)
+	front := func(ip string) string { return fmt.Sprintf("%s:%d", ip, ports.front) }
+	c1 := startCoreIn(t, dirs["core1"], front("127.0.0.1"), "--config", cfg1)
+	mustCLI(t, dirs["core1"], "bootstrap", "init-ca-holder", "--config", cfg1)
+	override1 := filepath.Join(dirs["core1"], "cluster-config.yml")
+	c1.signal(syscall.SIGTERM)
+	c1.wait(20 * time.Second)
+	startCoreIn(t, dirs["core1"], front("127.0.0.1"), "--config", cfg1, "--config", override1)
+	for i, id := range []string{"core2", "core3"} {
+		ip := fmt.Sprintf("127.0.0.%d", i+2)
+		bundle := filepath.Join(dirs[id], id+".bundle")
+		out := mustCLI(t, dirs["core1"], "bootstrap", "new-core", "--config", cfg1, "--config", override1,
+			"--id", id, "--ip", ip, "--url", "https://"+id+"."+domain, "--out", bundle)
+		writeFile(t, filepath.Join(dirs[id], "pass"), []byte(passphraseFrom(t, out)+"\n"), 0o600)
+		own := filepath.Join(dirs[id], "default-config.yml")
+		writeFile(t, own, []byte("dns: {dnssec: true, userLookup: {source: 'off'}}\n"), 0o600)
+		startCoreIn(t, dirs[id], front(ip), "--config", own, "--bootstrap", bundle,
+			"--bootstrap-passphrase-file", filepath.Join(dirs[id], "pass"))
+	}
+	mustCLI(t, dirs["core1"], "users", "set-core", "--config", cfg1, "--config", override1, "alice", "core2")
+
+	out := mustCLI(t, dirs["core1"], "dns", "ds", "--config", cfg1, "--config", override1)
+	ds := regexp.MustCompile(`(?m)^`+regexp.QuoteMeta(domain)+`\.\s+\d+\s+IN\s+DS\s+(\d+) 13 2 ([0-9a-fA-F]+)$`).FindAllStringSubmatch(out, -1)
+	if len(ds) != 1 {
+		t.Fatalf("dns ds on core1: want one DS, got:\n%s", out)
+	}
+	anchor := filepath.Join(root, "anchor")
+	writeFile(t, anchor, []byte(fmt.Sprintf("trust-anchors {\n  %s. static-ds %s 13 2 \"%s\";\n};\n", domain, ds[0][1], ds[0][2])), 0o644)
+	for _, ip := range []string{"127.0.0.1", "127.0.0.2", "127.0.0.3"} {
+		for _, tc := range []struct{ name, qtype, want string }{
+			{"alice." + domain, "A", "alice." + domain + ".\t300\tIN\tA\t127.0.0.2"},
+			{"nobody." + domain, "A", "; negative response, fully validated"},
+			{"core1." + domain, "TXT", "; negative response, fully validated"},
+		} {
+			for _, tr := range []string{"+notcp", "+tcp"} {
+				var got string
+				for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+					b, _ := exec.Command(delv, "@"+ip, "-p", itoa(ports.dns), "-a", anchor, "+root="+domain, tr, tc.name, tc.qtype).CombinedOutput()
+					got = string(b)
+					if (strings.Contains(got, "; fully validated") || strings.Contains(got, "; negative response, fully validated")) &&
+						strings.Contains(got, tc.want) || time.Now().After(deadline) {
+						break
+					}
+				}
+				if !strings.Contains(got, tc.want) || !strings.Contains(got, "fully validated") {
+					t.Fatalf("delv @%s %s %s %s: want %q, validated:\n%s", ip, tr, tc.name, tc.qtype, tc.want, got)
+				}
+			}
+		}
+	}
 }
