@@ -54,6 +54,9 @@ var restartReasons = map[string]string{
 	"platform":               "the user lookup is set up at start",
 	"storages":               "the user lookup is set up at start",
 	"metrics":                "the front and the certificate sources are built with or without metrics",
+
+	"http.hsts":                       "the front's handler chain is built with it at start",
+	"upstreams.responseHeaderTimeout": "the upstream transports are built with it at start",
 }
 
 // Diff compares the running configuration with the next one, key by key.

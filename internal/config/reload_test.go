@@ -31,6 +31,8 @@ func TestDiff(t *testing.T) {
 		{"core.id", "core:\n  id: core2\n", []string{"core.id"}, []string{"core.id"}},
 		{"dns.domain", "dns:\n  domain: example.org\n", []string{"dns.domain"}, []string{"dns.domain"}},
 		{"front port", "http:\n  port: 9443\n", []string{"http.port"}, []string{"http.port"}},
+		{"hsts", "http:\n  hsts: max-age=600\n", []string{"http.hsts"}, []string{"http.hsts"}},
+		{"upstream header timeout", "upstreams:\n  responseHeaderTimeout: 30s\n", []string{"upstreams.responseHeaderTimeout"}, []string{"upstreams.responseHeaderTimeout"}},
 		{"platformDB", "platformDB:\n  peerAddress: 127.0.0.1:12380\n  dataDir: /var/lib/other\n", []string{"platformDB.dataDir", "platformDB.peerAddress"}, []string{"platformDB.dataDir", "platformDB.peerAddress"}},
 		{"atRestKey", "letsEncrypt:\n  atRestKey: " + strings.Repeat("A", 43) + "=\n", []string{"letsEncrypt.atRestKey"}, []string{"letsEncrypt.atRestKey"}},
 		{"live and restart together", "core:\n  id: core2\nupstreams:\n  api: http://127.0.0.1:3001\n", []string{"core.id", "upstreams.api"}, []string{"core.id"}},
