@@ -145,8 +145,8 @@ func TestDNSSEC(t *testing.T) {
 }
 
 // TestDNSSECClusterOfThree: three cores made as an operator makes them
-// (init-ca-holder on core1, new-core bundles), dns.dnssec on each (the
-// joiners in their own file: the bundle does not carry it). The key core1
+// (init-ca-holder on core1, new-core bundles), dns.dnssec set on core1
+// only: the bundles carry it to the joiners. The key core1
 // made is the one every core signs with: delv validates a user's A, an
 // unknown name and a NODATA on each core's DNS, over UDP and TCP, with the
 // one DS "pryv-tls dns ds" prints on core1.
@@ -186,7 +186,7 @@ func TestDNSSECClusterOfThree(t *testing.T) {
 			"--id", id, "--ip", ip, "--url", "https://"+id+"."+domain, "--out", bundle)
 		writeFile(t, filepath.Join(dirs[id], "pass"), []byte(passphraseFrom(t, out)+"\n"), 0o600)
 		own := filepath.Join(dirs[id], "default-config.yml")
-		writeFile(t, own, []byte("dns: {dnssec: true, userLookup: {source: 'off'}}\n"), 0o600)
+		writeFile(t, own, []byte("dns: {userLookup: {source: 'off'}}\n"), 0o600)
 		startCoreIn(t, dirs[id], front(ip), "--config", own, "--bootstrap", bundle,
 			"--bootstrap-passphrase-file", filepath.Join(dirs[id], "pass"))
 	}

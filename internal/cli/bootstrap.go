@@ -338,8 +338,12 @@ func joinerOverride(cfg *config.Config, id, ip, coreURL, hosting string) (string
 		m["auth"] = map[string]any{"adminAccessKey": key}
 	}
 	if cfg.DNS.Active || cfg.DNS.Domain != "" {
-		m["dns"] = map[string]any{"active": cfg.DNS.Active, "domain": cfg.DNS.Domain, "ip": own(cfg.DNS.IP),
+		dns := map[string]any{"active": cfg.DNS.Active, "domain": cfg.DNS.Domain, "ip": own(cfg.DNS.IP),
 			"port": cfg.DNS.Port, "defaultTTL": cfg.DNS.DefaultTTL}
+		if cfg.DNS.DNSSEC {
+			dns["dnssec"] = true // every core must sign, or resolvers reaching it fail validation
+		}
+		m["dns"] = dns
 	}
 	b, err := yaml.Marshal(m)
 	if err != nil {
