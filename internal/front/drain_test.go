@@ -3,7 +3,9 @@ package front
 import (
 	"context"
 	"io"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -142,4 +144,32 @@ func TestShutdownGraceEndsWhenIdle(t *testing.T) {
 		t.Errorf("an idle front took %v to shut down, want about %v", took, drainQuiet)
 	}
 	wantRefused(t, tf.addr)
+}
+
+// TestDrainHeader: while draining, an answer says Connection: close, except
+// an upgrade's (its 101 says Connection: Upgrade); before it, none does.
+func TestDrainHeader(t *testing.T) {
+	var draining atomic.Bool
+	rg := resetGuard{next: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}), log: slog.New(slog.DiscardHandler), draining: &draining}
+	for _, tc := range []struct {
+		draining, upgrade bool
+		want              string
+	}{
+		{false, false, ""},
+		{true, false, "close"},
+		{true, true, ""},
+		{false, true, ""},
+	} {
+		draining.Store(tc.draining)
+		req := httptest.NewRequest(http.MethodGet, "https://"+testHost+"/socket.io/", nil)
+		if tc.upgrade {
+			req.Header.Set("Upgrade", "websocket")
+			req.Header.Set("Connection", "Upgrade")
+		}
+		w := httptest.NewRecorder()
+		rg.ServeHTTP(w, req)
+		if got := w.Header().Get("Connection"); got != tc.want {
+			t.Errorf("draining %v, upgrade %v: Connection %q, want %q", tc.draining, tc.upgrade, got, tc.want)
+		}
+	}
 }

@@ -102,7 +102,9 @@ type resetGuard struct {
 }
 
 func (rg resetGuard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if rg.draining.Load() {
+	// An upgrade's answer is 101 with Connection: Upgrade; the drain leaves
+	// it alone (the WebSocket lasts until the drain ends).
+	if rg.draining.Load() && r.Header.Get("Upgrade") == "" {
 		w.Header().Set("Connection", "close")
 	}
 	g, _ := r.Context().Value(connGuardKey{}).(*connGuard)
