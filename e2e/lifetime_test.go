@@ -220,8 +220,17 @@ func TestLifetime(t *testing.T) {
 	if len(hooks) != 1 || hooks[0]["hostname"] != host || hooks[0]["error"] == "" || hooks[0]["problem"] != nil || hooks[0]["at"] == nil {
 		t.Errorf("webhook posts: %v, want one {hostname, error, problem: null, at}", hooks)
 	}
-	if strings.Contains(c.logs.String(), "T0KEN") {
-		t.Error("the webhook's token is in the log")
+	fams, scraped := scrapeMetrics(t, "http://"+metricsAddr+"/metrics")
+	for _, h := range []string{"script", "webhook"} {
+		if v, _ := sample(fams, "pryvtls_failure_hook_runs_total", map[string]string{"hook": h, "result": "ok"}); v != 1 {
+			t.Errorf("failure_hook_runs_total{hook=%s,result=ok} = %v, want 1", h, v)
+		}
+	}
+	if v, _ := sample(fams, "pryvtls_acme_consecutive_failures", map[string]string{"hostname": host}); v < 3 {
+		t.Errorf("consecutive_failures = %v, want at least 3", v)
+	}
+	if strings.Contains(scraped, "T0KEN") || strings.Contains(c.logs.String(), "T0KEN") {
+		t.Error("the webhook's token is in the log or the metrics")
 	}
 }
 

@@ -230,6 +230,7 @@ func printStatus(w io.Writer, st admin.Status, color bool) {
 	}
 	if e := st.LastError; e != nil {
 		fmt.Fprintf(w, "Last error:   %s at %s (%s): %s\n", e.Hostname, e.At.UTC().Format("2006-01-02 15:04 UTC"), relative(e.At, st.Time), paint(ansiRed, e.Error))
+		printProblem(w, st, e.Hostname)
 	} else {
 		fmt.Fprintln(w, "Last error:   none")
 	}
@@ -281,4 +282,24 @@ func certColour(c admin.CertInfo) string {
 		return ansiYellow
 	}
 	return ansiGreen
+}
+
+// printProblem shows the CA's problem document behind hostname's last
+// error: its type and status, and each identifier's subproblem.
+func printProblem(w io.Writer, st admin.Status, hostname string) {
+	for _, c := range st.Certs {
+		p := c.Problem
+		if c.Hostname != hostname || p == nil {
+			continue
+		}
+		line := "              CA problem: " + p.Type
+		if p.Status != 0 {
+			line += fmt.Sprintf(" (HTTP %d)", p.Status)
+		}
+		fmt.Fprintln(w, line)
+		for _, sp := range p.Subproblems {
+			fmt.Fprintf(w, "                %s: %s: %s\n", sp.Identifier, strings.TrimPrefix(sp.Type, "urn:ietf:params:acme:error:"), sp.Detail)
+		}
+		return
+	}
 }

@@ -97,7 +97,9 @@ func TestStatusCommand(t *testing.T) {
 		failed := now.Add(-time.Hour)
 		st.Certs = append(st.Certs, admin.CertInfo{Hostname: "soon.example.com", ExpiresAt: now.Add(3 * 24 * time.Hour), DaysUntilExpiry: 3,
 			Source: "import", LastError: "too many certificates (rateLimited)", LastErrorAt: &failed,
-			Lifetime: admin.Lifetime{State: "expiring", NeedsAttention: true}})
+			Lifetime: admin.Lifetime{State: "expiring", NeedsAttention: true, Problem: &admin.Problem{Type: "urn:ietf:params:acme:error:compound",
+				Detail: "two names failed", Status: 403, Subproblems: []admin.Subproblem{
+					{Type: "urn:ietf:params:acme:error:caa", Detail: "CAA record forbids issuance", Identifier: "soon.example.com"}}}}})
 		st.LastError = &admin.RenewalEvent{Hostname: "soon.example.com", At: failed, Error: "too many certificates (rateLimited)"}
 		st.Cores[1].Healthy = false
 		st.Problems = []string{"certificate soon.example.com expires in 3 day(s)", "core core2 is down"}
@@ -107,7 +109,8 @@ func TestStatusCommand(t *testing.T) {
 		}
 		for _, want := range []string{"core2  DOWN", "soon.example.com  3", "EXPIRING", "failed 2026-11-27 11:00",
 			"Last error:   soon.example.com at 2026-11-27 11:00 UTC (60 minutes ago): too many certificates (rateLimited)",
-			"Needs attention (2):", "  - core core2 is down"} {
+			"Needs attention (2):", "  - core core2 is down",
+			"              CA problem: urn:ietf:params:acme:error:compound (HTTP 403)\n                soon.example.com: caa: CAA record forbids issuance\n"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("output lacks %q:\n%s", want, out)
 			}

@@ -36,16 +36,17 @@ func renewalState(s acme.State) admin.RenewalState {
 }
 
 // onFailure is the renewer's OnFailure: letsEncrypt.onFailureScript and
-// onFailureWebhook, run in the background (the renewer goes on), bounded
-// by their own timeouts.
-func (a *acmeSys) onFailure(c *config.Config) func(context.Context, acme.Failure) {
-	le := c.LetsEncrypt
-	cfg := acmeFailureHooks{script: le.OnFailureScript, webhook: le.OnFailureWebhook.Reveal(), tlsDir: le.TLSDir}
-	if cfg.script == "" && cfg.webhook == "" {
-		return nil
-	}
-	n := &rotatehook.Notifier{Script: rotatehook.Runner{Script: cfg.script, Logger: a.log}, Webhook: cfg.webhook, Logger: a.log}
+// onFailureWebhook as configured when the failure happens (a reload
+// changes them without a new renewer), run in the background (the renewer
+// goes on), bounded by their own timeouts.
+func (a *acmeSys) onFailure(*config.Config) func(context.Context, acme.Failure) {
 	return func(_ context.Context, f acme.Failure) {
+		le := a.cfg.Load().LetsEncrypt
+		cfg := acmeFailureHooks{script: le.OnFailureScript, webhook: le.OnFailureWebhook.Reveal(), tlsDir: le.TLSDir}
+		if cfg.script == "" && cfg.webhook == "" {
+			return
+		}
+		n := &rotatehook.Notifier{Script: rotatehook.Runner{Script: cfg.script, Logger: a.log}, Webhook: cfg.webhook, Logger: a.log}
 		dir := filepath.Join(cfg.tlsDir, certstore.DirName(f.Hostname))
 		hf := rotatehook.Failure{Hostname: f.Hostname, Error: f.Error, At: f.At.UTC(), Failures: f.Failures,
 			Unpause: f.UnpauseURL, CertPath: filepath.Join(dir, "fullchain.pem"), KeyPath: filepath.Join(dir, "privkey.pem")}

@@ -2,7 +2,9 @@
 // and /readyz on the metrics listener, FrontLive and FrontReady on the front
 // (where /healthz and /readyz belong to the Pryv API upstream). Both are
 // cheap enough to poll every second: the checks read state the daemon keeps
-// up to date in the background, never the store.
+// up to date in the background, never the store. It also judges a
+// certificate against its own lifetime (Judge), for status, the admin API
+// and the metrics alike.
 package health
 
 import (
