@@ -30,8 +30,10 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/pryv/pryv-tls/internal/rqlite"
 )
@@ -123,19 +125,20 @@ type certJSON struct {
 
 // ParseCert reads a tls-cert/ row and opens its key.
 func ParseCert(row, value string, key []byte) (*Cert, error) {
+	name := printableRow(row)
 	host, ok := strings.CutPrefix(row, CertPrefix)
 	if !ok || host == "" {
-		return nil, fmt.Errorf("%s: not a %s<hostname> row", row, CertPrefix)
+		return nil, fmt.Errorf("%s: not a %s<hostname> row", name, CertPrefix)
 	}
 	var j certJSON
 	if err := json.Unmarshal([]byte(value), &j); err != nil {
-		return nil, fmt.Errorf("%s: not the core's certificate JSON {certPem, chainPem, keyPem, issuedAt, expiresAt}: %v", row, err)
+		return nil, fmt.Errorf("%s: not the core's certificate JSON {certPem, chainPem, keyPem, issuedAt, expiresAt}: %v", name, err)
 	}
 	switch {
 	case j.CertPEM == nil || *j.CertPEM == "":
-		return nil, fmt.Errorf("%s: no certPem", row)
+		return nil, fmt.Errorf("%s: no certPem", name)
 	case j.KeyPEM == nil || *j.KeyPEM == "":
-		return nil, fmt.Errorf("%s: no keyPem", row)
+		return nil, fmt.Errorf("%s: no keyPem", name)
 	}
 	c := &Cert{Row: row, Hostname: host, CertPEM: *j.CertPEM}
 	if j.ChainPEM != nil {
@@ -149,13 +152,24 @@ func ParseCert(row, value string, key []byte) (*Cert, error) {
 	}
 	pt, err := Open(key, *j.KeyPEM)
 	if err != nil {
-		return nil, fmt.Errorf("cannot open %s (keyPem): %w", row, err)
+		return nil, fmt.Errorf("cannot open %s (keyPem): %w", name, err)
 	}
 	if b, _ := pem.Decode(pt); b == nil || !strings.HasSuffix(b.Type, "PRIVATE KEY") {
-		return nil, fmt.Errorf("%s: keyPem opens, but to no PEM private key", row)
+		return nil, fmt.Errorf("%s: keyPem opens, but to no PEM private key", name)
 	}
 	c.KeyPEM = pt
 	return c, nil
+}
+
+// printableRow names a row in an error: as it is when it is printable, else
+// quoted, so a key written by another program cannot drive the terminal.
+func printableRow(row string) string {
+	for _, r := range row {
+		if !unicode.IsPrint(r) {
+			return strconv.Quote(row)
+		}
+	}
+	return row
 }
 
 // Account is the tls-acme-account row, opened.
