@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -161,7 +162,11 @@ func printStatus(w io.Writer, st admin.Status, color bool) {
 
 	fmt.Fprintln(w, "\nCores")
 	if len(st.Cores) == 0 {
-		fmt.Fprintln(w, "  none listed")
+		if slices.Contains(st.Unreachable, "the cluster's cores") {
+			fmt.Fprintln(w, "  "+paint(ansiRed, "unknown: PlatformDB did not answer"))
+		} else {
+			fmt.Fprintln(w, "  none listed")
+		}
 	} else {
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 		row(tw, ansiPlain, "  ID", "HEALTH", "USERS", "URL")
@@ -186,7 +191,11 @@ func printStatus(w io.Writer, st admin.Status, color bool) {
 
 	fmt.Fprintln(w, "\nCertificates")
 	if len(st.Certs) == 0 {
-		fmt.Fprintln(w, "  none")
+		if slices.Contains(st.Unreachable, "the certificates") {
+			fmt.Fprintln(w, "  "+paint(ansiRed, "unknown: PlatformDB did not answer (this core keeps serving the ones it has)"))
+		} else {
+			fmt.Fprintln(w, "  none")
+		}
 	} else {
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 		row(tw, ansiPlain, "  HOSTNAME", "DAYS LEFT", "EXPIRES", "STATE", "SOURCE", "NEXT RENEWAL", "LAST ERROR")

@@ -158,6 +158,19 @@ func TestStatusCommand(t *testing.T) {
 		}
 	})
 
+	t.Run("parts unreachable", func(t *testing.T) {
+		saved := *st
+		defer func() { *st = saved }()
+		st.Cores, st.Certs, st.NextRenewal, st.LastError = nil, nil, nil, nil
+		st.Unreachable = []string{"the cluster's cores", "the certificates"}
+		st.Problems = []string{"the certificates did not answer within 2s: PlatformDB is unreachable from this core"}
+		code, out, _ := run("--no-color")
+		if code != 1 || !strings.Contains(out, "Cores\n  unknown: PlatformDB did not answer\n") ||
+			!strings.Contains(out, "Certificates\n  unknown: PlatformDB did not answer") {
+			t.Errorf("exit %d\n%s", code, out)
+		}
+	})
+
 	t.Run("usage and unreachable", func(t *testing.T) {
 		if code := Main([]string{"status", "--config", cfg, "extra"}, &bytes.Buffer{}, &bytes.Buffer{}); code != 2 {
 			t.Errorf("an operand: exit %d, want 2", code)
