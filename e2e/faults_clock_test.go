@@ -125,8 +125,16 @@ func TestFaultsClock(t *testing.T) {
 
 // logMsg is the error field of a slog text line (or the line).
 func logMsg(line string) string {
-	if i := strings.Index(line, "error="); i >= 0 {
-		return strings.Trim(line[i+len("error="):], `"`)
+	for _, field := range []string{"error=", "msg="} {
+		if i := strings.Index(line, field); i >= 0 {
+			v := line[i+len(field):]
+			if strings.HasPrefix(v, `"`) {
+				if j := strings.Index(v[1:], `" `); j >= 0 {
+					return v[1 : j+1]
+				}
+			}
+			return strings.Trim(v, `"`)
+		}
 	}
 	return line
 }
