@@ -55,7 +55,15 @@ type Materialiser struct {
 	// writes since: a rotation prunes its name's old ones without reading
 	// the directory.
 	versions map[string][]int64
+	// unwritten are the served records whose files could not be written
+	// (a full or read-only tlsDir): retried every writeRetry while watching,
+	// so the files and the hooks catch up once the disk has room again
+	// rather than at the name's next rotation.
+	unwritten map[string]pending
 }
+
+// writeRetry is how often files that could not be written are tried again.
+var writeRetry = 5 * time.Second
 
 type served struct {
 	hash string
@@ -194,7 +202,20 @@ func (m *Materialiser) watch(ctx context.Context, from int64) {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	events := m.Catalog.KV.Watch(wctx, Prefix, from)
-	for ev := range events {
+	retry := time.NewTicker(writeRetry)
+	defer retry.Stop()
+	for {
+		var ev platformdb.Event
+		select {
+		case e, ok := <-events:
+			if !ok {
+				return
+			}
+			ev = e
+		case <-retry.C:
+			m.retryWrites()
+			continue
+		}
 		// Take what is already queued too, and swap the SNI set once for
 		// the lot: a burst of N records costs one update, not N.
 		var batch []pending
@@ -281,11 +302,18 @@ func (m *Materialiser) finish(batch []pending, live bool) {
 		certPath, keyPath, kept, err := m.write(r.Hostname, []byte(r.Chain), p.keyPEM)
 		flipped = flipped || kept[0] != ""
 		if err != nil {
-			m.log().Error("writing certificate files; the certificate is served from memory",
-				"hostname", r.Hostname, "error", err.Error())
+			if _, again := m.unwritten[r.Hostname]; !again {
+				m.log().Error("writing certificate files; the certificate is served from memory, the files are tried again",
+					"hostname", r.Hostname, "error", err.Error(), "retry", writeRetry)
+			}
 			m.keepVersion(DirName(r.Hostname), kept[0]) // for the name's next write to prune
+			if m.unwritten == nil {
+				m.unwritten = make(map[string]pending)
+			}
+			m.unwritten[r.Hostname] = p
 			continue
 		}
+		delete(m.unwritten, r.Hostname)
 		paths[i] = written{certPath, keyPath, kept}
 	}
 	// One fsync of the directory for the batch's link flips (each pair's
@@ -310,6 +338,20 @@ func (m *Materialiser) finish(batch []pending, live bool) {
 			m.OnRotate(r.Hostname, paths[i].certPath, paths[i].keyPath)
 		}
 	}
+}
+
+// retryWrites writes again the files that could not be written, for the
+// records still served (a newer record of the name replaced the entry).
+func (m *Materialiser) retryWrites() {
+	if len(m.unwritten) == 0 {
+		return
+	}
+	batch := make([]pending, 0, len(m.unwritten))
+	for _, p := range m.unwritten {
+		batch = append(batch, p)
+	}
+	slices.SortFunc(batch, func(a, b pending) int { return strings.Compare(a.rec.Hostname, b.rec.Hostname) })
+	m.finish(batch, false)
 }
 
 // prune removes name's version directories other than the two kept (the
@@ -359,6 +401,7 @@ func (m *Materialiser) take(host string, c served) {
 
 func (m *Materialiser) forget(host string) {
 	delete(m.served, host)
+	delete(m.unwritten, host)
 	m.hosts = nil
 	m.changed = append(m.changed, host)
 	name := DirName(host)
