@@ -33,8 +33,8 @@
 //
 // A Keyring made with previous masters (letsEncrypt.atRestKeyPrevious) opens
 // what any of them sealed, choosing by key id, and seals with the current one
-// only; Reseal rewrites every sealed row under the current master, after which
-// the previous one can go.
+// only; certstore.Reseal rewrites every sealed row under the current master,
+// after which the previous one can go.
 //
 // Nothing here ever puts key material or plaintext into an error or into the
 // text form of a Keyring. A wrong master is ErrWrongKey: the caller must then

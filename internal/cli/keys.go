@@ -9,7 +9,7 @@ import (
 	"net/http"
 	"strings"
 
-	"github.com/pryv/pryv-tls/internal/atrest"
+	"github.com/pryv/pryv-tls/internal/certstore"
 )
 
 const keysUsage = `usage:
@@ -51,7 +51,7 @@ func keysCmd(args []string, stdout, stderr io.Writer) int {
 		return code
 	}
 	c := newControlClient(cfg, *wait, stderr)
-	var rep atrest.ResealReport
+	var rep certstore.ResealReport
 	if err := c.do(http.MethodPost, "/keys/rotate", nil, &rep); err != nil {
 		if strings.Contains(err.Error(), "answered 404") {
 			err = errors.New("the running core has no /keys/rotate on its control socket: it is older than this pryv-tls, or runs without letsEncrypt.atRestKey; upgrade it (or set the key) and restart it first")
@@ -73,7 +73,7 @@ func keysCmd(args []string, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
-func printReseal(w io.Writer, rep atrest.ResealReport) {
+func printReseal(w io.Writer, rep certstore.ResealReport) {
 	for _, row := range rep.Resealed {
 		fmt.Fprintf(w, "resealed %s\n", row)
 	}

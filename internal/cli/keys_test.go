@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pryv/pryv-tls/internal/atrest"
+	"github.com/pryv/pryv-tls/internal/certstore"
 )
 
 // TestKeysRotateCommand: the report is printed by row name, a row left
@@ -25,7 +25,7 @@ func TestKeysRotateCommand(t *testing.T) {
 	if err := os.WriteFile(cfgFile, []byte("control:\n  socket: "+sock+"\nletsEncrypt:\n  atRestKey: GC7BAkJ0lsqe50IsM8rBvtLQkR9AREmjVfRO5MmdLVM=\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	var answer atrest.ResealReport
+	var answer certstore.ResealReport
 	var older atomic.Bool // answer as a core without the route
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /keys/rotate", func(w http.ResponseWriter, r *http.Request) {
@@ -45,14 +45,14 @@ func TestKeysRotateCommand(t *testing.T) {
 
 	for _, tc := range []struct {
 		name     string
-		answer   atrest.ResealReport
+		answer   certstore.ResealReport
 		path     string
 		code     int
 		out, err string
 	}{
-		{"resealed", atrest.ResealReport{Resealed: []string{"tls-cert/a.example.com", "acme-account/0123"}, Current: 1, Left: []atrest.RowFailure{}}, "",
+		{"resealed", certstore.ResealReport{Resealed: []string{"tls-cert/a.example.com", "acme-account/0123"}, Current: 1, Left: []certstore.RowFailure{}}, "",
 			exitOK, "resealed tls-cert/a.example.com\nresealed acme-account/0123\n2 row(s) resealed under the current atRestKey, 1 already were, 0 left\nevery sealed row opens with letsEncrypt.atRestKey alone", ""},
-		{"left", atrest.ResealReport{Resealed: []string{}, Current: 2, Left: []atrest.RowFailure{{Row: "tls-cert/x.example.com", Error: "opening tls-cert/x.example.com: the atRestKey differs"}}}, "",
+		{"left", certstore.ResealReport{Resealed: []string{}, Current: 2, Left: []certstore.RowFailure{{Row: "tls-cert/x.example.com", Error: "opening tls-cert/x.example.com: the atRestKey differs"}}}, "",
 			exitFailed, "left as it is: tls-cert/x.example.com: opening tls-cert/x.example.com: the atRestKey differs\n0 row(s) resealed under the current atRestKey, 2 already were, 1 left\n", "1 row(s) left under a key this core does not have"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -254,7 +254,7 @@ func (p *platformSys) wire(ctx context.Context, w *wiring) error {
 	if w.catalog != nil {
 		api.Certs = w.catalog
 		api.ACME = &acme.AccountAPI{KV: db, Keys: d.keys, Logger: log}
-		api.Keys = &atrest.RotateAPI{KV: db, Keys: d.keys, Logger: log}
+		api.Keys = &certstore.RotateAPI{KV: db, Keys: d.keys, Logger: log}
 	}
 	if w.dnssec != nil {
 		api.DNSSEC = w.dnssec

@@ -12,6 +12,7 @@ import (
 	mdns "github.com/miekg/dns"
 
 	"github.com/pryv/pryv-tls/internal/atrest"
+	"github.com/pryv/pryv-tls/internal/certstore"
 )
 
 func testKeyring(t testing.TB) *atrest.Keyring {
@@ -157,7 +158,7 @@ func TestDNSSECKeyOtherAtRestKey(t *testing.T) {
 
 func tags(ts []uint16) string { return fmt.Sprint(ts) }
 
-// TestDNSSECKeyResealed: an atRestKey rotation (atrest.Reseal) rewrites the
+// TestDNSSECKeyResealed: an atRestKey rotation (certstore.Reseal) rewrites the
 // key row, and the zone keeps signing with the same key under the new
 // atRestKey alone.
 func TestDNSSECKeyResealed(t *testing.T) {
@@ -172,7 +173,7 @@ func TestDNSSECKeyResealed(t *testing.T) {
 		t.Fatal(err)
 	}
 	both, _ := atrest.New(m2, m1)
-	rep, err := atrest.Reseal(ctx, db, both)
+	rep, err := certstore.Reseal(ctx, db, both)
 	if err != nil || !slices.Contains(rep.Resealed, DNSSECKeyPrefix+"000001") {
 		t.Fatalf("Reseal: %+v %v", rep, err)
 	}

@@ -1,4 +1,4 @@
-package atrest_test
+package certstore_test
 
 import (
 	"bytes"
@@ -100,7 +100,7 @@ func TestReseal(t *testing.T) {
 	}
 	before, _, _ := db.List(ctx, certstore.Prefix)
 
-	rep, err := atrest.Reseal(ctx, db, ring(t, next, old))
+	rep, err := certstore.Reseal(ctx, db, ring(t, next, old))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,7 +142,7 @@ func TestReseal(t *testing.T) {
 		}
 	}
 
-	again, err := atrest.Reseal(ctx, db, ring(t, next, old))
+	again, err := certstore.Reseal(ctx, db, ring(t, next, old))
 	if err != nil || len(again.Resealed) != 0 || again.Current != 3 || len(again.Left) != 1 {
 		t.Errorf("second run: %+v, %v; want nothing resealed, 3 current, the foreign row left", again, err)
 	}
@@ -187,7 +187,7 @@ func TestResealRowRewrittenMeanwhile(t *testing.T) {
 			t.Error(err)
 		}
 	}}
-	rep, err := atrest.Reseal(ctx, kv, ring(t, next, old))
+	rep, err := certstore.Reseal(ctx, kv, ring(t, next, old))
 	if err != nil || len(rep.Left) != 0 {
 		t.Fatalf("Reseal: %+v, %v", rep, err)
 	}
@@ -197,15 +197,15 @@ func TestResealRowRewrittenMeanwhile(t *testing.T) {
 	}
 }
 
-// TestTablesAreTheSealedRows: Tables names the prefixes the sealing
+// TestSealedTablesAreTheSealedRows: SealedTables names the prefixes the sealing
 // packages really write under.
-func TestTablesAreTheSealedRows(t *testing.T) {
+func TestSealedTablesAreTheSealedRows(t *testing.T) {
 	want := map[string]atrest.Purpose{certstore.Prefix: atrest.PurposeTLSKey}
 	acct := acme.AccountRow(directory)
 	want[acct[:strings.IndexByte(acct, '/')+1]] = atrest.PurposeACMEAccount
 	want[dnsdata.DNSSECKeyPrefix] = atrest.PurposeDNSSECKey
 	got := map[string]atrest.Purpose{}
-	for _, tb := range atrest.Tables {
+	for _, tb := range certstore.SealedTables {
 		got[tb.Prefix] = tb.Purpose
 	}
 	if len(got) != len(want) {
@@ -224,7 +224,7 @@ func TestRotateAPI(t *testing.T) {
 	defer cancel()
 	db := openDB(t)
 	seed(t, ctx, db, ring(t, master(1)), "a.example.com")
-	h := &atrest.RotateAPI{KV: db, Keys: ring(t, master(2), master(1)), Logger: slog.New(slog.DiscardHandler)}
+	h := &certstore.RotateAPI{KV: db, Keys: ring(t, master(2), master(1)), Logger: slog.New(slog.DiscardHandler)}
 	for _, tc := range []struct {
 		method, path string
 		code         int

@@ -1,4 +1,4 @@
-package atrest
+package certstore
 
 import (
 	"context"
@@ -8,25 +8,28 @@ import (
 	"log/slog"
 	"net/http"
 
+	"github.com/pryv/pryv-tls/internal/atrest"
 	"github.com/pryv/pryv-tls/internal/platformdb"
 )
 
-// Table is a PlatformDB prefix whose rows are JSON objects holding one
-// sealed value in their "key" field (an envelope, base64 in JSON), sealed
-// for Purpose and bound to the row's own key.
-type Table struct {
+// SealedTable is a PlatformDB prefix whose rows are JSON objects holding
+// one sealed value in their "key" field (an atrest envelope, base64 in
+// JSON), sealed for Purpose and bound to the row's own key.
+type SealedTable struct {
 	Prefix  string
-	Purpose Purpose
+	Purpose atrest.Purpose
 }
 
-// Tables is every table pryv-tls seals a value in: the certificates'
-// private keys (certstore's tls-cert/) and the ACME account keys (acme's
-// acme-account/). A new sealed row kind must be added here, or a rotation
-// would leave it under the old key (TestTablesAreTheSealedRows).
-var Tables = []Table{
-	{Prefix: "tls-cert/", Purpose: PurposeTLSKey},
-	{Prefix: "acme-account/", Purpose: PurposeACMEAccount},
-	{Prefix: "dnssec-key/", Purpose: PurposeDNSSECKey}, // dnsdata's DNSSEC keys (dns.dnssec)
+// SealedTables is every table pryv-tls seals a value in: the certificates'
+// private keys (tls-cert/, here), the ACME account keys (acme's
+// acme-account/) and the DNSSEC keys (dnsdata's dnssec-key/); those
+// packages import this one or are beside it, hence the literal prefixes. A
+// new sealed row kind must be added here, or a rotation would leave it
+// under the old key (TestSealedTablesAreTheSealedRows).
+var SealedTables = []SealedTable{
+	{Prefix: Prefix, Purpose: atrest.PurposeTLSKey},
+	{Prefix: "acme-account/", Purpose: atrest.PurposeACMEAccount},
+	{Prefix: "dnssec-key/", Purpose: atrest.PurposeDNSSECKey}, // dnsdata's DNSSEC keys (dns.dnssec)
 }
 
 // ResealKV is what Reseal needs of PlatformDB.
@@ -51,14 +54,14 @@ type RowFailure struct {
 	Error string `json:"error"`
 }
 
-// Reseal rewrites every sealed row of Tables that a previous master sealed
-// under keys' current one. Each write is conditional on the revision read
+// Reseal rewrites every sealed row of SealedTables that a previous master
+// sealed under keys' current one. Each write is conditional on the revision read
 // (a row rewritten meanwhile, by a renewal say, is read again), and the
 // rest of the row is kept as it is. A row no key of keys opens is reported
 // by name and left untouched; so is one that is not a record with a key.
-func Reseal(ctx context.Context, kv ResealKV, keys *Keyring) (ResealReport, error) {
+func Reseal(ctx context.Context, kv ResealKV, keys *atrest.Keyring) (ResealReport, error) {
 	rep := ResealReport{Resealed: []string{}, Left: []RowFailure{}}
-	for _, t := range Tables {
+	for _, t := range SealedTables {
 		entries, _, err := kv.List(ctx, t.Prefix)
 		if err != nil {
 			return rep, fmt.Errorf("listing %s: %w", t.Prefix, err)
@@ -74,7 +77,7 @@ func Reseal(ctx context.Context, kv ResealKV, keys *Keyring) (ResealReport, erro
 
 // resealRetrying is resealRow, read again and retried while another writer
 // rewrites the row in between (a renewal storing it).
-func resealRetrying(ctx context.Context, kv ResealKV, keys *Keyring, purpose Purpose, e platformdb.Entry, rep *ResealReport) error {
+func resealRetrying(ctx context.Context, kv ResealKV, keys *atrest.Keyring, purpose atrest.Purpose, e platformdb.Entry, rep *ResealReport) error {
 	for attempt := 1; ; attempt++ {
 		err := resealRow(ctx, kv, keys, purpose, e, rep)
 		if !errors.Is(err, platformdb.ErrConflict) {
@@ -96,7 +99,7 @@ func resealRetrying(ctx context.Context, kv ResealKV, keys *Keyring, purpose Pur
 }
 
 // resealRow rewrites one row if needed; a failed compare is ErrConflict.
-func resealRow(ctx context.Context, kv ResealKV, keys *Keyring, purpose Purpose, e platformdb.Entry, rep *ResealReport) error {
+func resealRow(ctx context.Context, kv ResealKV, keys *atrest.Keyring, purpose atrest.Purpose, e platformdb.Entry, rep *ResealReport) error {
 	var obj map[string]json.RawMessage
 	var env []byte
 	if err := json.Unmarshal(e.Value, &obj); err != nil || obj["key"] == nil || json.Unmarshal(obj["key"], &env) != nil {
@@ -138,7 +141,7 @@ func resealRow(ctx context.Context, kv ResealKV, keys *Keyring, purpose Purpose,
 // running core's keys, answering the ResealReport.
 type RotateAPI struct {
 	KV     ResealKV
-	Keys   *Keyring
+	Keys   *atrest.Keyring
 	Logger *slog.Logger
 }
 
