@@ -25,7 +25,8 @@ type Cert struct {
 	// Renewed: a renewer keeps this certificate (an ACME plan's row). False
 	// for one nothing renews: imported outside the plans, or http.ssl files.
 	Renewed bool
-	// NextRenewal is the renewer's planned point; zero: two thirds of the
+	// NextRenewal is the renewer's planned point; zero (or before
+	// NotBefore: a plan for the previous certificate): two thirds of the
 	// lifetime (the schedule without ARI or renewBeforeDays).
 	NextRenewal time.Time
 	// ARIEnd is the end of the CA's renewal window for this certificate,
@@ -56,14 +57,16 @@ type Verdict struct {
 // or a third of its lifetime before when that is shorter.
 func Judge(c Cert, now time.Time) Verdict {
 	life := c.NotAfter.Sub(c.NotBefore)
-	var at time.Time
+	var at, point time.Time
 	if c.Renewed {
+		point = c.NextRenewal
+		if point.IsZero() || point.Before(c.NotBefore) {
+			// None planned, or planned for the certificate before this one
+			// (imported over it; the renewer has not looked since).
+			point = c.NotBefore.Add(life * 2 / 3)
+		}
 		at = c.ARIEnd
 		if at.IsZero() {
-			point := c.NextRenewal
-			if point.IsZero() {
-				point = c.NotBefore.Add(life * 2 / 3)
-			}
 			at = point.Add(life / OverdueShare)
 		}
 		at = earliest(at, c.NotAfter)
@@ -78,7 +81,7 @@ func Judge(c Cert, now time.Time) Verdict {
 		v.State, v.Attention = StateOverdue, true
 	case !now.Before(at):
 		v.State, v.Attention = StateExpiring, true
-	case c.Renewed && !c.NextRenewal.IsZero() && !now.Before(c.NextRenewal):
+	case c.Renewed && !now.Before(point):
 		v.State = StateDue
 	}
 	return v
