@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -139,6 +140,30 @@ func TestStrategyAWithPebble(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Logf("force-renew -> new certificate served: %s (serial %s)", time.Since(renewStart).Round(time.Millisecond), serialAfter)
+
+	// Clicked again at once: one forced renewal per name per minute, said
+	// with a 429 and when to come back, whatever ignoreBackoff says.
+	req, _ := http.NewRequest("POST", fmt.Sprintf("https://%s:%d/system/admin/certs/force-renew?ignoreBackoff=true", host, port),
+		strings.NewReader(`{"hostname":"your-domain.com"}`))
+	req.Header.Set("Authorization", "e2e-admin-key")
+	cl := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: roots},
+		DialContext: func(ctx context.Context, n, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, n, addr)
+		},
+	}}
+	resp, err := cl.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var again map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&again)
+	resp.Body.Close()
+	ra, _ := strconv.Atoi(resp.Header.Get("Retry-After"))
+	if resp.StatusCode != http.StatusTooManyRequests || ra < 1 || ra > 60 || again["ok"] != false {
+		t.Errorf("force-renew again at once: %d Retry-After %q %v; want 429 with Retry-After <= 60", resp.StatusCode, resp.Header.Get("Retry-After"), again)
+	}
+	t.Logf("force-renew again at once: %d, Retry-After %ds: %v", resp.StatusCode, ra, again["error"])
 
 	c.signal(syscall.SIGTERM)
 	if code := c.wait(15 * time.Second); code != 0 {

@@ -61,7 +61,7 @@ func TestOnFailureOncePerStreak(t *testing.T) {
 	opts.HTTPClient = &http.Client{Transport: sw, Timeout: opts.HTTPClient.Timeout}
 	opts.Now, opts.OnFailure = clock.Now, heard.add
 	r := mustNew(t, opts)
-	if _, err := r.ForceRenew(ctx, ""); err != nil {
+	if _, err := r.ForceRenew(ctx, "", false); err != nil {
 		t.Fatalf("first issuance: %v", err)
 	}
 
@@ -94,14 +94,15 @@ func TestOnFailureOncePerStreak(t *testing.T) {
 	// new one and is heard.
 	sw.down.Store(false)
 	clock.Advance(7 * time.Hour) // past the backoff (at most 6 h)
-	if _, err := r2.ForceRenew(ctx, ""); err != nil {
+	if _, err := r2.ForceRenew(ctx, "", false); err != nil {
 		t.Fatalf("renewal once the CA is back: %v", err)
 	}
 	if st := e.state(host); st.Failures != 0 || st.Problem != nil || st.LastError != "" {
 		t.Errorf("state after the success: %+v", st)
 	}
 	sw.down.Store(true)
-	if _, err := r2.ForceRenew(ctx, ""); err == nil {
+	clock.Advance(forceInterval) // one forced renewal per name per minute
+	if _, err := r2.ForceRenew(ctx, "", false); err == nil {
 		t.Fatal("forced renewal with the CA down: no error")
 	}
 	if n := len(heard.all()); n != 2 {
@@ -119,7 +120,7 @@ func TestProblemKept(t *testing.T) {
 	opts := e.options(p, "core-a", host, "default")
 	opts.OnFailure = heard.add
 	r := mustNew(t, opts)
-	if _, err := r.ForceRenew(ctx, ""); err == nil {
+	if _, err := r.ForceRenew(ctx, "", false); err == nil {
 		t.Fatal("ForceRenew of a blocked name: no error")
 	}
 	st := e.state(host)
@@ -215,7 +216,7 @@ func TestPausedNotRetried(t *testing.T) {
 		t.Errorf("%d requests to the CA while paused, want 0", n)
 	}
 	// The operator unpaused and forces: an order, and the pause is gone.
-	if _, err := r.ForceRenew(ctx, ""); err != nil {
+	if _, err := r.ForceRenew(ctx, "", false); err != nil {
 		t.Fatalf("ForceRenew after unpausing: %v", err)
 	}
 	if got := e.state(host); got.UnpauseURL != "" || got.Problem != nil || got.Failures != 0 {

@@ -54,7 +54,7 @@ func TestRenewalWakesAtItsPoint(t *testing.T) {
 	opts := e.options(p, "core-a", host, "short30s")
 	opts.CheckInterval = 5 * time.Minute // the daemon's default
 	r := mustNew(t, opts)
-	first, err := r.ForceRenew(ctx, "")
+	first, err := r.ForceRenew(ctx, "", false)
 	if err != nil {
 		t.Fatalf("ForceRenew: %v", err)
 	}
@@ -156,7 +156,7 @@ func TestSweepAtStart(t *testing.T) {
 	e := newEnv(t)
 	p := e.pebble(acmetest.Options{})
 	const host = "your-domain.com"
-	if _, err := mustNew(t, e.options(p, "core-a", host, "default")).ForceRenew(ctx, ""); err != nil {
+	if _, err := mustNew(t, e.options(p, "core-a", host, "default")).ForceRenew(ctx, "", false); err != nil {
 		t.Fatal(err)
 	}
 	orders := len(e.calls.newOrders(""))
@@ -245,7 +245,7 @@ func TestAccountGoneRegistersAgain(t *testing.T) {
 	e := newEnv(t)
 	old := e.pebble(acmetest.Options{})
 	const host = "your-domain.com"
-	if _, err := mustNew(t, e.options(old, "core-a", host, "default")).ForceRenew(ctx, ""); err != nil {
+	if _, err := mustNew(t, e.options(old, "core-a", host, "default")).ForceRenew(ctx, "", false); err != nil {
 		t.Fatal(err)
 	}
 	rebuilt := e.pebble(acmetest.Options{})
@@ -335,7 +335,7 @@ func TestFencedWrites(t *testing.T) {
 		t.Fatal(err)
 	}
 	successor := mustNew(t, e.options(p, "core-b", host, "default"))
-	good, err := successor.ForceRenew(ctx, "")
+	good, err := successor.ForceRenew(ctx, "", false)
 	if err != nil {
 		t.Fatalf("the successor's ForceRenew: %v", err)
 	}
@@ -386,5 +386,124 @@ func TestFencedWrites(t *testing.T) {
 	st.ARISerial = "abc"
 	if err := stale.save(ctx, host, st); err != nil || e.state(host).ARISerial != "abc" {
 		t.Errorf("unlocked save over an unchanged row: %v, ARISerial %q", err, e.state(host).ARISerial)
+	}
+}
+
+// isRetry reports whether err is a force-renew refusal saying when to come back.
+func isRetry(err error) bool {
+	var re *RetryError
+	return errors.As(err, &re)
+}
+
+// TestForceRenewDetachedRecordedLimited: a forced renewal whose caller
+// gives up (an HTTP client's timeout mid-validation) goes on and is
+// recorded; a second one within a minute is refused with when to come back;
+// during a backoff it is refused unless ignoreBackoff; Run ending (shutdown)
+// cuts one in flight.
+func TestForceRenewDetachedRecordedLimited(t *testing.T) {
+	ctx := testCtx(t)
+	e := newEnv(t)
+	const blocked = "blocked.your-domain.com"
+	p := e.pebble(acmetest.Options{BlockedDomains: []string{blocked}})
+	const host = "core1.your-domain.com"
+	clock := &fakeClock{}
+	opts := e.options(p, "core-a", host, "default")
+	opts.Now = clock.Now
+	opts.Plans = append(opts.Plans, Plan{Hostnames: []string{blocked}, Challenge: "http-01"})
+	r := mustNew(t, opts)
+
+	// The caller gives up while the CA validates.
+	arrived := e.gate.hold()
+	cctx, cancel := context.WithCancel(ctx)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := r.ForceRenew(cctx, host, false)
+		errc <- err
+	}()
+	select {
+	case <-arrived:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the CA never came for the HTTP-01 token")
+	}
+	cancel()
+	select {
+	case err := <-errc:
+		if err == nil || !strings.Contains(err.Error(), "the order goes on") {
+			t.Errorf("ForceRenew whose caller gave up: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("ForceRenew did not return when its caller gave up")
+	}
+	e.gate.open()
+	waitFor(t, 30*time.Second, "the detached order's certificate", func() bool { return e.record(host) != nil })
+	waitFor(t, 5*time.Second, "the detached order's outcome in the state", func() bool { return !e.state(host).LastSuccess.IsZero() })
+	verifyRecord(t, e.keys, e.record(host), host, p.IssuerRoots(t))
+
+	// Again at once: refused, with when.
+	_, err := r.ForceRenew(ctx, host, true)
+	var re *RetryError
+	if !errors.As(err, &re) || !strings.Contains(err.Error(), "less than a minute ago") {
+		t.Fatalf("a second forced renewal within a minute: %v, want a RetryError", err)
+	}
+	if d := re.RetryAfter(clock.Now()); d < 30*time.Second || d > time.Minute {
+		t.Errorf("RetryAfter = %v, want what is left of the minute", d)
+	}
+	orders := len(e.calls.newOrders(""))
+	clock.Advance(forceInterval)
+	if _, err := r.ForceRenew(ctx, host, false); err != nil {
+		t.Errorf("a forced renewal a minute later: %v", err)
+	}
+	if n := len(e.calls.newOrders("")) - orders; n != 1 {
+		t.Errorf("%d orders for the second forced renewal, want 1", n)
+	}
+
+	// A failure: the backoff applies to a forced renewal too.
+	if _, err := r.ForceRenew(ctx, blocked, false); err == nil || isRetry(err) {
+		t.Fatalf("forced renewal of a refused name: %v, want the CA's refusal", err)
+	}
+	st := e.state(blocked)
+	orders = len(e.calls.newOrders(""))
+	if _, err := r.ForceRenew(ctx, blocked, false); !errors.As(err, &re) || !strings.Contains(err.Error(), "backing off after 1 failed") {
+		t.Errorf("forced renewal during the backoff: %v, want refused", err)
+	} else if !re.At.Equal(st.NextAttempt) {
+		t.Errorf("RetryError.At = %v, want NextAttempt %v", re.At, st.NextAttempt)
+	}
+	clock.Advance(forceInterval) // past the rate limit
+	if _, err := r.ForceRenew(ctx, blocked, true); err == nil || isRetry(err) {
+		t.Errorf("forced renewal ignoring the backoff: %v, want an order (refused by the CA)", err)
+	}
+	if n := len(e.calls.newOrders("")) - orders; n != 1 {
+		t.Errorf("%d orders during the backoff, want 1 (ignoreBackoff only)", n)
+	}
+	if got := e.state(blocked); got.Failures != 2 {
+		t.Errorf("Failures = %d after the forced retry, want 2 (recorded like any order)", got.Failures)
+	}
+
+	// Shutdown cuts a forced order in flight.
+	clock.Advance(forceInterval)
+	stop := runRenewer(t, r)
+	before := e.record(host)
+	arrived = e.gate.hold()
+	go func() {
+		_, err := r.ForceRenew(ctx, host, true)
+		errc <- err
+	}()
+	select {
+	case <-arrived:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the CA never came for the HTTP-01 token")
+	}
+	stop()
+	select {
+	case err := <-errc:
+		if err == nil {
+			t.Error("a forced order survived the shutdown")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the forced order did not stop with Run")
+	}
+	e.gate.open()
+	if got := e.record(host); got.Serial != before.Serial {
+		t.Error("the order cut by the shutdown stored a certificate")
 	}
 }

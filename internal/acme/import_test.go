@@ -64,7 +64,7 @@ func TestImportedAccountIsUsed(t *testing.T) {
 
 	const host = "migrated.your-domain.com"
 	r := mustNew(t, e.options(p, "after-import", host, "default"))
-	if _, err := r.ForceRenew(ctx, host); err != nil {
+	if _, err := r.ForceRenew(ctx, host, false); err != nil {
 		t.Fatalf("ForceRenew with the imported account: %v", err)
 	}
 	verifyRecord(t, e.keys, e.record(host), host, p.IssuerRoots(t))

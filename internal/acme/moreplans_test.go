@@ -47,11 +47,11 @@ func TestMorePlans(t *testing.T) {
 		t.Errorf("%d orders, want 2 (core1 planned twice is ordered once)", n)
 	}
 
-	if _, err := r.ForceRenew(ctx, "core2.your-domain.com"); err != nil {
+	if _, err := r.ForceRenew(ctx, "core2.your-domain.com", false); err != nil {
 		t.Errorf("force-renew of a plan found at run time: %v", err)
 	}
 	more.Store(&[]Plan{})
-	if _, err := r.ForceRenew(ctx, "core2.your-domain.com"); err == nil || !strings.Contains(err.Error(), "not a hostname") {
+	if _, err := r.ForceRenew(ctx, "core2.your-domain.com", false); err == nil || !strings.Contains(err.Error(), "not a hostname") {
 		t.Errorf("force-renew of a core no longer listed: %v", err)
 	}
 }

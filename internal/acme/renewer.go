@@ -123,6 +123,10 @@ type Renewer struct {
 
 	wmu  sync.Mutex
 	wake map[string]time.Time // row -> the next time its state asks for a look
+
+	fmu    sync.Mutex
+	forced map[string]time.Time // row -> the last forced order
+	life   context.Context      // forced orders run under it: Run's lifetime while it runs
 }
 
 // New checks the options; nothing is contacted until Run or ForceRenew.
@@ -157,7 +161,8 @@ func New(opts Options) (*Renewer, error) {
 	if _, err := keyType(opts.KeyType); err != nil {
 		return nil, err
 	}
-	return &Renewer{opts: opts, log: opts.Logger, wake: map[string]time.Time{}}, nil
+	return &Renewer{opts: opts, log: opts.Logger, wake: map[string]time.Time{}, forced: map[string]time.Time{},
+		life: context.Background()}, nil
 }
 
 // Run checks every plan now, then again at the earliest of CheckInterval
@@ -165,6 +170,15 @@ func New(opts Options) (*Renewer, error) {
 // next ARI question, until ctx ends. The certificates already served keep
 // serving whatever happens here.
 func (r *Renewer) Run(ctx context.Context) {
+	// Forced orders stop with Run (shutdown), not with their caller.
+	r.fmu.Lock()
+	r.life = ctx
+	r.fmu.Unlock()
+	defer func() {
+		r.fmu.Lock()
+		r.life = context.Background()
+		r.fmu.Unlock()
+	}()
 	r.sweepAtStart(ctx)
 	for {
 		for _, p := range r.plans(ctx) {
@@ -242,14 +256,67 @@ func (f fencedKV) Put(ctx context.Context, key string, value []byte) (int64, err
 	return f.lock.Put(ctx, key, value)
 }
 
+// forceInterval is the least time between two forced renewals of a name:
+// repeated clicks must not spend the CA's failed-validation limit (Let's
+// Encrypt: 5 per hour per account and hostname).
+const forceInterval = time.Minute
+
+// forceTimeout bounds a forced order that outlives its caller.
+const forceTimeout = 10 * time.Minute
+
+// RetryError refuses a forced renewal for now: Retry-After material.
+type RetryError struct {
+	Hostname string
+	At       time.Time // when a forced renewal will be accepted
+	Reason   string
+}
+
+func (e *RetryError) Error() string {
+	return fmt.Sprintf("%s: %s; try again after %s", e.Hostname, e.Reason, e.At.UTC().Format(time.RFC3339))
+}
+
+// RetryAfter is how long from now until At (at least a second).
+func (e *RetryError) RetryAfter(now time.Time) time.Duration {
+	return max(e.At.Sub(now).Round(time.Second), time.Second)
+}
+
 // ForceRenew orders a new certificate for hostname's plan now ("" = the
-// first plan), whatever the schedule or backoff says.
-func (r *Renewer) ForceRenew(ctx context.Context, hostname string) (*certstore.Record, error) {
+// first plan), whatever the schedule says. It honours the backoff after
+// failures unless ignoreBackoff (or the CA paused the account: forcing is
+// how the operator resumes), and accepts one forced renewal per name per
+// minute; a refusal is a *RetryError. The order runs detached from ctx: a
+// caller that gives up (an HTTP client's timeout) does not cut it — it
+// goes on, recorded in the state like any order, and ForceRenew returns
+// ctx's error. Shutdown (Run's context ending) does cut it.
+func (r *Renewer) ForceRenew(ctx context.Context, hostname string, ignoreBackoff bool) (*certstore.Record, error) {
 	p, ok := planFor(r.plans(ctx), hostname)
 	if !ok {
 		return nil, fmt.Errorf("%s is not a hostname this deployment's topology covers", hostname)
 	}
-	return r.check(ctx, p, true)
+	mode := forced
+	if ignoreBackoff {
+		mode = forcedIgnoringBackoff
+	}
+	r.fmu.Lock()
+	life := r.life
+	r.fmu.Unlock()
+	type result struct {
+		rec *certstore.Record
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		octx, cancel := context.WithTimeout(life, forceTimeout)
+		defer cancel()
+		rec, err := r.checkPlan(octx, p, mode)
+		done <- result{rec, err}
+	}()
+	select {
+	case res := <-done:
+		return res.rec, res.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%s: stopped waiting (%w); the order goes on, its outcome will be in the renewal state", p.Row(), ctx.Err())
+	}
 }
 
 // plans are Plans, then those of MorePlans not already there.
@@ -282,11 +349,49 @@ func planFor(plans []Plan, hostname string) (Plan, bool) {
 	return Plan{}, false
 }
 
-// check renews p if it is due (or force), recording the outcome in its state.
+// checkMode is why a check runs.
+type checkMode int
+
+const (
+	scheduled             checkMode = iota // Run's pass: orders only when due
+	forced                                 // force-renew: orders now, unless backing off or rate-limited
+	forcedIgnoringBackoff                  // force-renew?ignoreBackoff: only the rate limit applies
+)
+
+// check is checkPlan for a scheduled pass, or (force) one that orders now
+// whatever the backoff.
 func (r *Renewer) check(ctx context.Context, p Plan, force bool) (*certstore.Record, error) {
+	if force {
+		return r.checkPlan(ctx, p, forcedIgnoringBackoff)
+	}
+	return r.checkPlan(ctx, p, scheduled)
+}
+
+// mayForce refuses a forced renewal (a *RetryError) while the backoff runs
+// (unless mode ignores it, or the CA paused the account: forcing is how the
+// operator resumes) or within forceInterval of the last forced order.
+func (r *Renewer) mayForce(row string, st State, mode checkMode, now time.Time) error {
+	if mode == forced && now.Before(st.NextAttempt) && st.UnpauseURL == "" {
+		reason := fmt.Sprintf("backing off after %d failed orders (last: %s)", st.Failures, st.LastError)
+		if st.Failures == 0 {
+			reason = "an order began at " + st.LastAttempt.Format(time.RFC3339) + " (in progress, or interrupted)"
+		}
+		return &RetryError{Hostname: row, At: st.NextAttempt, Reason: reason + "; ignoreBackoff overrides this"}
+	}
+	r.fmu.Lock()
+	defer r.fmu.Unlock()
+	if last, ok := r.forced[row]; ok && now.Before(last.Add(forceInterval)) {
+		return &RetryError{Hostname: row, At: last.Add(forceInterval), Reason: "a renewal was forced less than a minute ago"}
+	}
+	return nil
+}
+
+// checkPlan renews p if it is due (or forced), recording the outcome in its state.
+func (r *Renewer) checkPlan(ctx context.Context, p Plan, mode checkMode) (*certstore.Record, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	row := p.Row()
+	force := mode != scheduled
 	if !force {
 		// A cheap look first: most checks end here, without the lock.
 		st, cur, err := r.load(ctx, p)
@@ -344,6 +449,13 @@ func (r *Renewer) check(ctx context.Context, p Plan, force bool) (*certstore.Rec
 			return nil, r.save(octx, row, st)
 		}
 		r.log.Info("certificate due for renewal", "hostname", row, "reason", reason)
+	} else {
+		if err := r.mayForce(row, st, mode, now); err != nil {
+			return nil, err
+		}
+		r.fmu.Lock()
+		r.forced[row] = now
+		r.fmu.Unlock()
 	}
 	r.sweepChallenges(octx)
 

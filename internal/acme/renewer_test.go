@@ -73,12 +73,12 @@ func TestFirstIssuanceForceRenew(t *testing.T) {
 	opts.OnOrder = func(err error) { orders = append(orders, err) }
 	r := mustNew(t, opts)
 
-	if _, err := r.ForceRenew(ctx, "not-covered.example"); err == nil || !strings.Contains(err.Error(), "not a hostname") {
+	if _, err := r.ForceRenew(ctx, "not-covered.example", false); err == nil || !strings.Contains(err.Error(), "not a hostname") {
 		t.Errorf("ForceRenew of a hostname no plan covers: %v", err)
 	}
 
 	start := time.Now()
-	rec, err := r.ForceRenew(ctx, "YOUR-DOMAIN.COM") // hostnames match case-insensitively
+	rec, err := r.ForceRenew(ctx, "YOUR-DOMAIN.COM", false) // hostnames match case-insensitively
 	took := time.Since(start)
 	if err != nil {
 		t.Fatalf("ForceRenew: %v", err)
@@ -148,7 +148,7 @@ func TestRenewalScheduledByARI(t *testing.T) {
 	const host = "your-domain.com"
 	r := mustNew(t, e.runOptions(p, "core-a", host, "short120s"))
 
-	first, err := r.ForceRenew(ctx, "")
+	first, err := r.ForceRenew(ctx, "", false)
 	if err != nil {
 		t.Fatalf("ForceRenew: %v", err)
 	}
@@ -235,7 +235,7 @@ func TestARITiming(t *testing.T) {
 	r := mustNew(t, opts)
 	plan := opts.Plans[0]
 
-	first, err := r.ForceRenew(ctx, "")
+	first, err := r.ForceRenew(ctx, "", false)
 	if err != nil {
 		t.Fatalf("ForceRenew: %v", err)
 	}
@@ -429,9 +429,12 @@ func TestBackoffAfterRejection(t *testing.T) {
 		t.Errorf("Failures = %d after the restart, want still 1", got.Failures)
 	}
 
-	// ForceRenew overrides the backoff (the operator asked), and a second
+	// ForceRenew honours the backoff unless told to ignore it; a second
 	// failure doubles it.
-	if _, err := r2.ForceRenew(ctx, ""); err == nil || !strings.Contains(err.Error(), "rejectedIdentifier") {
+	if _, err := r2.ForceRenew(ctx, "", false); !isRetry(err) {
+		t.Errorf("ForceRenew during the backoff: %v, want a RetryError", err)
+	}
+	if _, err := r2.ForceRenew(ctx, "", true); err == nil || !strings.Contains(err.Error(), "rejectedIdentifier") {
 		t.Errorf("ForceRenew of a blocked name: %v, want the CA's rejectedIdentifier", err)
 	}
 	if n := len(e.calls.newOrders("core-a-restarted")); n != 1 {
@@ -457,7 +460,7 @@ func TestDirectoryUnreachable(t *testing.T) {
 	opts := e.options(p, "core-a", host, "default")
 	opts.Now = clock.Now
 	r := mustNew(t, opts)
-	first, err := r.ForceRenew(ctx, "")
+	first, err := r.ForceRenew(ctx, "", false)
 	if err != nil {
 		t.Fatalf("ForceRenew: %v", err)
 	}
@@ -508,7 +511,7 @@ func TestDirectoryUnreachable(t *testing.T) {
 	opts3 := e.options(p, "closed-port", other, "default")
 	opts3.DirectoryURL = closed
 	r3 := mustNew(t, opts3)
-	if _, err := r3.ForceRenew(ctx, ""); err == nil || !strings.Contains(err.Error(), closed) {
+	if _, err := r3.ForceRenew(ctx, "", false); err == nil || !strings.Contains(err.Error(), closed) {
 		t.Errorf("ForceRenew against %s: %v", closed, err)
 	}
 	if st := e.state(other); st.Failures != 1 || st.NextAttempt.IsZero() {
@@ -535,7 +538,7 @@ func TestRenewerLockHeldElsewhere(t *testing.T) {
 	opts.LockWait = time.Second
 	r := mustNew(t, opts)
 	start := time.Now()
-	_, err = r.ForceRenew(ctx, "")
+	_, err = r.ForceRenew(ctx, "", false)
 	waited := time.Since(start)
 	if err == nil || !strings.Contains(err.Error(), "another renewer") {
 		t.Fatalf("ForceRenew while the lock is held: %v; want it to say another renewer holds the lock", err)
@@ -556,7 +559,7 @@ func TestRenewerLockHeldElsewhere(t *testing.T) {
 	if err := lock.Unlock(ctx); err != nil {
 		t.Fatal(err)
 	}
-	rec, err := r.ForceRenew(ctx, "")
+	rec, err := r.ForceRenew(ctx, "", false)
 	if err != nil {
 		t.Fatalf("ForceRenew after Unlock: %v", err)
 	}
@@ -584,7 +587,7 @@ func TestTwoRenewersRace(t *testing.T) {
 	for i, r := range rs {
 		wg.Go(func() {
 			<-start
-			recs[i], errs[i] = r.ForceRenew(ctx, "")
+			recs[i], errs[i] = r.ForceRenew(ctx, "", false)
 		})
 	}
 	close(start)
@@ -715,7 +718,7 @@ func TestAccountPerDirectory(t *testing.T) {
 		p    *acmetest.Pebble
 		host string
 	}{{r1, p1, h1}, {r2, p2, h2}} {
-		if _, err := c.r.ForceRenew(ctx, ""); err != nil {
+		if _, err := c.r.ForceRenew(ctx, "", false); err != nil {
 			t.Fatalf("ForceRenew %s: %v", c.host, err)
 		}
 		verifyRecord(t, e.keys, e.record(c.host), c.host, c.p.IssuerRoots(t))
@@ -750,7 +753,7 @@ func TestAccountPerDirectory(t *testing.T) {
 	// A second renewer on the first directory (another core, or a restart)
 	// reuses the stored account.
 	r1b := mustNew(t, e.options(p1, "dir1-second", h1, "default"))
-	if _, err := r1b.ForceRenew(ctx, ""); err != nil {
+	if _, err := r1b.ForceRenew(ctx, "", false); err != nil {
 		t.Fatalf("ForceRenew with the stored account: %v", err)
 	}
 	verifyRecord(t, e.keys, e.record(h1), h1, p1.IssuerRoots(t))
@@ -777,7 +780,7 @@ func TestEAB(t *testing.T) {
 	const host = "your-domain.com"
 
 	rNo := mustNew(t, e.options(p, "no-eab", host, "default"))
-	if _, err := rNo.ForceRenew(ctx, ""); err == nil {
+	if _, err := rNo.ForceRenew(ctx, "", false); err == nil {
 		t.Fatal("ForceRenew without EAB against a CA that requires it: no error")
 	}
 	st := e.state(host)
@@ -793,14 +796,14 @@ func TestEAB(t *testing.T) {
 	_, _ = rand.Read(wrong)
 	optsWrong := e.options(p, "wrong-eab", host, "default")
 	optsWrong.EAB = &EAB{KID: "kid-1", HMACKey: base64.RawURLEncoding.EncodeToString(wrong)}
-	if _, err := mustNew(t, optsWrong).ForceRenew(ctx, ""); err == nil {
+	if _, err := mustNew(t, optsWrong).ForceRenew(ctx, "", false); err == nil {
 		t.Error("ForceRenew with a wrong EAB MAC key: no error")
 	}
 
 	opts := e.options(p, "with-eab", host, "default")
 	opts.EAB = &EAB{KID: "kid-1", HMACKey: enc}
 	start := time.Now()
-	rec, err := mustNew(t, opts).ForceRenew(ctx, "")
+	rec, err := mustNew(t, opts).ForceRenew(ctx, "", true) // the operator fixed the configuration: past the backoff
 	if err != nil {
 		t.Fatalf("ForceRenew with EAB: %v", err)
 	}
@@ -819,7 +822,7 @@ func TestDNS01WithoutProvider(t *testing.T) {
 	opts := e.options(p, "core-a", "mc.your-domain.com", "default")
 	opts.Plans = []Plan{{Hostnames: []string{"*.mc.your-domain.com", "mc.your-domain.com"}, Challenge: "dns-01"}}
 	r := mustNew(t, opts)
-	_, err := r.ForceRenew(ctx, "mc.your-domain.com")
+	_, err := r.ForceRenew(ctx, "mc.your-domain.com", false)
 	if err == nil || !strings.Contains(err.Error(), "DNS-01") {
 		t.Fatalf("ForceRenew of a DNS-01 plan without a provider: %v", err)
 	}
@@ -841,35 +844,20 @@ func TestRestartMidOrder(t *testing.T) {
 	t.Run("cancelled", func(t *testing.T) {
 		const host = "your-domain.com"
 		arrived := e.gate.hold()
+		// Run's first pass orders (no certificate yet); ending Run's
+		// context is the daemon shutting down.
 		r1 := mustNew(t, e.options(p, "core-a", host, "default"))
-		ctx1, cancel1 := context.WithCancel(ctx)
-		defer cancel1()
-		errc := make(chan error, 1)
-		go func() {
-			_, err := r1.ForceRenew(ctx1, "")
-			errc <- err
-		}()
+		stop := runRenewer(t, r1)
 		select {
 		case <-arrived:
-		case err := <-errc:
-			t.Fatalf("the order ended before the CA came for the HTTP-01 token: %v", err)
 		case <-time.After(30 * time.Second):
 			t.Fatal("the CA never came for the HTTP-01 token")
 		}
 		if toks := e.keysUnder(http01Prefix); len(toks) != 1 {
 			t.Errorf("tokens published during the validation: %v, want one", toks)
 		}
-		cancel1() // shutdown mid-order
-		var err error
-		select {
-		case err = <-errc:
-		case <-time.After(30 * time.Second):
-			t.Fatal("ForceRenew did not return after its context was cancelled")
-		}
+		stop() // shutdown mid-order: returns once Run has
 		e.gate.open()
-		if err == nil {
-			t.Fatal("ForceRenew succeeded although cancelled mid-order")
-		}
 		if e.record(host) != nil {
 			t.Fatal("a certificate was stored by the cancelled order")
 		}
@@ -882,7 +870,10 @@ func TestRestartMidOrder(t *testing.T) {
 
 		start := time.Now()
 		r2 := mustNew(t, e.options(p, "core-a-restarted", host, "default"))
-		rec, err := r2.ForceRenew(ctx, "")
+		if _, err := r2.ForceRenew(ctx, "", false); !isRetry(err) {
+			t.Errorf("ForceRenew right after the interrupted attempt: %v, want refused until its NextAttempt", err)
+		}
+		rec, err := r2.ForceRenew(ctx, "", true) // the operator insists
 		if err != nil {
 			t.Fatalf("ForceRenew after the restart: %v", err)
 		}
@@ -916,7 +907,7 @@ func TestRestartMidOrder(t *testing.T) {
 		defer cancel3()
 		errc := make(chan error, 1)
 		go func() {
-			_, err := r3.ForceRenew(ctx3, "")
+			_, err := r3.ForceRenew(ctx3, "", false)
 			errc <- err
 		}()
 		select {
@@ -933,7 +924,7 @@ func TestRestartMidOrder(t *testing.T) {
 		opts4 := e.options(p, "core-b-restarted", host, "default")
 		opts4.CheckInterval = 30 * time.Second // wait for the dead renewer's lease
 		r4 := mustNew(t, opts4)
-		rec, err := r4.ForceRenew(ctx, "")
+		rec, err := r4.ForceRenew(ctx, "", true) // the attempt the dead one recorded is not waited for
 		if err != nil {
 			t.Fatalf("ForceRenew after the renewer died: %v", err)
 		}
@@ -1021,7 +1012,7 @@ func TestDirectoryChangeRenews(t *testing.T) {
 	e := newEnv(t)
 	staging := e.pebble(acmetest.Options{})
 	const host = "your-domain.com"
-	if _, err := mustNew(t, e.options(staging, "core-a", host, "default")).ForceRenew(ctx, ""); err != nil {
+	if _, err := mustNew(t, e.options(staging, "core-a", host, "default")).ForceRenew(ctx, "", false); err != nil {
 		t.Fatal(err)
 	}
 	before := e.record(host)

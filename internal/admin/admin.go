@@ -17,6 +17,7 @@ import (
 	"maps"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -33,7 +34,9 @@ type Certs interface {
 
 // Renewer is the ACME renewer, on the core that has one.
 type Renewer interface {
-	ForceRenew(ctx context.Context, hostname string) (*certstore.Record, error)
+	// ForceRenew refuses with an error that has a RetryAfter method (see
+	// retryAfter) when the backoff or its rate limit says not now.
+	ForceRenew(ctx context.Context, hostname string, ignoreBackoff bool) (*certstore.Record, error)
 }
 
 // RenewalState is what the API shows of a certificate's renewal bookkeeping.
@@ -289,7 +292,9 @@ func (a *API) certInfos(ctx context.Context) ([]CertInfo, error) {
 }
 
 // forceRenew orders a certificate now: POST with an optional body
-// {"hostname": "..."} (default: the primary one).
+// {"hostname": "..."} (default: the primary one). It honours the renewal
+// backoff unless ?ignoreBackoff=true, and answers 429 with Retry-After when
+// the backoff or the one-per-name-per-minute limit refuses.
 func (a *API) forceRenew(w http.ResponseWriter, r *http.Request) {
 	var req struct {
 		Hostname string `json:"hostname"`
@@ -305,13 +310,29 @@ func (a *API) forceRenew(w http.ResponseWriter, r *http.Request) {
 			"error": "not the certRenewer core: force-renew on the core with letsEncrypt.certRenewer: true"})
 		return
 	}
-	rec, err := a.Renewer.ForceRenew(r.Context(), req.Hostname)
+	ignore := false
+	if v, ok := r.URL.Query()["ignoreBackoff"]; ok {
+		ignore = v[0] == "" || v[0] == "true" || v[0] == "1"
+	}
+	rec, err := a.Renewer.ForceRenew(r.Context(), req.Hostname, ignore)
+	var later retryAfter
+	if errors.As(err, &later) {
+		w.Header().Set("Retry-After", strconv.Itoa(int(later.RetryAfter(time.Now())/time.Second)))
+		writeJSON(w, http.StatusTooManyRequests, map[string]any{"ok": false, "error": err.Error()})
+		return
+	}
 	if err != nil {
 		writeJSON(w, http.StatusBadRequest, map[string]any{"ok": false, "error": err.Error()})
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"ok": true, "hostname": rec.Hostname,
 		"issuedAt": rec.IssuedAt.UTC(), "expiresAt": rec.ExpiresAt.UTC()})
+}
+
+// retryAfter is a refusal that says when to come back.
+type retryAfter interface {
+	error
+	RetryAfter(now time.Time) time.Duration
 }
 
 // Info is a record's public view.

@@ -253,12 +253,12 @@ func (a *acmeSys) options(cfg *config.Config) (acme.Options, error) {
 }
 
 // ForceRenew is the admin API's Renewer: the renewer running now.
-func (a *acmeSys) ForceRenew(ctx context.Context, hostname string) (*certstore.Record, error) {
+func (a *acmeSys) ForceRenew(ctx context.Context, hostname string, ignoreBackoff bool) (*certstore.Record, error) {
 	r := a.renewer.Load()
 	if r == nil {
 		return nil, errors.New("this core is not the certRenewer, or PlatformDB is not answering")
 	}
-	return r.ForceRenew(ctx, hostname)
+	return r.ForceRenew(ctx, hostname, ignoreBackoff)
 }
 
 // adminRenewer is what the API is given: nil (no renewer endpoint) on a
