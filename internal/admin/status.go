@@ -176,8 +176,15 @@ func startPart[T any](ctx context.Context, on bool, f func(context.Context) (T, 
 	return ch
 }
 
-func awaitPart[T any](ch <-chan partResult[T]) (T, error) {
-	t := time.NewTimer(PartTimeout + 100*time.Millisecond) // f's own context ends first; this is for an f that ignores it
+// awaitPart waits until deadline at most: the parts run at once, so one
+// deadline, set when they started, bounds them all.
+func awaitPart[T any](ch <-chan partResult[T], deadline time.Time) (T, error) {
+	select {
+	case r := <-ch: // answered while an earlier part was awaited
+		return r.v, r.err
+	default:
+	}
+	t := time.NewTimer(time.Until(deadline))
 	defer t.Stop()
 	select {
 	case r := <-ch:
@@ -221,6 +228,8 @@ func (a *API) Status(ctx context.Context) Status {
 		certs []CertInfo
 		err   error
 	}
+	// f's own context ends at PartTimeout; the margin is for one that ignores it.
+	deadline := time.Now().Add(PartTimeout + 100*time.Millisecond)
 	selfCh := startPart(ctx, a.Self != nil, func(ctx context.Context) (Self, error) { return a.Self(ctx), nil })
 	coresCh := startPart(ctx, a.DNS != nil, func(ctx context.Context) (coresPart, error) {
 		cores, members, err := a.coreStatuses(ctx)
@@ -234,7 +243,7 @@ func (a *API) Status(ctx context.Context) Status {
 	selfKnown := true
 	if a.Self != nil {
 		var err error
-		if st.Core, err = awaitPart(selfCh); err != nil {
+		if st.Core, err = awaitPart(selfCh, deadline); err != nil {
 			selfKnown = false
 			unreachable("this core's own state", "the daemon is busy or stuck; what follows is what PlatformDB says")
 		}
@@ -254,7 +263,7 @@ func (a *API) Status(ctx context.Context) Status {
 	}
 
 	if a.DNS != nil {
-		cp, err := awaitPart(coresCh)
+		cp, err := awaitPart(coresCh, deadline)
 		switch {
 		case err != nil || (cp.err != nil && errors.Is(cp.err.err, context.DeadlineExceeded)):
 			unreachable("the cluster's cores", "PlatformDB is unreachable from this core (no quorum, or partitioned); it keeps serving what it has")
@@ -276,7 +285,7 @@ func (a *API) Status(ctx context.Context) Status {
 	}
 
 	if a.Certs != nil {
-		cp, err := awaitPart(certsCh)
+		cp, err := awaitPart(certsCh, deadline)
 		switch {
 		case err != nil || errors.Is(cp.err, context.DeadlineExceeded):
 			unreachable("the certificates", "PlatformDB is unreachable from this core (no quorum, or partitioned); it keeps serving the certificates it has")

@@ -259,6 +259,16 @@ func (stuckRows) Cores(ctx context.Context) ([]dnsdata.CoreInfo, error) {
 	return nil, ctx.Err()
 }
 
+type ignoringRows struct {
+	*fakeRows
+	release chan struct{}
+}
+
+func (r ignoringRows) Cores(context.Context) ([]dnsdata.CoreInfo, error) {
+	<-r.release
+	return nil, errors.New("released")
+}
+
 // Status never hangs: every part is bounded by PartTimeout and one that does
 // not answer is named unreachable, the others still answered.
 func TestStatusBounded(t *testing.T) {
@@ -278,6 +288,9 @@ func TestStatusBounded(t *testing.T) {
 		{"this core's own state stuck", &API{Certs: fakeCerts{}, Logger: quietLogger(),
 			Self: func(context.Context) Self { <-release; return Self{} }},
 			[]string{"this core's own state"}},
+		{"every part stuck, none watching its context", &API{Certs: stuckCerts{ignoreCtx: true, release: release}, DNS: ignoringRows{&fakeRows{}, release},
+			Logger: quietLogger(), Self: func(context.Context) Self { <-release; return Self{} }},
+			[]string{"this core's own state", "the cluster's cores", "the certificates"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			start := time.Now()
