@@ -141,6 +141,7 @@ func (d *dnsSys) attach(ctx context.Context, w *wiring) error {
 		KV:                   w.db,
 		PropagationTimeout:   cfg.LetsEncrypt.DNS01.PropagationTimeout.Std(),
 		SkipPropagationCheck: cfg.LetsEncrypt.DNS01.SkipPropagationCheck,
+		Logger:               d.log.With("component", "dns01"),
 		Servers: func() []string {
 			var out []string
 			for _, a := range udp {

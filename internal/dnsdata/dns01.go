@@ -6,7 +6,9 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
+	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	mdns "github.com/miekg/dns"
@@ -31,6 +33,8 @@ type DNS01 struct {
 	// SkipPropagationCheck trusts the write alone (skipPropagationCheck).
 	PropagationTimeout   time.Duration
 	SkipPropagationCheck bool
+	// Logger says which servers a propagation check skipped (nil: silent).
+	Logger *slog.Logger
 }
 
 // challenge is RFC 8555 §8.4: the record name and the value for a key authorisation.
@@ -88,27 +92,72 @@ func (p *DNS01) Timeout() (timeout, interval time.Duration) {
 	return t, 200 * time.Millisecond
 }
 
-// Propagated reports whether every server answers value at fqdn: the CA's
-// validators ask these servers, so there is no point asking it to look before.
+// Propagated reports whether the value is visible where the CA will look:
+// a strict majority of the servers answer it, and none answers without it
+// (a core whose zone has not caught up yet would send the CA a wrong
+// answer: wait for it). A server that does not answer at all (a core down,
+// SERVFAIL) is skipped — the CA's resolvers, finding it silent, ask the
+// other name servers — so one dead core of three no longer stops every
+// DNS-01 order. The servers are asked in parallel.
 func (p *DNS01) Propagated(ctx context.Context, fqdn, value string) (bool, error) {
 	if p.SkipPropagationCheck || p.Servers == nil {
 		return true, nil
 	}
+	servers := p.Servers()
+	seen := make([]answer, len(servers))
+	var wg sync.WaitGroup
+	for i, srv := range servers {
+		wg.Go(func() { seen[i] = askTXT(ctx, srv, fqdn, value) })
+	}
+	wg.Wait()
+	var have int
+	var silent []string
+	for i, a := range seen {
+		switch a {
+		case answered:
+			have++
+		case lacking:
+			return false, nil
+		case silentServer:
+			silent = append(silent, servers[i])
+		}
+	}
+	if have*2 <= len(servers) {
+		return false, nil
+	}
+	if len(silent) > 0 && p.Logger != nil {
+		p.Logger.Warn("DNS-01 value visible on a majority of the cores' DNS servers; skipped the ones not answering",
+			"name", fqdn, "answered", have, "skipped", silent)
+	}
+	return true, nil
+}
+
+// answer is what one server said about a value.
+type answer int
+
+const (
+	silentServer answer = iota // no answer, or a server failure
+	lacking                    // an answer without the value
+	answered                   // the value
+)
+
+func askTXT(ctx context.Context, srv, fqdn, value string) answer {
 	q := new(mdns.Msg)
 	q.SetQuestion(mdns.Fqdn(strings.ToLower(fqdn)), mdns.TypeTXT)
 	q.RecursionDesired = false
-	for _, srv := range p.Servers() {
-		c := &mdns.Client{Timeout: 2 * time.Second}
-		resp, _, err := c.ExchangeContext(ctx, q, srv)
-		if err == nil && resp.Truncated {
-			c.Net = "tcp"
-			resp, _, err = c.ExchangeContext(ctx, q, srv)
-		}
-		if err != nil || !hasTXT(resp, value) {
-			return false, nil
-		}
+	c := &mdns.Client{Timeout: 2 * time.Second}
+	resp, _, err := c.ExchangeContext(ctx, q, srv)
+	if err == nil && resp.Truncated {
+		c.Net = "tcp"
+		resp, _, err = c.ExchangeContext(ctx, q, srv)
 	}
-	return true, nil
+	switch {
+	case err != nil, resp.Rcode != mdns.RcodeSuccess && resp.Rcode != mdns.RcodeNameError:
+		return silentServer
+	case hasTXT(resp, value):
+		return answered
+	}
+	return lacking
 }
 
 func hasTXT(m *mdns.Msg, value string) bool {

@@ -1,9 +1,11 @@
 package dnsdata
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
+	"log/slog"
 	"net"
 	"slices"
 	"strings"
@@ -209,6 +211,46 @@ func TestDNS01EndToEnd(t *testing.T) {
 		}
 		if d := time.Since(begin); d > 100*time.Millisecond {
 			t.Errorf("SkipPropagationCheck took %v", d)
+		}
+		servers = []string{h.addr, h2.addr}
+	})
+
+	// A third core that never caught up (made here: it outlives the subtest).
+	h3 := newHarness(t, db, staticConfig())
+
+	t.Run("a dead core is skipped, a majority answers", func(t *testing.T) {
+		// Three cores, one down (issue 18: one dead core broke every
+		// wildcard order): the two that answer carry the value.
+		var logs bytes.Buffer
+		p.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+		defer func() { p.Logger = nil }()
+		servers = []string{h.addr, h2.addr, silent}
+		begin := time.Now()
+		if !propagated(vApex) {
+			t.Fatal("Propagated false with 2 of 3 servers answering the value and the third down")
+		}
+		if d := time.Since(begin); d > 3*time.Second {
+			t.Errorf("took %v: the servers are not asked in parallel", d)
+		}
+		if !strings.Contains(logs.String(), "skipped") || !strings.Contains(logs.String(), silent) {
+			t.Errorf("the skipped server is not logged: %q", logs.String())
+		}
+		// Down counts against the majority: 1 of 3 is not enough.
+		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		closed := pc.LocalAddr().String()
+		_ = pc.Close()
+		servers = []string{h.addr, closed, silent}
+		if propagated(vApex) {
+			t.Error("Propagated true with 1 of 3 servers answering")
+		}
+		// A core that answers without the value is waited for, even when
+		// a majority has it: the CA could ask it.
+		servers = []string{h.addr, h2.addr, h3.addr}
+		if propagated(vApex) {
+			t.Error("Propagated true while a live server answers without the value")
 		}
 		servers = []string{h.addr, h2.addr}
 	})
