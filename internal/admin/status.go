@@ -125,6 +125,9 @@ type ReloadState struct {
 type MemberState struct {
 	Up     bool `json:"up"`     // answers a quorum read
 	Leader bool `json:"leader"` // the raft leader
+	// Alarms are etcd's alarms on the member: NOSPACE (the store is full
+	// and refuses writes), CORRUPT.
+	Alarms []string `json:"alarms,omitempty"`
 }
 
 // Status is the body of GET /status: everything "pryv-tls status" shows.
@@ -251,6 +254,13 @@ func (a *API) Status(ctx context.Context) Status {
 	self := st.Core
 	if selfKnown && !self.PlatformDB.Up {
 		problem("PlatformDB: this core's member does not answer (no quorum?); certificates are served from the last materialised state")
+	}
+	for _, a := range self.PlatformDB.Alarms {
+		if a == "NOSPACE" {
+			problem("PlatformDB: etcd's NOSPACE alarm is raised: the store is full and refuses every write (certificates keep serving); compact, defragment, then disarm the alarm (see troubleshooting)")
+		} else {
+			problem("PlatformDB: etcd's %s alarm is raised on this core's member", a)
+		}
 	}
 	if self.TLS && self.Placeholder {
 		problem("this core serves the self-signed placeholder: no real certificate yet")

@@ -57,6 +57,7 @@ type platformHealth struct {
 	At                           time.Time
 	Up                           bool            // this member answers a quorum read
 	Leader                       bool            // this member leads
+	Alarms                       []string        // etcd's alarms on this member (NOSPACE, CORRUPT)
 	Members                      map[string]bool // name -> answers (learners: false); nil if the list could not be read
 	Healthy, Unhealthy, Learners int
 }
@@ -75,7 +76,7 @@ func newObservability(cfg *config.Config, store *certs.Store, log *slog.Logger) 
 	if cfg.PlatformDBEnabled() {
 		o.metrics.WatchPlatformDB(func(ctx context.Context) metrics.PlatformDBHealth {
 			h := o.platformHealth(ctx)
-			return metrics.PlatformDBHealth{Up: h.Up, Leader: h.Leader, MembersKnown: h.Members != nil,
+			return metrics.PlatformDBHealth{Up: h.Up, Leader: h.Leader, Alarms: h.Alarms, MembersKnown: h.Members != nil,
 				Healthy: h.Healthy, Unhealthy: h.Unhealthy, Learners: h.Learners}
 		}, healthTimeout)
 		o.watchRenewals()
@@ -116,6 +117,7 @@ func checkPlatform(ctx context.Context, db *platformdb.Etcd) platformHealth {
 	_, err := db.Get(ctx, "_health")
 	h.Up = err == nil || errors.Is(err, platformdb.ErrNotFound)
 	h.Leader = db.IsLeader()
+	h.Alarms = db.Alarms()
 	ms, err := db.Members(ctx)
 	if err != nil {
 		return h
@@ -281,7 +283,7 @@ func (o *observability) self(ctx context.Context) admin.Self {
 		ID:         coreName(cfg),
 		Renewer:    cfg.LetsEncrypt.Enabled && cfg.LetsEncrypt.CertRenewer && cfg.LetsEncrypt.AtRestKey != "",
 		CAHolder:   o.caHolder.Load(),
-		PlatformDB: admin.MemberState{Up: h.Up, Leader: h.Leader},
+		PlatformDB: admin.MemberState{Up: h.Up, Leader: h.Leader, Alarms: h.Alarms},
 		TLS:        cfg.TLSEnabled(),
 		LastReload: o.lastReload.Load(),
 		Readiness:  o.checks(),

@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -30,6 +31,9 @@ var (
 		"1 when this core's PlatformDB member answers a quorum read.", nil, nil)
 	pdbLeaderDesc = prometheus.NewDesc(ns+"_platformdb_is_leader",
 		"1 when this core's PlatformDB member is the raft leader.", nil, nil)
+	pdbAlarmDesc = prometheus.NewDesc(ns+"_platformdb_alarm",
+		"1 when etcd holds that alarm on this core's PlatformDB member: NOSPACE (the store is full and refuses writes until compacted, defragmented and disarmed), CORRUPT.",
+		[]string{"alarm"}, nil)
 	pdbMembersDesc = prometheus.NewDesc(ns+"_platformdb_members",
 		"PlatformDB members by state: healthy or unhealthy voting members (answering a status request or not), learners (joining).",
 		[]string{"state"}, nil)
@@ -98,6 +102,7 @@ type platformDBCollector struct {
 func (c *platformDBCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- pdbUpDesc
 	ch <- pdbLeaderDesc
+	ch <- pdbAlarmDesc
 	ch <- pdbMembersDesc
 }
 
@@ -107,6 +112,10 @@ func (c *platformDBCollector) Collect(ch chan<- prometheus.Metric) {
 	h := c.health(ctx)
 	ch <- prometheus.MustNewConstMetric(pdbUpDesc, prometheus.GaugeValue, b2f(h.Up))
 	ch <- prometheus.MustNewConstMetric(pdbLeaderDesc, prometheus.GaugeValue, b2f(h.Leader))
+	// Both known alarms always, 0 or 1, so that an alert has a series to watch.
+	for _, a := range []string{"NOSPACE", "CORRUPT"} {
+		ch <- prometheus.MustNewConstMetric(pdbAlarmDesc, prometheus.GaugeValue, b2f(slices.Contains(h.Alarms, a)), a)
+	}
 	if h.MembersKnown {
 		ch <- prometheus.MustNewConstMetric(pdbMembersDesc, prometheus.GaugeValue, float64(h.Healthy), "healthy")
 		ch <- prometheus.MustNewConstMetric(pdbMembersDesc, prometheus.GaugeValue, float64(h.Unhealthy), "unhealthy")

@@ -255,8 +255,9 @@ func (m *Metrics) WatchDNS(s *dns.Server) {
 
 // PlatformDBHealth is what the PlatformDB collector exports.
 type PlatformDBHealth struct {
-	Up     bool // this core's member answers a quorum read
-	Leader bool // this core's member leads the cluster
+	Up     bool     // this core's member answers a quorum read
+	Leader bool     // this core's member leads the cluster
+	Alarms []string // etcd's alarms on this core's member (NOSPACE, CORRUPT)
 	// Members are counted only when the member list could be read.
 	MembersKnown                 bool
 	Healthy, Unhealthy, Learners int
