@@ -2,16 +2,24 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 
 	"github.com/pryv/pryv-tls/e2e/faults"
 	"github.com/pryv/pryv-tls/internal/devpki"
@@ -97,6 +105,9 @@ func TestFaultsDiskFull(t *testing.T) {
 	hookLog := filepath.Join(dir, "hook.log")
 	writeFile(t, hook, []byte("#!/bin/sh\necho \"$PRYV_CERT_HOSTNAME\" >> "+hookLog+"\n"), 0o755)
 	cfg := strategyA(t, dir, port, hook)
+	metricsAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	writeFile(t, filepath.Join(dir, "metrics.yml"), yamlConfig("metrics: {listen: '"+metricsAddr+"'}"), 0o600)
+	cfg = append(cfg, "--config", filepath.Join(dir, "metrics.yml"))
 	c := startCoreIn(t, dir, addr, cfg...)
 	sock := filepath.Join(dir, "var-pryv/run/pryv-tls.sock")
 	certFile, keyFile := filepath.Join(tlsDir, host, "fullchain.pem"), filepath.Join(tlsDir, host, "privkey.pem")
@@ -186,6 +197,89 @@ func TestFaultsDiskFull(t *testing.T) {
 			Figures: fmt.Sprintf("import accepted (PlatformDB has room), the new pair served from memory in %s; the files kept the whole previous pair; logged: %q; files caught up %s after space came back, and the rotation hook ran then",
 				ms(took), logMsg(strings.ReplaceAll(errLine, dir, "$DIR")), map[bool]string{true: ms(caught), false: "not within 20 s"}[ok]),
 			Outcome: outcome, Note: note})
+	})
+
+	t.Run("NOSPACE alarm", func(t *testing.T) {
+		// The quota (512 MiB) is not filled here: the alarm is raised as
+		// etcd raises it, through its maintenance API, by a client with
+		// this core's node certificate.
+		cli := memberClient(t, dir, cfg)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		members, err := cli.MemberList(ctx)
+		if err != nil || len(members.Members) != 1 {
+			t.Fatalf("member list: %v %v", members, err)
+		}
+		id := members.Members[0].ID
+		if _, err := pb.NewMaintenanceClient(cli.ActiveConnection()).Alarm(ctx, &pb.AlarmRequest{Action: pb.AlarmRequest_ACTIVATE, MemberID: id, Alarm: pb.AlarmType_NOSPACE}); err != nil {
+			t.Fatalf("raising NOSPACE: %v", err)
+		}
+		raised := time.Now()
+		var problem string
+		var seenIn time.Duration
+		for deadline := raised.Add(15 * time.Second); problem == ""; time.Sleep(100 * time.Millisecond) {
+			if st, err := socketStatus(sock, 2*time.Second); err == nil {
+				for _, pr := range st.Problems {
+					if strings.Contains(pr, "NOSPACE") {
+						problem, seenIn = pr, time.Since(raised)
+					}
+				}
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("status does not name the NOSPACE alarm 15 s after it was raised")
+			}
+		}
+		fams, _ := scrapeMetrics(t, "http://"+metricsAddr+"/metrics")
+		if v, ok := sample(fams, "pryvtls_platformdb_alarm", map[string]string{"alarm": "NOSPACE"}); !ok || v != 1 {
+			t.Errorf("pryvtls_platformdb_alarm{alarm=NOSPACE} = %v (present %v), want 1", v, ok)
+		}
+		out, _ := cli2(t, dir, append([]string{"status"}, cfg...)...)
+		if !strings.Contains(out, "NOSPACE") {
+			t.Errorf("pryv-tls status does not show the alarm:\n%s", out)
+		}
+		code, body := importPair(p.issue(t, devpki.Leaf{}))
+		if code == 200 || !strings.Contains(body, "space") {
+			t.Errorf("an import under NOSPACE: %d %s, want a refusal that says the space is exceeded", code, body)
+		}
+		stillServes(t, addr, host, p.roots, servedNow1(t, addr, p), 500*time.Millisecond)
+		// Compaction and defragmentation (what the operator runs), then disarm.
+		st, err := cli.Status(ctx, cli.Endpoints()[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cli.Compact(ctx, st.Header.Revision); err != nil {
+			t.Fatalf("compact: %v", err)
+		}
+		if _, err := cli.Defragment(ctx, cli.Endpoints()[0]); err != nil {
+			t.Fatalf("defragment: %v", err)
+		}
+		if _, err := cli.AlarmDisarm(ctx, &clientv3.AlarmMember{MemberID: id, Alarm: pb.AlarmType_NOSPACE}); err != nil {
+			t.Fatalf("disarm: %v", err)
+		}
+		disarmed := time.Now()
+		for deadline := disarmed.Add(15 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			st, err := socketStatus(sock, 2*time.Second)
+			if err == nil && !strings.Contains(strings.Join(st.Problems, "\n"), "NOSPACE") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("status still names the NOSPACE alarm 15 s after it was disarmed")
+			}
+		}
+		cleared := time.Since(disarmed)
+		fams, _ = scrapeMetrics(t, "http://"+metricsAddr+"/metrics")
+		if v, _ := sample(fams, "pryvtls_platformdb_alarm", map[string]string{"alarm": "NOSPACE"}); v != 0 {
+			t.Errorf("pryvtls_platformdb_alarm{alarm=NOSPACE} = %v after the disarm, want 0", v)
+		}
+		next := p.issue(t, devpki.Leaf{})
+		if code, body := importPair(next); code != 200 {
+			t.Fatalf("import after the disarm: %d %s", code, body)
+		}
+		waitSerial(t, addr, host, p.roots, serial(next))
+		recordReliability(t, Row{Scenario: 4, Case: "etcd NOSPACE alarm",
+			Done:    "NOSPACE raised on the member through etcd's maintenance API (the 512 MiB quota is not filled here), an import, then compact + defragment + disarm, an import",
+			Figures: fmt.Sprintf("status named it %s after (%q), pryvtls_platformdb_alarm{alarm=\"NOSPACE\"} 1, the CLI status too; the import refused (%d %s), the served pair kept; %s after the disarm status and metric were clear and an import served", ms(seenIn), problem, code, strings.TrimSpace(body), ms(cleared)),
+			Outcome: faults.Fixed, Note: "the alarm was not surfaced: added to status (a problem), the admin API (platformDB.alarms) and metrics"})
 	})
 
 	t.Run("PlatformDB data dir full", func(t *testing.T) {
@@ -288,6 +382,65 @@ func TestFaultsDiskFull(t *testing.T) {
 func lastLine(logs, dir string) string {
 	lines := strings.Split(strings.TrimSpace(logs), "\n")
 	return strings.ReplaceAll(lines[len(lines)-1], dir, "$DIR")
+}
+
+// memberClient is an etcd client on this core's PlatformDB member, with the
+// core's own node certificate (the member requires mutual TLS).
+func memberClient(t *testing.T, dir string, cfg []string) *clientv3.Client {
+	t.Helper()
+	var clientAddr string
+	for _, f := range cfg {
+		if b, err := os.ReadFile(f); err == nil {
+			if m := regexp.MustCompile(`clientAddress: *'?([0-9.]+:[0-9]+)`).FindSubmatch(b); m != nil {
+				clientAddr = string(m[1])
+			}
+		}
+	}
+	if clientAddr == "" {
+		t.Fatal("no platformDB.clientAddress in the configuration")
+	}
+	var certFile, keyFile, caFile string
+	_ = filepath.WalkDir(filepath.Join(dir, "var-pryv"), func(path string, e fs.DirEntry, err error) error {
+		if err != nil || e.IsDir() {
+			return nil
+		}
+		b, _ := os.ReadFile(path)
+		switch {
+		case strings.Contains(path, "platformdb-tls") && bytes.Contains(b, []byte("PRIVATE KEY")):
+			keyFile = path
+		case strings.Contains(path, "platformdb-tls") && bytes.Contains(b, []byte("CERTIFICATE")) && !strings.Contains(filepath.Base(path), "ca"):
+			certFile = path
+		case filepath.Base(path) == "ca.crt" || filepath.Base(path) == "ca.pem":
+			caFile = path
+		}
+		return nil
+	})
+	if certFile == "" || keyFile == "" || caFile == "" {
+		t.Fatalf("node certificate, key or CA not found under %s: %q %q %q", dir, certFile, keyFile, caFile)
+	}
+	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caPEM, err := os.ReadFile(caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{"https://" + clientAddr}, DialTimeout: 5 * time.Second,
+		TLS: &tls.Config{Certificates: []tls.Certificate{pair}, RootCAs: pool}, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return cli
+}
+
+// cli2 is cli for a command whose exit status is not the point.
+func cli2(t *testing.T, dir string, args ...string) (string, int) {
+	t.Helper()
+	return cli(t, dir, args...)
 }
 
 func servedNow1(t *testing.T, addr string, p *pki) string {
