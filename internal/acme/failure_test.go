@@ -1,8 +1,11 @@
 package acme
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -221,5 +224,88 @@ func TestPausedNotRetried(t *testing.T) {
 	}
 	if got := e.state(host); got.UnpauseURL != "" || got.Problem != nil || got.Failures != 0 {
 		t.Errorf("state after the forced renewal: %+v", got)
+	}
+}
+
+// pausingTransport answers newOrder as Let's Encrypt answers a paused
+// account (Boulder's wfe2: probs.Paused — type rateLimited, HTTP 429, no
+// Retry-After, application/problem+json) while paused is set; everything
+// else goes to Pebble.
+type pausingTransport struct {
+	base   http.RoundTripper
+	paused atomic.Bool
+	orders atomic.Int32 // newOrder requests seen
+}
+
+func (p *pausingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Method == http.MethodPost && req.URL.Path == pebbleNewOrder {
+		p.orders.Add(1)
+		if p.paused.Load() {
+			body, _ := json.Marshal(map[string]any{"type": "urn:ietf:params:acme:error:rateLimited", "detail": pausedDetail, "status": 429})
+			return &http.Response{StatusCode: http.StatusTooManyRequests, Status: "429 Too Many Requests", Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+				Header:  http.Header{"Content-Type": {"application/problem+json"}},
+				Body:    io.NopCloser(bytes.NewReader(body)),
+				Request: req}, nil
+		}
+	}
+	return p.base.RoundTrip(req)
+}
+
+// The whole path of a pause: the CA's answer recognised, heard once with
+// its link, never ordered again by the schedule, resumed by a forced
+// renewal once the operator has unpaused.
+func TestPausedByTheCA(t *testing.T) {
+	ctx := testCtx(t)
+	e := newEnv(t)
+	p := e.pebble(acmetest.Options{})
+	const host = "your-domain.com"
+	clock := &fakeClock{}
+	heard := &failureLog{}
+	pt := &pausingTransport{}
+	opts := e.options(p, "core-a", host, "default")
+	pt.base = opts.HTTPClient.Transport
+	opts.HTTPClient = &http.Client{Transport: pt, Timeout: opts.HTTPClient.Timeout}
+	opts.Now, opts.OnFailure = clock.Now, heard.add
+	kinds := make(chan string, 8)
+	opts.OnOrder = func(err error) { kinds <- ErrorKind(err) }
+	r := mustNew(t, opts)
+
+	pt.paused.Store(true)
+	if _, err := r.check(ctx, opts.Plans[0], false); err == nil || !strings.Contains(err.Error(), "temporarily prevented") {
+		t.Fatalf("first order against a paused account: %v", err)
+	}
+	if k := <-kinds; k != "paused" {
+		t.Errorf("ErrorKind %q, want paused", k)
+	}
+	st := e.state(host)
+	if !strings.HasPrefix(st.UnpauseURL, "https://portal.letsencrypt.org/sfe/v1/unpause?jwt=") || st.Problem == nil ||
+		st.Problem.Type != legoacme.RateLimitedErrorType || st.Problem.Status != 429 {
+		t.Fatalf("state after the pause: unpause %q problem %+v", st.UnpauseURL, st.Problem)
+	}
+	if fs := heard.all(); len(fs) != 1 || fs[0].UnpauseURL != st.UnpauseURL {
+		t.Fatalf("heard %+v, want the pause once with its link", fs)
+	}
+
+	// Days of scheduled checks: not one newOrder.
+	for range 5 {
+		clock.Advance(24 * time.Hour)
+		if rec, err := r.check(ctx, opts.Plans[0], false); rec != nil || err != nil {
+			t.Fatalf("a check while paused: %v %v", rec, err)
+		}
+	}
+	if n := pt.orders.Load(); n != 1 {
+		t.Errorf("%d newOrder requests over 5 days paused, want 1 (the one that was refused)", n)
+	}
+
+	// The operator unpaused and forces a renewal: issued, the pause gone.
+	pt.paused.Store(false)
+	if _, err := r.ForceRenew(ctx, "", false); err != nil {
+		t.Fatalf("ForceRenew after unpausing: %v", err)
+	}
+	if st := e.state(host); st.UnpauseURL != "" || st.Problem != nil || st.Failures != 0 || e.record(host) == nil {
+		t.Errorf("after the forced renewal: %+v", st)
+	}
+	if n := len(heard.all()); n != 1 {
+		t.Errorf("heard %d times, want 1", n)
 	}
 }
