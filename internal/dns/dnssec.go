@@ -31,6 +31,10 @@ const (
 	sigRefresh  = 3 * 24 * time.Hour
 	// sigBackdate covers resolvers whose clocks are behind ours.
 	sigBackdate = time.Hour
+	// keepFor is how long Sign's signatures must stay usable: past the
+	// next daily rebuild, so the zone's own answers never fall back to
+	// the cache path in between.
+	keepFor = 25 * time.Hour
 	// sigCacheSlots bounds the signatures a SigCache keeps: 2-way
 	// set-associative, lock-free. 2^17 slots hold the signed answers of
 	// about 100,000 names with few evictions (about 300 bytes each).
@@ -119,7 +123,7 @@ func (z *Zone) Sign(keys []Key, now time.Time, cache *SigCache) error {
 	for _, n := range z.names {
 		for i := range n.sets {
 			set := &n.sets[i]
-			sigs, refresh := s.lookup(set.rrs, now)
+			sigs, refresh := s.lookup(set.rrs, now, keepFor)
 			if sigs == nil {
 				return fmt.Errorf("dnssec: signing %s %s failed", n.name, dns.TypeToString[set.rrtype])
 			}
@@ -127,7 +131,7 @@ func (z *Zone) Sign(keys []Key, now time.Time, cache *SigCache) error {
 			s.refresh = min(s.refresh, refresh)
 		}
 	}
-	sigs, refresh := s.lookup(z.negSOA, now)
+	sigs, refresh := s.lookup(z.negSOA, now, keepFor)
 	if sigs == nil {
 		return errors.New("dnssec: signing the SOA failed")
 	}
@@ -162,21 +166,22 @@ func (s *signer) sign(rrset []dns.RR, now time.Time) ([]dns.RR, error) {
 
 // lookup returns the RRSIGs of rrset from the cache, made if needed, and
 // when they are to be made again.
-func (s *signer) lookup(rrset []dns.RR, now time.Time) ([]dns.RR, int64) {
+func (s *signer) lookup(rrset []dns.RR, now time.Time, left time.Duration) ([]dns.RR, int64) {
 	h := rrset[0].Header()
-	return s.cached(h.Name, h.Rrtype, s.cache.digest(rrset), now, func() ([]dns.RR, error) { return s.sign(rrset, now) })
+	return s.cached(h.Name, h.Rrtype, s.cache.digest(rrset), now, left, func() ([]dns.RR, error) { return s.sign(rrset, now) })
 }
 
 // cached returns what the cache keeps for (owner, rrtype, digest) under
-// the signer's keys, or makes it with mk and keeps it; nil when mk fails
+// the signer's keys, if usable for left more, or makes it with mk and
+// keeps it; nil when mk fails
 // (the answer then goes unsigned: a validator treats it as bogus and asks
 // again).
-func (s *signer) cached(owner string, rrtype uint16, digest uint64, now time.Time, mk func() ([]dns.RR, error)) ([]dns.RR, int64) {
+func (s *signer) cached(owner string, rrtype uint16, digest uint64, now time.Time, left time.Duration, mk func() ([]dns.RR, error)) ([]dns.RR, int64) {
 	c := s.cache
 	h := maphash.String(c.seed, owner) ^ (uint64(rrtype) * 0x9E3779B97F4A7C15) ^ digest ^ s.keysSum
 	i := h & (sigCacheSlots - 1)
 	pair := [2]*atomic.Pointer[sigEntry]{&c.slots[i], &c.slots[i^1]}
-	unix := now.Unix()
+	unix := now.Add(left).Unix()
 	for _, slot := range pair {
 		if e := slot.Load(); e != nil && e.owner == owner && e.rrtype == rrtype && e.digest == digest && e.keys == s.keysSum && unix < e.refresh {
 			return e.rrs, e.refresh
@@ -236,7 +241,7 @@ func (z *Zone) sigsFor(rrs []dns.RR, now time.Time) []dns.RR {
 			}
 		}
 	}
-	sigs, _ := s.lookup(rrs, now)
+	sigs, _ := s.lookup(rrs, now, 0)
 	return sigs
 }
 
@@ -320,7 +325,7 @@ func (z *Zone) nsec(name string, n *node, now time.Time) []dns.RR {
 	for _, t := range types {
 		bits = bits*1000003 + uint64(t)
 	}
-	rrs, _ := z.sig.cached(name, dns.TypeNSEC, bits, now, func() ([]dns.RR, error) {
+	rrs, _ := z.sig.cached(name, dns.TypeNSEC, bits, now, 0, func() ([]dns.RR, error) {
 		rr := &dns.NSEC{
 			Hdr:        dns.RR_Header{Name: name, Rrtype: dns.TypeNSEC, Class: dns.ClassINET, Ttl: z.negSOA[0].Header().Ttl},
 			NextDomain: "\\000." + name,

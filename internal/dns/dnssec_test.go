@@ -265,3 +265,36 @@ func TestSigCacheAcrossSnapshots(t *testing.T) {
 	r := packs(t, Answer(z4, doQuery("user1.mc.example.com.", dns.TypeA), 1232, false))
 	verifySets(t, r.Answer, []Key{key, other})
 }
+
+// TestSignRenewsOldSignatures: a snapshot signed when the cache's
+// signatures of its own RRsets are due within a day makes them again, so
+// they last until the next daily rebuild.
+func TestSignRenewsOldSignatures(t *testing.T) {
+	keys := []Key{testKey(t)}
+	cache := NewSigCache()
+	t0 := time.Now()
+	build := func(now time.Time) *Zone {
+		t.Helper()
+		rrs := append(testRecords(t), keys[0].DNSKEY)
+		z, err := NewZone(testOrigin, testSOA(t), rrs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := z.Sign(keys, now, cache); err != nil {
+			t.Fatal(err)
+		}
+		return z
+	}
+	build(t0)
+	made := cache.Signs()
+	if build(t0.Add(time.Hour)); cache.Signs() != made {
+		t.Fatalf("an hour later: %d signatures made again, want 0", cache.Signs()-made)
+	}
+	z := build(t0.Add(60 * time.Hour)) // 12 h before the entries are due
+	if cache.Signs() != 2*made {
+		t.Fatalf("2.5 days later: %d signatures made again, want %d (every RRset)", cache.Signs()-made, made)
+	}
+	if left := time.Unix(z.sig.refresh, 0).Sub(t0.Add(60 * time.Hour)); left < 25*time.Hour {
+		t.Fatalf("the new snapshot's signatures are due in %s", left)
+	}
+}
