@@ -507,3 +507,54 @@ func TestForceRenewDetachedRecordedLimited(t *testing.T) {
 		t.Error("the order cut by the shutdown stored a certificate")
 	}
 }
+
+// TestRevocationNoticedByARI (issue 14 item 6): the CA moves the window of
+// the certificate in service into the past (its signal of a revocation or an
+// incident). The renewer, checking every 5 minutes, asks ARI again when the
+// CA's Retry-After (here 2 s, clamped to the 1-minute floor) has passed —
+// not at its next 5-minute pass, not in 6 hours — and renews at once.
+func TestRevocationNoticedByARI(t *testing.T) {
+	ctx := testCtx(t)
+	e := newEnv(t)
+	p := e.pebble(acmetest.Options{ARIRetryAfter: 2 * time.Second})
+	const host = "your-domain.com"
+	opts := e.options(p, "core-a", host, "default") // 90 days: the schedule never interferes
+	opts.CheckInterval = 5 * time.Minute
+	r := mustNew(t, opts)
+	first, err := r.ForceRenew(ctx, "", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := runRenewer(t, r)
+	waitFor(t, 10*time.Second, "the first ARI answer", func() bool { return e.state(host).ARISerial == first.Serial })
+	st := e.state(host)
+	if d := time.Until(st.ARICheckAfter); d < 50*time.Second || d > 61*time.Second {
+		t.Fatalf("ARICheckAfter = now + %v, want the CA's 2 s raised to the 1-minute floor", d)
+	}
+	if st.NextRenewal.Before(time.Now().Add(24 * time.Hour)) {
+		t.Fatalf("NextRenewal %v: the 90-day certificate is due already", st.NextRenewal)
+	}
+
+	moved := time.Now()
+	p.SetRenewalInfo(t, []byte(first.Chain), moved.Add(-2*time.Hour), moved.Add(-time.Hour))
+	waitFor(t, 90*time.Second, "the certificate renewed after the window moved", func() bool {
+		rec := e.record(host)
+		return rec != nil && rec.Serial != first.Serial
+	})
+	served := time.Since(moved)
+	stop()
+	starts := e.calls.newOrderStarts("core-a")
+	if len(starts) != 2 {
+		t.Fatalf("%d newOrder requests, want 2", len(starts))
+	}
+	late := starts[1].Sub(st.ARICheckAfter)
+	t.Logf("window moved into the past -> new certificate stored: %v (the renewer asked again at its Retry-After, "+
+		"the renewal's newOrder %v after it)", served.Round(time.Millisecond), late.Round(time.Millisecond))
+	if late < 0 || late > 3*time.Second {
+		t.Errorf("renewal %v after the ARI Retry-After, want within 3 s", late)
+	}
+	wantID, _ := acmetest.ARICertID(leafOf(t, first))
+	if got := e.calls.newOrders("core-a")[1]["replaces"]; got != wantID {
+		t.Errorf("the renewal's replaces = %v, want %q", got, wantID)
+	}
+}

@@ -76,6 +76,9 @@ type Options struct {
 	// NoRetryAfter makes HTTPClient pass challenge responses through
 	// untouched; by default it adds "Retry-After: 1".
 	NoRetryAfter bool
+	// ARIRetryAfter, when positive, replaces the Retry-After of Pebble's
+	// renewalInfo answers (6 h) in HTTPClient: see pebbledev.Options.
+	ARIRetryAfter time.Duration
 	// ReuseAuthz makes Pebble always reuse a still-valid authorization;
 	// default: never.
 	ReuseAuthz bool
@@ -142,6 +145,7 @@ func Start(t testing.TB, opts Options) *Pebble {
 		DNSServer:      opts.DNSServer,
 		BlockedDomains: opts.BlockedDomains,
 		NoRetryAfter:   opts.NoRetryAfter,
+		ARIRetryAfter:  opts.ARIRetryAfter,
 		ReuseAuthz:     opts.ReuseAuthz,
 		AlwaysValid:    opts.AlwaysValid,
 		KeyAlgorithm:   opts.KeyAlgorithm,

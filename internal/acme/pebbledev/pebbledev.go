@@ -38,6 +38,7 @@ const (
 	managementRoots = "/roots/"            // + index: PEM of an issuing root
 	managementInter = "/intermediates/"    // + index: PEM of the issuing intermediate of a chain
 	setRenewalInfo  = "/set-renewal-info/" // POST {"Certificate": PEM, "ARIResponse": "..."}
+	renewalInfoPath = "/renewalInfo/"      // in the directory's renewalInfo URL (a draft-versioned prefix before it)
 )
 
 // CAFileName is the name of Pebble.CAFile in its directory.
@@ -98,6 +99,11 @@ type Options struct {
 	// untouched (Pebble's own timing: lego waits ~5 s per validation).
 	// By default HTTPClient adds "Retry-After: 1".
 	NoRetryAfter bool
+	// ARIRetryAfter, when positive, makes HTTPClient replace the
+	// Retry-After of Pebble's renewalInfo answers (a fixed 6 h) with this
+	// (whole seconds, at least 1): a CA asking to be checked again soon, as
+	// during an incident, so a test sees a moved window within its run.
+	ARIRetryAfter time.Duration
 	// ReuseAuthz makes Pebble always reuse a still-valid authorization for a
 	// name (PEBBLE_AUTHZREUSE=100), as Let's Encrypt does; a second order for
 	// the same name then skips validation. Default: never reuse, so every
@@ -166,6 +172,7 @@ type Pebble struct {
 	acmeHost  string
 	transport *http.Transport
 	retry     bool
+	ariRetry  time.Duration
 	dns       *dnsResponder
 	servers   []*http.Server
 	tempDir   string // removed by Close; "" when Options.Dir was given
@@ -221,8 +228,9 @@ func Start(opts Options) (*Pebble, error) {
 	setenv("PEBBLE_WFE_ORDERS_PER_PAGE", "")
 
 	p := &Pebble{
-		roots: 1 + opts.AlternateRoots,
-		retry: !opts.NoRetryAfter,
+		roots:    1 + opts.AlternateRoots,
+		retry:    !opts.NoRetryAfter,
+		ariRetry: opts.ARIRetryAfter,
 	}
 	if err := p.start(opts, profiles, keyAlg, chainLength, logger, httpLogger); err != nil {
 		_ = p.Close()
@@ -401,15 +409,17 @@ func (p *Pebble) Close() error {
 // default applies) and pryv-tls must not rely on it.
 func (p *Pebble) HTTPClient() *http.Client {
 	var rt http.RoundTripper = p.transport
-	if p.retry {
-		rt = &retryAfterTransport{base: p.transport, host: p.acmeHost}
+	if p.retry || p.ariRetry > 0 {
+		rt = &retryAfterTransport{base: p.transport, host: p.acmeHost, challenges: p.retry, ari: p.ariRetry}
 	}
 	return &http.Client{Transport: rt, Timeout: 30 * time.Second}
 }
 
 type retryAfterTransport struct {
-	base http.RoundTripper
-	host string // Pebble's 127.0.0.1:port
+	base       http.RoundTripper
+	host       string // Pebble's 127.0.0.1:port
+	challenges bool   // add "Retry-After: 1" to challenge POSTs
+	ari        time.Duration
 }
 
 // isPebble tells whether u is on Pebble's ACME listener (as 127.0.0.1 or
@@ -424,9 +434,12 @@ func (rt *retryAfterTransport) RoundTrip(req *http.Request) (*http.Response, err
 	if err != nil {
 		return resp, err
 	}
-	if req.Method == http.MethodPost && rt.isPebble(req.URL) &&
+	if rt.challenges && req.Method == http.MethodPost && rt.isPebble(req.URL) &&
 		strings.HasPrefix(req.URL.Path, challengePath) && resp.Header.Get("Retry-After") == "" {
 		resp.Header.Set("Retry-After", "1")
+	}
+	if rt.ari > 0 && req.Method == http.MethodGet && rt.isPebble(req.URL) && strings.Contains(req.URL.Path, renewalInfoPath) {
+		resp.Header.Set("Retry-After", strconv.Itoa(max(int(rt.ari/time.Second), 1)))
 	}
 	return resp, nil
 }
