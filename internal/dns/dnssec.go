@@ -276,14 +276,28 @@ func (z *Zone) signResponse(m *dns.Msg, d *denial, referral bool, now time.Time)
 		if ds := n.get(dns.TypeDS); ds != nil {
 			ns = append(append(ns, ds.rrs...), z.sigsFor(ds.rrs, now)...)
 		} else {
-			ns = append(ns, z.nsec(cut, n, now)...)
+			ns = append(ns, z.nsec(cut, n, z.negSOA[0].Header().Ttl, now)...)
 		}
 		m.Ns = ns
 	case len(m.Ns) > 0 && m.Ns[0].Header().Rrtype == dns.TypeSOA:
 		ns := make([]dns.RR, 0, 2+2*len(z.sig.keys))
-		ns = append(append(ns, m.Ns...), z.sig.negSOASigs...)
+		ns = append(ns, m.Ns...)
+		if ttl := m.Ns[0].Header().Ttl; ttl != z.negSOA[0].Header().Ttl {
+			// A shortened negative TTL (an absent looked-up user): its
+			// RRSIGs say the same (copies; the signature is unchanged).
+			for _, sig := range z.sig.negSOASigs {
+				c := *sig.(*dns.RRSIG)
+				c.Hdr.Ttl = ttl
+				ns = append(ns, &c)
+			}
+		} else {
+			ns = append(ns, z.sig.negSOASigs...)
+		}
 		if d != nil && d.name != "" {
-			ns = append(ns, z.nsec(d.name, d.node, now)...)
+			// The NSEC lives as long as the SOA served with it: an absent
+			// looked-up user's denial is short (negSOAFor), and a resolver
+			// caching the NSEC (RFC 8198) must not keep it longer.
+			ns = append(ns, z.nsec(d.name, d.node, m.Ns[0].Header().Ttl, now)...)
 		}
 		m.Ns = ns
 		if m.Rcode == dns.RcodeNameError {
@@ -309,7 +323,7 @@ func (z *Zone) signSets(rrs []dns.RR, now time.Time) []dns.RR {
 
 // nsec returns the NSEC at name (whose node is n, or nil when the name does
 // not exist) with its RRSIGs.
-func (z *Zone) nsec(name string, n *node, now time.Time) []dns.RR {
+func (z *Zone) nsec(name string, n *node, ttl uint32, now time.Time) []dns.RR {
 	var buf [16]uint16
 	types := append(buf[:0], dns.TypeRRSIG, dns.TypeNSEC)
 	if n == nil {
@@ -321,13 +335,13 @@ func (z *Zone) nsec(name string, n *node, now time.Time) []dns.RR {
 	}
 	slices.Sort(types)
 	types = slices.Compact(types)
-	var bits = uint64(z.negSOA[0].Header().Ttl) + 1
+	var bits = uint64(ttl) + 1
 	for _, t := range types {
 		bits = bits*1000003 + uint64(t)
 	}
 	rrs, _ := z.sig.cached(name, dns.TypeNSEC, bits, now, 0, func() ([]dns.RR, error) {
 		rr := &dns.NSEC{
-			Hdr:        dns.RR_Header{Name: name, Rrtype: dns.TypeNSEC, Class: dns.ClassINET, Ttl: z.negSOA[0].Header().Ttl},
+			Hdr:        dns.RR_Header{Name: name, Rrtype: dns.TypeNSEC, Class: dns.ClassINET, Ttl: ttl},
 			NextDomain: "\\000." + name,
 			TypeBitMap: slices.Clone(types),
 		}

@@ -298,3 +298,24 @@ func TestSignRenewsOldSignatures(t *testing.T) {
 		t.Fatalf("the new snapshot's signatures are due in %s", left)
 	}
 }
+
+// TestSignedAbsentUserTTL: the denial of a looked-up user that does not
+// exist lives as briefly as its SOA (the lookup's negative lifetime):
+// NSEC and RRSIGs included, so no resolver keeps it longer.
+func TestSignedAbsentUserTTL(t *testing.T) {
+	keys := []Key{testKey(t)}
+	z := signedZone(t, keys, nil)
+	m, lk := AnswerUsers(z, doQuery("carol.mc.example.com.", dns.TypeA), 1232, false, &Resolved{Host: UserAbsent(30), Lookup: LookupAbsent})
+	if lk != LookupAbsent {
+		t.Fatalf("lookup %v", lk)
+	}
+	r := packs(t, m)
+	if got := strings.Join(verifySets(t, r.Ns, keys), " "); got != "mc.example.com./SOA carol.mc.example.com./NSEC" {
+		t.Fatalf("authority %q", got)
+	}
+	for _, rr := range r.Ns {
+		if rr.Header().Ttl > 30 {
+			t.Errorf("%v: TTL over the lookup's 30 s", rr)
+		}
+	}
+}
