@@ -54,7 +54,7 @@ type Certs interface {
 // the challenge that proves them.
 type Plan struct {
 	Hostnames []string
-	Challenge string // "http-01" or "dns-01"
+	Challenge string // "http-01", "tls-alpn-01" or "dns-01"
 }
 
 // Row is the certificate's name in the store.
@@ -560,10 +560,12 @@ func (r *Renewer) sweepAtStart(ctx context.Context) {
 // so no order of another renewer is using them.
 func (r *Renewer) sweepChallenges(ctx context.Context) int {
 	n := 0
-	if entries, _, err := r.opts.KV.List(ctx, http01Prefix); err == nil {
-		for _, e := range entries {
-			if r.opts.KV.Delete(ctx, e.Key) == nil {
-				n++
+	for _, prefix := range []string{http01Prefix, tlsALPNPrefix} {
+		if entries, _, err := r.opts.KV.List(ctx, prefix); err == nil {
+			for _, e := range entries {
+				if r.opts.KV.Delete(ctx, e.Key) == nil {
+					n++
+				}
 			}
 		}
 	}
@@ -817,6 +819,11 @@ func (r *Renewer) setSolver(c *lego.Client, p Plan) error {
 			}))
 		}
 		return c.Challenge.SetDNS01Provider(r.opts.DNS01, opts...)
+	case "tls-alpn-01":
+		if slices.ContainsFunc(p.Hostnames, func(h string) bool { return strings.HasPrefix(h, "*.") }) {
+			return fmt.Errorf("%s is a wildcard: TLS-ALPN-01 cannot prove it (RFC 8737), only DNS-01 can", p.Row())
+		}
+		return c.Challenge.SetTLSALPN01Provider(&TLSALPN01Provider{KV: r.kv()})
 	default:
 		return c.Challenge.SetHTTP01Provider(&HTTP01Provider{KV: r.kv()})
 	}

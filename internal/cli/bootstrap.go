@@ -315,7 +315,7 @@ func joinerOverride(cfg *config.Config, id, ip, coreURL, hosting string) (string
 	le := cfg.LetsEncrypt
 	leMap := map[string]any{
 		"enabled": le.Enabled, "certRenewer": false, "renewBeforeDays": le.RenewBeforeDays,
-		"staging": le.Staging, "http01Port": le.HTTP01Port, "keyType": le.KeyType,
+		"staging": le.Staging, "http01Port": le.HTTP01Port, "keyType": le.KeyType, "challenge": le.Challenge,
 	}
 	for k, v := range map[string]string{"email": le.Email, "atRestKey": le.AtRestKey.Reveal(), "atRestKeyPrevious": le.AtRestKeyPrevious.Reveal(), "directoryUrl": le.DirectoryURL,
 		"directoryCaFile": le.DirectoryCAFile, "profile": le.Profile, "onRotateScript": le.OnRotateScript} {

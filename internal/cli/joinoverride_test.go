@@ -21,7 +21,7 @@ func TestJoinOverrideKeepsTheJoinersOwn(t *testing.T) {
 	holder, err := config.LoadBytes("holder.yml", []byte(`
 http: {ip: 10.0.0.1, port: 443}
 core: {id: core1, ip: 10.0.0.1, url: 'https://core1.example.com'}
-letsEncrypt: {enabled: true, email: ops@example.com, atRestKey: '`+key+`', atRestKeyPrevious: '`+prevKey+`', certRenewer: true}
+letsEncrypt: {enabled: true, email: ops@example.com, atRestKey: '`+key+`', atRestKeyPrevious: '`+prevKey+`', certRenewer: true, challenge: tls-alpn-01}
 platformDB: {peerAddress: '10.0.0.1:2380', clientAddress: '10.0.0.1:2379'}
 auth: {adminAccessKey: cluster-admin}
 `))
@@ -83,7 +83,7 @@ auth: {adminAccessKey: cluster-admin}
 			}
 			// What the cluster shares and the node certificate's identity win.
 			if cfg.Core.ID != "core2" || cfg.Core.IP != "10.0.0.2" || cfg.LetsEncrypt.AtRestKey.Reveal() != key || cfg.LetsEncrypt.AtRestKeyPrevious.Reveal() != prevKey ||
-				cfg.LetsEncrypt.CertRenewer || cfg.PlatformDB.PeerAddress != "10.0.0.2:2380" || cfg.Auth.AdminAccessKey.Reveal() != "cluster-admin" {
+				cfg.LetsEncrypt.CertRenewer || cfg.LetsEncrypt.Challenge != config.ChallengeTLSALPN01 || cfg.PlatformDB.PeerAddress != "10.0.0.2:2380" || cfg.Auth.AdminAccessKey.Reveal() != "cluster-admin" {
 				t.Errorf("shared settings lost: id %s ip %s renewer %v peer %s", cfg.Core.ID, cfg.Core.IP, cfg.LetsEncrypt.CertRenewer, cfg.PlatformDB.PeerAddress)
 			}
 			if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {

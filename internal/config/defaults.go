@@ -72,6 +72,7 @@ func applyDefaults(c *Config, explicit map[string]bool) []error {
 	setStr(&le.TLSDir, DefaultTLSDir)
 	setInt(&le.HTTP01Port, DefaultHTTP01Port)
 	setStr(&le.KeyType, DefaultKeyType)
+	setStr(&le.Challenge, ChallengeHTTP01)
 	if le.DNS01.PropagationTimeout == 0 {
 		le.DNS01.PropagationTimeout = DefaultPropagationTimeout
 	}

@@ -10,16 +10,20 @@ import (
 
 // ACME challenge types of a Plan.
 const (
-	ChallengeHTTP01 = "http-01"
-	ChallengeDNS01  = "dns-01"
+	ChallengeHTTP01    = "http-01"
+	ChallengeDNS01     = "dns-01"
+	ChallengeTLSALPN01 = "tls-alpn-01"
 )
+
+// Challenges are the accepted letsEncrypt.challenge values.
+var Challenges = []string{ChallengeHTTP01, ChallengeTLSALPN01}
 
 // Plan is one certificate the topology calls for. The hostnames come from
 // the topology only: there is intentionally no letsEncrypt.hostnames key,
 // so the two can never drift.
 type Plan struct {
 	Hostnames []string
-	Challenge string // ChallengeHTTP01 or ChallengeDNS01
+	Challenge string // ChallengeHTTP01, ChallengeTLSALPN01 or ChallengeDNS01
 	From      string // the config key it derives from, e.g. "dnsLess.publicUrl"
 }
 
@@ -49,12 +53,16 @@ func (c *Config) CorePlans(urls []string) []Plan {
 // planner builds plans, remembering what they cover.
 type planner struct {
 	domain string
+	single string // the challenge of a single-name plan (letsEncrypt.challenge)
 	seen   map[string]bool
 	plans  []Plan
 }
 
 func (c *Config) planner() *planner {
-	pl := &planner{domain: normalizeDomain(c.DNS.Domain), seen: map[string]bool{}}
+	pl := &planner{domain: normalizeDomain(c.DNS.Domain), single: ChallengeHTTP01, seen: map[string]bool{}}
+	if c.LetsEncrypt.Challenge == ChallengeTLSALPN01 {
+		pl.single = ChallengeTLSALPN01
+	}
 	if c.DNSLess.IsActive {
 		pl.http("dnsLess.publicUrl", c.DNSLess.PublicURL)
 	}
@@ -79,14 +87,15 @@ func (pl *planner) covered(h string) bool {
 	return ok && label != "" && !strings.Contains(label, ".")
 }
 
-// http adds the HTTP-01 plan of raw's host, unless it is covered.
+// http adds the plan of raw's host (proved by HTTP-01 or, when chosen,
+// TLS-ALPN-01), unless it is covered.
 func (pl *planner) http(from, raw string) {
 	h := urlHost(raw)
 	if h == "" || pl.covered(h) {
 		return
 	}
 	pl.seen[h] = true
-	pl.plans = append(pl.plans, Plan{Hostnames: []string{h}, Challenge: ChallengeHTTP01, From: from})
+	pl.plans = append(pl.plans, Plan{Hostnames: []string{h}, Challenge: pl.single, From: from})
 }
 
 // urlHost is the lowercase host of an absolute URL without its port, or "".

@@ -19,6 +19,8 @@ func TestPlans(t *testing.T) {
 			[]Plan{{[]string{"*.mc.example.com", "mc.example.com"}, ChallengeDNS01, "dns.domain"}}, "*.mc.example.com", "wildcard.mc.example.com"},
 		{"multi-core DNSless overrides", "core:\n  url: https://core1.example.org\n",
 			[]Plan{{[]string{"core1.example.org"}, ChallengeHTTP01, "core.url"}}, "core1.example.org", "core1.example.org"},
+		{"core.url by tls-alpn-01", "  challenge: tls-alpn-01\ncore:\n  url: https://core1.example.org\n",
+			[]Plan{{[]string{"core1.example.org"}, ChallengeTLSALPN01, "core.url"}}, "core1.example.org", "core1.example.org"},
 		{"core.url under the wildcard is dropped", "dns:\n  domain: mc.example.com\ncore:\n  url: https://core1.mc.example.com\n",
 			[]Plan{{[]string{"*.mc.example.com", "mc.example.com"}, ChallengeDNS01, "dns.domain"}}, "*.mc.example.com", "wildcard.mc.example.com"},
 		{"two labels below the wildcard is kept", "dns:\n  domain: mc.example.com\ncore:\n  url: https://a.b.mc.example.com\n",
@@ -99,6 +101,8 @@ func TestCorePlans(t *testing.T) {
 			[]string{"https://core2.mc.example.com", "https://mc.example.com"}, nil},
 		{"outside the wildcard: planned", "dns:\n  domain: mc.example.com\n",
 			[]string{"https://core2.example.org"}, []Plan{{[]string{"core2.example.org"}, ChallengeHTTP01, "core-info"}}},
+		{"by tls-alpn-01", "  challenge: tls-alpn-01\ncore:\n  url: https://core1.example.org\n",
+			[]string{"https://core2.example.org"}, []Plan{{[]string{"core2.example.org"}, ChallengeTLSALPN01, "core-info"}}},
 		{"no url, not a URL", "core:\n  url: https://core1.example.org\n", []string{"", "core2", "://x"}, nil},
 	}
 	for _, tt := range tests {

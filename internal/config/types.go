@@ -130,9 +130,12 @@ type LetsEncrypt struct {
 	DirectoryCAFile string `yaml:"directoryCaFile"`
 	HTTP01Port      int    `yaml:"http01Port"` // default 80
 	KeyType         string `yaml:"keyType"`    // ec256 (default), rsa2048, rsa4096
-	Profile         string `yaml:"profile"`
-	EAB             EAB    `yaml:"eab"`
-	DNS01           DNS01  `yaml:"dns01"`
+	// Challenge proves the HTTP-01 topologies' names: http-01 (default) or
+	// tls-alpn-01 on the front's own port (decision 0027).
+	Challenge string `yaml:"challenge"`
+	Profile   string `yaml:"profile"`
+	EAB       EAB    `yaml:"eab"`
+	DNS01     DNS01  `yaml:"dns01"`
 	// CAA publishes, at the apex of dns.domain, CAA records that only our
 	// ACME account may use (RFC 8657). Unset means true.
 	CAA         *bool  `yaml:"caa"`

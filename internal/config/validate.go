@@ -316,6 +316,12 @@ func (v *validator) letsEncrypt(c *Config) {
 	if !slices.Contains(KeyTypes, le.KeyType) {
 		v.add("letsEncrypt.keyType", "must be one of %s, got %q", strings.Join(KeyTypes, ", "), le.KeyType)
 	}
+	switch {
+	case !slices.Contains(Challenges, le.Challenge):
+		v.add("letsEncrypt.challenge", "must be one of %s, got %q", strings.Join(Challenges, ", "), le.Challenge)
+	case le.Challenge == ChallengeTLSALPN01 && c.DNS.Domain != "":
+		v.add("letsEncrypt.challenge", "tls-alpn-01 cannot prove the wildcard *.%s that dns.domain calls for (RFC 8737 has no wildcards; it is proved by DNS-01 from the embedded DNS server): remove letsEncrypt.challenge, or set it to http-01", normalizeDomain(c.DNS.Domain))
+	}
 	if (le.EAB.KID == "") != (le.EAB.HMACKey == "") {
 		v.add("letsEncrypt.eab", "kid and hmacKey must be set together")
 	}

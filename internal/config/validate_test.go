@@ -110,6 +110,11 @@ func TestValidation(t *testing.T) {
 
 		{"keyType", "letsEncrypt:\n  keyType: dsa\n",
 			[]string{`letsEncrypt.keyType: must be one of ec256, ec384, rsa2048, rsa4096, got "dsa"`}},
+		{"challenge", "letsEncrypt:\n  challenge: http01\n",
+			[]string{`letsEncrypt.challenge: must be one of http-01, tls-alpn-01, got "http01"`}},
+		{"tls-alpn-01 with dns.domain", leBlock + "  challenge: tls-alpn-01\n" + mc,
+			[]string{"letsEncrypt.challenge: tls-alpn-01 cannot prove the wildcard *.mc.example.com that dns.domain calls for (RFC 8737 has no wildcards; it is proved by DNS-01 from the embedded DNS server): remove letsEncrypt.challenge, or set it to http-01"}},
+		{"tls-alpn-01 with core.url", leBlock + "  challenge: tls-alpn-01\ncore:\n  url: https://core1.example.org\n", nil},
 		{"eab kid alone", "letsEncrypt:\n  eab:\n    kid: k1\n", []string{"letsEncrypt.eab: kid and hmacKey must be set together"}},
 		{"eab hmacKey alone", "letsEncrypt:\n  eab:\n    hmacKey: " + testHMACKey + "\n",
 			[]string{"letsEncrypt.eab: kid and hmacKey must be set together"}},

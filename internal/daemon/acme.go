@@ -58,10 +58,13 @@ type acmeSys struct {
 	w       *wiring
 	renewer atomic.Pointer[acme.Renewer]
 	stopRun func() // stops the running renewer
+	// alpn answers the front's TLS-ALPN-01 validations on every core, from
+	// PlatformDB (fed while it is attached).
+	alpn *acme.TLSALPN01Responder
 }
 
 func newACMESys(cfg *config.Config, keys *atrest.Keyring, m *metrics.Metrics, log *slog.Logger) *acmeSys {
-	a := &acmeSys{keys: keys, metrics: m, log: log}
+	a := &acmeSys{keys: keys, metrics: m, log: log, alpn: acme.NewTLSALPN01Responder(log.With("component", "acme"))}
 	a.cfg.Store(cfg)
 	return a
 }
@@ -123,7 +126,9 @@ func renewerChanged(cur, next *config.Config) bool {
 	return !reflect.DeepEqual(of(cur), of(next))
 }
 
-// attach starts the HTTP-01 listener and, on the certRenewer, the renewer.
+// attach starts the TLS-ALPN-01 responder's watch, the HTTP-01 listener
+// (unless letsEncrypt.challenge is tls-alpn-01) and, on the certRenewer,
+// the renewer.
 func (a *acmeSys) attach(ctx context.Context, w *wiring) error {
 	if !a.on() || w.catalog == nil {
 		return nil
@@ -132,7 +137,10 @@ func (a *acmeSys) attach(ctx context.Context, w *wiring) error {
 	defer a.mu.Unlock()
 	cfg := a.cfg.Load()
 	a.db, a.catalog = w.db, w.catalog
-	if err := a.listenHTTP01(cfg, w); err != nil {
+	w.run.Go(func(ctx context.Context) { a.alpn.Run(ctx, w.db) })
+	if cfg.LetsEncrypt.Challenge == config.ChallengeTLSALPN01 {
+		a.log.Info("TLS-ALPN-01: challenges answered on the front's port from PlatformDB; no HTTP-01 listener", "addr", cfg.ListenAddr())
+	} else if err := a.listenHTTP01(cfg, w); err != nil {
 		return err
 	}
 	if err := registerCoreURL(ctx, w.db, cfg); err != nil {

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/pryv/pryv-tls/internal/acme"
 	"github.com/pryv/pryv-tls/internal/admin"
 	"github.com/pryv/pryv-tls/internal/certs"
 	"github.com/pryv/pryv-tls/internal/config"
@@ -28,6 +29,8 @@ type frontSys struct {
 // frontDeps are where the front's certificates and local paths come from.
 type frontDeps struct {
 	store *certs.Store // nil: plain HTTP
+	// alpn answers TLS-ALPN-01 validations on the front (nil: none).
+	alpn  *acme.TLSALPN01Responder
 	ob    *observability
 	plat  *platformSys
 	drain time.Duration
@@ -59,6 +62,9 @@ func newFrontSys(cfg *config.Config, d frontDeps, log *slog.Logger) (*frontSys, 
 	}
 	if cfg.TLSEnabled() {
 		opts.GetCertificate = d.store.GetCertificate
+		if d.alpn != nil {
+			opts.ACMETLS = d.alpn.GetCertificate
+		}
 		if ob.metrics != nil {
 			opts.OnHandshake = ob.metrics.ObserveHandshake
 		}

@@ -47,6 +47,9 @@ func newCore(cfg *config.Config, opts Options) (*core, error) {
 	frontDepsV := frontDeps{ob: c.ob, plat: c.plat, drain: opts.DrainTimeout}
 	if cfg.TLSEnabled() {
 		frontDepsV.store = store
+		if acmeS.on() {
+			frontDepsV.alpn = acmeS.alpn
+		}
 	}
 	if c.front, err = newFrontSys(cfg, frontDepsV, log); err != nil {
 		return nil, err

@@ -38,6 +38,12 @@ type Options struct {
 	// OnHandshake, if set, is called on the server side of each TLS
 	// handshake (full or resumed) once the keys are agreed.
 	OnHandshake func(version uint16, resumed bool)
+	// ACMETLS, if set (with GetCertificate), answers TLS-ALPN-01
+	// validations (RFC 8737): a ClientHello offering acme-tls/1 and nothing
+	// else gets its certificate instead of GetCertificate's, and the
+	// connection closes once the handshake is done (net/http serves no
+	// protocol it does not know). Other hellos never call it.
+	ACMETLS func(*tls.ClientHelloInfo) (*tls.Certificate, error)
 	// HSTS, if set, is the Strict-Transport-Security value sent on every
 	// response; an upstream's own is dropped.
 	HSTS string
@@ -81,6 +87,23 @@ func TLSConfig(getCert func(*tls.ClientHelloInfo) (*tls.Certificate, error)) *tl
 		},
 		GetCertificate: getCert,
 		NextProtos:     []string{"h2", "http/1.1"},
+	}
+}
+
+// acmeTLS1 is RFC 8737's ALPN protocol.
+const acmeTLS1 = "acme-tls/1"
+
+// withACMETLS makes cfg offer acme-tls/1 (last: a client offering it with
+// other protocols is not a validator, and gets them) and send the hellos
+// that offer only it to challenge.
+func withACMETLS(cfg *tls.Config, challenge func(*tls.ClientHelloInfo) (*tls.Certificate, error)) {
+	cfg.NextProtos = append(cfg.NextProtos, acmeTLS1)
+	serve := cfg.GetCertificate
+	cfg.GetCertificate = func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+		if len(hello.SupportedProtos) == 1 && hello.SupportedProtos[0] == acmeTLS1 {
+			return challenge(hello)
+		}
+		return serve(hello)
 	}
 }
 
@@ -128,6 +151,9 @@ func New(opts Options) (*Front, error) {
 	}
 	if opts.GetCertificate != nil {
 		f.srv.TLSConfig = TLSConfig(opts.GetCertificate)
+		if opts.ACMETLS != nil {
+			withACMETLS(f.srv.TLSConfig, opts.ACMETLS)
+		}
 		if hook := opts.OnHandshake; hook != nil {
 			f.srv.TLSConfig.VerifyConnection = func(cs tls.ConnectionState) error {
 				hook(cs.Version, cs.DidResume)

@@ -107,6 +107,7 @@ func storeFor(ca *devpki.CA, keyType string) (*certs.Store, error) {
 type frontSetup struct {
 	API, HFS       string
 	GetCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error)
+	ACMETLS        func(*tls.ClientHelloInfo) (*tls.Certificate, error)
 	// Wrap, if set, wraps the front's handler before Serve starts.
 	Wrap func(http.Handler) http.Handler
 	// Observe, OnHandshake and Local are passed to Options as they are.
@@ -143,6 +144,7 @@ func startFront(tb testing.TB, s frontSetup) *testFront {
 	f, err := New(Options{
 		Addr:           "127.0.0.1:0",
 		GetCertificate: s.GetCertificate,
+		ACMETLS:        s.ACMETLS,
 		API:            mustURL(tb, s.API),
 		HFS:            mustURL(tb, s.HFS),
 		Logger:         slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),

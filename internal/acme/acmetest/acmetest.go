@@ -31,6 +31,7 @@ package acmetest
 
 import (
 	"crypto/x509"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -241,6 +242,17 @@ func (p *Pebble) SetTXT(name, value string) { p.dev.SetTXT(name, value) }
 
 // RemoveTXT removes one value from the TXT records of name.
 func (p *Pebble) RemoveTXT(name, value string) { p.dev.RemoveTXT(name, value) }
+
+// SetA makes the built-in DNS responder answer ip for name instead of
+// 127.0.0.1 (the VA then validates name on that address).
+func (p *Pebble) SetA(t testing.TB, name, ip string) {
+	t.Helper()
+	addr := net.ParseIP(ip).To4()
+	if addr == nil {
+		t.Fatalf("acmetest: SetA(%s): %q is not an IPv4 address", name, ip)
+	}
+	p.dev.SetA(name, addr)
+}
 
 // ClearTXT removes every TXT value of name.
 func (p *Pebble) ClearTXT(name string) { p.dev.ClearTXT(name) }

@@ -18,7 +18,9 @@ import (
 // and TCP (Pebble's VA queries a custom resolver over TCP; tests may use
 // either) and answers, for every name:
 //
-//   - A: 127.0.0.1 (so the VA dials HTTP-01 and TLS-ALPN-01 on this host);
+//   - A: 127.0.0.1 (so the VA dials HTTP-01 and TLS-ALPN-01 on this host),
+//     or the address set with SetA for that name (another loopback address:
+//     another core);
 //   - AAAA: NOERROR with no answer (so the VA never tries [::1]);
 //   - TXT: the values set with SetTXT for that name, or NOERROR/empty;
 //   - SOA: a synthetic record for names of one or two labels ("example.com."),
@@ -34,12 +36,13 @@ type dnsResponder struct {
 
 	mu  sync.Mutex
 	txt map[string][]string // canonical name (lower case, trailing dot) -> values
+	a   map[string]net.IP   // canonical name -> its A, when not 127.0.0.1
 }
 
 // startDNSResponder listens on 127.0.0.1 (UDP and TCP on the same port) and
 // serves until stop.
 func startDNSResponder() (*dnsResponder, error) {
-	r := &dnsResponder{txt: map[string][]string{}}
+	r := &dnsResponder{txt: map[string][]string{}, a: map[string]net.IP{}}
 	var pc net.PacketConn
 	var l net.Listener
 	var err error
@@ -132,6 +135,21 @@ func (r *dnsResponder) clearTXT(name string) {
 	delete(r.txt, n)
 }
 
+func (r *dnsResponder) setA(name string, ip net.IP) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.a[canonicalName(name)] = ip.To4()
+}
+
+func (r *dnsResponder) aOf(name string) net.IP {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if ip, ok := r.a[canonicalName(name)]; ok {
+		return ip
+	}
+	return net.IPv4(127, 0, 0, 1).To4()
+}
+
 func (r *dnsResponder) txtValues(name string) []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -155,7 +173,7 @@ func (r *dnsResponder) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 		hdr := dns.RR_Header{Name: q.Name, Rrtype: q.Qtype, Class: dns.ClassINET, Ttl: 0}
 		switch q.Qtype {
 		case dns.TypeA:
-			m.Answer = append(m.Answer, &dns.A{Hdr: hdr, A: net.IPv4(127, 0, 0, 1).To4()})
+			m.Answer = append(m.Answer, &dns.A{Hdr: hdr, A: r.aOf(q.Name)})
 		case dns.TypeTXT:
 			for _, v := range r.txtValues(q.Name) {
 				m.Answer = append(m.Answer, &dns.TXT{Hdr: hdr, Txt: splitTXT(v)})

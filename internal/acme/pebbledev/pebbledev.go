@@ -601,6 +601,11 @@ func (p *Pebble) RemoveTXT(name, value string) { p.mustDNS("RemoveTXT").removeTX
 // ClearTXT removes every TXT value of name.
 func (p *Pebble) ClearTXT(name string) { p.mustDNS("ClearTXT").clearTXT(name) }
 
+// SetA makes the built-in DNS responder answer ip (IPv4) for name instead
+// of 127.0.0.1, so the VA validates name on another loopback address (a
+// second core on 127.0.0.2). It panics as SetTXT does.
+func (p *Pebble) SetA(name string, ip net.IP) { p.mustDNS("SetA").setA(name, ip) }
+
 func (p *Pebble) mustDNS(op string) *dnsResponder {
 	if p.dns == nil {
 		panic("pebbledev: " + op + " needs the built-in DNS responder (Options.DNSServer was set)")

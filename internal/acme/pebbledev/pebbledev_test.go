@@ -393,6 +393,14 @@ func TestDNSResponder(t *testing.T) {
 		}
 	}
 
+	p.SetA("Core2.Pryv.Test.", net.IPv4(127, 0, 0, 2))
+	if in := dnsQuery(t, "tcp", p.DNSAddr, "core2.pryv.test", dns.TypeA); len(in.Answer) != 1 || !in.Answer[0].(*dns.A).A.Equal(net.IPv4(127, 0, 0, 2)) {
+		t.Errorf("A after SetA: %v", in.Answer)
+	}
+	if in := dnsQuery(t, "udp", p.DNSAddr, "core1.pryv.test", dns.TypeA); len(in.Answer) != 1 || !in.Answer[0].(*dns.A).A.Equal(net.IPv4(127, 0, 0, 1)) {
+		t.Errorf("A of another name after SetA: %v", in.Answer)
+	}
+
 	p.RemoveTXT("_acme-challenge.www.pryv.test", "one")
 	if got := txts(dnsQuery(t, "udp", p.DNSAddr, "_acme-challenge.www.pryv.test", dns.TypeTXT)); !slices.Equal(got, []string{"two"}) {
 		t.Errorf("after RemoveTXT: %q", got)
