@@ -38,6 +38,8 @@ Usage:
                                                     import a Pryv.io v1 certificate, print the v2 configuration
   pryv-tls migrate-core --config FILE [--rqlite-url URL] [--dry-run]
                                                     import an open-pryv.io core's own ACME certificates and account
+  pryv-tls doctor --config FILE [...] [--json] [--public]
+                                                    pre-flight: what would make DNS-01 / HTTP-01 fail, and how to fix it
   pryv-tls bootstrap init-ca-holder|new-core|list-tokens|revoke-token|remove-core --config FILE ...
                                                     grow a single core into a cluster
   pryv-tls keygen                                   print a new letsEncrypt.atRestKey
@@ -66,6 +68,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return configCheck(rest[1:], stdout, stderr)
 	case "status":
 		return statusCmd(rest, stdout, stderr)
+	case "doctor":
+		return doctorCmd(rest, stdout, stderr)
 	case "certs":
 		return certsCmd(rest, stdout, stderr)
 	case "dns-records":

@@ -226,6 +226,10 @@ func caaOptions(cfg *config.Config) dnsdata.CAA {
 	return caa
 }
 
+// CAAOptions are the zone's CAA options for cfg, for "pryv-tls doctor"
+// to check the published records against.
+func CAAOptions(cfg *config.Config) dnsdata.CAA { return caaOptions(cfg) }
+
 func appendNew(list []string, s string) []string {
 	if slices.Contains(list, s) {
 		return list
