@@ -158,6 +158,19 @@ func Render(rows []Row, m Meta) []byte {
 	for _, r := range rows {
 		by[r.Scenario] = append(by[r.Scenario], r)
 	}
+	// The summary: one line per scenario, cases by outcome.
+	fmt.Fprintf(&b, "\n| scenario | cases | held | fixed | not fixed | skipped | FAILED |\n|---|---:|---:|---:|---:|---:|---:|\n")
+	for i, title := range Scenarios {
+		n := map[string]int{}
+		for _, r := range by[i+1] {
+			n[r.Outcome]++
+		}
+		if len(by[i+1]) == 0 {
+			fmt.Fprintf(&b, "| %d. %s | not run | | | | | |\n", i+1, title)
+			continue
+		}
+		fmt.Fprintf(&b, "| %d. %s | %d | %d | %d | %d | %d | %d |\n", i+1, title, len(by[i+1]), n[Held], n[Fixed], n[NotFixed], n[Skipped], n[Failed])
+	}
 	for i, title := range Scenarios {
 		n := i + 1
 		fmt.Fprintf(&b, "\n## %d. %s\n\n", n, title)
@@ -183,6 +196,18 @@ func Render(rows []Row, m Meta) []byte {
 			}
 		}
 		fmt.Fprintf(&b, "\nTests: %s.\n", strings.Join(names, ", "))
+	}
+	// What is left open, in one place.
+	fmt.Fprintf(&b, "\n## Left open\n\n")
+	open := 0
+	for _, r := range rows {
+		if r.Outcome == NotFixed || r.Outcome == Skipped || r.Outcome == Failed {
+			open++
+			fmt.Fprintf(&b, "- %d. %s — %s: %s\n", r.Scenario, cell(r.Case), r.Outcome, cell(r.Note))
+		}
+	}
+	if open == 0 {
+		fmt.Fprintf(&b, "Nothing in the scenarios run.\n")
 	}
 	return b.Bytes()
 }

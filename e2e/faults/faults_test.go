@@ -64,6 +64,9 @@ func TestRender(t *testing.T) {
 		"Tests: `TestFaultsCluster`.",
 		"## 1. CA outage\n\nNot run in this pass.",
 		"## 9. clock\n\nNot run in this pass.",
+		"| 3. cluster faults (3 cores) | 2 | 1 | 1 | 0 | 0 | 0 |",
+		"| 1. CA outage | not run | | | | | |",
+		"## Left open\n\nNothing in the scenarios run.",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("rendered file lacks %q:\n%s", want, out)
@@ -71,5 +74,9 @@ func TestRender(t *testing.T) {
 	}
 	if again := string(Render(rows, Meta{Command: "e2e/faults/run"})); again != out {
 		t.Error("two renders of the same rows differ")
+	}
+	rows = append(rows, Row{Scenario: 4, Case: "db full", Outcome: NotFixed, Note: "etcd exits"})
+	if out := string(Render(rows, Meta{})); !strings.Contains(out, "## Left open\n\n- 4. db full — not fixed: etcd exits\n") {
+		t.Errorf("the open row is not listed under Left open:\n%s", out)
 	}
 }
