@@ -286,6 +286,8 @@ func TestFaultsCluster(t *testing.T) {
 		t.Cleanup(fw.flush)
 		var caught []time.Duration
 		var writes []time.Duration
+		var statusTook time.Duration
+		var statusSays string
 		for c := range cycles {
 			partition()
 			cutAt := time.Now()
@@ -294,6 +296,23 @@ func TestFaultsCluster(t *testing.T) {
 			writes = append(writes, fc.importOn(0, during, 20*time.Second))
 			for _, i := range []int{0, 1} {
 				waitSerialNamed(t, fc.front(i), faultHost, fc.p.roots, serial(during), 10*time.Second)
+			}
+			// status on the cut-off core answers, bounded, and says so (it
+			// used to hang for more than 10 s on a partitioned core).
+			if c == 0 {
+				begin := time.Now()
+				st, err := socketStatus(fc.sock(cut), 10*time.Second)
+				statusTook = time.Since(begin)
+				switch {
+				case err != nil:
+					t.Errorf("status on the cut-off core: %v after %s", err, statusTook)
+				case statusTook > 3*time.Second:
+					t.Errorf("status on the cut-off core took %s (bounded reads: 2 s a part)", statusTook)
+				case len(st.Problems) == 0:
+					t.Errorf("status on the cut-off core names no problem: %+v", st)
+				default:
+					statusSays = strings.Join(st.Problems, "; ")
+				}
 			}
 			// core3 keeps serving its last certificate, and does not see the new one.
 			stillServes(t, fc.front(cut), faultHost, fc.p.roots, serial(before), time.Until(cutAt.Add(cutFor)))
@@ -332,8 +351,8 @@ func TestFaultsCluster(t *testing.T) {
 		}
 		recordReliability(t, Row{Scenario: 3, Case: "partition of one core, rotation meanwhile, heal",
 			Done: fmt.Sprintf("%d times: iptables DROP between core3 and the others' PlatformDB ports for %s (core3's sockets matched by its cgroup, established connections destroyed with ss -K), a rotation written on core1 during the cut, rules removed; handshakes + requests on core3 throughout", cycles, cutFor),
-			Figures: fmt.Sprintf("core3: %s, served its last certificate during every cut; the rotation written on the majority side (accepted in %s at worst) reached core3 after the heal in %s (worst %s, target 1 s)",
-				text, ms(percentile(writes, 1)), strings.Join(each, ", "), ms(worst)),
+			Figures: fmt.Sprintf("core3: %s, served its last certificate during every cut; the rotation written on the majority side (accepted in %s at worst) reached core3 after the heal in %s (worst %s, target 1 s); status on core3 during the first cut answered in %s: %q",
+				text, ms(percentile(writes, 1)), strings.Join(each, ", "), ms(worst), ms(statusTook), statusSays),
 			Outcome: outcome, Note: note})
 	})
 
