@@ -112,6 +112,7 @@ func TestDoctorClusterOfThree(t *testing.T) {
 		{"caa", "pass", "CAA issuewild"},
 		{"dnssec", "pass", "core core1 (127.0.0.1): DNSKEY"},
 		{"http-01 port", "skip", "no planned name is validated by HTTP-01"},
+		{"tls-alpn-01", "skip", "no planned name is validated by TLS-ALPN-01"},
 		// Pebble's root is not this machine's: a real certificate, warned.
 		{"tls", "warn", "core core1 (127.0.0.1): the certificate for " + domain},
 		{"clock", "pass", "core core1 (127.0.0.1): clock within"},

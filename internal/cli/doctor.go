@@ -35,6 +35,7 @@ HTTP-01 fail in practice, and how to fix each:
   dnssec          (dns.dnssec) every core's DNSKEY matches the DS of "pryv-tls dns ds",
                   its signature validates and is not expired
   http-01 port    letsEncrypt.http01Port answers on every core (when a name uses HTTP-01)
+  tls-alpn-01     every core's front offers acme-tls/1 (letsEncrypt.challenge: tls-alpn-01)
   tls             every core's front serves a real, valid certificate for the planned names
   clock           every core's clock (its front's Date) within 30s of this machine's
   platformdb      every member healthy (the running core's status)
@@ -113,8 +114,12 @@ func doctorOptions(cfg *config.Config, dnsPort int) (doctor.Options, error) {
 				o.Names = append(o.Names, h)
 			}
 		}
-		if p.Challenge == config.ChallengeHTTP01 && cfg.LetsEncrypt.Enabled && o.HTTP01Port == 0 {
+		switch {
+		case !cfg.LetsEncrypt.Enabled:
+		case p.Challenge == config.ChallengeHTTP01 && o.HTTP01Port == 0:
 			o.HTTP01Port, o.HTTP01Name = cfg.LetsEncrypt.HTTP01Port, p.Hostnames[0]
+		case p.Challenge == config.ChallengeTLSALPN01 && o.TLSALPNName == "":
+			o.TLSALPNName = p.Hostnames[0]
 		}
 	}
 	le := cfg.LetsEncrypt

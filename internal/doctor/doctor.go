@@ -67,6 +67,9 @@ type Options struct {
 	// HTTP-01); HTTP01Name is a planned HTTP-01 hostname, sent as Host.
 	HTTP01Port int
 	HTTP01Name string
+	// TLSALPNName is a planned name validated by TLS-ALPN-01 on the
+	// front's port ("": none is).
+	TLSALPNName string
 
 	// PlatformDB is the running core's view of the members; nil skips the
 	// check with PlatformDBSkip as the reason (or fails, with PlatformDBErr).
@@ -138,6 +141,7 @@ var checks = []check{
 	{"caa", checkCAA},
 	{"dnssec", checkDNSSEC},
 	{"http-01 port", checkHTTP01},
+	{"tls-alpn-01", checkTLSALPN},
 	{"tls", checkTLS},
 	{"clock", checkClock},
 	{"platformdb", checkPlatformDB},

@@ -5,8 +5,10 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +18,7 @@ import (
 
 	"github.com/pryv/pryv-tls/internal/certs"
 	"github.com/pryv/pryv-tls/internal/devpki"
+	"github.com/pryv/pryv-tls/internal/front"
 )
 
 var testIPs = []string{"127.0.0.1", "127.0.0.2", "127.0.0.3"}
@@ -131,8 +134,8 @@ func TestHealthyPlatform(t *testing.T) {
 	for _, r := range rs {
 		seen[r.Check]++
 		want := Pass
-		if r.Check == "public dns" {
-			want = Skip
+		if r.Check == "public dns" || r.Check == "tls-alpn-01" {
+			want = Skip // not asked; no name uses it
 		}
 		if r.Status != want {
 			t.Errorf("%s: %s, want %s:\n%s", r.Check, r.Status, want, dump(rs))
@@ -401,5 +404,48 @@ func TestParseCAA(t *testing.T) {
 		if issuer != tc.issuer || fmt.Sprint(params) != fmt.Sprint(tc.params) {
 			t.Errorf("parseCAA(%q) = %q %v, want %q %v", tc.in, issuer, params, tc.issuer, tc.params)
 		}
+	}
+}
+
+// TestTLSALPN: the real front with a TLS-ALPN-01 responder that has no
+// challenge pending (it refuses, as acme's does) passes on every core; a
+// core whose front has none fails, named.
+func TestTLSALPN(t *testing.T) {
+	p := newPlatform(t)
+	cert := issue(t, p.ca, devpki.Leaf{Names: []string{"core.other.example"}})
+	noChallenge := func(h *tls.ClientHelloInfo) (*tls.Certificate, error) {
+		return nil, fmt.Errorf("no TLS-ALPN-01 challenge for %s", h.ServerName)
+	}
+	up, _ := url.Parse("http://127.0.0.1:1")
+	port := sameListeners(t, testIPs, func(addr string) (func(), error) {
+		o := front.Options{Addr: addr, API: up, HFS: up, Logger: slog.New(slog.DiscardHandler),
+			GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return cert, nil }}
+		if !strings.HasPrefix(addr, testIPs[1]+":") { // core2 has no responder
+			o.ACMETLS = noChallenge
+		}
+		f, err := front.New(o)
+		if err != nil {
+			return nil, err
+		}
+		if err := f.Listen(); err != nil {
+			return nil, err
+		}
+		go f.Serve()
+		return func() { _ = f.Shutdown(context.Background()) }, nil
+	})
+	p.o.FrontPort, p.o.TLSALPNName, p.o.Names = port, "core.other.example", []string{"core.other.example"}
+	got := map[string]Result{}
+	for _, r := range p.run(t) {
+		if r.Check == "tls-alpn-01" {
+			got[strings.Fields(r.Detail)[1]] = r
+		}
+	}
+	for _, id := range []string{"core1", "core3"} {
+		if r := got[id]; r.Status != Pass || !strings.Contains(r.Detail, "offers acme-tls/1 (no challenge pending") {
+			t.Errorf("%s: %+v", id, r)
+		}
+	}
+	if r := got["core2"]; r.Status != Fail || !strings.Contains(r.Detail, "does not offer acme-tls/1") {
+		t.Errorf("core2 (no responder): %+v", r)
 	}
 }

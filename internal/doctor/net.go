@@ -23,7 +23,7 @@ const placeholderCN = "pryv-tls placeholder (no certificate yet)"
 // checkHTTP01: the CA's HTTP-01 connection reaches every core's port.
 func checkHTTP01(ctx context.Context, d *doctor) []Result {
 	if d.HTTP01Port == 0 {
-		return skip("no planned name is validated by HTTP-01 (the wildcard of dns.domain uses DNS-01)")
+		return skip("no planned name is validated by HTTP-01 (dns.domain's names use DNS-01, letsEncrypt.challenge may be tls-alpn-01)")
 	}
 	return eachCore(d.Cores, func(c Core) Result {
 		addr := net.JoinHostPort(c.IP, strconv.Itoa(d.HTTP01Port))
@@ -38,6 +38,48 @@ func checkHTTP01(ctx context.Context, d *doctor) []Result {
 		return pass("core %s: HTTP-01 port %s answers (HTTP %d)", c, addr, resp.StatusCode)
 	})
 }
+
+// checkTLSALPN: every core's front answers RFC 8737's acme-tls/1 for a
+// planned name. Without a pending challenge the responder refuses the
+// handshake (RFC 8737 section 3), which tells it apart from a front that
+// does not offer acme-tls/1 at all (no_application_protocol).
+func checkTLSALPN(ctx context.Context, d *doctor) []Result {
+	switch {
+	case d.TLSALPNName == "":
+		return skip("no planned name is validated by TLS-ALPN-01 (letsEncrypt.challenge)")
+	case !d.FrontTLS:
+		return skip("the front does not terminate TLS here")
+	}
+	return eachCore(d.Cores, func(c Core) Result {
+		addr := net.JoinHostPort(c.IP, strconv.Itoa(d.FrontPort))
+		dialer := &tls.Dialer{Config: &tls.Config{ServerName: d.TLSALPNName, NextProtos: []string{acmeTLS1}, InsecureSkipVerify: true}} // a validation certificate is self-signed
+		conn, err := dialer.DialContext(ctx, "tcp", addr)
+		// A received alert is a net.OpError "remote error" wrapping
+		// crypto/tls's (unexported) alert.
+		var opErr *net.OpError
+		remote := errors.As(err, &opErr) && opErr.Op == "remote error"
+		switch {
+		case err == nil:
+			proto := conn.(*tls.Conn).ConnectionState().NegotiatedProtocol
+			conn.Close()
+			if proto != acmeTLS1 {
+				return fail("set letsEncrypt.challenge: tls-alpn-01 on that core too, and reload it",
+					"core %s: %s answers an acme-tls/1 hello with %q", c, addr, proto)
+			}
+			return pass("core %s: %s answers acme-tls/1 for %s (a challenge is pending)", c, addr, d.TLSALPNName)
+		case remote && opErr.Err.Error() == "tls: no application protocol":
+			return fail("set letsEncrypt.challenge: tls-alpn-01 on that core too (every core answers the CA), and reload it",
+				"core %s: %s does not offer acme-tls/1: TLS-ALPN-01 validations reaching it fail", c, addr)
+		case remote:
+			return pass("core %s: %s offers acme-tls/1 (no challenge pending for %s: refused, as RFC 8737 wants)", c, addr, d.TLSALPNName)
+		}
+		return fail(fmt.Sprintf("open TCP port %d to %s from the internet: TLS-ALPN-01 validates on it", d.FrontPort, c.IP),
+			"core %s: TLS-ALPN-01 on %s: %s", c, addr, netWhy(err))
+	})
+}
+
+// acmeTLS1 is RFC 8737's ALPN protocol.
+const acmeTLS1 = "acme-tls/1"
 
 // checkTLS: every core's front completes a handshake for a planned name
 // with a certificate that is real (not the placeholder), valid now and for
