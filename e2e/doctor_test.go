@@ -25,9 +25,11 @@ func runDoctor(t *testing.T, dir string, args ...string) (int, []doctorResult, s
 	t.Helper()
 	start := time.Now()
 	out, code := cli(t, dir, append([]string{"doctor", "--json"}, args...)...)
-	if took := time.Since(start); took > 15*time.Second {
+	took := time.Since(start)
+	if took > 15*time.Second {
 		t.Errorf("doctor took %s", took)
 	}
+	t.Logf("doctor %v: exit %d in %s", args, code, took.Round(time.Millisecond))
 	var rs []doctorResult
 	if i := strings.Index(out, "["); i < 0 || json.Unmarshal([]byte(out[i:]), &rs) != nil {
 		t.Fatalf("doctor --json (exit %d) printed no JSON list:\n%s", code, out)
@@ -179,7 +181,9 @@ func TestDoctorClusterOfThree(t *testing.T) {
 	wantDNS := fmt.Sprintf("core core3 (127.0.0.3): its DNS at 127.0.0.3:%d", ports.dns)
 	var text string
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(500 * time.Millisecond) {
+		start := time.Now()
 		text, code = cli(t, dirs["core1"], append([]string{"doctor"}, doctorArgs...)...)
+		t.Logf("doctor with core3 killed: exit %d in %s", code, time.Since(start).Round(time.Millisecond))
 		if code == 1 && strings.Contains(text, wantDNS) && strings.Contains(text, "PlatformDB members down: core3") || time.Now().After(deadline) {
 			break
 		}

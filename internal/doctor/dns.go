@@ -464,8 +464,50 @@ func checkPublic(ctx context.Context, d *doctor) []Result {
 		case !slices.Equal(ours, theirs):
 			return fail(fix, "public resolver %s: NS %s; the zone publishes %s", res.IP, cmp.Or(strings.Join(theirs, ", "), "none"), strings.Join(ours, ", "))
 		}
+		if d.DNSSEC {
+			if r, bad := d.parentDS(ctx, res.IP); bad {
+				return r
+			}
+		}
 		return pass("public resolver %s: NS %s, as the zone publishes", res.IP, strings.Join(theirs, ", "))
 	})
+}
+
+// parentDS judges the DS the parent publishes for the domain, as resolver
+// addr sees it, against the zone's keys: a DS matching none makes
+// validating resolvers (and the CA) reject every answer. bad: r says what
+// is wrong.
+func (d *doctor) parentDS(ctx context.Context, addr string) (r Result, bad bool) {
+	m := new(mdns.Msg)
+	m.SetQuestion(mdns.Fqdn(d.Domain), mdns.TypeDS)
+	a, _, err := (&mdns.Client{Net: "udp"}).ExchangeContext(ctx, m, addr)
+	if err != nil {
+		return warn("run doctor --public again", "public resolver %s: the parent's DS for %s not read: %s", addr, d.Domain, why(err)), true
+	}
+	ours := map[string]bool{}
+	for _, s := range d.DS {
+		if rr, err := mdns.NewRR(s); err == nil {
+			if ds, ok := rr.(*mdns.DS); ok {
+				ours[fmt.Sprintf("%d %d %s", ds.KeyTag, ds.DigestType, strings.ToUpper(ds.Digest))] = true
+			}
+		}
+	}
+	var theirs []string
+	for _, rr := range a.Answer {
+		if ds, ok := rr.(*mdns.DS); ok {
+			k := fmt.Sprintf("%d %d %s", ds.KeyTag, ds.DigestType, strings.ToUpper(ds.Digest))
+			if ours[k] {
+				return Result{}, false
+			}
+			theirs = append(theirs, k)
+		}
+	}
+	if len(theirs) == 0 {
+		return warn("give the registrar the DS of pryv-tls dns ds (the zone is signed but nothing validates it yet)",
+			"public resolver %s: the parent publishes no DS for %s", addr, d.Domain), true
+	}
+	return fail("give the registrar the DS of pryv-tls dns ds and remove the others; until then validating resolvers and the CA reject the zone",
+		"public resolver %s: the parent's DS for %s (%s) matches none of the zone's keys", addr, d.Domain, strings.Join(theirs, "; ")), true
 }
 
 // rcodeError is an answer whose rcode is not NOERROR.

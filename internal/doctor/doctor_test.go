@@ -333,7 +333,8 @@ func silentUDP(t *testing.T) string {
 // TestPublicResolver: a resolver that answers the zone's NS passes; one
 // that answers others fails (the delegation is wrong); one that answers
 // everything NXDOMAIN, even the root (a network intercepting DNS, as on a
-// machine without internet), is a warning.
+// machine without internet), is a warning. With DNSSEC, the parent's DS
+// must match a key of the zone.
 func TestPublicResolver(t *testing.T) {
 	resolver := func(rcode int, rrs ...string) string {
 		z := &zoneServer{rrs: map[rrKey][]mdns.RR{}, rcode: rcode}
@@ -342,21 +343,30 @@ func TestPublicResolver(t *testing.T) {
 		return fmt.Sprintf("127.0.0.4:%d", port)
 	}
 	const root = ". 300 IN NS a.root-servers.net."
+	ns := testDomain + ". 300 IN NS core." + testDomain + "."
+	otherDS := testDomain + ". 300 IN DS 1234 13 2 " + strings.Repeat("AB", 32)
 	for _, tc := range []struct {
 		name     string
-		resolver string
+		dnssec   bool
+		resolver func(p *platform) string
 		status   Status
 		want     string
 	}{
-		{"sees the zone's NS", resolver(0, root, testDomain+". 300 IN NS core."+testDomain+"."), Pass, "NS core." + testDomain + "., as the zone publishes"},
-		{"sees another delegation", resolver(0, root, testDomain+". 300 IN NS ns1.registrar.example."), Fail, "NS ns1.registrar.example.; the zone publishes core." + testDomain + "."},
-		{"sees no delegation", resolver(0, root), Fail, "NS none; the zone publishes core." + testDomain + "."},
-		{"intercepted", resolver(mdns.RcodeNameError), Warn, "it does not resolve the root's NS: the DNS is intercepted"},
-		{"no route", silentUDP(t), Warn, "unreachable from here (no answer in time)"},
+		{"sees the zone's NS", false, func(*platform) string { return resolver(0, root, ns) }, Pass, "NS core." + testDomain + "., as the zone publishes"},
+		{"sees another delegation", false, func(*platform) string { return resolver(0, root, testDomain+". 300 IN NS ns1.registrar.example.") },
+			Fail, "NS ns1.registrar.example.; the zone publishes core." + testDomain + "."},
+		{"sees no delegation", false, func(*platform) string { return resolver(0, root) }, Fail, "NS none; the zone publishes core." + testDomain + "."},
+		{"intercepted", false, func(*platform) string { return resolver(mdns.RcodeNameError) }, Warn, "it does not resolve the root's NS: the DNS is intercepted"},
+		{"no route", false, func(*platform) string { return silentUDP(t) }, Warn, "unreachable from here (no answer in time)"},
+		{"sees our DS", true, func(p *platform) string { return resolver(0, root, ns, p.key.ToDS(mdns.SHA256).String()) }, Pass, "as the zone publishes"},
+		{"sees no DS", true, func(*platform) string { return resolver(0, root, ns) }, Warn, "the parent publishes no DS for " + testDomain},
+		{"sees another DS", true, func(*platform) string { return resolver(0, root, ns, otherDS) }, Fail,
+			"the parent's DS for " + testDomain + " (1234 2 " + strings.Repeat("AB", 32) + ") matches none of the zone's keys"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := newPlatform(t)
-			p.o.Public, p.o.PublicResolvers = true, []string{tc.resolver}
+			p.o.DNSSEC = tc.dnssec
+			p.o.Public, p.o.PublicResolvers = true, []string{tc.resolver(p)}
 			var got []Result
 			for _, r := range p.run(t) {
 				if r.Check == "public dns" {
