@@ -499,7 +499,10 @@ func (r *Renewer) checkPlan(ctx context.Context, p Plan, mode checkMode) (*certs
 	st.Problem, st.UnpauseURL = nil, ""
 	st.LastSuccess, st.Unreadable = now, ""
 	st.Directory = r.opts.DirectoryURL
-	st.ARIStart, st.ARIEnd, st.ARISerial, st.ARICheckAfter = time.Time{}, time.Time{}, "", time.Time{}
+	// The new certificate's window is asked at the next wake, a second from
+	// now, not at the schedule's point: a CA whose window opens before two
+	// thirds of the lifetime (short-lived profiles) is heard in time.
+	st.ARIStart, st.ARIEnd, st.ARISerial, st.ARICheckAfter = time.Time{}, time.Time{}, "", now.Add(time.Second)
 	st.NextRenewal = scheduledRenewal(rec.IssuedAt, rec.ExpiresAt, r.opts.RenewBefore)
 	r.log.Info("certificate issued", "hostname", row, "serial", rec.Serial, "notAfter", rec.ExpiresAt,
 		"nextRenewal", st.NextRenewal)

@@ -50,9 +50,15 @@ func checkFreshState(t *testing.T, st State, rec *certstore.Record, before, afte
 		if st.NextRenewal.Before(st.ARIStart) || st.NextRenewal.After(st.ARIEnd) {
 			t.Errorf("State.NextRenewal = %v, outside the ARI window %v..%v", st.NextRenewal, st.ARIStart, st.ARIEnd)
 		}
-	} else if want := rec.IssuedAt.Add(rec.ExpiresAt.Sub(rec.IssuedAt) * 2 / 3); !within(st.NextRenewal, want, time.Second) {
-		t.Errorf("State.NextRenewal = issue + %v, want two thirds of the lifetime (issue + %v)",
-			st.NextRenewal.Sub(rec.IssuedAt), want.Sub(rec.IssuedAt))
+	} else {
+		if want := rec.IssuedAt.Add(rec.ExpiresAt.Sub(rec.IssuedAt) * 2 / 3); !within(st.NextRenewal, want, time.Second) {
+			t.Errorf("State.NextRenewal = issue + %v, want two thirds of the lifetime (issue + %v)",
+				st.NextRenewal.Sub(rec.IssuedAt), want.Sub(rec.IssuedAt))
+		}
+		// Its ARI window is asked at the next wake, not at that point.
+		if d := st.ARICheckAfter.Sub(st.LastSuccess); d <= 0 || d > 2*time.Second {
+			t.Errorf("State.ARICheckAfter = LastSuccess + %v, want about a second", d)
+		}
 	}
 	if len(st.Hostnames) == 0 || st.Hostnames[0] != rec.Hostname {
 		t.Errorf("State.Hostnames = %v, want the plan's (%s first)", st.Hostnames, rec.Hostname)
