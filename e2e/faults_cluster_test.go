@@ -274,7 +274,8 @@ func TestFaultsCluster(t *testing.T) {
 			// reconnection meets the rules (core1-core2 reconnect at once).
 			fw.add("-m", "cgroup", "--path", fc.cg[cut].path, "!", "-d", "127.0.0.3", "-p", "tcp", "-m", "multiport", "--dports", ports, "-j", "DROP")
 			fw.add("-m", "cgroup", "!", "--path", fc.cg[cut].path, "-d", "127.0.0.3", "-p", "tcp", "-m", "multiport", "--dports", ports, "-j", "DROP")
-			filter := fmt.Sprintf("( sport = :%d or dport = :%d or sport = :%d or dport = :%d )", fc.ports.peer, fc.ports.peer, fc.ports.client, fc.ports.client)
+			filter := fmt.Sprintf("( sport = :%d or dport = :%d or sport = :%d or dport = :%d ) and ( dst 127.0.0.1 or dst 127.0.0.2 or dst 127.0.0.3 )",
+				fc.ports.peer, fc.ports.peer, fc.ports.client, fc.ports.client)
 			if out, err := exec.Command(ss, "-K", "-t", filter).CombinedOutput(); err != nil {
 				t.Fatalf("ss -K %s: %v\n%s", filter, err, out)
 			}
