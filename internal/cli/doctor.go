@@ -37,7 +37,7 @@ HTTP-01 fail in practice, and how to fix each:
   http-01 port    letsEncrypt.http01Port answers on every core (when a name uses HTTP-01)
   tls-alpn-01     every core's front offers acme-tls/1 (letsEncrypt.challenge: tls-alpn-01)
   tls             every core's front serves a real, valid certificate for the planned names
-  clock           every core's clock (its front's Date) within 30s of this machine's
+  clock           every core's clock (its front's Date on /system/pryv-tls/healthz) within 30s of this machine's
   platformdb      every member healthy (the running core's status)
   acme directory  the ACME directory answers (letsEncrypt.directoryCaFile honoured)
   public dns      (--public) 8.8.8.8 and 1.1.1.1 see the zone's NS; no answer is a warning
@@ -156,7 +156,9 @@ func doctorOptions(cfg *config.Config, dnsPort int) (doctor.Options, error) {
 			if sc.IP != "" {
 				o.Cores[0].IP = sc.IP
 			}
-		case sc.IP != "":
+		case sc.IP == "", !sc.Member && !sc.Available:
+			// No address to ask, or a core announced but not joined yet.
+		default:
 			o.Cores = append(o.Cores, doctor.Core{ID: sc.ID, IP: sc.IP})
 		}
 	}

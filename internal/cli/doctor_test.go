@@ -24,7 +24,8 @@ func TestDoctorOptions(t *testing.T) {
 		Cores: []admin.CoreStatus{
 			{ID: "core2", IP: "192.0.2.2", Available: true, Member: true, Healthy: false},
 			{ID: "core1", IP: "192.0.2.1", Available: true, Member: true, Healthy: true},
-			{ID: "core4", Available: false}, // no row address: nothing to ask
+			{ID: "core4", Available: true, Member: true}, // no row address: nothing to ask
+			{ID: "core5", IP: "192.0.2.5"},               // announced, not joined yet
 		},
 	}
 	sockCfg := fakeCore(t, st)
@@ -53,7 +54,7 @@ func TestDoctorOptions(t *testing.T) {
 	if o.Domain != "mc.example.com" || o.DNSPort != 5300 || o.FrontPort != 8443 || !reflect.DeepEqual(o.Names, []string{"mc.example.com"}) {
 		t.Errorf("domain %q, dns port %d, front port %d, names %v", o.Domain, o.DNSPort, o.FrontPort, o.Names)
 	}
-	if p := o.PlatformDB; p == nil || !p.Up || !reflect.DeepEqual(p.Members, []doctor.Member{{ID: "core2"}, {ID: "core1", Healthy: true}}) {
+	if p := o.PlatformDB; p == nil || !p.Up || !reflect.DeepEqual(p.Members, []doctor.Member{{ID: "core2"}, {ID: "core1", Healthy: true}, {ID: "core4"}}) {
 		t.Errorf("platformDB %+v", p)
 	}
 	if o.CAA != nil || o.CAASkip == "" || o.Directory != "" {

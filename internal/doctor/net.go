@@ -14,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/pryv/pryv-tls/internal/health"
 )
 
 // placeholderCN is the subject of the self-signed placeholder
@@ -174,7 +176,9 @@ func checkClock(ctx context.Context, d *doctor) []Result {
 	}
 	answers := eachCore(d.Cores, func(c Core) got {
 		addr := net.JoinHostPort(c.IP, strconv.Itoa(d.FrontPort))
-		req, _ := http.NewRequestWithContext(ctx, http.MethodHead, scheme+"://"+addr+"/", nil)
+		// The front answers its liveness path itself: nothing reaches the
+		// core's API.
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, scheme+"://"+addr+health.FrontLive, nil)
 		req.Host = host
 		before := d.Now()
 		resp, err := insecureClient(host).Do(req)
