@@ -1,6 +1,7 @@
 package dnsdata
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"net"
@@ -137,165 +138,234 @@ func (r *rows) user(name string) (string, bool) {
 // both define keeps the static one, and a warning says so), the reserved
 // names and per-core names, then users, then ACME TXT values.
 func Build(st Static, r *rows, serial uint32) (*dns.Zone, []string, error) {
-	origin := mdns.Fqdn(st.Domain)
-	ttl := st.TTL
-	var warnings []string
-	var all []mdns.RR
-	taken := map[string]string{} // relative name -> what claimed it
+	b := &zoneBuilder{st: st, r: r, origin: mdns.Fqdn(st.Domain), ttl: st.TTL, taken: map[string]string{}}
+	// The order is the precedence: a name claimed by an earlier phase
+	// shadows the later ones.
+	if err := b.apex(); err != nil {
+		return nil, nil, err
+	}
+	b.caa()
+	b.dnssecKeys()
+	b.staticEntries()
+	b.runtimeRecords()
+	b.nsHost()
+	b.cores()
+	b.oddUsers()
+	b.challenges()
+	return b.zone(serial)
+}
 
-	claim := func(name, by string) bool {
-		if prev, ok := taken[name]; ok {
-			if by != "user" {
-				warnings = append(warnings, fmt.Sprintf("%s.%s: defined by %s and %s; keeping %s", name, st.Domain, prev, by, prev))
-			}
-			return false
-		}
-		taken[name] = by
-		return true
-	}
-	add := func(name string, recs Records, by string) {
-		rrs, err := buildRRs(name+"."+origin, ttl, recs)
-		// What NewZone would refuse must be skipped here: one bad entry
-		// must not keep the whole zone from being built.
-		if err == nil && recs.CNAME != "" && len(rrs) > 1 {
-			err = fmt.Errorf("a name with a CNAME can hold no other record")
-		}
-		for _, rr := range rrs {
-			if err == nil && !mdns.IsSubDomain(origin, rr.Header().Name) {
-				err = fmt.Errorf("%s is not inside the zone", rr.Header().Name)
-			}
-		}
-		if err != nil {
-			warnings = append(warnings, fmt.Sprintf("%s.%s (%s): %v; skipped", name, st.Domain, by, err))
-			return
-		}
-		all = append(all, rrs...)
-	}
+// zoneBuilder is one Build in progress: the records made so far, the names
+// they claimed and what was skipped.
+type zoneBuilder struct {
+	st       Static
+	r        *rows
+	origin   string // st.Domain, fully qualified
+	ttl      uint32
+	all      []mdns.RR
+	taken    map[string]string // relative name -> what claimed it
+	warnings []string
+	keys     []dns.Key   // the DNSSEC signing keys, if any
+	groups   [][]mdns.RR // the records of each core of r.coreIDs, for its users
+}
 
-	// Apex.
-	root := st.Root
-	nsHost := "core." + origin
-	if len(root.NS) == 0 {
-		root.NS = []string{nsHost}
+// claim takes name for by, unless an earlier phase has it (a warning says
+// so, except for a user: a username equal to another name is simply not
+// answered as a user).
+func (b *zoneBuilder) claim(name, by string) bool {
+	if prev, ok := b.taken[name]; ok {
+		if by != "user" {
+			b.warn("%s.%s: defined by %s and %s; keeping %s", name, b.st.Domain, prev, by, prev)
+		}
+		return false
 	}
-	apex, err := buildRRs(origin, ttl, root)
+	b.taken[name] = by
+	return true
+}
+
+// claimAndAdd adds recs at name if name is free.
+func (b *zoneBuilder) claimAndAdd(name string, recs Records, by string) {
+	if b.claim(name, by) {
+		b.add(name, recs, by)
+	}
+}
+
+// add makes the records of name, or skips them with a warning: one bad
+// entry must not keep the whole zone from being built, so what NewZone
+// would refuse is refused here.
+func (b *zoneBuilder) add(name string, recs Records, by string) {
+	rrs, err := buildRRs(name+"."+b.origin, b.ttl, recs)
+	if err == nil && recs.CNAME != "" && len(rrs) > 1 {
+		err = fmt.Errorf("a name with a CNAME can hold no other record")
+	}
+	for _, rr := range rrs {
+		if err == nil && !mdns.IsSubDomain(b.origin, rr.Header().Name) {
+			err = fmt.Errorf("%s is not inside the zone", rr.Header().Name)
+		}
+	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("dns.records.root: %w", err)
+		b.warn("%s.%s (%s): %v; skipped", name, b.st.Domain, by, err)
+		return
 	}
-	all = append(all, apex...)
-	if len(root.CAA) == 0 {
-		caa, warn := st.CAA.records(origin, ttl, r.accounts)
-		all = append(all, caa...)
-		warnings = append(warnings, warn...)
-	}
-	var keys []dns.Key
-	if st.DNSSEC != nil {
-		var warn []string
-		keys, warn = signingKeys(st.DNSSEC, origin, ttl, r.dnssec)
-		warnings = append(warnings, warn...)
-		for _, k := range keys {
-			all = append(all, k.DNSKEY)
-		}
-	}
+	b.all = append(b.all, rrs...)
+}
 
-	for _, e := range st.Entries {
-		if claim(strings.ToLower(e.Subdomain), "dns.staticEntries") {
-			add(strings.ToLower(e.Subdomain), e.Records, "dns.staticEntries")
-		}
-	}
-	for _, sub := range slices.Sorted(maps.Keys(r.records)) {
-		if name := strings.ToLower(sub); claim(name, "dns-record row") {
-			add(name, r.records[sub], "dns-record row")
-		}
-	}
-	if st.NSHostIP != "" || st.NSHostIPv6 != "" {
-		if claim("core", "dns.publicIp") {
-			add("core", addrRecords(st.NSHostIP, st.NSHostIPv6), "dns.publicIp")
-		}
-	}
+func (b *zoneBuilder) warn(format string, args ...any) {
+	b.warnings = append(b.warnings, fmt.Sprintf(format, args...))
+}
 
+// apex adds dns.records.root, with the NS core.{domain} unless it names
+// its own; a bad apex is the one error that stops the build.
+func (b *zoneBuilder) apex() error {
+	root := b.st.Root
+	if len(root.NS) == 0 {
+		root.NS = []string{"core." + b.origin}
+	}
+	rrs, err := buildRRs(b.origin, b.ttl, root)
+	if err != nil {
+		return fmt.Errorf("dns.records.root: %w", err)
+	}
+	b.all = append(b.all, rrs...)
+	return nil
+}
+
+// caa adds the ACME accounts' CAA records at the apex, unless
+// dns.records.root has CAA records of its own.
+func (b *zoneBuilder) caa() {
+	if len(b.st.Root.CAA) > 0 {
+		return
+	}
+	rrs, warn := b.st.CAA.records(b.origin, b.ttl, b.r.accounts)
+	b.all = append(b.all, rrs...)
+	b.warnings = append(b.warnings, warn...)
+}
+
+// dnssecKeys opens the DNSSEC key rows (when DNSSEC is on) and adds their
+// DNSKEYs at the apex; zone signs with them.
+func (b *zoneBuilder) dnssecKeys() {
+	if b.st.DNSSEC == nil {
+		return
+	}
+	keys, warn := signingKeys(b.st.DNSSEC, b.origin, b.ttl, b.r.dnssec)
+	b.warnings = append(b.warnings, warn...)
+	for _, k := range keys {
+		b.all = append(b.all, k.DNSKEY)
+	}
+	b.keys = keys
+}
+
+// staticEntries adds dns.staticEntries: they win over every runtime name.
+func (b *zoneBuilder) staticEntries() {
+	for _, e := range b.st.Entries {
+		b.claimAndAdd(strings.ToLower(e.Subdomain), e.Records, "dns.staticEntries")
+	}
+}
+
+// runtimeRecords adds the dns-record rows, in a stable order (the first of
+// two rows differing only in case wins).
+func (b *zoneBuilder) runtimeRecords() {
+	for _, sub := range slices.Sorted(maps.Keys(b.r.records)) {
+		b.claimAndAdd(strings.ToLower(sub), b.r.records[sub], "dns-record row")
+	}
+}
+
+// nsHost adds core.{domain}, the apex's default NS host: dns.publicIp and
+// this core's IPv6.
+func (b *zoneBuilder) nsHost() {
+	if b.st.NSHostIP != "" || b.st.NSHostIPv6 != "" {
+		b.claimAndAdd("core", addrRecords(b.st.NSHostIP, b.st.NSHostIPv6), "dns.publicIp")
+	}
+}
+
+// cores adds each core's own name, the reserved names with every available
+// core's addresses, and the records each core's users answer with.
+func (b *zoneBuilder) cores() {
 	var everyCore Records
-	for _, id := range slices.Sorted(maps.Keys(r.cores)) {
-		c := r.cores[id]
+	for _, id := range slices.Sorted(maps.Keys(b.r.cores)) {
+		c := b.r.cores[id]
 		recs := coreRecords(c)
 		if recs.Empty() {
 			continue
 		}
-		if claim(strings.ToLower(id), "core-info row") {
-			add(strings.ToLower(id), recs, "core-info row")
-		}
+		b.claimAndAdd(strings.ToLower(id), recs, "core-info row")
 		// A core whose addresses do not parse must not take the reserved
 		// names of every other core down with it.
-		if _, err := buildRRs(origin, ttl, recs); c.Available && err == nil {
+		if _, err := buildRRs(b.origin, b.ttl, recs); c.Available && err == nil {
 			everyCore.A = append(everyCore.A, recs.A...)
 			everyCore.AAAA = append(everyCore.AAAA, recs.AAAA...)
 		}
 	}
 	if !everyCore.Empty() {
 		for _, n := range ReservedNames {
-			if claim(n, "reserved name") {
-				add(n, everyCore, "reserved name")
-			}
+			b.claimAndAdd(n, everyCore, "reserved name")
 		}
 	}
-
 	// Users: the bulk of a big zone, handed to the zone as dns.Members:
 	// the rows' own map of users (kept by the zone, not copied) and the
 	// records of each core. Nothing here is done per user: a rebuild costs
-	// the other names only. A name made above (configuration, runtime
-	// records, cores, reserved names) shadows a user of that name.
-	groups := make([][]mdns.RR, len(r.coreIDs))
-	for i, id := range r.coreIDs {
-		if c, ok := r.cores[id]; ok {
-			if rrs, err := buildRRs("x."+origin, ttl, coreRecords(c)); err == nil {
-				groups[i] = rrs
+	// the other names only.
+	b.groups = make([][]mdns.RR, len(b.r.coreIDs))
+	for i, id := range b.r.coreIDs {
+		if c, ok := b.r.cores[id]; ok {
+			if rrs, err := buildRRs("x."+b.origin, b.ttl, coreRecords(c)); err == nil {
+				b.groups[i] = rrs
 			}
 		}
 	}
-	for user, id := range r.odd {
-		// A row not written through CheckUsername: its own records, as
-		// any other name (skipped with a warning if they cannot be made),
-		// unless the user row of that name in lower case exists.
+}
+
+// oddUsers adds the user rows not written through CheckUsername: their own
+// records, as any other name (skipped with a warning if they cannot be
+// made), unless the user row of that name in lower case exists. A name made
+// before (configuration, runtime records, cores, reserved names) shadows a
+// user of that name.
+func (b *zoneBuilder) oddUsers() {
+	for user, id := range b.r.odd {
 		label := strings.ToLower(user)
-		c, ok := r.cores[id]
-		if _, member := r.users[label]; member || !ok || coreRecords(c).Empty() {
+		c, ok := b.r.cores[id]
+		if _, member := b.r.users[label]; member || !ok || coreRecords(c).Empty() {
 			continue
 		}
-		if claim(label, "user") {
-			add(label, coreRecords(c), "user-core row")
+		if b.claim(label, "user") {
+			b.add(label, coreRecords(c), "user-core row")
 		}
 	}
-	// memberRecords returns the records of the user whose name is owner
-	// (lower case, fully qualified), if it is a member the zone answers.
-	memberRecords := func(owner string) []mdns.RR {
-		l, ok := strings.CutSuffix(owner, "."+origin)
-		if !ok || strings.IndexByte(l, '.') >= 0 {
-			return nil
-		}
-		if _, shadowed := taken[l]; shadowed {
-			return nil
-		}
-		if i, ok := r.users[l]; ok {
-			return groups[i]
-		}
+}
+
+// memberRecords returns the records of the user whose name is owner (lower
+// case, fully qualified), if it is a member the zone answers.
+func (b *zoneBuilder) memberRecords(owner string) []mdns.RR {
+	l, ok := strings.CutSuffix(owner, "."+b.origin)
+	if !ok || strings.IndexByte(l, '.') >= 0 {
 		return nil
 	}
+	if _, shadowed := b.taken[l]; shadowed {
+		return nil
+	}
+	if i, ok := b.r.users[l]; ok {
+		return b.groups[i]
+	}
+	return nil
+}
 
-	cnames := map[string]bool{} // a TXT value next to a CNAME would make the zone unbuildable
-	for _, rr := range all {
+// challenges adds the ACME DNS-01 values inside the zone, except at a name
+// holding a CNAME (a TXT beside it would make the zone unbuildable).
+func (b *zoneBuilder) challenges() {
+	cnames := map[string]bool{}
+	for _, rr := range b.all {
 		if rr.Header().Rrtype == mdns.TypeCNAME {
 			cnames[strings.ToLower(rr.Header().Name)] = true
 		}
 	}
-	for fqdn, values := range r.challenges {
+	for fqdn, values := range b.r.challenges {
 		owner := mdns.Fqdn(fqdn)
-		if !mdns.IsSubDomain(origin, owner) {
+		if !mdns.IsSubDomain(b.origin, owner) {
 			continue
 		}
 		lower := strings.ToLower(owner)
-		user := memberRecords(lower)
+		user := b.memberRecords(lower)
 		if cnames[lower] || (len(user) > 0 && user[0].Header().Rrtype == mdns.TypeCNAME) {
-			warnings = append(warnings, fmt.Sprintf("%s: holds a CNAME; the DNS-01 value published there is not served", fqdn))
+			b.warn("%s: holds a CNAME; the DNS-01 value published there is not served", fqdn)
 			continue
 		}
 		// A value at a user's own name: the name holds both (a name of
@@ -303,28 +373,33 @@ func Build(st Static, r *rows, serial uint32) (*dns.Zone, []string, error) {
 		for _, rr := range user {
 			c := mdns.Copy(rr)
 			c.Header().Name = owner
-			all = append(all, c)
+			b.all = append(b.all, c)
 		}
 		for _, v := range values {
-			all = append(all, &mdns.TXT{Hdr: mdns.RR_Header{Name: owner, Rrtype: mdns.TypeTXT, Class: mdns.ClassINET, Ttl: 60}, Txt: []string{v}})
+			b.all = append(b.all, &mdns.TXT{Hdr: mdns.RR_Header{Name: owner, Rrtype: mdns.TypeTXT, Class: mdns.ClassINET, Ttl: 60}, Txt: []string{v}})
 		}
 	}
+}
 
-	soa, err := makeSOA(origin, ttl, st.RootSOA, serial)
+// zone makes the zone of what was added, with the users as members, and
+// signs it when there are keys. The rows' users are the zone's from now on
+// (r.shared: the next change copies them).
+func (b *zoneBuilder) zone(serial uint32) (*dns.Zone, []string, error) {
+	soa, err := makeSOA(b.origin, b.ttl, b.st.RootSOA, serial)
 	if err != nil {
 		return nil, nil, err
 	}
-	z, err := dns.NewZoneMembers(origin, soa, all, dns.Members{Labels: r.users, Groups: groups})
+	z, err := dns.NewZoneMembers(b.origin, soa, b.all, dns.Members{Labels: b.r.users, Groups: b.groups})
 	if err != nil {
-		return nil, warnings, err
+		return nil, b.warnings, err
 	}
-	if len(keys) > 0 {
-		if err := z.Sign(keys, time.Now(), st.Sigs); err != nil {
-			return nil, warnings, err
+	if len(b.keys) > 0 {
+		if err := z.Sign(b.keys, time.Now(), b.st.Sigs); err != nil {
+			return nil, b.warnings, err
 		}
 	}
-	r.shared = true
-	return z, warnings, nil
+	b.r.shared = true
+	return z, b.warnings, nil
 }
 
 func coreRecords(c CoreInfo) Records {
@@ -350,8 +425,11 @@ func makeSOA(origin string, ttl uint32, text string, serial uint32) (*mdns.SOA, 
 		text = fmt.Sprintf("core.%s hostmaster.%s 1 3600 600 1209600 %d", origin, origin, ttl)
 	}
 	rr, err := mdns.NewRR(fmt.Sprintf("%s %d IN SOA %s", origin, ttl, text))
-	if err != nil || rr == nil {
-		return nil, fmt.Errorf("dns.records.root.soa: %q is not an SOA (mname rname serial refresh retry expire minimum): %v", text, err)
+	if err == nil && rr == nil {
+		err = errors.New("empty")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("dns.records.root.soa: %q is not an SOA (mname rname serial refresh retry expire minimum): %w", text, err)
 	}
 	soa := rr.(*mdns.SOA)
 	soa.Serial = serial
@@ -359,58 +437,49 @@ func makeSOA(origin string, ttl uint32, text string, serial uint32) (*mdns.SOA, 
 }
 
 // buildRRs turns presentation-format values into records, with the
-// library's parser (never our own).
+// library's parser (never our own), in a fixed order of types.
 func buildRRs(owner string, ttl uint32, r Records) ([]mdns.RR, error) {
-	var out []mdns.RR
-	one := func(typ, v string) error {
-		rr, err := mdns.NewRR(fmt.Sprintf("%s %d IN %s %s", owner, ttl, typ, v))
-		if err != nil {
-			return fmt.Errorf("%s %q: %v", strings.ToLower(typ), v, err)
-		}
-		if rr == nil {
-			return fmt.Errorf("%s %q: empty", strings.ToLower(typ), v)
-		}
-		out = append(out, rr)
-		return nil
-	}
-	for _, v := range r.A {
-		if net.ParseIP(v).To4() == nil {
-			return nil, fmt.Errorf("a %q: not an IPv4 address", v)
-		}
-		if err := one("A", v); err != nil {
-			return nil, err
-		}
-	}
-	for _, v := range r.AAAA {
-		if err := one("AAAA", v); err != nil {
-			return nil, err
-		}
-	}
+	var cname []string
 	if r.CNAME != "" {
-		if err := one("CNAME", mdns.Fqdn(r.CNAME)); err != nil {
-			return nil, err
-		}
+		cname = []string{r.CNAME}
 	}
-	for _, v := range r.NS {
-		if err := one("NS", mdns.Fqdn(v)); err != nil {
-			return nil, err
-		}
-	}
-	for _, v := range r.MX {
-		if err := one("MX", v); err != nil {
-			return nil, err
-		}
-	}
-	for _, v := range r.TXT {
-		// A TXT value is taken as the text itself, not zone-file syntax.
-		out = append(out, &mdns.TXT{Hdr: mdns.RR_Header{Name: owner, Rrtype: mdns.TypeTXT, Class: mdns.ClassINET, Ttl: ttl}, Txt: splitTXT(v)})
-	}
-	for _, v := range r.CAA {
-		if err := one("CAA", v); err != nil {
-			return nil, err
+	var out []mdns.RR
+	for _, t := range []struct {
+		typ    string
+		values []string
+	}{{"A", r.A}, {"AAAA", r.AAAA}, {"CNAME", cname}, {"NS", r.NS}, {"MX", r.MX}, {"TXT", r.TXT}, {"CAA", r.CAA}} {
+		for _, v := range t.values {
+			rr, err := parseRR(owner, ttl, t.typ, v)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, rr)
 		}
 	}
 	return out, nil
+}
+
+// parseRR makes one record of type typ (upper case) and value v.
+func parseRR(owner string, ttl uint32, typ, v string) (mdns.RR, error) {
+	switch typ {
+	case "A":
+		if net.ParseIP(v).To4() == nil {
+			return nil, fmt.Errorf("a %q: not an IPv4 address", v)
+		}
+	case "CNAME", "NS":
+		v = mdns.Fqdn(v)
+	case "TXT":
+		// A TXT value is taken as the text itself, not zone-file syntax.
+		return &mdns.TXT{Hdr: mdns.RR_Header{Name: owner, Rrtype: mdns.TypeTXT, Class: mdns.ClassINET, Ttl: ttl}, Txt: splitTXT(v)}, nil
+	}
+	rr, err := mdns.NewRR(fmt.Sprintf("%s %d IN %s %s", owner, ttl, typ, v))
+	if err != nil {
+		return nil, fmt.Errorf("%s %q: %w", strings.ToLower(typ), v, err)
+	}
+	if rr == nil {
+		return nil, fmt.Errorf("%s %q: empty", strings.ToLower(typ), v)
+	}
+	return rr, nil
 }
 
 // splitTXT cuts a long value into the 255-byte strings TXT allows.

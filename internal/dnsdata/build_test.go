@@ -524,6 +524,29 @@ func BenchmarkBuildUsers(b *testing.B) {
 	}
 }
 
+// BenchmarkBuildNames: a rebuild of a zone whose cost is its other names
+// (every phase of Build: apex, CAA, static entries, runtime rows, cores and
+// reserved names, odd user rows, ACME values), not its users.
+func BenchmarkBuildNames(b *testing.B) {
+	st := fullStatic()
+	st.Root.CAA = nil
+	st.CAA = CAA{Directories: []string{"https://acme.test/dir"}, Identity: "ca.test", Methods: []string{"dns-01"}, WildMethods: []string{"dns-01"}}
+	r := fullRows()
+	r.accounts["acme-account/1"] = account{Directory: "https://acme.test/dir", URI: "https://acme.test/acct/1"}
+	for i := range 200 {
+		r.records[fmt.Sprintf("rec%d", i)] = Records{A: []string{"192.0.2.99"}, TXT: []string{"v"}}
+		r.cores[fmt.Sprintf("c%d", i)] = CoreInfo{ID: fmt.Sprintf("c%d", i), IP: "192.0.2.50", Available: true}
+		r.setUser(fmt.Sprintf("Odd.User%d", i), "core1")
+		r.challenges[fmt.Sprintf("_acme-challenge.u%d.%s", i, testDomain)] = map[string]string{"k": "v"}
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, err := Build(st, r, 1); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 // A zone keeps the users it was built with while the rows change (they copy
 // the map the zone holds before changing it).
 func TestBuildZoneKeepsItsUsers(t *testing.T) {
