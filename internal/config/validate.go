@@ -250,9 +250,9 @@ func (v *validator) platform(c *Config) {
 	u, err := url.Parse(raw)
 	switch {
 	case err != nil || (u.Scheme != "http" && u.Scheme != "https"):
-		v.add("storages.engines.rqlite.url", "must be an http:// or https:// URL, got %q", raw)
+		v.add("storages.engines.rqlite.url", "must be an http:// or https:// URL, got %q", hideUserinfo(raw))
 	case u.Host == "":
-		v.add("storages.engines.rqlite.url", "must name a host, got %q", raw)
+		v.add("storages.engines.rqlite.url", "must name a host, got %q", hideUserinfo(raw))
 	}
 }
 
@@ -353,9 +353,9 @@ func (v *validator) upstreams(c *Config) {
 		parsed, err := url.Parse(u.raw)
 		switch {
 		case err != nil || parsed.Scheme != "http":
-			v.add(u.key, "must be an http:// URL (TLS is terminated here), got %q", u.raw)
+			v.add(u.key, "must be an http:// URL (TLS is terminated here), got %q", hideUserinfo(u.raw))
 		case parsed.Host == "":
-			v.add(u.key, "must name a host, got %q", u.raw)
+			v.add(u.key, "must name a host, got %q", hideUserinfo(u.raw))
 		case pointsAtListener(c, parsed):
 			v.add(u.key, "points at this front's own listen address %s; the front would proxy to itself", c.ListenAddr())
 		}
@@ -432,10 +432,25 @@ func (v *validator) httpsURL(path, raw string) {
 	u, err := url.Parse(raw)
 	switch {
 	case err != nil || u.Scheme != "https":
-		v.add(path, "must be an https:// URL, got %q", raw)
+		v.add(path, "must be an https:// URL, got %q", hideUserinfo(raw))
 	case u.Host == "":
-		v.add(path, "must name a host, got %q", raw)
+		v.add(path, "must name a host, got %q", hideUserinfo(raw))
 	}
+}
+
+// hideUserinfo masks what precedes the last '@' of a URL (after any
+// "scheme://"): rqlite URLs carry user:password there, and a URL that fails
+// to parse (so url.Redacted cannot help) is exactly the one echoed back.
+func hideUserinfo(raw string) string {
+	at := strings.LastIndex(raw, "@")
+	if at < 0 {
+		return raw
+	}
+	start := 0
+	if i := strings.Index(raw, "://"); i >= 0 && i < at {
+		start = i + len("://")
+	}
+	return raw[:start] + "xxxxx" + raw[at:]
 }
 
 func (v *validator) hostPort(path, s string, emptyHostOK bool) {
