@@ -442,6 +442,16 @@ func (c *counters) lookup(lk Lookup) {
 	}
 }
 
+// countFast counts a NOERROR answer of fastAnswer (A or AAAA).
+func (c *counters) countFast(qtype uint16) {
+	c.rcode[dns.RcodeSuccess].Add(1)
+	i := 0
+	if qtype == dns.TypeAAAA {
+		i = 1
+	}
+	c.byType[i][dns.RcodeSuccess].Add(1)
+}
+
 func (c *counters) count(m *dns.Msg) {
 	if m.Truncated {
 		c.truncated.Add(1)

@@ -297,6 +297,12 @@ func (s *Server) handleUDP(w *udpWorker, pkt []byte) (out []byte, miss bool) {
 		s.stats.dropped.Add(1)
 		return nil, false
 	}
+	z := s.zone.Load()
+	if out, qtype, ok := z.fastAnswer(pkt, w.out, s.maxUDP); ok {
+		s.stats.queries.Add(1)
+		s.stats.countFast(qtype)
+		return out, false
+	}
 	req := &w.req
 	*req = dns.Msg{}
 	if err := req.Unpack(pkt); err != nil {
@@ -324,7 +330,7 @@ func (s *Server) handleUDP(w *udpWorker, pkt []byte) (out []byte, miss bool) {
 			out = s.pack(w, fail)
 		}
 	}()
-	m, lk := answer(s.zone.Load(), req, s.maxUDP, false, s.cache)
+	m, lk := answer(z, req, s.maxUDP, false, s.cache)
 	s.stats.lookup(lk)
 	if lk == LookupMiss {
 		return nil, true

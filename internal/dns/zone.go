@@ -50,6 +50,8 @@ type node struct {
 	target string  // its canonical target
 	wild   *node   // the "*.<name>" child, if any
 	cut    *rrset  // the NS set when this name is a delegation point
+	// A group's A and AAAA sets in wire form (fastAnswer); nil elsewhere.
+	packedA, packedAAAA *packedSet
 }
 
 // rrset is one RRset and what goes with it in an answer.
@@ -306,6 +308,7 @@ func (z *Zone) addMembers(b *builder, m Members) error {
 		}
 		z.groups[gi] = tn
 	}
+	z.packGroups()
 	for _, n := range z.order {
 		if len(n.sets) != 0 {
 			continue // shadows a member of the same name, if any
