@@ -37,8 +37,11 @@ func keepOwnSettings(path string, own, coreFiles []string) ([]string, error) {
 		return nil, err
 	}
 	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil || len(doc.Content) == 0 {
-		return nil, fmt.Errorf("%s: not the override a join writes: %v", path, err)
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return nil, fmt.Errorf("%s: not the override a join writes: %w", path, err)
+	}
+	if len(doc.Content) == 0 {
+		return nil, fmt.Errorf("%s: not the override a join writes: the file is empty", path)
 	}
 	root := doc.Content[0]
 	owned, err := roots(own)

@@ -103,3 +103,24 @@ auth: {adminAccessKey: cluster-admin}
 		})
 	}
 }
+
+// TestJoinOverrideUnreadable: an override that is not YAML, or is empty,
+// is refused with its path and the reason (an empty one used to say
+// "<nil>").
+func TestJoinOverrideUnreadable(t *testing.T) {
+	for _, tc := range []struct{ name, body, want string }{
+		{"empty", "", "not the override a join writes: the file is empty"},
+		{"not yaml", "core: [\n", "not the override a join writes: yaml:"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), clusterOverrideName)
+			if err := os.WriteFile(p, []byte(tc.body), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, err := keepOwnSettings(p, nil, nil)
+			if err == nil || !strings.HasPrefix(err.Error(), p+": "+tc.want) {
+				t.Fatalf("got %v, want %q", err, p+": "+tc.want)
+			}
+		})
+	}
+}
