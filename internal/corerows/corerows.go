@@ -132,7 +132,7 @@ func ParseCert(row, value string, key []byte) (*Cert, error) {
 	}
 	var j certJSON
 	if err := json.Unmarshal([]byte(value), &j); err != nil {
-		return nil, fmt.Errorf("%s: not the core's certificate JSON {certPem, chainPem, keyPem, issuedAt, expiresAt}: %v", name, err)
+		return nil, fmt.Errorf("%s: not the core's certificate JSON {certPem, chainPem, keyPem, issuedAt, expiresAt}: %w", name, err)
 	}
 	switch {
 	case j.CertPEM == nil || *j.CertPEM == "":
@@ -203,7 +203,7 @@ type accountJSON struct {
 func ParseAccount(value string, key []byte) (*Account, error) {
 	var j accountJSON
 	if err := json.Unmarshal([]byte(value), &j); err != nil {
-		return nil, fmt.Errorf("%s: not the core's account JSON {accountKey, accountUrl, email}: %v", AccountRow, err)
+		return nil, fmt.Errorf("%s: not the core's account JSON {accountKey, accountUrl, email}: %w", AccountRow, err)
 	}
 	switch {
 	case j.AccountKey == nil || *j.AccountKey == "":
@@ -223,7 +223,7 @@ func ParseAccount(value string, key []byte) (*Account, error) {
 	}
 	signer, err := parseKey(pt)
 	if err != nil {
-		return nil, fmt.Errorf("%s: accountKey opens, but %v", AccountRow, err)
+		return nil, fmt.Errorf("%s: accountKey opens, but %w", AccountRow, err)
 	}
 	a.Key, a.KeyPEM = signer, pt
 	return a, nil
@@ -249,7 +249,7 @@ func parseKey(pemBytes []byte) (crypto.Signer, error) {
 		return nil, fmt.Errorf("to a PEM %q block, not a private key", b.Type)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("its %s does not parse (%v)", b.Type, err)
+		return nil, fmt.Errorf("its %s does not parse: %w", b.Type, err)
 	}
 	s, ok := k.(crypto.Signer)
 	if !ok {
