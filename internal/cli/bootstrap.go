@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -290,7 +289,7 @@ func newCore(c *controlClient, cfg *config.Config, id, ip, coreURL, hosting, out
 	if out == "" {
 		out = id + "-join.bundle"
 	}
-	if err := os.WriteFile(out, sealed, 0o600); err != nil {
+	if err := writeFile(out, sealed, 0o600); err != nil {
 		_ = c.do("DELETE", "/cluster/join-tokens/"+url.PathEscape(id), nil, &res) // roll back
 		return fmt.Errorf("writing the bundle (the token was revoked again): %w", err)
 	}
@@ -357,7 +356,7 @@ func writeOverride(path, comment string, m map[string]any) error {
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(path, append([]byte("# "+comment+"\n"), b...), 0o600)
+	return writeFile(path, append([]byte("# "+comment+"\n"), b...), 0o600)
 }
 
 func listTokens(c *controlClient, w io.Writer) error {

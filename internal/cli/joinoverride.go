@@ -86,12 +86,7 @@ func keepOwnSettings(path string, own, coreFiles []string) ([]string, error) {
 	if err := enc.Encode(root); err != nil {
 		return nil, err
 	}
-	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp")
-	if err := os.WriteFile(tmp, out.Bytes(), 0o600); err != nil {
-		return nil, err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		_ = os.Remove(tmp)
+	if err := writeFile(path, out.Bytes(), 0o600); err != nil {
 		return nil, err
 	}
 	return kept, nil

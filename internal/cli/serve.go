@@ -167,7 +167,7 @@ func prepareJoin(files []string, bundlePath, passFile string, stderr io.Writer) 
 		return nil, nil, exitUsage
 	}
 	override := filepath.Join(filepath.Dir(files[len(files)-1]), clusterOverrideName)
-	if err := os.WriteFile(override, []byte(b.Override), 0o600); err != nil {
+	if err := writeFile(override, []byte(b.Override), 0o600); err != nil {
 		fmt.Fprintln(stderr, "serve --bootstrap:", err)
 		return nil, nil, exitFailed
 	}
