@@ -104,6 +104,14 @@ type Options struct {
 	// CA pauses the account; never at each retry. It runs on the renewer's
 	// goroutine: hand anything slow (a script, a webhook) to another.
 	OnFailure func(ctx context.Context, f Failure)
+	// Core names this core in the state ("which core renewed").
+	Core string
+	// Standby makes this a standby renewer (a core without certRenewer):
+	// it orders a due certificate only when the preferred renewer is gone
+	// or has left it due for longer than a tenth of its lifetime, at
+	// least StandbyMinGrace (default DefaultStandbyMinGrace). See standby.go.
+	Standby         bool
+	StandbyMinGrace time.Duration
 }
 
 // lockName is the PlatformDB lock every renewer takes before ordering.
@@ -121,8 +129,9 @@ type Renewer struct {
 	// a check holds it (under mu); nil otherwise.
 	held KV
 
-	wmu  sync.Mutex
-	wake map[string]time.Time // row -> the next time its state asks for a look
+	wmu     sync.Mutex
+	wake    map[string]time.Time // row -> the next time its state asks for a look
+	seenDue map[string]time.Time // standby: row -> when it first saw it due (no planned renewal to go by)
 
 	fmu    sync.Mutex
 	forced map[string]time.Time // row -> the last forced order
@@ -143,6 +152,9 @@ func New(opts Options) (*Renewer, error) {
 	if opts.LockTTL <= 0 {
 		opts.LockTTL = 30 * time.Second
 	}
+	if opts.StandbyMinGrace <= 0 {
+		opts.StandbyMinGrace = DefaultStandbyMinGrace
+	}
 	if opts.LockWait <= 0 {
 		opts.LockWait = time.Minute
 	}
@@ -161,7 +173,7 @@ func New(opts Options) (*Renewer, error) {
 	if _, err := keyType(opts.KeyType); err != nil {
 		return nil, err
 	}
-	return &Renewer{opts: opts, log: opts.Logger, wake: map[string]time.Time{}, forced: map[string]time.Time{},
+	return &Renewer{opts: opts, log: opts.Logger, wake: map[string]time.Time{}, forced: map[string]time.Time{}, seenDue: map[string]time.Time{},
 		life: context.Background()}, nil
 }
 
@@ -179,6 +191,12 @@ func (r *Renewer) Run(ctx context.Context) {
 		r.life = context.Background()
 		r.fmu.Unlock()
 	}()
+	if !r.opts.Standby {
+		pctx, stopPresence := context.WithCancel(ctx)
+		held := make(chan struct{})
+		go func() { defer close(held); r.holdPresence(pctx) }()
+		defer func() { stopPresence(); <-held }()
+	}
 	r.sweepAtStart(ctx)
 	for {
 		for _, p := range r.plans(ctx) {
@@ -392,6 +410,7 @@ func (r *Renewer) checkPlan(ctx context.Context, p Plan, mode checkMode) (*certs
 	defer r.mu.Unlock()
 	row := p.Row()
 	force := mode != scheduled
+	standby := "" // why this standby orders, when it does
 	if !force {
 		// A cheap look first: most checks end here, without the lock.
 		st, cur, err := r.load(ctx, p)
@@ -408,6 +427,12 @@ func (r *Renewer) checkPlan(ctx context.Context, p Plan, mode checkMode) (*certs
 		// again under the lock.
 		if err := r.save(ctx, row, st); err != nil || !due {
 			return nil, err
+		}
+		if r.opts.Standby {
+			var may bool
+			if may, standby = r.standbyMay(ctx, row, cur, st, now); !may {
+				return nil, nil // the preferred renewer's to renew, for now
+			}
 		}
 	}
 
@@ -448,7 +473,8 @@ func (r *Renewer) checkPlan(ctx context.Context, p Plan, mode checkMode) (*certs
 		if !due || now.Before(st.NextAttempt) || st.UnpauseURL != "" {
 			return nil, r.save(octx, row, st)
 		}
-		r.log.Info("certificate due for renewal", "hostname", row, "reason", reason)
+		r.log.Info("certificate due for renewal", "hostname", row, "reason", reason, "planned", st.NextRenewal,
+			"renewer", r.renewedWhy(mode, standby))
 	} else {
 		if err := r.mayForce(row, st, mode, now); err != nil {
 			return nil, err
@@ -498,6 +524,7 @@ func (r *Renewer) checkPlan(ctx context.Context, p Plan, mode checkMode) (*certs
 	st.Failures, st.NextAttempt, st.LastError, st.LastErrorAt = 0, time.Time{}, "", time.Time{}
 	st.Problem, st.UnpauseURL = nil, ""
 	st.LastSuccess, st.Unreadable = now, ""
+	st.RenewedBy, st.RenewedWhy = r.opts.Core, r.renewedWhy(mode, standby)
 	st.Directory = r.opts.DirectoryURL
 	// The new certificate's window is asked at the next wake, a second from
 	// now, not at the schedule's point: a CA whose window opens before two

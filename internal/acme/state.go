@@ -30,6 +30,11 @@ type State struct {
 	Problem     *Problem  `json:"problem,omitempty"`
 	UnpauseURL  string    `json:"unpauseURL,omitempty"`
 	LastSuccess time.Time `json:"lastSuccess,omitzero"`
+	// RenewedBy is the core whose renewer made the last success, and
+	// RenewedWhy why that one (the preferred renewer, a standby and why, a
+	// forced renewal).
+	RenewedBy  string `json:"renewedBy,omitempty"`
+	RenewedWhy string `json:"renewedWhy,omitempty"`
 	// LastAttempt is when the last order began. It is written (with a
 	// NextAttempt one backoff step ahead) before the order is sent, so a
 	// renewer that dies mid-order does not order again at once on restart.

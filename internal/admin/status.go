@@ -34,6 +34,11 @@ type Lifetime struct {
 	Failures   int      `json:"failures,omitempty"`
 	Problem    *Problem `json:"problem,omitempty"`
 	UnpauseURL string   `json:"unpauseURL,omitempty"`
+	// RenewedBy is the core that made the last renewal, RenewedWhy why
+	// that one: the preferred renewer, a standby (the preferred one gone,
+	// or late), a forced renewal.
+	RenewedBy  string `json:"renewedBy,omitempty"`
+	RenewedWhy string `json:"renewedWhy,omitempty"`
 }
 
 // Window is a time span.
@@ -64,11 +69,14 @@ type RenewalDetail struct {
 	Failures         int
 	Problem          *Problem
 	UnpauseURL       string
+	RenewedBy        string
+	RenewedWhy       string
 }
 
 // judge fills ci's Lifetime from its renewal state (renewed: it has one).
 func (ci *CertInfo) judge(st RenewalState, renewed bool, now time.Time) {
-	l := Lifetime{Renewed: renewed, Failures: st.Failures, Problem: st.Problem, UnpauseURL: st.UnpauseURL}
+	l := Lifetime{Renewed: renewed, Failures: st.Failures, Problem: st.Problem, UnpauseURL: st.UnpauseURL,
+		RenewedBy: st.RenewedBy, RenewedWhy: st.RenewedWhy}
 	if !st.ARIStart.IsZero() && st.ARISerial == ci.Serial {
 		l.ARIWindow = &Window{Start: st.ARIStart.UTC(), End: st.ARIEnd.UTC()}
 	}

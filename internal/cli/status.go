@@ -229,6 +229,11 @@ func printStatus(w io.Writer, st admin.Status, color bool) {
 			row(tw, code, "  "+c.Hostname, days, expires, state, source, next, lastErr)
 		}
 		_ = tw.Flush()
+		for _, c := range st.Certs {
+			if c.RenewedBy != "" && c.RenewedWhy != "" {
+				fmt.Fprintf(w, "  %s: last renewed by %s, %s\n", c.Hostname, c.RenewedBy, c.RenewedWhy)
+			}
+		}
 	}
 
 	fmt.Fprintln(w)

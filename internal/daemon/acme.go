@@ -96,7 +96,7 @@ func (a *acmeSys) Stop() { a.detach() }
 func (a *acmeSys) Reload(next *config.Config) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if !a.on() || !next.LetsEncrypt.CertRenewer || a.w == nil || !renewerChanged(a.cfg.Load(), next) {
+	if !a.on() || a.w == nil || !renewerChanged(a.cfg.Load(), next) {
 		a.cfg.Store(next)
 		return nil
 	}
@@ -127,8 +127,8 @@ func renewerChanged(cur, next *config.Config) bool {
 }
 
 // attach starts the TLS-ALPN-01 responder's watch, the HTTP-01 listener
-// (unless letsEncrypt.challenge is tls-alpn-01) and, on the certRenewer,
-// the renewer.
+// (unless letsEncrypt.challenge is tls-alpn-01) and the renewer: the
+// preferred one on the certRenewer, a standby elsewhere (decision 0027).
 func (a *acmeSys) attach(ctx context.Context, w *wiring) error {
 	if !a.on() || w.catalog == nil {
 		return nil
@@ -146,16 +146,22 @@ func (a *acmeSys) attach(ctx context.Context, w *wiring) error {
 	if err := registerCoreURL(ctx, w.db, cfg); err != nil {
 		a.log.Warn("the certRenewer will not order this core's certificate until it is registered; retried at the next start", "error", err.Error())
 	}
-	if !cfg.LetsEncrypt.CertRenewer {
-		a.log.Info("not the certRenewer core: certificates arrive through PlatformDB")
-		return nil
-	}
 	a.w = w
 	r, err := a.newRenewer(cfg)
+	if err != nil && !cfg.LetsEncrypt.CertRenewer {
+		// A standby is a spare: the core serves without it.
+		a.log.Warn("this core cannot stand by for the certRenewer; its certificates still arrive through PlatformDB", "error", err.Error())
+		a.w = nil
+		return nil
+	}
 	if err != nil {
 		return err
 	}
 	a.run(r)
+	if !cfg.LetsEncrypt.CertRenewer {
+		a.log.Info("standby renewer: certificates arrive through PlatformDB; this core orders one only when the certRenewer is gone or has left it due past a tenth of its lifetime (at least 10 minutes)")
+		return nil
+	}
 	w.run.Go((&certstore.Unplanned{KV: w.db, Planned: corePlans{cfg: a.cfg.Load, kv: w.db, log: a.log}.planned, Logger: a.log}).Run)
 	a.log.Info("certRenewer: ordering and renewing certificates", "directory", DirectoryURL(cfg.LetsEncrypt))
 	return nil
@@ -257,6 +263,8 @@ func (a *acmeSys) options(cfg *config.Config) (acme.Options, error) {
 			m.ObserveOrder(kind)
 		},
 		OnFailure: a.onFailure(cfg),
+		Core:      coreName(cfg),
+		Standby:   !le.CertRenewer,
 	}, nil
 }
 

@@ -25,7 +25,7 @@ import (
 func renewalState(s acme.State) admin.RenewalState {
 	rs := admin.RenewalState{NextRenewal: s.NextRenewal, LastError: s.LastError, LastErrorAt: s.LastErrorAt,
 		RenewalDetail: admin.RenewalDetail{ARIStart: s.ARIStart, ARIEnd: s.ARIEnd, ARISerial: s.ARISerial,
-			Failures: s.Failures, UnpauseURL: s.UnpauseURL}}
+			Failures: s.Failures, UnpauseURL: s.UnpauseURL, RenewedBy: s.RenewedBy, RenewedWhy: s.RenewedWhy}}
 	if p := s.Problem; p != nil {
 		rs.Problem = &admin.Problem{Type: p.Type, Detail: p.Detail, Status: p.Status}
 		for _, sp := range p.Subproblems {
