@@ -258,16 +258,17 @@ func httpGet(t *testing.T, url string) (int, string) {
 	return code, out[:i]
 }
 
-// TestDemoACME runs the README's Strategy A command: the spec's config
-// against an in-process Pebble, the placeholder replaced by the issued
-// certificate, checked by curl against Pebble's roots.
+// TestDemoACME runs the README's Strategy A command (a -tags demo build:
+// decision 0028): the spec's config against an in-process Pebble, the
+// placeholder replaced by the issued certificate, checked by curl against
+// Pebble's roots.
 func TestDemoACME(t *testing.T) {
 	curl := needTool(t, "curl")
 	dir := t.TempDir()
 	port := freePort(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	c := &core{t: t, addr: addr, logs: &syncBuffer{}, done: make(chan error, 1)}
-	c.cmd = exec.Command(binary, "demo", "--acme", "--addr", addr, "--dir", dir)
+	c.cmd = exec.Command(demoBinary(t), "demo", "--acme", "--addr", addr, "--dir", dir)
 	c.cmd.Stdout, c.cmd.Stderr = c.logs, c.logs
 	if err := c.cmd.Start(); err != nil {
 		t.Fatal(err)
