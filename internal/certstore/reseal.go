@@ -60,26 +60,34 @@ type RowFailure struct {
 // rest of the row is kept as it is. A row no key of keys opens is reported
 // by name and left untouched; so is one that is not a record with a key.
 func Reseal(ctx context.Context, kv ResealKV, keys *atrest.Keyring) (ResealReport, error) {
-	rep := ResealReport{Resealed: []string{}, Left: []RowFailure{}}
+	rs := resealer{kv: kv, keys: keys, rep: &ResealReport{Resealed: []string{}, Left: []RowFailure{}}}
 	for _, t := range SealedTables {
 		entries, _, err := kv.List(ctx, t.Prefix)
 		if err != nil {
-			return rep, fmt.Errorf("listing %s: %w", t.Prefix, err)
+			return *rs.rep, fmt.Errorf("listing %s: %w", t.Prefix, err)
 		}
 		for _, e := range entries {
-			if err := resealRetrying(ctx, kv, keys, t.Purpose, e, &rep); err != nil {
-				return rep, err
+			if err := rs.retrying(ctx, t.Purpose, e); err != nil {
+				return *rs.rep, err
 			}
 		}
 	}
-	return rep, nil
+	return *rs.rep, nil
 }
 
-// resealRetrying is resealRow, read again and retried while another writer
-// rewrites the row in between (a renewal storing it).
-func resealRetrying(ctx context.Context, kv ResealKV, keys *atrest.Keyring, purpose atrest.Purpose, e platformdb.Entry, rep *ResealReport) error {
+// resealer is one Reseal run: the store, the keys, and the report it fills.
+type resealer struct {
+	kv   ResealKV
+	keys *atrest.Keyring
+	rep  *ResealReport
+}
+
+// retrying is row, read again and retried while another writer rewrites
+// the row in between (a renewal storing it).
+func (rs resealer) retrying(ctx context.Context, purpose atrest.Purpose, e platformdb.Entry) error {
+	rep := rs.rep
 	for attempt := 1; ; attempt++ {
-		err := resealRow(ctx, kv, keys, purpose, e, rep)
+		err := rs.row(ctx, purpose, e)
 		if !errors.Is(err, platformdb.ErrConflict) {
 			return err
 		}
@@ -88,7 +96,7 @@ func resealRetrying(ctx context.Context, kv ResealKV, keys *atrest.Keyring, purp
 			return nil
 		}
 		row := e.Key
-		e, err = kv.Get(ctx, row)
+		e, err = rs.kv.Get(ctx, row)
 		if errors.Is(err, platformdb.ErrNotFound) {
 			return nil // deleted meanwhile: nothing left to reseal
 		}
@@ -98,8 +106,9 @@ func resealRetrying(ctx context.Context, kv ResealKV, keys *atrest.Keyring, purp
 	}
 }
 
-// resealRow rewrites one row if needed; a failed compare is ErrConflict.
-func resealRow(ctx context.Context, kv ResealKV, keys *atrest.Keyring, purpose atrest.Purpose, e platformdb.Entry, rep *ResealReport) error {
+// row rewrites one row if needed; a failed compare is ErrConflict.
+func (rs resealer) row(ctx context.Context, purpose atrest.Purpose, e platformdb.Entry) error {
+	kv, keys, rep := rs.kv, rs.keys, rs.rep
 	var obj map[string]json.RawMessage
 	var env []byte
 	if err := json.Unmarshal(e.Value, &obj); err != nil || obj["key"] == nil || json.Unmarshal(obj["key"], &env) != nil {
