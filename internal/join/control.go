@@ -49,7 +49,7 @@ func RemoveHandler(db Cluster, domain string, log *slog.Logger) http.Handler {
 			return
 		}
 		force := r.URL.Query().Get("force") == "true"
-		res, err := Remove(r.Context(), db, id, force, domain)
+		res, err := Remove(r.Context(), db, RemoveRequest{ID: id, Force: force, Domain: domain})
 		if err != nil {
 			status := http.StatusServiceUnavailable
 			switch {

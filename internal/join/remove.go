@@ -45,13 +45,23 @@ var (
 	ErrLastVoter  = errors.New("it is the last voting PlatformDB member: the cluster would have no quorum left; add --force to remove it anyway")
 )
 
+// RemoveRequest names the core Remove takes out. Force removes it even when
+// it is the core the command runs on, or the last voting member. Domain is
+// dns.domain, for the {id}.{domain} certificate ("" when DNS is off).
+type RemoveRequest struct {
+	ID     string
+	Force  bool
+	Domain string
+}
+
 // Remove takes core id out of the cluster for good: every node certificate
 // recorded for it is denied (before the member goes, so it cannot come back
 // in between), its member removed, its locks released, and its rows
 // deleted (core-info, join token, its DNS records, the certificates of
 // names only it served). Users pinned to it are counted, not moved. It can
 // be run again (a removal cut short finishes).
-func Remove(ctx context.Context, db Cluster, id string, force bool, domain string) (*Removal, error) {
+func Remove(ctx context.Context, db Cluster, req RemoveRequest) (*Removal, error) {
+	id, force, domain := req.ID, req.Force, req.Domain
 	ms, err := db.Members(ctx)
 	if err != nil {
 		return nil, err

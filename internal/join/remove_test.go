@@ -162,13 +162,13 @@ func TestRemoveCore(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	if _, err := Remove(ctx, h.db, "core1", false, "example.com"); !errors.Is(err, ErrRemoveSelf) {
+	if _, err := Remove(ctx, h.db, RemoveRequest{ID: "core1", Domain: "example.com"}); !errors.Is(err, ErrRemoveSelf) {
 		t.Errorf("removing the core it runs on: %v, want ErrRemoveSelf", err)
 	}
-	if _, err := Remove(ctx, h.db, "core9", false, "example.com"); !errors.Is(err, ErrNoSuchCore) {
+	if _, err := Remove(ctx, h.db, RemoveRequest{ID: "core9", Domain: "example.com"}); !errors.Is(err, ErrNoSuchCore) {
 		t.Errorf("removing an unknown core: %v, want ErrNoSuchCore", err)
 	}
-	r, err := Remove(ctx, h.db, "core2", false, "example.com")
+	r, err := Remove(ctx, h.db, RemoveRequest{ID: "core2", Domain: "example.com"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,7 +205,7 @@ func TestRemoveCore(t *testing.T) {
 		t.Errorf("/renew of core3 after removing core2: %v", err)
 	}
 	// A second run finishes nothing more and does not fail.
-	if _, err := Remove(ctx, h.db, "core2", false, "example.com"); !errors.Is(err, ErrNoSuchCore) {
+	if _, err := Remove(ctx, h.db, RemoveRequest{ID: "core2", Domain: "example.com"}); !errors.Is(err, ErrNoSuchCore) {
 		t.Errorf("second removal: %v", err)
 	}
 }
