@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -25,6 +26,7 @@ const certsUsage = `usage:
   pryv-tls certs import --config FILE --cert FILE --key FILE [--hostname NAME]
   pryv-tls certs export --config FILE HOSTNAME --out DIR
   pryv-tls certs delete --config FILE HOSTNAME
+  pryv-tls certs force-renew --config FILE [HOSTNAME] [--ignore-backoff] [--timeout 5m]
 
 They reach the running "pryv-tls serve" through its control socket (control.socket).
 A core that is still starting (its control socket not there yet, or answering
@@ -47,6 +49,8 @@ func certsCmd(args []string, stdout, stderr io.Writer) int {
 	keyFile := fs.String("key", "", "import: private key `FILE` (PEM)")
 	hostname := fs.String("hostname", "", "import: the row to store under (default: the certificate's first name)")
 	out := fs.String("out", "", "export: `DIR` to write fullchain.pem and privkey.pem into")
+	ignoreBackoff := fs.Bool("ignore-backoff", false, "force-renew: order even while the renewal backs off after failures (the CA's failed-validation limit still applies)")
+	orderTimeout := fs.Duration("timeout", 5*time.Minute, "force-renew: how long to wait for the order's result (`DURATION`); the order goes on in the core after it")
 	wait := waitFlag(fs)
 	fs.SetOutput(stderr)
 	// Operands may sit between flags (export --config F HOST --out DIR).
@@ -57,11 +61,14 @@ func certsCmd(args []string, stdout, stderr io.Writer) int {
 		}
 		return exitUsage
 	}
-	wantOperands := map[string]int{"list": 0, "import": 0, "export": 1, "delete": 1}
+	wantOperands := map[string]int{"list": 0, "import": 0, "export": 1, "delete": 1, "force-renew": 1}
 	n, known := wantOperands[sub]
 	if !known {
 		fmt.Fprintf(stderr, "pryv-tls certs: unknown subcommand %q\n%s", sub, certsUsage)
 		return exitUsage
+	}
+	if sub == "force-renew" && len(operands) == 0 {
+		n = 0 // the hostname is optional: the primary certificate
 	}
 	if len(operands) != n {
 		fmt.Fprintf(stderr, "pryv-tls certs %s: expected %d operand(s), got %q\n%s", sub, n, operands, certsUsage)
@@ -90,6 +97,12 @@ func certsCmd(args []string, stdout, stderr io.Writer) int {
 		err = c.export(stdout, operands[0], *out)
 	case "delete":
 		err = c.delete(stdout, operands[0])
+	case "force-renew":
+		host := ""
+		if len(operands) == 1 {
+			host = operands[0]
+		}
+		err = c.forceRenew(stdout, host, *ignoreBackoff, *orderTimeout)
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "pryv-tls certs %s: %v\n", sub, err)
@@ -261,11 +274,20 @@ func (c *controlClient) send(method, path string, payload []byte) (int, []byte, 
 // states.
 func decodeAnswer(status int, data []byte, into any) error {
 	if status != http.StatusOK {
+		// Errors are {"error": {"id", "message"}}; force-renew's, as the
+		// spec gives them, {"ok": false, "error": "..."}.
 		var e struct {
-			Error struct{ Message string } `json:"error"`
+			Error json.RawMessage `json:"error"`
 		}
-		if json.Unmarshal(data, &e) == nil && e.Error.Message != "" {
-			return errors.New(e.Error.Message)
+		if json.Unmarshal(data, &e) == nil && len(e.Error) > 0 {
+			var obj struct{ Message string }
+			var msg string
+			if json.Unmarshal(e.Error, &obj) == nil && obj.Message != "" {
+				return errors.New(obj.Message)
+			}
+			if json.Unmarshal(e.Error, &msg) == nil && msg != "" {
+				return errors.New(msg)
+			}
 		}
 		return fmt.Errorf("the core answered %d %s", status, http.StatusText(status))
 	}
@@ -346,5 +368,32 @@ func (c *controlClient) delete(w io.Writer, hostname string) error {
 		return err
 	}
 	fmt.Fprintf(w, "deleted %s from PlatformDB; cores stop serving it (unless http.ssl files still hold it)\n", strings.ToLower(hostname))
+	return nil
+}
+
+// forceRenew asks the certRenewer core to order hostname's certificate now
+// ("" = the primary one) and prints the result. The order runs detached in
+// the core: a timeout here only stops waiting for it.
+func (c *controlClient) forceRenew(w io.Writer, hostname string, ignoreBackoff bool, timeout time.Duration) error {
+	path := "/certs/force-renew"
+	if ignoreBackoff {
+		path += "?ignoreBackoff=true"
+	}
+	long := *c.http
+	long.Timeout = timeout
+	c.http = &long
+	var res struct {
+		Hostname  string    `json:"hostname"`
+		ExpiresAt time.Time `json:"expiresAt"`
+	}
+	err := c.do(http.MethodPost, path, map[string]string{"hostname": hostname}, &res)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return fmt.Errorf("no result within %s; the order goes on in the core: \"pryv-tls status\" shows how it ends", timeout)
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "renewed %s: new certificate valid until %s; every core serves it within seconds\n", res.Hostname, res.ExpiresAt.UTC().Format(time.RFC3339))
 	return nil
 }
