@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/pryv/pryv-tls/internal/certstore"
+	"github.com/pryv/pryv-tls/internal/dnsdata"
 )
 
 // Certs is what the API needs of the certificate store.
@@ -69,6 +70,11 @@ type API struct {
 	// DNSSEC, if set, serves /dnssec/ on the control socket (keys, DS,
 	// rollover).
 	DNSSEC http.Handler
+	// ParentDS, if set (a signed zone), judges the parent's DS against the
+	// zone's keys for GET /status.
+	ParentDS interface {
+		Check(ctx context.Context) dnsdata.ParentDS
+	}
 	// Self, if set, describes this core for GET /status (from state the
 	// daemon keeps, not the store).
 	Self   func(ctx context.Context) Self

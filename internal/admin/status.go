@@ -9,6 +9,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/pryv/pryv-tls/internal/dnsdata"
 	"github.com/pryv/pryv-tls/internal/health"
 )
 
@@ -153,6 +154,10 @@ type Status struct {
 	// Warnings are worth a look but need nothing yet (a failed renewal
 	// that is retried well before the certificate's deadline).
 	Warnings []string `json:"warnings"`
+	// ParentDS is how the parent's DS stands against the zone's keys (a
+	// signed zone): a mismatch or none is also a warning; "cannot be
+	// checked" (no resolver, no internet) is not.
+	ParentDS *dnsdata.ParentDS `json:"parentDS,omitempty"`
 	// Unreachable names the parts that did not answer within PartTimeout
 	// (each also a problem).
 	Unreachable []string `json:"unreachable,omitempty"`
@@ -251,6 +256,8 @@ func (a *API) Status(ctx context.Context) Status {
 		return certsPart{certs, err}, nil
 	})
 
+	parentCh := startPart(ctx, a.ParentDS != nil, func(ctx context.Context) (dnsdata.ParentDS, error) { return a.ParentDS.Check(ctx), nil })
+
 	selfKnown := true
 	if a.Self != nil {
 		var err error
@@ -322,6 +329,16 @@ func (a *API) Status(ctx context.Context) Status {
 		st.judgeCert(c, now)
 		if c.NextRenewal != nil && (st.NextRenewal == nil || c.NextRenewal.Before(st.NextRenewal.At)) {
 			st.NextRenewal = &RenewalEvent{Hostname: c.Hostname, At: c.NextRenewal.UTC()}
+		}
+	}
+	if a.ParentDS != nil {
+		d, err := awaitPart(parentCh, deadline)
+		if err != nil {
+			d = dnsdata.ParentDS{State: dnsdata.DSUnchecked, Detail: fmt.Sprintf("no answer within %s", PartTimeout), At: now}
+		}
+		st.ParentDS = &d
+		if w := d.Warning(); w != "" {
+			st.Warnings = append(st.Warnings, w)
 		}
 	}
 	for _, c := range self.Readiness {

@@ -312,3 +312,58 @@ func TestStatusBounded(t *testing.T) {
 		})
 	}
 }
+
+type fakeParentDS struct {
+	d       dnsdata.ParentDS
+	release chan struct{} // non-nil: Check waits for it, ignoring its context
+}
+
+func (f fakeParentDS) Check(context.Context) dnsdata.ParentDS {
+	if f.release != nil {
+		<-f.release
+	}
+	return f.d
+}
+
+// TestStatusParentDS: the parent's DS is in the status; a mismatch or none
+// is a warning (not a problem: the zone still answers), "cannot be checked"
+// is said quietly, and a check that does not answer does not hold the
+// status past its deadline.
+func TestStatusParentDS(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	for _, c := range []struct {
+		name    string
+		p       fakeParentDS
+		state   dnsdata.ParentDSState
+		warning string
+	}{
+		{"matches", fakeParentDS{d: dnsdata.ParentDS{State: dnsdata.DSMatches, Detail: "the parent's DS for mc.example.com. matches key 1"}}, dnsdata.DSMatches, ""},
+		{"mismatch", fakeParentDS{d: dnsdata.ParentDS{State: dnsdata.DSMismatch, Detail: "the parent's DS for mc.example.com. (key tag 9) matches none of the zone's keys (1)"}},
+			dnsdata.DSMismatch, "DNSSEC: the parent's DS for mc.example.com. (key tag 9) matches none of the zone's keys (1); validating resolvers and the CA reject"},
+		{"absent", fakeParentDS{d: dnsdata.ParentDS{State: dnsdata.DSAbsent, Detail: "the parent zone example.com. publishes no DS for mc.example.com."}},
+			dnsdata.DSAbsent, "nothing validates it"},
+		{"cannot be checked", fakeParentDS{d: dnsdata.ParentDS{State: dnsdata.DSUnchecked, Detail: "no system resolver"}}, dnsdata.DSUnchecked, ""},
+		{"no answer", fakeParentDS{release: release}, dnsdata.DSUnchecked, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			a := &API{Certs: fakeCerts{}, Logger: quietLogger(), ParentDS: c.p,
+				Self: func(context.Context) Self { return Self{ID: "core1", TLS: true, PlatformDB: MemberState{Up: true}} }}
+			start := time.Now()
+			st := getStatus(t, a)
+			if took := time.Since(start); took > PartTimeout+time.Second {
+				t.Errorf("status took %v, want at most %v + 1s", took, PartTimeout)
+			}
+			if st.ParentDS == nil || st.ParentDS.State != c.state {
+				t.Fatalf("parentDS %+v, want state %s", st.ParentDS, c.state)
+			}
+			warnings := strings.Join(st.Warnings, "\n")
+			if c.warning == "" && strings.Contains(warnings, "DNSSEC") || c.warning != "" && !strings.Contains(warnings, c.warning) {
+				t.Fatalf("warnings %q, want %q", st.Warnings, c.warning)
+			}
+			if len(st.Problems) != 0 {
+				t.Fatalf("problems %q", st.Problems)
+			}
+		})
+	}
+}

@@ -158,6 +158,9 @@ func printStatus(w io.Writer, st admin.Status, color bool) {
 			fmt.Fprintln(w, paint(ansiRed, fmt.Sprintf("Configuration reload REFUSED at %s (the configuration from before runs)", r.At.UTC().Format("2006-01-02 15:04:05 UTC"))))
 		}
 	}
+	if d := st.ParentDS; d != nil {
+		fmt.Fprintf(w, "DNSSEC parent DS: %s (%s)\n", d.State, d.Detail)
+	}
 	fmt.Fprintf(w, "As of %s\n", st.Time.UTC().Format("2006-01-02 15:04:05 UTC"))
 
 	fmt.Fprintln(w, "\nCores")

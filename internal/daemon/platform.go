@@ -258,6 +258,7 @@ func (p *platformSys) wire(ctx context.Context, w *wiring) error {
 	}
 	if w.dnssec != nil {
 		api.DNSSEC = w.dnssec
+		api.ParentDS = &dnsdata.ParentDSChecker{Domain: w.dnssec.Domain, Keys: w.dnssec.Infos}
 	}
 	d.sock.Serve(api.Local())
 	cfg := p.cfg.Load()
