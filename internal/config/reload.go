@@ -3,7 +3,6 @@ package config
 import (
 	"fmt"
 	"reflect"
-	"slices"
 	"strings"
 )
 
@@ -143,6 +142,3 @@ func (cs Changes) Err() error {
 
 // RestartOnlyMessage begins the refusal of a key a reload cannot change.
 const RestartOnlyMessage = "cannot change while pryv-tls runs:"
-
-// LiveKeys are the keys a reload applies, for the documentation.
-func LiveKeys() []string { return slices.Clone(liveKeys) }
