@@ -17,6 +17,7 @@ import (
 	"github.com/pryv/pryv-tls/internal/certstore"
 	"github.com/pryv/pryv-tls/internal/devpki"
 	"github.com/pryv/pryv-tls/internal/platformdb"
+	"github.com/pryv/pryv-tls/internal/platformdb/platformdbtest"
 )
 
 const waitTimeout = 20 * time.Second
@@ -29,33 +30,10 @@ func testCtx(t testing.TB) context.Context {
 	return ctx
 }
 
-// openDB starts a real embedded etcd member on loopback; the test's cleanup
-// closes it.
-func openDB(t testing.TB) *platformdb.Etcd {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	db, err := platformdb.Open(ctx, platformdb.Options{
-		DataDir:       t.TempDir(),
-		PeerAddress:   "127.0.0.1:0",
-		ClientAddress: "127.0.0.1:0",
-		Logger:        quietLogger(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := db.Close(); err != nil {
-			t.Error(err)
-		}
-	})
-	return db
-}
-
 // newCatalog is a Catalog on a fresh etcd member.
 func newCatalog(t testing.TB) (*certstore.Catalog, *platformdb.Etcd) {
 	t.Helper()
-	db := openDB(t)
+	db := platformdbtest.Open(t)
 	keys, err := atrest.New(bytes.Repeat([]byte{7}, atrest.MasterSize))
 	if err != nil {
 		t.Fatal(err)

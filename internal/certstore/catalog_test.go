@@ -11,10 +11,11 @@ import (
 	"github.com/pryv/pryv-tls/internal/atrest"
 	"github.com/pryv/pryv-tls/internal/devpki"
 	"github.com/pryv/pryv-tls/internal/platformdb"
+	"github.com/pryv/pryv-tls/internal/platformdb/platformdbtest"
 )
 
 func TestCatalog(t *testing.T) {
-	db := openDB(t)
+	db := platformdbtest.Open(t)
 	ctx := testCtx(t)
 	ca := newCA(t)
 	keys := testKeys(t, 1)
@@ -190,7 +191,7 @@ func TestCatalog(t *testing.T) {
 }
 
 func TestCatalogStoreClosedStore(t *testing.T) {
-	db := openDB(t)
+	db := platformdbtest.Open(t)
 	ctx := testCtx(t)
 	ca := newCA(t)
 	cat := &Catalog{KV: db, Keys: testKeys(t, 1)}

@@ -17,7 +17,7 @@ import (
 	"github.com/pryv/pryv-tls/internal/atrest"
 	"github.com/pryv/pryv-tls/internal/certs"
 	"github.com/pryv/pryv-tls/internal/devpki"
-	"github.com/pryv/pryv-tls/internal/platformdb"
+	"github.com/pryv/pryv-tls/internal/testutil"
 )
 
 // The mode checks below expect the usual umask; set it once for the whole
@@ -29,18 +29,6 @@ func TestMain(m *testing.M) {
 
 // waitTimeout bounds every polling loop of this package.
 const waitTimeout = 20 * time.Second
-
-// waitFor polls cond until it holds, failing the test after waitTimeout.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", waitTimeout, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
 
 func newCA(t testing.TB) *devpki.CA {
 	t.Helper()
@@ -82,29 +70,6 @@ func testKeys(t testing.TB, seed byte) *atrest.Keyring {
 }
 
 func quietLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
-
-// openDB starts a real embedded etcd member on loopback; the test's cleanup
-// closes it.
-func openDB(t testing.TB) *platformdb.Etcd {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	db, err := platformdb.Open(ctx, platformdb.Options{
-		DataDir:       t.TempDir(),
-		PeerAddress:   "127.0.0.1:0",
-		ClientAddress: "127.0.0.1:0",
-		Logger:        quietLogger(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := db.Close(); err != nil {
-			t.Error(err)
-		}
-	})
-	return db
-}
 
 func testCtx(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -231,7 +196,7 @@ func barrier(t testing.TB, ctx context.Context, cat *Catalog, ca *devpki.CA, rec
 		t.Fatal(err)
 	}
 	want := serialOf(iss)
-	waitFor(t, "the barrier certificate to be served", func() bool { return rec.servedSerial("barrier.example.com") == want })
+	testutil.EventuallyTrue(t, waitTimeout, "the barrier certificate to be served", func() bool { return rec.servedSerial("barrier.example.com") == want })
 }
 
 // versionDirs lists the version directories WritePair made for name.

@@ -7,12 +7,15 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pryv/pryv-tls/internal/platformdb/platformdbtest"
+	"github.com/pryv/pryv-tls/internal/testutil"
 )
 
 // TestMaterialiserInitialListing: records stored before Run are served,
 // written and announced.
 func TestMaterialiserInitialListing(t *testing.T) {
-	db := openDB(t)
+	db := platformdbtest.Open(t)
 	ctx := testCtx(t)
 	ca := newCA(t)
 	cat := &Catalog{KV: db, Keys: testKeys(t, 1)}
@@ -33,11 +36,11 @@ func TestMaterialiserInitialListing(t *testing.T) {
 	var logs logBuf
 	run(t, rec.materialiser(cat, tlsDir, logs.logger()))
 
-	waitFor(t, "both certificates to be served", func() bool {
+	testutil.EventuallyTrue(t, waitTimeout, "both certificates to be served", func() bool {
 		s := rec.served()
 		return s["a.example.com"] == serialOf(a) && s["*.mc.example.com"] == serialOf(wild)
 	})
-	waitFor(t, "both rotations", func() bool {
+	testutil.EventuallyTrue(t, waitTimeout, "both rotations", func() bool {
 		return len(rec.rotationsOf("a.example.com")) == 1 && len(rec.rotationsOf("*.mc.example.com")) == 1
 	})
 	checkPair(t, tlsDir, "a.example.com", a.FullChain, a.KeyPEM)
@@ -67,7 +70,7 @@ func checkRotation(t testing.TB, got rotation, host, cert, key string) {
 // TestMaterialiserWatch: changes while running are served, written, rotated;
 // unchanged rewrites, records that do not open and deletions are handled.
 func TestMaterialiserWatch(t *testing.T) {
-	db := openDB(t)
+	db := platformdbtest.Open(t)
 	ctx := testCtx(t)
 	ca := newCA(t)
 	keys := testKeys(t, 1)
@@ -82,8 +85,8 @@ func TestMaterialiserWatch(t *testing.T) {
 	if _, err := cat.Store(ctx, "", SourceACME, a1.FullChain, a1.KeyPEM); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "a.example.com to be served", func() bool { return rec.servedSerial("a.example.com") == serialOf(a1) })
-	waitFor(t, "a.example.com's rotation", func() bool { return len(rec.rotationsOf("a.example.com")) == 1 })
+	testutil.EventuallyTrue(t, waitTimeout, "a.example.com to be served", func() bool { return rec.servedSerial("a.example.com") == serialOf(a1) })
+	testutil.EventuallyTrue(t, waitTimeout, "a.example.com's rotation", func() bool { return len(rec.rotationsOf("a.example.com")) == 1 })
 	checkPair(t, tlsDir, "a.example.com", a1.FullChain, a1.KeyPEM)
 	checkRotation(t, rec.rotationsOf("a.example.com")[0], "a.example.com",
 		filepath.Join(tlsDir, "a.example.com", "fullchain.pem"), filepath.Join(tlsDir, "a.example.com", "privkey.pem"))
@@ -93,8 +96,8 @@ func TestMaterialiserWatch(t *testing.T) {
 	if _, err := cat.Store(ctx, "", SourceACME, wild.FullChain, wild.KeyPEM); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the wildcard to be served", func() bool { return rec.servedSerial("*.mc.example.com") == serialOf(wild) })
-	waitFor(t, "the wildcard's rotation", func() bool { return len(rec.rotationsOf("*.mc.example.com")) == 1 })
+	testutil.EventuallyTrue(t, waitTimeout, "the wildcard to be served", func() bool { return rec.servedSerial("*.mc.example.com") == serialOf(wild) })
+	testutil.EventuallyTrue(t, waitTimeout, "the wildcard's rotation", func() bool { return len(rec.rotationsOf("*.mc.example.com")) == 1 })
 	checkPair(t, tlsDir, "wildcard.mc.example.com", wild.FullChain, wild.KeyPEM)
 	checkRotation(t, rec.rotationsOf("*.mc.example.com")[0], "*.mc.example.com",
 		filepath.Join(tlsDir, "wildcard.mc.example.com", "fullchain.pem"), filepath.Join(tlsDir, "wildcard.mc.example.com", "privkey.pem"))
@@ -142,15 +145,15 @@ func TestMaterialiserWatch(t *testing.T) {
 
 	// The good record after all that is taken.
 	putRecord(t, db, good)
-	waitFor(t, "the new a.example.com to be served", func() bool { return rec.servedSerial("a.example.com") == serialOf(a2) })
-	waitFor(t, "a.example.com's second rotation", func() bool { return len(rec.rotationsOf("a.example.com")) == 2 })
+	testutil.EventuallyTrue(t, waitTimeout, "the new a.example.com to be served", func() bool { return rec.servedSerial("a.example.com") == serialOf(a2) })
+	testutil.EventuallyTrue(t, waitTimeout, "a.example.com's second rotation", func() bool { return len(rec.rotationsOf("a.example.com")) == 2 })
 	checkPair(t, tlsDir, "a.example.com", a2.FullChain, a2.KeyPEM)
 
 	// Deleted: no longer served, and not served again from disk either.
 	if err := cat.Delete(ctx, "a.example.com"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "a.example.com to be forgotten", func() bool {
+	testutil.EventuallyTrue(t, waitTimeout, "a.example.com to be forgotten", func() bool {
 		s := rec.served()
 		_, ok := s["a.example.com"]
 		return !ok && s["*.mc.example.com"] == serialOf(wild)
@@ -168,7 +171,7 @@ func TestMaterialiserWatch(t *testing.T) {
 	if err := cat.Delete(ctx, "*.mc.example.com"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the wildcard to be forgotten", func() bool {
+	testutil.EventuallyTrue(t, waitTimeout, "the wildcard to be forgotten", func() bool {
 		_, ok := rec.served()["*.mc.example.com"]
 		return !ok
 	})
@@ -207,7 +210,7 @@ func assertStill(t testing.TB, rec *recorder, tlsDir, host string, chain, key []
 // TestMaterialiserPrimaryFiles: the primary hostname's pair is also copied
 // onto the http.ssl files, and OnRotate is given those.
 func TestMaterialiserPrimaryFiles(t *testing.T) {
-	db := openDB(t)
+	db := platformdbtest.Open(t)
 	ctx := testCtx(t)
 	ca := newCA(t)
 	cat := &Catalog{KV: db, Keys: testKeys(t, 1)}
@@ -224,7 +227,7 @@ func TestMaterialiserPrimaryFiles(t *testing.T) {
 		if _, err := cat.Store(ctx, "", SourceACME, wild.FullChain, wild.KeyPEM); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, "the primary's rotation", func() bool { return len(rec.rotationsOf("*.mc.example.com")) == i+1 })
+		testutil.EventuallyTrue(t, waitTimeout, "the primary's rotation", func() bool { return len(rec.rotationsOf("*.mc.example.com")) == i+1 })
 		checkRotation(t, rec.rotationsOf("*.mc.example.com")[i], "*.mc.example.com", certFile, keyFile)
 		checkFile(t, certFile, wild.FullChain, 0o644)
 		checkFile(t, keyFile, wild.KeyPEM, 0o600)
@@ -239,7 +242,7 @@ func TestMaterialiserPrimaryFiles(t *testing.T) {
 	if _, err := cat.Store(ctx, "", SourceACME, b.FullChain, b.KeyPEM); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "b.example.com's rotation", func() bool { return len(rec.rotationsOf("b.example.com")) == 1 })
+	testutil.EventuallyTrue(t, waitTimeout, "b.example.com's rotation", func() bool { return len(rec.rotationsOf("b.example.com")) == 1 })
 	checkRotation(t, rec.rotationsOf("b.example.com")[0], "b.example.com",
 		filepath.Join(tlsDir, "b.example.com", "fullchain.pem"), filepath.Join(tlsDir, "b.example.com", "privkey.pem"))
 	if got, _ := os.ReadFile(certFile); string(got) == string(b.FullChain) {
@@ -250,7 +253,7 @@ func TestMaterialiserPrimaryFiles(t *testing.T) {
 // TestMaterialiserPrimaryIsMaterialised: http.ssl pointing at the
 // materialised files themselves is not written twice.
 func TestMaterialiserPrimaryIsMaterialised(t *testing.T) {
-	db := openDB(t)
+	db := platformdbtest.Open(t)
 	ctx := testCtx(t)
 	ca := newCA(t)
 	cat := &Catalog{KV: db, Keys: testKeys(t, 1)}
@@ -266,7 +269,7 @@ func TestMaterialiserPrimaryIsMaterialised(t *testing.T) {
 	if _, err := cat.Store(ctx, "", SourceACME, a.FullChain, a.KeyPEM); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the rotation", func() bool { return len(rec.rotationsOf("a.example.com")) == 1 })
+	testutil.EventuallyTrue(t, waitTimeout, "the rotation", func() bool { return len(rec.rotationsOf("a.example.com")) == 1 })
 	checkRotation(t, rec.rotationsOf("a.example.com")[0], "a.example.com", m.CertFile, m.KeyFile)
 	// Still a symlink to a version directory: not replaced by plain files.
 	checkPair(t, tlsDir, "a.example.com", a.FullChain, a.KeyPEM)
@@ -276,7 +279,7 @@ func TestMaterialiserPrimaryIsMaterialised(t *testing.T) {
 // what an earlier run wrote before it reaches the store, and does not rewrite
 // or rotate it when the store agrees.
 func TestMaterialiserLoadDisk(t *testing.T) {
-	db := openDB(t)
+	db := platformdbtest.Open(t)
 	ctx := testCtx(t)
 	ca := newCA(t)
 	cat := &Catalog{KV: db, Keys: testKeys(t, 1)}
@@ -290,7 +293,7 @@ func TestMaterialiserLoadDisk(t *testing.T) {
 	}
 	first := &recorder{}
 	stop := run(t, first.materialiser(cat, tlsDir, quietLogger()))
-	waitFor(t, "both rotations", func() bool {
+	testutil.EventuallyTrue(t, waitTimeout, "both rotations", func() bool {
 		return len(first.rotationsOf("a.example.com")) == 1 && len(first.rotationsOf("*.mc.example.com")) == 1
 	})
 	stop()
@@ -358,7 +361,7 @@ func TestMaterialiserLoadDiskNothing(t *testing.T) {
 // TestMaterialiserForgetsWhatTheStoreLacks: a certificate loaded from disk
 // whose record is gone from the store is no longer served once Run lists.
 func TestMaterialiserForgetsWhatTheStoreLacks(t *testing.T) {
-	db := openDB(t)
+	db := platformdbtest.Open(t)
 	ctx := testCtx(t)
 	ca := newCA(t)
 	cat := &Catalog{KV: db, Keys: testKeys(t, 1)}
@@ -378,7 +381,7 @@ func TestMaterialiserForgetsWhatTheStoreLacks(t *testing.T) {
 		t.Fatal("LoadDisk did not serve the certificate on disk")
 	}
 	run(t, m)
-	waitFor(t, "gone.example.com to be forgotten and kept.example.com served", func() bool {
+	testutil.EventuallyTrue(t, waitTimeout, "gone.example.com to be forgotten and kept.example.com served", func() bool {
 		s := rec.served()
 		_, ok := s["gone.example.com"]
 		return !ok && s["kept.example.com"] == serialOf(kept)
@@ -388,7 +391,7 @@ func TestMaterialiserForgetsWhatTheStoreLacks(t *testing.T) {
 // TestMaterialiserRefusedAtStart: a record that does not open at the first
 // listing is not served; the certificate loaded from disk for it stays.
 func TestMaterialiserRefusedAtStart(t *testing.T) {
-	db := openDB(t)
+	db := platformdbtest.Open(t)
 	ca := newCA(t)
 	cat := &Catalog{KV: db, Keys: testKeys(t, 1)}
 	tlsDir := t.TempDir()
@@ -423,7 +426,7 @@ func TestMaterialiserRefusedAtStart(t *testing.T) {
 // TestMaterialiserPrunes: after several rotations only the current and the
 // previous version directories remain.
 func TestMaterialiserPrunes(t *testing.T) {
-	db := openDB(t)
+	db := platformdbtest.Open(t)
 	ctx := testCtx(t)
 	ca := newCA(t)
 	cat := &Catalog{KV: db, Keys: testKeys(t, 1)}
@@ -438,7 +441,7 @@ func TestMaterialiserPrunes(t *testing.T) {
 		if _, err := cat.Store(ctx, "", SourceACME, wild.FullChain, wild.KeyPEM); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, "the rotation", func() bool { return len(rec.rotationsOf("*.mc.example.com")) == i+1 })
+		testutil.EventuallyTrue(t, waitTimeout, "the rotation", func() bool { return len(rec.rotationsOf("*.mc.example.com")) == i+1 })
 		last = wild.FullChain
 	}
 	got := versionDirs(t, tlsDir, "wildcard.mc.example.com")
@@ -455,7 +458,7 @@ func TestMaterialiserPrunes(t *testing.T) {
 // TestMaterialiserOnServed: a record changed while watching is timed from
 // its storing to its serving; what the start-up listing finds is not.
 func TestMaterialiserOnServed(t *testing.T) {
-	db := openDB(t)
+	db := platformdbtest.Open(t)
 	ctx := testCtx(t)
 	ca := newCA(t)
 	cat := &Catalog{KV: db, Keys: testKeys(t, 1)}
@@ -472,7 +475,7 @@ func TestMaterialiserOnServed(t *testing.T) {
 	m := rec.materialiser(cat, t.TempDir(), nil)
 	m.OnServed = func(host string, d time.Duration) { timings <- timing{host, d} }
 	run(t, m)
-	waitFor(t, "the listed record to be served", func() bool { return rec.servedSerial("old.example.com") == serialOf(old) })
+	testutil.EventuallyTrue(t, waitTimeout, "the listed record to be served", func() bool { return rec.servedSerial("old.example.com") == serialOf(old) })
 
 	fresh := issueFor(t, ca, "new.example.com")
 	stored := time.Now()

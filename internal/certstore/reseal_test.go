@@ -23,6 +23,7 @@ import (
 	"github.com/pryv/pryv-tls/internal/devpki"
 	"github.com/pryv/pryv-tls/internal/dnsdata"
 	"github.com/pryv/pryv-tls/internal/platformdb"
+	"github.com/pryv/pryv-tls/internal/platformdb/platformdbtest"
 )
 
 func master(seed byte) []byte { return bytes.Repeat([]byte{seed}, atrest.MasterSize) }
@@ -34,21 +35,6 @@ func ring(t *testing.T, current []byte, previous ...[]byte) *atrest.Keyring {
 		t.Fatal(err)
 	}
 	return k
-}
-
-func openDB(t *testing.T) *platformdb.Etcd {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	db, err := platformdb.Open(ctx, platformdb.Options{
-		DataDir: t.TempDir(), PeerAddress: "127.0.0.1:0", ClientAddress: "127.0.0.1:0",
-		Logger: slog.New(slog.DiscardHandler),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
-	return db
 }
 
 const directory = "https://acme.example.test/directory"
@@ -88,7 +74,7 @@ func seed(t *testing.T, ctx context.Context, db *platformdb.Etcd, keys *atrest.K
 func TestReseal(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	db := openDB(t)
+	db := platformdbtest.Open(t)
 	old, next, stranger := master(1), master(2), master(3)
 	keyPEMs := seed(t, ctx, db, ring(t, old), "a.example.com", "*.pryv.example.com")
 	// A row sealed under a key this core never had.
@@ -177,7 +163,7 @@ func (r *racing) CompareAndSwap(ctx context.Context, key string, value []byte, e
 func TestResealRowRewrittenMeanwhile(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	db := openDB(t)
+	db := platformdbtest.Open(t)
 	old, next := master(1), master(2)
 	seed(t, ctx, db, ring(t, old), "a.example.com")
 	root, _ := devpki.NewCA("renewal")
@@ -222,7 +208,7 @@ func TestSealedTablesAreTheSealedRows(t *testing.T) {
 func TestRotateAPI(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	db := openDB(t)
+	db := platformdbtest.Open(t)
 	seed(t, ctx, db, ring(t, master(1)), "a.example.com")
 	h := &certstore.RotateAPI{KV: db, Keys: ring(t, master(2), master(1)), Logger: slog.New(slog.DiscardHandler)}
 	for _, tc := range []struct {

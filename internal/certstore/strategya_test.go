@@ -5,6 +5,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/pryv/pryv-tls/internal/platformdb/platformdbtest"
+	"github.com/pryv/pryv-tls/internal/testutil"
 )
 
 // certbotLayout makes certbot's layout for host under dir, as certbot
@@ -40,7 +43,7 @@ func certbotLayout(t *testing.T, dir, host string, chain, key []byte) (certLink,
 // for the primary, and when the first record arrives writes it through
 // certbot's live/ symlinks, which stay symlinks to the same archive files.
 func TestMaterialiserStrategyAOnCertbotFiles(t *testing.T) {
-	db := openDB(t)
+	db := platformdbtest.Open(t)
 	ctx := testCtx(t)
 	ca := newCA(t)
 	cat := &Catalog{KV: db, Keys: testKeys(t, 1)}
@@ -66,7 +69,7 @@ func TestMaterialiserStrategyAOnCertbotFiles(t *testing.T) {
 	if _, err := cat.Store(ctx, "", SourceACME, fresh.FullChain, fresh.KeyPEM); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the primary's rotation", func() bool { return len(rec.rotationsOf("pryv.example.com")) == 1 })
+	testutil.EventuallyTrue(t, waitTimeout, "the primary's rotation", func() bool { return len(rec.rotationsOf("pryv.example.com")) == 1 })
 	checkRotation(t, rec.rotationsOf("pryv.example.com")[0], "pryv.example.com", certLink, keyLink)
 	if got := rec.servedSerial("pryv.example.com"); got != serialOf(fresh) {
 		t.Fatalf("after the first record the primary is served with %q, want %s", got, serialOf(fresh))

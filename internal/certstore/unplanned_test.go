@@ -9,6 +9,7 @@ import (
 
 	"github.com/pryv/pryv-tls/internal/devpki"
 	"github.com/pryv/pryv-tls/internal/platformdb"
+	"github.com/pryv/pryv-tls/internal/platformdb/platformdbtest"
 )
 
 // racingKV rewrites one row just before the sweep deletes it, as a renewal
@@ -32,7 +33,7 @@ func (k *racingKV) DeleteIf(ctx context.Context, key string, expect int64) error
 // TestUnplannedSweep: only expired records that no planned name needs are
 // dropped, and a row rewritten meanwhile stays.
 func TestUnplannedSweep(t *testing.T) {
-	db := openDB(t)
+	db := platformdbtest.Open(t)
 	ctx := testCtx(t)
 	ca := newCA(t)
 	now := time.Now()

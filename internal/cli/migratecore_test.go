@@ -23,6 +23,7 @@ import (
 	"github.com/pryv/pryv-tls/internal/corerows/corerowstest"
 	"github.com/pryv/pryv-tls/internal/devpki"
 	"github.com/pryv/pryv-tls/internal/platformdb"
+	"github.com/pryv/pryv-tls/internal/platformdb/platformdbtest"
 	"github.com/pryv/pryv-tls/internal/rqlite/rqlitetest"
 )
 
@@ -56,14 +57,7 @@ func newMCEnv(t *testing.T) *mcEnv {
 	if e.keys, err = atrest.New(e.key); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	e.db, err = platformdb.Open(ctx, platformdb.Options{DataDir: t.TempDir(), PeerAddress: "127.0.0.1:0",
-		ClientAddress: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = e.db.Close() })
+	e.db = platformdbtest.Open(t)
 	e.catalog = &certstore.Catalog{KV: e.db, Keys: e.keys}
 
 	dir := t.TempDir()

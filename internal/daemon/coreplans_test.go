@@ -11,7 +11,7 @@ import (
 	"github.com/pryv/pryv-tls/internal/acme"
 	"github.com/pryv/pryv-tls/internal/config"
 	"github.com/pryv/pryv-tls/internal/dnsdata"
-	"github.com/pryv/pryv-tls/internal/platformdb"
+	"github.com/pryv/pryv-tls/internal/platformdb/platformdbtest"
 )
 
 // TestCorePlans: in a DNS-less cluster every core registers its core.url,
@@ -20,11 +20,7 @@ import (
 func TestCorePlans(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	db, err := platformdb.Open(ctx, platformdb.Options{DataDir: t.TempDir(), PeerAddress: "127.0.0.1:0", ClientAddress: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
+	db := platformdbtest.Open(t)
 	load := func(yml string) *config.Config {
 		c, err := config.LoadBytes("c.yml", []byte(yml))
 		if err != nil {

@@ -15,6 +15,9 @@ import (
 	legochallenge "github.com/go-acme/lego/v5/challenge"
 	"github.com/go-acme/lego/v5/challenge/dns01"
 	mdns "github.com/miekg/dns"
+
+	"github.com/pryv/pryv-tls/internal/platformdb/platformdbtest"
+	"github.com/pryv/pryv-tls/internal/testutil"
 )
 
 // lego drives DNS01 through these interfaces.
@@ -70,7 +73,7 @@ func TestDNS01Timeout(t *testing.T) {
 // DNS server, as lego does for an order of mc.example.com and
 // *.mc.example.com (two authorisations, one name, two values).
 func TestDNS01EndToEnd(t *testing.T) {
-	db := openStore(t)
+	db := platformdbtest.Open(t)
 	ctx := testCtx(t, 60*time.Second)
 	h := newHarness(t, db, staticConfig())
 	h.run()
@@ -95,7 +98,7 @@ func TestDNS01EndToEnd(t *testing.T) {
 		t.Helper()
 		slices.Sort(want)
 		for _, netw := range []string{"udp", "tcp"} {
-			eventually(t, 10*time.Second, netw+" TXT "+qname, func() (bool, string) {
+			testutil.Eventually(t, 10*time.Second, netw+" TXT "+qname, func() (bool, string) {
 				got := txtAt(netw, h.addr, qname)
 				return slices.Equal(got, want), strings.Join(got, " ")
 			})
@@ -168,7 +171,7 @@ func TestDNS01EndToEnd(t *testing.T) {
 			t.Fatal("Propagated true while the second server does not answer the value")
 		}
 		h2.run()
-		eventually(t, 10*time.Second, "propagated to both servers", func() (bool, string) {
+		testutil.Eventually(t, 10*time.Second, "propagated to both servers", func() (bool, string) {
 			return propagated(vApex), strings.Join(txtAt("udp", h2.addr, name), " ")
 		})
 
@@ -260,7 +263,7 @@ func TestDNS01EndToEnd(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitTXT(name, vApex)
-		eventually(t, 10*time.Second, "wildcard value gone everywhere", func() (bool, string) {
+		testutil.Eventually(t, 10*time.Second, "wildcard value gone everywhere", func() (bool, string) {
 			return !propagated(vWild), ""
 		})
 		if !propagated(vApex) {
@@ -292,7 +295,7 @@ func TestDNS01EndToEnd(t *testing.T) {
 		if got := txtAt("udp", h.addr, "_acme-challenge.other.example.org"); !slices.Equal(got, []string{"REFUSED"}) {
 			t.Errorf("outside the zone: %q", got)
 		}
-		eventually(t, 10*time.Second, "sub value propagated to both servers", func() (bool, string) {
+		testutil.Eventually(t, 10*time.Second, "sub value propagated to both servers", func() (bool, string) {
 			ok, err := p.Propagated(ctx, "_acme-challenge.app.mc.example.com.", rfc8555Value(kaSub))
 			return ok && err == nil, strings.Join(txtAt("udp", h2.addr, "_acme-challenge.app."+testDomain), " ")
 		})

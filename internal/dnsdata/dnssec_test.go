@@ -13,6 +13,8 @@ import (
 
 	"github.com/pryv/pryv-tls/internal/atrest"
 	"github.com/pryv/pryv-tls/internal/certstore"
+	"github.com/pryv/pryv-tls/internal/platformdb/platformdbtest"
+	"github.com/pryv/pryv-tls/internal/testutil"
 )
 
 func testKeyring(t testing.TB) *atrest.Keyring {
@@ -66,7 +68,7 @@ func dnskeysAndSigs(t *testing.T, addr string) (published, signed []uint16) {
 }
 
 func TestDNSSECKeysInPlatformDB(t *testing.T) {
-	db := openStore(t)
+	db := platformdbtest.Open(t)
 	ctx := testCtx(t, 60*time.Second)
 	keys := testKeyring(t)
 	now := time.Now()
@@ -106,7 +108,7 @@ func TestDNSSECKeysInPlatformDB(t *testing.T) {
 	h.w.Keys = keys
 	h.run()
 	first := infos[0].KeyTag
-	eventually(t, 5*time.Second, "the zone signed with the key", func() (bool, string) {
+	testutil.Eventually(t, 5*time.Second, "the zone signed with the key", func() (bool, string) {
 		p, s := dnskeysAndSigs(t, h.addr)
 		return len(p) == 1 && p[0] == first && len(s) == 1 && s[0] == first, "published " + tags(p) + " signed " + tags(s)
 	})
@@ -119,7 +121,7 @@ func TestDNSSECKeysInPlatformDB(t *testing.T) {
 	if _, err := store.Rollover(ctx); err == nil || !strings.Contains(err.Error(), "already under way") {
 		t.Errorf("a second rollover: %v", err)
 	}
-	eventually(t, 5*time.Second, "both keys published and signing", func() (bool, string) {
+	testutil.Eventually(t, 5*time.Second, "both keys published and signing", func() (bool, string) {
 		p, s := dnskeysAndSigs(t, h.addr)
 		return len(p) == 2 && len(s) == 2, "published " + tags(p) + " signed " + tags(s)
 	})
@@ -131,14 +133,14 @@ func TestDNSSECKeysInPlatformDB(t *testing.T) {
 	if deleted, err := store.FinishRollover(ctx); err != nil || len(deleted) != 1 {
 		t.Fatalf("finish: %v %v", deleted, err)
 	}
-	eventually(t, 5*time.Second, "only the new key", func() (bool, string) {
+	testutil.Eventually(t, 5*time.Second, "only the new key", func() (bool, string) {
 		p, s := dnskeysAndSigs(t, h.addr)
 		return len(p) == 1 && p[0] == next.KeyTag && len(s) == 1 && s[0] == next.KeyTag, "published " + tags(p) + " signed " + tags(s)
 	})
 }
 
 func TestDNSSECKeyOtherAtRestKey(t *testing.T) {
-	db := openStore(t)
+	db := platformdbtest.Open(t)
 	ctx := testCtx(t, 60*time.Second)
 	store := &KeyStore{KV: db, Keys: testKeyring(t), Domain: testDomain, TTL: 60}
 	if _, err := store.Ensure(ctx); err != nil {
@@ -147,7 +149,7 @@ func TestDNSSECKeyOtherAtRestKey(t *testing.T) {
 	h := newHarness(t, db, staticConfig())
 	h.w.Keys = testKeyring(t) // another core's atRestKey
 	h.run()
-	eventually(t, 5*time.Second, "a warning naming the key", func() (bool, string) {
+	testutil.Eventually(t, 5*time.Second, "a warning naming the key", func() (bool, string) {
 		logs := strings.Join(h.logs.all(), "\n")
 		return strings.Contains(logs, "DNSSEC key "+DNSSECKeyPrefix+"000001") && strings.Contains(logs, "atRestKey"), logs
 	})
@@ -162,7 +164,7 @@ func tags(ts []uint16) string { return fmt.Sprint(ts) }
 // key row, and the zone keeps signing with the same key under the new
 // atRestKey alone.
 func TestDNSSECKeyResealed(t *testing.T) {
-	db := openStore(t)
+	db := platformdbtest.Open(t)
 	ctx := testCtx(t, 60*time.Second)
 	m1, m2 := make([]byte, atrest.MasterSize), make([]byte, atrest.MasterSize)
 	_, _ = rand.Read(m1)
@@ -181,7 +183,7 @@ func TestDNSSECKeyResealed(t *testing.T) {
 	h := newHarness(t, db, staticConfig())
 	h.w.Keys, _ = atrest.New(m2) // the old atRestKey forgotten
 	h.run()
-	eventually(t, 5*time.Second, "the zone signed under the new atRestKey", func() (bool, string) {
+	testutil.Eventually(t, 5*time.Second, "the zone signed under the new atRestKey", func() (bool, string) {
 		p, s := dnskeysAndSigs(t, h.addr)
 		return len(p) == 1 && len(s) == 1 && s[0] == infos[0].KeyTag, "published " + tags(p) + " signed " + tags(s)
 	})

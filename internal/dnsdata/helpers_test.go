@@ -17,6 +17,7 @@ import (
 
 	"github.com/pryv/pryv-tls/internal/dns"
 	"github.com/pryv/pryv-tls/internal/platformdb"
+	"github.com/pryv/pryv-tls/internal/testutil"
 )
 
 // testDomain is the platform domain of every test.
@@ -98,30 +99,6 @@ func warningWith(warnings []string, parts ...string) string {
 }
 
 // ---- PlatformDB ----
-
-// openStore starts a real embedded etcd member on loopback; the test's
-// cleanup closes it (after every cleanup registered later, such as a
-// watcher's).
-func openStore(t testing.TB) *platformdb.Etcd {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	db, err := platformdb.Open(ctx, platformdb.Options{
-		DataDir:       t.TempDir(),
-		PeerAddress:   "127.0.0.1:0",
-		ClientAddress: "127.0.0.1:0",
-		Logger:        slog.New(slog.DiscardHandler),
-	})
-	if err != nil {
-		t.Fatalf("platformdb.Open: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := db.Close(); err != nil {
-			t.Errorf("closing PlatformDB: %v", err)
-		}
-	})
-	return db
-}
 
 func testCtx(t testing.TB, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
@@ -285,28 +262,11 @@ func answerA(netw, addr, name string) string {
 	return strings.Join(rdata(resp.Answer, mdns.TypeA), ",")
 }
 
-// eventually polls cond every few milliseconds until it holds or timeout
-// passes; the failure names what was last seen.
-func eventually(t testing.TB, timeout time.Duration, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, seen := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v (last seen: %s)", what, timeout, seen)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
-
 // waitA waits until name answers exactly want ("a,b" sorted, or an rcode
 // name) over netw.
 func (h *harness) waitA(netw, name, want string) {
 	h.t.Helper()
-	eventually(h.t, 10*time.Second, fmt.Sprintf("%s A %s = %s", netw, name, want), func() (bool, string) {
+	testutil.Eventually(h.t, 10*time.Second, fmt.Sprintf("%s A %s = %s", netw, name, want), func() (bool, string) {
 		got := answerA(netw, h.addr, name)
 		return got == want, got
 	})

@@ -7,10 +7,12 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pryv/pryv-tls/internal/platformdb/platformdbtest"
 )
 
 func TestRows(t *testing.T) {
-	db := openStore(t)
+	db := platformdbtest.Open(t)
 	rows := Rows{KV: db}
 	ctx := testCtx(t, 60*time.Second)
 

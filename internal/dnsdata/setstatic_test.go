@@ -10,6 +10,7 @@ import (
 	mdns "github.com/miekg/dns"
 
 	"github.com/pryv/pryv-tls/internal/dns"
+	"github.com/pryv/pryv-tls/internal/testutil"
 )
 
 // SetStatic (a reload) while Run follows the store: the new static entries
@@ -36,7 +37,7 @@ func TestWatcherSetStatic(t *testing.T) {
 	a := func(name string) string {
 		return strings.Join(rdata(ask(last(), name+"."+testDomain, mdns.TypeA).Answer, mdns.TypeA), ",")
 	}
-	eventually(t, 5*time.Second, "alice from the store", func() (bool, string) { g := a("alice"); return g == "192.0.2.10", g })
+	testutil.Eventually(t, 5*time.Second, "alice from the store", func() (bool, string) { g := a("alice"); return g == "192.0.2.10", g })
 
 	next := staticConfig()
 	next.TTL = 120

@@ -14,12 +14,14 @@ import (
 
 	"github.com/pryv/pryv-tls/internal/dns"
 	"github.com/pryv/pryv-tls/internal/platformdb"
+	"github.com/pryv/pryv-tls/internal/platformdb/platformdbtest"
+	"github.com/pryv/pryv-tls/internal/testutil"
 )
 
 // TestWatcherEndToEnd drives a real DNS server through a Watcher fed by a
 // real embedded etcd, asking over UDP and TCP.
 func TestWatcherEndToEnd(t *testing.T) {
-	db := openStore(t)
+	db := platformdbtest.Open(t)
 	rows := Rows{KV: db}
 	ctx := testCtx(t, 60*time.Second)
 
@@ -197,7 +199,7 @@ func TestWatcherEndToEnd(t *testing.T) {
 			}
 			return n
 		}
-		eventually(t, 10*time.Second, "conflict warning", func() (bool, string) {
+		testutil.Eventually(t, 10*time.Second, "conflict warning", func() (bool, string) {
 			return conflict() == 1, fmt.Sprint(h.logs.all())
 		})
 		if got := answerA("udp", h.addr, "www."+testDomain); got != "192.0.2.80" {
@@ -217,7 +219,7 @@ func TestWatcherEndToEnd(t *testing.T) {
 // TestWatcherBurstAndRestart writes 1,000 users at once, then restarts the
 // watcher on the same store.
 func TestWatcherBurstAndRestart(t *testing.T) {
-	db := openStore(t)
+	db := platformdbtest.Open(t)
 	rows := Rows{KV: db}
 	ctx := testCtx(t, 60*time.Second)
 	if err := rows.SetCoreInfo(ctx, CoreInfo{ID: "core1", IP: "127.0.0.5", IPv6: "::5", Available: true}); err != nil {
@@ -265,7 +267,7 @@ func TestWatcherBurstAndRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	written := time.Since(begin)
-	eventually(t, 20*time.Second, "all users in the zone", func() (bool, string) {
+	testutil.Eventually(t, 20*time.Second, "all users in the zone", func() (bool, string) {
 		n := h.srv.Zone().Names()
 		return n == names0+users, fmt.Sprintf("%d names, want %d", n, names0+users)
 	})
@@ -308,7 +310,7 @@ func TestWatcherBurstAndRestart(t *testing.T) {
 		old := h.srv.Zone()
 		h2 := newHarness(t, db, staticConfig())
 		h2.run()
-		eventually(t, 10*time.Second, "restarted zone", func() (bool, string) {
+		testutil.Eventually(t, 10*time.Second, "restarted zone", func() (bool, string) {
 			z := h2.srv.Zone()
 			return z.Names() == old.Names(), fmt.Sprintf("%d names, want %d", z.Names(), old.Names())
 		})
@@ -370,7 +372,7 @@ func TestWatcherResetRelists(t *testing.T) {
 	})
 	aliceIs := func(want string) {
 		t.Helper()
-		eventually(t, 5*time.Second, "alice = "+want, func() (bool, string) {
+		testutil.Eventually(t, 5*time.Second, "alice = "+want, func() (bool, string) {
 			got := strings.Join(rdata(ask(last(), "alice."+testDomain, mdns.TypeA).Answer, mdns.TypeA), ",")
 			return got == want, got
 		})
@@ -386,7 +388,7 @@ func TestWatcherResetRelists(t *testing.T) {
 	aliceIs("192.0.2.20")
 	kv.put(UserCorePrefix+"bob", `{"core":"core1"}`)
 	kv.event(t, UserCorePrefix, platformdb.Event{Type: platformdb.EventReset})
-	eventually(t, 5*time.Second, "bob after the reset", func() (bool, string) {
+	testutil.Eventually(t, 5*time.Second, "bob after the reset", func() (bool, string) {
 		got := strings.Join(rdata(ask(last(), "bob."+testDomain, mdns.TypeA).Answer, mdns.TypeA), ",")
 		return got == "192.0.2.10", got
 	})
@@ -398,7 +400,7 @@ func TestWatcherResetRelists(t *testing.T) {
 	}
 	// A row that cannot be read is no user.
 	kv.event(t, UserCorePrefix, platformdb.Event{Type: platformdb.EventPut, Entry: kv.put(UserCorePrefix+"bob", `{broken`)})
-	eventually(t, 5*time.Second, "bob gone", func() (bool, string) {
+	testutil.Eventually(t, 5*time.Second, "bob gone", func() (bool, string) {
 		r := ask(last(), "bob."+testDomain, mdns.TypeA)
 		return r.Rcode == mdns.RcodeNameError, mdns.RcodeToString[r.Rcode]
 	})
