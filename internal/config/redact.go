@@ -3,6 +3,7 @@ package config
 import (
 	"bytes"
 	"fmt"
+	"strings"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -28,10 +29,16 @@ func (c *Config) Redacted() ([]byte, error) {
 	return out.Bytes(), nil
 }
 
-// prune drops empty strings, nulls and empty lists or mappings; it keeps
-// false and 0, which are meaningful settings.
+// prune drops empty strings, nulls and empty lists or mappings (it keeps
+// false and 0, which are meaningful settings) and masks URLs' userinfo.
 func prune(n *yaml.Node) {
 	switch n.Kind {
+	case yaml.ScalarNode:
+		// URLs are plain strings, but storages.engines.rqlite.url holds
+		// rqlite's user:password.
+		if strings.Contains(n.Value, "://") {
+			n.Value = hideUserinfo(n.Value)
+		}
 	case yaml.DocumentNode, yaml.SequenceNode:
 		for _, c := range n.Content {
 			prune(c)

@@ -51,6 +51,10 @@ dns:
   domain: mc.example.com
 auth:
   adminAccessKey: ` + testAdminKey + `
+storages:
+  engines:
+    rqlite:
+      url: http://pryv:rq-pass-123@rqlite.internal:4001/db/@x
 `
 	c := mustLoad(t, yml)
 	out, err := c.Redacted()
@@ -58,7 +62,7 @@ auth:
 		t.Fatal(err)
 	}
 	text := string(out)
-	for _, secret := range []string{testAtRestKey, testAdminKey, testHMACKey} {
+	for _, secret := range []string{testAtRestKey, testAdminKey, testHMACKey, "rq-pass-123"} {
 		if strings.Contains(text, secret) {
 			t.Errorf("Redacted() leaks %q:\n%s", secret, text)
 		}
@@ -67,7 +71,7 @@ auth:
 		t.Errorf("Redacted() shows %d <redacted>, want 3:\n%s", n, text)
 	}
 	for _, want := range []string{"atRestKey: <redacted>", "adminAccessKey: <redacted>", "hmacKey: <redacted>",
-		"domain: mc.example.com", "propagationTimeout: 2m0s", "kid: kid-1", "port: 443"} {
+		"domain: mc.example.com", "url: http://xxxxx@rqlite.internal:4001/db/@x", "email: ops@", "propagationTimeout: 2m0s", "kid: kid-1", "port: 443"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("Redacted() lacks %q:\n%s", want, text)
 		}

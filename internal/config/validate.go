@@ -438,19 +438,24 @@ func (v *validator) httpsURL(path, raw string) {
 	}
 }
 
-// hideUserinfo masks what precedes the last '@' of a URL (after any
-// "scheme://"): rqlite URLs carry user:password there, and a URL that fails
-// to parse (so url.Redacted cannot help) is exactly the one echoed back.
+// hideUserinfo masks a URL's userinfo (what precedes the last '@' of the
+// authority, after any "scheme://"): rqlite URLs carry user:password there,
+// and a URL that fails to parse (so url.Redacted cannot help) is exactly the
+// one echoed back.
 func hideUserinfo(raw string) string {
-	at := strings.LastIndex(raw, "@")
+	start := 0
+	if i := strings.Index(raw, "://"); i >= 0 {
+		start = i + len("://")
+	}
+	authority := raw[start:]
+	if end := strings.IndexAny(authority, "/?#"); end >= 0 {
+		authority = authority[:end]
+	}
+	at := strings.LastIndex(authority, "@")
 	if at < 0 {
 		return raw
 	}
-	start := 0
-	if i := strings.Index(raw, "://"); i >= 0 && i < at {
-		start = i + len("://")
-	}
-	return raw[:start] + "xxxxx" + raw[at:]
+	return raw[:start] + "xxxxx" + raw[start+at:]
 }
 
 func (v *validator) hostPort(path, s string, emptyHostOK bool) {
