@@ -2,6 +2,8 @@ package dns
 
 import (
 	"encoding/binary"
+	"sync/atomic"
+	"time"
 
 	"github.com/miekg/dns"
 )
@@ -14,6 +16,24 @@ import (
 type packedSet struct {
 	n    uint16 // records
 	wire []byte
+	// The set's content digest in a SigCache (the key of its signatures
+	// there), kept for the last cache asked: a zone's snapshots share one.
+	sum atomic.Pointer[setDigest]
+}
+
+type setDigest struct {
+	cache *SigCache
+	sum   uint64
+}
+
+// digest is the SigCache digest of g's set of qtype, which p packs.
+func (p *packedSet) digest(c *SigCache, g *node, qtype uint16) uint64 {
+	if d := p.sum.Load(); d != nil && d.cache == c {
+		return d.sum
+	}
+	d := &setDigest{cache: c, sum: c.digest(g.get(qtype).rrs)}
+	p.sum.Store(d)
+	return d.sum
 }
 
 // packGroupSet packs s (a group's A or AAAA set, no glue) for fastAnswer;
@@ -143,9 +163,6 @@ func (z *Zone) fastAnswer(pkt, out []byte, maxUDP int) (resp []byte, qtype uint1
 			return nil, 0, false
 		}
 		optFlags = binary.BigEndian.Uint16(pkt[qend+7:]) & 0x8000 // DO; the other flags are not copied
-		if optFlags != 0 && z.sig != nil {
-			return nil, 0, false
-		}
 		limit = min(maxUDP, max(int(binary.BigEndian.Uint16(pkt[qend+3:])), minUDPSize))
 	} else if len(pkt) != qend {
 		return nil, 0, false
@@ -168,7 +185,18 @@ func (z *Zone) fastAnswer(pkt, out []byte, maxUDP int) (resp []byte, qtype uint1
 	if p == nil {
 		return nil, 0, false
 	}
-	size := qend + len(p.wire)
+	var (
+		sigs  []byte
+		nsigs int
+	)
+	if optFlags != 0 && z.sig != nil {
+		// Signed as the member's name, canonical (signSets): the cache's
+		// entry, made by the general path on the name's first query.
+		if sigs, nsigs = z.sig.peek(text, qtype, p.digest(z.sig.cache, g, qtype), time.Now().Unix()); sigs == nil {
+			return nil, 0, false
+		}
+	}
+	size := qend + len(p.wire) + len(sigs)
 	if arcount == 1 {
 		size += 11
 	}
@@ -179,9 +207,10 @@ func (z *Zone) fastAnswer(pkt, out []byte, maxUDP int) (resp []byte, qtype uint1
 	copy(resp, pkt[:qend])
 	// QR, AA, RD copied; CD copied; RA, Z, AD clear; RCODE NOERROR.
 	binary.BigEndian.PutUint16(resp[2:], 0x8400|flags&0x0100|flags&0x0010)
-	binary.BigEndian.PutUint16(resp[6:], p.n)
+	binary.BigEndian.PutUint16(resp[6:], p.n+uint16(nsigs))
 	binary.BigEndian.PutUint16(resp[10:], arcount)
 	w := qend + copy(resp[qend:], p.wire)
+	w += copy(resp[w:], sigs)
 	if arcount == 1 {
 		resp[w] = 0
 		binary.BigEndian.PutUint16(resp[w+1:], dns.TypeOPT)
@@ -224,3 +253,4 @@ func ignoredOptions(b []byte) bool {
 	}
 	return true
 }
+

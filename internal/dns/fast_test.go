@@ -172,7 +172,7 @@ func TestFastAnswerIsAnswer(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			z := fastZone(t, c.keys)
 			r := rand.New(rand.NewPCG(1, uint64(len(c.keys))))
-			fast, total := 0, 20000
+			fast, signed, total := 0, 0, 20000
 			for range total {
 				pkt := randomQuery(r)
 				maxUDP := []int{512, 1232, 4096}[r.IntN(3)]
@@ -196,14 +196,17 @@ func TestFastAnswerIsAnswer(t *testing.T) {
 				req := new(dns.Msg)
 				_ = req.Unpack(pkt)
 				if o := req.IsEdns0(); c.keys != nil && o != nil && o.Do() {
-					t.Fatalf("fastAnswer answered a DO query in a signed zone: %v", req)
+					signed++
 				}
 			}
 			// About a fifth of the random queries are the common one.
 			if fast < total/8 {
 				t.Fatalf("fastAnswer answered %d of %d queries: the common query goes the general way", fast, total)
 			}
-			t.Logf("fast path: %d of %d", fast, total)
+			if c.keys != nil && signed < total/40 {
+				t.Fatalf("fastAnswer answered %d signed answers of %d queries: a DO query goes the general way", signed, total)
+			}
+			t.Logf("fast path: %d of %d (%d signed)", fast, total, signed)
 		})
 	}
 }
