@@ -253,4 +253,3 @@ func ignoredOptions(b []byte) bool {
 	}
 	return true
 }
-
