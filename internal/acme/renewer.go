@@ -571,9 +571,14 @@ func (r *Renewer) load(ctx context.Context, p Plan) (State, *certstore.Record, e
 // sweepAtStart removes the challenge values a renewer killed mid-order left
 // published, without waiting for the next order (which may be months away).
 // It takes the lock, so no order of another renewer is using them; if
-// another renewer holds it, that one sweeps before its own order.
+// another renewer holds it, that one sweeps before its own order. The wait
+// outlasts one lease: a renewer killed mid-order (SIGKILL, a crash) leaves
+// its lease behind, and etcd gives every lease its whole TTL again when the
+// member restarts, so the restarted renewer's lock is free only a lease
+// later; a shorter wait gave up and left the values published until the
+// next order.
 func (r *Renewer) sweepAtStart(ctx context.Context) {
-	lctx, cancel := context.WithTimeout(ctx, min(r.opts.LockWait, 5*time.Second))
+	lctx, cancel := context.WithTimeout(ctx, min(r.opts.LockWait, r.opts.LockTTL+5*time.Second))
 	lock, err := r.opts.KV.Lock(lctx, lockName, r.opts.LockTTL)
 	cancel()
 	if err != nil {
