@@ -209,15 +209,34 @@ func (cp *caProxy) release(kind string) {
 // count is the number of requests of kind answered since since (held ones
 // not counted).
 func (cp *caProxy) count(kind string, since time.Time) int {
+	return cp.countBetween(kind, since, time.Now().Add(time.Hour))
+}
+
+// countBetween is count over [from, to).
+func (cp *caProxy) countBetween(kind string, from, to time.Time) int {
 	cp.mu.Lock()
 	defer cp.mu.Unlock()
 	n := 0
 	for _, e := range cp.events {
-		if e.kind == kind && e.status != 0 && !e.at.Before(since) {
+		if e.kind == kind && e.status != 0 && !e.at.Before(from) && e.at.Before(to) {
 			n++
 		}
 	}
 	return n
+}
+
+// statuses lists the answers to requests of kind in [from, to), e.g.
+// "201 409 201".
+func (cp *caProxy) statuses(kind string, from, to time.Time) string {
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	var out []string
+	for _, e := range cp.events {
+		if e.kind == kind && !e.at.Before(from) && e.at.Before(to) {
+			out = append(out, fmt.Sprint(e.status))
+		}
+	}
+	return strings.Join(out, " ")
 }
 
 // first is the time of the first request of any kind at or after since.
