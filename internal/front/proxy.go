@@ -20,6 +20,8 @@ import (
 // path is a prefix test and a pointer pick.
 type proxy struct {
 	api, hfs   *httputil.ReverseProxy
+	apiGet     *getForwarder // the common GET without ReverseProxy; nil: none
+	hfsGet     *getForwarder
 	observe    func(upstream string, status int, d time.Duration) // Options.Observe
 	transports []*upstreamTransport
 }
@@ -65,12 +67,16 @@ func newProxy(api, hfs *url.URL, o proxyOptions) *proxy {
 		p.transports = append(p.transports, ut)
 		return ut
 	}
-	p.api = reverseProxy(upstream{name: "api", target: api}, transport(api), o)
+	apiU := upstream{name: "api", target: api}
+	p.api = reverseProxy(apiU, transport(api), o)
+	p.apiGet = newGetForwarder(apiU, transport(api), o)
 	// open-pryv.io's HFS reads the user from the first label of Host, and
 	// its install guide has the proxy send HFS its own address: the client's
 	// Host (your-domain.com for /alice/...) would name the wrong user. The
 	// client's Host still reaches it, as X-Forwarded-Host.
-	p.hfs = reverseProxy(upstream{name: "hfs", target: hfs, ownHost: true}, transport(hfs), o)
+	hfsU := upstream{name: "hfs", target: hfs, ownHost: true}
+	p.hfs = reverseProxy(hfsU, transport(hfs), o)
+	p.hfsGet = newGetForwarder(hfsU, transport(hfs), o)
 	if hostReadAsUser(hfs.Host) {
 		log.Warn("HFS will read the first label of its upstream's host as a username and prefix it to every path",
 			"upstream", "hfs", "host", hfs.Host, "fix", "set upstreams.hfs to an IP:port, e.g. http://127.0.0.1:4000")
@@ -122,29 +128,10 @@ func reverseProxy(u upstream, tr http.RoundTripper, o proxyOptions) *httputil.Re
 				}
 			}
 		},
-		Transport:  tr,
-		BufferPool: copyBuffers,
-		ErrorLog:   slog.NewLogLogger(log.Handler(), slog.LevelDebug),
-		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
-				// The client went away: nobody is left to answer, and
-				// an empty 200 (what returning here would send) is not
-				// an answer. The server drops the connection (h1) or
-				// resets the stream (h2), and logs nothing.
-				panic(http.ErrAbortHandler)
-			}
-			if isTimeout(err) {
-				log.Warn("upstream did not answer in time", "upstream", name, "target", target.Host,
-					"method", r.Method, "path", r.URL.Path, "timeout", o.headerTimeout.String(), "error", err.Error())
-				writeJSONError(w, http.StatusGatewayTimeout, "gateway-timeout",
-					"the "+name+" upstream of this core did not answer in time")
-				return
-			}
-			log.Warn("upstream unreachable", "upstream", name, "target", target.Host,
-				"method", r.Method, "path", r.URL.Path, "error", err.Error())
-			writeJSONError(w, http.StatusBadGateway, "unexpected-error",
-				"the "+name+" upstream of this core is unreachable")
-		},
+		Transport:    tr,
+		BufferPool:   copyBuffers,
+		ErrorLog:     slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		ErrorHandler: upstreamError(name, target, o, log),
 	}
 	if o.ownHSTS {
 		rp.ModifyResponse = func(resp *http.Response) error {
@@ -153,6 +140,31 @@ func reverseProxy(u upstream, tr http.RoundTripper, o proxyOptions) *httputil.Re
 		}
 	}
 	return rp
+}
+
+// upstreamError answers a request whose round trip failed: 504 for our
+// timeouts, 502 otherwise, nothing for a client that went away.
+func upstreamError(name string, target *url.URL, o proxyOptions, log *slog.Logger) func(http.ResponseWriter, *http.Request, error) {
+	return func(w http.ResponseWriter, r *http.Request, err error) {
+		if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+			// The client went away: nobody is left to answer, and
+			// an empty 200 (what returning here would send) is not
+			// an answer. The server drops the connection (h1) or
+			// resets the stream (h2), and logs nothing.
+			panic(http.ErrAbortHandler)
+		}
+		if isTimeout(err) {
+			log.Warn("upstream did not answer in time", "upstream", name, "target", target.Host,
+				"method", r.Method, "path", r.URL.Path, "timeout", o.headerTimeout.String(), "error", err.Error())
+			writeJSONError(w, http.StatusGatewayTimeout, "gateway-timeout",
+				"the "+name+" upstream of this core did not answer in time")
+			return
+		}
+		log.Warn("upstream unreachable", "upstream", name, "target", target.Host,
+			"method", r.Method, "path", r.URL.Path, "error", err.Error())
+		writeJSONError(w, http.StatusBadGateway, "unexpected-error",
+			"the "+name+" upstream of this core is unreachable")
+	}
 }
 
 // isTimeout reports whether a round trip failed on a timeout of ours (the
@@ -180,9 +192,13 @@ func (h hsts) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	rp, name := p.api, "api"
+	var rp http.Handler = p.api
+	fast, name := p.apiGet, "api"
 	if isHFS(r.URL.Path) {
-		rp, name = p.hfs, "hfs"
+		rp, fast, name = p.hfs, p.hfsGet, "hfs"
+	}
+	if fast != nil && takes(r) {
+		rp = fast
 	}
 	if p.observe == nil {
 		rp.ServeHTTP(w, r)

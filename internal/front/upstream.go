@@ -79,6 +79,17 @@ func (t *upstreamTransport) RoundTrip(req *http.Request) (*http.Response, error)
 		return t.fallback.RoundTrip(req)
 	}
 	ctx := req.Context()
+	var got1xx func(int, textproto.MIMEHeader) error
+	if trace := httptrace.ContextClientTrace(ctx); trace != nil {
+		got1xx = trace.Got1xxResponse
+	}
+	return t.roundTrip(ctx, req, got1xx)
+}
+
+// roundTrip sends a body-less req on a pooled connection (once more on a
+// new one when a reused one fails before any answer and replaying is safe).
+// got1xx, if not nil, is handed each interim response.
+func (t *upstreamTransport) roundTrip(ctx context.Context, req *http.Request, got1xx func(int, textproto.MIMEHeader) error) (*http.Response, error) {
 	for attempt := 0; ; attempt++ {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -87,7 +98,7 @@ func (t *upstreamTransport) RoundTrip(req *http.Request) (*http.Response, error)
 		if err != nil {
 			return nil, err
 		}
-		resp, err := t.exchange(ctx, uc, req)
+		resp, err := t.exchange(ctx, uc, req, got1xx)
 		if err == nil {
 			return resp, nil
 		}
@@ -115,7 +126,7 @@ func replayable(req *http.Request) bool {
 
 // exchange writes req on uc and reads the response head; on error uc is
 // closed.
-func (t *upstreamTransport) exchange(ctx context.Context, uc *upConn, req *http.Request) (*http.Response, error) {
+func (t *upstreamTransport) exchange(ctx context.Context, uc *upConn, req *http.Request, got1xx func(int, textproto.MIMEHeader) error) (*http.Response, error) {
 	// The request's context ends the exchange (and the body read after it)
 	// by expiring the connection's deadline: the blocked read or write
 	// returns and the connection is dropped.
@@ -134,7 +145,6 @@ func (t *upstreamTransport) exchange(ctx context.Context, uc *upConn, req *http.
 	if err := uc.bw.Flush(); err != nil {
 		return fail(err)
 	}
-	trace := httptrace.ContextClientTrace(ctx)
 	if t.headerTimeout > 0 {
 		_ = uc.c.SetReadDeadline(time.Now().Add(t.headerTimeout))
 	}
@@ -156,8 +166,8 @@ func (t *upstreamTransport) exchange(ctx context.Context, uc *upConn, req *http.
 			}
 			// Interim response (103 Early Hints and the like): hand it to
 			// ReverseProxy, which forwards it, and read the final one.
-			if trace != nil && trace.Got1xxResponse != nil {
-				if err := trace.Got1xxResponse(code, textproto.MIMEHeader(resp.Header)); err != nil {
+			if got1xx != nil {
+				if err := got1xx(code, textproto.MIMEHeader(resp.Header)); err != nil {
 					return fail(err)
 				}
 			}
