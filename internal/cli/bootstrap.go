@@ -79,11 +79,12 @@ func bootstrapCmd(args []string, stdout, stderr io.Writer) int {
 		return code
 	}
 	c := newControlClient(cfg, *wait, stderr)
+	run := bootstrapRun{c: c, cfg: cfg, files: files, stdout: stdout, stderr: stderr}
 	switch {
 	case sub == "init-ca-holder" && len(operands) == 0:
-		err = initCAHolder(c, cfg, files, *out, stdout)
+		err = initCAHolder(run, *out)
 	case sub == "new-core" && len(operands) == 0:
-		err = newCore(c, cfg, *id, *ip, *coreURL, *hosting, *out, *ttl, stdout, stderr)
+		err = newCore(run, newCoreArgs{id: *id, ip: *ip, coreURL: *coreURL, hosting: *hosting, out: *out, ttl: *ttl})
 	case sub == "remove-core" && len(operands) == 1:
 		err = removeCore(c, operands[0], *force, stdout)
 	case sub == "list-tokens" && len(operands) == 0:
@@ -104,13 +105,30 @@ func bootstrapCmd(args []string, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
+// bootstrapRun is what every bootstrap subcommand works with: the running
+// core's control socket, the configuration loaded from files, the output.
+type bootstrapRun struct {
+	c              *controlClient
+	cfg            *config.Config
+	files          []string // the --config files, as given
+	stdout, stderr io.Writer
+}
+
+// newCoreArgs are new-core's flags.
+type newCoreArgs struct {
+	id, ip, coreURL, hosting string
+	out                      string // the bundle file ("": <id>-join.bundle)
+	ttl                      time.Duration
+}
+
 // initCAHolder makes this core the CA holder: the cluster CA, and an
 // override that binds PlatformDB on core.ip so other cores can reach it.
 // When the core runs, it is asked to switch live (its member reopened on
 // core.ip with a node certificate from the cluster CA, its join listener
 // started); otherwise the override is for its next start. It can be run
 // again: the CA is kept, the override rewritten the same.
-func initCAHolder(c *controlClient, cfg *config.Config, files []string, out string, stdout io.Writer) error {
+func initCAHolder(run bootstrapRun, out string) error {
+	c, cfg, files, stdout := run.c, run.cfg, run.files, run.stdout
 	if cfg.Core.ID == "" || cfg.Core.IP == "" {
 		return errors.New("set core.id and core.ip (the address the other cores reach this one at) first")
 	}
@@ -220,7 +238,9 @@ func removeCore(c *controlClient, id string, force bool, stdout io.Writer) error
 // newCore prepares a core's join: node certificate, one-time token (stored
 // hashed, with the core pre-registered as unavailable), and the sealed bundle.
 // If a step fails, what the earlier ones created is removed.
-func newCore(c *controlClient, cfg *config.Config, id, ip, coreURL, hosting, out string, ttl time.Duration, stdout, stderr io.Writer) error {
+func newCore(run bootstrapRun, a newCoreArgs) error {
+	c, cfg, stdout, stderr := run.c, run.cfg, run.stdout, run.stderr
+	id, ip, coreURL, hosting, out, ttl := a.id, a.ip, a.coreURL, a.hosting, a.out, a.ttl
 	if !coreIDRE.MatchString(id) {
 		return fmt.Errorf("--id %q: must be one DNS label (lower case letters, digits, hyphens)", id)
 	}
