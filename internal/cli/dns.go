@@ -112,7 +112,7 @@ func dnsRecordsCmd(args []string, stdout, stderr io.Writer) int {
 			break
 		}
 		if len(ops) == 1 {
-			err = os.WriteFile(ops[0], out, 0o644)
+			err = writeFile(ops[0], out, 0o644) // whole or not at all: it may replace the last good export
 		} else {
 			_, err = stdout.Write(out)
 		}
