@@ -347,15 +347,12 @@ func (c *controlClient) export(w io.Writer, hostname, dir string) error {
 		return err
 	}
 	keyPath := filepath.Join(dir, "privkey.pem")
-	// WriteFile keeps an existing file's mode: start from a fresh file so the
-	// key is never in a file more open than 0600.
-	if err := os.Remove(keyPath); err != nil && !errors.Is(err, os.ErrNotExist) {
+	// writeFile makes a fresh file: the key is never in one more open than
+	// 0600, and an earlier export is replaced whole or kept.
+	if err := writeFile(keyPath, []byte(res.Key), 0o600); err != nil {
 		return err
 	}
-	if err := os.WriteFile(keyPath, []byte(res.Key), 0o600); err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(dir, "fullchain.pem"), []byte(res.Chain), 0o644); err != nil {
+	if err := writeFile(filepath.Join(dir, "fullchain.pem"), []byte(res.Chain), 0o644); err != nil {
 		return err
 	}
 	fmt.Fprintf(w, "wrote %s and %s\n", filepath.Join(dir, "fullchain.pem"), keyPath)
