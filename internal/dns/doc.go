@@ -179,4 +179,13 @@
 // header is dropped, an unparsable body gets FORMERR; responses (QR set) are
 // dropped before parsing; everything else goes through Answer. A panic in the
 // handler is recovered, logged and answered with SERVFAIL.
+//
+// Over UDP the common query — a member's A or AAAA, plain labels, at most an
+// OPT with cookies or padding — skips Unpack, Answer and Pack: the group's
+// set was packed once with the zone (owners pointing at the question), and
+// with DO in a signed zone the cached RRSIGs were packed once with their
+// cache entry; the response is the header, the question as sent, those
+// bytes and the OPT (fast.go, decision 0030). Its bytes are the general
+// path's (a property test compares them); anything else, or a signature not
+// made yet, takes the general path.
 package dns
