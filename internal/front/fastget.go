@@ -95,6 +95,8 @@ type outRequest struct {
 	url    url.URL
 	w      http.ResponseWriter // for got1xx
 	got1xx func(int, textproto.MIMEHeader) error
+	// The values of the headers set here, so setting them allocates nothing.
+	xff, xfh [1]string
 }
 
 var outRequests = sync.Pool{New: func() any {
@@ -156,6 +158,7 @@ func (g *getForwarder) release(o *outRequest) {
 	clear(o.req.Header)
 	o.w = nil
 	o.url = url.URL{}
+	o.xff[0], o.xfh[0] = "", ""
 	outRequests.Put(o)
 }
 
@@ -191,9 +194,11 @@ func (g *getForwarder) build(o *outRequest, r *http.Request) {
 		if prior := r.Header["X-Forwarded-For"]; g.o.trustForwarded && len(prior) > 0 {
 			clientIP = strings.Join(prior, ", ") + ", " + clientIP
 		}
-		h["X-Forwarded-For"] = []string{clientIP}
+		o.xff[0] = clientIP
+		h["X-Forwarded-For"] = o.xff[:]
 	}
-	h["X-Forwarded-Host"] = []string{r.Host}
+	o.xfh[0] = r.Host
+	h["X-Forwarded-Host"] = o.xfh[:]
 	if r.TLS != nil {
 		h["X-Forwarded-Proto"] = protoHTTPS
 	} else {
@@ -287,8 +292,9 @@ func isEventStream(h http.Header) bool {
 // copyBody copies the body through a pooled buffer, flushing after each
 // write when flush is set; an error ends the response (ReverseProxy's rule).
 func (g *getForwarder) copyBody(w io.Writer, body io.Reader, flush func() error) error {
-	buf := copyBuffers.Get()
-	defer copyBuffers.Put(buf)
+	bp := bodyBuffers.Get().(*[]byte)
+	defer bodyBuffers.Put(bp)
+	buf := *bp
 	for {
 		nr, rerr := body.Read(buf)
 		if rerr != nil && rerr != io.EOF && !errors.Is(rerr, context.Canceled) {
@@ -314,3 +320,8 @@ func (g *getForwarder) copyBody(w io.Writer, body io.Reader, flush func() error)
 		}
 	}
 }
+
+// bodyBuffers are the forwarder's body-copy buffers, kept by pointer so
+// that returning one allocates nothing (httputil.BufferPool's Put of a slice
+// does).
+var bodyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}

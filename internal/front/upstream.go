@@ -52,7 +52,11 @@ type upConn struct {
 	br        *bufio.Reader
 	bw        *bufio.Writer
 	idleSince time.Time
+	expire    func() // expireNow, bound once per connection, not per request
 }
+
+// expireNow makes the connection's blocked read or write return at once.
+func (uc *upConn) expireNow() { _ = uc.c.SetDeadline(aLongTimeAgo) }
 
 func newUpstreamTransport(addr string, fallback *http.Transport) *upstreamTransport {
 	return &upstreamTransport{
@@ -130,7 +134,7 @@ func (t *upstreamTransport) exchange(ctx context.Context, uc *upConn, req *http.
 	// The request's context ends the exchange (and the body read after it)
 	// by expiring the connection's deadline: the blocked read or write
 	// returns and the connection is dropped.
-	stop := context.AfterFunc(ctx, func() { _ = uc.c.SetDeadline(aLongTimeAgo) })
+	stop := context.AfterFunc(ctx, uc.expire)
 	fail := func(err error) (*http.Response, error) {
 		stop()
 		uc.c.Close()
@@ -262,7 +266,9 @@ func (t *upstreamTransport) get(ctx context.Context) (*upConn, bool, error) {
 	if err != nil {
 		return nil, false, err
 	}
-	return &upConn{c: c, br: bufio.NewReaderSize(c, 4<<10), bw: bufio.NewWriterSize(c, 4<<10)}, false, nil
+	uc := &upConn{c: c, br: bufio.NewReaderSize(c, 4<<10), bw: bufio.NewWriterSize(c, 4<<10)}
+	uc.expire = uc.expireNow
+	return uc, false, nil
 }
 
 // put returns uc to the pool, and closes the oldest idle connection when it
