@@ -14,14 +14,16 @@ import (
 // derivation (64 MiB), so this target is slow by design.
 func FuzzOpenBundle(f *testing.F) {
 	const passphrase = "zq9xkpassphrase0never0printed"
-	now := time.Now()
+	// Fixed, not time.Now(): each fuzzing worker runs this set-up again, and
+	// the seeds sealed by another process must open to the same bundle.
+	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
 	orig := &Bundle{
 		Version: 1, CoreID: "core2", IP: "127.0.0.2",
 		CACert:   "-----BEGIN CERTIFICATE-----\nCA\n-----END CERTIFICATE-----\n",
 		NodeCert: "-----BEGIN CERTIFICATE-----\nNODE\n-----END CERTIFICATE-----\n",
 		NodeKey:  "-----BEGIN PRIVATE KEY-----\nZq9xKnodekeyZq9xK\n-----END PRIVATE KEY-----\n",
 		Token:    "Zq9xK-token-Zq9xK", JoinURL: "https://127.0.0.1:7443/join", PeerURL: "https://127.0.0.2:2380",
-		ExpiresAt: now.Add(time.Hour).UTC().Truncate(time.Second),
+		ExpiresAt: now.Add(time.Hour),
 	}
 	sealed, err := orig.Seal(passphrase)
 	if err != nil {
