@@ -112,6 +112,9 @@ type Options struct {
 	// least StandbyMinGrace (default DefaultStandbyMinGrace). See standby.go.
 	Standby         bool
 	StandbyMinGrace time.Duration
+	// Fallbacks are the CAs ordered from, in turn, when DirectoryURL has
+	// failed for a while (fallback.go).
+	Fallbacks []Fallback
 }
 
 // lockName is the PlatformDB lock every renewer takes before ordering.
@@ -132,6 +135,8 @@ type Renewer struct {
 	wmu     sync.Mutex
 	wake    map[string]time.Time // row -> the next time its state asks for a look
 	seenDue map[string]time.Time // standby: row -> when it first saw it due (no planned renewal to go by)
+
+	fallbacks []*Renewer // one per Options.Fallbacks; they never Run
 
 	fmu    sync.Mutex
 	forced map[string]time.Time // row -> the last forced order
@@ -173,8 +178,12 @@ func New(opts Options) (*Renewer, error) {
 	if _, err := keyType(opts.KeyType); err != nil {
 		return nil, err
 	}
-	return &Renewer{opts: opts, log: opts.Logger, wake: map[string]time.Time{}, forced: map[string]time.Time{}, seenDue: map[string]time.Time{},
-		life: context.Background()}, nil
+	r := &Renewer{opts: opts, log: opts.Logger, wake: map[string]time.Time{}, forced: map[string]time.Time{}, seenDue: map[string]time.Time{},
+		life: context.Background()}
+	if err := r.newFallbacks(); err != nil {
+		return nil, err
+	}
+	return r, nil
 }
 
 // Run checks every plan now, then again at the earliest of CheckInterval
@@ -487,19 +496,37 @@ func (r *Renewer) checkPlan(ctx context.Context, p Plan, mode checkMode) (*certs
 
 	// Recorded before the order goes out: a renewer killed mid-order finds
 	// it on restart and waits as after a failure, instead of ordering again.
-	st.LastAttempt = now
+	ca, fallbackWhy := r.pickCA(cur, st, now)
+	if ca != r {
+		r.log.Warn("the ACME directory keeps failing; ordering from a fallback CA", "hostname", row,
+			"directory", r.opts.DirectoryURL, "fallback", ca.opts.DirectoryURL, "reason", fallbackWhy)
+	}
+	replaces := ""
+	if issuer := st.Directory; issuer == ca.opts.DirectoryURL || (issuer == "" && ca == r) {
+		replaces = replacesID(cur, &st) // only the CA that issued it knows it
+	}
+	st.LastAttempt, st.AttemptDirectory = now, ca.opts.DirectoryURL
 	st.NextAttempt = now.Add(retryDelay(st.Failures+1, 0, urgent(cur, now)))
 	if err := r.save(octx, row, st); err != nil {
 		return nil, fmt.Errorf("recording the attempt before ordering (nothing was ordered): %w", err)
 	}
 
-	rec, err := r.order(octx, p, replacesID(cur, &st))
+	if ca != r {
+		ca.held = r.held // the fallback writes through this renewer's lock
+	}
+	rec, err := ca.order(octx, p, replaces)
+	if ca != r {
+		ca.held = nil
+	}
 	now = r.opts.Now().UTC()
 	if err != nil {
 		if cause := context.Cause(octx); errors.Is(cause, errLockLost) {
 			err = cause
 		} else if ctx.Err() != nil {
 			return nil, err
+		}
+		if st.Failures == 0 {
+			st.FailingSince = now
 		}
 		r.recordFailure(ctx, p, &st, err, now)
 		if urgent(cur, now) {
@@ -525,7 +552,7 @@ func (r *Renewer) checkPlan(ctx context.Context, p Plan, mode checkMode) (*certs
 	st.Problem, st.UnpauseURL = nil, ""
 	st.LastSuccess, st.Unreadable = now, ""
 	st.RenewedBy, st.RenewedWhy = r.opts.Core, r.renewedWhy(mode, standby)
-	st.Directory = r.opts.DirectoryURL
+	st.Directory, st.FailingSince = ca.opts.DirectoryURL, time.Time{}
 	// The new certificate's window is asked at the next wake, a second from
 	// now, not at the schedule's point: a CA whose window opens before two
 	// thirds of the lifetime (short-lived profiles) is heard in time.
@@ -630,7 +657,7 @@ func (r *Renewer) due(ctx context.Context, p Plan, cur *certstore.Record, st *St
 			strings.Join(p.Hostnames, ", "), strings.Join(cur.Names, ", "))
 	case !now.Before(cur.ExpiresAt):
 		return true, "expired"
-	case cur.Source == certstore.SourceACME && st.Directory != "" && st.Directory != r.opts.DirectoryURL:
+	case cur.Source == certstore.SourceACME && st.Directory != "" && st.Directory != r.opts.DirectoryURL && r.caFor(st.Directory) == r:
 		// Staging -> production (or another CA): the certificate in
 		// service is not from the CA now configured.
 		return true, fmt.Sprintf("the ACME directory changed from %s to %s", st.Directory, r.opts.DirectoryURL)
@@ -654,7 +681,7 @@ func (r *Renewer) ariTime(ctx context.Context, cur *certstore.Record, st *State,
 		if err != nil {
 			return time.Time{}, false
 		}
-		client, err := r.ensureClient(ctx)
+		client, err := r.caFor(st.Directory).ensureClient(ctx) // ARI from the certificate's own issuer
 		if err != nil {
 			r.log.Warn("ACME directory unreachable; renewal timing falls back to the schedule", "error", problem(err))
 			return time.Time{}, false

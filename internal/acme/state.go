@@ -39,6 +39,10 @@ type State struct {
 	// NextAttempt one backoff step ahead) before the order is sent, so a
 	// renewer that dies mid-order does not order again at once on restart.
 	LastAttempt time.Time `json:"lastAttempt,omitzero"`
+	// AttemptDirectory is the CA of that order; FailingSince when the
+	// current failure streak began (fallback.go).
+	AttemptDirectory string    `json:"attemptDirectory,omitempty"`
+	FailingSince     time.Time `json:"failingSince,omitzero"`
 	// Unreadable is why the stored certificate row does not decode, while
 	// it does not: the renewer orders a certificate to replace it.
 	Unreadable string `json:"unreadable,omitempty"`

@@ -135,7 +135,10 @@ type LetsEncrypt struct {
 	Challenge string `yaml:"challenge"`
 	Profile   string `yaml:"profile"`
 	EAB       EAB    `yaml:"eab"`
-	DNS01     DNS01  `yaml:"dns01"`
+	// Fallback CAs, in order, for when the directory keeps failing
+	// (decision 0027).
+	Fallback []FallbackCA `yaml:"fallback"`
+	DNS01    DNS01        `yaml:"dns01"`
 	// CAA publishes, at the apex of dns.domain, CAA records that only our
 	// ACME account may use (RFC 8657). Unset means true.
 	CAA         *bool  `yaml:"caa"`
@@ -145,6 +148,12 @@ type LetsEncrypt struct {
 // CAAOn reports whether letsEncrypt.caa leaves the account-bound CAA
 // records on (the default).
 func (le LetsEncrypt) CAAOn() bool { return le.CAA == nil || *le.CAA }
+
+// FallbackCA is a second ACME directory with its own account.
+type FallbackCA struct {
+	DirectoryURL string `yaml:"directoryUrl"`
+	EAB          EAB    `yaml:"eab"`
+}
 
 type EAB struct {
 	KID     string `yaml:"kid"`

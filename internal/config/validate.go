@@ -322,6 +322,16 @@ func (v *validator) letsEncrypt(c *Config) {
 	case le.Challenge == ChallengeTLSALPN01 && c.DNS.Domain != "":
 		v.add("letsEncrypt.challenge", "tls-alpn-01 cannot prove the wildcard *.%s that dns.domain calls for (RFC 8737 has no wildcards; it is proved by DNS-01 from the embedded DNS server): remove letsEncrypt.challenge, or set it to http-01", normalizeDomain(c.DNS.Domain))
 	}
+	for i, f := range le.Fallback {
+		p := fmt.Sprintf("letsEncrypt.fallback[%d]", i)
+		if f.DirectoryURL == "" {
+			v.add(p+".directoryUrl", "required: the https:// ACME directory of the fallback CA")
+		}
+		v.httpsURL(p+".directoryUrl", f.DirectoryURL)
+		if (f.EAB.KID == "") != (f.EAB.HMACKey == "") {
+			v.add(p+".eab", "kid and hmacKey must be set together")
+		}
+	}
 	if (le.EAB.KID == "") != (le.EAB.HMACKey == "") {
 		v.add("letsEncrypt.eab", "kid and hmacKey must be set together")
 	}

@@ -237,6 +237,14 @@ func (a *acmeSys) options(cfg *config.Config) (acme.Options, error) {
 	if le.EAB.KID != "" {
 		eab = &acme.EAB{KID: le.EAB.KID, HMACKey: le.EAB.HMACKey.Reveal()}
 	}
+	var fallbacks []acme.Fallback
+	for _, f := range le.Fallback {
+		fb := acme.Fallback{DirectoryURL: f.DirectoryURL}
+		if f.EAB.KID != "" {
+			fb.EAB = &acme.EAB{KID: f.EAB.KID, HMACKey: f.EAB.HMACKey.Reveal()}
+		}
+		fallbacks = append(fallbacks, fb)
+	}
 	var plans []acme.Plan
 	for _, p := range cfg.Plans() {
 		plans = append(plans, acme.Plan{Hostnames: p.Hostnames, Challenge: p.Challenge})
@@ -263,6 +271,7 @@ func (a *acmeSys) options(cfg *config.Config) (acme.Options, error) {
 			m.ObserveOrder(kind)
 		},
 		OnFailure: a.onFailure(cfg),
+		Fallbacks: fallbacks,
 		Core:      coreName(cfg),
 		Standby:   !le.CertRenewer,
 	}, nil
