@@ -54,6 +54,13 @@ type caProxy struct {
 	resets []time.Time // connections reset while down
 	holds  map[string]chan struct{}
 	held   chan string // the kind of each request held
+	// ariAfter, when set, makes the proxy answer renewal information
+	// itself (RFC 9773's JSON): a one-second window that long after the
+	// first question about that certificate, so the renewal point is
+	// known (Pebble's window is the whole lifetime of a short certificate,
+	// the pick in it a hash of the serial).
+	ariAfter time.Duration
+	ariFirst map[string]time.Time
 }
 
 // acmeKind names a request by Pebble's paths.
@@ -85,7 +92,7 @@ func startCAProxy(t *testing.T, p *acmetest.Pebble) *caProxy {
 		t.Fatal(err)
 	}
 	cp := &caProxy{t: t, caFile: filepath.Join(t.TempDir(), "ca-proxy.pem"), conns: map[net.Conn]bool{},
-		holds: map[string]chan struct{}{}, held: make(chan string, 16)}
+		holds: map[string]chan struct{}{}, held: make(chan string, 16), ariFirst: map[string]time.Time{}}
 	writeFile(t, cp.caFile, root.CertPEM(), 0o644)
 	target, _ := url.Parse(p.DirectoryURL)
 	target.Path = ""
@@ -107,7 +114,21 @@ func startCAProxy(t *testing.T, p *acmetest.Pebble) *caProxy {
 			kind := acmeKind(r.URL.Path)
 			cp.mu.Lock()
 			hold := cp.holds[kind]
+			ari := cp.ariAfter
+			first, ok := cp.ariFirst[r.URL.Path]
+			if !ok {
+				first = time.Now()
+				cp.ariFirst[r.URL.Path] = first
+			}
 			cp.mu.Unlock()
+			if kind == "renewalInfo" && ari > 0 && hold == nil {
+				start := first.Add(ari).UTC()
+				w.Header().Set("Content-Type", "application/json")
+				w.Header().Set("Retry-After", "21600")
+				fmt.Fprintf(w, `{"suggestedWindow":{"start":%q,"end":%q}}`, start.Format(time.RFC3339), start.Add(time.Second).Format(time.RFC3339))
+				cp.record(caEvent{at: time.Now(), kind: kind, status: http.StatusOK})
+				return
+			}
 			if hold != nil {
 				cp.record(caEvent{at: time.Now(), kind: kind})
 				select {
@@ -505,14 +526,22 @@ func TestFaultsCAOutage(t *testing.T) {
 	// (see the restart after expiry below for what a start does then).
 	const validity = 90 * time.Second
 	ac := newACMECore(t, "outage.example.com", validity)
+	ac.proxy.ariAfter = 60 * time.Second // set before any request
 	ac.start()
 	oldSerial, oldExpiry := ac.waitIssued("", 60*time.Second)
-	ci, err := ac.certInfo()
-	if err != nil {
-		t.Fatal(err)
+	// The renewal point: the CA's window, asked right after issuance.
+	var ci admin.CertInfo
+	var err error
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		ci, err = ac.certInfo()
+		if err == nil && ci.Serial == oldSerial && ci.ARIWindow != nil && ci.NextRenewal != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("status shows no ARI window for %s within 10 s: %+v %v", oldSerial, ci, err)
+		}
 	}
-	issuedAt := ci.IssuedAt
-	due := issuedAt.Add(validity * 2 / 3)
+	due := *ci.NextRenewal
 	orders0 := ac.proxy.count("newOrder", time.Time{})
 	if orders0 != 1 {
 		t.Fatalf("%d orders for the first certificate, want 1", orders0)
@@ -640,8 +669,8 @@ func TestFaultsCAOutage(t *testing.T) {
 		slowest = max(slowest, d)
 	}
 	recordReliability(t, Row{Scenario: 1, Case: "CA away at a 90 s certificate's renewal point, 10 restarts, CA back",
-		Done: fmt.Sprintf("Pebble behind a proxy on the directory URL; the proxy reset every connection from %v before the renewal point (60 s after issuance) until after 10 SIGTERM + start of the core in a row; handshakes verified throughout; the CA back before the planned retry; one more restart once the old certificate had expired", due.Sub(outage).Round(time.Second)),
-		Figures: fmt.Sprintf("old certificate served by all %d handshakes during the outage (expired at %s, %v into it); %d connection attempts during the outage, all at the renewal point; retry planned %v after the failure (backoff step 1: 1 min ±10%%); 10 restarts (slowest start %s) reached the CA %d times; CA back %v before the planned retry: asked again %v after it, renewed %v after the CA came back (%v after the planned retry), %d order and %d finalization after the return; ",
+		Done: fmt.Sprintf("Pebble behind a proxy on the directory URL; the proxy answered renewal information with a window 60 s after issuance and reset every connection from %v before the renewal point until after 10 SIGTERM + start of the core in a row; handshakes verified throughout; the CA back before the planned retry; one more restart once the old certificate had expired", due.Sub(outage).Round(time.Second)),
+		Figures: fmt.Sprintf("old certificate served by all %d handshakes during the outage (expired at %s, %v into it); %d connection attempts during the outage, all at the renewal point; retry planned %v after the failure (backoff step 1: 1 min ±10%%); 10 restarts (slowest start %s) reached the CA %d times; CA back %v before the planned retry: asked again %v after it, renewed %v after the CA came back (%v after the planned retry), %d order and %d finalization after the return",
 			handshakes, oldExpiry.Format("15:04:05"), oldExpiry.Sub(outage).Round(time.Second), outageAttempts, backoff.Round(100*time.Millisecond),
 			ms(slowest), len(during), next.Sub(back).Round(time.Second), retryAt.Sub(next).Round(10*time.Millisecond),
 			recovered.Sub(back).Round(100*time.Millisecond), recovered.Sub(next).Round(100*time.Millisecond), orders, finals)})
