@@ -105,8 +105,11 @@ func TestFaultsKillRenewer(t *testing.T) {
 	const validity = 30 * time.Second
 	for _, kc := range cases {
 		kc.ac = newACMECore(t, "kill-"+kc.name+".example.com", validity)
-	}
-	for _, kc := range cases {
+		// A known renewal point, after the holds are armed (Pebble's
+		// window is the whole lifetime: the pick may come at once).
+		kc.ac.proxy.ariAfter = 15 * time.Second
+		// Started before the next case's Pebble takes ports: the free
+		// ports this core's configuration names are bound at once.
 		kc.ac.start()
 	}
 	for _, kc := range cases {
@@ -116,7 +119,7 @@ func TestFaultsKillRenewer(t *testing.T) {
 		kc.probe = newLockProbe(t, kc.ac)
 	}
 
-	// Each renewal comes at its point (20 s after issuance) and stops at
+	// Each renewal comes at its point (15 s after issuance) and stops at
 	// the held request: kill -9 there.
 	deadline := time.Now().Add(60 * time.Second)
 	for _, kc := range cases {
@@ -189,6 +192,9 @@ func TestFaultsKillRenewer(t *testing.T) {
 			since(kc.killed, kc.leaseFree), since(kc.restarted, kc.leaseFree), since(kc.restarted, kc.swept), since(kc.killed, kc.renewed),
 			orders, cp.statuses("newOrder", kc.armed, to), finals, certs)
 		outcome, note := faults.Held, ""
+		if kc.name == "dns01" {
+			outcome, note = faults.Fixed, "the sweep at start gave up on the lock after 5 s while the killed renewer's lease (renewed for its TTL by etcd's restart) still held it, so the values stayed until the next order (61 s here, months for a fresh certificate); it now waits a lease (acme: the sweep at start waits a lease)"
+		}
 		if kc.renewed.IsZero() {
 			t.Errorf("%s: not renewed within 150 s of the restart:\n%s", kc.name, kc.ac.c.logs.String())
 		}
