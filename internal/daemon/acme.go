@@ -146,6 +146,13 @@ func (a *acmeSys) attach(ctx context.Context, w *wiring) error {
 	if err := registerCoreURL(ctx, w.db, cfg); err != nil {
 		a.log.Warn("the certRenewer will not order this core's certificate until it is registered; retried at the next start", "error", err.Error())
 	}
+	if !cfg.LetsEncrypt.CertRenewer && a.alone(ctx, w) {
+		// Nothing to stand by for: certRenewer: false on a core alone is
+		// what an operator sets to keep it from ordering (a core being
+		// migrated from open-pryv.io's own ACME, decision 0018).
+		a.log.Info("certRenewer: false on a single core: no renewer runs; a standby starts once the core is in a cluster (at its next start)")
+		return nil
+	}
 	a.w = w
 	r, err := a.newRenewer(cfg)
 	if err != nil && !cfg.LetsEncrypt.CertRenewer {
@@ -165,6 +172,14 @@ func (a *acmeSys) attach(ctx context.Context, w *wiring) error {
 	w.run.Go((&certstore.Unplanned{KV: w.db, Planned: corePlans{cfg: a.cfg.Load, kv: w.db, log: a.log}.planned, Logger: a.log}).Run)
 	a.log.Info("certRenewer: ordering and renewing certificates", "directory", DirectoryURL(cfg.LetsEncrypt))
 	return nil
+}
+
+// alone reports whether this core's PlatformDB has no other member. A
+// store that does not answer is taken as a cluster: the standby then runs,
+// as decision 0027 wants on every other core.
+func (a *acmeSys) alone(ctx context.Context, w *wiring) bool {
+	ms, err := w.db.Members(ctx)
+	return err == nil && len(ms) <= 1
 }
 
 // detach stops the renewer (PlatformDB is going away).
