@@ -72,6 +72,20 @@ func TestMultiCoreDNSWildcard(t *testing.T) {
 	}
 
 	t.Run("static and apex answers", func(t *testing.T) {
+		// Until the zone has read PlatformDB, a name it lacks is SERVFAIL
+		// (a resolver asks again), never NXDOMAIN: wait for that, bounded.
+		for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			r := q("core1."+domain, mdns.TypeA, "udp")
+			if r.Rcode == mdns.RcodeNameError {
+				t.Fatalf("core1 NXDOMAIN right after the start: %v", r)
+			}
+			if r.Rcode != mdns.RcodeServerFailure {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("core1 still SERVFAIL 15 s after the start: %v", r)
+			}
+		}
 		for _, nw := range []string{"udp", "tcp"} {
 			r := q(domain, mdns.TypeSOA, nw)
 			if !r.Authoritative || len(r.Answer) != 1 {

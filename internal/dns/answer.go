@@ -284,6 +284,11 @@ func (z *Zone) resolve(r *response, syn *synth, qname string, qtype uint16, user
 			}
 		}
 	}
+	if n == nil && z.incomplete {
+		m.Authoritative = false
+		m.Rcode = dns.RcodeServerFailure
+		return false, lk
+	}
 	if n == nil {
 		m.Rcode = dns.RcodeNameError
 		m.Ns = z.negSOA

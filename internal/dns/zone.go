@@ -40,7 +40,17 @@ type Zone struct {
 	hasWildcard bool // some name's first label is "*"
 
 	sig *signer // set by Sign; nil: unsigned
+
+	// incomplete: built before the rows it is made from could be read
+	// (PlatformDB not loaded yet): a name it does not hold may exist.
+	incomplete bool
 }
+
+// SetIncomplete marks a zone built without its PlatformDB rows: a name it
+// does not hold is answered SERVFAIL (a resolver asks again or another
+// core) rather than NXDOMAIN, which resolvers would cache. Call it before
+// the zone is served: a served zone is never written.
+func (z *Zone) SetIncomplete() { z.incomplete = true }
 
 // node is one existing name of the zone.
 type node struct {

@@ -51,6 +51,9 @@ type Watcher struct {
 	mu     sync.Mutex
 	rows   *rows
 	serial uint32
+	// loaded: the rows have been read from PlatformDB once; before, the
+	// zone is served incomplete (names it lacks answered SERVFAIL).
+	loaded bool
 	warned map[string]bool
 	sigs   *dns.SigCache // with Keys: the signatures, kept across rebuilds
 }
@@ -137,6 +140,7 @@ func (w *Watcher) listAll(ctx context.Context) (map[string]int64, error) {
 	w.mu.Lock()
 	w.rows = r
 	w.serial = uint32(maxRev)
+	w.loaded = true
 	w.mu.Unlock()
 	return revs, nil
 }
@@ -222,6 +226,9 @@ func (w *Watcher) rebuild() error {
 	z, warnings, err := Build(st, w.rows, w.serial)
 	if err != nil {
 		return err
+	}
+	if !w.loaded {
+		z.SetIncomplete()
 	}
 	if w.warned == nil {
 		w.warned = map[string]bool{}
