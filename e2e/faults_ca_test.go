@@ -63,6 +63,14 @@ type caProxy struct {
 	ariFirst map[string]time.Time
 }
 
+// setARIAfter sets ariAfter under the lock: the proxy already serves (a
+// directory fetch may be under way).
+func (cp *caProxy) setARIAfter(d time.Duration) {
+	cp.mu.Lock()
+	cp.ariAfter = d
+	cp.mu.Unlock()
+}
+
 // acmeKind names a request by Pebble's paths.
 func acmeKind(path string) string {
 	for _, k := range []struct{ prefix, kind string }{
@@ -526,7 +534,7 @@ func TestFaultsCAOutage(t *testing.T) {
 	// (see the restart after expiry below for what a start does then).
 	const validity = 90 * time.Second
 	ac := newACMECore(t, "outage.example.com", validity)
-	ac.proxy.ariAfter = 60 * time.Second // set before any request
+	ac.proxy.setARIAfter(60 * time.Second) // before the core asks
 	ac.start()
 	oldSerial, oldExpiry := ac.waitIssued("", 60*time.Second)
 	// The renewal point: the CA's window, asked right after issuance.

@@ -107,7 +107,7 @@ func TestFaultsKillRenewer(t *testing.T) {
 		kc.ac = newACMECore(t, "kill-"+kc.name+".example.com", validity)
 		// A known renewal point, after the holds are armed (Pebble's
 		// window is the whole lifetime: the pick may come at once).
-		kc.ac.proxy.ariAfter = 15 * time.Second
+		kc.ac.proxy.setARIAfter(15 * time.Second)
 		// Started before the next case's Pebble takes ports: the free
 		// ports this core's configuration names are bound at once.
 		kc.ac.start()
