@@ -277,7 +277,7 @@ func TestServeSocketStopsOnCancel(t *testing.T) {
 	}()
 	c := SocketClient(path)
 	defer c.CloseIdleConnections()
-	if st := call(t, c, http.MethodGet, "/certs/x/other", nil, nil); st != http.StatusNotFound {
+	if st := call(t, c, http.MethodGet, "/no-such-route", nil, nil); st != http.StatusNotFound {
 		t.Fatalf("status %d", st)
 	}
 	cancel()
