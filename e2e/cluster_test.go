@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	mdns "github.com/miekg/dns"
+	"github.com/miekg/dns"
 
 	"github.com/pryv/pryv-tls/internal/acme/acmetest"
 	"github.com/pryv/pryv-tls/internal/admin"
@@ -368,12 +368,12 @@ func waitSerialNamed(t *testing.T, addr, name string, roots interface{}, want st
 func waitDNS(t *testing.T, ip string, port int, name, wantA string, d time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(d)
-	m := new(mdns.Msg)
-	m.SetQuestion(mdns.Fqdn(name), mdns.TypeA)
+	m := new(dns.Msg)
+	m.SetQuestion(dns.Fqdn(name), dns.TypeA)
 	for {
-		r, _, err := (&mdns.Client{Timeout: time.Second}).Exchange(m, fmt.Sprintf("%s:%d", ip, port))
+		r, _, err := (&dns.Client{Timeout: time.Second}).Exchange(m, fmt.Sprintf("%s:%d", ip, port))
 		if err == nil && len(r.Answer) == 1 {
-			if a, ok := r.Answer[0].(*mdns.A); ok && a.A.String() == wantA {
+			if a, ok := r.Answer[0].(*dns.A); ok && a.A.String() == wantA {
 				return
 			}
 		}

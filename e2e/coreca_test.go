@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pryv/pryv-tls/internal/cluster"
+	"github.com/pryv/pryv-tls/internal/clusterca"
 	"github.com/pryv/pryv-tls/internal/devpki"
 	"github.com/pryv/pryv-tls/internal/join"
 )
@@ -260,7 +260,7 @@ func waitLog(t *testing.T, c *core, s string, d time.Duration) {
 func TestInitCAHolderFirstLayout(t *testing.T) {
 	dir := t.TempDir()
 	caDir := filepath.Join(dir, "ca")
-	if _, err := cluster.LoadOrCreateCA(caDir); err != nil {
+	if _, err := clusterca.LoadOrCreateCA(caDir); err != nil {
 		t.Fatal(err)
 	}
 	crt, pemFile := filepath.Join(caDir, "ca.crt"), filepath.Join(caDir, "ca.pem")

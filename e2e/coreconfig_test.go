@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	mdns "github.com/miekg/dns"
+	"github.com/miekg/dns"
 )
 
 // coreDefaultConfig is open-pryv.io's config/default-config.yml, verbatim.
@@ -112,55 +112,55 @@ func TestCoreConfigFiles(t *testing.T) {
 
 	c := startCoreIn(t, dir, fmt.Sprintf("127.0.0.1:%d", port), append([]string{"--log-format", "json"}, args...)...)
 	dnsAddr := fmt.Sprintf("127.0.0.1:%d", dnsPort)
-	q := func(name string, qtype uint16, nw string) *mdns.Msg {
+	q := func(name string, qtype uint16, nw string) *dns.Msg {
 		t.Helper()
-		m := new(mdns.Msg)
-		m.SetQuestion(mdns.Fqdn(name), qtype)
-		r, _, err := (&mdns.Client{Net: nw, Timeout: 2 * time.Second}).Exchange(m, dnsAddr)
+		m := new(dns.Msg)
+		m.SetQuestion(dns.Fqdn(name), qtype)
+		r, _, err := (&dns.Client{Net: nw, Timeout: 2 * time.Second}).Exchange(m, dnsAddr)
 		if err != nil {
-			t.Fatalf("%s %s over %s: %v\n%s", name, mdns.TypeToString[qtype], nw, err, c.logs.String())
+			t.Fatalf("%s %s over %s: %v\n%s", name, dns.TypeToString[qtype], nw, err, c.logs.String())
 		}
 		return r
 	}
 	for _, nw := range []string{"udp", "tcp"} {
-		r := q("sw."+domain, mdns.TypeA, nw)
+		r := q("sw."+domain, dns.TypeA, nw)
 		var as []string
 		for _, rr := range r.Answer {
-			as = append(as, rr.(*mdns.A).A.String())
+			as = append(as, rr.(*dns.A).A.String())
 		}
 		if strings.Join(as, ",") != "127.0.0.10,127.0.0.11" || r.Answer[0].Header().Ttl != 120 {
 			t.Errorf("sw A over %s: %v", nw, r)
 		}
-		r = q("_dmarc."+domain, mdns.TypeTXT, nw)
-		if len(r.Answer) != 1 || strings.Join(r.Answer[0].(*mdns.TXT).Txt, "") != "v=DMARC1; p=none" {
+		r = q("_dmarc."+domain, dns.TypeTXT, nw)
+		if len(r.Answer) != 1 || strings.Join(r.Answer[0].(*dns.TXT).Txt, "") != "v=DMARC1; p=none" {
 			t.Errorf("_dmarc TXT over %s: %v", nw, r)
 		}
-		r = q("www."+domain, mdns.TypeCNAME, nw)
-		if len(r.Answer) != 1 || r.Answer[0].(*mdns.CNAME).Target != "sw."+domain+"." {
+		r = q("www."+domain, dns.TypeCNAME, nw)
+		if len(r.Answer) != 1 || r.Answer[0].(*dns.CNAME).Target != "sw."+domain+"." {
 			t.Errorf("www CNAME over %s: %v", nw, r)
 		}
-		r = q(domain, mdns.TypeMX, nw)
+		r = q(domain, dns.TypeMX, nw)
 		mx := map[string]uint16{}
 		for _, rr := range r.Answer {
-			mx[rr.(*mdns.MX).Mx] = rr.(*mdns.MX).Preference
+			mx[rr.(*dns.MX).Mx] = rr.(*dns.MX).Preference
 		}
 		if len(mx) != 2 || mx["mail."+domain+"."] != 20 || mx["backup-mx.example.net."] != 10 {
 			t.Errorf("apex MX over %s: %v", nw, r)
 		}
-		r = q(domain, mdns.TypeCAA, nw)
+		r = q(domain, dns.TypeCAA, nw)
 		caa := map[string]string{}
 		for _, rr := range r.Answer {
-			c := rr.(*mdns.CAA)
+			c := rr.(*dns.CAA)
 			caa[c.Tag] = fmt.Sprintf("%d %s", c.Flag, c.Value)
 		}
 		if len(caa) != 2 || caa["issue"] != "0 letsencrypt.org" || caa["iodef"] != "0 mailto:ops@example.com" {
 			t.Errorf("apex CAA over %s: %v", nw, r)
 		}
-		r = q(domain, mdns.TypeSOA, nw)
+		r = q(domain, dns.TypeSOA, nw)
 		if len(r.Answer) != 1 {
 			t.Fatalf("apex SOA over %s: %v", nw, r)
 		}
-		soa := r.Answer[0].(*mdns.SOA)
+		soa := r.Answer[0].(*dns.SOA)
 		if soa.Ns != "core."+domain+"." || soa.Mbox != "hostmaster."+domain+"." ||
 			soa.Refresh != 3601 || soa.Retry != 601 || soa.Expire != 604801 || soa.Minttl != 61 {
 			t.Errorf("apex SOA over %s: %v", nw, soa)

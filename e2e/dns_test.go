@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	mdns "github.com/miekg/dns"
+	"github.com/miekg/dns"
 
 	"github.com/pryv/pryv-tls/internal/acme/acmetest"
 )
@@ -59,14 +59,14 @@ func TestMultiCoreDNSWildcard(t *testing.T) {
 	start := time.Now()
 	c := startCoreIn(t, dir, addr, cfg...)
 
-	q := func(name string, qtype uint16, net string) *mdns.Msg {
+	q := func(name string, qtype uint16, net string) *dns.Msg {
 		t.Helper()
-		m := new(mdns.Msg)
-		m.SetQuestion(mdns.Fqdn(name), qtype)
-		cl := &mdns.Client{Net: net, Timeout: 2 * time.Second}
+		m := new(dns.Msg)
+		m.SetQuestion(dns.Fqdn(name), qtype)
+		cl := &dns.Client{Net: net, Timeout: 2 * time.Second}
 		r, _, err := cl.Exchange(m, dnsAddr)
 		if err != nil {
-			t.Fatalf("%s %s over %s: %v", name, mdns.TypeToString[qtype], net, err)
+			t.Fatalf("%s %s over %s: %v", name, dns.TypeToString[qtype], net, err)
 		}
 		return r
 	}
@@ -75,11 +75,11 @@ func TestMultiCoreDNSWildcard(t *testing.T) {
 		// Until the zone has read PlatformDB, a name it lacks is SERVFAIL
 		// (a resolver asks again), never NXDOMAIN: wait for that, bounded.
 		for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-			r := q("core1."+domain, mdns.TypeA, "udp")
-			if r.Rcode == mdns.RcodeNameError {
+			r := q("core1."+domain, dns.TypeA, "udp")
+			if r.Rcode == dns.RcodeNameError {
 				t.Fatalf("core1 NXDOMAIN right after the start: %v", r)
 			}
-			if r.Rcode != mdns.RcodeServerFailure {
+			if r.Rcode != dns.RcodeServerFailure {
 				break
 			}
 			if time.Now().After(deadline) {
@@ -87,22 +87,22 @@ func TestMultiCoreDNSWildcard(t *testing.T) {
 			}
 		}
 		for _, nw := range []string{"udp", "tcp"} {
-			r := q(domain, mdns.TypeSOA, nw)
+			r := q(domain, dns.TypeSOA, nw)
 			if !r.Authoritative || len(r.Answer) != 1 {
 				t.Fatalf("SOA over %s: %v", nw, r)
 			}
-			r = q("www."+domain, mdns.TypeA, nw)
-			if len(r.Answer) == 0 || r.Answer[0].(*mdns.CNAME).Target != "www.example.org." {
+			r = q("www."+domain, dns.TypeA, nw)
+			if len(r.Answer) == 0 || r.Answer[0].(*dns.CNAME).Target != "www.example.org." {
 				t.Fatalf("static CNAME over %s: %v", nw, r)
 			}
-			r = q("core1."+domain, mdns.TypeA, nw)
-			if len(r.Answer) != 1 || r.Answer[0].(*mdns.A).A.String() != "127.0.0.1" {
+			r = q("core1."+domain, dns.TypeA, nw)
+			if len(r.Answer) != 1 || r.Answer[0].(*dns.A).A.String() != "127.0.0.1" {
 				t.Fatalf("core1 over %s: %v", nw, r)
 			}
-			if r := q("evil"+domain, mdns.TypeA, nw); r.Rcode != mdns.RcodeRefused {
-				t.Fatalf("a name outside the zone: rcode %s", mdns.RcodeToString[r.Rcode])
+			if r := q("evil"+domain, dns.TypeA, nw); r.Rcode != dns.RcodeRefused {
+				t.Fatalf("a name outside the zone: rcode %s", dns.RcodeToString[r.Rcode])
 			}
-			if r := q("nobody."+domain, mdns.TypeA, nw); r.Rcode != mdns.RcodeNameError || len(r.Ns) != 1 {
+			if r := q("nobody."+domain, dns.TypeA, nw); r.Rcode != dns.RcodeNameError || len(r.Ns) != 1 {
 				t.Fatalf("unknown user: %v", r)
 			}
 		}
@@ -132,7 +132,7 @@ func TestMultiCoreDNSWildcard(t *testing.T) {
 		}
 		t.Logf("start -> wildcard certificate served: %s", time.Since(start).Round(time.Millisecond))
 		// The challenge values were cleaned up after the order.
-		if r := q("_acme-challenge."+domain, mdns.TypeTXT, "udp"); len(r.Answer) != 0 {
+		if r := q("_acme-challenge."+domain, dns.TypeTXT, "udp"); len(r.Answer) != 0 {
 			t.Errorf("challenge TXT still published after the order: %v", r.Answer)
 		}
 	})
@@ -189,7 +189,7 @@ func TestMultiCoreDNSWildcard(t *testing.T) {
 			begin := time.Now()
 			users("set-core", name, "core1")
 			for {
-				r := q(name+"."+domain, mdns.TypeA, "udp")
+				r := q(name+"."+domain, dns.TypeA, "udp")
 				if len(r.Answer) == 1 {
 					break
 				}
@@ -204,7 +204,7 @@ func TestMultiCoreDNSWildcard(t *testing.T) {
 		t.Logf("users set-core (CLI process included) -> answered: p50 %s, max %s", took[len(took)/2], took[len(took)-1])
 		users("delete", "user0")
 		deadline := time.Now().Add(5 * time.Second)
-		for q("user0."+domain, mdns.TypeA, "udp").Rcode != mdns.RcodeNameError {
+		for q("user0."+domain, dns.TypeA, "udp").Rcode != dns.RcodeNameError {
 			if time.Now().After(deadline) {
 				t.Fatal("deleted user still answered")
 			}
@@ -219,21 +219,21 @@ func TestMultiCoreDNSWildcard(t *testing.T) {
 		if code != 0 || !strings.Contains(out, "dry run") {
 			t.Fatalf("load --dry-run: %d %s", code, out)
 		}
-		if r := q("mail."+domain, mdns.TypeA, "udp"); r.Rcode != mdns.RcodeNameError {
+		if r := q("mail."+domain, dns.TypeA, "udp"); r.Rcode != dns.RcodeNameError {
 			t.Fatal("a dry run changed the zone")
 		}
 		if out, code := cli(t, dir, append(append([]string{"dns-records", "load"}, cfg...), f)...); code != 0 {
 			t.Fatalf("load: %d %s", code, out)
 		}
 		deadline := time.Now().Add(5 * time.Second)
-		for len(q("_dmarc."+domain, mdns.TypeTXT, "tcp").Answer) != 1 {
+		for len(q("_dmarc."+domain, dns.TypeTXT, "tcp").Answer) != 1 {
 			if time.Now().After(deadline) {
 				t.Fatal("loaded records not answered")
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
 		// A wildcard, as dns.staticEntries accepts it (issue 19 item 5).
-		if r := q("Anything.wild."+domain, mdns.TypeA, "udp"); len(r.Answer) != 1 || r.Answer[0].(*mdns.A).A.String() != "192.0.2.77" ||
+		if r := q("Anything.wild."+domain, dns.TypeA, "udp"); len(r.Answer) != 1 || r.Answer[0].(*dns.A).A.String() != "192.0.2.77" ||
 			r.Answer[0].Header().Name != "Anything.wild."+domain+"." {
 			t.Fatalf("the loaded wildcard: %v", r)
 		}

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	mdns "github.com/miekg/dns"
+	"github.com/miekg/dns"
 
 	"github.com/pryv/pryv-tls/e2e/faults"
 	"github.com/pryv/pryv-tls/internal/acme/acmetest"
@@ -471,15 +471,15 @@ func (ac *acmeCore) waitIssued(not string, d time.Duration) (string, time.Time) 
 func (ac *acmeCore) challengeTXT() ([]string, error) {
 	var vals []string
 	for _, nw := range []string{"udp", "tcp"} {
-		m := new(mdns.Msg)
-		m.SetQuestion(mdns.Fqdn("_acme-challenge."+ac.domain), mdns.TypeTXT)
-		r, _, err := (&mdns.Client{Net: nw, Timeout: 2 * time.Second}).Exchange(m, ac.dns)
+		m := new(dns.Msg)
+		m.SetQuestion(dns.Fqdn("_acme-challenge."+ac.domain), dns.TypeTXT)
+		r, _, err := (&dns.Client{Net: nw, Timeout: 2 * time.Second}).Exchange(m, ac.dns)
 		if err != nil {
 			return nil, fmt.Errorf("TXT _acme-challenge over %s: %w", nw, err)
 		}
 		var got []string
 		for _, rr := range r.Answer {
-			if txt, ok := rr.(*mdns.TXT); ok {
+			if txt, ok := rr.(*dns.TXT); ok {
 				got = append(got, strings.Join(txt.Txt, ""))
 			}
 		}

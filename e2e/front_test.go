@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	mdns "github.com/miekg/dns"
+	"github.com/miekg/dns"
 
 	"github.com/pryv/pryv-tls/internal/devpki"
 )
@@ -653,15 +653,15 @@ func TestCertbotDNSHook(t *testing.T) {
 		var got []string
 		deadline := time.Now().Add(5 * time.Second)
 		for {
-			m := new(mdns.Msg)
-			m.SetQuestion("_acme-challenge."+domain+".", mdns.TypeTXT)
-			r, _, err := (&mdns.Client{Timeout: 2 * time.Second}).Exchange(m, fmt.Sprintf("127.0.0.1:%d", dnsPort))
+			m := new(dns.Msg)
+			m.SetQuestion("_acme-challenge."+domain+".", dns.TypeTXT)
+			r, _, err := (&dns.Client{Timeout: 2 * time.Second}).Exchange(m, fmt.Sprintf("127.0.0.1:%d", dnsPort))
 			if err != nil {
 				t.Fatal(err)
 			}
 			got = nil
 			for _, rr := range r.Answer {
-				if tx, ok := rr.(*mdns.TXT); ok {
+				if tx, ok := rr.(*dns.TXT); ok {
 					got = append(got, strings.Join(tx.Txt, ""))
 				}
 			}

@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	mdns "github.com/miekg/dns"
+	"github.com/miekg/dns"
 
 	"github.com/pryv/pryv-tls/internal/devpki"
 	"github.com/pryv/pryv-tls/internal/join"
@@ -67,9 +67,9 @@ func startDNSQueries(addr, name, want string, max int) *probeLoop {
 	l.done.Add(1)
 	go func() {
 		defer l.done.Done()
-		m := new(mdns.Msg)
-		m.SetQuestion(mdns.Fqdn(name), mdns.TypeA)
-		cl := &mdns.Client{Timeout: 2 * time.Second}
+		m := new(dns.Msg)
+		m.SetQuestion(dns.Fqdn(name), dns.TypeA)
+		cl := &dns.Client{Timeout: 2 * time.Second}
 		for i := 0; i < max; i++ {
 			select {
 			case <-l.stop:
@@ -77,7 +77,7 @@ func startDNSQueries(addr, name, want string, max int) *probeLoop {
 			default:
 			}
 			r, _, err := cl.Exchange(m, addr)
-			if err == nil && (len(r.Answer) != 1 || r.Answer[0].(*mdns.A).A.String() != want) {
+			if err == nil && (len(r.Answer) != 1 || r.Answer[0].(*dns.A).A.String() != want) {
 				err = fmt.Errorf("answer %v", r)
 			}
 			if err != nil {

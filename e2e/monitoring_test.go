@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	mdns "github.com/miekg/dns"
+	"github.com/miekg/dns"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -242,10 +242,10 @@ func (m *monitoringCore) activity(t *testing.T) {
 	if code, body := m.frontGet(t, m.front("alice."+monDomain, true), "alice."+monDomain, "/alice/events"); code != 200 || !strings.HasPrefix(body, "api /alice/events") {
 		t.Fatalf("proxied request: %d %q", code, body)
 	}
-	for _, qt := range []uint16{mdns.TypeA, mdns.TypeA, mdns.TypeSOA} {
-		q := new(mdns.Msg)
+	for _, qt := range []uint16{dns.TypeA, dns.TypeA, dns.TypeSOA} {
+		q := new(dns.Msg)
 		q.SetQuestion("core1."+monDomain+".", qt)
-		if _, _, err := (&mdns.Client{Timeout: 2 * time.Second}).Exchange(q, m.dnsAddr); err != nil {
+		if _, _, err := (&dns.Client{Timeout: 2 * time.Second}).Exchange(q, m.dnsAddr); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	mdns "github.com/miekg/dns"
+	"github.com/miekg/dns"
 
 	"github.com/pryv/pryv-tls/internal/acme/acmetest"
 	"github.com/pryv/pryv-tls/internal/admin"
@@ -261,13 +261,13 @@ func TestReloadConfig(t *testing.T) {
 	}
 	wwwA := func() string {
 		t.Helper()
-		m := new(mdns.Msg)
-		m.SetQuestion("www."+host+".", mdns.TypeA)
-		r, _, err := (&mdns.Client{Timeout: 2 * time.Second}).Exchange(m, c.dnsAddr)
+		m := new(dns.Msg)
+		m.SetQuestion("www."+host+".", dns.TypeA)
+		r, _, err := (&dns.Client{Timeout: 2 * time.Second}).Exchange(m, c.dnsAddr)
 		if err != nil || len(r.Answer) != 1 {
 			t.Fatalf("www A: %v %v", r, err)
 		}
-		return r.Answer[0].(*mdns.A).A.String()
+		return r.Answer[0].(*dns.A).A.String()
 	}
 	served("A")
 	if got := wwwA(); got != "10.0.0.1" {

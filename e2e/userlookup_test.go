@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	mdns "github.com/miekg/dns"
+	"github.com/miekg/dns"
 
 	"github.com/pryv/pryv-tls/internal/rqlite/rqlitetest"
 	"github.com/pryv/pryv-tls/internal/usercore/usercoretest"
@@ -55,11 +55,11 @@ func TestUserLookup(t *testing.T) {
 	mustCLI(t, dir, append(append([]string{"users", "set-core"}, args...), "pinneduser", "core1")...)
 	waitDNS(t, "127.0.0.1", dnsPort, "pinneduser."+domain, "127.0.0.1", 10*time.Second)
 
-	q := func(name, netw string) *mdns.Msg {
+	q := func(name, netw string) *dns.Msg {
 		t.Helper()
-		m := new(mdns.Msg)
-		m.SetQuestion(mdns.Fqdn(name), mdns.TypeA)
-		r, _, err := (&mdns.Client{Net: netw, Timeout: 5 * time.Second}).Exchange(m, dnsAddr)
+		m := new(dns.Msg)
+		m.SetQuestion(dns.Fqdn(name), dns.TypeA)
+		r, _, err := (&dns.Client{Net: netw, Timeout: 5 * time.Second}).Exchange(m, dnsAddr)
 		if err != nil {
 			t.Fatalf("%s over %s: %v", name, netw, err)
 		}
@@ -68,18 +68,18 @@ func TestUserLookup(t *testing.T) {
 	wantA := func(name, netw, ip string) {
 		t.Helper()
 		r := q(name, netw)
-		if r.Rcode != mdns.RcodeSuccess || len(r.Answer) != 1 || !r.Authoritative {
+		if r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 || !r.Authoritative {
 			t.Fatalf("%s over %s: %v", name, netw, r)
 		}
-		a, ok := r.Answer[0].(*mdns.A)
-		if !ok || a.A.String() != ip || a.Hdr.Name != mdns.Fqdn(name) {
+		a, ok := r.Answer[0].(*dns.A)
+		if !ok || a.A.String() != ip || a.Hdr.Name != dns.Fqdn(name) {
 			t.Fatalf("%s over %s: %v, want A %s", name, netw, r.Answer, ip)
 		}
 	}
 	wantNX := func(name, netw string) {
 		t.Helper()
 		r := q(name, netw)
-		if r.Rcode != mdns.RcodeNameError || len(r.Ns) != 1 || r.Ns[0].Header().Ttl > 30 {
+		if r.Rcode != dns.RcodeNameError || len(r.Ns) != 1 || r.Ns[0].Header().Ttl > 30 {
 			t.Fatalf("%s over %s: %v, want NXDOMAIN with an SOA of TTL <= 30", name, netw, r)
 		}
 	}
@@ -118,7 +118,7 @@ func TestUserLookup(t *testing.T) {
 			begin := time.Now()
 			r := q("slowuser."+domain, nw)
 			took := time.Since(begin)
-			if r.Rcode != mdns.RcodeServerFailure {
+			if r.Rcode != dns.RcodeServerFailure {
 				t.Fatalf("over %s: %v, want SERVFAIL", nw, r)
 			}
 			if took > 1800*time.Millisecond {
@@ -128,7 +128,7 @@ func TestUserLookup(t *testing.T) {
 		}
 		// The request goes on; its answer fills the cache.
 		deadline := time.Now().Add(5 * time.Second)
-		for q("slowuser."+domain, "udp").Rcode != mdns.RcodeSuccess {
+		for q("slowuser."+domain, "udp").Rcode != dns.RcodeSuccess {
 			if time.Now().After(deadline) {
 				t.Fatal("the slow answer never reached the cache")
 			}
@@ -183,7 +183,7 @@ func TestUserLookup(t *testing.T) {
 			t.Fatalf("a username or the key in the log:\n%s", c.logs.String())
 		}
 		node.NoLeader(1)
-		if r := q("electionuser."+domain, "udp"); r.Rcode != mdns.RcodeServerFailure {
+		if r := q("electionuser."+domain, "udp"); r.Rcode != dns.RcodeServerFailure {
 			t.Fatalf("during an rqlite election: %v, want SERVFAIL (never NXDOMAIN)", r)
 		}
 	})

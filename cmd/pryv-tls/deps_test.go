@@ -37,14 +37,27 @@ const module = "github.com/pryv/pryv-tls/"
 // TestImportGraph keeps the package layout honest (docs/decisions/0010).
 func TestImportGraph(t *testing.T) {
 	leaves := map[string]bool{ // import no internal package
-		"internal/certs": true, "internal/dns": true, "internal/devpki": true,
-		"internal/atrest": true, "internal/rotatehook": true, "internal/cluster": true,
+		"internal/certs": true, "internal/authdns": true, "internal/devpki": true,
+		"internal/atrest": true, "internal/rotatehook": true, "internal/clusterca": true,
 	}
 	configUsers := map[string]bool{"internal/cli": true, "internal/daemon": true}
 	testHarness := map[string]bool{ // imported by _test.go files only
 		"internal/acme/acmetest": true, "internal/platformdb/platformdbtest": true, "internal/testutil": true,
 	}
-	for _, p := range list(t, "../../internal/...") {
+	pkgs := list(t, "../../internal/...")
+	seen := map[string]bool{}
+	for _, p := range pkgs {
+		seen[strings.TrimPrefix(p.ImportPath, module)] = true
+	}
+	// A renamed package must not drop out of its rule unnoticed.
+	for _, named := range []map[string]bool{leaves, configUsers, testHarness} {
+		for name := range named {
+			if !seen[name] {
+				t.Errorf("TestImportGraph names %s, which is not a package: update the rule after a rename", name)
+			}
+		}
+	}
+	for _, p := range pkgs {
 		name := strings.TrimPrefix(p.ImportPath, module)
 		for _, imp := range p.Imports {
 			if !strings.HasPrefix(imp, module) {

@@ -18,7 +18,7 @@ import (
 // benchStore builds a store of n certificates, each naming h<i>.example.com
 // and *.h<i>.example.com. They share one ECDSA key so that 10,000 of them
 // take a fraction of a second to make.
-func benchStore(b *testing.B, n int) *Store {
+func benchStore(b *testing.B, n int) *Cache {
 	b.Helper()
 	ca := newCA(b, "bench CA")
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -31,7 +31,7 @@ func benchStore(b *testing.B, n int) *Store {
 		_, leaf := issueWithKey(b, ca, key, int64(i+1), devpki.Leaf{Names: []string{host, "*." + host}})
 		certs[i] = &tls.Certificate{Certificate: [][]byte{leaf.Raw}, PrivateKey: key, Leaf: leaf}
 	}
-	s := NewStore()
+	s := NewCache()
 	s.Replace(SourceStore, certs...)
 	if s.Current().Len() != n {
 		b.Fatalf("set has %d certificates, want %d", s.Current().Len(), n)
@@ -79,7 +79,7 @@ func BenchmarkHandshake(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	store := NewStore()
+	store := NewCache()
 	store.Replace(SourceFiles, c)
 	addr := serveTLS(b, &tls.Config{GetCertificate: store.GetCertificate, MinVersion: tls.VersionTLS13})
 	roots := x509.NewCertPool()
@@ -133,7 +133,7 @@ func BenchmarkRotateOneOf10000(b *testing.B) {
 			}
 		}
 	})
-	keyed := NewStore()
+	keyed := NewCache()
 	changes := make([]Change, len(list))
 	for i, c := range list {
 		changes[i] = Change{Key: fmt.Sprintf("h%d.example.com", i), Cert: c}

@@ -42,28 +42,28 @@ func TestExpiredLosesToValid(t *testing.T) {
 			if got := newSet(tc.certs, "", now).Lookup(tc.sni); got != tc.want {
 				t.Errorf("newSet: %s -> %s, want %s", tc.sni, certName(got), certName(tc.want))
 			}
-			s := NewStore()
+			s := NewCache()
 			for i, c := range tc.certs {
 				s.Update(SourceStore, Change{Key: string(rune('a' + i)), Cert: c})
 			}
 			if got := get(t, s, tc.sni); got != tc.want {
-				t.Errorf("Store: %s -> %s, want %s", tc.sni, certName(got), certName(tc.want))
+				t.Errorf("Cache: %s -> %s, want %s", tc.sni, certName(got), certName(tc.want))
 			}
 		})
 	}
 }
 
-// TestStoreExpiresOnItsOwn: with nothing changing in any source, the store
+// TestCacheExpiresOnItsOwn: with nothing changing in any source, the store
 // stops serving an exact certificate once it expires when a valid wildcard
 // covers the name (its timer re-ranks), and a real client then gets the
 // wildcard.
-func TestStoreExpiresOnItsOwn(t *testing.T) {
+func TestCacheExpiresOnItsOwn(t *testing.T) {
 	ca := newCA(t, "timer CA")
 	now := time.Now()
 	// NotAfter has second precision: 2 to 3 s from now.
 	soon := pairWindow(t, ca, now.Add(-time.Hour), now.Add(3*time.Second).Truncate(time.Second), "core1.pryv.example.com")
 	wild := pairWindow(t, ca, now.Add(-2*time.Hour), now.Add(90*24*time.Hour), "*.pryv.example.com", "pryv.example.com")
-	s := NewStore()
+	s := NewCache()
 	s.Update(SourceFiles, Change{Key: "core1", Cert: soon})
 	s.Update(SourceStore, Change{Key: "*.pryv.example.com", Cert: wild})
 	roots := x509.NewCertPool()

@@ -77,12 +77,12 @@ func handshake(addr, serverName string, roots *x509.CertPool) (*x509.Certificate
 	return c.(*tls.Conn).ConnectionState().PeerCertificates[0], nil
 }
 
-// fileHarness is a FileSource feeding a Store behind a real TLS listener.
+// fileHarness is a FileSource feeding a Cache behind a real TLS listener.
 type fileHarness struct {
 	t                 *testing.T
 	dir               string
 	certFile, keyFile string
-	store             *Store
+	store             *Cache
 	src               *FileSource
 	logs              *syncBuffer
 	addr              string
@@ -99,7 +99,7 @@ func newFileHarness(t *testing.T, ca *devpki.CA, certFile, keyFile string) *file
 		t:        t,
 		certFile: certFile,
 		keyFile:  keyFile,
-		store:    NewStore(),
+		store:    NewCache(),
 		logs:     &syncBuffer{},
 		roots:    x509.NewCertPool(),
 		reload:   make(chan struct{}),

@@ -10,11 +10,11 @@ import (
 	"time"
 )
 
-// The Store derives each Set from the one before: a change re-ranks only
+// The Cache derives each Set from the one before: a change re-ranks only
 // the names the changed certificates carry, and the Set shares with its
 // predecessor whichever of its two maps no winner changed in (the other is
 // copied, since readers hold the old one). What newSet would build from the
-// whole list is the definition; TestStoreMatchesRebuild holds the two
+// whole list is the definition; TestCacheMatchesRebuild holds the two
 // together.
 
 // source is one source's certificates in the set's order: by key (Update),
@@ -62,17 +62,17 @@ func ranksAbove(a, b *entry, now time.Time) bool {
 	return a.before(b)
 }
 
-// update is a change to the Store in the making (under s.mu): the names
+// update is a change to the Cache in the making (under s.mu): the names
 // whose winner may have changed.
 type update struct {
-	s       *Store
+	s       *Cache
 	hadReal bool
 	dirty   []string // indexNames; may repeat
 	changed bool     // the list of certificates changed
 	now     time.Time
 }
 
-func (s *Store) begin() *update { return &update{s: s, hadReal: s.hasReal(), now: s.now()} }
+func (s *Cache) begin() *update { return &update{s: s, hadReal: s.hasReal(), now: s.now()} }
 
 func (u *update) add(src Source, key string, seq int, c *tls.Certificate) *entry {
 	e := &entry{cert: c, src: src, key: key, seq: seq}
@@ -242,7 +242,7 @@ func (u *update) commit() {
 // certificate c: nil (not indexed, the lookup falls through to the
 // wildcard) when c has expired and a valid wildcard covers name. It keeps
 // s.stale, the exact names whose best has expired, up to date.
-func (s *Store) exactWinner(name string, c *tls.Certificate, hasReal bool, now time.Time) *tls.Certificate {
+func (s *Cache) exactWinner(name string, c *tls.Certificate, hasReal bool, now time.Time) *tls.Certificate {
 	p := parentName(name)
 	if p == "" {
 		return c
@@ -270,7 +270,7 @@ func (s *Store) exactWinner(name string, c *tls.Certificate, hasReal bool, now t
 }
 
 // best is the certificate a name goes to, nil if none carries it.
-func (s *Store) best(n string, hasReal bool, now time.Time) *entry {
+func (s *Cache) best(n string, hasReal bool, now time.Time) *entry {
 	var best *entry
 	for e := range s.cands.all(n) {
 		if e.src == SourcePlaceholder && hasReal {
@@ -358,7 +358,7 @@ func (c *candidates) len() int { return len(c.one) }
 
 // list is every certificate of the set, in order; the placeholder only
 // while no other source has one.
-func (s *Store) list(hasReal bool) []*tls.Certificate {
+func (s *Cache) list(hasReal bool) []*tls.Certificate {
 	n := 0
 	for i := range s.sources {
 		if Source(i) != SourcePlaceholder || !hasReal {
@@ -383,7 +383,7 @@ func (s *Store) list(hasReal bool) []*tls.Certificate {
 const maxWake = time.Hour
 
 // arm sets the timer for the next expiry still to come (under s.mu).
-func (s *Store) arm(now time.Time) {
+func (s *Cache) arm(now time.Time) {
 	h := &s.expiries
 	for h.Len() > 0 && h.items[0].gone {
 		heap.Pop(h)
@@ -409,7 +409,7 @@ func (s *Store) arm(now time.Time) {
 
 // expire re-ranks the names of the certificates that expired since the
 // last time: the timer's function.
-func (s *Store) expire() {
+func (s *Cache) expire() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	u := s.begin()

@@ -14,9 +14,9 @@ import (
 	"time"
 )
 
-// storeModel is what a Store holds, kept the plain way: per source, the
+// storeModel is what a Cache holds, kept the plain way: per source, the
 // entries in the set's order (by key, then position). Its Set is newSet of
-// the whole list, the definition the Store's incremental updates must meet.
+// the whole list, the definition the Cache's incremental updates must meet.
 type storeModel struct {
 	sources     [numSources][]modelEntry
 	defaultName string
@@ -86,11 +86,11 @@ func setNames(m map[string]*tls.Certificate) []string {
 	return out
 }
 
-// TestStoreMatchesRebuild: random sequences of Update, Replace,
-// SetDefaultName and the clock passing certificates' expiry leave the Store
+// TestCacheMatchesRebuild: random sequences of Update, Replace,
+// SetDefaultName and the clock passing certificates' expiry leave the Cache
 // with exactly the Set newSet builds from scratch out of the same
 // certificates at the same time, after every step.
-func TestStoreMatchesRebuild(t *testing.T) {
+func TestCacheMatchesRebuild(t *testing.T) {
 	ca := newCA(t, "rebuild CA")
 	t0 := time.Now().Add(-3 * time.Hour).Truncate(time.Second)
 	// Overlapping names, wildcards, case and trailing dots, and few
@@ -122,7 +122,7 @@ func TestStoreMatchesRebuild(t *testing.T) {
 	}
 	for seed := range uint64(40) {
 		rng := rand.New(rand.NewPCG(seed, 99))
-		s, m := NewStore(), &storeModel{}
+		s, m := NewCache(), &storeModel{}
 		var clock atomic.Int64 // the timer may read it from its goroutine
 		clock.Store(t0.Add(5 * time.Minute).UnixNano())
 		now := func() time.Time { return time.Unix(0, clock.Load()) }
@@ -205,14 +205,14 @@ func TestStoreMatchesRebuild(t *testing.T) {
 	}
 }
 
-// TestStoreUpdate: the keyed source as the materialiser feeds it.
-func TestStoreUpdate(t *testing.T) {
+// TestCacheUpdate: the keyed source as the materialiser feeds it.
+func TestCacheUpdate(t *testing.T) {
 	ca := newCA(t, "update CA")
 	t0 := time.Now().Add(-2 * time.Hour).Truncate(time.Second)
 	a := pairAt(t, ca, t0, "a.example.com", "*.a.example.com")
 	b := pairAt(t, ca, t0, "b.example.com")
 	a2 := pairAt(t, ca, t0.Add(time.Minute), "a.example.com", "*.a.example.com")
-	s := NewStore()
+	s := NewCache()
 	s.Update(SourceStore, Change{"b.example.com", b}, Change{"a.example.com", a})
 	if got := get(t, s, "x.a.example.com"); got != a {
 		t.Fatalf("wildcard -> %s", certName(got))
@@ -245,14 +245,14 @@ func TestStoreUpdate(t *testing.T) {
 	s.Update(SourceStore) // nothing
 }
 
-// TestStoreConcurrentUpdateAndGet: readers never see a set in the making.
-func TestStoreConcurrentUpdateAndGet(t *testing.T) {
+// TestCacheConcurrentUpdateAndGet: readers never see a set in the making.
+func TestCacheConcurrentUpdateAndGet(t *testing.T) {
 	ca := newCA(t, "concurrent update CA")
 	t0 := time.Now().Add(-2 * time.Hour).Truncate(time.Second)
 	v1 := pairAt(t, ca, t0, "pryv.example.com", "*.pryv.example.com")
 	v2 := pairAt(t, ca, t0.Add(time.Minute), "pryv.example.com", "*.pryv.example.com")
 	other := pairAt(t, ca, t0, "other.example.com")
-	s := NewStore()
+	s := NewCache()
 	s.Update(SourceStore, Change{"other.example.com", other}, Change{"pryv.example.com", v1})
 	var wg sync.WaitGroup
 	stop := make(chan struct{})

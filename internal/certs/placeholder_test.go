@@ -114,7 +114,7 @@ func TestPlaceholderHandshake(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	store := NewStore()
+	store := NewCache()
 	store.Replace(SourcePlaceholder, ph)
 	addr := serveTLS(t, &tls.Config{GetCertificate: store.GetCertificate})
 

@@ -24,7 +24,7 @@ type Set struct {
 }
 
 // newSet indexes certs from scratch at now: it is the definition the
-// Store's incremental updates must match (index.go, TestStoreMatchesRebuild).
+// Cache's incremental updates must match (index.go, TestCacheMatchesRebuild).
 // When several certificates name the same host, one still valid at now beats
 // an expired one; then the most recently issued (latest NotBefore) wins,
 // whatever its source: a renewal, a file replaced by certbot and a record
@@ -137,7 +137,7 @@ func (s *Set) Lookup(name string) *tls.Certificate {
 	return c
 }
 
-// Kinds of match a lookup makes, counted by Store.GetCertificate.
+// Kinds of match a lookup makes, counted by Cache.GetCertificate.
 const (
 	matchExact = iota
 	matchWildcard
@@ -186,12 +186,12 @@ const (
 
 var errNoCertificate = errors.New("no certificate is loaded yet")
 
-// Store holds the current Set and derives the next one from it when a
+// Cache holds the current Set and derives the next one from it when a
 // source changes: only the names of the certificates that changed are
 // re-ranked (index.go), so rotating one certificate among 10,000 does not
 // re-index the other 9,999. Writers are serialised by a mutex; readers
 // (GetCertificate, on every handshake) only do an atomic load.
-type Store struct {
+type Cache struct {
 	mu          sync.Mutex
 	sources     [numSources]source // every certificate, in the set's order
 	cands       candidates         // every certificate naming each name, winning or not
@@ -211,16 +211,16 @@ type Store struct {
 	now      func() time.Time // time.Now; tests set it
 }
 
-// NewStore returns an empty store: handshakes fail until a source puts a certificate.
-func NewStore() *Store {
-	s := &Store{now: time.Now}
+// NewCache returns an empty store: handshakes fail until a source puts a certificate.
+func NewCache() *Cache {
+	s := &Cache{now: time.Now}
 	s.cur.Store(newSet(nil, "", s.now()))
 	return s
 }
 
 // SetDefaultName makes name's certificate the one served to clients that
 // send no SNI or an unknown name (normally the primary hostname).
-func (s *Store) SetDefaultName(name string) {
+func (s *Cache) SetDefaultName(name string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.defaultName = name
@@ -234,7 +234,7 @@ func (s *Store) SetDefaultName(name string) {
 // its place costs nothing, so a list that changes in place (a rotation) is
 // cheap and one with an entry inserted or removed mid-way is re-indexed
 // from there on. A source kept by hostname is better fed with Update.
-func (s *Store) Replace(src Source, certs ...*tls.Certificate) {
+func (s *Cache) Replace(src Source, certs ...*tls.Certificate) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	u := s.begin()
@@ -255,7 +255,7 @@ type Change struct {
 // the whole set. Within the source, certificates are in key order (what
 // newSet's tie-break and first-certificate fallback see). A source is fed
 // either by Update or by Replace: Replace drops the keys Update gave.
-func (s *Store) Update(src Source, changes ...Change) {
+func (s *Cache) Update(src Source, changes ...Change) {
 	if len(changes) == 0 {
 		return
 	}
@@ -267,16 +267,16 @@ func (s *Store) Update(src Source, changes ...Change) {
 }
 
 // Current returns the Set in force.
-func (s *Store) Current() *Set { return s.cur.Load() }
+func (s *Cache) Current() *Set { return s.cur.Load() }
 
 // HasReal reports whether a source other than the placeholder has a certificate.
-func (s *Store) HasReal() bool {
+func (s *Cache) HasReal() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.hasReal()
 }
 
-func (s *Store) hasReal() bool {
+func (s *Cache) hasReal() bool {
 	for i := range s.sources {
 		if Source(i) != SourcePlaceholder && len(s.sources[i].entries) > 0 {
 			return true
@@ -287,7 +287,7 @@ func (s *Store) hasReal() bool {
 
 // GetCertificate is the tls.Config hook: no lock, no I/O, no allocation;
 // one atomic add counts the lookup.
-func (s *Store) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+func (s *Cache) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 	c, kind := s.cur.Load().lookup(hello.ServerName)
 	s.lookups[kind].Add(1)
 	if c != nil {
@@ -305,8 +305,8 @@ type Lookups struct {
 	None     uint64 // no certificate at all: the handshake failed
 }
 
-// Lookups returns the counters since NewStore.
-func (s *Store) Lookups() Lookups {
+// Lookups returns the counters since NewCache.
+func (s *Cache) Lookups() Lookups {
 	return Lookups{
 		Exact:    s.lookups[matchExact].Load(),
 		Wildcard: s.lookups[matchWildcard].Load(),
@@ -338,7 +338,7 @@ type Served struct {
 // Served lists every name the current set answers with the certificate
 // served for it (sorted by name). It is for monitoring, not the handshake
 // path: it takes the writers' mutex and allocates.
-func (s *Store) Served() []Served {
+func (s *Cache) Served() []Served {
 	s.mu.Lock()
 	src := make(map[*tls.Certificate]Source)
 	for i := range s.sources {

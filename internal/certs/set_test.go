@@ -114,7 +114,7 @@ func TestSetCertificateWithoutLeafIsFallbackOnly(t *testing.T) {
 }
 
 func TestEmptyStore(t *testing.T) {
-	s := NewStore()
+	s := NewCache()
 	for _, sni := range []string{"", "www.example.com"} {
 		c, err := s.GetCertificate(&tls.ClientHelloInfo{ServerName: sni})
 		if c != nil || !errors.Is(err, errNoCertificate) {
@@ -129,7 +129,7 @@ func TestEmptyStore(t *testing.T) {
 	}
 }
 
-func get(t *testing.T, s *Store, sni string) *tls.Certificate {
+func get(t *testing.T, s *Cache, sni string) *tls.Certificate {
 	t.Helper()
 	c, err := s.GetCertificate(&tls.ClientHelloInfo{ServerName: sni})
 	if err != nil {
@@ -138,7 +138,7 @@ func get(t *testing.T, s *Store, sni string) *tls.Certificate {
 	return c
 }
 
-func TestStoreRanking(t *testing.T) {
+func TestCacheRanking(t *testing.T) {
 	ca := newCA(t, "ranking CA")
 	fromFiles := mustPair(t, ca, "pryv.example.com")
 	fromStore := mustPair(t, ca, "pryv.example.com", "other.example.com")
@@ -151,7 +151,7 @@ func TestStoreRanking(t *testing.T) {
 		t0 := time.Now().Add(-2 * time.Hour).Truncate(time.Second)
 		fileOld := pairAt(t, ca, t0, "pryv.example.com")
 		storeNew := pairAt(t, ca, t0.Add(time.Minute), "pryv.example.com", "other.example.com")
-		s := NewStore()
+		s := NewCache()
 		s.SetDefaultName("pryv.example.com")
 		s.Replace(SourceFiles, fileOld)
 		s.Replace(SourceStore, storeNew)
@@ -176,7 +176,7 @@ func TestStoreRanking(t *testing.T) {
 	})
 
 	t.Run("placeholder only while nothing real", func(t *testing.T) {
-		s := NewStore()
+		s := NewCache()
 		s.Replace(SourcePlaceholder, placeholder)
 		if s.HasReal() {
 			t.Error("HasReal() with only a placeholder = true")
@@ -223,14 +223,14 @@ func TestStoreRanking(t *testing.T) {
 	})
 }
 
-func TestStoreConcurrentReplaceAndGet(t *testing.T) {
+func TestCacheConcurrentReplaceAndGet(t *testing.T) {
 	ca := newCA(t, "concurrent CA")
 	a := mustPair(t, ca, "pryv.example.com", "*.pryv.example.com")
 	b := mustPair(t, ca, "pryv.example.com", "*.pryv.example.com")
 	c := mustPair(t, ca, "other.example.com")
 	valid := map[*tls.Certificate]bool{a: true, b: true, c: true}
 
-	s := NewStore()
+	s := NewCache()
 	s.Replace(SourceFiles, a)
 
 	const writes, readers, reads = 500, 4, 2000
@@ -281,7 +281,7 @@ func TestStoreConcurrentReplaceAndGet(t *testing.T) {
 // The handshake path must not allocate, whatever kind of match it makes.
 func TestGetCertificateDoesNotAllocate(t *testing.T) {
 	ca := newCA(t, "alloc CA")
-	s := NewStore()
+	s := NewCache()
 	s.Replace(SourceFiles,
 		mustPair(t, ca, "fallback.test"),
 		mustPair(t, ca, "pryv.example.com", "*.pryv.example.com"))
@@ -308,9 +308,9 @@ func TestGetCertificateDoesNotAllocate(t *testing.T) {
 }
 
 // GetCertificate counts each lookup by kind of match, for the metrics.
-func TestStoreCountsLookups(t *testing.T) {
+func TestCacheCountsLookups(t *testing.T) {
 	ca := newCA(t, "lookups CA")
-	s := NewStore()
+	s := NewCache()
 	hello := func(sni string) *tls.ClientHelloInfo { return &tls.ClientHelloInfo{ServerName: sni} }
 	if _, err := s.GetCertificate(hello("pryv.example.com")); err == nil {
 		t.Fatal("an empty store served a certificate")
@@ -328,10 +328,10 @@ func TestStoreCountsLookups(t *testing.T) {
 }
 
 // Served names the certificate actually served for each name, and its source.
-func TestStoreServed(t *testing.T) {
+func TestCacheServed(t *testing.T) {
 	ca := newCA(t, "served CA")
 	now := time.Now()
-	s := NewStore()
+	s := NewCache()
 	ph, err := Placeholder([]string{"pryv.example.com"}, time.Hour, now)
 	if err != nil {
 		t.Fatal(err)

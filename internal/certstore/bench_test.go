@@ -63,12 +63,12 @@ func (f *feedKV) Watch(ctx context.Context, _ string, _ int64) <-chan platformdb
 }
 
 // rotationBench is a running materialiser serving n certificates into a
-// certs.Store, with each of them on disk as after two rotations (a link,
+// certs.Cache, with each of them on disk as after two rotations (a link,
 // the current and the previous version directory), and two records for
 // each of the hostnames a rotation changes, to alternate between.
 type rotationBench struct {
 	kv      *feedKV
-	store   *certs.Store
+	store   *certs.Cache
 	records [][2]platformdb.Entry // per hostname rotated
 	next    int                   // the record to put next
 	rotated chan struct{}
@@ -82,7 +82,7 @@ func newRotationBench(b *testing.B, n, burst int, incremental bool) *rotationBen
 	tlsDir := b.TempDir()
 	now := time.Now()
 	rb := &rotationBench{
-		store:   certs.NewStore(),
+		store:   certs.NewCache(),
 		rotated: make(chan struct{}, burst),
 		served:  make(chan time.Time, 1),
 	}
@@ -206,8 +206,8 @@ func cpuTime() time.Duration {
 // written with their fsyncs, pruned, hooks run (ns/op: until the last
 // hook). cpu-ns/op is the process's CPU time, which the fsync waits are
 // not. "serve" hands the SNI set the whole list (Materialiser.Serve into
-// certs.Store.Replace, as internal/daemon does), "update" the changes
-// (Materialiser.Update into certs.Store.Update).
+// certs.Cache.Replace, as internal/daemon does), "update" the changes
+// (Materialiser.Update into certs.Cache.Update).
 func benchmarkRotate(b *testing.B, n, burst int, modes ...bool) {
 	for _, incremental := range modes {
 		name := "serve"

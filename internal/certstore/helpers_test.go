@@ -105,7 +105,7 @@ type rotation struct{ host, cert, key string }
 type recorder struct {
 	mu        sync.Mutex
 	serves    [][]*tls.Certificate // what the SNI set had after each change
-	store     *certs.Store         // what Update changes
+	store     *certs.Cache         // what Update changes
 	rotations []rotation
 }
 
@@ -115,12 +115,12 @@ func (r *recorder) serve(list []*tls.Certificate) {
 	r.serves = append(r.serves, slices.Clone(list))
 }
 
-// update applies the changes to a certs.Store, as the daemon does.
+// update applies the changes to a certs.Cache, as the daemon does.
 func (r *recorder) update(changes []certs.Change) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.store == nil {
-		r.store = certs.NewStore()
+		r.store = certs.NewCache()
 	}
 	r.store.Update(certs.SourceStore, changes...)
 	r.serves = append(r.serves, slices.Clone(r.store.Current().Certificates()))

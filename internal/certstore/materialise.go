@@ -32,7 +32,7 @@ type Materialiser struct {
 	Primary           string
 	CertFile, KeyFile string
 	// Update receives what changed after each change, keyed by hostname (a
-	// nil Cert: no longer served), for certs.Store.Update, which costs what
+	// nil Cert: no longer served), for certs.Cache.Update, which costs what
 	// changed rather than what is served. Serve, used when Update is nil,
 	// receives every certificate to serve instead, sorted by hostname.
 	Update func([]certs.Change)

@@ -111,7 +111,7 @@ func describeListing(l map[string]string) string {
 // names' versions, an operator's directory moved aside, stale temporaries,
 // unknown files, and the versions of names not written) is untouched — what
 // a scan of the whole directory after each write would leave, without the
-// scan. The served set (through Update into a certs.Store) follows the rows.
+// scan. The served set (through Update into a certs.Cache) follows the rows.
 func TestMaterialiserPrunesOnlyWhatChanged(t *testing.T) {
 	ca := newCA(t)
 	keys := testKeys(t, 1)
@@ -294,8 +294,8 @@ func TestMaterialiserServeAndUpdateAgree(t *testing.T) {
 	ctx := testCtx(t)
 	hosts := []string{"a.example.com", "*.a.example.com", "b.example.com", "www.a.example.com"}
 	kv := &scriptKV{rows: map[string][]byte{}}
-	full, changes := certs.NewStore(), certs.NewStore()
-	mk := func(s *certs.Store, incremental bool) *Materialiser {
+	full, changes := certs.NewCache(), certs.NewCache()
+	mk := func(s *certs.Cache, incremental bool) *Materialiser {
 		m := &Materialiser{Catalog: &Catalog{KV: kv, Keys: keys}, TLSDir: t.TempDir(), Logger: quietLogger()}
 		if incremental {
 			m.Update = func(ch []certs.Change) { s.Update(certs.SourceStore, ch...) }

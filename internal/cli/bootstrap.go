@@ -21,7 +21,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/pryv/pryv-tls/internal/cluster"
+	"github.com/pryv/pryv-tls/internal/clusterca"
 	"github.com/pryv/pryv-tls/internal/config"
 	"github.com/pryv/pryv-tls/internal/daemon"
 	"github.com/pryv/pryv-tls/internal/dnsdata"
@@ -135,7 +135,7 @@ func initCAHolder(run bootstrapRun, out string) error {
 	if !coreIDRE.MatchString(cfg.Core.ID) {
 		return fmt.Errorf("core.id %q: must be one DNS label (it names the PlatformDB member and {id}.{domain})", cfg.Core.ID)
 	}
-	ca, err := cluster.LoadOrCreateCA(cfg.Cluster.CA.Path)
+	ca, err := clusterca.LoadOrCreateCA(cfg.Cluster.CA.Path)
 	if err != nil {
 		return err
 	}
@@ -155,13 +155,13 @@ func initCAHolder(run bootstrapRun, out string) error {
 	fmt.Fprintf(stdout, `cluster CA: %s (fingerprint %s)
   certificate %s, key %s
 override:   %s
-`, cfg.Cluster.CA.Path, ca.Fingerprint(), ca.CertFile(), filepath.Join(cfg.Cluster.CA.Path, cluster.CAKeyName), out)
-	if filepath.Base(ca.CertFile()) != cluster.CoreCACertName {
+`, cfg.Cluster.CA.Path, ca.Fingerprint(), ca.CertFile(), filepath.Join(cfg.Cluster.CA.Path, clusterca.CAKeyName), out)
+	if filepath.Base(ca.CertFile()) != clusterca.CoreCACertName {
 		// LoadOrCreateCA could not add ca.crt: without it, open-pryv.io's
 		// bootstrap would make a new CA key over this one.
-		crt := filepath.Join(cfg.Cluster.CA.Path, cluster.CoreCACertName)
+		crt := filepath.Join(cfg.Cluster.CA.Path, clusterca.CoreCACertName)
 		fmt.Fprintf(stdout, "Before running open-pryv.io's bootstrap on this host, give it this CA: cp -p %s %s (it would otherwise write a new %s over this one)\n",
-			ca.CertFile(), crt, cluster.CAKeyName)
+			ca.CertFile(), crt, clusterca.CAKeyName)
 	}
 	if abs, err := filepath.Abs(out); err == nil {
 		req.Override = abs
@@ -251,7 +251,7 @@ func newCore(run bootstrapRun, a newCoreArgs) error {
 	if id == cfg.Core.ID {
 		return fmt.Errorf("--id %s is this core's own id", id)
 	}
-	ca, err := cluster.LoadCA(cfg.Cluster.CA.Path)
+	ca, err := clusterca.LoadCA(cfg.Cluster.CA.Path)
 	if err != nil {
 		return fmt.Errorf("not the CA holder (run \"pryv-tls bootstrap init-ca-holder\" first, as a user who can read %s): %w", cfg.Cluster.CA.Path, err)
 	}
@@ -259,7 +259,7 @@ func newCore(run bootstrapRun, a newCoreArgs) error {
 	if cfg.DNS.Domain != "" {
 		names = append(names, id+"."+cfg.DNS.Domain)
 	}
-	certPEM, keyPEM, err := ca.IssueNode(id, names, []net.IP{nip, net.IPv4(127, 0, 0, 1)}, cluster.DefaultNodeValidity)
+	certPEM, keyPEM, err := ca.IssueNode(id, names, []net.IP{nip, net.IPv4(127, 0, 0, 1)}, clusterca.DefaultNodeValidity)
 	if err != nil {
 		return err
 	}

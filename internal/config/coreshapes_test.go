@@ -1,7 +1,7 @@
 package config
 
 import (
-	mdns "github.com/miekg/dns"
+	"github.com/miekg/dns"
 	"slices"
 	"testing"
 )
@@ -147,27 +147,27 @@ func TestCoreShapesParseAsRecords(t *testing.T) {
 	r := c.DNS.Records.Root
 	var prefs []uint16
 	for _, v := range r.MX {
-		rr, err := mdns.NewRR("example.com. 300 IN MX " + v)
+		rr, err := dns.NewRR("example.com. 300 IN MX " + v)
 		if err != nil {
 			t.Fatalf("mx %q: %v", v, err)
 		}
-		prefs = append(prefs, rr.(*mdns.MX).Preference)
+		prefs = append(prefs, rr.(*dns.MX).Preference)
 	}
 	if !slices.Equal(prefs, []uint16{0, 10}) {
 		t.Errorf("mx preferences = %v", prefs)
 	}
-	rr, err := mdns.NewRR("example.com. 300 IN CAA " + r.CAA[0])
+	rr, err := dns.NewRR("example.com. 300 IN CAA " + r.CAA[0])
 	if err != nil {
 		t.Fatalf("caa %q: %v", r.CAA[0], err)
 	}
-	if caa := rr.(*mdns.CAA); caa.Flag != 0 || caa.Tag != "issue" || caa.Value != "letsencrypt.org; validationmethods=dns-01" {
+	if caa := rr.(*dns.CAA); caa.Flag != 0 || caa.Tag != "issue" || caa.Value != "letsencrypt.org; validationmethods=dns-01" {
 		t.Errorf("caa = %+v", caa)
 	}
-	rr, err = mdns.NewRR("example.com. 300 IN SOA " + r.SOA)
+	rr, err = dns.NewRR("example.com. 300 IN SOA " + r.SOA)
 	if err != nil {
 		t.Fatalf("soa %q: %v", r.SOA, err)
 	}
-	if soa := rr.(*mdns.SOA); soa.Ns != "core.example.com." || soa.Mbox != "hostmaster.example.com." || soa.Refresh != 3600 || soa.Retry != 600 || soa.Expire != 604800 || soa.Minttl != 60 {
+	if soa := rr.(*dns.SOA); soa.Ns != "core.example.com." || soa.Mbox != "hostmaster.example.com." || soa.Refresh != 3600 || soa.Retry != 600 || soa.Expire != 604800 || soa.Minttl != 60 {
 		t.Errorf("soa = %+v", soa)
 	}
 }

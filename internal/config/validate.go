@@ -15,7 +15,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/pryv/pryv-tls/internal/dns"
+	"github.com/pryv/pryv-tls/internal/authdns"
 )
 
 // NoHostnameError is the spec's "loud error": letsEncrypt is on but the
@@ -185,7 +185,7 @@ func (v *validator) dns(c *Config) {
 		default:
 			first[sub] = i
 			// The check dns-record rows get too (dns-records load).
-			if _, err := dns.CheckRelativeName(e.Subdomain); err != nil {
+			if _, err := authdns.CheckRelativeName(e.Subdomain); err != nil {
 				v.add(p+".subdomain", "%v", err)
 			}
 		}

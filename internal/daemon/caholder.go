@@ -13,7 +13,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/pryv/pryv-tls/internal/cluster"
+	"github.com/pryv/pryv-tls/internal/clusterca"
 	"github.com/pryv/pryv-tls/internal/config"
 	"github.com/pryv/pryv-tls/internal/join"
 	"github.com/pryv/pryv-tls/internal/nodeid"
@@ -81,7 +81,7 @@ func (c *core) becomeCAHolder(ctx context.Context, req join.CAHolderRequest) (jo
 			return join.CAHolderResponse{}, fmt.Errorf("the override %s: %w (the core must read it for its reloads)", req.Override, err)
 		}
 	}
-	ca, err := cluster.LoadCA(cur.Cluster.CA.Path)
+	ca, err := clusterca.LoadCA(cur.Cluster.CA.Path)
 	if err != nil {
 		return join.CAHolderResponse{}, fmt.Errorf("the running core cannot use the cluster CA (it must read it as the service's user): %w", err)
 	}

@@ -17,15 +17,15 @@ import (
 // polled from then on, and read again on every reload.
 type filesSys struct {
 	log      *slog.Logger
-	store    *certs.Store
+	cache    *certs.Cache
 	src      *certs.FileSource // nil when the files are not watched
 	bg       *tasks
 	reload   chan struct{} // a reload: read the files now
 	reloaded chan error    // the source's answer
 }
 
-func newFilesSys(cfg *config.Config, store *certs.Store, log *slog.Logger) *filesSys {
-	f := &filesSys{log: log, store: store, bg: newTasks(), reload: make(chan struct{}), reloaded: make(chan error, 1)}
+func newFilesSys(cfg *config.Config, cache *certs.Cache, log *slog.Logger) *filesSys {
+	f := &filesSys{log: log, cache: cache, bg: newTasks(), reload: make(chan struct{}), reloaded: make(chan error, 1)}
 	certFile, keyFile, caFile := cfg.CertFiles()
 	if !cfg.TLSEnabled() || certFile == "" || (cfg.LetsEncrypt.Enabled && cfg.PlatformDBEnabled()) {
 		// Under Strategy A the files are the materialiser's outputs: the
@@ -36,7 +36,7 @@ func newFilesSys(cfg *config.Config, store *certs.Store, log *slog.Logger) *file
 	f.src = &certs.FileSource{
 		CertFile: certFile, KeyFile: keyFile, CAFile: caFile,
 		Logger: log,
-		OnLoad: func(cert *tls.Certificate) { store.Replace(certs.SourceFiles, cert) },
+		OnLoad: func(cert *tls.Certificate) { cache.Replace(certs.SourceFiles, cert) },
 		OnReload: func(err error) {
 			select {
 			case f.reloaded <- err:
@@ -93,15 +93,15 @@ const placeholderValidity = 24 * time.Hour
 // certificate exists, renewing it before it expires. It starts after every
 // other source had its first say.
 type placeholderSys struct {
-	store    *certs.Store
+	cache    *certs.Cache
 	names    []string // nil: TLS is off
 	log      *slog.Logger
 	bg       *tasks
 	notAfter time.Time
 }
 
-func newPlaceholderSys(cfg *config.Config, store *certs.Store, log *slog.Logger) *placeholderSys {
-	p := &placeholderSys{store: store, log: log, bg: newTasks()}
+func newPlaceholderSys(cfg *config.Config, cache *certs.Cache, log *slog.Logger) *placeholderSys {
+	p := &placeholderSys{cache: cache, log: log, bg: newTasks()}
 	if cfg.TLSEnabled() {
 		p.names = cfg.Hostnames()
 	}
@@ -138,9 +138,9 @@ func (p *placeholderSys) run(ctx context.Context) {
 }
 
 func (p *placeholderSys) refresh(now time.Time) {
-	if p.store.HasReal() {
+	if p.cache.HasReal() {
 		if !p.notAfter.IsZero() {
-			p.store.Replace(certs.SourcePlaceholder)
+			p.cache.Replace(certs.SourcePlaceholder)
 			p.notAfter = time.Time{}
 		}
 		return
@@ -153,7 +153,7 @@ func (p *placeholderSys) refresh(now time.Time) {
 		p.log.Error("making the placeholder certificate", "error", err.Error())
 		return
 	}
-	p.store.Replace(certs.SourcePlaceholder, c)
+	p.cache.Replace(certs.SourcePlaceholder, c)
 	p.notAfter = c.Leaf.NotAfter
 	p.log.Warn("SERVING A SELF-SIGNED PLACEHOLDER CERTIFICATE: no real certificate is available yet; clients will not trust this core until one is",
 		"hostnames", c.Leaf.DNSNames, "notAfter", p.notAfter.UTC())

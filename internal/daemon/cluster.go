@@ -17,7 +17,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/pryv/pryv-tls/internal/cluster"
+	"github.com/pryv/pryv-tls/internal/clusterca"
 	"github.com/pryv/pryv-tls/internal/config"
 	"github.com/pryv/pryv-tls/internal/dnsdata"
 	"github.com/pryv/pryv-tls/internal/join"
@@ -149,7 +149,7 @@ func (m *memberSys) attach(_ context.Context, w *wiring) error {
 		Handler: &join.Server{Tokens: join.Tokens{KV: w.db}, Members: w.db, Logger: m.log, Base: w.run.ctx, Denied: w.db.Denied,
 			Renew: func(old *x509.Certificate) ([]byte, error) {
 				m.log.Info("renewing a node certificate", "core", old.Subject.CommonName, "notAfter", old.NotAfter)
-				return ca.Renew(old, cluster.DefaultNodeValidity)
+				return ca.Renew(old, clusterca.DefaultNodeValidity)
 			}},
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(m.log.Handler(), slog.LevelDebug),

@@ -12,8 +12,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pryv/pryv-tls/internal/authdns"
 	"github.com/pryv/pryv-tls/internal/config"
-	"github.com/pryv/pryv-tls/internal/dns"
 	"github.com/pryv/pryv-tls/internal/dnsdata"
 	"github.com/pryv/pryv-tls/internal/rqlite"
 	"github.com/pryv/pryv-tls/internal/usercore"
@@ -26,7 +26,7 @@ type dnsSys struct {
 	cfg   atomic.Pointer[config.Config]
 	log   *slog.Logger
 	ob    *observability
-	srv   *dns.Server
+	srv   *authdns.Server
 	watch *dnsdata.Watcher
 	users *usercore.Resolver // nil with dns.userLookup.source off
 	bg    *tasks
@@ -54,12 +54,12 @@ func (d *dnsSys) Start(context.Context) error {
 	if err != nil {
 		return fmt.Errorf("dns.userLookup: %w", err)
 	}
-	opts := dns.ServerOptions{Logger: d.log}
+	opts := authdns.ServerOptions{Logger: d.log}
 	if users != nil {
 		opts.Users = users // a nil *Resolver would be a non-nil interface
 		d.users = users
 	}
-	d.srv = dns.NewServer(opts)
+	d.srv = authdns.NewServer(opts)
 	d.watch = &dnsdata.Watcher{Static: static(cfg), Swap: d.srv.Swap, Logger: d.log}
 	if users != nil {
 		d.watch.Cores = func(cores []dnsdata.CoreInfo) { users.SetCores(registry(d.cfg.Load(), cores)) }

@@ -28,7 +28,7 @@ type frontSys struct {
 
 // frontDeps are where the front's certificates and local paths come from.
 type frontDeps struct {
-	store *certs.Store // nil: plain HTTP
+	cache *certs.Cache // nil: plain HTTP
 	// alpn answers TLS-ALPN-01 validations on the front (nil: none).
 	alpn  *acme.TLSALPN01Responder
 	ob    *observability
@@ -61,7 +61,7 @@ func newFrontSys(cfg *config.Config, d frontDeps, log *slog.Logger) (*frontSys, 
 		opts.Observe = ob.metrics.ObserveProxy
 	}
 	if cfg.TLSEnabled() {
-		opts.GetCertificate = d.store.GetCertificate
+		opts.GetCertificate = d.cache.GetCertificate
 		if d.alpn != nil {
 			opts.ACMETLS = d.alpn.GetCertificate
 		}

@@ -73,7 +73,7 @@ type acmeFailureHooks struct{ script, webhook, tlsDir string }
 // ready, and status says the same (it lists the failed check).
 func (o *observability) expiryCheck(now time.Time) health.Check {
 	var expired []string
-	for _, sv := range o.store.Served() {
+	for _, sv := range o.cache.Served() {
 		if sv.Source != certs.SourcePlaceholder && sv.Leaf != nil && !now.Before(sv.Leaf.NotAfter) {
 			expired = append(expired, fmt.Sprintf("%s (expired %s)", sv.Name, sv.Leaf.NotAfter.UTC().Format(time.RFC3339)))
 		}
@@ -99,7 +99,7 @@ func (o *observability) watchRenewals() {
 			return nil, err
 		}
 		served := map[string]certs.Served{}
-		for _, sv := range o.store.Served() {
+		for _, sv := range o.cache.Served() {
 			served[sv.Name] = sv
 		}
 		now := time.Now()

@@ -13,9 +13,9 @@ import (
 	"time"
 
 	"github.com/pryv/pryv-tls/internal/admin"
+	"github.com/pryv/pryv-tls/internal/authdns"
 	"github.com/pryv/pryv-tls/internal/certs"
 	"github.com/pryv/pryv-tls/internal/config"
-	"github.com/pryv/pryv-tls/internal/dns"
 	"github.com/pryv/pryv-tls/internal/health"
 	"github.com/pryv/pryv-tls/internal/metrics"
 	"github.com/pryv/pryv-tls/internal/platformdb"
@@ -34,12 +34,12 @@ const (
 // request's path.
 type observability struct {
 	cfg     atomic.Pointer[config.Config] // read per readiness check: swapped by Reload
-	store   *certs.Store
+	cache   *certs.Cache
 	metrics *metrics.Metrics // nil when metrics.listen is off
 	log     *slog.Logger
 
 	db       atomic.Pointer[platformdb.Etcd] // once PlatformDB is open
-	dns      atomic.Pointer[dns.Server]      // once the DNS server listens
+	dns      atomic.Pointer[authdns.Server]  // once the DNS server listens
 	caHolder atomic.Bool
 	draining atomic.Bool
 
@@ -62,8 +62,8 @@ type platformHealth struct {
 	Healthy, Unhealthy, Learners int
 }
 
-func newObservability(cfg *config.Config, store *certs.Store, log *slog.Logger) *observability {
-	o := &observability{store: store, log: log, bg: newTasks()}
+func newObservability(cfg *config.Config, cache *certs.Cache, log *slog.Logger) *observability {
+	o := &observability{cache: cache, log: log, bg: newTasks()}
 	o.cfg.Store(cfg)
 	o.health.Store(&platformHealth{})
 	if cfg.Metrics.Listen == "" {
@@ -71,7 +71,7 @@ func newObservability(cfg *config.Config, store *certs.Store, log *slog.Logger) 
 	}
 	o.metrics = metrics.New(Version)
 	if cfg.TLSEnabled() {
-		o.metrics.WatchCertificates(store, nil)
+		o.metrics.WatchCertificates(cache, nil)
 	}
 	if cfg.PlatformDBEnabled() {
 		o.metrics.WatchPlatformDB(func(ctx context.Context) metrics.PlatformDBHealth {
@@ -169,7 +169,7 @@ func (o *observability) checks() []health.Check {
 		out = append(out, health.Check{Name: "shutdown", OK: false, Detail: "shutting down: draining in-flight requests"})
 	}
 	cfg := o.cfg.Load()
-	hasReal := cfg.TLSEnabled() && o.store.HasReal()
+	hasReal := cfg.TLSEnabled() && o.cache.HasReal()
 	if cfg.TLSEnabled() {
 		c := health.Check{Name: "certificate", OK: hasReal, Detail: "a certificate is served"}
 		if !hasReal {
@@ -288,14 +288,14 @@ func (o *observability) self(ctx context.Context) admin.Self {
 		LastReload: o.lastReload.Load(),
 		Readiness:  o.checks(),
 	}
-	s.Placeholder = s.TLS && !o.store.HasReal()
+	s.Placeholder = s.TLS && !o.cache.HasReal()
 	s.DNS.Active = cfg.DNS.Active
 	if d := o.dns.Load(); d != nil {
 		s.DNS.Serving = d.Serving()
 	}
 	now := time.Now()
 	seen := map[*x509.Certificate]bool{}
-	for _, sv := range o.store.Served() {
+	for _, sv := range o.cache.Served() {
 		leaf := sv.Leaf
 		if sv.Source != certs.SourceFiles || leaf == nil || seen[leaf] {
 			continue

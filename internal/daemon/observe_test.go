@@ -39,7 +39,7 @@ func TestReadinessChecks(t *testing.T) {
 	log := slog.New(slog.DiscardHandler)
 
 	// Strategy B without PlatformDB: nothing to wait for.
-	plain := newObservability(mustConfig(t, "http:\n  port: 8080\n"), certs.NewStore(), log)
+	plain := newObservability(mustConfig(t, "http:\n  port: 8080\n"), certs.NewCache(), log)
 	if got := summary(plain.checks()); got != "" {
 		t.Errorf("Strategy B: %q, want no check", got)
 	}
@@ -48,7 +48,7 @@ func TestReadinessChecks(t *testing.T) {
 dnsLess: {isActive: true, publicUrl: "https://your-domain.com"}
 letsEncrypt: {enabled: true, email: ops@your-domain.com, atRestKey: "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", certRenewer: true}
 `)
-	store := certs.NewStore()
+	store := certs.NewCache()
 	ph, err := certs.Placeholder([]string{"your-domain.com"}, time.Hour, time.Now())
 	if err != nil {
 		t.Fatal(err)
@@ -119,7 +119,7 @@ letsEncrypt: {enabled: true, email: ops@your-domain.com, atRestKey: "AAAAAAAAAAA
 
 	// dns.active: the DNS server must be serving.
 	dnsCfg := mustConfig(t, "dns: {active: true, domain: mc.example.com}\n")
-	dob := newObservability(dnsCfg, certs.NewStore(), log)
+	dob := newObservability(dnsCfg, certs.NewCache(), log)
 	if got := summary(dob.checks()); got != "dns=FAIL platformdb=FAIL" {
 		t.Errorf("dns.active, nothing up: %q", got)
 	}

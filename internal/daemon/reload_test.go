@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	mdns "github.com/miekg/dns"
+	"github.com/miekg/dns"
 
 	"github.com/pryv/pryv-tls/internal/config"
 )
@@ -143,16 +143,16 @@ func TestReloadAndReopenInProcess(t *testing.T) {
 		return string(body), err
 	}
 	wwwA := func() (string, error) {
-		m := new(mdns.Msg)
-		m.SetQuestion("www.example.com.", mdns.TypeA)
-		r, _, err := (&mdns.Client{Timeout: 2 * time.Second}).Exchange(m, dnsAddr)
+		m := new(dns.Msg)
+		m.SetQuestion("www.example.com.", dns.TypeA)
+		r, _, err := (&dns.Client{Timeout: 2 * time.Second}).Exchange(m, dnsAddr)
 		if err != nil {
 			return "", err
 		}
 		if len(r.Answer) != 1 {
 			return "", fmt.Errorf("%d answers", len(r.Answer))
 		}
-		return r.Answer[0].(*mdns.A).A.String(), nil
+		return r.Answer[0].(*dns.A).A.String(), nil
 	}
 	status := func(url, key string) int {
 		t.Helper()

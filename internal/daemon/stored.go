@@ -48,7 +48,7 @@ func keyring(cfg *config.Config) (*atrest.Keyring, error) {
 
 // storedDeps are what the materialiser needs besides the configuration.
 type storedDeps struct {
-	store   *certs.Store
+	cache   *certs.Cache
 	metrics *metrics.Metrics // nil when metrics are off (its methods are nil-safe)
 	log     *slog.Logger
 }
@@ -64,7 +64,7 @@ func newStoredSys(cfg *config.Config, keys *atrest.Keyring, d storedDeps) *store
 		TLSDir:  cfg.LetsEncrypt.TLSDir,
 		Primary: cfg.PrimaryHostname(),
 		Logger:  d.log,
-		Update:  func(ch []certs.Change) { d.store.Update(certs.SourceStore, ch...) },
+		Update:  func(ch []certs.Change) { d.cache.Update(certs.SourceStore, ch...) },
 		OnRotate: func(host, certPath, keyPath string) {
 			hook := s.hook.Load()
 			s.bg.Go(func(ctx context.Context) {

@@ -30,11 +30,11 @@ func newCore(cfg *config.Config, opts Options) (*core, error) {
 	if err != nil {
 		return nil, err
 	}
-	store := certs.NewStore()
+	store := certs.NewCache()
 	store.SetDefaultName(cfg.PrimaryHostname())
 	c.ob = newObservability(cfg, store, log)
 	files := newFilesSys(cfg, store, log)
-	stored := newStoredSys(cfg, keys, storedDeps{store: store, metrics: c.ob.metrics, log: log})
+	stored := newStoredSys(cfg, keys, storedDeps{cache: store, metrics: c.ob.metrics, log: log})
 	dnsS := newDNSSys(cfg, c.ob, log)
 	acmeS := newACMESys(cfg, keys, c.ob.metrics, log)
 	member := newMemberSys(cfg, c.ob, log)
@@ -46,7 +46,7 @@ func newCore(cfg *config.Config, opts Options) (*core, error) {
 	ph := newPlaceholderSys(cfg, store, log)
 	frontDepsV := frontDeps{ob: c.ob, plat: c.plat, drain: opts.DrainTimeout}
 	if cfg.TLSEnabled() {
-		frontDepsV.store = store
+		frontDepsV.cache = store
 		if acmeS.on() {
 			frontDepsV.alpn = acmeS.alpn
 		}

@@ -9,9 +9,9 @@ import (
 	"strings"
 	"time"
 
-	mdns "github.com/miekg/dns"
+	"github.com/miekg/dns"
 
-	"github.com/pryv/pryv-tls/internal/dns"
+	"github.com/pryv/pryv-tls/internal/authdns"
 )
 
 // ReservedNames answer with every available core's addresses.
@@ -39,7 +39,7 @@ type Static struct {
 	DNSSEC Opener
 	// Sigs keeps the signatures across rebuilds (the Watcher's; nil: a
 	// new cache per Build).
-	Sigs *dns.SigCache
+	Sigs *authdns.SigCache
 }
 
 // rows is the in-memory copy of the DNS rows the zone is built from.
@@ -90,7 +90,7 @@ func (r *rows) setUser(name, id string) {
 		r.coreIDs = append(r.coreIDs, id)
 		r.coreIdx[id] = i
 	}
-	if !dns.IsMemberLabel(name) {
+	if !authdns.IsMemberLabel(name) {
 		r.odd[name] = r.coreIDs[i]
 		return
 	}
@@ -105,7 +105,7 @@ func (r *rows) setUser(name, id string) {
 
 // deleteUser forgets user name.
 func (r *rows) deleteUser(name string) {
-	if !dns.IsMemberLabel(name) {
+	if !authdns.IsMemberLabel(name) {
 		delete(r.odd, name)
 		return
 	}
@@ -137,8 +137,8 @@ func (r *rows) user(name string) (string, bool) {
 // Build makes the zone: static entries first, then runtime records (a name
 // both define keeps the static one, and a warning says so), the reserved
 // names and per-core names, then users, then ACME TXT values.
-func Build(st Static, r *rows, serial uint32) (*dns.Zone, []string, error) {
-	b := &zoneBuilder{st: st, r: r, origin: mdns.Fqdn(st.Domain), ttl: st.TTL, taken: map[string]string{}}
+func Build(st Static, r *rows, serial uint32) (*authdns.Zone, []string, error) {
+	b := &zoneBuilder{st: st, r: r, origin: dns.Fqdn(st.Domain), ttl: st.TTL, taken: map[string]string{}}
 	// The order is the precedence: a name claimed by an earlier phase
 	// shadows the later ones.
 	if err := b.apex(); err != nil {
@@ -162,11 +162,11 @@ type zoneBuilder struct {
 	r        *rows
 	origin   string // st.Domain, fully qualified
 	ttl      uint32
-	all      []mdns.RR
+	all      []dns.RR
 	taken    map[string]string // relative name -> what claimed it
 	warnings []string
-	keys     []dns.Key   // the DNSSEC signing keys, if any
-	groups   [][]mdns.RR // the records of each core of r.coreIDs, for its users
+	keys     []authdns.Key // the DNSSEC signing keys, if any
+	groups   [][]dns.RR    // the records of each core of r.coreIDs, for its users
 }
 
 // claim takes name for by, unless an earlier phase has it (a warning says
@@ -199,7 +199,7 @@ func (b *zoneBuilder) add(name string, recs Records, by string) {
 		err = fmt.Errorf("a name with a CNAME can hold no other record")
 	}
 	for _, rr := range rrs {
-		if err == nil && !mdns.IsSubDomain(b.origin, rr.Header().Name) {
+		if err == nil && !dns.IsSubDomain(b.origin, rr.Header().Name) {
 			err = fmt.Errorf("%s is not inside the zone", rr.Header().Name)
 		}
 	}
@@ -304,7 +304,7 @@ func (b *zoneBuilder) cores() {
 	// the rows' own map of users (kept by the zone, not copied) and the
 	// records of each core. Nothing here is done per user: a rebuild costs
 	// the other names only.
-	b.groups = make([][]mdns.RR, len(b.r.coreIDs))
+	b.groups = make([][]dns.RR, len(b.r.coreIDs))
 	for i, id := range b.r.coreIDs {
 		if c, ok := b.r.cores[id]; ok {
 			if rrs, err := buildRRs("x."+b.origin, b.ttl, coreRecords(c)); err == nil {
@@ -334,7 +334,7 @@ func (b *zoneBuilder) oddUsers() {
 
 // memberRecords returns the records of the user whose name is owner (lower
 // case, fully qualified), if it is a member the zone answers.
-func (b *zoneBuilder) memberRecords(owner string) []mdns.RR {
+func (b *zoneBuilder) memberRecords(owner string) []dns.RR {
 	l, ok := strings.CutSuffix(owner, "."+b.origin)
 	if !ok || strings.IndexByte(l, '.') >= 0 {
 		return nil
@@ -353,30 +353,30 @@ func (b *zoneBuilder) memberRecords(owner string) []mdns.RR {
 func (b *zoneBuilder) challenges() {
 	cnames := map[string]bool{}
 	for _, rr := range b.all {
-		if rr.Header().Rrtype == mdns.TypeCNAME {
+		if rr.Header().Rrtype == dns.TypeCNAME {
 			cnames[strings.ToLower(rr.Header().Name)] = true
 		}
 	}
 	for fqdn, values := range b.r.challenges {
-		owner := mdns.Fqdn(fqdn)
-		if !mdns.IsSubDomain(b.origin, owner) {
+		owner := dns.Fqdn(fqdn)
+		if !dns.IsSubDomain(b.origin, owner) {
 			continue
 		}
 		lower := strings.ToLower(owner)
 		user := b.memberRecords(lower)
-		if cnames[lower] || (len(user) > 0 && user[0].Header().Rrtype == mdns.TypeCNAME) {
+		if cnames[lower] || (len(user) > 0 && user[0].Header().Rrtype == dns.TypeCNAME) {
 			b.warn("%s: holds a CNAME; the DNS-01 value published there is not served", fqdn)
 			continue
 		}
 		// A value at a user's own name: the name holds both (a name of
 		// rrs with records would shadow the member).
 		for _, rr := range user {
-			c := mdns.Copy(rr)
+			c := dns.Copy(rr)
 			c.Header().Name = owner
 			b.all = append(b.all, c)
 		}
 		for _, v := range values {
-			b.all = append(b.all, &mdns.TXT{Hdr: mdns.RR_Header{Name: owner, Rrtype: mdns.TypeTXT, Class: mdns.ClassINET, Ttl: 60}, Txt: []string{v}})
+			b.all = append(b.all, &dns.TXT{Hdr: dns.RR_Header{Name: owner, Rrtype: dns.TypeTXT, Class: dns.ClassINET, Ttl: 60}, Txt: []string{v}})
 		}
 	}
 }
@@ -384,12 +384,12 @@ func (b *zoneBuilder) challenges() {
 // zone makes the zone of what was added, with the users as members, and
 // signs it when there are keys. The rows' users are the zone's from now on
 // (r.shared: the next change copies them).
-func (b *zoneBuilder) zone(serial uint32) (*dns.Zone, []string, error) {
+func (b *zoneBuilder) zone(serial uint32) (*authdns.Zone, []string, error) {
 	soa, err := makeSOA(b.origin, b.ttl, b.st.RootSOA, serial)
 	if err != nil {
 		return nil, nil, err
 	}
-	z, err := dns.NewZoneMembers(b.origin, soa, b.all, dns.Members{Labels: b.r.users, Groups: b.groups})
+	z, err := authdns.NewZoneMembers(b.origin, soa, b.all, authdns.Members{Labels: b.r.users, Groups: b.groups})
 	if err != nil {
 		return nil, b.warnings, err
 	}
@@ -404,7 +404,7 @@ func (b *zoneBuilder) zone(serial uint32) (*dns.Zone, []string, error) {
 
 func coreRecords(c CoreInfo) Records {
 	if c.IP == "" && c.IPv6 == "" && c.CNAME != "" {
-		return Records{CNAME: mdns.Fqdn(c.CNAME)}
+		return Records{CNAME: dns.Fqdn(c.CNAME)}
 	}
 	return addrRecords(c.IP, c.IPv6)
 }
@@ -420,30 +420,30 @@ func addrRecords(ip, ipv6 string) Records {
 	return r
 }
 
-func makeSOA(origin string, ttl uint32, text string, serial uint32) (*mdns.SOA, error) {
+func makeSOA(origin string, ttl uint32, text string, serial uint32) (*dns.SOA, error) {
 	if text == "" {
 		text = fmt.Sprintf("core.%s hostmaster.%s 1 3600 600 1209600 %d", origin, origin, ttl)
 	}
-	rr, err := mdns.NewRR(fmt.Sprintf("%s %d IN SOA %s", origin, ttl, text))
+	rr, err := dns.NewRR(fmt.Sprintf("%s %d IN SOA %s", origin, ttl, text))
 	if err == nil && rr == nil {
 		err = errors.New("empty")
 	}
 	if err != nil {
 		return nil, fmt.Errorf("dns.records.root.soa: %q is not an SOA (mname rname serial refresh retry expire minimum): %w", text, err)
 	}
-	soa := rr.(*mdns.SOA)
+	soa := rr.(*dns.SOA)
 	soa.Serial = serial
 	return soa, nil
 }
 
 // buildRRs turns presentation-format values into records, with the
 // library's parser (never our own), in a fixed order of types.
-func buildRRs(owner string, ttl uint32, r Records) ([]mdns.RR, error) {
+func buildRRs(owner string, ttl uint32, r Records) ([]dns.RR, error) {
 	var cname []string
 	if r.CNAME != "" {
 		cname = []string{r.CNAME}
 	}
-	var out []mdns.RR
+	var out []dns.RR
 	for _, t := range []struct {
 		typ    string
 		values []string
@@ -460,19 +460,19 @@ func buildRRs(owner string, ttl uint32, r Records) ([]mdns.RR, error) {
 }
 
 // parseRR makes one record of type typ (upper case) and value v.
-func parseRR(owner string, ttl uint32, typ, v string) (mdns.RR, error) {
+func parseRR(owner string, ttl uint32, typ, v string) (dns.RR, error) {
 	switch typ {
 	case "A":
 		if net.ParseIP(v).To4() == nil {
 			return nil, fmt.Errorf("a %q: not an IPv4 address", v)
 		}
 	case "CNAME", "NS":
-		v = mdns.Fqdn(v)
+		v = dns.Fqdn(v)
 	case "TXT":
 		// A TXT value is taken as the text itself, not zone-file syntax.
-		return &mdns.TXT{Hdr: mdns.RR_Header{Name: owner, Rrtype: mdns.TypeTXT, Class: mdns.ClassINET, Ttl: ttl}, Txt: splitTXT(v)}, nil
+		return &dns.TXT{Hdr: dns.RR_Header{Name: owner, Rrtype: dns.TypeTXT, Class: dns.ClassINET, Ttl: ttl}, Txt: splitTXT(v)}, nil
 	}
-	rr, err := mdns.NewRR(fmt.Sprintf("%s %d IN %s %s", owner, ttl, typ, v))
+	rr, err := dns.NewRR(fmt.Sprintf("%s %d IN %s %s", owner, ttl, typ, v))
 	if err != nil {
 		return nil, fmt.Errorf("%s %q: %w", strings.ToLower(typ), v, err)
 	}

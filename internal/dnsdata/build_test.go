@@ -10,9 +10,9 @@ import (
 	"sync/atomic"
 	"testing"
 
-	mdns "github.com/miekg/dns"
+	"github.com/miekg/dns"
 
-	"github.com/pryv/pryv-tls/internal/dns"
+	"github.com/pryv/pryv-tls/internal/authdns"
 )
 
 // fullStatic is a configuration using every part of Static.
@@ -74,9 +74,9 @@ func TestBuildFullZone(t *testing.T) {
 	}
 
 	const (
-		noerror  = mdns.RcodeSuccess
-		nxdomain = mdns.RcodeNameError
-		refused  = mdns.RcodeRefused
+		noerror  = dns.RcodeSuccess
+		nxdomain = dns.RcodeNameError
+		refused  = dns.RcodeRefused
 	)
 	cases := []struct {
 		name  string
@@ -86,76 +86,76 @@ func TestBuildFullZone(t *testing.T) {
 		cname []string // rdata of the CNAMEs in the answer
 	}{
 		// Apex from dns.records.root, default NS core.{domain}, default SOA.
-		{"mc.example.com", mdns.TypeSOA, noerror, []string{"core.mc.example.com. hostmaster.mc.example.com. 2026 3600 600 1209600 300"}, nil},
-		{"mc.example.com", mdns.TypeNS, noerror, []string{"core.mc.example.com."}, nil},
-		{"MC.Example.COM", mdns.TypeA, noerror, []string{"192.0.2.1"}, nil},
-		{"mc.example.com", mdns.TypeAAAA, noerror, []string{"2001:db8::1"}, nil},
-		{"mc.example.com", mdns.TypeMX, noerror, []string{"10 mail.mc.example.com."}, nil},
-		{"mc.example.com", mdns.TypeTXT, noerror, []string{`"v=spf1 -all"`}, nil},
-		{"mc.example.com", mdns.TypeCAA, noerror, []string{`0 issue "letsencrypt.org"`}, nil},
+		{"mc.example.com", dns.TypeSOA, noerror, []string{"core.mc.example.com. hostmaster.mc.example.com. 2026 3600 600 1209600 300"}, nil},
+		{"mc.example.com", dns.TypeNS, noerror, []string{"core.mc.example.com."}, nil},
+		{"MC.Example.COM", dns.TypeA, noerror, []string{"192.0.2.1"}, nil},
+		{"mc.example.com", dns.TypeAAAA, noerror, []string{"2001:db8::1"}, nil},
+		{"mc.example.com", dns.TypeMX, noerror, []string{"10 mail.mc.example.com."}, nil},
+		{"mc.example.com", dns.TypeTXT, noerror, []string{`"v=spf1 -all"`}, nil},
+		{"mc.example.com", dns.TypeCAA, noerror, []string{`0 issue "letsencrypt.org"`}, nil},
 		// The NS host gets dns.publicIp (and this core's IPv6).
-		{"core.mc.example.com", mdns.TypeA, noerror, []string{"192.0.2.53"}, nil},
-		{"core.mc.example.com", mdns.TypeAAAA, noerror, []string{"2001:db8::53"}, nil},
+		{"core.mc.example.com", dns.TypeA, noerror, []string{"192.0.2.53"}, nil},
+		{"core.mc.example.com", dns.TypeAAAA, noerror, []string{"2001:db8::53"}, nil},
 		// Static entries (names lower-cased).
-		{"mail.mc.example.com", mdns.TypeA, noerror, []string{"192.0.2.25"}, nil},
-		{"static-name.mc.example.com", mdns.TypeA, noerror, []string{"192.0.2.26"}, nil},
-		{"www.mc.example.com", mdns.TypeCNAME, noerror, []string{"front.example.net."}, nil},
-		{"www.mc.example.com", mdns.TypeA, noerror, []string{}, []string{"front.example.net."}},
+		{"mail.mc.example.com", dns.TypeA, noerror, []string{"192.0.2.25"}, nil},
+		{"static-name.mc.example.com", dns.TypeA, noerror, []string{"192.0.2.26"}, nil},
+		{"www.mc.example.com", dns.TypeCNAME, noerror, []string{"front.example.net."}, nil},
+		{"www.mc.example.com", dns.TypeA, noerror, []string{}, []string{"front.example.net."}},
 		// Runtime records.
-		{"app.mc.example.com", mdns.TypeA, noerror, []string{"192.0.2.81"}, nil},
-		{"_dmarc.mc.example.com", mdns.TypeTXT, noerror, []string{`"v=DMARC1; p=none"`}, nil},
+		{"app.mc.example.com", dns.TypeA, noerror, []string{"192.0.2.81"}, nil},
+		{"_dmarc.mc.example.com", dns.TypeTXT, noerror, []string{`"v=DMARC1; p=none"`}, nil},
 		// Per-core names, available or not.
-		{"core1.mc.example.com", mdns.TypeA, noerror, []string{"192.0.2.10"}, nil},
-		{"core1.mc.example.com", mdns.TypeAAAA, noerror, []string{"2001:db8::10"}, nil},
-		{"core3.mc.example.com", mdns.TypeCNAME, noerror, []string{"edge.example.net."}, nil},
-		{"core4.mc.example.com", mdns.TypeA, noerror, []string{"192.0.2.40"}, nil},
+		{"core1.mc.example.com", dns.TypeA, noerror, []string{"192.0.2.10"}, nil},
+		{"core1.mc.example.com", dns.TypeAAAA, noerror, []string{"2001:db8::10"}, nil},
+		{"core3.mc.example.com", dns.TypeCNAME, noerror, []string{"edge.example.net."}, nil},
+		{"core4.mc.example.com", dns.TypeA, noerror, []string{"192.0.2.40"}, nil},
 		// Users: their core's addresses.
-		{"alice.mc.example.com", mdns.TypeA, noerror, []string{"192.0.2.10"}, nil},
-		{"ALICE.mc.example.com", mdns.TypeAAAA, noerror, []string{"2001:db8::10"}, nil},
-		{"bob.mc.example.com", mdns.TypeA, noerror, []string{"192.0.2.20"}, nil},
-		{"bob.mc.example.com", mdns.TypeAAAA, noerror, []string{}, nil}, // NODATA: core2 has no IPv6
+		{"alice.mc.example.com", dns.TypeA, noerror, []string{"192.0.2.10"}, nil},
+		{"ALICE.mc.example.com", dns.TypeAAAA, noerror, []string{"2001:db8::10"}, nil},
+		{"bob.mc.example.com", dns.TypeA, noerror, []string{"192.0.2.20"}, nil},
+		{"bob.mc.example.com", dns.TypeAAAA, noerror, []string{}, nil}, // NODATA: core2 has no IPv6
 		// A core with only a CNAME: its users get the CNAME.
-		{"carol.mc.example.com", mdns.TypeCNAME, noerror, []string{"edge.example.net."}, nil},
-		{"carol.mc.example.com", mdns.TypeA, noerror, []string{}, []string{"edge.example.net."}},
+		{"carol.mc.example.com", dns.TypeCNAME, noerror, []string{"edge.example.net."}, nil},
+		{"carol.mc.example.com", dns.TypeA, noerror, []string{}, []string{"edge.example.net."}},
 		// A user whose core is unknown is not in the zone.
-		{"dave.mc.example.com", mdns.TypeA, nxdomain, []string{}, nil},
+		{"dave.mc.example.com", dns.TypeA, nxdomain, []string{}, nil},
 		// Availability only steers the reserved names: a user on an
 		// unavailable core still resolves to it.
-		{"erin.mc.example.com", mdns.TypeA, noerror, []string{"192.0.2.40"}, nil},
+		{"erin.mc.example.com", dns.TypeA, noerror, []string{"192.0.2.40"}, nil},
 		// Usernames equal to static names do not override them.
-		{"www.mc.example.com", mdns.TypeAAAA, noerror, []string{}, []string{"front.example.net."}},
+		{"www.mc.example.com", dns.TypeAAAA, noerror, []string{}, []string{"front.example.net."}},
 		// Reserved names: every available core (core4 is not), CNAME-only cores have no address.
-		{"reg.mc.example.com", mdns.TypeA, noerror, []string{"192.0.2.10", "192.0.2.20"}, nil},
-		{"lsc.mc.example.com", mdns.TypeA, noerror, []string{"192.0.2.10", "192.0.2.20"}, nil},
-		{"access.mc.example.com", mdns.TypeA, noerror, []string{"192.0.2.10", "192.0.2.20"}, nil},
-		{"mfa.mc.example.com", mdns.TypeA, noerror, []string{"192.0.2.10", "192.0.2.20"}, nil},
-		{"mfa.mc.example.com", mdns.TypeAAAA, noerror, []string{"2001:db8::10"}, nil},
+		{"reg.mc.example.com", dns.TypeA, noerror, []string{"192.0.2.10", "192.0.2.20"}, nil},
+		{"lsc.mc.example.com", dns.TypeA, noerror, []string{"192.0.2.10", "192.0.2.20"}, nil},
+		{"access.mc.example.com", dns.TypeA, noerror, []string{"192.0.2.10", "192.0.2.20"}, nil},
+		{"mfa.mc.example.com", dns.TypeA, noerror, []string{"192.0.2.10", "192.0.2.20"}, nil},
+		{"mfa.mc.example.com", dns.TypeAAAA, noerror, []string{"2001:db8::10"}, nil},
 		// ACME values: both values at one name.
-		{"_acme-challenge.mc.example.com", mdns.TypeTXT, noerror, []string{`"value-one"`, `"value-two"`}, nil},
+		{"_acme-challenge.mc.example.com", dns.TypeTXT, noerror, []string{`"value-one"`, `"value-two"`}, nil},
 		// Challenges outside the domain are not served.
-		{"_acme-challenge.other.example.org", mdns.TypeTXT, refused, []string{}, nil},
-		{"_acme-challenge.evilmc.example.com", mdns.TypeTXT, refused, []string{}, nil},
-		{"nothing.mc.example.com", mdns.TypeA, nxdomain, []string{}, nil},
+		{"_acme-challenge.other.example.org", dns.TypeTXT, refused, []string{}, nil},
+		{"_acme-challenge.evilmc.example.com", dns.TypeTXT, refused, []string{}, nil},
+		{"nothing.mc.example.com", dns.TypeA, nxdomain, []string{}, nil},
 	}
 	for _, c := range cases {
-		t.Run(c.name+"/"+mdns.TypeToString[c.qtype], func(t *testing.T) {
+		t.Run(c.name+"/"+dns.TypeToString[c.qtype], func(t *testing.T) {
 			resp := ask(z, c.name, c.qtype)
 			if resp.Rcode != c.rcode {
-				t.Fatalf("rcode %s, want %s:\n%v", mdns.RcodeToString[resp.Rcode], mdns.RcodeToString[c.rcode], resp)
+				t.Fatalf("rcode %s, want %s:\n%v", dns.RcodeToString[resp.Rcode], dns.RcodeToString[c.rcode], resp)
 			}
 			if got := rdata(resp.Answer, c.qtype); !slices.Equal(got, c.want) {
 				t.Errorf("answer %q, want %q", got, c.want)
 			}
-			if c.qtype != mdns.TypeCNAME {
+			if c.qtype != dns.TypeCNAME {
 				want := c.cname
 				if want == nil {
 					want = []string{}
 				}
-				if got := rdata(resp.Answer, mdns.TypeCNAME); !slices.Equal(got, want) {
+				if got := rdata(resp.Answer, dns.TypeCNAME); !slices.Equal(got, want) {
 					t.Errorf("CNAMEs %q, want %q", got, want)
 				}
 			}
-			if c.rcode == mdns.RcodeNameError && soaOf(resp.Ns) == nil {
+			if c.rcode == dns.RcodeNameError && soaOf(resp.Ns) == nil {
 				t.Errorf("NXDOMAIN without the SOA in authority:\n%v", resp)
 			}
 		})
@@ -163,14 +163,14 @@ func TestBuildFullZone(t *testing.T) {
 
 	t.Run("TTLs", func(t *testing.T) {
 		for _, n := range []string{"alice", "reg", "app", "mail", "core"} {
-			resp := ask(z, n+"."+testDomain, mdns.TypeA)
+			resp := ask(z, n+"."+testDomain, dns.TypeA)
 			for _, rr := range resp.Answer {
 				if rr.Header().Ttl != 300 {
 					t.Errorf("%s: TTL %d, want dns.defaultTTL 300", rr, rr.Header().Ttl)
 				}
 			}
 		}
-		resp := ask(z, "_acme-challenge."+testDomain, mdns.TypeTXT)
+		resp := ask(z, "_acme-challenge."+testDomain, dns.TypeTXT)
 		for _, rr := range resp.Answer {
 			if rr.Header().Ttl != 60 {
 				t.Errorf("%s: TTL %d, want 60 for a DNS-01 value", rr, rr.Header().Ttl)
@@ -179,8 +179,8 @@ func TestBuildFullZone(t *testing.T) {
 	})
 
 	t.Run("NS glue", func(t *testing.T) {
-		resp := ask(z, testDomain, mdns.TypeNS)
-		if got := rdata(resp.Extra, mdns.TypeA); !slices.Equal(got, []string{"192.0.2.53"}) {
+		resp := ask(z, testDomain, dns.TypeNS)
+		if got := rdata(resp.Extra, dns.TypeA); !slices.Equal(got, []string{"192.0.2.53"}) {
 			t.Errorf("glue A %q, want core.%s's address", got, testDomain)
 		}
 	})
@@ -191,7 +191,7 @@ func TestBuildApex(t *testing.T) {
 		st := fullStatic()
 		st.Root.NS = []string{"ns1.example.org", "ns2.example.org."}
 		z, _ := mustBuild(t, st, newRows(), 1)
-		if got := rdata(ask(z, testDomain, mdns.TypeNS).Answer, mdns.TypeNS); !slices.Equal(got, []string{"ns1.example.org.", "ns2.example.org."}) {
+		if got := rdata(ask(z, testDomain, dns.TypeNS).Answer, dns.TypeNS); !slices.Equal(got, []string{"ns1.example.org.", "ns2.example.org."}) {
 			t.Errorf("NS %q", got)
 		}
 	})
@@ -200,11 +200,11 @@ func TestBuildApex(t *testing.T) {
 		if len(warnings) != 0 {
 			t.Errorf("warnings %q", warnings)
 		}
-		if got := rdata(ask(z, testDomain, mdns.TypeNS).Answer, mdns.TypeNS); !slices.Equal(got, []string{"core.mc.example.com."}) {
+		if got := rdata(ask(z, testDomain, dns.TypeNS).Answer, dns.TypeNS); !slices.Equal(got, []string{"core.mc.example.com."}) {
 			t.Errorf("NS %q", got)
 		}
-		if resp := ask(z, "core."+testDomain, mdns.TypeA); resp.Rcode != mdns.RcodeNameError {
-			t.Errorf("core.%s: %s, want NXDOMAIN", testDomain, mdns.RcodeToString[resp.Rcode])
+		if resp := ask(z, "core."+testDomain, dns.TypeA); resp.Rcode != dns.RcodeNameError {
+			t.Errorf("core.%s: %s, want NXDOMAIN", testDomain, dns.RcodeToString[resp.Rcode])
 		}
 		// Only the SOA and the NS.
 		if z.Len() != 2 {
@@ -215,7 +215,7 @@ func TestBuildApex(t *testing.T) {
 		st := fullStatic()
 		st.RootSOA = "ns1.example.org. admin.example.org. 1 7200 900 1209600 120"
 		z, _ := mustBuild(t, st, newRows(), 99)
-		resp := ask(z, testDomain, mdns.TypeSOA)
+		resp := ask(z, testDomain, dns.TypeSOA)
 		soa := soaOf(resp.Answer)
 		if soa == nil {
 			t.Fatalf("no SOA: %v", resp)
@@ -225,7 +225,7 @@ func TestBuildApex(t *testing.T) {
 			t.Errorf("SOA %v", soa)
 		}
 		// Negative answers carry it with TTL min(TTL, MINIMUM) (RFC 2308).
-		neg := ask(z, "nothing."+testDomain, mdns.TypeA)
+		neg := ask(z, "nothing."+testDomain, dns.TypeA)
 		if s := soaOf(neg.Ns); s == nil || s.Serial != 99 || s.Hdr.Ttl != 120 {
 			t.Errorf("negative SOA %v", neg.Ns)
 		}
@@ -236,7 +236,7 @@ func TestBuildApex(t *testing.T) {
 			if z.Serial() != serial {
 				t.Errorf("Serial() %d, want %d", z.Serial(), serial)
 			}
-			if s := soaOf(ask(z, testDomain, mdns.TypeSOA).Answer); s == nil || s.Serial != serial {
+			if s := soaOf(ask(z, testDomain, dns.TypeSOA).Answer); s == nil || s.Serial != serial {
 				t.Errorf("answered SOA %v, want serial %d", s, serial)
 			}
 		}
@@ -262,10 +262,10 @@ func TestBuildConflicts(t *testing.T) {
 		r.records["www"] = Records{A: []string{"192.0.2.99"}}
 		r.records["other"] = Records{A: []string{"192.0.2.98"}}
 		z, warnings := mustBuild(t, st, r, 1)
-		if got := rdata(ask(z, "www."+testDomain, mdns.TypeA).Answer, mdns.TypeA); !slices.Equal(got, []string{"192.0.2.80"}) {
+		if got := rdata(ask(z, "www."+testDomain, dns.TypeA).Answer, dns.TypeA); !slices.Equal(got, []string{"192.0.2.80"}) {
 			t.Errorf("www A %q, want the static 192.0.2.80 only", got)
 		}
-		if got := rdata(ask(z, "other."+testDomain, mdns.TypeA).Answer, mdns.TypeA); !slices.Equal(got, []string{"192.0.2.98"}) {
+		if got := rdata(ask(z, "other."+testDomain, dns.TypeA).Answer, dns.TypeA); !slices.Equal(got, []string{"192.0.2.98"}) {
 			t.Errorf("other A %q", got)
 		}
 		if w := warningWith(warnings, "www.mc.example.com", "dns.staticEntries", "dns-record row"); w == "" {
@@ -279,7 +279,7 @@ func TestBuildConflicts(t *testing.T) {
 		st := Static{Domain: testDomain, TTL: 60, NSHostIP: "192.0.2.53",
 			Entries: []Entry{{Subdomain: "core", Records: Records{A: []string{"192.0.2.54"}}}}}
 		z, warnings := mustBuild(t, st, newRows(), 1)
-		if got := rdata(ask(z, "core."+testDomain, mdns.TypeA).Answer, mdns.TypeA); !slices.Equal(got, []string{"192.0.2.54"}) {
+		if got := rdata(ask(z, "core."+testDomain, dns.TypeA).Answer, dns.TypeA); !slices.Equal(got, []string{"192.0.2.54"}) {
 			t.Errorf("core A %q", got)
 		}
 		if warningWith(warnings, "core.mc.example.com", "dns.staticEntries", "dns.publicIp") == "" {
@@ -291,10 +291,10 @@ func TestBuildConflicts(t *testing.T) {
 		r := newRows()
 		r.cores["core1"] = CoreInfo{ID: "core1", IP: "192.0.2.10", Available: true}
 		z, warnings := mustBuild(t, st, r, 1)
-		if got := rdata(ask(z, "reg."+testDomain, mdns.TypeA).Answer, mdns.TypeA); !slices.Equal(got, []string{"192.0.2.70"}) {
+		if got := rdata(ask(z, "reg."+testDomain, dns.TypeA).Answer, dns.TypeA); !slices.Equal(got, []string{"192.0.2.70"}) {
 			t.Errorf("reg A %q", got)
 		}
-		if got := rdata(ask(z, "mfa."+testDomain, mdns.TypeA).Answer, mdns.TypeA); !slices.Equal(got, []string{"192.0.2.10"}) {
+		if got := rdata(ask(z, "mfa."+testDomain, dns.TypeA).Answer, dns.TypeA); !slices.Equal(got, []string{"192.0.2.10"}) {
 			t.Errorf("mfa A %q", got)
 		}
 		if warningWith(warnings, "reg.mc.example.com", "reserved name") == "" {
@@ -306,7 +306,7 @@ func TestBuildConflicts(t *testing.T) {
 		r := newRows()
 		r.records["WWW"] = Records{CNAME: "elsewhere.example.net"}
 		z, warnings := mustBuild(t, st, r, 1)
-		if got := rdata(ask(z, "www."+testDomain, mdns.TypeA).Answer, mdns.TypeA); !slices.Equal(got, []string{"192.0.2.80"}) {
+		if got := rdata(ask(z, "www."+testDomain, dns.TypeA).Answer, dns.TypeA); !slices.Equal(got, []string{"192.0.2.80"}) {
 			t.Errorf("www A %q", got)
 		}
 		if warningWith(warnings, "www.mc.example.com", "dns-record row") == "" {
@@ -319,7 +319,7 @@ func TestBuildConflicts(t *testing.T) {
 		r.cores["core2"] = CoreInfo{ID: "core2", IP: "192.0.2.20", Available: true}
 		r.setUser("core1", "core2")
 		z, warnings := mustBuild(t, Static{Domain: testDomain, TTL: 60}, r, 1)
-		if got := rdata(ask(z, "core1."+testDomain, mdns.TypeA).Answer, mdns.TypeA); !slices.Equal(got, []string{"192.0.2.10"}) {
+		if got := rdata(ask(z, "core1."+testDomain, dns.TypeA).Answer, dns.TypeA); !slices.Equal(got, []string{"192.0.2.10"}) {
 			t.Errorf("core1 A %q", got)
 		}
 		if len(warnings) != 0 {
@@ -332,8 +332,8 @@ func TestBuildConflicts(t *testing.T) {
 		r.cores["core2"] = CoreInfo{ID: "core2", CNAME: "x.example.net", Available: true}
 		z, _ := mustBuild(t, Static{Domain: testDomain, TTL: 60}, r, 1)
 		for _, n := range ReservedNames {
-			if resp := ask(z, n+"."+testDomain, mdns.TypeA); resp.Rcode != mdns.RcodeNameError {
-				t.Errorf("%s: %s %v, want NXDOMAIN", n, mdns.RcodeToString[resp.Rcode], resp.Answer)
+			if resp := ask(z, n+"."+testDomain, dns.TypeA); resp.Rcode != dns.RcodeNameError {
+				t.Errorf("%s: %s %v, want NXDOMAIN", n, dns.RcodeToString[resp.Rcode], resp.Answer)
 			}
 		}
 	})
@@ -373,12 +373,12 @@ func TestBuildSkipsBadValues(t *testing.T) {
 		}
 	}
 	for _, n := range []string{"mail", "badip", "v4in6", "bad-static", "broken", "bert", "cname-and-a"} {
-		if resp := ask(z, n+"."+testDomain, mdns.TypeANY); resp.Rcode != mdns.RcodeNameError {
-			t.Errorf("%s: %s, want NXDOMAIN (skipped)", n, mdns.RcodeToString[resp.Rcode])
+		if resp := ask(z, n+"."+testDomain, dns.TypeANY); resp.Rcode != dns.RcodeNameError {
+			t.Errorf("%s: %s, want NXDOMAIN (skipped)", n, dns.RcodeToString[resp.Rcode])
 		}
 	}
 	for n, want := range map[string]string{"ok": "192.0.2.6", "good-static": "192.0.2.5", "alice": "192.0.2.10", "reg": "192.0.2.10"} {
-		if got := rdata(ask(z, n+"."+testDomain, mdns.TypeA).Answer, mdns.TypeA); !slices.Equal(got, []string{want}) {
+		if got := rdata(ask(z, n+"."+testDomain, dns.TypeA).Answer, dns.TypeA); !slices.Equal(got, []string{want}) {
 			t.Errorf("%s A %q, want %s", n, got, want)
 		}
 	}
@@ -394,10 +394,10 @@ func TestBuildChallenges(t *testing.T) {
 	if len(warnings) != 0 {
 		t.Errorf("warnings %q", warnings)
 	}
-	if got := txtValues(ask(z, "_acme-challenge."+testDomain, mdns.TypeTXT).Answer); !slices.Equal(got, []string{"v1", "v2"}) {
+	if got := txtValues(ask(z, "_acme-challenge."+testDomain, dns.TypeTXT).Answer); !slices.Equal(got, []string{"v1", "v2"}) {
 		t.Errorf("apex challenge %q", got)
 	}
-	if got := txtValues(ask(z, "_acme-challenge.sub."+testDomain, mdns.TypeTXT).Answer); !slices.Equal(got, []string{"v3"}) {
+	if got := txtValues(ask(z, "_acme-challenge.sub."+testDomain, dns.TypeTXT).Answer); !slices.Equal(got, []string{"v3"}) {
 		t.Errorf("sub challenge %q", got)
 	}
 	// SOA, NS, three TXT: nothing of the outside challenges.
@@ -414,13 +414,13 @@ func TestBuildChallenges(t *testing.T) {
 		r.setUser("alice", "core1")
 		r.cores["core1"] = CoreInfo{ID: "core1", IP: "192.0.2.10"}
 		z, warnings := mustBuild(t, st, r, 2)
-		if got := rdata(ask(z, "_acme-challenge."+testDomain, mdns.TypeCNAME).Answer, mdns.TypeCNAME); !slices.Equal(got, []string{"acme.example.net."}) {
+		if got := rdata(ask(z, "_acme-challenge."+testDomain, dns.TypeCNAME).Answer, dns.TypeCNAME); !slices.Equal(got, []string{"acme.example.net."}) {
 			t.Errorf("CNAME %q", got)
 		}
-		if got := txtValues(ask(z, "_acme-challenge.sub."+testDomain, mdns.TypeTXT).Answer); !slices.Equal(got, []string{"v3"}) {
+		if got := txtValues(ask(z, "_acme-challenge.sub."+testDomain, dns.TypeTXT).Answer); !slices.Equal(got, []string{"v3"}) {
 			t.Errorf("sub challenge %q", got)
 		}
-		if got := rdata(ask(z, "alice."+testDomain, mdns.TypeA).Answer, mdns.TypeA); !slices.Equal(got, []string{"192.0.2.10"}) {
+		if got := rdata(ask(z, "alice."+testDomain, dns.TypeA).Answer, dns.TypeA); !slices.Equal(got, []string{"192.0.2.10"}) {
 			t.Errorf("alice %q", got)
 		}
 		if warningWith(warnings, "_acme-challenge.mc.example.com", "CNAME") == "" {
@@ -451,21 +451,21 @@ func TestBuildUserRows(t *testing.T) {
 
 	for name, want := range map[string]string{"upper": "192.0.2.10", "UPPER": "192.0.2.10", "www": "192.0.2.80",
 		"a.b": "192.0.2.10", "frank": "192.0.2.10", "gina": "192.0.2.10", "_under-ok": "192.0.2.10"} {
-		if got := rdata(ask(z, name+"."+testDomain, mdns.TypeA).Answer, mdns.TypeA); !slices.Equal(got, []string{want}) {
+		if got := rdata(ask(z, name+"."+testDomain, dns.TypeA).Answer, dns.TypeA); !slices.Equal(got, []string{want}) {
 			t.Errorf("%s A %q, want %s", name, got, want)
 		}
 	}
 	for _, name := range []string{"carol", "dan"} {
-		if got := rdata(ask(z, name+"."+testDomain, mdns.TypeCNAME).Answer, mdns.TypeCNAME); !slices.Equal(got, []string{"edge.example.net."}) {
+		if got := rdata(ask(z, name+"."+testDomain, dns.TypeCNAME).Answer, dns.TypeCNAME); !slices.Equal(got, []string{"edge.example.net."}) {
 			t.Errorf("%s CNAME %q", name, got)
 		}
 	}
 	for name, want := range map[string]string{"_acme-challenge.dan": "below a CNAME", "_acme-challenge.frank": "frank's", "gina": "gina's"} {
-		if got := txtValues(ask(z, name+"."+testDomain, mdns.TypeTXT).Answer); !slices.Equal(got, []string{want}) {
+		if got := txtValues(ask(z, name+"."+testDomain, dns.TypeTXT).Answer); !slices.Equal(got, []string{want}) {
 			t.Errorf("%s TXT %q, want %q", name, got, want)
 		}
 	}
-	if resp := ask(z, "carol."+testDomain, mdns.TypeTXT); len(txtValues(resp.Answer)) != 0 {
+	if resp := ask(z, "carol."+testDomain, dns.TypeTXT); len(txtValues(resp.Answer)) != 0 {
 		t.Errorf("carol TXT: %v, want the CNAME only", resp.Answer)
 	}
 	if warningWith(warnings, "carol.mc.example.com", "CNAME") == "" {
@@ -502,7 +502,7 @@ func TestBuildUserCost(t *testing.T) {
 	if z.Names() < users {
 		t.Errorf("%d names, want at least %d", z.Names(), users)
 	}
-	if got := rdata(ask(z, "user12345."+testDomain, mdns.TypeAAAA).Answer, mdns.TypeAAAA); !slices.Equal(got, []string{"2001:db8::10"}) {
+	if got := rdata(ask(z, "user12345."+testDomain, dns.TypeAAAA).Answer, dns.TypeAAAA); !slices.Equal(got, []string{"2001:db8::10"}) {
 		t.Errorf("user12345 AAAA %q", got)
 	}
 }
@@ -563,14 +563,14 @@ func TestBuildZoneKeepsItsUsers(t *testing.T) {
 	z2, _ := mustBuild(t, st, r, 2)
 	r.deleteUser("carol") // after z2 too
 	for _, c := range []struct {
-		z    *dns.Zone
+		z    *authdns.Zone
 		name string
 		want []string
 	}{
 		{z1, "alice", []string{"192.0.2.10"}}, {z1, "bob", []string{"192.0.2.10"}}, {z1, "carol", []string{}},
 		{z2, "alice", []string{}}, {z2, "bob", []string{"192.0.2.20"}}, {z2, "carol", []string{"192.0.2.10"}},
 	} {
-		if got := rdata(ask(c.z, c.name+"."+testDomain, mdns.TypeA).Answer, mdns.TypeA); !slices.Equal(got, c.want) {
+		if got := rdata(ask(c.z, c.name+"."+testDomain, dns.TypeA).Answer, dns.TypeA); !slices.Equal(got, c.want) {
 			t.Errorf("zone %d: %s A %q, want %q", c.z.Serial(), c.name, got, c.want)
 		}
 	}
@@ -589,7 +589,7 @@ func TestBuildRowsChangeUnderQueries(t *testing.T) {
 		r.setUser(fmt.Sprintf("user%d", i), "core1")
 	}
 	z, _ := mustBuild(t, st, r, 1)
-	var current atomic.Pointer[dns.Zone]
+	var current atomic.Pointer[authdns.Zone]
 	current.Store(z)
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -601,8 +601,8 @@ func TestBuildRowsChangeUnderQueries(t *testing.T) {
 					return
 				default:
 				}
-				if resp := ask(current.Load(), fmt.Sprintf("user%d.%s", i%200, testDomain), mdns.TypeA); resp.Rcode != mdns.RcodeSuccess {
-					t.Errorf("user%d: %s", i%200, mdns.RcodeToString[resp.Rcode])
+				if resp := ask(current.Load(), fmt.Sprintf("user%d.%s", i%200, testDomain), dns.TypeA); resp.Rcode != dns.RcodeSuccess {
+					t.Errorf("user%d: %s", i%200, dns.RcodeToString[resp.Rcode])
 					return
 				}
 			}

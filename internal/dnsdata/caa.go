@@ -7,7 +7,7 @@ import (
 	"slices"
 	"strings"
 
-	mdns "github.com/miekg/dns"
+	"github.com/miekg/dns"
 )
 
 // AccountPrefix holds the ACME accounts internal/acme registers, one row
@@ -40,12 +40,12 @@ type CAA struct {
 
 // caaRecords returns the apex CAA records for the accounts, and a warning
 // for an account whose CA names no issuer domain.
-func (c CAA) records(origin string, ttl uint32, accounts map[string]account) ([]mdns.RR, []string) {
+func (c CAA) records(origin string, ttl uint32, accounts map[string]account) ([]dns.RR, []string) {
 	if len(c.Directories) == 0 {
 		return nil, nil
 	}
 	var (
-		out      []mdns.RR
+		out      []dns.RR
 		warnings []string
 	)
 	for _, row := range slices.Sorted(maps.Keys(accounts)) {
@@ -69,8 +69,8 @@ func (c CAA) records(origin string, ttl uint32, accounts map[string]account) ([]
 				if len(t.methods) == 0 {
 					continue
 				}
-				out = append(out, &mdns.CAA{
-					Hdr:   mdns.RR_Header{Name: origin, Rrtype: mdns.TypeCAA, Class: mdns.ClassINET, Ttl: ttl},
+				out = append(out, &dns.CAA{
+					Hdr:   dns.RR_Header{Name: origin, Rrtype: dns.TypeCAA, Class: dns.ClassINET, Ttl: ttl},
 					Tag:   t.tag,
 					Value: id + "; accounturi=" + a.URI + "; validationmethods=" + strings.Join(t.methods, ","),
 				})

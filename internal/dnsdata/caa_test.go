@@ -5,9 +5,9 @@ import (
 	"strings"
 	"testing"
 
-	mdns "github.com/miekg/dns"
+	"github.com/miekg/dns"
 
-	"github.com/pryv/pryv-tls/internal/dns"
+	"github.com/pryv/pryv-tls/internal/authdns"
 	"github.com/pryv/pryv-tls/internal/platformdb"
 )
 
@@ -26,14 +26,14 @@ func accountRowValue(directory, uri string, ids ...string) []byte {
 	return []byte(v + "}")
 }
 
-func apexCAA(t *testing.T, z *dns.Zone) []string {
+func apexCAA(t *testing.T, z *authdns.Zone) []string {
 	t.Helper()
-	m := new(mdns.Msg)
-	m.SetQuestion(testDomain+".", mdns.TypeCAA)
-	r := dns.Answer(z, m, 1232, true)
+	m := new(dns.Msg)
+	m.SetQuestion(testDomain+".", dns.TypeCAA)
+	r := authdns.Answer(z, m, 1232, true)
 	var out []string
 	for _, rr := range r.Answer {
-		c := rr.(*mdns.CAA)
+		c := rr.(*dns.CAA)
 		out = append(out, c.Tag+" "+c.Value)
 	}
 	return out

@@ -11,7 +11,7 @@ import (
 	"sync"
 	"time"
 
-	mdns "github.com/miekg/dns"
+	"github.com/miekg/dns"
 
 	"github.com/pryv/pryv-tls/internal/platformdb"
 )
@@ -142,17 +142,17 @@ const (
 )
 
 func askTXT(ctx context.Context, srv, fqdn, value string) answer {
-	q := new(mdns.Msg)
-	q.SetQuestion(mdns.Fqdn(strings.ToLower(fqdn)), mdns.TypeTXT)
+	q := new(dns.Msg)
+	q.SetQuestion(dns.Fqdn(strings.ToLower(fqdn)), dns.TypeTXT)
 	q.RecursionDesired = false
-	c := &mdns.Client{Timeout: 2 * time.Second}
+	c := &dns.Client{Timeout: 2 * time.Second}
 	resp, _, err := c.ExchangeContext(ctx, q, srv)
 	if err == nil && resp.Truncated {
 		c.Net = "tcp"
 		resp, _, err = c.ExchangeContext(ctx, q, srv)
 	}
 	switch {
-	case err != nil, resp.Rcode != mdns.RcodeSuccess && resp.Rcode != mdns.RcodeNameError:
+	case err != nil, resp.Rcode != dns.RcodeSuccess && resp.Rcode != dns.RcodeNameError:
 		return silentServer
 	case hasTXT(resp, value):
 		return answered
@@ -160,9 +160,9 @@ func askTXT(ctx context.Context, srv, fqdn, value string) answer {
 	return lacking
 }
 
-func hasTXT(m *mdns.Msg, value string) bool {
+func hasTXT(m *dns.Msg, value string) bool {
 	for _, rr := range m.Answer {
-		if t, ok := rr.(*mdns.TXT); ok && strings.Join(t.Txt, "") == value {
+		if t, ok := rr.(*dns.TXT); ok && strings.Join(t.Txt, "") == value {
 			return true
 		}
 	}

@@ -14,7 +14,7 @@ import (
 
 	legochallenge "github.com/go-acme/lego/v5/challenge"
 	"github.com/go-acme/lego/v5/challenge/dns01"
-	mdns "github.com/miekg/dns"
+	"github.com/miekg/dns"
 
 	"github.com/pryv/pryv-tls/internal/platformdb/platformdbtest"
 	"github.com/pryv/pryv-tls/internal/testutil"
@@ -85,12 +85,12 @@ func TestDNS01EndToEnd(t *testing.T) {
 	vApex, vWild := rfc8555Value(kaApex), rfc8555Value(kaWild)
 
 	txtAt := func(netw, addr, qname string) []string {
-		resp, err := query(netw, addr, qname, mdns.TypeTXT)
+		resp, err := query(netw, addr, qname, dns.TypeTXT)
 		if err != nil {
 			return []string{"error: " + err.Error()}
 		}
-		if resp.Rcode != mdns.RcodeSuccess {
-			return []string{mdns.RcodeToString[resp.Rcode]}
+		if resp.Rcode != dns.RcodeSuccess {
+			return []string{dns.RcodeToString[resp.Rcode]}
 		}
 		return txtValues(resp.Answer)
 	}
@@ -131,7 +131,7 @@ func TestDNS01EndToEnd(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitTXT(name, vApex, vWild)
-		resp := mustQuery(t, "udp", h.addr, name, mdns.TypeTXT)
+		resp := mustQuery(t, "udp", h.addr, name, dns.TypeTXT)
 		if !resp.Authoritative || len(resp.Answer) != 2 {
 			t.Errorf("answer %v", resp)
 		}

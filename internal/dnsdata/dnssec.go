@@ -16,10 +16,10 @@ import (
 	"strings"
 	"time"
 
-	mdns "github.com/miekg/dns"
+	"github.com/miekg/dns"
 
 	"github.com/pryv/pryv-tls/internal/atrest"
-	"github.com/pryv/pryv-tls/internal/dns"
+	"github.com/pryv/pryv-tls/internal/authdns"
 	"github.com/pryv/pryv-tls/internal/platformdb"
 )
 
@@ -49,18 +49,18 @@ type Sealer interface {
 }
 
 // dnskey returns the key's DNSKEY record for the zone origin.
-func (k KeyRow) dnskey(origin string, ttl uint32) *mdns.DNSKEY {
-	return &mdns.DNSKEY{
-		Hdr:   mdns.RR_Header{Name: origin, Rrtype: mdns.TypeDNSKEY, Class: mdns.ClassINET, Ttl: ttl},
-		Flags: 257, Protocol: 3, Algorithm: mdns.ECDSAP256SHA256, PublicKey: k.Public,
+func (k KeyRow) dnskey(origin string, ttl uint32) *dns.DNSKEY {
+	return &dns.DNSKEY{
+		Hdr:   dns.RR_Header{Name: origin, Rrtype: dns.TypeDNSKEY, Class: dns.ClassINET, Ttl: ttl},
+		Flags: 257, Protocol: 3, Algorithm: dns.ECDSAP256SHA256, PublicKey: k.Public,
 	}
 }
 
 // signingKeys opens the key rows (sorted by row) into the zone's keys;
 // a row that does not open is reported and left out.
-func signingKeys(open Opener, origin string, ttl uint32, rows map[string]KeyRow) ([]dns.Key, []string) {
+func signingKeys(open Opener, origin string, ttl uint32, rows map[string]KeyRow) ([]authdns.Key, []string) {
 	var (
-		keys     []dns.Key
+		keys     []authdns.Key
 		warnings []string
 	)
 	for _, row := range slices.Sorted(maps.Keys(rows)) {
@@ -70,7 +70,7 @@ func signingKeys(open Opener, origin string, ttl uint32, rows map[string]KeyRow)
 			warnings = append(warnings, fmt.Sprintf("DNSSEC key %s: %v; not used (is letsEncrypt.atRestKey the same on every core?)", row, err))
 			continue
 		}
-		keys = append(keys, dns.Key{DNSKEY: k.dnskey(origin, ttl), Signer: signer})
+		keys = append(keys, authdns.Key{DNSKEY: k.dnskey(origin, ttl), Signer: signer})
 	}
 	return keys, warnings
 }
@@ -216,7 +216,7 @@ func (s *KeyStore) FinishRollover(ctx context.Context) ([]string, error) {
 
 func (s *KeyStore) create(ctx context.Context, seq int) error {
 	row := fmt.Sprintf("%s%06d", DNSSECKeyPrefix, seq)
-	k := KeyRow{}.dnskey(mdns.Fqdn(s.Domain), s.TTL)
+	k := KeyRow{}.dnskey(dns.Fqdn(s.Domain), s.TTL)
 	priv, err := k.Generate(256)
 	if err != nil {
 		return fmt.Errorf("making a DNSSEC key: %w", err)
@@ -256,8 +256,8 @@ func (s *KeyStore) Infos(ctx context.Context) ([]KeyInfo, error) {
 	}
 	out := make([]KeyInfo, 0, len(names))
 	for _, n := range names {
-		k := rows[n].dnskey(mdns.Fqdn(s.Domain), s.TTL)
-		ds := k.ToDS(mdns.SHA256)
+		k := rows[n].dnskey(dns.Fqdn(s.Domain), s.TTL)
+		ds := k.ToDS(dns.SHA256)
 		if ds == nil {
 			return nil, fmt.Errorf("DNSSEC key %s: its public key does not make a DS", n)
 		}

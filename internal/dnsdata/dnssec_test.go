@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	mdns "github.com/miekg/dns"
+	"github.com/miekg/dns"
 
 	"github.com/pryv/pryv-tls/internal/atrest"
 	"github.com/pryv/pryv-tls/internal/certstore"
@@ -33,29 +33,29 @@ func testKeyring(t testing.TB) *atrest.Keyring {
 // key tags that signed.
 func dnskeysAndSigs(t *testing.T, addr string) (published, signed []uint16) {
 	t.Helper()
-	m := new(mdns.Msg)
-	m.SetQuestion(testDomain+".", mdns.TypeDNSKEY)
+	m := new(dns.Msg)
+	m.SetQuestion(testDomain+".", dns.TypeDNSKEY)
 	m.SetEdns0(1232, true)
-	c := &mdns.Client{Net: "tcp", Timeout: 3 * time.Second}
+	c := &dns.Client{Net: "tcp", Timeout: 3 * time.Second}
 	r, _, err := c.Exchange(m, addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var keys []mdns.RR
-	var sigs []*mdns.RRSIG
+	var keys []dns.RR
+	var sigs []*dns.RRSIG
 	for _, rr := range r.Answer {
 		switch rr := rr.(type) {
-		case *mdns.DNSKEY:
+		case *dns.DNSKEY:
 			keys = append(keys, rr)
 			published = append(published, rr.KeyTag())
-		case *mdns.RRSIG:
+		case *dns.RRSIG:
 			sigs = append(sigs, rr)
 		}
 	}
 	for _, s := range sigs {
 		ok := false
 		for _, k := range keys {
-			if k.(*mdns.DNSKEY).KeyTag() == s.KeyTag && s.Verify(k.(*mdns.DNSKEY), keys) == nil {
+			if k.(*dns.DNSKEY).KeyTag() == s.KeyTag && s.Verify(k.(*dns.DNSKEY), keys) == nil {
 				ok = true
 			}
 		}

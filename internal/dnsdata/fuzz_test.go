@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	mdns "github.com/miekg/dns"
+	"github.com/miekg/dns"
 )
 
 // fuzzRecords makes Records from one string per field, values split on "\n".
@@ -81,12 +81,12 @@ func checkBuildSurvives(t *testing.T, where byte, sub string, rec Records) {
 		if strings.EqualFold(n, sub) && where%4 != 3 {
 			continue // the fuzzed entry may legitimately take or lose to that name
 		}
-		resp := ask(z, n+"."+testDomain, mdns.TypeA)
-		if got := rdata(resp.Answer, mdns.TypeA); !slices.Equal(got, []string{want}) {
+		resp := ask(z, n+"."+testDomain, dns.TypeA)
+		if got := rdata(resp.Answer, dns.TypeA); !slices.Equal(got, []string{want}) {
 			t.Fatalf("%s A %q, want %s, after %q %+v (where %d); warnings %q", n, got, want, sub, rec, where%4, warnings)
 		}
 	}
-	if got := txtValues(ask(z, "_acme-challenge."+testDomain, mdns.TypeTXT).Answer); !slices.Equal(got, []string{"value"}) && !strings.EqualFold(sub, "_acme-challenge") {
+	if got := txtValues(ask(z, "_acme-challenge."+testDomain, dns.TypeTXT).Answer); !slices.Equal(got, []string{"value"}) && !strings.EqualFold(sub, "_acme-challenge") {
 		t.Fatalf("challenge %q after %q %+v", got, sub, rec)
 	}
 }

@@ -13,9 +13,9 @@ import (
 	"testing"
 	"time"
 
-	mdns "github.com/miekg/dns"
+	"github.com/miekg/dns"
 
-	"github.com/pryv/pryv-tls/internal/dns"
+	"github.com/pryv/pryv-tls/internal/authdns"
 	"github.com/pryv/pryv-tls/internal/platformdb"
 	"github.com/pryv/pryv-tls/internal/testutil"
 )
@@ -27,16 +27,16 @@ const testDomain = "mc.example.com"
 
 // ask answers one query from z the way the server does, over TCP (no
 // truncation), without a network.
-func ask(z *dns.Zone, name string, qtype uint16) *mdns.Msg {
-	q := new(mdns.Msg)
-	q.SetQuestion(mdns.Fqdn(name), qtype)
+func ask(z *authdns.Zone, name string, qtype uint16) *dns.Msg {
+	q := new(dns.Msg)
+	q.SetQuestion(dns.Fqdn(name), qtype)
 	q.RecursionDesired = false
-	return dns.Answer(z, q, mdns.MaxMsgSize, true)
+	return authdns.Answer(z, q, dns.MaxMsgSize, true)
 }
 
 // rdata returns the presentation-format rdata of the records of type t in
 // rrs, sorted.
-func rdata(rrs []mdns.RR, t uint16) []string {
+func rdata(rrs []dns.RR, t uint16) []string {
 	out := []string{}
 	for _, rr := range rrs {
 		if rr.Header().Rrtype == t {
@@ -48,10 +48,10 @@ func rdata(rrs []mdns.RR, t uint16) []string {
 }
 
 // txtValues returns the TXT values (strings of one record joined) in rrs, sorted.
-func txtValues(rrs []mdns.RR) []string {
+func txtValues(rrs []dns.RR) []string {
 	out := []string{}
 	for _, rr := range rrs {
-		if t, ok := rr.(*mdns.TXT); ok {
+		if t, ok := rr.(*dns.TXT); ok {
 			out = append(out, strings.Join(t.Txt, ""))
 		}
 	}
@@ -59,9 +59,9 @@ func txtValues(rrs []mdns.RR) []string {
 	return out
 }
 
-func soaOf(rrs []mdns.RR) *mdns.SOA {
+func soaOf(rrs []dns.RR) *dns.SOA {
 	for _, rr := range rrs {
-		if s, ok := rr.(*mdns.SOA); ok {
+		if s, ok := rr.(*dns.SOA); ok {
 			return s
 		}
 	}
@@ -69,7 +69,7 @@ func soaOf(rrs []mdns.RR) *mdns.SOA {
 }
 
 // mustBuild builds and fails the test on error.
-func mustBuild(t testing.TB, st Static, r *rows, serial uint32) (*dns.Zone, []string) {
+func mustBuild(t testing.TB, st Static, r *rows, serial uint32) (*authdns.Zone, []string) {
 	t.Helper()
 	z, warnings, err := Build(st, r, serial)
 	if err != nil {
@@ -137,13 +137,13 @@ func (h *logRecorder) all() []string {
 
 // ---- a real DNS server fed by a real Watcher ----
 
-// harness is a dns.Server on 127.0.0.1 (UDP and TCP, same port) whose zone
+// harness is an authdns.Server on 127.0.0.1 (UDP and TCP, same port) whose zone
 // a Watcher swaps.
 type harness struct {
 	t     *testing.T
 	db    *platformdb.Etcd
 	rows  Rows
-	srv   *dns.Server
+	srv   *authdns.Server
 	w     *Watcher
 	addr  string // host:port, UDP and TCP
 	swaps atomic.Int64
@@ -169,11 +169,11 @@ func staticConfig() Static {
 func newHarness(t *testing.T, db *platformdb.Etcd, st Static) *harness {
 	t.Helper()
 	h := &harness{t: t, db: db, rows: Rows{KV: db}, logs: &logRecorder{}}
-	h.srv = dns.NewServer(dns.ServerOptions{})
+	h.srv = authdns.NewServer(authdns.ServerOptions{})
 	h.w = &Watcher{
 		Static: st,
 		KV:     db,
-		Swap: func(z *dns.Zone) {
+		Swap: func(z *authdns.Zone) {
 			h.swaps.Add(1)
 			h.srv.Swap(z)
 		},
@@ -225,11 +225,11 @@ func (h *harness) stop() {
 }
 
 // query sends one query over netw ("udp" or "tcp") to addr.
-func query(netw, addr, name string, qtype uint16) (*mdns.Msg, error) {
-	q := new(mdns.Msg)
-	q.SetQuestion(mdns.Fqdn(name), qtype)
+func query(netw, addr, name string, qtype uint16) (*dns.Msg, error) {
+	q := new(dns.Msg)
+	q.SetQuestion(dns.Fqdn(name), qtype)
 	q.RecursionDesired = false
-	c := &mdns.Client{Net: netw, Timeout: 2 * time.Second}
+	c := &dns.Client{Net: netw, Timeout: 2 * time.Second}
 	resp, _, err := c.Exchange(q, addr)
 	if err != nil {
 		return nil, err
@@ -240,11 +240,11 @@ func query(netw, addr, name string, qtype uint16) (*mdns.Msg, error) {
 	return resp, nil
 }
 
-func mustQuery(t testing.TB, netw, addr, name string, qtype uint16) *mdns.Msg {
+func mustQuery(t testing.TB, netw, addr, name string, qtype uint16) *dns.Msg {
 	t.Helper()
 	resp, err := query(netw, addr, name, qtype)
 	if err != nil {
-		t.Fatalf("%s query %s %s to %s: %v", netw, name, mdns.TypeToString[qtype], addr, err)
+		t.Fatalf("%s query %s %s to %s: %v", netw, name, dns.TypeToString[qtype], addr, err)
 	}
 	return resp
 }
@@ -252,14 +252,14 @@ func mustQuery(t testing.TB, netw, addr, name string, qtype uint16) *mdns.Msg {
 // answerA is the sorted A addresses answered for name over netw, or the
 // rcode name when the answer is not NOERROR.
 func answerA(netw, addr, name string) string {
-	resp, err := query(netw, addr, name, mdns.TypeA)
+	resp, err := query(netw, addr, name, dns.TypeA)
 	if err != nil {
 		return "error: " + err.Error()
 	}
-	if resp.Rcode != mdns.RcodeSuccess {
-		return mdns.RcodeToString[resp.Rcode]
+	if resp.Rcode != dns.RcodeSuccess {
+		return dns.RcodeToString[resp.Rcode]
 	}
-	return strings.Join(rdata(resp.Answer, mdns.TypeA), ",")
+	return strings.Join(rdata(resp.Answer, dns.TypeA), ",")
 }
 
 // waitA waits until name answers exactly want ("a,b" sorted, or an rcode
@@ -275,7 +275,7 @@ func (h *harness) waitA(netw, name, want string) {
 // serial is the SOA serial answered over UDP.
 func (h *harness) serial() uint32 {
 	h.t.Helper()
-	resp := mustQuery(h.t, "udp", h.addr, testDomain, mdns.TypeSOA)
+	resp := mustQuery(h.t, "udp", h.addr, testDomain, dns.TypeSOA)
 	s := soaOf(resp.Answer)
 	if s == nil {
 		h.t.Fatalf("no SOA in %v", resp)

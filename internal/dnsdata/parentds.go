@@ -9,7 +9,7 @@ import (
 	"sync"
 	"time"
 
-	mdns "github.com/miekg/dns"
+	"github.com/miekg/dns"
 )
 
 // ParentDS says how the DS the parent zone publishes for the domain stands
@@ -106,10 +106,10 @@ func (c *ParentDSChecker) check(ctx context.Context) ParentDS {
 	if err != nil {
 		return unchecked("the zone's keys not read: %v", err)
 	}
-	var keys []*mdns.DNSKEY
+	var keys []*dns.DNSKEY
 	for _, in := range infos {
-		if rr, err := mdns.NewRR(in.DNSKEY); err == nil {
-			if k, ok := rr.(*mdns.DNSKEY); ok {
+		if rr, err := dns.NewRR(in.DNSKEY); err == nil {
+			if k, ok := rr.(*dns.DNSKEY); ok {
 				keys = append(keys, k)
 			}
 		}
@@ -119,15 +119,15 @@ func (c *ParentDSChecker) check(ctx context.Context) ParentDS {
 	}
 	addr := c.Resolver
 	if addr == "" {
-		cc, err := mdns.ClientConfigFromFile("/etc/resolv.conf")
+		cc, err := dns.ClientConfigFromFile("/etc/resolv.conf")
 		if err != nil || len(cc.Servers) == 0 {
 			return unchecked("no system resolver (/etc/resolv.conf)")
 		}
 		addr = net.JoinHostPort(cc.Servers[0], cc.Port)
 	}
-	domain := mdns.CanonicalName(c.Domain)
-	q := new(mdns.Msg)
-	q.SetQuestion(domain, mdns.TypeDS)
+	domain := dns.CanonicalName(c.Domain)
+	q := new(dns.Msg)
+	q.SetQuestion(domain, dns.TypeDS)
 	q.CheckingDisabled = true // a DS that does not match is what we look for, not a SERVFAIL
 	q.SetEdns0(1232, true)
 	r, err := exchange(ctx, q, addr)
@@ -142,10 +142,10 @@ func (c *ParentDSChecker) check(ctx context.Context) ParentDS {
 }
 
 // exchange asks addr over UDP, then over TCP when the answer is truncated.
-func exchange(ctx context.Context, q *mdns.Msg, addr string) (*mdns.Msg, error) {
-	r, _, err := (&mdns.Client{Net: "udp"}).ExchangeContext(ctx, q, addr)
+func exchange(ctx context.Context, q *dns.Msg, addr string) (*dns.Msg, error) {
+	r, _, err := (&dns.Client{Net: "udp"}).ExchangeContext(ctx, q, addr)
 	if err == nil && r.Truncated {
-		r, _, err = (&mdns.Client{Net: "tcp"}).ExchangeContext(ctx, q, addr)
+		r, _, err = (&dns.Client{Net: "tcp"}).ExchangeContext(ctx, q, addr)
 	}
 	if errors.Is(err, context.DeadlineExceeded) || isTimeout(err) {
 		return nil, fmt.Errorf("no answer within %s", ParentDSTimeout)
@@ -163,21 +163,21 @@ func isTimeout(err error) bool {
 // above the domain (the parent's own denial): a resolver that answers
 // everything empty or NXDOMAIN (a network without internet, an
 // intercepting one) tells nothing.
-func judgeParentDS(r *mdns.Msg, domain string, keys []*mdns.DNSKEY) (ParentDSState, string) {
-	if r.Rcode != mdns.RcodeSuccess {
-		return DSUnchecked, fmt.Sprintf("answered %s for %s DS", mdns.RcodeToString[r.Rcode], domain)
+func judgeParentDS(r *dns.Msg, domain string, keys []*dns.DNSKEY) (ParentDSState, string) {
+	if r.Rcode != dns.RcodeSuccess {
+		return DSUnchecked, fmt.Sprintf("answered %s for %s DS", dns.RcodeToString[r.Rcode], domain)
 	}
-	var dss []*mdns.DS
+	var dss []*dns.DS
 	for _, rr := range r.Answer {
-		if ds, ok := rr.(*mdns.DS); ok && mdns.CanonicalName(ds.Hdr.Name) == domain {
+		if ds, ok := rr.(*dns.DS); ok && dns.CanonicalName(ds.Hdr.Name) == domain {
 			dss = append(dss, ds)
 		}
 	}
 	if len(dss) == 0 {
 		for _, rr := range r.Ns {
-			if soa, ok := rr.(*mdns.SOA); ok {
-				owner := mdns.CanonicalName(soa.Hdr.Name)
-				if owner != domain && mdns.IsSubDomain(owner, domain) {
+			if soa, ok := rr.(*dns.SOA); ok {
+				owner := dns.CanonicalName(soa.Hdr.Name)
+				if owner != domain && dns.IsSubDomain(owner, domain) {
 					return DSAbsent, fmt.Sprintf("the parent zone %s publishes no DS for %s", owner, domain)
 				}
 			}

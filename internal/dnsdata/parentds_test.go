@@ -10,20 +10,20 @@ import (
 	"testing"
 	"time"
 
-	mdns "github.com/miekg/dns"
+	"github.com/miekg/dns"
 )
 
 // parentResolver is a resolver on 127.0.0.1 (real DNS over UDP and TCP)
 // answering the DS question with answer (may be nil), authority and rcode;
 // it counts the DS queries it gets.
-func parentResolver(t *testing.T, rcode int, truncate bool, answer, authority []mdns.RR) (addr string, queries *atomic.Int64) {
+func parentResolver(t *testing.T, rcode int, truncate bool, answer, authority []dns.RR) (addr string, queries *atomic.Int64) {
 	t.Helper()
 	queries = new(atomic.Int64)
-	h := mdns.HandlerFunc(func(w mdns.ResponseWriter, req *mdns.Msg) {
-		m := new(mdns.Msg)
+	h := dns.HandlerFunc(func(w dns.ResponseWriter, req *dns.Msg) {
+		m := new(dns.Msg)
 		m.SetReply(req)
 		m.Rcode = rcode
-		if len(req.Question) == 1 && req.Question[0].Qtype == mdns.TypeDS {
+		if len(req.Question) == 1 && req.Question[0].Qtype == dns.TypeDS {
 			queries.Add(1)
 			_, udp := w.RemoteAddr().(*net.UDPAddr)
 			if truncate && udp {
@@ -52,17 +52,17 @@ func parentResolver(t *testing.T, rcode int, truncate bool, answer, authority []
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range []*mdns.Server{{PacketConn: pc, Handler: h}, {Listener: ln, Handler: h}} {
+	for _, s := range []*dns.Server{{PacketConn: pc, Handler: h}, {Listener: ln, Handler: h}} {
 		go func() { _ = s.ActivateAndServe() }()
 		t.Cleanup(func() { _ = s.Shutdown() })
 	}
 	return pc.LocalAddr().String(), queries
 }
 
-func testDNSKEY(t *testing.T) *mdns.DNSKEY {
+func testDNSKEY(t *testing.T) *dns.DNSKEY {
 	t.Helper()
-	k := &mdns.DNSKEY{Hdr: mdns.RR_Header{Name: testDomain + ".", Rrtype: mdns.TypeDNSKEY, Class: mdns.ClassINET, Ttl: 300},
-		Flags: 257, Protocol: 3, Algorithm: mdns.ECDSAP256SHA256}
+	k := &dns.DNSKEY{Hdr: dns.RR_Header{Name: testDomain + ".", Rrtype: dns.TypeDNSKEY, Class: dns.ClassINET, Ttl: 300},
+		Flags: 257, Protocol: 3, Algorithm: dns.ECDSAP256SHA256}
 	priv, err := k.Generate(256)
 	if err != nil {
 		t.Fatal(err)
@@ -82,7 +82,7 @@ func testDNSKEY(t *testing.T) *mdns.DNSKEY {
 func TestParentDS(t *testing.T) {
 	key := testDNSKEY(t)
 	other := testDNSKEY(t)
-	ds256, ds384 := key.ToDS(mdns.SHA256), key.ToDS(mdns.SHA384)
+	ds256, ds384 := key.ToDS(dns.SHA256), key.ToDS(dns.SHA384)
 	badDigest := *ds256
 	badDigest.Digest = strings.Repeat("AB", 32)
 	parentSOA := mustRRp(t, "example.com. 900 IN SOA ns.example.com. h.example.com. 1 2 3 4 300")
@@ -91,22 +91,22 @@ func TestParentDS(t *testing.T) {
 		name      string
 		rcode     int
 		truncate  bool
-		answer    []mdns.RR
-		authority []mdns.RR
+		answer    []dns.RR
+		authority []dns.RR
 		want      ParentDSState
 		detail    string
 	}{
-		{"our DS", 0, false, []mdns.RR{ds256}, nil, DSMatches, "matches key"},
-		{"our DS, SHA-384", 0, false, []mdns.RR{ds384}, nil, DSMatches, "matches key"},
-		{"ours among others", 0, false, []mdns.RR{other.ToDS(mdns.SHA256), ds256}, nil, DSMatches, "matches key"},
-		{"our DS over TCP after a truncated answer", 0, true, []mdns.RR{ds256}, nil, DSMatches, "matches key"},
-		{"another key's DS", 0, false, []mdns.RR{other.ToDS(mdns.SHA256)}, nil, DSMismatch, "matches none of the zone's keys"},
-		{"our key tag, another digest", 0, false, []mdns.RR{&badDigest}, nil, DSMismatch, "matches none of the zone's keys"},
-		{"the parent's NODATA", 0, false, nil, []mdns.RR{parentSOA}, DSAbsent, "the parent zone example.com. publishes no DS"},
-		{"an empty answer with the zone's own SOA", 0, false, nil, []mdns.RR{ownSOA}, DSUnchecked, "no parent zone's SOA"},
+		{"our DS", 0, false, []dns.RR{ds256}, nil, DSMatches, "matches key"},
+		{"our DS, SHA-384", 0, false, []dns.RR{ds384}, nil, DSMatches, "matches key"},
+		{"ours among others", 0, false, []dns.RR{other.ToDS(dns.SHA256), ds256}, nil, DSMatches, "matches key"},
+		{"our DS over TCP after a truncated answer", 0, true, []dns.RR{ds256}, nil, DSMatches, "matches key"},
+		{"another key's DS", 0, false, []dns.RR{other.ToDS(dns.SHA256)}, nil, DSMismatch, "matches none of the zone's keys"},
+		{"our key tag, another digest", 0, false, []dns.RR{&badDigest}, nil, DSMismatch, "matches none of the zone's keys"},
+		{"the parent's NODATA", 0, false, nil, []dns.RR{parentSOA}, DSAbsent, "the parent zone example.com. publishes no DS"},
+		{"an empty answer with the zone's own SOA", 0, false, nil, []dns.RR{ownSOA}, DSUnchecked, "no parent zone's SOA"},
 		{"an empty answer", 0, false, nil, nil, DSUnchecked, "no parent zone's SOA"},
-		{"NXDOMAIN", mdns.RcodeNameError, false, nil, nil, DSUnchecked, "answered NXDOMAIN"},
-		{"SERVFAIL", mdns.RcodeServerFailure, false, nil, nil, DSUnchecked, "answered SERVFAIL"},
+		{"NXDOMAIN", dns.RcodeNameError, false, nil, nil, DSUnchecked, "answered NXDOMAIN"},
+		{"SERVFAIL", dns.RcodeServerFailure, false, nil, nil, DSUnchecked, "answered SERVFAIL"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			addr, _ := parentResolver(t, tc.rcode, tc.truncate, tc.answer, tc.authority)
@@ -144,7 +144,7 @@ func TestParentDS(t *testing.T) {
 // TestParentDSKept: a result is reused for a few minutes, then asked again.
 func TestParentDSKept(t *testing.T) {
 	key := testDNSKEY(t)
-	addr, queries := parentResolver(t, 0, false, []mdns.RR{key.ToDS(mdns.SHA256)}, nil)
+	addr, queries := parentResolver(t, 0, false, []dns.RR{key.ToDS(dns.SHA256)}, nil)
 	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
 	c := &ParentDSChecker{Domain: testDomain, Resolver: addr, Keys: keysOf(key), Now: func() time.Time { return now }}
 	for range 3 {
@@ -162,7 +162,7 @@ func TestParentDSKept(t *testing.T) {
 	}
 }
 
-func keysOf(keys ...*mdns.DNSKEY) func(context.Context) ([]KeyInfo, error) {
+func keysOf(keys ...*dns.DNSKEY) func(context.Context) ([]KeyInfo, error) {
 	return func(context.Context) ([]KeyInfo, error) {
 		var out []KeyInfo
 		for _, k := range keys {
@@ -172,9 +172,9 @@ func keysOf(keys ...*mdns.DNSKEY) func(context.Context) ([]KeyInfo, error) {
 	}
 }
 
-func mustRRp(t *testing.T, s string) mdns.RR {
+func mustRRp(t *testing.T, s string) dns.RR {
 	t.Helper()
-	rr, err := mdns.NewRR(s)
+	rr, err := dns.NewRR(s)
 	if err != nil {
 		t.Fatal(err)
 	}

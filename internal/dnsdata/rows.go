@@ -15,7 +15,7 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/pryv/pryv-tls/internal/dns"
+	"github.com/pryv/pryv-tls/internal/authdns"
 	"github.com/pryv/pryv-tls/internal/platformdb"
 )
 
@@ -107,7 +107,7 @@ func CheckUsername(u string) (string, error) {
 // is not accepted: the apex is configured with dns.records.root). It is
 // dns.CheckRelativeName, the check dns.staticEntries gets too.
 func CheckSubdomain(s string) (string, error) {
-	l, err := dns.CheckRelativeName(s)
+	l, err := authdns.CheckRelativeName(s)
 	if err != nil {
 		return "", invalid("subdomain %v", err)
 	}

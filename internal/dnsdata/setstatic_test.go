@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
-	mdns "github.com/miekg/dns"
+	"github.com/miekg/dns"
 
-	"github.com/pryv/pryv-tls/internal/dns"
+	"github.com/pryv/pryv-tls/internal/authdns"
 	"github.com/pryv/pryv-tls/internal/testutil"
 )
 
@@ -23,10 +23,10 @@ func TestWatcherSetStatic(t *testing.T) {
 	kv.put(UserCorePrefix+"alice", `{"core":"core1"}`)
 	var (
 		mu   sync.Mutex
-		zone *dns.Zone
+		zone *authdns.Zone
 	)
-	w := &Watcher{Static: staticConfig(), KV: kv, Swap: func(z *dns.Zone) { mu.Lock(); zone = z; mu.Unlock() }}
-	last := func() *dns.Zone { mu.Lock(); defer mu.Unlock(); return zone }
+	w := &Watcher{Static: staticConfig(), KV: kv, Swap: func(z *authdns.Zone) { mu.Lock(); zone = z; mu.Unlock() }}
+	last := func() *authdns.Zone { mu.Lock(); defer mu.Unlock(); return zone }
 	if err := w.ServeStatic(); err != nil {
 		t.Fatal(err)
 	}
@@ -35,7 +35,7 @@ func TestWatcherSetStatic(t *testing.T) {
 	go func() { defer close(done); w.Run(ctx) }()
 	defer func() { cancel(); <-done }()
 	a := func(name string) string {
-		return strings.Join(rdata(ask(last(), name+"."+testDomain, mdns.TypeA).Answer, mdns.TypeA), ",")
+		return strings.Join(rdata(ask(last(), name+"."+testDomain, dns.TypeA).Answer, dns.TypeA), ",")
 	}
 	testutil.Eventually(t, 5*time.Second, "alice from the store", func() (bool, string) { g := a("alice"); return g == "192.0.2.10", g })
 
@@ -51,7 +51,7 @@ func TestWatcherSetStatic(t *testing.T) {
 	if got := a("alice"); got != "192.0.2.10" {
 		t.Fatalf("alice = %q after SetStatic: the store's rows were lost", got)
 	}
-	if rr := ask(last(), "www."+testDomain, mdns.TypeA).Answer; len(rr) != 1 || rr[0].Header().Ttl != 120 {
+	if rr := ask(last(), "www."+testDomain, dns.TypeA).Answer; len(rr) != 1 || rr[0].Header().Ttl != 120 {
 		t.Fatalf("www's TTL after SetStatic: %v, want 120", rr)
 	}
 

@@ -10,7 +10,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/pryv/pryv-tls/internal/dns"
+	"github.com/pryv/pryv-tls/internal/authdns"
 	"github.com/pryv/pryv-tls/internal/platformdb"
 )
 
@@ -24,7 +24,7 @@ type Watcher struct {
 		List(ctx context.Context, prefix string) ([]platformdb.Entry, int64, error)
 		Watch(ctx context.Context, prefix string, from int64) <-chan platformdb.Event
 	}
-	Swap   func(*dns.Zone)
+	Swap   func(*authdns.Zone)
 	Logger *slog.Logger
 	// Settle is how long a change waits for followers before the rebuild
 	// (default 10 ms): long enough to batch a burst, far under the 1 s target.
@@ -55,7 +55,7 @@ type Watcher struct {
 	// zone is served incomplete (names it lacks answered SERVFAIL).
 	loaded bool
 	warned map[string]bool
-	sigs   *dns.SigCache // with Keys: the signatures, kept across rebuilds
+	sigs   *authdns.SigCache // with Keys: the signatures, kept across rebuilds
 }
 
 // ResignEvery is how often a signed zone is rebuilt when nothing changes.
@@ -219,7 +219,7 @@ func (w *Watcher) rebuild() error {
 	st := w.Static
 	if w.Keys != nil {
 		if w.sigs == nil {
-			w.sigs = dns.NewSigCache()
+			w.sigs = authdns.NewSigCache()
 		}
 		st.DNSSEC, st.Sigs = w.Keys, w.sigs
 	}

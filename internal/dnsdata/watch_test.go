@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
-	mdns "github.com/miekg/dns"
+	"github.com/miekg/dns"
 
-	"github.com/pryv/pryv-tls/internal/dns"
+	"github.com/pryv/pryv-tls/internal/authdns"
 	"github.com/pryv/pryv-tls/internal/platformdb"
 	"github.com/pryv/pryv-tls/internal/platformdb/platformdbtest"
 	"github.com/pryv/pryv-tls/internal/testutil"
@@ -39,15 +39,15 @@ func TestWatcherEndToEnd(t *testing.T) {
 	// core): SERVFAIL, which a resolver does not cache as it would NXDOMAIN.
 	t.Run("static zone before PlatformDB is read", func(t *testing.T) {
 		for _, netw := range []string{"udp", "tcp"} {
-			resp := mustQuery(t, netw, h.addr, testDomain, mdns.TypeSOA)
-			if resp.Rcode != mdns.RcodeSuccess || !resp.Authoritative || soaOf(resp.Answer) == nil {
+			resp := mustQuery(t, netw, h.addr, testDomain, dns.TypeSOA)
+			if resp.Rcode != dns.RcodeSuccess || !resp.Authoritative || soaOf(resp.Answer) == nil {
 				t.Errorf("%s SOA: %v", netw, resp)
 			}
-			resp = mustQuery(t, netw, h.addr, testDomain, mdns.TypeNS)
-			if got := rdata(resp.Answer, mdns.TypeNS); !slices.Equal(got, []string{"core.mc.example.com."}) {
+			resp = mustQuery(t, netw, h.addr, testDomain, dns.TypeNS)
+			if got := rdata(resp.Answer, dns.TypeNS); !slices.Equal(got, []string{"core.mc.example.com."}) {
 				t.Errorf("%s NS %q", netw, got)
 			}
-			if got := rdata(resp.Extra, mdns.TypeA); !slices.Equal(got, []string{"127.0.0.1"}) {
+			if got := rdata(resp.Extra, dns.TypeA); !slices.Equal(got, []string{"127.0.0.1"}) {
 				t.Errorf("%s NS glue %q", netw, got)
 			}
 			for name, want := range map[string]string{testDomain: "192.0.2.1", "www." + testDomain: "192.0.2.80", "core." + testDomain: "127.0.0.1", "early." + testDomain: "SERVFAIL"} {
@@ -99,8 +99,8 @@ func TestWatcherEndToEnd(t *testing.T) {
 		}
 		h.waitA("udp", "alice."+testDomain, "127.0.0.6")
 		h.waitA("tcp", "alice."+testDomain, "127.0.0.6")
-		resp := mustQuery(t, "tcp", h.addr, "alice."+testDomain, mdns.TypeAAAA)
-		if got := rdata(resp.Answer, mdns.TypeAAAA); !slices.Equal(got, []string{"::1"}) {
+		resp := mustQuery(t, "tcp", h.addr, "alice."+testDomain, dns.TypeAAAA)
+		if got := rdata(resp.Answer, dns.TypeAAAA); !slices.Equal(got, []string{"::1"}) {
 			t.Errorf("AAAA %q", got)
 		}
 		if s := h.serial(); s <= serial1 {
@@ -154,8 +154,8 @@ func TestWatcherEndToEnd(t *testing.T) {
 		}
 		h.waitA("udp", "alice."+testDomain, "NXDOMAIN")
 		for _, netw := range []string{"udp", "tcp"} {
-			resp := mustQuery(t, netw, h.addr, "alice."+testDomain, mdns.TypeA)
-			if resp.Rcode != mdns.RcodeNameError || len(resp.Answer) != 0 || !resp.Authoritative {
+			resp := mustQuery(t, netw, h.addr, "alice."+testDomain, dns.TypeA)
+			if resp.Rcode != dns.RcodeNameError || len(resp.Answer) != 0 || !resp.Authoritative {
 				t.Errorf("%s: %v", netw, resp)
 			}
 			if s := soaOf(resp.Ns); s == nil || s.Hdr.Name != "mc.example.com." {
@@ -170,7 +170,7 @@ func TestWatcherEndToEnd(t *testing.T) {
 			t.Fatal(err)
 		}
 		h.waitA("udp", "app."+testDomain, "192.0.2.90")
-		resp := mustQuery(t, "tcp", h.addr, "app."+testDomain, mdns.TypeTXT)
+		resp := mustQuery(t, "tcp", h.addr, "app."+testDomain, dns.TypeTXT)
 		if got := txtValues(resp.Answer); !slices.Equal(got, []string{"hello"}) {
 			t.Errorf("TXT %q", got)
 		}
@@ -290,8 +290,8 @@ func TestWatcherBurstAndRestart(t *testing.T) {
 		for i := range users {
 			name := fmt.Sprintf("user%04d.%s", i, testDomain)
 			if i%10 == 9 {
-				resp := mustQuery(t, "udp", addr, name, mdns.TypeA)
-				if got := rdata(resp.Answer, mdns.TypeCNAME); !slices.Equal(got, []string{"edge.example.net."}) {
+				resp := mustQuery(t, "udp", addr, name, dns.TypeA)
+				if got := rdata(resp.Answer, dns.TypeCNAME); !slices.Equal(got, []string{"edge.example.net."}) {
 					t.Fatalf("%s: CNAME %q", name, got)
 				}
 				continue
@@ -326,11 +326,11 @@ func TestWatcherBurstAndRestart(t *testing.T) {
 		}
 		check(h2.addr)
 		for _, name := range []string{testDomain, "reg." + testDomain, "core." + testDomain, "www." + testDomain, "core2." + testDomain} {
-			for _, qt := range []uint16{mdns.TypeA, mdns.TypeAAAA, mdns.TypeNS, mdns.TypeTXT} {
+			for _, qt := range []uint16{dns.TypeA, dns.TypeAAAA, dns.TypeNS, dns.TypeTXT} {
 				a := mustQuery(t, "udp", h.addr, name, qt)
 				b := mustQuery(t, "udp", h2.addr, name, qt)
 				if a.Rcode != b.Rcode || !slices.Equal(rdata(a.Answer, qt), rdata(b.Answer, qt)) || len(a.Answer) != len(b.Answer) {
-					t.Errorf("%s %s: before restart %v, after %v", name, mdns.TypeToString[qt], a.Answer, b.Answer)
+					t.Errorf("%s %s: before restart %v, after %v", name, dns.TypeToString[qt], a.Answer, b.Answer)
 				}
 			}
 		}
@@ -346,14 +346,14 @@ func TestWatcherResetRelists(t *testing.T) {
 
 	var (
 		mu    sync.Mutex
-		zones []*dns.Zone
+		zones []*authdns.Zone
 	)
-	w := &Watcher{Static: Static{Domain: testDomain, TTL: 60}, KV: kv, Swap: func(z *dns.Zone) {
+	w := &Watcher{Static: Static{Domain: testDomain, TTL: 60}, KV: kv, Swap: func(z *authdns.Zone) {
 		mu.Lock()
 		zones = append(zones, z)
 		mu.Unlock()
 	}}
-	last := func() *dns.Zone {
+	last := func() *authdns.Zone {
 		mu.Lock()
 		defer mu.Unlock()
 		return zones[len(zones)-1]
@@ -375,7 +375,7 @@ func TestWatcherResetRelists(t *testing.T) {
 	aliceIs := func(want string) {
 		t.Helper()
 		testutil.Eventually(t, 5*time.Second, "alice = "+want, func() (bool, string) {
-			got := strings.Join(rdata(ask(last(), "alice."+testDomain, mdns.TypeA).Answer, mdns.TypeA), ",")
+			got := strings.Join(rdata(ask(last(), "alice."+testDomain, dns.TypeA).Answer, dns.TypeA), ",")
 			return got == want, got
 		})
 	}
@@ -391,7 +391,7 @@ func TestWatcherResetRelists(t *testing.T) {
 	kv.put(UserCorePrefix+"bob", `{"core":"core1"}`)
 	kv.event(t, UserCorePrefix, platformdb.Event{Type: platformdb.EventReset})
 	testutil.Eventually(t, 5*time.Second, "bob after the reset", func() (bool, string) {
-		got := strings.Join(rdata(ask(last(), "bob."+testDomain, mdns.TypeA).Answer, mdns.TypeA), ",")
+		got := strings.Join(rdata(ask(last(), "bob."+testDomain, dns.TypeA).Answer, dns.TypeA), ",")
 		return got == "192.0.2.10", got
 	})
 	if n := kv.lists.Load(); n != 2*int64(len(tables)) {
@@ -403,8 +403,8 @@ func TestWatcherResetRelists(t *testing.T) {
 	// A row that cannot be read is no user.
 	kv.event(t, UserCorePrefix, platformdb.Event{Type: platformdb.EventPut, Entry: kv.put(UserCorePrefix+"bob", `{broken`)})
 	testutil.Eventually(t, 5*time.Second, "bob gone", func() (bool, string) {
-		r := ask(last(), "bob."+testDomain, mdns.TypeA)
-		return r.Rcode == mdns.RcodeNameError, mdns.RcodeToString[r.Rcode]
+		r := ask(last(), "bob."+testDomain, dns.TypeA)
+		return r.Rcode == dns.RcodeNameError, dns.RcodeToString[r.Rcode]
 	})
 }
 
@@ -499,7 +499,7 @@ func percentile(d []time.Duration, p int) time.Duration {
 // change of them, and only then.
 func TestWatcherCores(t *testing.T) {
 	var got []string
-	w := &Watcher{Static: staticConfig(), Swap: func(*dns.Zone) {}, Cores: func(cs []CoreInfo) {
+	w := &Watcher{Static: staticConfig(), Swap: func(*authdns.Zone) {}, Cores: func(cs []CoreInfo) {
 		var ids []string
 		for _, c := range cs {
 			ids = append(ids, c.ID+"="+c.URL)

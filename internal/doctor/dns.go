@@ -11,19 +11,19 @@ import (
 	"strings"
 	"time"
 
-	mdns "github.com/miekg/dns"
+	"github.com/miekg/dns"
 )
 
 const noDNS = "this core runs no DNS server (dns.active is off): the zone is someone else's"
 
 // query asks server (host:port) for name's qtype over UDP, with the DO bit
 // when do; a truncated answer is asked again over TCP. ctx bounds it.
-func query(ctx context.Context, server, name string, qtype uint16, do bool) (*mdns.Msg, error) {
-	m := new(mdns.Msg)
-	m.SetQuestion(mdns.Fqdn(name), qtype)
+func query(ctx context.Context, server, name string, qtype uint16, do bool) (*dns.Msg, error) {
+	m := new(dns.Msg)
+	m.SetQuestion(dns.Fqdn(name), qtype)
 	m.RecursionDesired = false
 	m.SetEdns0(4096, do)
-	c := &mdns.Client{Net: "udp"}
+	c := &dns.Client{Net: "udp"}
 	r, _, err := c.ExchangeContext(ctx, m, server)
 	if err == nil && r.Truncated {
 		c.Net = "tcp"
@@ -38,18 +38,18 @@ func (d *doctor) dnsAddr(c Core) string { return net.JoinHostPort(c.IP, strconv.
 func why(err error) string { return netWhy(err) }
 
 // soaOf asks core c for the apex SOA; the answer must be authoritative.
-func (d *doctor) soaOf(ctx context.Context, c Core) (*mdns.SOA, error) {
-	r, err := query(ctx, d.dnsAddr(c), d.Domain, mdns.TypeSOA, false)
+func (d *doctor) soaOf(ctx context.Context, c Core) (*dns.SOA, error) {
+	r, err := query(ctx, d.dnsAddr(c), d.Domain, dns.TypeSOA, false)
 	switch {
 	case err != nil:
 		return nil, errors.New(why(err))
-	case r.Rcode != mdns.RcodeSuccess:
-		return nil, fmt.Errorf("answered %s for the apex SOA", mdns.RcodeToString[r.Rcode])
+	case r.Rcode != dns.RcodeSuccess:
+		return nil, fmt.Errorf("answered %s for the apex SOA", dns.RcodeToString[r.Rcode])
 	case !r.Authoritative:
 		return nil, errors.New("answered without the AA flag: not authoritative for the zone")
 	}
 	for _, rr := range r.Answer {
-		if soa, ok := rr.(*mdns.SOA); ok {
+		if soa, ok := rr.(*dns.SOA); ok {
 			return soa, nil
 		}
 	}
@@ -62,7 +62,7 @@ func checkSOA(ctx context.Context, d *doctor) []Result {
 		return skip(noDNS)
 	}
 	type got struct {
-		soa *mdns.SOA
+		soa *dns.SOA
 		err error
 	}
 	ask := func() []got {
@@ -134,9 +134,9 @@ func checkNS(ctx context.Context, d *doctor) []Result {
 	// answering core's dns.publicIp): ask every core.
 	named, silent := map[string]bool{}, map[string]bool{}
 	var out []Result
-	zone := mdns.Fqdn(d.Domain)
+	zone := dns.Fqdn(d.Domain)
 	for _, name := range names {
-		if !mdns.IsSubDomain(zone, name) {
+		if !dns.IsSubDomain(zone, name) {
 			out = append(out, warn("make sure the registrar's glue and that name's own zone point at the cores",
 				"NS %s is outside %s: its address is not ours to check", name, d.Domain))
 			continue
@@ -147,16 +147,16 @@ func checkNS(ctx context.Context, d *doctor) []Result {
 		}
 		answers := eachCore(d.Cores, func(c Core) got {
 			var addrs []string
-			for _, t := range []uint16{mdns.TypeA, mdns.TypeAAAA} {
+			for _, t := range []uint16{dns.TypeA, dns.TypeAAAA} {
 				r, err := query(ctx, d.dnsAddr(c), name, t, false)
 				if err != nil {
 					return got{nil, errors.New(why(err))}
 				}
 				for _, rr := range r.Answer {
 					switch rr := rr.(type) {
-					case *mdns.A:
+					case *dns.A:
 						addrs = append(addrs, rr.A.String())
-					case *mdns.AAAA:
+					case *dns.AAAA:
 						addrs = append(addrs, rr.AAAA.String())
 					}
 				}
@@ -231,13 +231,13 @@ func checkCAA(ctx context.Context, d *doctor) []Result {
 			"the CA's directory names no issuer domain (meta.caaIdentities) and letsEncrypt.caaIdentity is unset: the zone publishes no CAA record for the account")}
 	}
 	self := d.Cores[0]
-	r, err := query(ctx, d.dnsAddr(self), d.Domain, mdns.TypeCAA, false)
+	r, err := query(ctx, d.dnsAddr(self), d.Domain, dns.TypeCAA, false)
 	if err != nil {
 		return []Result{fail("see the dns result for this core", "CAA at %s from core %s: %s", d.Domain, self, why(err))}
 	}
-	var recs []*mdns.CAA
+	var recs []*dns.CAA
 	for _, rr := range r.Answer {
-		if c, ok := rr.(*mdns.CAA); ok {
+		if c, ok := rr.(*dns.CAA); ok {
 			recs = append(recs, c)
 		}
 	}
@@ -263,8 +263,8 @@ func checkCAA(ctx context.Context, d *doctor) []Result {
 
 // judgeCAA says whether recs let the CA issue by tag (RFC 8659: issuewild,
 // when present, governs the wildcard; else issue does) for our account.
-func judgeCAA(recs []*mdns.CAA, tag string, methods []string, w CAAWant) Result {
-	var use []*mdns.CAA
+func judgeCAA(recs []*dns.CAA, tag string, methods []string, w CAAWant) Result {
+	var use []*dns.CAA
 	for _, r := range recs {
 		if strings.EqualFold(r.Tag, tag) {
 			use = append(use, r)
@@ -346,10 +346,10 @@ func checkDNSSEC(ctx context.Context, d *doctor) []Result {
 	case !d.DNSSEC:
 		return skip("dns.dnssec is off: the zone is not signed")
 	}
-	var dss []*mdns.DS
+	var dss []*dns.DS
 	for _, s := range d.DS {
-		rr, err := mdns.NewRR(s)
-		if ds, ok := rr.(*mdns.DS); err == nil && ok {
+		rr, err := dns.NewRR(s)
+		if ds, ok := rr.(*dns.DS); err == nil && ok {
 			dss = append(dss, ds)
 		}
 	}
@@ -359,19 +359,19 @@ func checkDNSSEC(ctx context.Context, d *doctor) []Result {
 	return eachCore(d.Cores, func(c Core) Result { return d.dnssecOf(ctx, c, dss) })
 }
 
-func (d *doctor) dnssecOf(ctx context.Context, c Core, dss []*mdns.DS) Result {
-	r, err := query(ctx, d.dnsAddr(c), d.Domain, mdns.TypeDNSKEY, true)
+func (d *doctor) dnssecOf(ctx context.Context, c Core, dss []*dns.DS) Result {
+	r, err := query(ctx, d.dnsAddr(c), d.Domain, dns.TypeDNSKEY, true)
 	if err != nil {
 		return warn("see the dns result for that core", "core %s: DNSKEY not read: %s", c, why(err))
 	}
-	var keys []*mdns.DNSKEY
-	var keyRRs []mdns.RR
-	var sigs []*mdns.RRSIG
+	var keys []*dns.DNSKEY
+	var keyRRs []dns.RR
+	var sigs []*dns.RRSIG
 	for _, rr := range r.Answer {
 		switch rr := rr.(type) {
-		case *mdns.DNSKEY:
+		case *dns.DNSKEY:
 			keys, keyRRs = append(keys, rr), append(keyRRs, rr)
-		case *mdns.RRSIG:
+		case *dns.RRSIG:
 			sigs = append(sigs, rr)
 		}
 	}
@@ -395,7 +395,7 @@ func (d *doctor) dnssecOf(ctx context.Context, c Core, dss []*mdns.DS) Result {
 	}
 	now := d.Now()
 	for _, s := range sigs {
-		if s.TypeCovered != mdns.TypeDNSKEY {
+		if s.TypeCovered != dns.TypeDNSKEY {
 			continue
 		}
 		for _, k := range keys {
@@ -417,7 +417,7 @@ func (d *doctor) dnssecOf(ctx context.Context, c Core, dss []*mdns.DS) Result {
 		"core %s: no valid signature of the DNSKEY set by the key of the DS %s", c, dsTags(dss))
 }
 
-func dsTags(dss []*mdns.DS) string {
+func dsTags(dss []*dns.DS) string {
 	var tags []string
 	for _, ds := range dss {
 		tags = append(tags, strconv.Itoa(int(ds.KeyTag)))
@@ -478,23 +478,23 @@ func checkPublic(ctx context.Context, d *doctor) []Result {
 // validating resolvers (and the CA) reject every answer. bad: r says what
 // is wrong.
 func (d *doctor) parentDS(ctx context.Context, addr string) (r Result, bad bool) {
-	m := new(mdns.Msg)
-	m.SetQuestion(mdns.Fqdn(d.Domain), mdns.TypeDS)
-	a, _, err := (&mdns.Client{Net: "udp"}).ExchangeContext(ctx, m, addr)
+	m := new(dns.Msg)
+	m.SetQuestion(dns.Fqdn(d.Domain), dns.TypeDS)
+	a, _, err := (&dns.Client{Net: "udp"}).ExchangeContext(ctx, m, addr)
 	if err != nil {
 		return warn("run doctor --public again", "public resolver %s: the parent's DS for %s not read: %s", addr, d.Domain, why(err)), true
 	}
 	ours := map[string]bool{}
 	for _, s := range d.DS {
-		if rr, err := mdns.NewRR(s); err == nil {
-			if ds, ok := rr.(*mdns.DS); ok {
+		if rr, err := dns.NewRR(s); err == nil {
+			if ds, ok := rr.(*dns.DS); ok {
 				ours[fmt.Sprintf("%d %d %s", ds.KeyTag, ds.DigestType, strings.ToUpper(ds.Digest))] = true
 			}
 		}
 	}
 	var theirs []string
 	for _, rr := range a.Answer {
-		if ds, ok := rr.(*mdns.DS); ok {
+		if ds, ok := rr.(*dns.DS); ok {
 			k := fmt.Sprintf("%d %d %s", ds.KeyTag, ds.DigestType, strings.ToUpper(ds.Digest))
 			if ours[k] {
 				return Result{}, false
@@ -513,7 +513,7 @@ func (d *doctor) parentDS(ctx context.Context, addr string) (r Result, bad bool)
 // rcodeError is an answer whose rcode is not NOERROR.
 type rcodeError int
 
-func (e rcodeError) Error() string { return mdns.RcodeToString[int(e)] }
+func (e rcodeError) Error() string { return dns.RcodeToString[int(e)] }
 
 // nsNames asks c (host:port in IP when recursive, else its DNS) for the
 // apex NS names, sorted, lower case.
@@ -530,19 +530,19 @@ func nsOf(ctx context.Context, addr, name string) ([]string, error) {
 }
 
 func nsAt(ctx context.Context, addr, name string, rd bool) ([]string, error) {
-	m := new(mdns.Msg)
-	m.SetQuestion(mdns.Fqdn(name), mdns.TypeNS)
+	m := new(dns.Msg)
+	m.SetQuestion(dns.Fqdn(name), dns.TypeNS)
 	m.RecursionDesired = rd
-	r, _, err := (&mdns.Client{Net: "udp"}).ExchangeContext(ctx, m, addr)
+	r, _, err := (&dns.Client{Net: "udp"}).ExchangeContext(ctx, m, addr)
 	if err != nil {
 		return nil, err
 	}
-	if r.Rcode != mdns.RcodeSuccess {
+	if r.Rcode != dns.RcodeSuccess {
 		return nil, rcodeError(r.Rcode)
 	}
 	var names []string
 	for _, rr := range r.Answer {
-		if ns, ok := rr.(*mdns.NS); ok {
+		if ns, ok := rr.(*dns.NS); ok {
 			names = append(names, strings.ToLower(ns.Ns))
 		}
 	}

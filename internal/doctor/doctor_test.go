@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	mdns "github.com/miekg/dns"
+	"github.com/miekg/dns"
 
 	"github.com/pryv/pryv-tls/internal/certs"
 	"github.com/pryv/pryv-tls/internal/devpki"
@@ -28,7 +28,7 @@ var testIPs = []string{"127.0.0.1", "127.0.0.2", "127.0.0.3"}
 // an ACME directory.
 type platform struct {
 	zones []*zoneServer
-	key   *mdns.DNSKEY
+	key   *dns.DNSKEY
 	ca    *devpki.CA
 
 	mu    sync.Mutex
@@ -44,7 +44,7 @@ func newPlatform(t *testing.T) *platform {
 	key, priv := newKey(t)
 	p.key = key
 	for i, ip := range testIPs {
-		z := &zoneServer{rrs: map[rrKey][]mdns.RR{}}
+		z := &zoneServer{rrs: map[rrKey][]dns.RR{}}
 		z.set(
 			testDomain+". 300 IN SOA core."+testDomain+". hostmaster."+testDomain+". 7 3600 600 86400 300",
 			testDomain+". 300 IN NS core."+testDomain+".",
@@ -85,7 +85,7 @@ func newPlatform(t *testing.T) *platform {
 	dir, dirRoots := acmeDirectory(t, "ca.test")
 	roots := x509.NewCertPool()
 	roots.AddCert(ca.Cert)
-	ds := key.ToDS(mdns.SHA256)
+	ds := key.ToDS(dns.SHA256)
 	p.o = Options{
 		Domain: testDomain, DNSPort: dnsPort,
 		Cores:  []Core{{"core1", testIPs[0]}, {"core2", testIPs[1]}, {"core3", testIPs[2]}},
@@ -168,11 +168,11 @@ func TestFaults(t *testing.T) {
 		{"a core's DNS silent", func(t *testing.T, p *platform) { p.zones[1].with(func(z *zoneServer) { z.silent = true }) },
 			"dns", "core core2 (127.0.0.2): its DNS at 127.0.0.2:"},
 		{"a serial behind", func(t *testing.T, p *platform) {
-			p.zones[2].drop(testDomain, mdns.TypeSOA)
+			p.zones[2].drop(testDomain, dns.TypeSOA)
 			p.zones[2].set(testDomain + ". 300 IN SOA core." + testDomain + ". hostmaster." + testDomain + ". 5 3600 600 86400 300")
 		}, "dns", "SOA serials differ across cores: 5 on core3; 7 on core1, core2"},
 		{"NS at a stranger", func(t *testing.T, p *platform) {
-			p.zones[0].drop("core."+testDomain, mdns.TypeA)
+			p.zones[0].drop("core."+testDomain, dns.TypeA)
 			p.zones[0].set("core." + testDomain + ". 300 IN A 192.0.2.9")
 		}, "ns", "resolves on core core1 (127.0.0.1) to 192.0.2.9, which is not a core's address"},
 		{"CAA for another account", func(t *testing.T, p *platform) { p.o.CAA.AccountURI = "https://ca.test/acme/acct/43" },
@@ -183,11 +183,11 @@ func TestFaults(t *testing.T) {
 			"caa", "does not allow http-01"},
 		{"DS of another key", func(t *testing.T, p *platform) {
 			other, _ := newKey(t)
-			p.o.DS = []string{other.ToDS(mdns.SHA256).String()}
+			p.o.DS = []string{other.ToDS(dns.SHA256).String()}
 		}, "dnssec", "no DNSKEY matches the DS"},
 		{"a core unsigned", func(t *testing.T, p *platform) {
 			p.zones[2].with(func(z *zoneServer) { z.key = nil })
-			p.zones[2].drop(testDomain, mdns.TypeDNSKEY)
+			p.zones[2].drop(testDomain, dns.TypeDNSKEY)
 		}, "dnssec", "core core3 (127.0.0.3) publishes no DNSKEY"},
 		{"signatures expired", func(t *testing.T, p *platform) {
 			p.zones[1].with(func(z *zoneServer) {
@@ -277,19 +277,19 @@ func TestWarnings(t *testing.T) {
 	}{
 		{"CAA not bound to an account", func(t *testing.T, p *platform) {
 			for _, z := range p.zones {
-				z.drop(testDomain, mdns.TypeCAA)
+				z.drop(testDomain, dns.TypeCAA)
 				z.set(testDomain + `. 300 IN CAA 0 issue "ca.test"`)
 			}
 			p.o.CAA.Operator = true
 		}, "caa", `CAA issue "ca.test" allows the CA, but for any account`},
 		{"no CAA before the first account", func(t *testing.T, p *platform) {
 			for _, z := range p.zones {
-				z.drop(testDomain, mdns.TypeCAA)
+				z.drop(testDomain, dns.TypeCAA)
 			}
 			p.o.CAA.AccountURI = ""
 		}, "caa", "no CAA record at " + testDomain + " yet (no ACME account yet)"},
 		{"a core no NS leads to", func(t *testing.T, p *platform) {
-			p.zones[2].drop("core."+testDomain, mdns.TypeA)
+			p.zones[2].drop("core."+testDomain, dns.TypeA)
 			p.zones[2].set("core." + testDomain + ". 300 IN A " + testIPs[0])
 		}, "ns", "no NS name leads to core3 (127.0.0.3): resolvers never ask it"},
 		{"a certificate of a private CA", func(t *testing.T, p *platform) { p.o.Roots = x509.NewCertPool() },
@@ -337,7 +337,7 @@ func silentUDP(t *testing.T) string {
 // must match a key of the zone.
 func TestPublicResolver(t *testing.T) {
 	resolver := func(rcode int, rrs ...string) string {
-		z := &zoneServer{rrs: map[rrKey][]mdns.RR{}, rcode: rcode}
+		z := &zoneServer{rrs: map[rrKey][]dns.RR{}, rcode: rcode}
 		z.set(rrs...)
 		port := startDNS(t, []string{"127.0.0.4"}, []*zoneServer{z})
 		return fmt.Sprintf("127.0.0.4:%d", port)
@@ -356,9 +356,9 @@ func TestPublicResolver(t *testing.T) {
 		{"sees another delegation", false, func(*platform) string { return resolver(0, root, testDomain+". 300 IN NS ns1.registrar.example.") },
 			Fail, "NS ns1.registrar.example.; the zone publishes core." + testDomain + "."},
 		{"sees no delegation", false, func(*platform) string { return resolver(0, root) }, Fail, "NS none; the zone publishes core." + testDomain + "."},
-		{"intercepted", false, func(*platform) string { return resolver(mdns.RcodeNameError) }, Warn, "it does not resolve the root's NS: the DNS is intercepted"},
+		{"intercepted", false, func(*platform) string { return resolver(dns.RcodeNameError) }, Warn, "it does not resolve the root's NS: the DNS is intercepted"},
 		{"no route", false, func(*platform) string { return silentUDP(t) }, Warn, "unreachable from here (no answer in time)"},
-		{"sees our DS", true, func(p *platform) string { return resolver(0, root, ns, p.key.ToDS(mdns.SHA256).String()) }, Pass, "as the zone publishes"},
+		{"sees our DS", true, func(p *platform) string { return resolver(0, root, ns, p.key.ToDS(dns.SHA256).String()) }, Pass, "as the zone publishes"},
 		{"sees no DS", true, func(*platform) string { return resolver(0, root, ns) }, Warn, "the parent publishes no DS for " + testDomain},
 		{"sees another DS", true, func(*platform) string { return resolver(0, root, ns, otherDS) }, Fail,
 			"the parent's DS for " + testDomain + " (1234 2 " + strings.Repeat("AB", 32) + ") matches none of the zone's keys"},

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	mdns "github.com/miekg/dns"
+	"github.com/miekg/dns"
 
 	"github.com/pryv/pryv-tls/internal/devpki"
 )
@@ -30,8 +30,8 @@ const (
 // from a table of RRsets, signing them (DO bit) when it has a key.
 type zoneServer struct {
 	mu   sync.Mutex
-	rrs  map[rrKey][]mdns.RR
-	key  *mdns.DNSKEY
+	rrs  map[rrKey][]dns.RR
+	key  *dns.DNSKEY
 	priv crypto.Signer
 	// inception, expiration of the signatures it makes.
 	inception, expiration time.Time
@@ -50,7 +50,7 @@ func (z *zoneServer) set(rrs ...string) {
 	z.mu.Lock()
 	defer z.mu.Unlock()
 	for _, s := range rrs {
-		rr, err := mdns.NewRR(s)
+		rr, err := dns.NewRR(s)
 		if err != nil {
 			panic(err)
 		}
@@ -69,16 +69,16 @@ func (z *zoneServer) with(f func(*zoneServer)) {
 func (z *zoneServer) drop(name string, qtype uint16) {
 	z.mu.Lock()
 	defer z.mu.Unlock()
-	delete(z.rrs, rrKey{mdns.Fqdn(name), qtype})
+	delete(z.rrs, rrKey{dns.Fqdn(name), qtype})
 }
 
-func (z *zoneServer) ServeDNS(w mdns.ResponseWriter, req *mdns.Msg) {
+func (z *zoneServer) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	z.mu.Lock()
 	defer z.mu.Unlock()
 	if z.silent {
 		return
 	}
-	m := new(mdns.Msg)
+	m := new(dns.Msg)
 	m.SetReply(req)
 	m.Authoritative = true
 	q := req.Question[0]
@@ -88,18 +88,18 @@ func (z *zoneServer) ServeDNS(w mdns.ResponseWriter, req *mdns.Msg) {
 		m.Rcode = z.rcode
 		_ = w.WriteMsg(m)
 		return
-	case !ok && !mdns.IsSubDomain(mdns.Fqdn(testDomain), q.Name):
-		m.Rcode = mdns.RcodeRefused
+	case !ok && !dns.IsSubDomain(dns.Fqdn(testDomain), q.Name):
+		m.Rcode = dns.RcodeRefused
 		_ = w.WriteMsg(m)
 		return
 	}
 	m.Answer = append(m.Answer, rrs...)
 	if opt := req.IsEdns0(); opt != nil && opt.Do() && z.key != nil && len(m.Answer) > 0 {
-		sig := &mdns.RRSIG{
-			Hdr:        mdns.RR_Header{Name: m.Answer[0].Header().Name, Rrtype: mdns.TypeRRSIG, Class: mdns.ClassINET, Ttl: 300},
+		sig := &dns.RRSIG{
+			Hdr:        dns.RR_Header{Name: m.Answer[0].Header().Name, Rrtype: dns.TypeRRSIG, Class: dns.ClassINET, Ttl: 300},
 			KeyTag:     z.key.KeyTag(),
 			SignerName: z.key.Hdr.Name,
-			Algorithm:  mdns.ECDSAP256SHA256,
+			Algorithm:  dns.ECDSAP256SHA256,
 			Inception:  uint32(z.inception.Unix()), Expiration: uint32(z.expiration.Unix()),
 		}
 		if err := sig.Sign(z.priv, m.Answer); err != nil {
@@ -112,19 +112,19 @@ func (z *zoneServer) ServeDNS(w mdns.ResponseWriter, req *mdns.Msg) {
 }
 
 // sign gives z a key: DNSKEY at the apex, signatures on every answer.
-func (z *zoneServer) sign(t *testing.T, key *mdns.DNSKEY, priv crypto.Signer) {
+func (z *zoneServer) sign(t *testing.T, key *dns.DNSKEY, priv crypto.Signer) {
 	t.Helper()
 	z.mu.Lock()
 	z.key, z.priv = key, priv
 	z.inception, z.expiration = time.Now().Add(-time.Hour), time.Now().Add(7*24*time.Hour)
-	z.rrs[rrKey{key.Hdr.Name, mdns.TypeDNSKEY}] = []mdns.RR{key}
+	z.rrs[rrKey{key.Hdr.Name, dns.TypeDNSKEY}] = []dns.RR{key}
 	z.mu.Unlock()
 }
 
-func newKey(t *testing.T) (*mdns.DNSKEY, crypto.Signer) {
+func newKey(t *testing.T) (*dns.DNSKEY, crypto.Signer) {
 	t.Helper()
-	k := &mdns.DNSKEY{Hdr: mdns.RR_Header{Name: mdns.Fqdn(testDomain), Rrtype: mdns.TypeDNSKEY, Class: mdns.ClassINET, Ttl: 300},
-		Flags: 257, Protocol: 3, Algorithm: mdns.ECDSAP256SHA256}
+	k := &dns.DNSKEY{Hdr: dns.RR_Header{Name: dns.Fqdn(testDomain), Rrtype: dns.TypeDNSKEY, Class: dns.ClassINET, Ttl: 300},
+		Flags: 257, Protocol: 3, Algorithm: dns.ECDSAP256SHA256}
 	priv, err := k.Generate(256)
 	if err != nil {
 		t.Fatal(err)
@@ -185,8 +185,8 @@ func startDNS(t *testing.T, ips []string, zs []*zoneServer) int {
 		}
 		z := zs[i%len(zs)]
 		i++
-		u := &mdns.Server{PacketConn: pc, Handler: z}
-		tc := &mdns.Server{Listener: ln, Handler: z}
+		u := &dns.Server{PacketConn: pc, Handler: z}
+		tc := &dns.Server{Listener: ln, Handler: z}
 		go u.ActivateAndServe()
 		go tc.ActivateAndServe()
 		return func() { _ = u.Shutdown(); _ = tc.Shutdown() }, nil

@@ -49,11 +49,11 @@ func (l *lockedBuffer) String() string {
 }
 
 // testPKI is one throwaway CA and an ECDSA leaf for pryv.example,
-// *.pryv.example and 127.0.0.1, served through a certs.Store as in production.
+// *.pryv.example and 127.0.0.1, served through a certs.Cache as in production.
 type testPKI struct {
 	ca    *devpki.CA
 	pool  *x509.CertPool
-	store *certs.Store
+	store *certs.Cache
 }
 
 var (
@@ -86,7 +86,7 @@ func getPKI(tb testing.TB) *testPKI {
 }
 
 // storeFor issues a leaf of keyType from ca and loads it into a new store.
-func storeFor(ca *devpki.CA, keyType string) (*certs.Store, error) {
+func storeFor(ca *devpki.CA, keyType string) (*certs.Cache, error) {
 	iss, err := ca.Issue(devpki.Leaf{
 		Names:   []string{testDomain, "*." + testDomain, "127.0.0.1"},
 		KeyType: keyType,
@@ -98,7 +98,7 @@ func storeFor(ca *devpki.CA, keyType string) (*certs.Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	store := certs.NewStore()
+	store := certs.NewCache()
 	store.Replace(certs.SourceFiles, &cert)
 	return store, nil
 }

@@ -95,7 +95,7 @@ func TestTLSPolicyRefusesOldAndWeak(t *testing.T) {
 	// used with, so only the front's policy can refuse it.
 	for _, kt := range []struct {
 		name   string
-		store  *certs.Store
+		store  *certs.Cache
 		suites []uint16
 	}{
 		{"ECDSA", getPKI(t).store, []uint16{
@@ -221,7 +221,7 @@ func TestTLS13(t *testing.T) {
 }
 
 // TestSNIServesTheStoreCertificate: the handshake picks the certificate from
-// the certs.Store by SNI, and a client that trusts nothing else verifies it.
+// the certs.Cache by SNI, and a client that trusts nothing else verifies it.
 func TestSNIServesTheStoreCertificate(t *testing.T) {
 	tf := startTLSFront(t, getPKI(t).store.GetCertificate)
 	for _, name := range []string{testDomain, testHost, "reg." + testDomain} {
@@ -239,7 +239,7 @@ func TestSNIServesTheStoreCertificate(t *testing.T) {
 		}
 	}
 	// An empty store makes every handshake fail rather than hang.
-	empty := startTLSFront(t, certs.NewStore().GetCertificate)
+	empty := startTLSFront(t, certs.NewCache().GetCertificate)
 	_, err := handshake(t, empty.addr, &tls.Config{})
 	wantServerAlert(t, "handshake against an empty store", err)
 }

@@ -19,7 +19,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pryv/pryv-tls/internal/cluster"
+	"github.com/pryv/pryv-tls/internal/clusterca"
 	"github.com/pryv/pryv-tls/internal/dnsdata"
 	"github.com/pryv/pryv-tls/internal/platformdb"
 )
@@ -28,7 +28,7 @@ import (
 // denylist on) and join listener.
 type holder struct {
 	dir     string
-	ca      *cluster.CA
+	ca      *clusterca.CA
 	db      *platformdb.Etcd
 	cert    *ServerCert
 	joinURL string
@@ -38,12 +38,12 @@ type holder struct {
 func newHolder(t *testing.T) *holder {
 	t.Helper()
 	h := &holder{dir: t.TempDir()}
-	ca, err := cluster.LoadOrCreateCA(filepath.Join(h.dir, "ca"))
+	ca, err := clusterca.LoadOrCreateCA(filepath.Join(h.dir, "ca"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	h.ca, h.caFile = ca, ca.CertFile()
-	certFile, keyFile, err := cluster.EnsureNodeCert(ca, filepath.Join(h.dir, "tls"), "core1", nil, []net.IP{net.IPv4(127, 0, 0, 1)})
+	certFile, keyFile, err := clusterca.EnsureNodeCert(ca, filepath.Join(h.dir, "tls"), "core1", nil, []net.IP{net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +66,7 @@ func newHolder(t *testing.T) *holder {
 	}
 	srv := &http.Server{ErrorLog: log.New(io.Discard, "", 0), Handler: &Server{Tokens: Tokens{KV: h.db}, Members: h.db, Denied: h.db.Denied, Base: context.Background(),
 		Logger: slog.New(slog.DiscardHandler),
-		Renew:  func(old *x509.Certificate) ([]byte, error) { return h.ca.Renew(old, cluster.DefaultNodeValidity) }}}
+		Renew:  func(old *x509.Certificate) ([]byte, error) { return h.ca.Renew(old, clusterca.DefaultNodeValidity) }}}
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Close() })
 	h.joinURL = "https://" + ln.Addr().String() + "/join"
@@ -229,8 +229,8 @@ func TestServerCertReload(t *testing.T) {
 		t.Fatalf("served %s, loaded %s", before, platformdb.SerialHex(h.cert.Leaf()))
 	}
 	// The renewal: a new certificate for the same key, renamed into place.
-	certFile := filepath.Join(h.dir, "tls", cluster.NodeCertName)
-	pemBytes, err := h.ca.Renew(h.cert.Leaf(), cluster.DefaultNodeValidity)
+	certFile := filepath.Join(h.dir, "tls", clusterca.NodeCertName)
+	pemBytes, err := h.ca.Renew(h.cert.Leaf(), clusterca.DefaultNodeValidity)
 	if err != nil {
 		t.Fatal(err)
 	}

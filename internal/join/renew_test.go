@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pryv/pryv-tls/internal/cluster"
+	"github.com/pryv/pryv-tls/internal/clusterca"
 	"github.com/pryv/pryv-tls/internal/devpki"
 )
 
@@ -22,7 +22,7 @@ import (
 // (another CA's certificate) gets nothing.
 func TestRenewNodeCert(t *testing.T) {
 	dir := t.TempDir()
-	ca, err := cluster.LoadOrCreateCA(filepath.Join(dir, "ca"))
+	ca, err := clusterca.LoadOrCreateCA(filepath.Join(dir, "ca"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +47,7 @@ func TestRenewNodeCert(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv := &http.Server{Handler: &Server{Renew: func(old *x509.Certificate) ([]byte, error) {
-		return ca.Renew(old, cluster.DefaultNodeValidity)
+		return ca.Renew(old, clusterca.DefaultNodeValidity)
 	}}}
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Close() })

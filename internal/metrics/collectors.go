@@ -7,8 +7,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/pryv/pryv-tls/internal/authdns"
 	"github.com/pryv/pryv-tls/internal/certs"
-	"github.com/pryv/pryv-tls/internal/dns"
 )
 
 var (
@@ -41,7 +41,7 @@ var (
 
 // certCollector reads the certificates served and the lookup counters.
 type certCollector struct {
-	store *certs.Store
+	cache *certs.Cache
 	now   func() time.Time
 }
 
@@ -53,7 +53,7 @@ func (c *certCollector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c *certCollector) Collect(ch chan<- prometheus.Metric) {
 	now := c.now()
-	for _, s := range c.store.Served() {
+	for _, s := range c.cache.Served() {
 		if s.Leaf == nil {
 			continue
 		}
@@ -61,7 +61,7 @@ func (c *certCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(notAfterDesc, prometheus.GaugeValue, float64(s.Leaf.NotAfter.Unix()), s.Name, src)
 		ch <- prometheus.MustNewConstMetric(expiresInDesc, prometheus.GaugeValue, s.Leaf.NotAfter.Sub(now).Seconds(), s.Name, src)
 	}
-	l := c.store.Lookups()
+	l := c.cache.Lookups()
 	for _, v := range []struct {
 		match string
 		n     uint64
@@ -70,8 +70,8 @@ func (c *certCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// dnsCollector reads dns.Server.Stats.
-type dnsCollector struct{ s *dns.Server }
+// dnsCollector reads authdns.Server.Stats.
+type dnsCollector struct{ s *authdns.Server }
 
 func (c *dnsCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- dnsQueriesDesc
@@ -84,12 +84,12 @@ func (c *dnsCollector) Collect(ch chan<- prometheus.Metric) {
 		for rc, n := range byRcode {
 			// Only the pairs seen: 15 types x 17 codes of zeros would be noise.
 			if n > 0 {
-				ch <- prometheus.MustNewConstMetric(dnsQueriesDesc, prometheus.CounterValue, float64(n), dns.QTypes[qt], dns.RcodeName(rc))
+				ch <- prometheus.MustNewConstMetric(dnsQueriesDesc, prometheus.CounterValue, float64(n), authdns.QTypes[qt], authdns.RcodeName(rc))
 			}
 		}
 	}
 	for i, n := range st.Lookups {
-		ch <- prometheus.MustNewConstMetric(dnsLookupsDesc, prometheus.CounterValue, float64(n), dns.LookupResults[i])
+		ch <- prometheus.MustNewConstMetric(dnsLookupsDesc, prometheus.CounterValue, float64(n), authdns.LookupResults[i])
 	}
 }
 

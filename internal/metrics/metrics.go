@@ -1,5 +1,5 @@
 // Package metrics is a core's Prometheus registry: the collectors that read
-// the subsystems' plain counters at scrape time (certs.Store, dns.Server,
+// the subsystems' plain counters at scrape time (certs.Cache, authdns.Server,
 // PlatformDB health) and the observers the daemon hooks into the front, the
 // renewer, the materialiser and onRotateScript. It and internal/daemon are
 // the only packages that import prometheus.
@@ -21,8 +21,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/pryv/pryv-tls/internal/authdns"
 	"github.com/pryv/pryv-tls/internal/certs"
-	"github.com/pryv/pryv-tls/internal/dns"
 )
 
 const ns = "pryvtls"
@@ -235,18 +235,18 @@ func (m *Metrics) ObserveFailureHook(hook string, ok bool) {
 
 // WatchCertificates exports what store serves, read at scrape time: each
 // name's certificate expiry and the SNI lookup counters.
-func (m *Metrics) WatchCertificates(store *certs.Store, now func() time.Time) {
+func (m *Metrics) WatchCertificates(cache *certs.Cache, now func() time.Time) {
 	if m == nil {
 		return
 	}
 	if now == nil {
 		now = time.Now
 	}
-	m.reg.MustRegister(&certCollector{store: store, now: now})
+	m.reg.MustRegister(&certCollector{cache: cache, now: now})
 }
 
 // WatchDNS exports the DNS server's counters, read at scrape time.
-func (m *Metrics) WatchDNS(s *dns.Server) {
+func (m *Metrics) WatchDNS(s *authdns.Server) {
 	if m == nil {
 		return
 	}

@@ -13,14 +13,14 @@ import (
 	"testing"
 	"time"
 
-	mdns "github.com/miekg/dns"
+	"github.com/miekg/dns"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/pryv/pryv-tls/internal/authdns"
 	"github.com/pryv/pryv-tls/internal/certs"
 	"github.com/pryv/pryv-tls/internal/devpki"
-	"github.com/pryv/pryv-tls/internal/dns"
 )
 
 // scrape GETs the handler over HTTP and parses the text exposition.
@@ -100,7 +100,7 @@ func TestScrape(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	store := certs.NewStore()
+	store := certs.NewCache()
 	store.Replace(certs.SourceStore, pair)
 	for _, sni := range []string{"mc.example.com", "alice.mc.example.com", "bob.mc.example.com", "other.test"} {
 		if _, err := store.GetCertificate(&tls.ClientHelloInfo{ServerName: sni}); err != nil {
@@ -113,10 +113,10 @@ func TestScrape(t *testing.T) {
 	for _, q := range []struct {
 		name  string
 		qtype uint16
-	}{{"alice.mc.example.com.", mdns.TypeA}, {"mc.example.com.", mdns.TypeSOA}, {"nope.mc.example.com.", mdns.TypeAAAA}, {"mc.example.com.", mdns.TypeNAPTR}} {
-		m := new(mdns.Msg)
+	}{{"alice.mc.example.com.", dns.TypeA}, {"mc.example.com.", dns.TypeSOA}, {"nope.mc.example.com.", dns.TypeAAAA}, {"mc.example.com.", dns.TypeNAPTR}} {
+		m := new(dns.Msg)
 		m.SetQuestion(q.name, q.qtype)
-		if _, _, err := (&mdns.Client{Timeout: 2 * time.Second}).Exchange(m, udp[0].String()); err != nil {
+		if _, _, err := (&dns.Client{Timeout: 2 * time.Second}).Exchange(m, udp[0].String()); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -177,7 +177,7 @@ func TestScrape(t *testing.T) {
 		t.Errorf("%d DNS series, want only the 4 pairs seen", n)
 	}
 	// Every lookup result is a series, at 0 on a server without lookups.
-	for _, r := range dns.LookupResults {
+	for _, r := range authdns.LookupResults {
 		if v := mustValue(t, fams, "pryvtls_dns_user_lookups_total", map[string]string{"result": r}); v != 0 {
 			t.Errorf("user lookups %s = %v, want 0", r, v)
 		}
@@ -294,22 +294,22 @@ func BenchmarkObserveProxy(b *testing.B) {
 	})
 }
 
-func dnsServer(t *testing.T) *dns.Server {
+func dnsServer(t *testing.T) *authdns.Server {
 	t.Helper()
-	rr := func(s string) mdns.RR {
-		r, err := mdns.NewRR(s)
+	rr := func(s string) dns.RR {
+		r, err := dns.NewRR(s)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return r
 	}
-	z, err := dns.NewZone("mc.example.com", rr("mc.example.com. 3600 IN SOA ns1.mc.example.com. hostmaster.mc.example.com. 1 7200 900 1209600 60").(*mdns.SOA),
-		[]mdns.RR{rr("mc.example.com. 3600 IN NS ns1.mc.example.com."), rr("ns1.mc.example.com. 300 IN A 192.0.2.11"),
+	z, err := authdns.NewZone("mc.example.com", rr("mc.example.com. 3600 IN SOA ns1.mc.example.com. hostmaster.mc.example.com. 1 7200 900 1209600 60").(*dns.SOA),
+		[]dns.RR{rr("mc.example.com. 3600 IN NS ns1.mc.example.com."), rr("ns1.mc.example.com. 300 IN A 192.0.2.11"),
 			rr("alice.mc.example.com. 300 IN A 192.0.2.1")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := dns.NewServer(dns.ServerOptions{})
+	s := authdns.NewServer(authdns.ServerOptions{})
 	s.Swap(z)
 	if err := s.ListenAndServe("127.0.0.1:0"); err != nil {
 		t.Fatal(err)

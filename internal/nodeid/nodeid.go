@@ -16,7 +16,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/pryv/pryv-tls/internal/cluster"
+	"github.com/pryv/pryv-tls/internal/clusterca"
 	"github.com/pryv/pryv-tls/internal/join"
 	"github.com/pryv/pryv-tls/internal/platformdb"
 )
@@ -66,8 +66,8 @@ func New(o Options) *Identity {
 func (id *Identity) Dir() string { return id.opts.Dir }
 
 // CertFile and KeyFile are the node certificate and key.
-func (id *Identity) CertFile() string { return filepath.Join(id.opts.Dir, cluster.NodeCertName) }
-func (id *Identity) KeyFile() string  { return filepath.Join(id.opts.Dir, cluster.NodeKeyName) }
+func (id *Identity) CertFile() string { return filepath.Join(id.opts.Dir, clusterca.NodeCertName) }
+func (id *Identity) KeyFile() string  { return filepath.Join(id.opts.Dir, clusterca.NodeKeyName) }
 
 // HasMember reports whether the data directory already holds an etcd member
 // (a restart, or a join already done).
@@ -78,7 +78,7 @@ func (id *Identity) HasMember() bool {
 
 // ClusterCA is the cluster CA with its key: an error on a core that is not
 // the CA holder.
-func (id *Identity) ClusterCA() (*cluster.CA, error) { return cluster.LoadCA(id.opts.CAPath) }
+func (id *Identity) ClusterCA() (*clusterca.CA, error) { return clusterca.LoadCA(id.opts.CAPath) }
 
 // JoinedBefore tells, for a core given a bundle, whether it already runs a
 // PlatformDB member: of this cluster (a join re-run: nothing to do), or of
@@ -102,8 +102,8 @@ func (id *Identity) InstallBundle(b *join.Bundle) error {
 		data string
 		mode os.FileMode
 	}{
-		{cluster.NodeKeyName, b.NodeKey, 0o600},
-		{cluster.NodeCertName, b.NodeCert, 0o644},
+		{clusterca.NodeKeyName, b.NodeKey, 0o600},
+		{clusterca.NodeCertName, b.NodeCert, 0o644},
 		{MemberCAName, b.CACert, 0o644},
 		{JoinURLName, b.JoinURL + "\n", 0o644},
 	} {
@@ -129,11 +129,11 @@ func (id *Identity) TLS() (*platformdb.TLSFiles, error) {
 	}
 	ca, err := id.ClusterCA()
 	if err != nil {
-		if ca, err = cluster.LoadOrCreateCA(dir); err != nil {
+		if ca, err = clusterca.LoadOrCreateCA(dir); err != nil {
 			return nil, fmt.Errorf("PlatformDB TLS: %w", err)
 		}
 	}
-	certFile, keyFile, err := cluster.EnsureNodeCert(ca, dir, id.opts.Name, id.opts.Names, sanIPs(id.opts.Addrs))
+	certFile, keyFile, err := clusterca.EnsureNodeCert(ca, dir, id.opts.Name, id.opts.Names, sanIPs(id.opts.Addrs))
 	if err != nil {
 		return nil, fmt.Errorf("PlatformDB TLS: %w", err)
 	}
@@ -142,7 +142,7 @@ func (id *Identity) TLS() (*platformdb.TLSFiles, error) {
 
 // RenewLoop keeps the node certificate current, at start and every
 // RenewEvery, until ctx ends: a joined core asks the CA holder for a new
-// certificate for the same key inside cluster.RenewBefore, authenticating
+// certificate for the same key inside clusterca.RenewBefore, authenticating
 // with the current one; the CA holder, or a core on its own CA, re-issues
 // its own from the CA it holds. etcd reloads the pair at the next handshake.
 func (id *Identity) RenewLoop(ctx context.Context) {
@@ -170,7 +170,7 @@ func (id *Identity) RenewOnce(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if time.Until(c.Leaf.NotAfter) >= cluster.RenewBefore {
+	if time.Until(c.Leaf.NotAfter) >= clusterca.RenewBefore {
 		return nil
 	}
 	pem, err := join.RenewNodeCert(ctx, strings.TrimSpace(string(joinURL)), filepath.Join(id.opts.Dir, MemberCAName), certFile, keyFile)

@@ -9,7 +9,7 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/pryv/pryv-tls/internal/cluster"
+	"github.com/pryv/pryv-tls/internal/clusterca"
 	"github.com/pryv/pryv-tls/internal/join"
 )
 
@@ -74,11 +74,11 @@ func TestTLSOwnCA(t *testing.T) {
 // the cluster CA from it, and JoinedBefore tells this cluster from another.
 func TestInstallBundle(t *testing.T) {
 	dir := t.TempDir()
-	ca, err := cluster.LoadOrCreateCA(filepath.Join(dir, "ca"))
+	ca, err := clusterca.LoadOrCreateCA(filepath.Join(dir, "ca"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	certPEM, keyPEM, err := ca.IssueNode("core2", nil, []net.IP{net.IPv4(127, 0, 0, 1)}, cluster.DefaultNodeValidity)
+	certPEM, keyPEM, err := ca.IssueNode("core2", nil, []net.IP{net.IPv4(127, 0, 0, 1)}, clusterca.DefaultNodeValidity)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +90,7 @@ func TestInstallBundle(t *testing.T) {
 	if err := id.InstallBundle(b); err != nil {
 		t.Fatal(err)
 	}
-	for name, want := range map[string]os.FileMode{cluster.NodeKeyName: 0o600, cluster.NodeCertName: 0o644, MemberCAName: 0o644, JoinURLName: 0o644} {
+	for name, want := range map[string]os.FileMode{clusterca.NodeKeyName: 0o600, clusterca.NodeCertName: 0o644, MemberCAName: 0o644, JoinURLName: 0o644} {
 		if m := mode(t, filepath.Join(id.Dir(), name)); m != want {
 			t.Errorf("%s mode %o, want %o", name, m, want)
 		}

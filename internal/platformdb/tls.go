@@ -25,7 +25,7 @@ import (
 // lookups of its DNS SANs when none matches).
 //
 // etcd re-reads the certificate and key on every handshake, and so does
-// the client built from them: replacing the files (cluster.EnsureNodeCert
+// the client built from them: replacing the files (clusterca.EnsureNodeCert
 // renames them into place) takes effect on the next connection, without a
 // restart. The CA file is read once.
 type TLSFiles struct {

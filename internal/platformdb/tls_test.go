@@ -20,7 +20,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
-	"github.com/pryv/pryv-tls/internal/cluster"
+	"github.com/pryv/pryv-tls/internal/clusterca"
 )
 
 // ---- mutual TLS from the cluster CA ----
@@ -283,7 +283,7 @@ func TestTLSTurnOnAndRotate(t *testing.T) {
 		return conn.ConnectionState().PeerCertificates[0]
 	}
 	before := served()
-	if _, _, err := cluster.EnsureNodeCert(pki.ca, filepath.Dir(pki.node.CertFile), "core-test", nil, []net.IP{loopbackIP, net.IPv4(127, 0, 0, 3)}); err != nil {
+	if _, _, err := clusterca.EnsureNodeCert(pki.ca, filepath.Dir(pki.node.CertFile), "core-test", nil, []net.IP{loopbackIP, net.IPv4(127, 0, 0, 3)}); err != nil {
 		t.Fatal(err)
 	}
 	after := served()
@@ -323,7 +323,7 @@ func TestPairReader(t *testing.T) {
 	if p2, _ := r.get(); p2 != p1 {
 		t.Fatal("unchanged files loaded again")
 	}
-	if _, _, err := cluster.EnsureNodeCert(pki.ca, filepath.Dir(pki.node.CertFile), "core-test", []string{"core-test.example"}, []net.IP{loopbackIP}); err != nil {
+	if _, _, err := clusterca.EnsureNodeCert(pki.ca, filepath.Dir(pki.node.CertFile), "core-test", []string{"core-test.example"}, []net.IP{loopbackIP}); err != nil {
 		t.Fatal(err)
 	}
 	p3, err := r.get()
@@ -349,7 +349,7 @@ var loopbackIP = net.IPv4(127, 0, 0, 1).To4()
 // testPKI is a cluster CA and a node certificate ("core-test",
 // 127.0.0.1) in a temporary directory.
 type testPKI struct {
-	ca   *cluster.CA
+	ca   *clusterca.CA
 	dir  string
 	node *TLSFiles
 	n    atomic.Int32
@@ -358,7 +358,7 @@ type testPKI struct {
 func newTestPKI(t testing.TB) *testPKI {
 	t.Helper()
 	p := &testPKI{dir: t.TempDir()}
-	ca, err := cluster.LoadOrCreateCA(filepath.Join(p.dir, "ca"))
+	ca, err := clusterca.LoadOrCreateCA(filepath.Join(p.dir, "ca"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -371,11 +371,11 @@ func newTestPKI(t testing.TB) *testPKI {
 func (p *testPKI) issue(t testing.TB, id string, ips ...net.IP) *TLSFiles {
 	t.Helper()
 	dir := filepath.Join(p.dir, fmt.Sprintf("node-%d", p.n.Add(1)))
-	cert, key, err := cluster.EnsureNodeCert(p.ca, dir, id, nil, ips)
+	cert, key, err := clusterca.EnsureNodeCert(p.ca, dir, id, nil, ips)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &TLSFiles{CAFile: filepath.Join(p.dir, "ca", cluster.CACertName), CertFile: cert, KeyFile: key}
+	return &TLSFiles{CAFile: filepath.Join(p.dir, "ca", clusterca.CACertName), CertFile: cert, KeyFile: key}
 }
 
 func openEtcdTLS(t testing.TB, dir string, files *TLSFiles) *Etcd {

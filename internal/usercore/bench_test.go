@@ -7,25 +7,25 @@ import (
 	"testing"
 	"time"
 
-	mdns "github.com/miekg/dns"
+	"github.com/miekg/dns"
 
-	"github.com/pryv/pryv-tls/internal/dns"
+	"github.com/pryv/pryv-tls/internal/authdns"
 	"github.com/pryv/pryv-tls/internal/usercore/usercoretest"
 )
 
 // benchZone is what dnsdata builds for a platform: core1 and its 10,000
 // users (Members of one group), the apex and its NS.
-func benchZone(b *testing.B) *dns.Zone {
+func benchZone(b *testing.B) *authdns.Zone {
 	b.Helper()
-	soa, _ := mdns.NewRR("mc.example.com. 300 IN SOA core.mc.example.com. hostmaster.mc.example.com. 1 3600 600 1209600 300")
-	var rrs []mdns.RR
+	soa, _ := dns.NewRR("mc.example.com. 300 IN SOA core.mc.example.com. hostmaster.mc.example.com. 1 3600 600 1209600 300")
+	var rrs []dns.RR
 	for _, s := range []string{
 		"mc.example.com. 300 IN NS core.mc.example.com.",
 		"core.mc.example.com. 300 IN A 192.0.2.1",
 		"core1.mc.example.com. 300 IN A 192.0.2.1",
 		"core2.mc.example.com. 300 IN A 192.0.2.2",
 	} {
-		rr, err := mdns.NewRR(s)
+		rr, err := dns.NewRR(s)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -35,8 +35,8 @@ func benchZone(b *testing.B) *dns.Zone {
 	for i := range 10000 {
 		labels[fmt.Sprintf("user%d", i)] = 0
 	}
-	a, _ := mdns.NewRR("x. 300 IN A 192.0.2.1")
-	z, err := dns.NewZoneMembers("mc.example.com.", soa.(*mdns.SOA), rrs, dns.Members{Labels: labels, Groups: [][]mdns.RR{{a}}})
+	a, _ := dns.NewRR("x. 300 IN A 192.0.2.1")
+	z, err := authdns.NewZoneMembers("mc.example.com.", soa.(*dns.SOA), rrs, authdns.Members{Labels: labels, Groups: [][]dns.RR{{a}}})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -61,19 +61,19 @@ func BenchmarkAnswer(b *testing.B) {
 	}
 	for _, c := range []struct {
 		name, qname string
-		users       dns.UserCache
-		want        dns.Lookup
+		users       authdns.UserCache
+		want        authdns.Lookup
 		rcode       int
 	}{
-		{"in-zone", "user4242.mc.example.com.", nil, dns.NotLookedUp, mdns.RcodeSuccess},
-		{"in-zone-with-lookups", "user4242.mc.example.com.", r, dns.NotLookedUp, mdns.RcodeSuccess},
-		{"cache-hit", "remote4242.mc.example.com.", r, dns.LookupFound, mdns.RcodeSuccess},
-		{"negative-hit", "nobody42.mc.example.com.", r, dns.LookupAbsent, mdns.RcodeNameError},
-		{"in-zone-NXDOMAIN", "nobody42.mc.example.com.", nil, dns.NotLookedUp, mdns.RcodeNameError},
+		{"in-zone", "user4242.mc.example.com.", nil, authdns.NotLookedUp, dns.RcodeSuccess},
+		{"in-zone-with-lookups", "user4242.mc.example.com.", r, authdns.NotLookedUp, dns.RcodeSuccess},
+		{"cache-hit", "remote4242.mc.example.com.", r, authdns.LookupFound, dns.RcodeSuccess},
+		{"negative-hit", "nobody42.mc.example.com.", r, authdns.LookupAbsent, dns.RcodeNameError},
+		{"in-zone-NXDOMAIN", "nobody42.mc.example.com.", nil, authdns.NotLookedUp, dns.RcodeNameError},
 	} {
-		req := new(mdns.Msg)
-		req.SetQuestion(c.qname, mdns.TypeA)
-		m, lk := dns.AnswerUsers(z, req, dns.DefaultMaxUDPSize, false, c.users)
+		req := new(dns.Msg)
+		req.SetQuestion(c.qname, dns.TypeA)
+		m, lk := authdns.AnswerUsers(z, req, authdns.DefaultMaxUDPSize, false, c.users)
 		if m == nil || lk != c.want || m.Rcode != c.rcode {
 			b.Fatalf("%s: %v %v", c.name, m, lk)
 		}
@@ -81,7 +81,7 @@ func BenchmarkAnswer(b *testing.B) {
 			buf := make([]byte, 512)
 			b.ReportAllocs()
 			for b.Loop() {
-				m, _ := dns.AnswerUsers(z, req, dns.DefaultMaxUDPSize, false, c.users)
+				m, _ := authdns.AnswerUsers(z, req, authdns.DefaultMaxUDPSize, false, c.users)
 				if _, err := m.PackBuffer(buf); err != nil {
 					b.Fatal(err)
 				}
@@ -111,7 +111,7 @@ func BenchmarkColdMiss(b *testing.B) {
 		i++
 		name := fmt.Sprintf("user%d", i)
 		api.SetUser(name, "core2")
-		if _, lk, err := r.Resolve(context.Background(), name); err != nil || lk != dns.LookupFound {
+		if _, lk, err := r.Resolve(context.Background(), name); err != nil || lk != authdns.LookupFound {
 			b.Fatal(lk, err)
 		}
 	}
@@ -125,7 +125,7 @@ func BenchmarkColdMissUDP(b *testing.B) {
 	r, _ := New(Options{Domain: "mc.example.com", SelfName: "core1", Source: src, MaxPerSecond: 1 << 30})
 	defer r.Close()
 	r.SetCores([]Core{{ID: "core1"}, {ID: "core2"}})
-	s := dns.NewServer(dns.ServerOptions{Users: r})
+	s := authdns.NewServer(authdns.ServerOptions{Users: r})
 	s.Swap(benchZone(b))
 	if err := s.ListenAndServe("127.0.0.1:0"); err != nil {
 		b.Fatal(err)
@@ -143,8 +143,8 @@ func BenchmarkColdMissUDP(b *testing.B) {
 		i++
 		name := fmt.Sprintf("user-%d", i)
 		api.SetUser(name, "core2")
-		q := new(mdns.Msg)
-		q.SetQuestion(name+".mc.example.com.", mdns.TypeA)
+		q := new(dns.Msg)
+		q.SetQuestion(name+".mc.example.com.", dns.TypeA)
 		wire, _ := q.Pack()
 		if _, err := conn.Write(wire); err != nil {
 			b.Fatal(err)
@@ -154,7 +154,7 @@ func BenchmarkColdMissUDP(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		m := new(mdns.Msg)
+		m := new(dns.Msg)
 		if err := m.Unpack(buf[:n]); err != nil || len(m.Answer) != 1 {
 			b.Fatalf("%v %v", m, err)
 		}

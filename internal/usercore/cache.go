@@ -6,7 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/pryv/pryv-tls/internal/dns"
+	"github.com/pryv/pryv-tls/internal/authdns"
 )
 
 // cache is a fixed number of slots, two per hash (a 2-way set-associative
@@ -24,8 +24,8 @@ type cache struct {
 // never changed once published.
 type entry struct {
 	label   string
-	host    dns.UserHost
-	lookup  dns.Lookup
+	host    authdns.UserHost
+	lookup  authdns.Lookup
 	expires int64
 }
 

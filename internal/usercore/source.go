@@ -16,7 +16,7 @@ import (
 	"strings"
 	"time"
 
-	mdns "github.com/miekg/dns"
+	"github.com/miekg/dns"
 )
 
 // maxAnswerBytes bounds what is read of an upstream's answer.
@@ -210,30 +210,30 @@ func (q *RQLite) CoreInfo(ctx context.Context, id string) (CoreInfo, error) {
 
 // infoRecords are a core-info row's records, as the zone makes them for a
 // core: its A and AAAA, or its CNAME when it has no address.
-func infoRecords(c CoreInfo, ttl uint32) ([]mdns.RR, error) {
-	hdr := func(t uint16) mdns.RR_Header {
-		return mdns.RR_Header{Name: ".", Rrtype: t, Class: mdns.ClassINET, Ttl: ttl}
+func infoRecords(c CoreInfo, ttl uint32) ([]dns.RR, error) {
+	hdr := func(t uint16) dns.RR_Header {
+		return dns.RR_Header{Name: ".", Rrtype: t, Class: dns.ClassINET, Ttl: ttl}
 	}
-	var rrs []mdns.RR
+	var rrs []dns.RR
 	if c.IP != "" {
 		ip := net.ParseIP(c.IP).To4()
 		if ip == nil {
 			return nil, fmt.Errorf("ip %q is not an IPv4 address", c.IP)
 		}
-		rrs = append(rrs, &mdns.A{Hdr: hdr(mdns.TypeA), A: ip})
+		rrs = append(rrs, &dns.A{Hdr: hdr(dns.TypeA), A: ip})
 	}
 	if c.IPv6 != "" {
 		ip := net.ParseIP(c.IPv6)
 		if ip == nil || ip.To4() != nil {
 			return nil, fmt.Errorf("ipv6 %q is not an IPv6 address", c.IPv6)
 		}
-		rrs = append(rrs, &mdns.AAAA{Hdr: hdr(mdns.TypeAAAA), AAAA: ip})
+		rrs = append(rrs, &dns.AAAA{Hdr: hdr(dns.TypeAAAA), AAAA: ip})
 	}
 	if len(rrs) == 0 && c.CNAME != "" {
-		if _, ok := mdns.IsDomainName(c.CNAME); !ok {
+		if _, ok := dns.IsDomainName(c.CNAME); !ok {
 			return nil, fmt.Errorf("cname %q is not a domain name", c.CNAME)
 		}
-		rrs = append(rrs, &mdns.CNAME{Hdr: hdr(mdns.TypeCNAME), Target: mdns.Fqdn(c.CNAME)})
+		rrs = append(rrs, &dns.CNAME{Hdr: hdr(dns.TypeCNAME), Target: dns.Fqdn(c.CNAME)})
 	}
 	if len(rrs) == 0 {
 		return nil, errors.New("no ip, ipv6 nor cname")

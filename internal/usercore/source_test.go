@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pryv/pryv-tls/internal/dns"
+	"github.com/pryv/pryv-tls/internal/authdns"
 	"github.com/pryv/pryv-tls/internal/rqlite"
 	"github.com/pryv/pryv-tls/internal/rqlite/rqlitetest"
 	"github.com/pryv/pryv-tls/internal/usercore/usercoretest"
@@ -176,7 +176,7 @@ func TestResolverWithASlowCore(t *testing.T) {
 		t.Fatal("no request in flight after the timeout")
 	}
 	<-f.done
-	if h, lk := r.Cached("alice"); lk != dns.LookupFound || h.String() != "as core2.mc.example.com." {
+	if h, lk := r.Cached("alice"); lk != authdns.LookupFound || h.String() != "as core2.mc.example.com." {
 		t.Fatalf("the late answer: %v %v", h, lk)
 	}
 }
@@ -373,14 +373,14 @@ func TestRQLiteThroughTheClient(t *testing.T) {
 		}
 	}
 	node.NoLeader(1)
-	if _, lk, err := r.Resolve(context.Background(), "dave1"); err == nil || lk == dns.LookupAbsent || !errors.Is(err, rqlite.ErrNoLeader) && !strings.Contains(err.Error(), "no leader") {
+	if _, lk, err := r.Resolve(context.Background(), "dave1"); err == nil || lk == authdns.LookupAbsent || !errors.Is(err, rqlite.ErrNoLeader) && !strings.Contains(err.Error(), "no leader") {
 		t.Fatalf("during an election: %v %v, want an error", lk, err)
 	}
 	node.Fail(503, `{"error":"not ready"}`)
 	if _, _, err := r.Resolve(context.Background(), "erin1"); err == nil || !strings.Contains(err.Error(), "503") {
 		t.Fatalf("a failing node: %v", err)
 	}
-	if _, lk := r.Cached("dave1"); lk != dns.LookupMiss {
+	if _, lk := r.Cached("dave1"); lk != authdns.LookupMiss {
 		t.Fatal("an election's answer was cached")
 	}
 }

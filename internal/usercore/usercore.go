@@ -30,7 +30,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/pryv/pryv-tls/internal/dns"
+	"github.com/pryv/pryv-tls/internal/authdns"
 )
 
 // Defaults of Options.
@@ -115,10 +115,10 @@ type Options struct {
 // requests.
 type Resolver struct {
 	domain   string // lower case, no trailing dot
-	self     dns.UserHost
+	self     authdns.UserHost
 	src      Source
 	ttl, neg int64 // nanoseconds
-	absent   dns.UserHost
+	absent   authdns.UserHost
 	timeout  time.Duration
 	fetchTO  time.Duration
 	log      *slog.Logger
@@ -142,12 +142,12 @@ type Resolver struct {
 // flight is one upstream request; the queries for its name wait for done.
 type flight struct {
 	done   chan struct{}
-	host   dns.UserHost
-	lookup dns.Lookup
+	host   authdns.UserHost
+	lookup authdns.Lookup
 	err    error
 }
 
-var _ dns.Users = (*Resolver)(nil)
+var _ authdns.Users = (*Resolver)(nil)
 
 // New checks opts and returns a Resolver.
 func New(opts Options) (*Resolver, error) {
@@ -161,7 +161,7 @@ func New(opts Options) (*Resolver, error) {
 	if opts.SelfName == "" {
 		return nil, errors.New("usercore: no name for this core")
 	}
-	self, err := dns.UserAt(opts.SelfName + "." + domain)
+	self, err := authdns.UserAt(opts.SelfName + "." + domain)
 	if err != nil {
 		return nil, fmt.Errorf("usercore: this core's name %q: %w", opts.SelfName, err)
 	}
@@ -184,7 +184,7 @@ func New(opts Options) (*Resolver, error) {
 	}
 	neg = min(neg, ttl)
 	r.ttl, r.neg = int64(ttl), int64(neg)
-	r.absent = dns.UserAbsent(uint32(max(neg/time.Second, 1)))
+	r.absent = authdns.UserAbsent(uint32(max(neg/time.Second, 1)))
 	if r.timeout <= 0 {
 		r.timeout = DefaultTimeout
 	}
@@ -241,25 +241,25 @@ func (r *Resolver) SetCores(cores []Core) {
 
 // Cached is the query path: a cache read, or an answer for a label that
 // cannot be a Pryv username (no request for it).
-func (r *Resolver) Cached(label string) (dns.UserHost, dns.Lookup) {
+func (r *Resolver) Cached(label string) (authdns.UserHost, authdns.Lookup) {
 	if !IsUsername(label) {
-		return r.absent, dns.LookupAbsent
+		return r.absent, authdns.LookupAbsent
 	}
 	if e := r.cache.get(label, r.now().UnixNano()); e != nil {
 		return e.host, e.lookup
 	}
-	return dns.UserHost{}, dns.LookupMiss
+	return authdns.UserHost{}, authdns.LookupMiss
 }
 
 // Resolve answers from the cache, or joins the request in flight for
 // label, or starts one; it waits at most Timeout (or until ctx ends).
-func (r *Resolver) Resolve(ctx context.Context, label string) (dns.UserHost, dns.Lookup, error) {
-	if h, lk := r.Cached(label); lk != dns.LookupMiss {
+func (r *Resolver) Resolve(ctx context.Context, label string) (authdns.UserHost, authdns.Lookup, error) {
+	if h, lk := r.Cached(label); lk != authdns.LookupMiss {
 		return h, lk, nil
 	}
 	f, err := r.join(label)
 	if err != nil {
-		return dns.UserHost{}, dns.LookupMiss, err
+		return authdns.UserHost{}, authdns.LookupMiss, err
 	}
 	t := time.NewTimer(r.timeout)
 	defer t.Stop()
@@ -267,9 +267,9 @@ func (r *Resolver) Resolve(ctx context.Context, label string) (dns.UserHost, dns
 	case <-f.done:
 		return f.host, f.lookup, f.err
 	case <-t.C:
-		return dns.UserHost{}, dns.LookupMiss, fmt.Errorf("user lookup: no answer within %s: %w", r.timeout, context.DeadlineExceeded)
+		return authdns.UserHost{}, authdns.LookupMiss, fmt.Errorf("user lookup: no answer within %s: %w", r.timeout, context.DeadlineExceeded)
 	case <-ctx.Done():
-		return dns.UserHost{}, dns.LookupMiss, fmt.Errorf("user lookup: %w", ctx.Err())
+		return authdns.UserHost{}, authdns.LookupMiss, fmt.Errorf("user lookup: %w", ctx.Err())
 	}
 }
 
@@ -282,7 +282,7 @@ func (r *Resolver) join(label string) (*flight, error) {
 		return f, nil
 	}
 	if !r.limit.allow(r.now().UnixNano()) {
-		return nil, dns.ErrLookupLimited
+		return nil, authdns.ErrLookupLimited
 	}
 	f := &flight{done: make(chan struct{})}
 	r.flights[label] = f
@@ -299,7 +299,7 @@ func (r *Resolver) fetch(label string, f *flight) {
 	if f.err == nil {
 		now := r.now().UnixNano()
 		life := r.ttl
-		if f.lookup == dns.LookupAbsent {
+		if f.lookup == authdns.LookupAbsent {
 			life = r.neg
 		}
 		r.cache.put(&entry{label: label, host: f.host, lookup: f.lookup, expires: now + life}, now)
@@ -313,29 +313,29 @@ func (r *Resolver) fetch(label string, f *flight) {
 }
 
 // find asks the source and maps its answer to what the user answers.
-func (r *Resolver) find(ctx context.Context, label string) (dns.UserHost, dns.Lookup, error) {
+func (r *Resolver) find(ctx context.Context, label string) (authdns.UserHost, authdns.Lookup, error) {
 	w, err := r.src.Find(ctx, label)
 	if errors.Is(err, ErrUnknown) {
-		return r.absent, dns.LookupAbsent, nil
+		return r.absent, authdns.LookupAbsent, nil
 	}
 	if err != nil {
-		return dns.UserHost{}, dns.LookupMiss, err
+		return authdns.UserHost{}, authdns.LookupMiss, err
 	}
 	h, err := r.place(ctx, label, w)
 	if err != nil {
-		return dns.UserHost{}, dns.LookupMiss, err
+		return authdns.UserHost{}, authdns.LookupMiss, err
 	}
-	return h, dns.LookupFound, nil
+	return h, authdns.LookupFound, nil
 }
 
 // place maps a source's answer to a core of the registry (or, for a core
 // id the registry does not know, to its core-info row's records).
-func (r *Resolver) place(ctx context.Context, label string, w Where) (dns.UserHost, error) {
+func (r *Resolver) place(ctx context.Context, label string, w Where) (authdns.UserHost, error) {
 	reg := r.reg.Load()
 	if w.URL != "" {
 		host := urlHost(w.URL)
 		if host == "" {
-			return dns.UserHost{}, errors.New("user lookup: the core answered a URL without a host")
+			return authdns.UserHost{}, errors.New("user lookup: the core answered a URL without a host")
 		}
 		if host == label+"."+r.domain {
 			return r.self, nil // a single core answers with the user's own endpoint
@@ -348,34 +348,34 @@ func (r *Resolver) place(ctx context.Context, label string, w Where) (dns.UserHo
 		}
 		if strings.HasSuffix(host, "."+r.domain) {
 			// Maybe another user's name: not in the message.
-			return dns.UserHost{}, fmt.Errorf("user lookup: the core answered a URL whose host, under %s, is no core of the platform (no core-info row has that id or that url)", r.domain)
+			return authdns.UserHost{}, fmt.Errorf("user lookup: the core answered a URL whose host, under %s, is no core of the platform (no core-info row has that id or that url)", r.domain)
 		}
-		return dns.UserHost{}, fmt.Errorf("user lookup: the core answered a URL whose host %q is no core of the platform (no core-info row has that url)", host)
+		return authdns.UserHost{}, fmt.Errorf("user lookup: the core answered a URL whose host %q is no core of the platform (no core-info row has that url)", host)
 	}
 	id := strings.ToLower(w.CoreID)
 	if id == "" {
-		return dns.UserHost{}, errors.New("user lookup: the source answered neither a URL nor a core id")
+		return authdns.UserHost{}, errors.New("user lookup: the source answered neither a URL nor a core id")
 	}
 	if reg.ids[id] {
 		return r.core(id)
 	}
 	ci, ok := r.src.(CoreInfos)
 	if !ok {
-		return dns.UserHost{}, fmt.Errorf("user lookup: core %q is no core of the platform", id)
+		return authdns.UserHost{}, fmt.Errorf("user lookup: core %q is no core of the platform", id)
 	}
 	info, err := ci.CoreInfo(ctx, w.CoreID)
 	if err != nil {
-		return dns.UserHost{}, err
+		return authdns.UserHost{}, err
 	}
 	rrs, err := infoRecords(info, uint32(r.ttl/int64(time.Second)))
 	if err != nil {
-		return dns.UserHost{}, fmt.Errorf("user lookup: core-info row of %q: %w", w.CoreID, err)
+		return authdns.UserHost{}, fmt.Errorf("user lookup: core-info row of %q: %w", w.CoreID, err)
 	}
-	return dns.UserWith(rrs)
+	return authdns.UserWith(rrs)
 }
 
-func (r *Resolver) core(id string) (dns.UserHost, error) {
-	return dns.UserAt(id + "." + r.domain)
+func (r *Resolver) core(id string) (authdns.UserHost, error) {
+	return authdns.UserAt(id + "." + r.domain)
 }
 
 // failed logs a failed lookup: at most one warning every failureLogEvery,

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pryv/pryv-tls/internal/dns"
+	"github.com/pryv/pryv-tls/internal/authdns"
 )
 
 func TestIsUsername(t *testing.T) {
@@ -43,17 +43,17 @@ func TestCachedNeverAsksForWhatIsNoUsername(t *testing.T) {
 	src := newFake(nil)
 	r := newResolver(t, src, Options{})
 	for _, l := range []string{"www", "mail", "_acme-challenge", "-bad-", strings.Repeat("x", 61)} {
-		if _, lk := r.Cached(l); lk != dns.LookupAbsent {
+		if _, lk := r.Cached(l); lk != authdns.LookupAbsent {
 			t.Errorf("Cached(%q) = %v, want absent", l, lk)
 		}
-		if _, lk, err := r.Resolve(context.Background(), l); lk != dns.LookupAbsent || err != nil {
+		if _, lk, err := r.Resolve(context.Background(), l); lk != authdns.LookupAbsent || err != nil {
 			t.Errorf("Resolve(%q) = %v, %v", l, lk, err)
 		}
 	}
 	if len(src.calls) != 0 {
 		t.Fatalf("the source was asked: %v", src.calls)
 	}
-	if _, lk := r.Cached("alice"); lk != dns.LookupMiss {
+	if _, lk := r.Cached("alice"); lk != authdns.LookupMiss {
 		t.Fatalf("a username nobody looked up: %v, want a miss", lk)
 	}
 }
@@ -64,22 +64,22 @@ func TestResolveMapsTheSourcesAnswer(t *testing.T) {
 		name   string
 		answer fakeAnswer
 		want   string // UserHost.String(), or "error: <substring>"
-		lookup dns.Lookup
+		lookup authdns.Lookup
 	}{
-		{"multi-core URL", fakeAnswer{w: Where{URL: "https://core2.mc.example.com/"}}, "as core2.mc.example.com.", dns.LookupFound},
-		{"URL in another case, with a port", fakeAnswer{w: Where{URL: "https://CORE2.Mc.Example.com:443/"}}, "as core2.mc.example.com.", dns.LookupFound},
-		{"core.url of a core", fakeAnswer{w: Where{URL: "https://api-2.example.org/"}}, "as core2.mc.example.com.", dns.LookupFound},
-		{"single-core: the user's own endpoint", fakeAnswer{w: Where{URL: "https://alice.mc.example.com/"}}, "as core1.mc.example.com.", dns.LookupFound},
-		{"this core", fakeAnswer{w: Where{URL: "https://core1.mc.example.com/"}}, "as core1.mc.example.com.", dns.LookupFound},
-		{"a core id from rqlite", fakeAnswer{w: Where{CoreID: "core2"}}, "as core2.mc.example.com.", dns.LookupFound},
-		{"a core id in upper case", fakeAnswer{w: Where{CoreID: "CORE2"}}, "as core2.mc.example.com.", dns.LookupFound},
-		{"unknown user", fakeAnswer{err: fmt.Errorf("api: %w", ErrUnknown)}, "absent (negative TTL 30)", dns.LookupAbsent},
-		{"a host under the domain that is no core", fakeAnswer{w: Where{URL: "https://core9.mc.example.com/"}}, "error: no core of the platform", dns.LookupMiss},
-		{"a host elsewhere", fakeAnswer{w: Where{URL: "https://elsewhere.example.net/"}}, `error: "elsewhere.example.net"`, dns.LookupMiss},
-		{"no host", fakeAnswer{w: Where{URL: "/relative"}}, "error: without a host", dns.LookupMiss},
-		{"a core id nobody knows", fakeAnswer{w: Where{CoreID: "core9"}}, `error: core "core9" is no core`, dns.LookupMiss},
-		{"nothing", fakeAnswer{w: Where{}}, "error: neither a URL nor a core id", dns.LookupMiss},
-		{"upstream error", fakeAnswer{err: other}, "error: upstream broke", dns.LookupMiss},
+		{"multi-core URL", fakeAnswer{w: Where{URL: "https://core2.mc.example.com/"}}, "as core2.mc.example.com.", authdns.LookupFound},
+		{"URL in another case, with a port", fakeAnswer{w: Where{URL: "https://CORE2.Mc.Example.com:443/"}}, "as core2.mc.example.com.", authdns.LookupFound},
+		{"core.url of a core", fakeAnswer{w: Where{URL: "https://api-2.example.org/"}}, "as core2.mc.example.com.", authdns.LookupFound},
+		{"single-core: the user's own endpoint", fakeAnswer{w: Where{URL: "https://alice.mc.example.com/"}}, "as core1.mc.example.com.", authdns.LookupFound},
+		{"this core", fakeAnswer{w: Where{URL: "https://core1.mc.example.com/"}}, "as core1.mc.example.com.", authdns.LookupFound},
+		{"a core id from rqlite", fakeAnswer{w: Where{CoreID: "core2"}}, "as core2.mc.example.com.", authdns.LookupFound},
+		{"a core id in upper case", fakeAnswer{w: Where{CoreID: "CORE2"}}, "as core2.mc.example.com.", authdns.LookupFound},
+		{"unknown user", fakeAnswer{err: fmt.Errorf("api: %w", ErrUnknown)}, "absent (negative TTL 30)", authdns.LookupAbsent},
+		{"a host under the domain that is no core", fakeAnswer{w: Where{URL: "https://core9.mc.example.com/"}}, "error: no core of the platform", authdns.LookupMiss},
+		{"a host elsewhere", fakeAnswer{w: Where{URL: "https://elsewhere.example.net/"}}, `error: "elsewhere.example.net"`, authdns.LookupMiss},
+		{"no host", fakeAnswer{w: Where{URL: "/relative"}}, "error: without a host", authdns.LookupMiss},
+		{"a core id nobody knows", fakeAnswer{w: Where{CoreID: "core9"}}, `error: core "core9" is no core`, authdns.LookupMiss},
+		{"nothing", fakeAnswer{w: Where{}}, "error: neither a URL nor a core id", authdns.LookupMiss},
+		{"upstream error", fakeAnswer{err: other}, "error: upstream broke", authdns.LookupMiss},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			r := newResolver(t, newFake(map[string]fakeAnswer{"alice": c.answer}), Options{})
@@ -140,7 +140,7 @@ func TestResolveCoalesces(t *testing.T) {
 		t.Fatalf("%d requests for one name, want 1", c)
 	}
 	// Then the cache answers.
-	if h, lk := r.Cached("alice"); lk != dns.LookupFound || h.String() != "as core2.mc.example.com." {
+	if h, lk := r.Cached("alice"); lk != authdns.LookupFound || h.String() != "as core2.mc.example.com." {
 		t.Fatalf("not cached: %v %v", h, lk)
 	}
 }
@@ -167,7 +167,7 @@ func TestResolveTimesOutAndFillsTheCacheLater(t *testing.T) {
 	}
 	close(src.gate)
 	<-f.done
-	if _, lk := r.Cached("alice"); lk != dns.LookupFound {
+	if _, lk := r.Cached("alice"); lk != authdns.LookupFound {
 		t.Fatalf("the late answer was not cached: %v", lk)
 	}
 }
@@ -196,7 +196,7 @@ func TestResolveRateLimit(t *testing.T) {
 			t.Fatalf("request %d of a burst of 3: %v", i, err)
 		}
 	}
-	if err := ask("user3"); !errors.Is(err, dns.ErrLookupLimited) {
+	if err := ask("user3"); !errors.Is(err, authdns.ErrLookupLimited) {
 		t.Fatalf("4th request in the same instant: %v, want ErrLookupLimited", err)
 	}
 	// A cache answer costs no token.
@@ -207,7 +207,7 @@ func TestResolveRateLimit(t *testing.T) {
 	if err := ask("user3"); err != nil {
 		t.Fatalf("a third of a second later: %v", err)
 	}
-	if err := ask("user4"); !errors.Is(err, dns.ErrLookupLimited) {
+	if err := ask("user4"); !errors.Is(err, authdns.ErrLookupLimited) {
 		t.Fatalf("the token was spent: %v", err)
 	}
 	if src.count("user4") != 0 {
@@ -256,12 +256,12 @@ func TestCacheLifetimes(t *testing.T) {
 	}
 	for _, c := range []struct {
 		after        time.Duration // since the lookups
-		alice, nobdy dns.Lookup
+		alice, nobdy authdns.Lookup
 	}{
-		{29 * time.Second, dns.LookupFound, dns.LookupAbsent},
-		{31 * time.Second, dns.LookupFound, dns.LookupMiss},
-		{299 * time.Second, dns.LookupFound, dns.LookupMiss},
-		{301 * time.Second, dns.LookupMiss, dns.LookupMiss},
+		{29 * time.Second, authdns.LookupFound, authdns.LookupAbsent},
+		{31 * time.Second, authdns.LookupFound, authdns.LookupMiss},
+		{299 * time.Second, authdns.LookupFound, authdns.LookupMiss},
+		{301 * time.Second, authdns.LookupMiss, authdns.LookupMiss},
 	} {
 		clk.mu.Lock()
 		clk.now = time.Unix(1_700_000_000, 0).Add(c.after)
@@ -311,7 +311,7 @@ func TestCacheIsBounded(t *testing.T) {
 	if n := r.cache.len(time.Now().UnixNano()); n > 64 || n < 32 {
 		t.Fatalf("%d entries in a cache of 64 slots", n)
 	}
-	if _, lk := r.Cached("random1999"); lk != dns.LookupAbsent {
+	if _, lk := r.Cached("random1999"); lk != authdns.LookupAbsent {
 		t.Fatalf("the last entry was not kept: %v", lk)
 	}
 }
@@ -319,7 +319,7 @@ func TestCacheIsBounded(t *testing.T) {
 func TestCacheReplacement(t *testing.T) {
 	c := newCache(2) // one set of two: every label shares it
 	e := func(label string, expires int64) *entry {
-		return &entry{label: label, lookup: dns.LookupFound, expires: expires}
+		return &entry{label: label, lookup: authdns.LookupFound, expires: expires}
 	}
 	live := func(now int64) string {
 		var out []string

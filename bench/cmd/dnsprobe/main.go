@@ -16,7 +16,7 @@ import (
 	"os/exec"
 	"time"
 
-	mdns "github.com/miekg/dns"
+	"github.com/miekg/dns"
 )
 
 func main() {
@@ -29,9 +29,9 @@ func main() {
 	if err != nil || !net.ParseIP(host).IsLoopback() || *name == "" {
 		log.Fatal("dnsprobe: -server must be a loopback host:port and -name is required")
 	}
-	c := &mdns.Client{Net: "udp", Timeout: 500 * time.Millisecond}
-	m := new(mdns.Msg)
-	m.SetQuestion(mdns.Fqdn(*name), mdns.TypeA)
+	c := &dns.Client{Net: "udp", Timeout: 500 * time.Millisecond}
+	m := new(dns.Msg)
+	m.SetQuestion(dns.Fqdn(*name), dns.TypeA)
 	start := time.Now()
 	if args := flag.Args(); len(args) > 0 {
 		cmd := exec.Command(args[0], args[1:]...)
@@ -43,7 +43,7 @@ func main() {
 	for time.Since(start) < *timeout {
 		if r, _, err := c.Exchange(m, *server); err == nil {
 			for _, rr := range r.Answer {
-				if a, ok := rr.(*mdns.A); ok && (*want == "" || a.A.String() == *want) {
+				if a, ok := rr.(*dns.A); ok && (*want == "" || a.A.String() == *want) {
 					fmt.Printf("wait_s=%.3f\n", time.Since(start).Seconds())
 					return
 				}

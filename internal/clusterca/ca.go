@@ -1,4 +1,4 @@
-// Package cluster holds what the cores of a deployment share to trust each
+// Package clusterca holds what the cores of a deployment share to trust each
 // other: the cluster CA, a self-signed authority that signs only node
 // certificates, and the node certificates themselves, which every core uses
 // both as a server (its PlatformDB peer and client listeners) and as a client
@@ -18,7 +18,7 @@
 // A CA made by open-pryv.io's bootstrap (ca.key from openssl ecparam, SEC 1;
 // ca.crt from openssl req -x509) is used as it is: this package never
 // writes, renames or rewrites a file that exists in the CA directory.
-package cluster
+package clusterca
 
 import (
 	"bytes"

@@ -1,4 +1,4 @@
-// Package dns is pryv-tls's authoritative DNS server for the platform domain
+// Package authdns is pryv-tls's authoritative DNS server for the platform domain
 // (dns.domain, e.g. "mc.example.com"): per-user names, per-core names, static
 // records and the _acme-challenge TXT records of ACME DNS-01.
 //
@@ -188,4 +188,4 @@
 // bytes and the OPT (fast.go, decision 0030). Its bytes are the general
 // path's (a property test compares them); anything else, or a signature not
 // made yet, takes the general path.
-package dns
+package authdns
