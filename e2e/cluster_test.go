@@ -20,6 +20,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/pryv/pryv-tls/internal/acme/acmetest"
+	"github.com/pryv/pryv-tls/internal/acme/pebbledev"
 	"github.com/pryv/pryv-tls/internal/admin"
 	"github.com/pryv/pryv-tls/internal/devpki"
 	"github.com/pryv/pryv-tls/internal/join"
@@ -34,7 +35,7 @@ type clusterPorts struct{ front, dns, peer, client, join int }
 func TestClusterOfThree(t *testing.T) {
 	const domain = "mc.example.com"
 	ports := clusterPorts{freeUDPTCPPort(t), freeUDPTCPPort(t), freePort(t), freePort(t), freePort(t)}
-	pebble := acmetest.Start(t, acmetest.Options{DNSServer: fmt.Sprintf("127.0.0.1:%d", ports.dns)})
+	pebble := acmetest.Start(t, acmetest.Options{Options: pebbledev.Options{DNSServer: fmt.Sprintf("127.0.0.1:%d", ports.dns)}})
 	root := t.TempDir()
 	dirs := map[string]string{}
 	for _, id := range []string{"core1", "core2", "core3"} {

@@ -15,6 +15,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/pryv/pryv-tls/internal/acme/acmetest"
+	"github.com/pryv/pryv-tls/internal/acme/pebbledev"
 )
 
 // TestMultiCoreDNSWildcard is the README's multi-core DNS section on one
@@ -26,7 +27,7 @@ func TestMultiCoreDNSWildcard(t *testing.T) {
 	dir := t.TempDir()
 	dnsPort := freeUDPTCPPort(t)
 	dnsAddr := fmt.Sprintf("127.0.0.1:%d", dnsPort)
-	pebble := acmetest.Start(t, acmetest.Options{DNSServer: dnsAddr})
+	pebble := acmetest.Start(t, acmetest.Options{Options: pebbledev.Options{DNSServer: dnsAddr}})
 	port := freePort(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	cfg := strategyA(t, dir, port, "/bin/true")

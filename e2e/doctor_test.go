@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pryv/pryv-tls/internal/acme/acmetest"
+	"github.com/pryv/pryv-tls/internal/acme/pebbledev"
 )
 
 // doctorResult is one line of "pryv-tls doctor --json".
@@ -55,7 +56,7 @@ func byCheck(rs []doctorResult) map[string][]doctorResult {
 func TestDoctorClusterOfThree(t *testing.T) {
 	const domain = "mc.example.com"
 	ports := clusterPorts{freeUDPTCPPort(t), freeUDPTCPPort(t), freePort(t), freePort(t), freePort(t)}
-	pebble := acmetest.Start(t, acmetest.Options{DNSServer: fmt.Sprintf("127.0.0.1:%d", ports.dns)})
+	pebble := acmetest.Start(t, acmetest.Options{Options: pebbledev.Options{DNSServer: fmt.Sprintf("127.0.0.1:%d", ports.dns)}})
 	root := t.TempDir()
 	dirs := map[string]string{}
 	for _, id := range []string{"core1", "core2", "core3"} {

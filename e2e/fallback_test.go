@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pryv/pryv-tls/internal/acme/acmetest"
+	"github.com/pryv/pryv-tls/internal/acme/pebbledev"
 )
 
 // TestFallbackCAWhenThePrimaryIsDown is issue 14 item 5 with two Pebbles:
@@ -22,8 +23,8 @@ import (
 // only, and status shows it renewed.
 func TestFallbackCAWhenThePrimaryIsDown(t *testing.T) {
 	http01 := freePort(t)
-	primary := acmetest.Start(t, acmetest.Options{HTTPPort: http01})
-	second := acmetest.Start(t, acmetest.Options{HTTPPort: http01})
+	primary := acmetest.Start(t, acmetest.Options{Options: pebbledev.Options{HTTPPort: http01}})
+	second := acmetest.Start(t, acmetest.Options{Options: pebbledev.Options{HTTPPort: http01}})
 	dir := t.TempDir()
 	port := freePort(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)

@@ -375,8 +375,8 @@ func newACMECore(t *testing.T, domain string, validity time.Duration) *acmeCore 
 	ac := &acmeCore{t: t, domain: domain, dir: t.TempDir()}
 	dnsPort := freeUDPTCPPort(t)
 	ac.dns = fmt.Sprintf("127.0.0.1:%d", dnsPort)
-	ac.pebble = acmetest.Start(t, acmetest.Options{DNSServer: ac.dns,
-		Profiles: map[string]pebbledev.Profile{faultProfile: {Description: "short, for fault tests", ValidityPeriod: validity}}})
+	ac.pebble = acmetest.Start(t, acmetest.Options{Options: pebbledev.Options{DNSServer: ac.dns,
+		Profiles: map[string]pebbledev.Profile{faultProfile: {Description: "short, for fault tests", ValidityPeriod: validity}}}})
 	ac.proxy = startCAProxy(t, ac.pebble)
 	port := freePort(t)
 	ac.front = fmt.Sprintf("127.0.0.1:%d", port)

@@ -25,6 +25,7 @@ import (
 
 	"github.com/pryv/pryv-tls/e2e/faults"
 	"github.com/pryv/pryv-tls/internal/acme/acmetest"
+	"github.com/pryv/pryv-tls/internal/acme/pebbledev"
 	"github.com/pryv/pryv-tls/internal/admin"
 	"github.com/pryv/pryv-tls/internal/devpki"
 	"github.com/pryv/pryv-tls/internal/rqlite/rqlitetest"
@@ -123,7 +124,7 @@ func TestFaultsSecrets(t *testing.T) {
 	// The ports are picked once Pebble and the stand-in listen (they take
 	// free ports too).
 	dnsPort := freeUDPTCPPort(t)
-	pebble := acmetest.Start(t, acmetest.Options{DNSServer: fmt.Sprintf("127.0.0.1:%d", dnsPort)})
+	pebble := acmetest.Start(t, acmetest.Options{Options: pebbledev.Options{DNSServer: fmt.Sprintf("127.0.0.1:%d", dnsPort)}})
 	node := rqlitetest.Start(t)
 	ports := clusterPorts{front: freeClusterPort(t), dns: dnsPort, peer: freeClusterPort(t), client: freeClusterPort(t), join: freeClusterPort(t)}
 	metrics1, metrics2 := freeClusterPort(t), freeClusterPort(t)

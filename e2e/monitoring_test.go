@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/pryv/pryv-tls/internal/acme/acmetest"
+	"github.com/pryv/pryv-tls/internal/acme/pebbledev"
 	"github.com/pryv/pryv-tls/internal/admin"
 	"github.com/pryv/pryv-tls/internal/devpki"
 	"github.com/pryv/pryv-tls/internal/health"
@@ -65,7 +66,7 @@ func startMonitoringCore(t *testing.T) *monitoringCore {
 	dir := t.TempDir()
 	dnsPort := freeUDPTCPPort(t)
 	dnsAddr := fmt.Sprintf("127.0.0.1:%d", dnsPort)
-	pebble := acmetest.Start(t, acmetest.Options{DNSServer: dnsAddr})
+	pebble := acmetest.Start(t, acmetest.Options{Options: pebbledev.Options{DNSServer: dnsAddr}})
 	port := freePort(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	metricsAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))

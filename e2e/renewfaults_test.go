@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/pryv/pryv-tls/internal/acme/acmetest"
+	"github.com/pryv/pryv-tls/internal/acme/pebbledev"
 )
 
 // renewerCore starts a single Strategy A core ordering from pebble with the
@@ -97,7 +98,7 @@ func nextRenewal(t *testing.T, addr string, roots *x509.CertPool) (time.Time, st
 func TestRenewalOnTimeByTheDaemon(t *testing.T) {
 	profiles := acmetest.DefaultProfiles()
 	profiles["short30s"] = acmetest.Profile{Description: "30 seconds", ValidityPeriod: 30 * time.Second}
-	pebble := acmetest.Start(t, acmetest.Options{Profiles: profiles})
+	pebble := acmetest.Start(t, acmetest.Options{Options: pebbledev.Options{Profiles: profiles}})
 	roots := pebble.IssuerRoots(t)
 	c, addr, first := renewerCore(t, pebble, "short30s", pebble.HTTPPort)
 
@@ -184,7 +185,7 @@ func TestForceRenewOutlivesItsClient(t *testing.T) {
 	go func() { _ = proxy.Serve(proxyLn) }()
 	t.Cleanup(func() { _ = proxy.Close() })
 
-	pebble := acmetest.Start(t, acmetest.Options{HTTPPort: proxyLn.Addr().(*net.TCPAddr).Port})
+	pebble := acmetest.Start(t, acmetest.Options{Options: pebbledev.Options{HTTPPort: proxyLn.Addr().(*net.TCPAddr).Port}})
 	roots := pebble.IssuerRoots(t)
 	c, addr, first := renewerCore(t, pebble, "default", corePort)
 	time.Sleep(500 * time.Millisecond) // the first order's bookkeeping is written

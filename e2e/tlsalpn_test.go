@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/pryv/pryv-tls/internal/acme/acmetest"
+	"github.com/pryv/pryv-tls/internal/acme/pebbledev"
 	"github.com/pryv/pryv-tls/internal/admin"
 )
 
@@ -28,7 +29,7 @@ import (
 func TestTLSALPN01OnTheFront(t *testing.T) {
 	ports := clusterPorts{front: freePort(t), peer: freePort(t), client: freePort(t), join: freePort(t)}
 	http01 := freePort(t) // nothing may listen there
-	pebble := acmetest.Start(t, acmetest.Options{HTTPPort: http01, TLSALPNPort: ports.front})
+	pebble := acmetest.Start(t, acmetest.Options{Options: pebbledev.Options{HTTPPort: http01, TLSALPNPort: ports.front}})
 	pebble.SetA(t, "core2.example.org", "127.0.0.2")
 	root := t.TempDir()
 	dirs := map[string]string{"core1": filepath.Join(root, "core1"), "core2": filepath.Join(root, "core2")}

@@ -16,6 +16,7 @@ import (
 	legoacme "github.com/go-acme/lego/v5/acme"
 
 	"github.com/pryv/pryv-tls/internal/acme/acmetest"
+	"github.com/pryv/pryv-tls/internal/acme/pebbledev"
 )
 
 // switchTransport fails every request while down is set: the CA "down"
@@ -118,7 +119,7 @@ func TestProblemKept(t *testing.T) {
 	ctx := testCtx(t)
 	e := newEnv(t)
 	const host = "blocked.your-domain.com"
-	p := e.pebble(acmetest.Options{BlockedDomains: []string{host}})
+	p := e.pebble(acmetest.Options{Options: pebbledev.Options{BlockedDomains: []string{host}}})
 	heard := &failureLog{}
 	opts := e.options(p, "core-a", host, "default")
 	opts.OnFailure = heard.add

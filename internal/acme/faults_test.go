@@ -17,6 +17,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/pryv/pryv-tls/internal/acme/acmetest"
+	"github.com/pryv/pryv-tls/internal/acme/pebbledev"
 	"github.com/pryv/pryv-tls/internal/atrest"
 	"github.com/pryv/pryv-tls/internal/certstore"
 	"github.com/pryv/pryv-tls/internal/devpki"
@@ -49,7 +50,7 @@ func (l *caLog) newOrderStarts(who string) []time.Time {
 func TestRenewalWakesAtItsPoint(t *testing.T) {
 	ctx := testCtx(t)
 	e := newEnv(t)
-	p := e.pebble(acmetest.Options{Profiles: shortProfiles()})
+	p := e.pebble(acmetest.Options{Options: pebbledev.Options{Profiles: shortProfiles()}})
 	const host = "your-domain.com"
 	opts := e.options(p, "core-a", host, "short30s")
 	opts.CheckInterval = 5 * time.Minute // the daemon's default
@@ -191,7 +192,7 @@ func TestUnreadableCertificateRow(t *testing.T) {
 	ctx := testCtx(t)
 	e := newEnv(t)
 	const blocked = "blocked.your-domain.com"
-	p := e.pebble(acmetest.Options{BlockedDomains: []string{blocked}})
+	p := e.pebble(acmetest.Options{Options: pebbledev.Options{BlockedDomains: []string{blocked}}})
 
 	t.Run("replaced", func(t *testing.T) {
 		const host = "core1.your-domain.com" // as many labels as the blocked name (a Pebble quirk)
@@ -405,7 +406,7 @@ func TestForceRenewDetachedRecordedLimited(t *testing.T) {
 	ctx := testCtx(t)
 	e := newEnv(t)
 	const blocked = "blocked.your-domain.com"
-	p := e.pebble(acmetest.Options{BlockedDomains: []string{blocked}})
+	p := e.pebble(acmetest.Options{Options: pebbledev.Options{BlockedDomains: []string{blocked}}})
 	const host = "core1.your-domain.com"
 	clock := &fakeClock{}
 	opts := e.options(p, "core-a", host, "default")
@@ -517,7 +518,7 @@ func TestForceRenewDetachedRecordedLimited(t *testing.T) {
 func TestRevocationNoticedByARI(t *testing.T) {
 	ctx := testCtx(t)
 	e := newEnv(t)
-	p := e.pebble(acmetest.Options{ARIRetryAfter: 2 * time.Second})
+	p := e.pebble(acmetest.Options{Options: pebbledev.Options{ARIRetryAfter: 2 * time.Second}})
 	const host = "your-domain.com"
 	opts := e.options(p, "core-a", host, "default") // 90 days: the schedule never interferes
 	opts.CheckInterval = 5 * time.Minute

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/pryv/pryv-tls/internal/acme/acmetest"
+	"github.com/pryv/pryv-tls/internal/acme/pebbledev"
 	"github.com/pryv/pryv-tls/internal/atrest"
 	"github.com/pryv/pryv-tls/internal/certstore"
 	"github.com/pryv/pryv-tls/internal/devpki"
@@ -373,7 +374,7 @@ func TestBackoffAfterRejection(t *testing.T) {
 	ctx := testCtx(t)
 	e := newEnv(t)
 	const host = "blocked.your-domain.com"
-	p := e.pebble(acmetest.Options{BlockedDomains: []string{host}})
+	p := e.pebble(acmetest.Options{Options: pebbledev.Options{BlockedDomains: []string{host}}})
 	row := statePrefix + host
 
 	kv := &countingKV{KV: e.db}
@@ -782,7 +783,7 @@ func TestEAB(t *testing.T) {
 	hmacKey := make([]byte, 32)
 	_, _ = rand.Read(hmacKey)
 	enc := base64.RawURLEncoding.EncodeToString(hmacKey)
-	p := e.pebble(acmetest.Options{EABKeys: map[string]string{"kid-1": enc}})
+	p := e.pebble(acmetest.Options{Options: pebbledev.Options{EABKeys: map[string]string{"kid-1": enc}}})
 	const host = "your-domain.com"
 
 	rNo := mustNew(t, e.options(p, "no-eab", host, "default"))

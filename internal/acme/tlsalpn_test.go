@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/pryv/pryv-tls/internal/acme/acmetest"
+	"github.com/pryv/pryv-tls/internal/acme/pebbledev"
 	"github.com/pryv/pryv-tls/internal/platformdb"
 )
 
@@ -198,7 +199,7 @@ func TestIssuanceByTLSALPN01(t *testing.T) {
 	e := newEnv(t)
 	other := NewTLSALPN01Responder(e.log.With("core", "other"))
 	runResponder(t, other, e.db)
-	p := acmetest.Start(t, acmetest.Options{HTTPPort: closedPort(t), TLSALPNPort: alpnPort(t, other)})
+	p := acmetest.Start(t, acmetest.Options{Options: pebbledev.Options{HTTPPort: closedPort(t), TLSALPNPort: alpnPort(t, other)}})
 	const host = "your-domain.com"
 	opts := e.options(p, "core-a", host, "short120s")
 	opts.Plans[0].Challenge = "tls-alpn-01"
@@ -233,7 +234,7 @@ func TestIssuanceByTLSALPN01(t *testing.T) {
 // A wildcard cannot be proved by TLS-ALPN-01: said before anything is ordered.
 func TestTLSALPN01RefusesAWildcard(t *testing.T) {
 	e := newEnv(t)
-	p := acmetest.Start(t, acmetest.Options{HTTPPort: closedPort(t), TLSALPNPort: closedPort(t)})
+	p := acmetest.Start(t, acmetest.Options{Options: pebbledev.Options{HTTPPort: closedPort(t), TLSALPNPort: closedPort(t)}})
 	opts := e.options(p, "core-a", "*.example.org", "")
 	opts.Plans = []Plan{{Hostnames: []string{"*.example.org", "example.org"}, Challenge: "tls-alpn-01"}}
 	_, err := mustNew(t, opts).ForceRenew(testCtx(t), "", false)

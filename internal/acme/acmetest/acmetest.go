@@ -25,6 +25,9 @@
 //     panics if it did. The variables and values are pebbledev's (see its
 //     package doc).
 //   - CAFile lives in a t.TempDir; it outlives Stop until the test ends.
+//   - HTTPClient (pebbledev's) adds "Retry-After: 1" to challenge answers
+//     unless Options.NoRetryAfter: a test-only speed-up pryv-tls must not
+//     rely on.
 //   - Pebble's log goes to t.Log as it comes with Options.Verbose; otherwise
 //     its last lines are logged only if the test failed.
 package acmetest
@@ -32,7 +35,6 @@ package acmetest
 import (
 	"crypto/x509"
 	"net"
-	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -54,75 +56,23 @@ type Window = pebbledev.Window
 // one for tests that need a real expiry or renewal while they run.
 func DefaultProfiles() map[string]Profile { return pebbledev.DefaultProfiles() }
 
-// Options configures Start. The zero value is a working Pebble. The fields
-// are pebbledev.Options's (see there), plus Verbose.
+// Options configures Start. The zero value is a working Pebble. The
+// embedded pebbledev.Options are Pebble's (see there), except its log and
+// environment, which Start owns: Logger, LogWriter, Setenv and Dir must be
+// left zero (Start fails the test otherwise).
 type Options struct {
-	// HTTPPort is the port Pebble's VA dials for HTTP-01; 0 picks a free
-	// one. The harness serves nothing there: the code under test does.
-	HTTPPort int
-	// TLSALPNPort is the port Pebble's VA dials for TLS-ALPN-01; 0 picks a
-	// free one.
-	TLSALPNPort int
-	// Profiles replaces DefaultProfiles when non-nil.
-	Profiles map[string]Profile
-	// EABKeys maps an External Account Binding key ID to its base64url
-	// (unpadded) HMAC key; non-empty makes EAB required.
-	EABKeys map[string]string
-	// DNSServer is the host:port Pebble resolves names through (over TCP);
-	// empty starts the built-in responder (see Pebble.DNSAddr, SetTXT).
-	DNSServer string
-	// BlockedDomains are names (and their subdomains) Pebble refuses at
-	// newOrder with rejectedIdentifier; see pebbledev.Options for a quirk.
-	BlockedDomains []string
-	// NoRetryAfter makes HTTPClient pass challenge responses through
-	// untouched; by default it adds "Retry-After: 1".
-	NoRetryAfter bool
-	// ARIRetryAfter, when positive, replaces the Retry-After of Pebble's
-	// renewalInfo answers (6 h) in HTTPClient: see pebbledev.Options.
-	ARIRetryAfter time.Duration
-	// ReuseAuthz makes Pebble always reuse a still-valid authorization;
-	// default: never.
-	ReuseAuthz bool
-	// AlwaysValid makes the VA accept every challenge without contacting
-	// anything.
-	AlwaysValid bool
-	// KeyAlgorithm of Pebble's roots and intermediates: "ecdsa" (default)
-	// or "rsa".
-	KeyAlgorithm string
-	// AlternateRoots adds chains under other roots; the order's default
-	// chain is under root 0.
-	AlternateRoots int
-	// ChainLength is the number of intermediates per chain; 0 means 1.
-	ChainLength int
+	pebbledev.Options
 	// Verbose streams Pebble's log to t.Log. Otherwise the last lines are
 	// logged only if the test failed.
 	Verbose bool
 }
 
-// Pebble is a running in-process Pebble (a pebbledev.Pebble whose methods
-// fail the test instead of returning errors).
+// Pebble is a running in-process Pebble: the embedded pebbledev.Pebble
+// (its fields, HTTPClient, the TXT records), with the methods that return
+// an error there failing the test here instead. CAFile lives in a
+// t.TempDir.
 type Pebble struct {
-	// DirectoryURL is the ACME directory, https://127.0.0.1:<port>/dir.
-	DirectoryURL string
-	// CAFile is a PEM file holding the CA that signed the listener
-	// certificate of the ACME and management APIs (what
-	// letsEncrypt.directoryCaFile gets). It lives in a t.TempDir.
-	CAFile string
-	// ListenerRoots is that CA as a pool.
-	ListenerRoots *x509.CertPool
-	// ManagementURL is Pebble's management API, https://127.0.0.1:<port>,
-	// served with the same listener certificate.
-	ManagementURL string
-	// HTTPPort is where the VA dials HTTP-01 (on whatever the name
-	// resolves to: 127.0.0.1 with the built-in responder).
-	HTTPPort int
-	// TLSALPNPort is where the VA dials TLS-ALPN-01.
-	TLSALPNPort int
-	// DNSAddr is the built-in responder's 127.0.0.1:<port> (UDP and TCP),
-	// or "" when Options.DNSServer was given.
-	DNSAddr string
-
-	dev *pebbledev.Pebble
+	*pebbledev.Pebble
 }
 
 // Start runs Pebble and returns once its APIs answer. Everything is torn
@@ -130,6 +80,10 @@ type Pebble struct {
 // cannot be used under t.Parallel. Failures are fatal to t.
 func Start(t testing.TB, opts Options) *Pebble {
 	t.Helper()
+	o := opts.Options
+	if o.Logger != nil || o.LogWriter != nil || o.Setenv != nil || o.Dir != "" {
+		t.Fatalf("acmetest: Options.Logger, LogWriter, Setenv and Dir are set by Start; leave them zero (Verbose streams the log)")
+	}
 	logs := &logSink{t: t, live: opts.Verbose}
 	var dev *pebbledev.Pebble
 	t.Cleanup(func() {
@@ -138,68 +92,37 @@ func Start(t testing.TB, opts Options) *Pebble {
 		}
 		logs.close(t.Failed())
 	})
-	dev, err := pebbledev.Start(pebbledev.Options{
-		HTTPPort:       opts.HTTPPort,
-		TLSALPNPort:    opts.TLSALPNPort,
-		Profiles:       opts.Profiles,
-		EABKeys:        opts.EABKeys,
-		DNSServer:      opts.DNSServer,
-		BlockedDomains: opts.BlockedDomains,
-		NoRetryAfter:   opts.NoRetryAfter,
-		ARIRetryAfter:  opts.ARIRetryAfter,
-		ReuseAuthz:     opts.ReuseAuthz,
-		AlwaysValid:    opts.AlwaysValid,
-		KeyAlgorithm:   opts.KeyAlgorithm,
-		AlternateRoots: opts.AlternateRoots,
-		ChainLength:    opts.ChainLength,
-		LogWriter:      logs,
-		Setenv:         t.Setenv,
-		Dir:            t.TempDir(),
-	})
+	o.LogWriter, o.Setenv, o.Dir = logs, t.Setenv, t.TempDir()
+	dev, err := pebbledev.Start(o)
 	if err != nil {
 		t.Fatalf("acmetest: %v", err)
 	}
-	return &Pebble{
-		DirectoryURL:  dev.DirectoryURL,
-		CAFile:        dev.CAFile,
-		ListenerRoots: dev.ListenerRoots,
-		ManagementURL: dev.ManagementURL,
-		HTTPPort:      dev.HTTPPort,
-		TLSALPNPort:   dev.TLSALPNPort,
-		DNSAddr:       dev.DNSAddr,
-		dev:           dev,
-	}
+	return &Pebble{dev}
 }
 
 // Stop shuts Pebble's listeners (ACME and management) and the built-in DNS
 // responder down at once, so the directory becomes unreachable (connection
 // refused). It is idempotent; Start's cleanup calls it too.
-func (p *Pebble) Stop() { _ = p.dev.Close() }
-
-// HTTPClient returns a client for the ACME API (give it to lego as
-// lego.Config.HTTPClient): see pebbledev.Pebble.HTTPClient. Unless
-// Options.NoRetryAfter, it adds "Retry-After: 1" to Pebble's answers to
-// challenge POSTs, a test-only speed-up pryv-tls must not rely on.
-func (p *Pebble) HTTPClient() *http.Client { return p.dev.HTTPClient() }
+func (p *Pebble) Stop() { _ = p.Close() }
 
 // IssuerRoots returns the root(s) Pebble issues under (management API
 // /roots/0 … /roots/AlternateRoots), to verify a chain Pebble issued.
 func (p *Pebble) IssuerRoots(t testing.TB) *x509.CertPool {
 	t.Helper()
-	return must(t, p.dev.IssuerRoots)
+	return must(t, p.Pebble.IssuerRoots)
 }
 
 // IssuerRootCerts is IssuerRoots as certificates, root 0 first.
 func (p *Pebble) IssuerRootCerts(t testing.TB) []*x509.Certificate {
 	t.Helper()
-	return must(t, p.dev.IssuerRootCerts)
+	return must(t, p.Pebble.IssuerRootCerts)
 }
 
 // Intermediate returns the certificate that signs leaves in chain i (0 is
 // the default chain), from the management API.
 func (p *Pebble) Intermediate(t testing.TB, i int) *x509.Certificate {
 	t.Helper()
-	return must(t, func() (*x509.Certificate, error) { return p.dev.Intermediate(i) })
+	return must(t, func() (*x509.Certificate, error) { return p.Pebble.Intermediate(i) })
 }
 
 // SetRenewalInfo moves the ARI suggested window of a certificate Pebble
@@ -208,7 +131,7 @@ func (p *Pebble) Intermediate(t testing.TB, i int) *x509.Certificate {
 // now. The override lasts for this Pebble's life.
 func (p *Pebble) SetRenewalInfo(t testing.TB, certPEM []byte, start, end time.Time) {
 	t.Helper()
-	if err := p.dev.SetRenewalInfo(certPEM, start, end); err != nil {
+	if err := p.Pebble.SetRenewalInfo(certPEM, start, end); err != nil {
 		t.Fatalf("acmetest: %v", err)
 	}
 }
@@ -217,7 +140,7 @@ func (p *Pebble) SetRenewalInfo(t testing.TB, certPEM []byte, start, end time.Ti
 // with body verbatim (it may be malformed JSON on purpose).
 func (p *Pebble) SetRenewalInfoResponse(t testing.TB, certPEM []byte, body string) {
 	t.Helper()
-	if err := p.dev.SetRenewalInfoResponse(certPEM, body); err != nil {
+	if err := p.Pebble.SetRenewalInfoResponse(certPEM, body); err != nil {
 		t.Fatalf("acmetest: %v", err)
 	}
 }
@@ -227,21 +150,12 @@ func (p *Pebble) SetRenewalInfoResponse(t testing.TB, certPEM []byte, body strin
 // it from the directory's renewalInfo endpoint.
 func (p *Pebble) RenewalInfo(t testing.TB, certPEM []byte) Window {
 	t.Helper()
-	return must(t, func() (Window, error) { return p.dev.RenewalInfo(certPEM) })
+	return must(t, func() (Window, error) { return p.Pebble.RenewalInfo(certPEM) })
 }
 
 // ARICertID is the ARI (RFC 9773) identifier of a certificate:
 // base64url(AuthorityKeyId) "." base64url(serial number DER content).
 func ARICertID(cert *x509.Certificate) (string, error) { return pebbledev.ARICertID(cert) }
-
-// SetTXT adds value to the TXT records of name (built-in DNS responder
-// only; a trailing dot and letter case do not matter). Values accumulate:
-// several may sit at one name, as DNS-01 for a name and its wildcard needs.
-// It panics when Options.DNSServer was set.
-func (p *Pebble) SetTXT(name, value string) { p.dev.SetTXT(name, value) }
-
-// RemoveTXT removes one value from the TXT records of name.
-func (p *Pebble) RemoveTXT(name, value string) { p.dev.RemoveTXT(name, value) }
 
 // SetA makes the built-in DNS responder answer ip for name instead of
 // 127.0.0.1 (the VA then validates name on that address).
@@ -251,11 +165,8 @@ func (p *Pebble) SetA(t testing.TB, name, ip string) {
 	if addr == nil {
 		t.Fatalf("acmetest: SetA(%s): %q is not an IPv4 address", name, ip)
 	}
-	p.dev.SetA(name, addr)
+	p.Pebble.SetA(name, addr)
 }
-
-// ClearTXT removes every TXT value of name.
-func (p *Pebble) ClearTXT(name string) { p.dev.ClearTXT(name) }
 
 // must returns f's value, or fails t with f's error.
 func must[T any](t testing.TB, f func() (T, error)) T {

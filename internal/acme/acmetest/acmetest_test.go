@@ -1,9 +1,9 @@
 package acmetest
 
 // These tests cover what acmetest adds to pebbledev: the testing.TB API
-// (t.Setenv, t.Cleanup, t.Fatalf, the log kept for failed tests) and that
-// every method reaches pebbledev. Pebble's own behaviour is tested in
-// pebbledev. They use golang.org/x/crypto/acme as a minimal ACME client.
+// (t.Setenv, t.Cleanup, t.Fatalf, the log kept for failed tests) and the
+// methods it wraps. The options and everything else are pebbledev's, and
+// tested there. They use golang.org/x/crypto/acme as a minimal ACME client.
 // Start calls t.Setenv: no t.Parallel here.
 
 import (
@@ -13,7 +13,6 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -30,6 +29,8 @@ import (
 
 	"github.com/miekg/dns"
 	"golang.org/x/crypto/acme"
+
+	"github.com/pryv/pryv-tls/internal/acme/pebbledev"
 )
 
 type directory struct {
@@ -58,185 +59,43 @@ func getDirectory(t *testing.T, c *http.Client, url string) directory {
 	return d
 }
 
-func TestStartDirectoryStop(t *testing.T) {
-	begin := time.Now()
+// TestStartStop: what Start adds to pebbledev.Start. CAFile is in a
+// t.TempDir, so it outlives Stop; Stop is idempotent and closes the
+// listeners.
+func TestStartStop(t *testing.T) {
 	p := Start(t, Options{})
-	t.Logf("Start took %v", time.Since(begin))
-
-	if !strings.HasPrefix(p.DirectoryURL, "https://127.0.0.1:") || !strings.HasSuffix(p.DirectoryURL, "/dir") {
-		t.Errorf("DirectoryURL = %q", p.DirectoryURL)
-	}
-	if !strings.HasPrefix(p.ManagementURL, "https://127.0.0.1:") {
-		t.Errorf("ManagementURL = %q", p.ManagementURL)
-	}
-	if p.HTTPPort == 0 || p.TLSALPNPort == 0 || !strings.HasPrefix(p.DNSAddr, "127.0.0.1:") {
-		t.Errorf("HTTPPort %d, TLSALPNPort %d, DNSAddr %q", p.HTTPPort, p.TLSALPNPort, p.DNSAddr)
-	}
 	d := getDirectory(t, p.HTTPClient(), p.DirectoryURL)
-	for _, prof := range []string{"default", "shortlived", "short120s"} {
-		if _, ok := d.Meta.Profiles[prof]; !ok {
-			t.Errorf("meta.profiles lacks %q: %v", prof, d.Meta.Profiles)
-		}
+	if _, ok := d.Meta.Profiles["short120s"]; !ok {
+		t.Errorf("meta.profiles lacks short120s: %v", d.Meta.Profiles)
 	}
-
-	// CAFile holds the same CA as ListenerRoots: a client built from the
-	// file alone (as pryv-tls's directoryCaFile) trusts the listener.
-	pemBytes, err := os.ReadFile(p.CAFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pemBytes) {
-		t.Fatalf("CAFile %s holds no certificate", p.CAFile)
-	}
-	fromFile := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	fromFile := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: p.ListenerRoots}}}
 	getDirectory(t, fromFile, p.DirectoryURL)
-	withRoots := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: p.ListenerRoots}}}
-	getDirectory(t, withRoots, strings.Replace(p.DirectoryURL, "127.0.0.1", "localhost", 1))
 
 	p.Stop()
 	p.Stop() // idempotent
-	_, err = fromFile.Get(p.DirectoryURL)
+	_, err := fromFile.Get(p.DirectoryURL)
 	var opErr *net.OpError
 	if err == nil || !errors.As(err, &opErr) {
 		t.Fatalf("after Stop: GET directory: err = %v, want a dial error", err)
 	}
-	if _, err := net.DialTimeout("tcp", strings.TrimPrefix(p.ManagementURL, "https://"), 2*time.Second); err == nil {
-		t.Error("management API still listening after Stop")
-	}
-	// CAFile lives in a t.TempDir: it outlives Stop.
 	if _, err := os.Stat(p.CAFile); err != nil {
 		t.Errorf("CAFile after Stop: %v", err)
 	}
 }
 
-// TestOptions: each option reaches pebbledev.
-func TestOptions(t *testing.T) {
-	hmac := make([]byte, 32)
-	_, _ = rand.Read(hmac)
-	httpPort, alpnPort := freePort(t), freePort(t)
-	p := Start(t, Options{
-		HTTPPort:    httpPort,
-		TLSALPNPort: alpnPort,
-		Profiles:    map[string]Profile{"only": {ValidityPeriod: time.Hour}},
-		EABKeys:     map[string]string{"kid-1": base64.RawURLEncoding.EncodeToString(hmac)},
-		DNSServer:   "127.0.0.1:1",
-	})
-	if p.HTTPPort != httpPort || p.TLSALPNPort != alpnPort || p.DNSAddr != "" {
-		t.Errorf("HTTPPort %d, TLSALPNPort %d, DNSAddr %q; want %d, %d, \"\"", p.HTTPPort, p.TLSALPNPort, p.DNSAddr, httpPort, alpnPort)
-	}
-	d := getDirectory(t, p.HTTPClient(), p.DirectoryURL)
-	if _, ok := d.Meta.Profiles["only"]; !ok || len(d.Meta.Profiles) != 1 || !d.Meta.ExternalAccountRequired {
-		t.Errorf("directory meta %+v, want EAB required and the profile \"only\" alone", d.Meta)
-	}
-	if got := postRetryAfter(t, p.HTTPClient(), strings.TrimSuffix(p.DirectoryURL, "/dir")+"/chalZ/nope"); got != "1" {
-		t.Errorf("challenge POST: Retry-After %q, want 1", got)
-	}
-
-	q := Start(t, Options{NoRetryAfter: true, BlockedDomains: []string{"blocked.pryv.test"}})
-	if got := postRetryAfter(t, q.HTTPClient(), strings.TrimSuffix(q.DirectoryURL, "/dir")+"/chalZ/nope"); got != "" {
-		t.Errorf("NoRetryAfter: challenge POST: Retry-After %q, want none", got)
-	}
-	ctx := ctxFor(t, 30*time.Second)
-	c := newClient(t, ctx, q)
-	_, err := c.AuthorizeOrder(ctx, acme.DomainIDs("www.blocked.pryv.test"), acme.WithOrderIssuanceProfile("default"))
-	var ae *acme.Error
-	if !errors.As(err, &ae) || ae.ProblemType != "urn:ietf:params:acme:error:rejectedIdentifier" {
-		t.Errorf("order for a blocked name: err = %v, want rejectedIdentifier", err)
-	}
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+// TestSetA: the address, given as a string, reaches the built-in responder.
+func TestSetA(t *testing.T) {
+	p := Start(t, Options{})
+	p.SetA(t, "core2.pryv.test", "127.0.0.2")
+	m := new(dns.Msg)
+	m.SetQuestion("core2.pryv.test.", dns.TypeA)
+	in, _, err := (&dns.Client{Net: "tcp", Timeout: 5 * time.Second}).Exchange(m, p.DNSAddr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-func postRetryAfter(t *testing.T, c *http.Client, u string) string {
-	t.Helper()
-	req, _ := http.NewRequest(http.MethodPost, u, strings.NewReader("{}"))
-	req.Header.Set("User-Agent", "acmetest-test")
-	req.Header.Set("Content-Type", "application/jose+json")
-	resp, err := c.Do(req)
-	if err != nil {
-		t.Fatalf("POST %s: %v", u, err)
+	if len(in.Answer) != 1 || !in.Answer[0].(*dns.A).A.Equal(net.IPv4(127, 0, 0, 2)) {
+		t.Errorf("A after SetA: %v", in.Answer)
 	}
-	resp.Body.Close()
-	return resp.Header.Get("Retry-After")
-}
-
-func TestManagementRoots(t *testing.T) {
-	p := Start(t, Options{AlternateRoots: 1, ChainLength: 2})
-	roots := p.IssuerRootCerts(t)
-	if len(roots) != 2 {
-		t.Fatalf("%d roots, want 2", len(roots))
-	}
-	for i, r := range roots {
-		if !r.IsCA || r.CheckSignatureFrom(r) != nil {
-			t.Errorf("root %d (%s) is not a self-signed CA", i, r.Subject)
-		}
-	}
-	if roots[0].Equal(roots[1]) {
-		t.Error("alternate root equals root 0")
-	}
-	// With ChainLength 2 the leaf-signing intermediate chains to root 0
-	// through a second one, which the pool alone cannot supply.
-	inter := p.Intermediate(t, 0)
-	if !inter.IsCA {
-		t.Errorf("intermediate %s is not a CA", inter.Subject)
-	}
-	if _, err := inter.Verify(x509.VerifyOptions{Roots: p.IssuerRoots(t)}); err == nil {
-		t.Error("a 2-intermediate chain verified without its middle certificate")
-	}
-}
-
-func TestTXT(t *testing.T) {
-	p := Start(t, Options{})
-	query := func() []string {
-		t.Helper()
-		m := new(dns.Msg)
-		m.SetQuestion("_acme-challenge.www.pryv.test.", dns.TypeTXT)
-		in, _, err := (&dns.Client{Net: "tcp", Timeout: 5 * time.Second}).Exchange(m, p.DNSAddr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var out []string
-		for _, rr := range in.Answer {
-			out = append(out, strings.Join(rr.(*dns.TXT).Txt, ""))
-		}
-		slices.Sort(out)
-		return out
-	}
-	p.SetTXT("_acme-challenge.www.pryv.test", "one")
-	p.SetTXT("_ACME-challenge.www.pryv.test.", "two")
-	if got := query(); !slices.Equal(got, []string{"one", "two"}) {
-		t.Errorf("TXT = %q", got)
-	}
-	p.RemoveTXT("_acme-challenge.www.pryv.test", "one")
-	if got := query(); !slices.Equal(got, []string{"two"}) {
-		t.Errorf("after RemoveTXT: %q", got)
-	}
-	p.ClearTXT("_acme-challenge.www.pryv.test")
-	if got := query(); len(got) != 0 {
-		t.Errorf("after ClearTXT: %q", got)
-	}
-}
-
-func TestDNSServerOptionSkipsResponder(t *testing.T) {
-	p := Start(t, Options{DNSServer: "127.0.0.1:1"})
-	if p.DNSAddr != "" {
-		t.Errorf("DNSAddr = %q with an external DNS server", p.DNSAddr)
-	}
-	defer func() {
-		if recover() == nil {
-			t.Error("SetTXT without the built-in responder did not panic")
-		}
-	}()
-	p.SetTXT("x.pryv.test", "v")
 }
 
 func ctxFor(t *testing.T, d time.Duration) context.Context {
@@ -309,7 +168,7 @@ func issueAlwaysValid(t *testing.T, p *Pebble, name, profile string) ([]byte, []
 // TestRenewalInfo: IssuerRoots, RenewalInfo, SetRenewalInfo and
 // SetRenewalInfoResponse on a certificate Pebble issued.
 func TestRenewalInfo(t *testing.T) {
-	p := Start(t, Options{AlwaysValid: true})
+	p := Start(t, Options{Options: pebbledev.Options{AlwaysValid: true}})
 	chainPEM, chain := issueAlwaysValid(t, p, "www.pryv.test", "short120s")
 	inter := x509.NewCertPool()
 	for _, c := range chain[1:] {
@@ -318,6 +177,12 @@ func TestRenewalInfo(t *testing.T) {
 	leaf := chain[0]
 	if _, err := leaf.Verify(x509.VerifyOptions{DNSName: "www.pryv.test", Roots: p.IssuerRoots(t), Intermediates: inter}); err != nil {
 		t.Errorf("chain does not verify against IssuerRoots: %v", err)
+	}
+	if inter := p.Intermediate(t, 0); !inter.Equal(chain[1]) {
+		t.Errorf("Intermediate(0) is %s, the chain's is %s", inter.Subject, chain[1].Subject)
+	}
+	if roots := p.IssuerRootCerts(t); len(roots) != 1 || chain[1].CheckSignatureFrom(roots[0]) != nil {
+		t.Errorf("IssuerRootCerts: %d roots, the intermediate not signed by the first", len(roots))
 	}
 	if id, err := ARICertID(leaf); err != nil || !strings.Contains(id, ".") {
 		t.Errorf("ARICertID = %q, %v", id, err)
@@ -394,8 +259,9 @@ func fatalOf(t *testing.T, fn func(tb testing.TB)) string {
 // TestFatal: a failing Start or method calls t.Fatalf.
 func TestFatal(t *testing.T) {
 	for name, fn := range map[string]func(testing.TB){
-		"Start":          func(tb testing.TB) { Start(tb, Options{KeyAlgorithm: "dsa"}) },
-		"empty Profiles": func(tb testing.TB) { Start(tb, Options{Profiles: map[string]Profile{}}) },
+		"Start":          func(tb testing.TB) { Start(tb, Options{Options: pebbledev.Options{KeyAlgorithm: "dsa"}}) },
+		"empty Profiles": func(tb testing.TB) { Start(tb, Options{Options: pebbledev.Options{Profiles: map[string]Profile{}}}) },
+		"Dir given":      func(tb testing.TB) { Start(tb, Options{Options: pebbledev.Options{Dir: tb.TempDir()}}) },
 	} {
 		if msg := fatalOf(t, fn); !strings.HasPrefix(msg, "acmetest: ") {
 			t.Errorf("%s: Fatalf(%q)", name, msg)
@@ -404,6 +270,9 @@ func TestFatal(t *testing.T) {
 	p := Start(t, Options{})
 	if msg := fatalOf(t, func(tb testing.TB) { p.SetRenewalInfo(tb, []byte("no PEM"), time.Now(), time.Now()) }); !strings.Contains(msg, "PEM") {
 		t.Errorf("SetRenewalInfo without a certificate: Fatalf(%q)", msg)
+	}
+	if msg := fatalOf(t, func(tb testing.TB) { p.SetA(tb, "x.pryv.test", "::1") }); !strings.Contains(msg, "IPv4") {
+		t.Errorf("SetA with an IPv6 address: Fatalf(%q)", msg)
 	}
 	p.Stop()
 	if msg := fatalOf(t, func(tb testing.TB) { p.IssuerRoots(tb) }); msg == "" {
