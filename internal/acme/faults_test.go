@@ -23,6 +23,7 @@ import (
 	"github.com/pryv/pryv-tls/internal/devpki"
 	"github.com/pryv/pryv-tls/internal/dnsdata"
 	"github.com/pryv/pryv-tls/internal/platformdb"
+	"github.com/pryv/pryv-tls/internal/testutil"
 )
 
 // shortProfiles are the default profiles plus a 30-second one, so a renewal
@@ -61,12 +62,12 @@ func TestRenewalWakesAtItsPoint(t *testing.T) {
 	}
 	stop := runRenewer(t, r)
 	// The first pass asks ARI and fixes the point in the CA's window.
-	waitFor(t, 10*time.Second, "the first pass's ARI answer", func() bool { return e.state(host).ARISerial == first.Serial })
+	testutil.EventuallyTrue(t, 10*time.Second, "the first pass's ARI answer", func() bool { return e.state(host).ARISerial == first.Serial })
 	point := e.state(host).NextRenewal
 	if point.Before(first.IssuedAt) || point.After(first.ExpiresAt) {
 		t.Fatalf("planned renewal %v outside the lifetime %v..%v", point, first.IssuedAt, first.ExpiresAt)
 	}
-	waitFor(t, 45*time.Second, "the renewed certificate", func() bool {
+	testutil.EventuallyTrue(t, 45*time.Second, "the renewed certificate", func() bool {
 		rec := e.record(host)
 		return rec != nil && rec.Serial != first.Serial
 	})
@@ -133,7 +134,7 @@ func TestKilledMidOrderDoesNotReorderAtOnce(t *testing.T) {
 	restarted := mustNew(t, ropts)
 	stop := runRenewer(t, restarted)
 	row := statePrefix + host
-	waitFor(t, 20*time.Second, "passes of the restarted renewer past the dead lease", func() bool {
+	testutil.EventuallyTrue(t, 20*time.Second, "passes of the restarted renewer past the dead lease", func() bool {
 		return kv.readsOf(row) >= 4 && time.Since(killedAt) > opts.LockTTL+time.Second
 	})
 	if n := len(e.calls.newOrders("core-b-restarted")); n != 0 {
@@ -144,7 +145,7 @@ func TestKilledMidOrderDoesNotReorderAtOnce(t *testing.T) {
 	if left == 0 {
 		t.Log("the killed order's token was gone before the kill (its lease ran out first): the sweep is not seen here")
 	}
-	waitFor(t, 10*time.Second, "the killed order's token swept", func() bool { return len(e.keysUnder(http01Prefix)) == 0 })
+	testutil.EventuallyTrue(t, 10*time.Second, "the killed order's token swept", func() bool { return len(e.keysUnder(http01Prefix)) == 0 })
 	stop()
 	e.gate.open()
 	stopDead()
@@ -176,7 +177,7 @@ func TestSweepAtStart(t *testing.T) {
 	opts.CheckInterval = 5 * time.Minute
 	opts.DNS01 = dns01
 	stop := runRenewer(t, mustNew(t, opts))
-	waitFor(t, 10*time.Second, "the leftovers swept", func() bool {
+	testutil.EventuallyTrue(t, 10*time.Second, "the leftovers swept", func() bool {
 		return len(e.keysUnder(dnsdata.ChallengePrefix)) == 0 && len(e.keysUnder(http01Prefix)) == 0
 	})
 	stop()
@@ -437,8 +438,8 @@ func TestForceRenewDetachedRecordedLimited(t *testing.T) {
 		t.Fatal("ForceRenew did not return when its caller gave up")
 	}
 	e.gate.open()
-	waitFor(t, 30*time.Second, "the detached order's certificate", func() bool { return e.record(host) != nil })
-	waitFor(t, 5*time.Second, "the detached order's outcome in the state", func() bool { return !e.state(host).LastSuccess.IsZero() })
+	testutil.EventuallyTrue(t, 30*time.Second, "the detached order's certificate", func() bool { return e.record(host) != nil })
+	testutil.EventuallyTrue(t, 5*time.Second, "the detached order's outcome in the state", func() bool { return !e.state(host).LastSuccess.IsZero() })
 	verifyRecord(t, e.keys, e.record(host), host, p.IssuerRoots(t))
 
 	// Again at once: refused, with when.
@@ -528,7 +529,7 @@ func TestRevocationNoticedByARI(t *testing.T) {
 		t.Fatal(err)
 	}
 	stop := runRenewer(t, r)
-	waitFor(t, 10*time.Second, "the first ARI answer", func() bool { return e.state(host).ARISerial == first.Serial })
+	testutil.EventuallyTrue(t, 10*time.Second, "the first ARI answer", func() bool { return e.state(host).ARISerial == first.Serial })
 	st := e.state(host)
 	if d := time.Until(st.ARICheckAfter); d < 50*time.Second || d > 61*time.Second {
 		t.Fatalf("ARICheckAfter = now + %v, want the CA's 2 s raised to the 1-minute floor", d)
@@ -539,7 +540,7 @@ func TestRevocationNoticedByARI(t *testing.T) {
 
 	moved := time.Now()
 	p.SetRenewalInfo(t, []byte(first.Chain), moved.Add(-2*time.Hour), moved.Add(-time.Hour))
-	waitFor(t, 90*time.Second, "the certificate renewed after the window moved", func() bool {
+	testutil.EventuallyTrue(t, 90*time.Second, "the certificate renewed after the window moved", func() bool {
 		rec := e.record(host)
 		return rec != nil && rec.Serial != first.Serial
 	})

@@ -268,18 +268,6 @@ func leafOf(t *testing.T, rec *certstore.Record) *x509.Certificate {
 	return leaf
 }
 
-// waitFor polls cond until it holds or timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // within reports whether got is in [want-tol, want+tol].
 func within(got, want time.Time, tol time.Duration) bool {
 	return !got.Before(want.Add(-tol)) && !got.After(want.Add(tol))

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/pryv/pryv-tls/internal/acme/acmetest"
+	"github.com/pryv/pryv-tls/internal/testutil"
 )
 
 // TestMorePlans: plans found at run time (the other cores' core.url in a
@@ -36,7 +37,7 @@ func TestMorePlans(t *testing.T) {
 		t.Fatalf("plans %v, want core1 then core2 once each", got)
 	}
 	stop := runRenewer(t, r)
-	waitFor(t, 60*time.Second, "both cores' certificates", func() bool {
+	testutil.EventuallyTrue(t, 60*time.Second, "both cores' certificates", func() bool {
 		_, err1 := e.certs.Get(ctx, "core1.your-domain.com")
 		_, err2 := e.certs.Get(ctx, "core2.your-domain.com")
 		return err1 == nil && err2 == nil

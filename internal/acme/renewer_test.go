@@ -24,6 +24,7 @@ import (
 	"github.com/pryv/pryv-tls/internal/certstore"
 	"github.com/pryv/pryv-tls/internal/devpki"
 	"github.com/pryv/pryv-tls/internal/platformdb"
+	"github.com/pryv/pryv-tls/internal/testutil"
 )
 
 func testCtx(t *testing.T) context.Context {
@@ -130,7 +131,7 @@ func TestFirstIssuanceRun(t *testing.T) {
 	start := time.Now()
 	stop := runRenewer(t, r)
 	var took time.Duration
-	waitFor(t, 30*time.Second, "the first certificate in the catalog", func() bool {
+	testutil.EventuallyTrue(t, 30*time.Second, "the first certificate in the catalog", func() bool {
 		took = time.Since(start)
 		return e.record(host) != nil
 	})
@@ -168,7 +169,7 @@ func TestRenewalScheduledByARI(t *testing.T) {
 	start := time.Now()
 	stop := runRenewer(t, r)
 	var took time.Duration
-	waitFor(t, 30*time.Second, "a renewed certificate in the catalog", func() bool {
+	testutil.EventuallyTrue(t, 30*time.Second, "a renewed certificate in the catalog", func() bool {
 		took = time.Since(start)
 		rec := e.record(host)
 		return rec != nil && rec.Serial != first.Serial
@@ -384,7 +385,7 @@ func TestBackoffAfterRejection(t *testing.T) {
 	opts.OnOrder = func(err error) { kinds <- ErrorKind(err) }
 	r := mustNew(t, opts)
 	stop := runRenewer(t, r)
-	waitFor(t, 30*time.Second, "the first failure in the state row", func() bool { return e.state(host).Failures > 0 })
+	testutil.EventuallyTrue(t, 30*time.Second, "the first failure in the state row", func() bool { return e.state(host).Failures > 0 })
 	select {
 	case k := <-kinds:
 		if k != "rejectedIdentifier" {
@@ -412,7 +413,7 @@ func TestBackoffAfterRejection(t *testing.T) {
 	}
 
 	// Further passes before NextAttempt: nothing sent to the CA.
-	waitFor(t, 20*time.Second, "three more Run passes", func() bool { return kv.readsOf(row) >= readsAtFailure+3 })
+	testutil.EventuallyTrue(t, 20*time.Second, "three more Run passes", func() bool { return kv.readsOf(row) >= readsAtFailure+3 })
 	stop()
 	if n := len(e.calls.all()); n != callsAtFailure {
 		t.Errorf("Run passes during the backoff sent %d requests to the CA", n-callsAtFailure)
@@ -427,7 +428,7 @@ func TestBackoffAfterRejection(t *testing.T) {
 	opts2.KV = kv2
 	r2 := mustNew(t, opts2)
 	stop2 := runRenewer(t, r2)
-	waitFor(t, 20*time.Second, "three Run passes of the restarted renewer", func() bool { return kv2.readsOf(row) >= 3 })
+	testutil.EventuallyTrue(t, 20*time.Second, "three Run passes of the restarted renewer", func() bool { return kv2.readsOf(row) >= 3 })
 	stop2()
 	if n := e.calls.count("core-a-restarted", "", ""); n != 0 {
 		t.Errorf("the restarted renewer sent %d requests to the CA during the stored backoff", n)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/pryv/pryv-tls/internal/acme/acmetest"
+	"github.com/pryv/pryv-tls/internal/testutil"
 )
 
 // standbyOptions are a standby renewer's options (core2) with a short grace.
@@ -28,7 +29,7 @@ func (e *testEnv) holdPresenceFor(t *testing.T, p *acmetest.Pebble, host string)
 	go func() { defer close(done); pref.holdPresence(ctx) }()
 	stop = func() { cancel(); <-done }
 	t.Cleanup(stop)
-	waitFor(t, 10*time.Second, "the preferred renewer's presence", func() bool {
+	testutil.EventuallyTrue(t, 10*time.Second, "the preferred renewer's presence", func() bool {
 		return !mustNew(t, e.standbyOptions(p, host, time.Hour)).preferredGone(context.Background())
 	})
 	return stop
@@ -100,9 +101,9 @@ func TestPreferredRenewsStandbyStaysIdle(t *testing.T) {
 	so := e.standbyOptions(p, host, time.Minute)
 	so.CheckInterval = time.Second
 	runRenewer(t, mustNew(t, po))
-	waitFor(t, 10*time.Second, "the preferred renewer's presence", func() bool { return !mustNew(t, so).preferredGone(context.Background()) })
+	testutil.EventuallyTrue(t, 10*time.Second, "the preferred renewer's presence", func() bool { return !mustNew(t, so).preferredGone(context.Background()) })
 	runRenewer(t, mustNew(t, so))
-	waitFor(t, 60*time.Second, "the preferred renewer's certificate", func() bool { return e.record(host) != nil })
+	testutil.EventuallyTrue(t, 60*time.Second, "the preferred renewer's certificate", func() bool { return e.record(host) != nil })
 	time.Sleep(3 * time.Second) // the standby's passes meanwhile
 	if n := e.calls.count("core2", "POST", pebbleNewOrder); n != 0 {
 		t.Errorf("the standby sent %d newOrder next to a live preferred renewer", n)

@@ -16,6 +16,7 @@ import (
 	"github.com/pryv/pryv-tls/internal/acme/acmetest"
 	"github.com/pryv/pryv-tls/internal/acme/pebbledev"
 	"github.com/pryv/pryv-tls/internal/platformdb"
+	"github.com/pryv/pryv-tls/internal/testutil"
 )
 
 // alpnPort is "another core's front" for TLS-ALPN-01: a TLS listener on
@@ -120,7 +121,7 @@ func TestTLSALPN01ResponderFollowsPlatformDB(t *testing.T) {
 	if err := prov.Present(ctx, "Your-Domain.com", "tok", keyAuth); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the snapshot to hold the challenge", func() bool {
+	testutil.EventuallyTrue(t, 10*time.Second, "the snapshot to hold the challenge", func() bool {
 		_, ok := (*resp.certs.Load())["your-domain.com"]
 		return ok
 	})
@@ -139,7 +140,7 @@ func TestTLSALPN01ResponderFollowsPlatformDB(t *testing.T) {
 	if err := prov.CleanUp(ctx, "your-domain.com", "tok", keyAuth); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the snapshot to drop the challenge", func() bool {
+	testutil.EventuallyTrue(t, 10*time.Second, "the snapshot to drop the challenge", func() bool {
 		return len(*resp.certs.Load()) == 0
 	})
 	if _, _, err := validate(addr, "your-domain.com"); err == nil {
@@ -165,7 +166,7 @@ func TestTLSALPN01ResponderMissReadsTheStore(t *testing.T) {
 	resp := NewTLSALPN01Responder(e.log)
 	runResponder(t, resp, stalledWatch{e.db})
 	addr := "127.0.0.1:" + strconv.Itoa(alpnPort(t, resp))
-	waitFor(t, 5*time.Second, "Run to attach", func() bool { return resp.kv.Load() != nil })
+	testutil.EventuallyTrue(t, 5*time.Second, "Run to attach", func() bool { return resp.kv.Load() != nil })
 	const keyAuth = "tok2.thumbprint"
 	if err := (&TLSALPN01Provider{KV: e.db}).Present(testCtx(t), "your-domain.com", "tok2", keyAuth); err != nil {
 		t.Fatal(err)

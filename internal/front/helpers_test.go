@@ -321,20 +321,6 @@ func deadAddr(tb testing.TB) string {
 	return addr
 }
 
-// waitFor polls cond until it holds or d passes.
-func waitFor(d time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(d)
-	for {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // countLines counts log lines containing all of the given substrings.
 func countLines(logs string, subs ...string) int {
 	n := 0

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -11,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/pryv/pryv-tls/internal/testutil"
 )
 
 // observed records Options.Observe calls.
@@ -35,14 +38,12 @@ func (o *observed) observe(upstream string, status int, d time.Duration) {
 func (o *observed) wait(t *testing.T, n int) []observation {
 	t.Helper()
 	var got []observation
-	if !waitFor(5*time.Second, func() bool {
+	testutil.Eventually(t, 5*time.Second, fmt.Sprintf("%d observations", n), func() (bool, string) {
 		o.mu.Lock()
 		defer o.mu.Unlock()
 		got = append([]observation(nil), o.calls...)
-		return len(got) >= n
-	}) {
-		t.Fatalf("%d observations, want %d: %+v", len(got), n, got)
-	}
+		return len(got) >= n, fmt.Sprintf("%d: %+v", len(got), got)
+	})
 	return got
 }
 

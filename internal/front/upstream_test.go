@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -14,6 +15,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/pryv/pryv-tls/internal/testutil"
 )
 
 // countingUpstream is an upstream that counts the connections it accepts and
@@ -155,9 +158,10 @@ func TestUpstreamClosedIdleConnection(t *testing.T) {
 	// waitIdleClosed waits until the upstream has closed every connection.
 	waitIdleClosed := func() {
 		t.Helper()
-		if !waitFor(5*time.Second, func() bool { return up.closed.Load() == up.opened.Load() }) {
-			t.Fatalf("upstream did not close its idle connections")
-		}
+		testutil.Eventually(t, 5*time.Second, "the upstream closing its idle connections", func() (bool, string) {
+			closed, opened := up.closed.Load(), up.opened.Load()
+			return closed == opened, fmt.Sprintf("%d of %d closed", closed, opened)
+		})
 	}
 
 	t.Run("found out before use", func(t *testing.T) {
@@ -355,9 +359,10 @@ func TestUpstreamClosedPoolClosesLateReturns(t *testing.T) {
 		t.Fatalf("body %q, %v", b, err)
 	}
 	resp.Body.Close()
-	if !waitFor(5*time.Second, func() bool { return up.closed.Load() == 1 }) {
-		t.Fatalf("the connection returned after the shutdown stayed open (%d closed)", up.closed.Load())
-	}
+	testutil.Eventually(t, 5*time.Second, "the connection returned after the shutdown closed", func() (bool, string) {
+		n := up.closed.Load()
+		return n == 1, fmt.Sprintf("%d closed", n)
+	})
 	if n := len(ut.idle); n != 0 {
 		t.Fatalf("%d connections pooled after the shutdown", n)
 	}

@@ -61,6 +61,19 @@ func TestEventually(t *testing.T) {
 	}
 }
 
+// TestEventuallyBacksOff: a condition that takes long is not read every
+// firstPoll: over 500 ms, a pause doubling to 50 ms allows about 16 reads
+// (and a slow machine fewer), a fixed 2 ms one some 250.
+func TestEventuallyBacksOff(t *testing.T) {
+	calls := 0
+	run(func(tb testing.TB) {
+		Eventually(tb, 500*time.Millisecond, "never", func() (bool, string) { calls++; return false, "" })
+	})
+	if calls < 2 || calls > 40 {
+		t.Errorf("cond read %d times in 500 ms, want a few (the pause doubling to %v)", calls, maxPoll)
+	}
+}
+
 // countdown holds on its n-th call.
 func countdown(n int) func() (bool, string) {
 	return func() (bool, string) {
