@@ -97,14 +97,9 @@ func NewTLSALPN01Responder(log *slog.Logger) *TLSALPN01Responder {
 	return r
 }
 
-// IsChallenge reports whether hello is an RFC 8737 validation: it offers
-// acme-tls/1 and no other protocol.
-func IsChallenge(hello *tls.ClientHelloInfo) bool {
-	return len(hello.SupportedProtos) == 1 && hello.SupportedProtos[0] == ACMETLS1
-}
-
-// GetCertificate is for acme-tls/1 hellos only (see IsChallenge): the
-// validation certificate of the name the hello asks for, or an error (the
+// GetCertificate is for acme-tls/1 hellos only (the front passes it a
+// hello that offers acme-tls/1 and no other protocol): the validation
+// certificate of the name the hello asks for, or an error (the
 // handshake fails, as RFC 8737 wants for a name with no challenge).
 func (r *TLSALPN01Responder) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 	name := alpnName(hello.ServerName)

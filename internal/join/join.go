@@ -106,16 +106,6 @@ func (s *ServerCert) TLSConfig(ca *x509.CertPool) *tls.Config {
 	}
 }
 
-// TLSConfig is the join listener's, with the pair read once (see
-// ServerCert for one that follows renewals).
-func TLSConfig(certFile, keyFile string, ca *x509.CertPool) (*tls.Config, error) {
-	s, err := LoadServerCert(certFile, keyFile)
-	if err != nil {
-		return nil, err
-	}
-	return s.TLSConfig(ca), nil
-}
-
 func (j *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodPost && r.URL.Path == "/renew" && j.Renew != nil {
 		if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {

@@ -38,11 +38,11 @@ func TestRenewNodeCert(t *testing.T) {
 		}
 		return p
 	}
-	tlsCfg, err := TLSConfig(write("h.pem", hcert), write("h.key", hkey), ca.Pool())
+	holder, err := LoadServerCert(write("h.pem", hcert), write("h.key", hkey))
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", tlsCfg)
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", holder.TLSConfig(ca.Pool()))
 	if err != nil {
 		t.Fatal(err)
 	}
