@@ -9,6 +9,7 @@ import (
 	"crypto/tls"
 	"encoding/base64"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -317,7 +318,8 @@ func TestFaultsSecrets(t *testing.T) {
 			cmd := exec.Command(curl, "-sS", "--max-time", "5", "--unix-socket", sock1, "http://pryv-tls/status")
 			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 			b, err := cmd.CombinedOutput()
-			if ee, ok := err.(*exec.ExitError); ok {
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
 				return string(b), ee.ExitCode()
 			} else if err != nil {
 				t.Fatal(err)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -179,8 +180,8 @@ func TestConfigCheck(t *testing.T) {
 	for _, args := range [][]string{{"config", "check", "--config", bad}, {"serve", "--config", bad}} {
 		cmd := exec.Command(binary, args...)
 		out, err := cmd.CombinedOutput()
-		ee, ok := err.(*exec.ExitError)
-		if !ok || ee.ExitCode() != 2 {
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 2 {
 			t.Fatalf("%v: exit %v, want 2\n%s", args, err, out)
 		}
 		for _, want := range []string{"http.port", "letsEncrypt.emial", `did you mean "email"`, "letsEncrypt.atRestKey", "no hostname can be derived"} {
@@ -635,7 +636,8 @@ func TestCertbotDNSHook(t *testing.T) {
 		var o, e bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &o, &e
 		err := cmd.Run()
-		if ee, ok := err.(*exec.ExitError); ok {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
 			return o.String(), e.String(), ee.ExitCode()
 		} else if err != nil {
 			t.Fatalf("hook %s: %v", stage, err)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -70,7 +71,8 @@ func cli(t *testing.T, dir string, args ...string) (string, int) {
 	cmd := exec.CommandContext(ctx, binary, args...)
 	cmd.Dir = dir
 	out, err := cmd.CombinedOutput()
-	if ee, ok := err.(*exec.ExitError); ok {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
 		return string(out), ee.ExitCode()
 	} else if err != nil {
 		t.Fatalf("%v: %v", args, err)

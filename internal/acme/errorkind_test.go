@@ -12,7 +12,7 @@ import (
 )
 
 func TestErrorKind(t *testing.T) {
-	pd := func(typ string, sub ...string) error {
+	pd := func(typ string, sub ...string) *legoacme.ProblemDetails {
 		p := &legoacme.ProblemDetails{Type: typ, Detail: "x"}
 		for _, s := range sub {
 			p.SubProblems = append(p.SubProblems, legoacme.SubProblem{Type: s})
@@ -23,7 +23,7 @@ func TestErrorKind(t *testing.T) {
 		err  error
 		want string
 	}{
-		{&legoacme.RateLimitedError{ProblemDetails: pd(legoacme.RateLimitedErrorType).(*legoacme.ProblemDetails)}, "rateLimited"},
+		{&legoacme.RateLimitedError{ProblemDetails: pd(legoacme.RateLimitedErrorType)}, "rateLimited"},
 		{fmt.Errorf("obtain: %w", errors.Join(pd(legoacme.RejectedIdentifierErrorType))), "rejectedIdentifier"},
 		{pd(legoacme.ConnectionErrorType), "connection"},
 		{pd(legoacme.CompoundErrorType, legoacme.CaaErrorType, legoacme.DNSErrorType), "caa"},

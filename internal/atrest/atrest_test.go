@@ -475,11 +475,11 @@ func TestConcurrent(t *testing.T) {
 				}
 				got, err := k.Open(p, r, env)
 				if err != nil || !bytes.Equal(got, pt) {
-					errc <- fmt.Errorf("worker %d round %d: %q, %v", w, i, got, err)
+					errc <- fmt.Errorf("worker %d round %d: %q, %v", w, i, got, err) //nolint:errorlint // err may be nil here: a message, not a wrap
 					return
 				}
 				if _, err := k.Open(p, "tls-key/elsewhere", env); !errors.Is(err, ErrNotAuthentic) {
-					errc <- fmt.Errorf("worker %d round %d: moved row: %v", w, i, err)
+					errc <- fmt.Errorf("worker %d round %d: moved row: %v", w, i, err) //nolint:errorlint // err may be nil here: a message, not a wrap
 					return
 				}
 			}

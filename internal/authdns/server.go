@@ -195,7 +195,7 @@ func (s *Server) ListenAndServe(addrs ...string) error {
 			case err := <-done:
 				s.stopLocked(started)
 				closeAll()
-				return fmt.Errorf("dns: serve %s: %v", addr, err)
+				return fmt.Errorf("dns: serve %s: %w", addr, err)
 			case <-time.After(startTimeout):
 				s.stopLocked(started)
 				closeAll()

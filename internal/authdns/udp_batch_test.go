@@ -150,7 +150,7 @@ func TestSendAllSkipsRefused(t *testing.T) {
 			b := &scriptedBatcher{script: tc.script}
 			var refused string
 			sendAll(b, msgs(), func(m *ipv4.Message, err error) {
-				if err != einval {
+				if !errors.Is(err, einval) {
 					t.Errorf("refused with %v", err)
 				}
 				refused += string(m.Buffers[0])

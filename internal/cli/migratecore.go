@@ -184,7 +184,7 @@ func (m *coreMigration) run(w io.Writer, dryRun bool) error {
 	haveCerts, err := m.currentCerts()
 	if err != nil {
 		if !dryRun {
-			return &migrateError{exitFailed, fmt.Errorf("%v\n(nothing was imported)", err)}
+			return &migrateError{exitFailed, fmt.Errorf("%w\n(nothing was imported)", err)}
 		}
 		reached = false
 	}
@@ -192,7 +192,7 @@ func (m *coreMigration) run(w io.Writer, dryRun bool) error {
 	if reached && acct != nil {
 		if haveAcct, err = m.currentAccount(); err != nil {
 			if !dryRun {
-				return &migrateError{exitFailed, fmt.Errorf("%v\n(nothing was imported)", err)}
+				return &migrateError{exitFailed, fmt.Errorf("%w\n(nothing was imported)", err)}
 			}
 			reached = false
 		}
@@ -216,7 +216,7 @@ func (m *coreMigration) run(w io.Writer, dryRun bool) error {
 		var ci admin.CertInfo
 		req := admin.ImportRequest{Hostname: p.rec.Hostname, Chain: p.rec.Chain, Key: string(p.row.KeyPEM), Source: certstore.SourceCore}
 		if err := m.ctl.do(http.MethodPost, "/certs", req, &ci); err != nil {
-			return &migrateError{exitFailed, fmt.Errorf("importing %s: %v\n(%d certificate(s) stored before it; re-run: what is stored is left as it is)", p.row.Row, err, stored)}
+			return &migrateError{exitFailed, fmt.Errorf("importing %s: %w\n(%d certificate(s) stored before it; re-run: what is stored is left as it is)", p.row.Row, err, stored)}
 		}
 		stored++
 		fmt.Fprintf(w, "stored %s (serial %s, expires %s, %d days left, source %s); every core serves it now\n",
@@ -225,7 +225,7 @@ func (m *coreMigration) run(w io.Writer, dryRun bool) error {
 	if acct != nil {
 		res, err := m.importAccount(rows.Account)
 		if err != nil {
-			return &migrateError{exitFailed, fmt.Errorf("importing %s: %v", corerows.AccountRow, err)}
+			return &migrateError{exitFailed, fmt.Errorf("importing %s: %w", corerows.AccountRow, err)}
 		}
 		switch res.Result {
 		case acme.AccountImported:

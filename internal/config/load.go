@@ -105,7 +105,8 @@ func (l *loader) finish() (*Config, error) {
 	for _, e := range validate(c) {
 		// A key that failed to decode is unset, so "required" or range
 		// complaints about it would only repeat the decode error.
-		if fe, ok := e.(*FieldError); ok && l.coveredByFailure(fe.Path) {
+		var fe *FieldError
+		if errors.As(e, &fe) && l.coveredByFailure(fe.Path) {
 			continue
 		}
 		all = append(all, e)

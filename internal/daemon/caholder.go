@@ -115,7 +115,7 @@ func (c *core) becomeCAHolder(ctx context.Context, req join.CAHolderRequest) (jo
 		defer bcancel()
 		if rerr := c.reopenWired(bctx, cur); rerr != nil {
 			log.Error("reopening PlatformDB on its old addresses", "error", rerr.Error())
-			return join.CAHolderResponse{}, fmt.Errorf("switching PlatformDB to %s: %w; reopening it on its old addresses failed too: %v", req.PeerAddress, err, rerr)
+			return join.CAHolderResponse{}, fmt.Errorf("switching PlatformDB to %s: %w; reopening it on its old addresses failed too: %w", req.PeerAddress, err, rerr)
 		}
 		return join.CAHolderResponse{}, fmt.Errorf("switching PlatformDB to %s: %w (it was reopened on its old addresses, %s)", req.PeerAddress, err, cur.PlatformDB.ClientAddress)
 	}

@@ -189,7 +189,7 @@ func checkClock(ctx context.Context, d *doctor) []Result {
 		after := d.Now()
 		date, err := http.ParseTime(resp.Header.Get("Date"))
 		if err != nil {
-			return got{err: fmt.Errorf("no Date header in its answer (%v)", err)}
+			return got{err: fmt.Errorf("no Date header in its answer (%w)", err)}
 		}
 		// Date has whole seconds: compare with the middle of the exchange,
 		// truncated the same way.
@@ -294,7 +294,7 @@ func fetchDirectory(ctx context.Context, url string, roots *x509.CertPool) direc
 		} `json:"meta"`
 	}
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&dir); err != nil {
-		return directoryInfo{err: fmt.Errorf("not an ACME directory: %v", err)}
+		return directoryInfo{err: fmt.Errorf("not an ACME directory: %w", err)}
 	}
 	if dir.NewNonce == "" || dir.NewAccount == "" || dir.NewOrder == "" {
 		return directoryInfo{err: errors.New("not an ACME directory: newNonce, newAccount or newOrder is missing")}

@@ -179,7 +179,7 @@ func serveOnce(t *testing.T, h http.Handler, r *http.Request, up *wireUpstream) 
 	aborted := func() (aborted bool) {
 		defer func() {
 			if v := recover(); v != nil {
-				if v != http.ErrAbortHandler {
+				if v != http.ErrAbortHandler { //nolint:errorlint // a recover() value: the sentinel panicked as is, as net/http compares it
 					panic(v)
 				}
 				aborted = true

@@ -1,6 +1,7 @@
 package join
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -86,7 +87,7 @@ func TestCheckToken(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if err := checkToken(tt.t, tt.token, tt.fp, tt.peer, now); err != tt.want {
+			if err := checkToken(tt.t, tt.token, tt.fp, tt.peer, now); !errors.Is(err, tt.want) {
 				t.Fatalf("checkToken = %v, want %v", err, tt.want)
 			}
 		})

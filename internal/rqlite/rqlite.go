@@ -313,7 +313,7 @@ func (c *Client) do(ctx context.Context, level Level, stmt []any) (*result, erro
 	dec.UseNumber()
 	var a answer
 	if err := dec.Decode(&a); err != nil {
-		return nil, fmt.Errorf("rqlite: %s: answer is not rqlite's JSON (%v): %s", c.redacted, err, excerpt(data))
+		return nil, fmt.Errorf("rqlite: %s: answer is not rqlite's JSON (%w): %s", c.redacted, err, excerpt(data))
 	}
 	if a.Error != "" {
 		return nil, &SQLError{Msg: excerpt([]byte(a.Error))}

@@ -203,7 +203,7 @@ func (q *RQLite) CoreInfo(ctx context.Context, id string) (CoreInfo, error) {
 	}
 	var ci CoreInfo
 	if err := json.Unmarshal([]byte(v), &ci); err != nil {
-		return CoreInfo{}, fmt.Errorf("rqlite core-info row of %q is not JSON {id, ip, ipv6, cname, ...}: %v", id, err)
+		return CoreInfo{}, fmt.Errorf("rqlite core-info row of %q is not JSON {id, ip, ipv6, cname, ...}: %w", id, err)
 	}
 	return ci, nil
 }

@@ -275,7 +275,7 @@ func waitAllTimed(fronts []string, host string, ok func(leaf []byte, dnsNames []
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			var last error = errors.New("no handshake made")
+			last := errors.New("no handshake made")
 			for time.Now().Before(deadline) {
 				leaf, dns, err := leafOf(addr, host, deadline)
 				if err == nil && ok(leaf, dns) {
@@ -289,7 +289,7 @@ func waitAllTimed(fronts []string, host string, ok func(leaf []byte, dnsNames []
 				}
 				time.Sleep(poll)
 			}
-			errs[i] = fmt.Errorf("not served in time (%v)", last)
+			errs[i] = fmt.Errorf("not served in time (%w)", last)
 		}()
 	}
 	wg.Wait()

@@ -557,8 +557,11 @@ func (p *Pebble) RenewalInfo(certPEM []byte) (Window, error) {
 	var d struct {
 		RenewalInfo string `json:"renewalInfo"`
 	}
-	if err := json.Unmarshal(dir, &d); err != nil || d.RenewalInfo == "" {
-		return Window{}, fmt.Errorf("pebbledev: directory %s lists no renewalInfo (%v)", p.DirectoryURL, err)
+	if err := json.Unmarshal(dir, &d); err != nil {
+		return Window{}, fmt.Errorf("pebbledev: directory %s is not JSON: %w", p.DirectoryURL, err)
+	}
+	if d.RenewalInfo == "" {
+		return Window{}, fmt.Errorf("pebbledev: directory %s lists no renewalInfo", p.DirectoryURL)
 	}
 	body, err := p.get(d.RenewalInfo + "/" + id)
 	if err != nil {
