@@ -9,7 +9,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
-	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -37,21 +37,30 @@ type upstreamTransport struct {
 	// the idle time beyond which a connection is asked whether the upstream
 	// closed it (one non-blocking peek) before it carries a request.
 	idleTimeout, checkAfter time.Duration
-	maxIdle                 int
 	// headerTimeout bounds the wait for the response head once the request
 	// is written (0: none), as http.Transport's ResponseHeaderTimeout.
 	headerTimeout time.Duration
 
-	mu     sync.Mutex // guards idle and closed: held for a slice push or pop, never across I/O
-	idle   []*upConn  // most recently used last
-	closed bool       // after closeIdle: connections coming back are closed
+	// idle is the pool: a fixed row of slots, each empty or holding one
+	// idle connection, taken and filled with atomic swaps, so the request
+	// path takes no lock (a sync.Mutex here was every proxied request's
+	// one lock). Both get and put scan from the first slot: the busy
+	// connections stay in the first slots and those beyond go idle, to be
+	// closed by sweep or found closed by alive.
+	idle   []atomic.Pointer[upConn]
+	sweeps atomic.Uint32 // the slot the next put's sweep looks at
+	closed atomic.Bool   // after closeIdle: connections coming back are closed
+	epoch  time.Time     // idleSince counts from here (monotonic)
 }
 
 type upConn struct {
-	c         net.Conn
-	br        *bufio.Reader
-	bw        *bufio.Writer
-	idleSince time.Time
+	c  net.Conn
+	br *bufio.Reader
+	bw *bufio.Writer
+	// idleSince is when the connection last went back to the pool, in
+	// nanoseconds after the transport's epoch: atomic, since a sweep reads
+	// it from a slot while the connection may have just been taken.
+	idleSince atomic.Int64
 	expire    func() // expireNow, bound once per connection, not per request
 }
 
@@ -65,10 +74,16 @@ func newUpstreamTransport(addr string, fallback *http.Transport) *upstreamTransp
 		fallback:    fallback,
 		idleTimeout: fallback.IdleConnTimeout,
 		checkAfter:  250 * time.Millisecond,
-		maxIdle:     fallback.MaxIdleConnsPerHost,
+		idle:        make([]atomic.Pointer[upConn], max(fallback.MaxIdleConnsPerHost, 1)),
+		epoch:       time.Now(),
 
 		headerTimeout: fallback.ResponseHeaderTimeout,
 	}
+}
+
+// idleFor is how long uc has been in the pool.
+func (t *upstreamTransport) idleFor(uc *upConn) time.Duration {
+	return time.Since(t.epoch) - time.Duration(uc.idleSince.Load())
 }
 
 func (t *upstreamTransport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -137,7 +152,7 @@ func (t *upstreamTransport) exchange(ctx context.Context, uc *upConn, req *http.
 	stop := context.AfterFunc(ctx, uc.expire)
 	fail := func(err error) (*http.Response, error) {
 		stop()
-		uc.c.Close()
+		_ = uc.c.Close()
 		if ctxErr := ctx.Err(); ctxErr != nil {
 			err = ctxErr
 		}
@@ -240,27 +255,24 @@ func (b *upBody) finish(atEOF bool) {
 	}
 	// Not at its end: closing the connection is what stops it (the
 	// body's own Close would read the rest).
-	b.uc.c.Close()
+	_ = b.uc.c.Close()
 }
 
-// get pops the most recently used idle connection, or dials a new one.
+// get takes an idle connection from the pool, or dials a new one.
 func (t *upstreamTransport) get(ctx context.Context) (*upConn, bool, error) {
-	for {
-		t.mu.Lock()
-		n := len(t.idle)
-		if n == 0 {
-			t.mu.Unlock()
-			break
+	for i := range t.idle {
+		if t.idle[i].Load() == nil {
+			continue // a load first: a swap on every empty slot would write to each one's cache line
 		}
-		uc := t.idle[n-1]
-		t.idle[n-1] = nil
-		t.idle = t.idle[:n-1]
-		t.mu.Unlock()
-		idle := time.Since(uc.idleSince)
+		uc := t.idle[i].Swap(nil)
+		if uc == nil {
+			continue // taken in between
+		}
+		idle := t.idleFor(uc)
 		if idle < t.idleTimeout && (idle < t.checkAfter || alive(uc.c)) {
 			return uc, true, nil
 		}
-		uc.c.Close()
+		_ = uc.c.Close()
 	}
 	c, err := t.dial(ctx, "tcp", t.addr)
 	if err != nil {
@@ -271,39 +283,75 @@ func (t *upstreamTransport) get(ctx context.Context) (*upConn, bool, error) {
 	return uc, false, nil
 }
 
-// put returns uc to the pool, and closes the oldest idle connection when it
-// has outlived idleTimeout or the pool is full.
+// put returns uc to the pool's first empty slot (a full pool closes it),
+// and sweeps one slot.
 func (t *upstreamTransport) put(uc *upConn) {
-	uc.idleSince = time.Now()
-	var drop *upConn
-	t.mu.Lock()
-	if t.closed {
-		t.mu.Unlock()
-		uc.c.Close()
+	uc.idleSince.Store(int64(time.Since(t.epoch)))
+	if !t.store(uc) {
+		_ = uc.c.Close()
+	}
+	t.sweep()
+}
+
+// store puts uc in an empty slot; false when there is none or the pool is
+// closed.
+func (t *upstreamTransport) store(uc *upConn) bool {
+	if t.closed.Load() {
+		return false
+	}
+	for i := range t.idle {
+		if t.idle[i].Load() != nil || !t.idle[i].CompareAndSwap(nil, uc) {
+			continue
+		}
+		// closeIdle may have emptied this slot just before uc went in:
+		// whichever of the two takes uc back out closes it.
+		if t.closed.Load() {
+			if got := t.idle[i].Swap(nil); got != nil {
+				_ = got.c.Close()
+			}
+		}
+		return true
+	}
+	return false
+}
+
+// sweep looks at one slot, the next in turn, and closes its connection if
+// it has been idle longer than idleTimeout: slots beyond the busy ones are
+// all looked at as requests come, and none keeps a connection past its
+// time for long.
+func (t *upstreamTransport) sweep() {
+	s := &t.idle[int(t.sweeps.Add(1)-1)%len(t.idle)]
+	uc := s.Load()
+	if uc == nil || t.idleFor(uc) < t.idleTimeout || !s.CompareAndSwap(uc, nil) {
 		return
 	}
-	if len(t.idle) > 0 && (len(t.idle) >= t.maxIdle || uc.idleSince.Sub(t.idle[0].idleSince) > t.idleTimeout) {
-		drop = t.idle[0]
-		copy(t.idle, t.idle[1:])
-		t.idle[len(t.idle)-1] = nil
-		t.idle = t.idle[:len(t.idle)-1]
+	// uc may have been taken and put back in between: it is ours now, and
+	// closed only if it is still idle too long.
+	if t.idleFor(uc) < t.idleTimeout && t.store(uc) {
+		return
 	}
-	t.idle = append(t.idle, uc)
-	t.mu.Unlock()
-	if drop != nil {
-		drop.c.Close()
+	_ = uc.c.Close()
+}
+
+// idleCount is how many connections the pool holds.
+func (t *upstreamTransport) idleCount() int {
+	n := 0
+	for i := range t.idle {
+		if t.idle[i].Load() != nil {
+			n++
+		}
 	}
+	return n
 }
 
 // closeIdle closes every pooled connection, and those still in use as
 // they come back (shutdown: a drain that timed out leaves handlers running).
 func (t *upstreamTransport) closeIdle() {
-	t.mu.Lock()
-	idle := t.idle
-	t.idle, t.closed = nil, true
-	t.mu.Unlock()
-	for _, uc := range idle {
-		uc.c.Close()
+	t.closed.Store(true)
+	for i := range t.idle {
+		if uc := t.idle[i].Swap(nil); uc != nil {
+			_ = uc.c.Close()
+		}
 	}
 }
 

@@ -363,7 +363,7 @@ func TestUpstreamClosedPoolClosesLateReturns(t *testing.T) {
 		n := up.closed.Load()
 		return n == 1, fmt.Sprintf("%d closed", n)
 	})
-	if n := len(ut.idle); n != 0 {
+	if n := ut.idleCount(); n != 0 {
 		t.Fatalf("%d connections pooled after the shutdown", n)
 	}
 }
