@@ -137,7 +137,7 @@ func scanVersions(tlsDir string) (map[string][]int64, error) {
 		}
 		return versions, err
 	}
-	defer d.Close()
+	defer func() { _ = d.Close() }() // read only
 	names, err := d.Readdirnames(-1)
 	for _, n := range names {
 		if name, stamp, ok := parseVersion(n); ok {
@@ -158,7 +158,7 @@ func pruneVersions(tlsDir string, keep map[string][2]string) {
 		return
 	}
 	names, _ := d.Readdirnames(-1)
-	d.Close()
+	_ = d.Close() // read only
 	for _, n := range names {
 		name, _, ok := versionOf(n)
 		if k, kept := keep[name]; ok && kept && n != k[0] && n != k[1] {
@@ -221,6 +221,6 @@ func writeSynced(path string, data []byte, mode os.FileMode) error {
 func syncDir(dir string) {
 	if d, err := os.Open(dir); err == nil {
 		_ = d.Sync()
-		d.Close()
+		_ = d.Close()
 	}
 }

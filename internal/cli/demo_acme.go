@@ -60,7 +60,11 @@ func demoACME(addr, dir string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(err)
 	}
-	defer pebble.Close()
+	defer func() {
+		if err := pebble.Close(); err != nil {
+			log.Warn("stopping the demo's Pebble", "error", err.Error())
+		}
+	}()
 	roots, err := pebble.IssuerRootCerts()
 	if err != nil {
 		return fail(err)

@@ -419,15 +419,15 @@ func writeFile(dir, name string, data []byte, perm os.FileMode, replace bool) (e
 		}
 	}()
 	if err := f.Chmod(perm); err != nil {
-		f.Close()
+		_ = f.Close() // the write's error is the one to report
 		return err
 	}
 	if _, err := f.Write(data); err != nil {
-		f.Close()
+		_ = f.Close() // the write's error is the one to report
 		return err
 	}
 	if err := f.Sync(); err != nil {
-		f.Close()
+		_ = f.Close() // the write's error is the one to report
 		return err
 	}
 	if err := f.Close(); err != nil {
@@ -444,7 +444,7 @@ func writeFile(dir, name string, data []byte, perm os.FileMode, replace bool) (e
 	}
 	if d, err := os.Open(dir); err == nil {
 		_ = d.Sync()
-		d.Close()
+		_ = d.Close()
 	}
 	return nil
 }

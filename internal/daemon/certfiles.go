@@ -77,7 +77,7 @@ func (f *filesSys) Reload(*config.Config) error {
 	select {
 	case f.reload <- struct{}{}:
 		select {
-		case <-f.reloaded:
+		case _ = <-f.reloaded: // the source logged a bad pair; not a reload error (above)
 		case <-f.bg.ctx.Done():
 		}
 	case <-f.bg.ctx.Done():

@@ -68,13 +68,13 @@ func (s *Conn) Lock(ctx context.Context, name string, ttl time.Duration) (Lock, 
 	select {
 	case err = <-done:
 	case <-ctx.Done():
-		go func() { <-done; l.abandon() }()
+		go func() { _ = <-done; l.abandon() }() // abandon releases the lock if Lock won it after all
 		return nil, s.lockFail(name, ctx.Err())
 	case <-sess.Done():
 		// Our lease could not be kept alive while we waited: our place
 		// in the queue is gone.
 		cancel()
-		go func() { <-done; l.abandon() }()
+		go func() { _ = <-done; l.abandon() }() // abandon releases the lock if Lock won it after all
 		if s.isClosed() {
 			return nil, fmt.Errorf("%w: lock %q", ErrClosed, name)
 		}

@@ -248,7 +248,7 @@ func readTSV(path, sep string) [][]string {
 		}
 		log.Fatal(err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read only
 	var out [][]string
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {

@@ -137,8 +137,9 @@ func main() {
 	if *samplesFile != "" {
 		samples, err = os.Create(*samplesFile)
 		check(err)
-		defer samples.Close()
-		fmt.Fprintf(samples, "# at_ms\twrite_ms\tall_ms\t%s (ms)\n", strings.Join(fronts, "\t"))
+		defer func() { check(samples.Close()) }()
+		_, err = fmt.Fprintf(samples, "# at_ms\twrite_ms\tall_ms\t%s (ms)\n", strings.Join(fronts, "\t"))
+		check(err)
 	}
 	var (
 		total, first, write []time.Duration
@@ -181,7 +182,8 @@ func main() {
 				for _, d := range r.fronts {
 					line = append(line, ms(d))
 				}
-				fmt.Fprintln(samples, strings.Join(line, "\t"))
+				_, err := fmt.Fprintln(samples, strings.Join(line, "\t"))
+				check(err)
 			}
 		}
 		time.Sleep(*gap)

@@ -115,7 +115,9 @@ func main() {
 			return err
 		}
 		defer c.Close()
-		fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", cfg.ServerName)
+		if _, err := fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", cfg.ServerName); err != nil {
+			return err
+		}
 		_, err = io.Copy(io.Discard, io.LimitReader(c, 1<<20))
 		if err != nil && !errors.Is(err, io.EOF) {
 			return err

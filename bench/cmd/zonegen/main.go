@@ -29,15 +29,17 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	// w keeps its first write error and Flush returns it: the Fprintf
+	// answers below add nothing.
 	w := bufio.NewWriterSize(f, 1<<20)
-	fmt.Fprintf(w, "$ORIGIN %s.\n$TTL %d\n", *domain, *ttl)
-	fmt.Fprintf(w, "@ IN SOA core.%s. hostmaster.%s. %d 3600 600 1209600 %d\n", *domain, *domain, *serial, *ttl)
-	fmt.Fprintf(w, "@ IN NS core.%s.\n", *domain)
+	_, _ = fmt.Fprintf(w, "$ORIGIN %s.\n$TTL %d\n", *domain, *ttl)
+	_, _ = fmt.Fprintf(w, "@ IN SOA core.%s. hostmaster.%s. %d 3600 600 1209600 %d\n", *domain, *domain, *serial, *ttl)
+	_, _ = fmt.Fprintf(w, "@ IN NS core.%s.\n", *domain)
 	for _, n := range []string{"core", *core, "lsc", "reg", "access", "mfa"} {
-		fmt.Fprintf(w, "%s IN A %s\n", n, *ip)
+		_, _ = fmt.Fprintf(w, "%s IN A %s\n", n, *ip)
 	}
 	for i := range *users {
-		fmt.Fprintf(w, "user%d IN A %s\n", i, *ip)
+		_, _ = fmt.Fprintf(w, "user%d IN A %s\n", i, *ip)
 	}
 	if err := w.Flush(); err != nil {
 		log.Fatal(err)
