@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/pryv/pryv-tls/internal/atomicfile"
 )
 
 // WritePair writes fullchain.pem (0644) and privkey.pem (0600) so that the
@@ -182,22 +184,12 @@ func writeThrough(path string, data []byte, mode os.FileMode) error {
 	return writeFileAtomic(path, data, mode)
 }
 
-// writeFileAtomic replaces path by a temp file + rename in the same directory.
+// writeFileAtomic is atomicfile.Write into a directory made when missing.
 func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
-	tmp := filepath.Join(dir, fmt.Sprintf(".%s.tmp%d", filepath.Base(path), time.Now().UnixNano()))
-	if err := writeSynced(tmp, data, mode); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		_ = os.Remove(tmp)
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	syncDir(dir)
-	return nil
+	return atomicfile.Write(path, data, mode)
 }
 
 func writeSynced(path string, data []byte, mode os.FileMode) error {

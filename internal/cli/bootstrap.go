@@ -21,6 +21,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/pryv/pryv-tls/internal/atomicfile"
 	"github.com/pryv/pryv-tls/internal/clusterca"
 	"github.com/pryv/pryv-tls/internal/config"
 	"github.com/pryv/pryv-tls/internal/daemon"
@@ -309,7 +310,7 @@ func newCore(run bootstrapRun, a newCoreArgs) error {
 	if out == "" {
 		out = id + "-join.bundle"
 	}
-	if err := writeFile(out, sealed, 0o600); err != nil {
+	if err := atomicfile.Write(out, sealed, 0o600); err != nil {
 		_ = c.do("DELETE", "/cluster/join-tokens/"+url.PathEscape(id), nil, &res) // roll back
 		return fmt.Errorf("writing the bundle (the token was revoked again): %w", err)
 	}
@@ -376,7 +377,7 @@ func writeOverride(path, comment string, m map[string]any) error {
 	if err != nil {
 		return err
 	}
-	return writeFile(path, append([]byte("# "+comment+"\n"), b...), 0o600)
+	return atomicfile.Write(path, append([]byte("# "+comment+"\n"), b...), 0o600)
 }
 
 func listTokens(c *controlClient, w io.Writer) error {

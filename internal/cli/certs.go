@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/pryv/pryv-tls/internal/admin"
+	"github.com/pryv/pryv-tls/internal/atomicfile"
 	"github.com/pryv/pryv-tls/internal/config"
 )
 
@@ -347,12 +348,12 @@ func (c *controlClient) export(w io.Writer, hostname, dir string) error {
 		return err
 	}
 	keyPath := filepath.Join(dir, "privkey.pem")
-	// writeFile makes a fresh file: the key is never in one more open than
+	// atomicfile.Write makes a fresh file: the key is never in one more open than
 	// 0600, and an earlier export is replaced whole or kept.
-	if err := writeFile(keyPath, []byte(res.Key), 0o600); err != nil {
+	if err := atomicfile.Write(keyPath, []byte(res.Key), 0o600); err != nil {
 		return err
 	}
-	if err := writeFile(filepath.Join(dir, "fullchain.pem"), []byte(res.Chain), 0o644); err != nil {
+	if err := atomicfile.Write(filepath.Join(dir, "fullchain.pem"), []byte(res.Chain), 0o644); err != nil {
 		return err
 	}
 	fmt.Fprintf(w, "wrote %s and %s\n", filepath.Join(dir, "fullchain.pem"), keyPath)

@@ -14,6 +14,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/pryv/pryv-tls/internal/admin"
+	"github.com/pryv/pryv-tls/internal/atomicfile"
 	"github.com/pryv/pryv-tls/internal/dnsdata"
 )
 
@@ -112,7 +113,7 @@ func dnsRecordsCmd(args []string, stdout, stderr io.Writer) int {
 			break
 		}
 		if len(ops) == 1 {
-			err = writeFile(ops[0], out, 0o644) // whole or not at all: it may replace the last good export
+			err = atomicfile.Write(ops[0], out, 0o644) // whole or not at all: it may replace the last good export
 		} else {
 			_, err = stdout.Write(out)
 		}

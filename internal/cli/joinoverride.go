@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/pryv/pryv-tls/internal/atomicfile"
 )
 
 // ownKeys are the settings of the override new-core writes that describe
@@ -86,7 +88,7 @@ func keepOwnSettings(path string, own, coreFiles []string) ([]string, error) {
 	if err := enc.Encode(root); err != nil {
 		return nil, err
 	}
-	if err := writeFile(path, out.Bytes(), 0o600); err != nil {
+	if err := atomicfile.Write(path, out.Bytes(), 0o600); err != nil {
 		return nil, err
 	}
 	return kept, nil

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pryv/pryv-tls/internal/atomicfile"
 	"github.com/pryv/pryv-tls/internal/config"
 	"github.com/pryv/pryv-tls/internal/daemon"
 	"github.com/pryv/pryv-tls/internal/join"
@@ -167,7 +168,7 @@ func prepareJoin(files []string, bundlePath, passFile string, stderr io.Writer) 
 		return nil, nil, exitUsage
 	}
 	override := filepath.Join(filepath.Dir(files[len(files)-1]), clusterOverrideName)
-	if err := writeFile(override, []byte(b.Override), 0o600); err != nil {
+	if err := atomicfile.Write(override, []byte(b.Override), 0o600); err != nil {
 		fmt.Fprintln(stderr, "serve --bootstrap:", err)
 		return nil, nil, exitFailed
 	}

@@ -40,6 +40,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/pryv/pryv-tls/internal/atomicfile"
 )
 
 // File names in the CA and node directories.
@@ -226,11 +228,11 @@ func EnsureNodeCert(ca *CA, dir, id string, dnsNames []string, ips []net.IP) (ce
 		if err != nil {
 			return "", "", fmt.Errorf("cluster: node certificate: %w", err)
 		}
-		if err := writeFile(dir, NodeKeyName, encodePEM("PRIVATE KEY", keyDER), 0o600, true); err != nil {
+		if err := atomicfile.Write(filepath.Join(dir, NodeKeyName), encodePEM("PRIVATE KEY", keyDER), 0o600); err != nil {
 			return "", "", fmt.Errorf("cluster: node certificate: %w", err)
 		}
 	}
-	if err := writeFile(dir, NodeCertName, certPEM, 0o644, true); err != nil {
+	if err := atomicfile.Write(filepath.Join(dir, NodeCertName), certPEM, 0o644); err != nil {
 		return "", "", fmt.Errorf("cluster: node certificate: %w", err)
 	}
 	return certFile, keyFile, nil
@@ -400,51 +402,4 @@ func parseCertPEM(b []byte) (*x509.Certificate, error) {
 func publicKeyEqual(a, b crypto.PublicKey) bool {
 	ak, ok := a.(interface{ Equal(crypto.PublicKey) bool })
 	return ok && ak.Equal(b)
-}
-
-// writeFile writes data to dir/name with mode perm through a temporary file
-// in dir (fsynced), so a reader sees the old or the new content, never a
-// part. With replace it renames over an existing file; without, it fails
-// with an error wrapping fs.ErrExist if the file exists (link, not rename).
-// The directory is fsynced after.
-func writeFile(dir, name string, data []byte, perm os.FileMode, replace bool) (err error) {
-	f, err := os.CreateTemp(dir, "."+name+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil || !replace {
-			_ = os.Remove(tmp)
-		}
-	}()
-	if err := f.Chmod(perm); err != nil {
-		_ = f.Close() // the write's error is the one to report
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		_ = f.Close() // the write's error is the one to report
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		_ = f.Close() // the write's error is the one to report
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	final := filepath.Join(dir, name)
-	if replace {
-		err = os.Rename(tmp, final)
-	} else {
-		err = os.Link(tmp, final)
-	}
-	if err != nil {
-		return err
-	}
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		_ = d.Close()
-	}
-	return nil
 }

@@ -18,6 +18,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/pryv/pryv-tls/internal/atomicfile"
 )
 
 // LoadOrCreateCA loads the CA from dir, or creates a new one there if no CA
@@ -48,7 +50,7 @@ func LoadOrCreateCA(dir string) (*CA, error) {
 		return nil, err
 	}
 	if filepath.Base(ca.certFile) == CACertName {
-		if writeFile(dir, CoreCACertName, ca.certPEM, 0o644, false) == nil {
+		if atomicfile.Create(filepath.Join(dir, CoreCACertName), ca.certPEM, 0o644) == nil {
 			ca.certFile = filepath.Join(dir, CoreCACertName)
 		}
 	}
@@ -251,11 +253,11 @@ func createCA(dir string) (*CA, error) {
 	// other way round too, but a crash between the two leaves the key
 	// (the secret) rather than only the certificate. After ca.crt the CA
 	// loads; ca.pem is the copy for pryv-tls's earlier layout.
-	if err := writeFile(dir, CAKeyName, encodePEM("PRIVATE KEY", keyDER), 0o600, false); err != nil {
+	if err := atomicfile.Create(filepath.Join(dir, CAKeyName), encodePEM("PRIVATE KEY", keyDER), 0o600); err != nil {
 		return nil, fmt.Errorf("cluster CA: %w", err)
 	}
 	for _, name := range []string{CoreCACertName, CACertName} {
-		if err := writeFile(dir, name, certPEM, 0o644, false); err != nil {
+		if err := atomicfile.Create(filepath.Join(dir, name), certPEM, 0o644); err != nil {
 			return nil, fmt.Errorf("cluster CA: %w", err)
 		}
 	}

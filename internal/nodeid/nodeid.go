@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pryv/pryv-tls/internal/atomicfile"
 	"github.com/pryv/pryv-tls/internal/clusterca"
 	"github.com/pryv/pryv-tls/internal/join"
 	"github.com/pryv/pryv-tls/internal/platformdb"
@@ -107,7 +108,7 @@ func (id *Identity) InstallBundle(b *join.Bundle) error {
 		{MemberCAName, b.CACert, 0o644},
 		{JoinURLName, b.JoinURL + "\n", 0o644},
 	} {
-		if err := writeAtomic(filepath.Join(id.opts.Dir, f.name), []byte(f.data), f.mode); err != nil {
+		if err := atomicfile.Write(filepath.Join(id.opts.Dir, f.name), []byte(f.data), f.mode); err != nil {
 			return err
 		}
 	}
@@ -182,7 +183,7 @@ func (id *Identity) RenewOnce(ctx context.Context) error {
 		_, err = tls.X509KeyPair(pem, keyPEM) // a certificate for another key never replaces ours
 	}
 	if err == nil {
-		err = writeAtomic(certFile, pem, 0o644)
+		err = atomicfile.Write(certFile, pem, 0o644)
 	}
 	if err == nil {
 		id.log.Info("node certificate renewed by the CA holder")
@@ -202,17 +203,4 @@ func sanIPs(addrs []string) []net.IP {
 		}
 	}
 	return ips
-}
-
-// writeAtomic replaces path by a complete file or not at all.
-func writeAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp")
-	if err := os.WriteFile(tmp, data, mode); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		_ = os.Remove(tmp)
-		return err
-	}
-	return nil
 }

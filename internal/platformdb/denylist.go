@@ -19,6 +19,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/pryv/pryv-tls/internal/atomicfile"
 )
 
 // DeniedPrefix holds the node certificates refused by every member: one row
@@ -250,12 +252,8 @@ func writeCRL(file string, rows []DeniedCert) error {
 	if err := os.MkdirAll(filepath.Dir(file), 0o700); err != nil {
 		return fmt.Errorf("platformdb: denylist: %w", err)
 	}
-	tmp := file + ".tmp"
-	if err := os.WriteFile(tmp, der, 0o644); err != nil {
-		return fmt.Errorf("platformdb: denylist %s: %w", file, err)
-	}
-	if err := os.Rename(tmp, file); err != nil {
-		return fmt.Errorf("platformdb: denylist %s: %w", file, err)
+	if err := atomicfile.Write(file, der, 0o644); err != nil {
+		return fmt.Errorf("platformdb: denylist: %w", err)
 	}
 	return nil
 }

@@ -8,9 +8,9 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"path/filepath"
 
 	"github.com/pryv/pryv-tls/e2e/faults"
+	"github.com/pryv/pryv-tls/internal/atomicfile"
 )
 
 func main() {
@@ -34,24 +34,8 @@ func main() {
 		fmt.Fprintf(os.Stderr, "report: no rows in %s: did the scenarios run with $%s set?\n", *in, faults.EnvDir)
 		os.Exit(1)
 	}
-	// Written beside the target and renamed: an interrupted run leaves the old file.
-	tmp, err := os.CreateTemp(filepath.Dir(*out), ".reliability-*.md")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "report:", err)
-		os.Exit(1)
-	}
-	_, werr := tmp.Write(faults.Render(rows, m))
-	cerr := tmp.Close()
-	if werr != nil || cerr != nil {
-		os.Remove(tmp.Name())
-		fmt.Fprintln(os.Stderr, "report: writing", *out, werr, cerr)
-		os.Exit(1)
-	}
-	if err := os.Chmod(tmp.Name(), 0o644); err == nil {
-		err = os.Rename(tmp.Name(), *out)
-	}
-	if err != nil {
-		os.Remove(tmp.Name())
+	// Whole or not at all: an interrupted run leaves the old file.
+	if err := atomicfile.Write(*out, faults.Render(rows, m), 0o644); err != nil {
 		fmt.Fprintln(os.Stderr, "report:", err)
 		os.Exit(1)
 	}
