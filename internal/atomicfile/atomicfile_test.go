@@ -21,7 +21,8 @@ func TestWrite(t *testing.T) {
 		data    []byte                          // what is written: "new" when nil
 		mode    fs.FileMode
 		umask   int
-		wantErr error // nil: the write succeeds; fs.ErrExist, or any error (errAny)
+		fails   bool  // the write returns an error
+		wrapped error // which the error wraps, when it matters
 		want    []byte
 		// the mode path has after; 0 when it is not a file
 		wantMode fs.FileMode
@@ -33,9 +34,9 @@ func TestWrite(t *testing.T) {
 		{name: "mode exact under a narrow umask", mode: 0o644, umask: 0o077, want: []byte("new"), wantMode: 0o644},
 		{name: "empty data", before: file(old, 0o600), data: []byte{}, mode: 0o600, want: []byte{}, wantMode: 0o600},
 		{name: "replaces a symlink, not its target", before: symlink, mode: 0o600, want: []byte("new"), wantMode: 0o600},
-		{name: "a directory at path stays", before: directory, mode: 0o600, wantErr: errAny},
+		{name: "a directory at path stays", before: directory, mode: 0o600, fails: true},
 		{name: "create: new", create: true, mode: 0o600, want: []byte("new"), wantMode: 0o600},
-		{name: "create: an existing file stays", create: true, before: file(old, 0o644), mode: 0o600, wantErr: fs.ErrExist, want: old, wantMode: 0o644},
+		{name: "create: an existing file stays", create: true, before: file(old, 0o644), mode: 0o600, fails: true, wrapped: fs.ErrExist, want: old, wantMode: 0o644},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -56,28 +57,25 @@ func TestWrite(t *testing.T) {
 			}
 			err := write(path, data, tt.mode)
 			switch {
-			case tt.wantErr == nil && err != nil:
+			case !tt.fails && err != nil:
 				t.Fatalf("write: %v", err)
-			case tt.wantErr != nil && err == nil:
+			case tt.fails && err == nil:
 				t.Fatal("write succeeded, want an error")
-			case tt.wantErr != nil && tt.wantErr != errAny && !errors.Is(err, tt.wantErr):
-				t.Fatalf("write: %v, want it to wrap %v", err, tt.wantErr)
+			case tt.wrapped != nil && !errors.Is(err, tt.wrapped):
+				t.Fatalf("write: %v, want it to wrap %v", err, tt.wrapped)
 			case err != nil && !strings.Contains(err.Error(), path):
 				t.Fatalf("the error %q does not name %s", err, path)
 			}
 			if tt.wantMode != 0 {
 				checkFile(t, path, tt.want, tt.wantMode)
 			}
-			if tt.before != nil && tt.wantErr != nil {
+			if tt.before != nil && tt.fails {
 				checkUnchanged(t, path)
 			}
 			checkNoTemp(t, dir)
 		})
 	}
 }
-
-// errAny stands for an error of any kind in the table.
-var errAny = errors.New("any error")
 
 // TestFailureMidWay: a write that fails part way through the data (the
 // file size limit is met: EFBIG from the kernel, not a stand-in) leaves the
