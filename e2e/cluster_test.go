@@ -189,7 +189,9 @@ func TestClusterOfThree(t *testing.T) {
 			t.Error("a node certificate from a foreign CA was accepted by the join endpoint")
 		}
 		other := filepath.Join(root, "other")
-		os.MkdirAll(other, 0o755)
+		if err := os.MkdirAll(other, 0o755); err != nil {
+			t.Fatal(err)
+		}
 		writeFile(t, filepath.Join(other, "c.yml"), []byte("# nothing\n"), 0o600)
 		// Wrong passphrase.
 		writeFile(t, filepath.Join(other, "wrong"), []byte("not the passphrase\n"), 0o600)

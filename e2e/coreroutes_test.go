@@ -148,7 +148,9 @@ func TestCoreRoutes(t *testing.T) {
 		}
 		i := strings.LastIndexByte(out, '\n')
 		var code int
-		fmt.Sscan(out[i+1:], &code)
+		if _, err := fmt.Sscan(out[i+1:], &code); err != nil {
+			t.Fatalf("curl %s %s%s: no status code at the end of its output: %v\n%s", method, name, path, err, out)
+		}
 		return code, out[:i]
 	}
 	key := "Authorization: " + adminKey

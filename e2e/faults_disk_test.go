@@ -348,7 +348,7 @@ func TestFaultsDiskFull(t *testing.T) {
 			}
 			_ = c2.Process.Kill()
 			select {
-			case <-exited:
+			case _ = <-exited: // killed: its exit status says so
 			case <-time.After(10 * time.Second):
 			}
 		}

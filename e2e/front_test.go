@@ -255,7 +255,9 @@ func httpGet(t *testing.T, url string) (int, string) {
 	}
 	i := strings.LastIndexByte(out, '\n')
 	var code int
-	fmt.Sscan(out[i+1:], &code)
+	if _, err := fmt.Sscan(out[i+1:], &code); err != nil {
+		t.Fatalf("curl %s: no status code at the end of its output: %v\n%s", url, err, out)
+	}
 	return code, out[:i]
 }
 
@@ -375,7 +377,7 @@ func runPeer(t *testing.T, name, addr string, cmd *exec.Cmd) {
 	go func() { done <- cmd.Wait() }()
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
-		<-done
+		_ = <-done // killed: its exit status says so
 		if t.Failed() {
 			t.Logf("%s output:\n%s", name, logs.String())
 		}

@@ -99,7 +99,7 @@ func (c *lcCore) spawn(t *testing.T, env ...string) *core {
 			p.done <- err
 		default:
 			_ = p.cmd.Process.Kill()
-			<-p.done
+			_ = <-p.done // killed: its exit status says so
 		}
 		if t.Failed() {
 			t.Logf("pryv-tls output:\n%s", p.logs.String())

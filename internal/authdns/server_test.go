@@ -278,7 +278,7 @@ func TestServerSwapAndNoZone(t *testing.T) {
 	if err := s.ListenAndServe("127.0.0.1:0"); err != nil {
 		t.Fatal(err)
 	}
-	defer s.Shutdown(context.Background())
+	defer func() { _ = s.Shutdown(context.Background()) }()
 	udp, tcp := serverAddr(t, s)
 	for _, a := range []struct{ n, addr string }{{"udp", udp}, {"tcp", tcp}} {
 		if r := exchange(t, a.n, a.addr, query("alice.mc.example.com.", dns.TypeA)); r.Rcode != dns.RcodeServerFailure {

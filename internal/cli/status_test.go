@@ -22,7 +22,7 @@ func fakeCore(t *testing.T, st *admin.Status) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
 	sock := filepath.Join(dir, "c.sock")
 	ln, err := net.Listen("unix", sock)
 	if err != nil {
@@ -195,7 +195,7 @@ func TestStatusCoreNotAnswering(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
 	sock := filepath.Join(dir, "c.sock")
 	ln, err := net.Listen("unix", sock)
 	if err != nil {

@@ -51,7 +51,7 @@ func freeUDPTCP(t *testing.T) string {
 }
 
 func named(name string) *httptest.Server {
-	return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, name) }))
+	return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, name) }))
 }
 
 // testCore is where a test core listens and keeps its state.

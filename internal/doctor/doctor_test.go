@@ -440,7 +440,7 @@ func TestTLSALPN(t *testing.T) {
 		if err := f.Listen(); err != nil {
 			return nil, err
 		}
-		go f.Serve()
+		go func() { _ = f.Serve() }() // ends with the Shutdown below
 		return func() { _ = f.Shutdown(context.Background()) }, nil
 	})
 	p.o.FrontPort, p.o.TLSALPNName, p.o.Names = port, "core.other.example", []string{"core.other.example"}

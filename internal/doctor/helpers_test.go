@@ -187,8 +187,9 @@ func startDNS(t *testing.T, ips []string, zs []*zoneServer) int {
 		i++
 		u := &dns.Server{PacketConn: pc, Handler: z}
 		tc := &dns.Server{Listener: ln, Handler: z}
-		go u.ActivateAndServe()
-		go tc.ActivateAndServe()
+		// Both end with the Shutdowns returned.
+		go func() { _ = u.ActivateAndServe() }()
+		go func() { _ = tc.ActivateAndServe() }()
 		return func() { _ = u.Shutdown(); _ = tc.Shutdown() }, nil
 	})
 }
@@ -202,7 +203,7 @@ func startHTTPS(t *testing.T, ips []string, get func(*tls.ClientHelloInfo) (*tls
 			return nil, err
 		}
 		s := &http.Server{Handler: h, ErrorLog: log.New(io.Discard, "", 0), TLSConfig: &tls.Config{GetCertificate: get}}
-		go s.ServeTLS(ln, "", "")
+		go func() { _ = s.ServeTLS(ln, "", "") }() // ends with the Close returned
 		return func() { _ = s.Close() }, nil
 	})
 }
@@ -216,7 +217,7 @@ func startHTTP(t *testing.T, ips []string, h http.Handler) int {
 			return nil, err
 		}
 		s := &http.Server{Handler: h, ErrorLog: log.New(io.Discard, "", 0)}
-		go s.Serve(ln)
+		go func() { _ = s.Serve(ln) }() // ends with the Close returned
 		return func() { _ = s.Close() }, nil
 	})
 }

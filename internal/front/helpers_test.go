@@ -174,7 +174,7 @@ func startFront(tb testing.TB, s frontSetup) *testFront {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = f.Shutdown(ctx)
-		tf.waitServe(tb)
+		_ = tf.waitServe(tb) // after Shutdown; the tests about Serve's answer check it
 		if tb.Failed() {
 			tb.Logf("front log:\n%s", logs.String())
 		}

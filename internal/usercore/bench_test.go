@@ -130,7 +130,7 @@ func BenchmarkColdMissUDP(b *testing.B) {
 	if err := s.ListenAndServe("127.0.0.1:0"); err != nil {
 		b.Fatal(err)
 	}
-	defer s.Shutdown(context.Background())
+	defer func() { _ = s.Shutdown(context.Background()) }()
 	udp, _ := s.Addrs()
 	conn, err := net.Dial("udp", udp[0].String())
 	if err != nil {

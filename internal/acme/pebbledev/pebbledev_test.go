@@ -119,7 +119,9 @@ func getDirectory(t *testing.T, c *http.Client, url string) directory {
 func TestStartDirectoryClose(t *testing.T) {
 	restoreEnvAfter(t)
 	for _, k := range pebbleEnv {
-		os.Unsetenv(k)
+		if err := os.Unsetenv(k); err != nil {
+			t.Fatal(err)
+		}
 	}
 	begin := time.Now()
 	p, err := Start(Options{})
@@ -207,7 +209,9 @@ func TestStartDirectoryClose(t *testing.T) {
 // TestStartErrors: bad options fail before the environment is touched.
 func TestStartErrors(t *testing.T) {
 	restoreEnvAfter(t)
-	os.Setenv("PEBBLE_VA_NOSLEEP", "untouched")
+	if err := os.Setenv("PEBBLE_VA_NOSLEEP", "untouched"); err != nil {
+		t.Fatal(err)
+	}
 	for name, opts := range map[string]Options{
 		"sub-second profile": {Profiles: map[string]Profile{"tiny": {ValidityPeriod: time.Millisecond}}},
 		"key algorithm":      {KeyAlgorithm: "dsa"},
