@@ -26,6 +26,7 @@ type source struct {
 // entry is one certificate of a source.
 type entry struct {
 	cert *tls.Certificate
+	leaf *Leaf // what it is ranked by: cert.Leaf or Change.Leaf, kept when added
 	src  Source
 	key  string
 	seq  int
@@ -53,10 +54,10 @@ func (e *entry) before(o *entry) bool {
 // before expired, then the most recently issued, then the earlier in the
 // order.
 func ranksAbove(a, b *entry, now time.Time) bool {
-	if outranks(a.cert, b.cert, now) {
+	if a.leaf.outranks(b.leaf, now) {
 		return true
 	}
-	if outranks(b.cert, a.cert, now) {
+	if b.leaf.outranks(a.leaf, now) {
 		return false
 	}
 	return a.before(b)
@@ -74,13 +75,19 @@ type update struct {
 
 func (s *Cache) begin() *update { return &update{s: s, hadReal: s.hasReal(), now: s.now()} }
 
-func (u *update) add(src Source, key string, seq int, c *tls.Certificate) *entry {
-	e := &entry{cert: c, src: src, key: key, seq: seq}
-	if c.Leaf != nil && !expired(c, u.now) {
+// add adds ch's certificate at seq, ranked by its leaf (Cert.Leaf, else
+// ch.Leaf).
+func (u *update) add(src Source, seq int, ch Change) *entry {
+	c, leaf := ch.Cert, ch.Leaf
+	if c.Leaf != nil {
+		leaf = c.Leaf
+	}
+	e := &entry{cert: c, leaf: newLeaf(leaf), src: src, key: ch.Key, seq: seq}
+	if e.leaf != nil && !e.leaf.expired(u.now) {
 		e.queued = true
 		u.s.expiries.push(e)
 	}
-	for _, n := range certNames(c) {
+	for _, n := range e.leaf.names() {
 		n = indexName(n)
 		if u.s.cands.add(n, e) {
 			u.dirty = append(u.dirty, n)
@@ -96,7 +103,7 @@ func (u *update) remove(e *entry) {
 		e.queued = false
 		u.s.expiries.live--
 	}
-	for _, n := range certNames(e.cert) {
+	for _, n := range e.leaf.names() {
 		n = indexName(n)
 		if u.s.cands.remove(n, e) {
 			u.dirty = append(u.dirty, n)
@@ -120,7 +127,7 @@ func (u *update) replace(src Source, certs []*tls.Certificate) {
 			old[i] = nil // kept
 			continue
 		}
-		next = append(next, u.add(src, "", i, c))
+		next = append(next, u.add(src, i, Change{Cert: c}))
 	}
 	for _, e := range old {
 		if e != nil {
@@ -143,12 +150,12 @@ func (u *update) update(src Source, changes []Change) {
 			switch {
 			case found && ch.Cert != nil:
 				u.remove(entries[i])
-				entries[i] = u.add(src, ch.Key, 0, ch.Cert)
+				entries[i] = u.add(src, 0, ch)
 			case found:
 				u.remove(entries[i])
 				entries = slices.Delete(entries, i, i+1)
 			case ch.Cert != nil:
-				entries = slices.Insert(entries, i, u.add(src, ch.Key, 0, ch.Cert))
+				entries = slices.Insert(entries, i, u.add(src, 0, ch))
 			}
 		}
 		u.s.sources[src].entries = entries
@@ -156,9 +163,9 @@ func (u *update) update(src Source, changes []Change) {
 	}
 	// Many changes (a listing, a burst): the last one of each key, in key
 	// order, merged with the entries in one pass.
-	last := make(map[string]*tls.Certificate, len(changes))
+	last := make(map[string]Change, len(changes))
 	for _, ch := range changes {
-		last[ch.Key] = ch.Cert
+		last[ch.Key] = ch
 	}
 	keys := slices.Sorted(maps.Keys(last))
 	next := make([]*entry, 0, len(entries)+len(keys))
@@ -172,8 +179,8 @@ func (u *update) update(src Source, changes []Change) {
 			u.remove(entries[i])
 			i++
 		}
-		if c := last[k]; c != nil {
-			next = append(next, u.add(src, k, 0, c))
+		if ch := last[k]; ch.Cert != nil {
+			next = append(next, u.add(src, 0, ch))
 		}
 	}
 	next = append(next, entries[i:]...)
@@ -189,7 +196,7 @@ func (u *update) commit() {
 	if hasReal != u.hadReal {
 		// The placeholder comes in or goes out of the set.
 		for _, e := range s.sources[SourcePlaceholder].entries {
-			for _, n := range certNames(e.cert) {
+			for _, n := range e.leaf.names() {
 				u.dirty = append(u.dirty, indexName(n))
 			}
 		}
@@ -207,12 +214,13 @@ func (u *update) commit() {
 				u.dirty = append(u.dirty, q)
 			}
 		}
-		var want *tls.Certificate
-		if best := s.best(n, hasReal, u.now); best != nil {
-			want = best.cert
-		}
+		best := s.best(n, hasReal, u.now)
 		if !wild {
-			want = s.exactWinner(name, want, hasReal, u.now)
+			best = s.exactWinner(name, best, hasReal, u.now)
+		}
+		var want *tls.Certificate
+		if best != nil {
+			want = best.cert
 		}
 		if cur, ok := (*m)[name]; ok == (want != nil) && cur == want {
 			continue
@@ -242,12 +250,12 @@ func (u *update) commit() {
 // certificate c: nil (not indexed, the lookup falls through to the
 // wildcard) when c has expired and a valid wildcard covers name. It keeps
 // s.stale, the exact names whose best has expired, up to date.
-func (s *Cache) exactWinner(name string, c *tls.Certificate, hasReal bool, now time.Time) *tls.Certificate {
+func (s *Cache) exactWinner(name string, c *entry, hasReal bool, now time.Time) *entry {
 	p := parentName(name)
 	if p == "" {
 		return c
 	}
-	if c == nil || !expired(c, now) {
+	if c == nil || !c.leaf.expired(now) {
 		if names, ok := s.stale[p]; ok {
 			delete(names, name)
 			if len(names) == 0 {
@@ -263,7 +271,7 @@ func (s *Cache) exactWinner(name string, c *tls.Certificate, hasReal bool, now t
 		s.stale[p] = make(map[string]struct{})
 	}
 	s.stale[p][name] = struct{}{}
-	if w := s.best("*."+p, hasReal, now); w != nil && !expired(w.cert, now) {
+	if w := s.best("*."+p, hasReal, now); w != nil && !w.leaf.expired(now) {
 		return nil
 	}
 	return c
@@ -399,7 +407,7 @@ func (s *Cache) arm(now time.Time) {
 		return
 	}
 	// x509's "expired" is strictly after NotAfter.
-	d := min(max(h.items[0].cert.Leaf.NotAfter.Add(time.Millisecond).Sub(now), 0), maxWake)
+	d := min(max(h.items[0].leaf.NotAfter.Add(time.Millisecond).Sub(now), 0), maxWake)
 	if s.timer == nil {
 		s.timer = time.AfterFunc(d, s.expire)
 		return
@@ -414,14 +422,14 @@ func (s *Cache) expire() {
 	defer s.mu.Unlock()
 	u := s.begin()
 	h := &s.expiries
-	for h.Len() > 0 && (h.items[0].gone || expired(h.items[0].cert, u.now)) {
+	for h.Len() > 0 && (h.items[0].gone || h.items[0].leaf.expired(u.now)) {
 		e := heap.Pop(h).(*entry)
 		if e.gone {
 			continue
 		}
 		e.queued = false
 		h.live--
-		for _, n := range certNames(e.cert) {
+		for _, n := range e.leaf.names() {
 			u.dirty = append(u.dirty, indexName(n))
 		}
 	}
@@ -444,7 +452,7 @@ func (h *expiryHeap) push(e *entry) { heap.Push(h, e); h.live++ }
 
 func (h *expiryHeap) Len() int { return len(h.items) }
 func (h *expiryHeap) Less(i, j int) bool {
-	return h.items[i].cert.Leaf.NotAfter.Before(h.items[j].cert.Leaf.NotAfter)
+	return h.items[i].leaf.NotAfter.Before(h.items[j].leaf.NotAfter)
 }
 func (h *expiryHeap) Swap(i, j int) { h.items[i], h.items[j] = h.items[j], h.items[i] }
 func (h *expiryHeap) Push(x any)    { h.items = append(h.items, x.(*entry)) }

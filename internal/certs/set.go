@@ -247,6 +247,12 @@ func (s *Cache) Replace(src Source, certs ...*tls.Certificate) {
 type Change struct {
 	Key  string
 	Cert *tls.Certificate
+	// Leaf is Cert's parsed leaf when Cert.Leaf is nil. The Cache keeps
+	// what it needs of it (a Leaf) and not the parsed certificate, so a
+	// caller that serves many certificates can leave Cert.Leaf nil and let
+	// each parsed leaf go (decision 0034): 2-3 KB each. Neither: Cert names
+	// nothing, it can only be the fallback.
+	Leaf *x509.Certificate
 }
 
 // Update applies changes to one source, in order (a key changed twice ends
@@ -332,7 +338,7 @@ func (src Source) String() string {
 type Served struct {
 	Name   string // lower case; "*.example.com" for a wildcard
 	Source Source
-	Leaf   *x509.Certificate
+	Leaf   *Leaf // nil for a certificate added without one
 }
 
 // Served lists every name the current set answers with the certificate
@@ -340,22 +346,26 @@ type Served struct {
 // path: it takes the writers' mutex and allocates.
 func (s *Cache) Served() []Served {
 	s.mu.Lock()
-	src := make(map[*tls.Certificate]Source)
+	by := make(map[*tls.Certificate]*entry)
 	for i := range s.sources {
 		for _, e := range s.sources[i].entries {
-			if _, dup := src[e.cert]; !dup {
-				src[e.cert] = Source(i)
+			if _, dup := by[e.cert]; !dup {
+				by[e.cert] = e
 			}
 		}
 	}
 	set := s.cur.Load() // under mu: the set these sources built
 	s.mu.Unlock()
 	out := make([]Served, 0, len(set.exact)+len(set.wildcard))
+	served := func(name string, c *tls.Certificate) Served {
+		e := by[c]
+		return Served{Name: name, Source: e.src, Leaf: e.leaf}
+	}
 	for name, c := range set.exact {
-		out = append(out, Served{Name: name, Source: src[c], Leaf: c.Leaf})
+		out = append(out, served(name, c))
 	}
 	for name, c := range set.wildcard {
-		out = append(out, Served{Name: "*." + name, Source: src[c], Leaf: c.Leaf})
+		out = append(out, served("*."+name, c))
 	}
 	slices.SortFunc(out, func(a, b Served) int { return strings.Compare(a.Name, b.Name) })
 	return out

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -142,9 +143,23 @@ func (r *recorder) served() map[string]string {
 	}
 	out := map[string]string{}
 	for _, c := range r.serves[len(r.serves)-1] {
-		out[c.Leaf.DNSNames[0]] = c.Leaf.SerialNumber.Text(16)
+		leaf := leafOf(c)
+		out[leaf.DNSNames[0]] = leaf.SerialNumber.Text(16)
 	}
 	return out
+}
+
+// leafOf is c's leaf, parsed from its DER when the Cache has it without
+// (what the materialiser hands Update, decision 0034).
+func leafOf(c *tls.Certificate) *x509.Certificate {
+	if c.Leaf != nil {
+		return c.Leaf
+	}
+	leaf, err := x509.ParseCertificate(c.Certificate[0])
+	if err != nil {
+		panic(err) // the materialiser checked it
+	}
+	return leaf
 }
 
 func (r *recorder) servedSerial(host string) string { return r.served()[host] }

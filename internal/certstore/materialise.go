@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"log/slog"
@@ -44,6 +45,11 @@ type Materialiser struct {
 	// writer's clock; never negative). Records found by a listing (start,
 	// re-list) are not timed: they may have been stored long ago.
 	OnServed func(hostname string, sinceStored time.Duration)
+	// OnListed, if set, is called after each full listing is applied (at
+	// start, after a re-list): the listing's burst of garbage is over
+	// (10,000 records: ~400 MB allocated during a restart), a good time
+	// to return it to the OS.
+	OnListed func()
 	Logger   *slog.Logger
 
 	// Only Run's goroutine (LoadDisk before it) touches what follows.
@@ -67,7 +73,12 @@ var writeRetry = 5 * time.Second
 
 type served struct {
 	hash string
+	// cert is what the front serves. Fed by Update, it has no parsed
+	// leaf: leaf is it until the Cache has had it (publish), then nil, so
+	// that 10,000 certificates do not each hold 2-3 KB of parsed leaf
+	// nothing reads (decision 0034).
 	cert *tls.Certificate
+	leaf *x509.Certificate
 	// files: read from the http.ssl files at start (no row behind it): a
 	// listing without the primary's row does not forget it, a row replaces it.
 	files bool
@@ -164,6 +175,9 @@ func (m *Materialiser) Run(ctx context.Context) {
 			}
 			continue
 		}
+		if m.OnListed != nil {
+			m.OnListed()
+		}
 		m.watch(ctx, rev+1)
 	}
 }
@@ -257,12 +271,15 @@ func (m *Materialiser) watch(ctx context.Context, from int64) {
 type pending struct {
 	rec    *Record
 	keyPEM []byte
-	cert   *tls.Certificate
+	leaf   *x509.Certificate // for the log
 }
 
 // apply opens and checks one record and takes it into the served set (the
 // caller publishes); ok is false when nothing changed or it was refused.
 func (m *Materialiser) apply(e platformdb.Entry) (pending, bool) {
+	if cur, ok := m.served[strings.TrimPrefix(e.Key, Prefix)]; ok && cur.hash != "" && cur.hash == recordHash(e.Value) {
+		return pending{}, false // a listing after a start: most rows are what is on disk
+	}
 	r, err := Unmarshal(e.Key, e.Value)
 	if err != nil {
 		m.log().Error("certificate record refused", "row", e.Key, "error", err.Error())
@@ -278,7 +295,7 @@ func (m *Materialiser) apply(e platformdb.Entry) (pending, bool) {
 		return pending{}, false
 	}
 	m.take(r.Hostname, served{hash: pairHash([]byte(r.Chain), keyPEM), cert: c})
-	return pending{rec: r, keyPEM: keyPEM, cert: c}, true
+	return pending{rec: r, keyPEM: keyPEM, leaf: c.Leaf}, true
 }
 
 // finish runs after the batch is served from memory: the disk copies (with
@@ -332,8 +349,8 @@ func (m *Materialiser) finish(batch []pending, live bool) {
 	}
 	for i, p := range batch {
 		r := p.rec
-		m.log().Info("certificate materialised", "hostname", r.Hostname, "certificate", certs.Describe(p.cert.Leaf),
-			"notAfter", p.cert.Leaf.NotAfter.UTC(), "source", r.Source, "path", paths[i].certPath)
+		m.log().Info("certificate materialised", "hostname", r.Hostname, "certificate", certs.Describe(p.leaf),
+			"notAfter", p.leaf.NotAfter.UTC(), "source", r.Source, "path", paths[i].certPath)
 		if paths[i].certPath != "" && m.OnRotate != nil {
 			m.OnRotate(r.Hostname, paths[i].certPath, paths[i].keyPath)
 		}
@@ -392,6 +409,13 @@ func (m *Materialiser) take(host string, c served) {
 	if m.served == nil {
 		m.served = make(map[string]served)
 	}
+	if m.Update != nil {
+		// The Cache gets the leaf beside the certificate (certs.Change.Leaf)
+		// and keeps only what it ranks by; Serve's Replace reads Leaf.
+		cp := *c.cert
+		cp.Leaf, c.leaf = nil, c.cert.Leaf
+		c.cert = &cp
+	}
 	if _, ok := m.served[host]; !ok {
 		m.hosts = nil // a new name: Serve's order is to be redone
 	}
@@ -430,9 +454,16 @@ func (m *Materialiser) publish() {
 	case m.Update != nil:
 		list := make([]certs.Change, len(changed))
 		for i, h := range changed {
-			list[i] = certs.Change{Key: h, Cert: m.served[h].cert} // nil once forgotten
+			sv := m.served[h]
+			list[i] = certs.Change{Key: h, Cert: sv.cert, Leaf: sv.leaf} // Cert nil once forgotten
 		}
 		m.Update(list)
+		for _, h := range changed {
+			if sv, ok := m.served[h]; ok && sv.leaf != nil {
+				sv.leaf = nil
+				m.served[h] = sv
+			}
+		}
 	case m.Serve != nil:
 		if m.hosts == nil {
 			m.hosts = slices.Sorted(maps.Keys(m.served))

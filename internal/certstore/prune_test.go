@@ -362,7 +362,7 @@ func serial(c *tls.Certificate) string {
 	if c == nil {
 		return "<none>"
 	}
-	return c.Leaf.SerialNumber.Text(16)
+	return leafOf(c).SerialNumber.Text(16)
 }
 
 func servedNames(list []certs.Served) []string {

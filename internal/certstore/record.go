@@ -142,6 +142,19 @@ func Unmarshal(key string, data []byte) (*Record, error) {
 	return &r, nil
 }
 
+// recordHash is a row's Hash, decoded alone ("" if the row does not
+// decode): what tells a listing that a row is the one already served
+// without decoding its chain and sealed key.
+func recordHash(data []byte) string {
+	var r struct {
+		Hash string `json:"hash"`
+	}
+	if json.Unmarshal(data, &r) != nil {
+		return ""
+	}
+	return r.Hash
+}
+
 // DecodeError is a row that exists but does not decode as a record (written
 // by hand, by another program, or damaged): unlike a store error, reading it
 // again will not help; replacing it will.

@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -294,7 +293,7 @@ func (o *observability) self(ctx context.Context) admin.Self {
 		s.DNS.Serving = d.Serving()
 	}
 	now := time.Now()
-	seen := map[*x509.Certificate]bool{}
+	seen := map[*certs.Leaf]bool{}
 	for _, sv := range o.cache.Served() {
 		leaf := sv.Leaf
 		if sv.Source != certs.SourceFiles || leaf == nil || seen[leaf] {
@@ -308,7 +307,7 @@ func (o *observability) self(ctx context.Context) admin.Self {
 		s.FileCerts = append(s.FileCerts, admin.CertInfo{
 			Hostname: host, IssuedAt: leaf.NotBefore.UTC(), ExpiresAt: leaf.NotAfter.UTC(),
 			DaysUntilExpiry: int(leaf.NotAfter.Sub(now).Hours() / 24), Names: leaf.DNSNames,
-			Issuer: leaf.Issuer.CommonName, Serial: leaf.SerialNumber.Text(16), Source: "files",
+			Issuer: leaf.Issuer, Serial: leaf.SerialNumber.Text(16), Source: "files",
 		})
 	}
 	return s
