@@ -141,16 +141,15 @@ func (h *fileHarness) served() (*x509.Certificate, error) {
 	return handshake(h.addr, hostName, h.roots)
 }
 
-// waitSerial polls handshakes until want is served; it returns how long that took.
-func (h *fileHarness) waitSerial(want *big.Int) (*x509.Certificate, time.Duration) {
+// waitSerial polls handshakes until want is served.
+func (h *fileHarness) waitSerial(want *big.Int) *x509.Certificate {
 	h.t.Helper()
-	start := time.Now()
-	deadline := start.Add(waitFor)
+	deadline := time.Now().Add(waitFor)
 	var last string
 	for {
 		leaf, err := h.served()
 		if err == nil && leaf.SerialNumber.Cmp(want) == 0 {
-			return leaf, time.Since(start)
+			return leaf
 		}
 		if err != nil {
 			last = err.Error()
@@ -238,7 +237,7 @@ func TestFileSourceHotSwap(t *testing.T) {
 		h := plain(t, old)
 		mustWrite(t, h.certFile, next.FullChain) // os.WriteFile: same inode
 		mustWrite(t, h.keyFile, next.KeyPEM)
-		leaf, _ := h.waitSerial(next.Cert.SerialNumber)
+		leaf := h.waitSerial(next.Cert.SerialNumber)
 		if len(leaf.DNSNames) != 1 || leaf.DNSNames[0] != hostName {
 			t.Errorf("served names %v", leaf.DNSNames)
 		}
@@ -347,12 +346,12 @@ func TestFileSourceHotSwap(t *testing.T) {
 		t.Parallel()
 		old, next := issue(t, "ec256"), issue(t, "rsa2048")
 		h := plain(t, old)
-		if leaf, _ := h.waitSerial(old.Cert.SerialNumber); leaf.PublicKeyAlgorithm != x509.ECDSA {
+		if leaf := h.waitSerial(old.Cert.SerialNumber); leaf.PublicKeyAlgorithm != x509.ECDSA {
 			t.Fatalf("first certificate is %v", leaf.PublicKeyAlgorithm)
 		}
 		replace(t, h.keyFile, next.KeyPEM)
 		replace(t, h.certFile, next.FullChain)
-		if leaf, _ := h.waitSerial(next.Cert.SerialNumber); leaf.PublicKeyAlgorithm != x509.RSA {
+		if leaf := h.waitSerial(next.Cert.SerialNumber); leaf.PublicKeyAlgorithm != x509.RSA {
 			t.Errorf("after the swap the certificate is %v, want RSA", leaf.PublicKeyAlgorithm)
 		}
 	})

@@ -206,7 +206,6 @@ type Cache struct {
 	// wildcard that covers them changes.
 	expiries expiryHeap
 	timer    *time.Timer
-	wakeAt   time.Time
 	stale    map[string]map[string]struct{}
 	now      func() time.Time // time.Now; tests set it
 }

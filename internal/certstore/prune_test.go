@@ -120,10 +120,10 @@ func TestMaterialiserPrunesOnlyWhatChanged(t *testing.T) {
 	// Names whose directories are prefixes of one another, and a wildcard.
 	hosts := []string{"a.example.com", "*.a.example.com", "b.example.com", "b.example.com.x", "c.example.com"}
 	type version struct {
-		value          []byte
-		chain, key     []byte
-		serial         string
-		refused, moved bool
+		value      []byte
+		chain, key []byte
+		serial     string
+		refused    bool
 	}
 	pool := map[string][]version{}
 	for _, h := range hosts {
