@@ -419,11 +419,13 @@ func TestLifecycleSIGTERMAtStartup(t *testing.T) {
 	if code := srv.wait(30 * time.Second); code != 0 {
 		t.Fatalf("SIGTERM during start-up: exit %d, want 0", code)
 	}
-	// Promptly: not after quorumWait (10 s) ran out.
-	if d := time.Since(signalled); d > 5*time.Second {
-		t.Errorf("exited %s after SIGTERM, want the wait for PlatformDB abandoned at once", d)
-	}
+	t.Logf("exited %s after SIGTERM", time.Since(signalled).Round(time.Millisecond))
 	logs := srv.logs.String()
+	// Promptly: the wait for PlatformDB was abandoned, not run out (the
+	// order of events: quorumWait's end is logged, and it is not there).
+	if strings.Contains(logs, "PlatformDB is not answering yet") {
+		t.Errorf("the core waited out quorumWait after SIGTERM instead of abandoning the wait for PlatformDB:\n%s", logs)
+	}
 	if !strings.Contains(logs, `msg="stopped during start-up" step="opening PlatformDB"`) || strings.Contains(logs, "serve failed") {
 		t.Fatalf("the log does not say it stopped during start-up:\n%s", logs)
 	}

@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"net"
 	"net/http"
@@ -547,12 +548,14 @@ func TestRenewerLockHeldElsewhere(t *testing.T) {
 	r := mustNew(t, opts)
 	start := time.Now()
 	_, err = r.ForceRenew(ctx, "", false)
-	waited := time.Since(start)
+	t.Logf("ForceRenew gave up after %v (LockWait %v)", time.Since(start).Round(time.Millisecond), opts.LockWait)
 	if err == nil || !strings.Contains(err.Error(), "another renewer") {
 		t.Fatalf("ForceRenew while the lock is held: %v; want it to say another renewer holds the lock", err)
 	}
-	if waited < 900*time.Millisecond || waited > 10*time.Second {
-		t.Errorf("ForceRenew gave up after %v, want about LockWait (1 s)", waited)
+	// It waited for the lock and gave up when LockWait ran out (not at once,
+	// not on a PlatformDB error): the cause says so, no duration needed.
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "not acquired") {
+		t.Errorf("ForceRenew while the lock is held: %v; want the lock wait's deadline as its cause", err)
 	}
 	if e.record(host) != nil {
 		t.Error("a certificate was stored without the lock")

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -270,7 +271,9 @@ func (r ignoringRows) Cores(context.Context) ([]dnsdata.CoreInfo, error) {
 }
 
 // Status never hangs: every part is bounded by PartTimeout and one that does
-// not answer is named unreachable, the others still answered.
+// not answer is named unreachable, the others still answered. The stuck
+// parts are released only when the test ends, so a status that waited for
+// one would never answer: no wall-clock bound is needed to see it.
 func TestStatusBounded(t *testing.T) {
 	release := make(chan struct{})
 	defer close(release)
@@ -295,11 +298,7 @@ func TestStatusBounded(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			start := time.Now()
 			st := getStatus(t, c.a)
-			took := time.Since(start)
-			t.Logf("status answered in %v: unreachable %q", took.Round(time.Millisecond), st.Unreachable)
-			if took > PartTimeout+time.Second {
-				t.Errorf("status took %v, want at most %v + 1s", took, PartTimeout)
-			}
+			t.Logf("status answered in %v: unreachable %q", time.Since(start).Round(time.Millisecond), st.Unreachable)
 			if !slices.Equal(st.Unreachable, c.want) {
 				t.Errorf("unreachable %q, want %q", st.Unreachable, c.want)
 			}
@@ -310,6 +309,72 @@ func TestStatusBounded(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// rendezvous holds each part of a status until every one has started: parts
+// read one after the other never all start, and the first is given up.
+type rendezvous struct {
+	mu      sync.Mutex
+	want    int
+	started map[string]bool
+	all     chan struct{}
+}
+
+func newRendezvous(parts int) *rendezvous {
+	return &rendezvous{want: parts, started: map[string]bool{}, all: make(chan struct{})}
+}
+
+func (r *rendezvous) arrive(ctx context.Context, part string) error {
+	r.mu.Lock()
+	if !r.started[part] {
+		r.started[part] = true
+		if len(r.started) == r.want {
+			close(r.all)
+		}
+	}
+	r.mu.Unlock()
+	select {
+	case <-r.all:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+type meetingCerts struct {
+	fakeCerts
+	r *rendezvous
+}
+
+func (c meetingCerts) List(ctx context.Context) ([]*certstore.Record, []error, error) {
+	return nil, nil, c.r.arrive(ctx, "certs")
+}
+
+type meetingRows struct {
+	*fakeRows
+	r *rendezvous
+}
+
+func (m meetingRows) Cores(ctx context.Context) ([]dnsdata.CoreInfo, error) {
+	return m.fakeRows.cores, m.r.arrive(ctx, "cores")
+}
+
+// TestStatusPartsAtOnce: the parts of a status are read at once, so one
+// PartTimeout bounds them all (the order of events shows it, not a clock):
+// each part answers only once the three have started.
+func TestStatusPartsAtOnce(t *testing.T) {
+	r := newRendezvous(3)
+	a := &API{Certs: meetingCerts{r: r}, DNS: meetingRows{&fakeRows{}, r}, Logger: quietLogger(),
+		Self: func(ctx context.Context) Self {
+			if err := r.arrive(ctx, "self"); err != nil {
+				return Self{}
+			}
+			return Self{ID: "core1", TLS: true, PlatformDB: MemberState{Up: true}}
+		}}
+	st := getStatus(t, a)
+	if len(st.Unreachable) != 0 || len(st.Problems) != 0 || st.Core.ID != "core1" {
+		t.Fatalf("unreachable %q, problems %q, core %+v: the parts were not read at once", st.Unreachable, st.Problems, st.Core)
 	}
 }
 
@@ -349,11 +414,9 @@ func TestStatusParentDS(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			a := &API{Certs: fakeCerts{}, Logger: quietLogger(), ParentDS: c.p,
 				Self: func(context.Context) Self { return Self{ID: "core1", TLS: true, PlatformDB: MemberState{Up: true}} }}
-			start := time.Now()
+			// "no answer" holds its check until the test ends: a status
+			// that waited for it would never answer.
 			st := getStatus(t, a)
-			if took := time.Since(start); took > PartTimeout+time.Second {
-				t.Errorf("status took %v, want at most %v + 1s", took, PartTimeout)
-			}
 			if st.ParentDS == nil || st.ParentDS.State != c.state {
 				t.Fatalf("parentDS %+v, want state %s", st.ParentDS, c.state)
 			}

@@ -202,7 +202,11 @@ func TestStatusCoreNotAnswering(t *testing.T) {
 		t.Fatal(err)
 	}
 	release := make(chan struct{})
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-release })}
+	asked := make(chan struct{}, 1)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		asked <- struct{}{}
+		<-release // released only when the test ends
+	})}
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { close(release); _ = srv.Close() })
 	cfg := filepath.Join(dir, "c.yml")
@@ -212,12 +216,16 @@ func TestStatusCoreNotAnswering(t *testing.T) {
 	var out, errOut bytes.Buffer
 	start := time.Now()
 	code := Main([]string{"status", "--config", cfg}, &out, &errOut)
-	took := time.Since(start)
-	t.Logf("gave up after %v: %s", took.Round(time.Millisecond), errOut.String())
-	if code != 1 || !strings.Contains(errOut.String(), "the core did not answer within 5s through its control socket "+sock) {
+	t.Logf("gave up after %v: %s", time.Since(start).Round(time.Millisecond), errOut.String())
+	if code != 1 || !strings.Contains(errOut.String(), "the core did not answer within "+statusAnswerTimeout.String()+" through its control socket "+sock) {
 		t.Errorf("exit %d, stderr %q", code, errOut.String())
 	}
-	if took < statusAnswerTimeout || took > statusAnswerTimeout+2*time.Second {
-		t.Errorf("took %v, want about %v", took, statusAnswerTimeout)
+	// The order of events, not a duration: the request reached the core
+	// (the give-up is the wait for its answer, not a failed connection), and
+	// status returned while the handler still held it.
+	select {
+	case <-asked:
+	default:
+		t.Error("status gave up before its request reached the core")
 	}
 }
