@@ -357,7 +357,7 @@ type meetingRows struct {
 }
 
 func (m meetingRows) Cores(ctx context.Context) ([]dnsdata.CoreInfo, error) {
-	return m.fakeRows.cores, m.r.arrive(ctx, "cores")
+	return m.cores, m.r.arrive(ctx, "cores")
 }
 
 // TestStatusPartsAtOnce: the parts of a status are read at once, so one
