@@ -44,6 +44,14 @@ const (
 	trimInterval = time.Second
 	trimQuiet    = 1 << 20
 	trimMin      = 4 << 20
+
+	// execReleaseEvery spaces the releases of the executable's pages
+	// (releaseExecPages): the first when the process goes quiet after its
+	// start, the next ones when it goes quiet after a busy spell, at most
+	// this often. Each one costs reading back, a page at a time, the code
+	// the process goes on running (~11 MiB idle); between them, what a
+	// burst ran (an import, a renewal) stays resident.
+	execReleaseEvery = time.Hour
 )
 
 // gcPolicy sets the GC percent for quiet or busy spells, unless the
@@ -78,18 +86,49 @@ func memoryPolicy(ctx context.Context, log *slog.Logger) {
 	tr := &trimmer{free: debug.FreeOSMemory}
 	tr.check() // the baseline
 	gc := newGCPolicy()
+	ex := &execRelease{release: releaseExecPages}
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case now := <-t.C:
 			n, quiet := tr.check()
 			if n > 0 {
 				log.Debug("quiet: returned unused heap to the OS", "bytes", n)
 			}
 			gc.set(quiet)
+			ex.check(quiet, now, log)
 		}
 	}
+}
+
+// execRelease decides when to release the executable's pages: on the first
+// quiet check after a busy one (a start is busy), then again after a busy
+// spell once execReleaseEvery has passed since the last release; never
+// again after one failed (a kernel without MADV_PAGEOUT).
+type execRelease struct {
+	release func() (uintptr, error) // releaseExecPages; tests replace it
+	busy    bool                    // a busy check since the last release
+	last    time.Time
+	failed  bool
+}
+
+func (e *execRelease) check(quiet bool, now time.Time, log *slog.Logger) {
+	if !quiet {
+		e.busy = true
+		return
+	}
+	if e.failed || !e.busy || (!e.last.IsZero() && now.Sub(e.last) < execReleaseEvery) {
+		return
+	}
+	e.busy, e.last = false, now
+	n, err := e.release()
+	if err != nil {
+		e.failed = true
+		log.Debug("quiet: the executable's pages stay resident", "error", err.Error())
+		return
+	}
+	log.Debug("quiet: released the executable's pages", "bytes", n)
 }
 
 // trimmer decides on each check whether to return heap memory.

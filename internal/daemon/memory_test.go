@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"runtime/debug"
 	"runtime/metrics"
@@ -131,5 +132,44 @@ func TestTrimmerFragmentedHeap(t *testing.T) {
 	}
 	if trims > 1 {
 		t.Fatalf("%d trims over 5 quiet checks of an unchanged heap, want at most 1", trims)
+	}
+}
+
+// The executable's pages are released when the process goes quiet after a
+// start, again after a busy spell only once execReleaseEvery has passed, and
+// never after a failure.
+func TestExecReleaseSchedule(t *testing.T) {
+	log := slog.New(slog.DiscardHandler)
+	t0 := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name  string
+		steps []bool          // quiet, one check each
+		at    []time.Duration // since t0, per step
+		fail  bool
+		want  int
+	}{
+		{"quiet from the start: nothing ran yet", []bool{true, true}, []time.Duration{1, 2}, false, 0},
+		{"quiet after the start", []bool{false, true, true, true}, []time.Duration{1, 2, 3, 4}, false, 1},
+		{"a burst soon after", []bool{false, true, false, true}, []time.Duration{1, 2, 3, 4}, false, 1},
+		{"a burst an hour later", []bool{false, true, false, true}, []time.Duration{1, 2, execReleaseEvery, execReleaseEvery + 3}, false, 2},
+		{"quiet for an hour, no burst", []bool{false, true, true}, []time.Duration{1, 2, 2 * execReleaseEvery}, false, 1},
+		{"failed once: never again", []bool{false, true, false, true}, []time.Duration{1, 2, execReleaseEvery, execReleaseEvery + 3}, true, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			calls := 0
+			e := &execRelease{release: func() (uintptr, error) {
+				calls++
+				if tc.fail {
+					return 0, errors.New("madvise: invalid argument")
+				}
+				return 1 << 20, nil
+			}}
+			for i, quiet := range tc.steps {
+				e.check(quiet, t0.Add(tc.at[i]), log)
+			}
+			if calls != tc.want {
+				t.Fatalf("%d releases, want %d", calls, tc.want)
+			}
+		})
 	}
 }
