@@ -24,8 +24,9 @@ import (
 // read by ReverseProxy straight from the connection's buffer; at the body's
 // end the connection goes back to the pool.
 //
-// The wire format stays net/http's own (Request.Write, ReadResponse): nothing
-// here parses or writes HTTP. What this transport does not do goes to the
+// The response is read by net/http (ReadResponse); the request head is
+// written by writeRequest, which writes Request.Write's bytes for the plain
+// GET and hands anything else to Request.Write (decision 0031). What this transport does not do goes to the
 // standard one (fallback): protocol upgrades (WebSocket), Expect:
 // 100-continue, and anything not plain http://.
 type upstreamTransport struct {
@@ -158,7 +159,7 @@ func (t *upstreamTransport) exchange(ctx context.Context, uc *upConn, req *http.
 		}
 		return nil, err
 	}
-	if err := req.Write(uc.bw); err != nil {
+	if err := writeRequest(uc.bw, req); err != nil {
 		return fail(err)
 	}
 	if err := uc.bw.Flush(); err != nil {
