@@ -24,9 +24,10 @@ import (
 // read by ReverseProxy straight from the connection's buffer; at the body's
 // end the connection goes back to the pool.
 //
-// The response is read by net/http (ReadResponse); the request head is
-// written by writeRequest, which writes Request.Write's bytes for the plain
-// GET and hands anything else to Request.Write (decision 0031). What this transport does not do goes to the
+// The request head is written by writeRequest and the response head read
+// by readResponse: each does the plain GET's itself, byte for byte what
+// Request.Write and ReadResponse do, and hands anything else to those
+// (decision 0031). What this transport does not do goes to the
 // standard one (fallback): protocol upgrades (WebSocket), Expect:
 // 100-continue, and anything not plain http://.
 type upstreamTransport struct {
@@ -169,7 +170,7 @@ func (t *upstreamTransport) exchange(ctx context.Context, uc *upConn, req *http.
 		_ = uc.c.SetReadDeadline(time.Now().Add(t.headerTimeout))
 	}
 	for {
-		resp, err := http.ReadResponse(uc.br, req)
+		resp, bodyLen, err := readResponse(uc.br, req)
 		if err != nil {
 			var ne net.Error
 			if t.headerTimeout > 0 && errors.As(err, &ne) && ne.Timeout() {
@@ -201,8 +202,13 @@ func (t *upstreamTransport) exchange(ctx context.Context, uc *upConn, req *http.
 				_ = uc.c.SetDeadline(aLongTimeAgo)
 			}
 		}
-		resp.Body = &upBody{rc: resp.Body, t: t, uc: uc, stop: stop,
+		b := &upBody{rc: resp.Body, t: t, uc: uc, stop: stop,
 			reuse: !resp.Close && !req.Close}
+		if bodyLen > 0 { // parsed by readResponse: the body is read here
+			b.fixed = fixedBody{br: uc.br, left: bodyLen}
+			b.rc = &b.fixed
+		}
+		resp.Body = b
 		return resp, nil
 	}
 }
@@ -216,6 +222,7 @@ type upBody struct {
 	stop  func() bool
 	reuse bool // the upstream did not ask to close the connection
 	done  bool
+	fixed fixedBody // rc, for a head readResponse parsed itself
 }
 
 func (b *upBody) Read(p []byte) (int, error) {
