@@ -40,11 +40,10 @@ func readResponse(br *bufio.Reader, req *http.Request) (resp *http.Response, bod
 func peekHead(br *bufio.Reader) []byte {
 	n := 1
 	for {
-		buf, err := br.Peek(n)
-		if err != nil {
+		if _, err := br.Peek(n); err != nil {
 			return nil
 		}
-		buf, _ = br.Peek(br.Buffered())
+		buf, _ := br.Peek(br.Buffered())
 		if i := bytes.Index(buf, crlfcrlf); i >= 0 {
 			return buf[:i+4]
 		}
