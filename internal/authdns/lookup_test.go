@@ -25,6 +25,9 @@ type fakeUsers struct {
 	asked    atomic.Int64 // Cached calls
 	resolves atomic.Int64
 	waiting  chan string // if set, receives each label Resolve starts waiting for
+	// linger: Resolve returns that long after its context is cancelled
+	// (a lookup that ends after the readers have).
+	linger time.Duration
 }
 
 func (f *fakeUsers) Cached(label string) (UserHost, Lookup) {
@@ -51,6 +54,7 @@ func (f *fakeUsers) Resolve(ctx context.Context, label string) (UserHost, Lookup
 		select {
 		case <-gate:
 		case <-ctx.Done():
+			time.Sleep(f.linger)
 			return UserHost{}, LookupMiss, ctx.Err()
 		}
 	}

@@ -19,9 +19,15 @@ import (
 // unpack, Answer, pack, write) starts no goroutine and allocates only what
 // unpacking and Answer need. miekg/dns's Server, used for TCP, would start a
 // goroutine and allocate a response writer per packet.
+//
+// On Linux the readers block in recvmmsg(2) on the socket itself, each on
+// its own OS thread, and reply with sendmmsg(2) to the raw addresses they
+// received (udp_raw_linux.go, decision 0032); elsewhere, or when that cannot
+// be set up, they go through Go's netpoller (x/net's ReadBatch/WriteBatch).
 type udpServer struct {
 	s    *Server
-	conn *net.UDPConn
+	conn *net.UDPConn // the netpoller path; nil on the raw path
+	addr net.Addr
 	// session: the socket is bound to an unspecified address (0.0.0.0, ::),
 	// so replies must carry the query's destination address as their source
 	// (IP_PKTINFO), as miekg/dns does.
@@ -30,11 +36,16 @@ type udpServer struct {
 	// largest is the most packets one read has returned (tests check that
 	// batches of several are answered right).
 	largest atomic.Int64
+	raw     rawSocket // the raw path's socket (its zero value: not used)
 }
 
 // sessionAlways makes every socket take the path of one bound to an
 // unspecified address (tests: they may only bind loopback addresses).
 var sessionAlways = false
+
+// udpBlocking chooses the raw path where the platform has one (tests turn it
+// off to exercise the netpoller path on Linux too).
+var udpBlocking = true
 
 // udpRecvBuffer is the socket receive buffer asked for (SO_RCVBUF).
 const udpRecvBuffer = 1 << 20
@@ -43,7 +54,7 @@ const udpRecvBuffer = 1 << 20
 func udpReaders() int { return max(runtime.GOMAXPROCS(0), 2) }
 
 func (s *Server) startUDP(conn *net.UDPConn) *udpServer {
-	u := &udpServer{s: s, conn: conn}
+	u := &udpServer{s: s, conn: conn, addr: conn.LocalAddr()}
 	// Best effort: a larger receive queue absorbs bursts (the kernel caps it
 	// at net.core.rmem_max).
 	_ = conn.SetReadBuffer(udpRecvBuffer)
@@ -55,18 +66,47 @@ func (s *Server) startUDP(conn *net.UDPConn) *udpServer {
 		u.session = err4 == nil || err6 == nil
 	}
 	n := udpReaders()
+	read := u.read
+	if udpBlocking {
+		if err := u.raw.open(conn); err != nil {
+			s.log.Debug("dns: UDP readers go through the netpoller", "addr", u.addr, "err", err)
+		} else {
+			u.conn, read = nil, u.readRaw
+		}
+	}
 	u.wg.Add(n)
+	u.raw.refs.Add(n)
 	for range n {
-		go u.read()
+		go read()
 	}
 	return u
 }
 
-// close closes the socket; the readers exit after the packet they handle.
-func (u *udpServer) close() error { return u.conn.Close() }
+// close stops the readers; they exit after the batch they handle.
+func (u *udpServer) close() error {
+	if u.conn == nil {
+		u.raw.close()
+		return nil
+	}
+	return u.conn.Close()
+}
 
-// wait waits for the readers to exit, or until done is closed.
-func (u *udpServer) wait(done <-chan struct{}) bool { return waitGroup(&u.wg, done) }
+// wait waits for the readers to exit (and on the raw path for the socket
+// to be closed), or until done is closed.
+func (u *udpServer) wait(done <-chan struct{}) bool {
+	if !waitGroup(&u.wg, done) {
+		return false
+	}
+	if u.conn != nil {
+		return true
+	}
+	select {
+	case <-u.raw.done():
+		return true
+	case <-done:
+		return false
+	}
+}
 
 // udpWorker is one reader's reusable state for one packet.
 type udpWorker struct {
@@ -84,18 +124,20 @@ const udpBatch = 16
 // oobSize holds an IP_PKTINFO / IPV6_PKTINFO control message.
 const oobSize = 128
 
-// batchWorker is one reader's reusable state: udpBatch receive slots, each
-// with its packet, control message and answer buffer.
+// replies remembers the last query control message seen and its reply's:
+// a socket on 0.0.0.0 mostly hears queries for one address, and the
+// reply's source is then worked out (parsed, marshalled) once, not per
+// packet. A new one replaces both slices, never writes into them: a batch
+// being sent may still hold the old reply's.
+type replies struct{ lastIn, lastOut []byte }
+
+// batchWorker is one netpoller reader's reusable state: udpBatch receive
+// slots, each with its packet, control message and answer buffer.
 type batchWorker struct {
 	udpWorker // req, and out while one packet is answered
 	rd, wr    []ipv4.Message
 	outs      [][]byte
-	// The last query control message seen and its reply's: a socket on
-	// 0.0.0.0 mostly hears queries for one address, and the reply's
-	// source is then worked out (parsed, marshalled) once, not per packet.
-	// A new one replaces both slices, never writes into them: a batch
-	// being sent may still hold the old reply's.
-	lastIn, lastOut []byte
+	replies
 }
 
 // batcher is the recvmmsg/sendmmsg pair of the socket's address family
@@ -106,14 +148,37 @@ type batcher interface {
 }
 
 func (u *udpServer) batcher() batcher {
-	if ap, ok := u.conn.LocalAddr().(*net.UDPAddr); ok && ap.IP.To4() == nil {
+	if ap, ok := u.addr.(*net.UDPAddr); ok && ap.IP.To4() == nil {
 		return ipv6.NewPacketConn(u.conn)
 	}
 	return ipv4.NewPacketConn(u.conn)
 }
 
+// answer turns one packet into the reply to send in its slot's buffer
+// (*out, kept when it grows), or nil; a query waiting for a user lookup is
+// handed to later, or answered SERVFAIL when later cannot take it.
+func (u *udpServer) answer(w *udpWorker, out *[]byte, pkt []byte, later func() bool) []byte {
+	w.out = *out
+	reply, miss := u.s.handleUDP(w, pkt)
+	if miss && !later() {
+		fail := Answer(nil, &w.req, u.s.maxUDP, false)
+		u.s.stats.count(fail)
+		reply = u.s.pack(w, fail)
+	}
+	*out = w.out[:cap(w.out)] // keep a grown buffer
+	return reply
+}
+
+// batchSeen records a read of n packets.
+func (u *udpServer) batchSeen(n int) {
+	if int64(n) > u.largest.Load() {
+		u.largest.Store(int64(n))
+	}
+}
+
 func (u *udpServer) read() {
 	defer u.wg.Done()
+	defer u.raw.refs.Done()
 	w := &batchWorker{
 		rd:   make([]ipv4.Message, udpBatch),
 		wr:   make([]ipv4.Message, udpBatch),
@@ -140,57 +205,66 @@ func (u *udpServer) read() {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
-			u.s.log.Error("dns: UDP read failed", "addr", u.conn.LocalAddr(), "err", err)
+			u.s.log.Error("dns: UDP read failed", "addr", u.addr, "err", err)
 			time.Sleep(10 * time.Millisecond) // never spin on a persistent error
 			continue
 		}
-		if int64(n) > u.largest.Load() {
-			u.largest.Store(int64(n))
-		}
+		u.batchSeen(n)
 		k := 0
 		for i := range n {
 			m := &w.rd[i]
-			w.out = w.outs[i]
 			pkt := m.Buffers[0][:m.N]
-			out, miss := u.s.handleUDP(&w.udpWorker, pkt)
-			if miss && !u.later(pkt, m.Addr, w.replyOOB(u, m)) {
-				fail := Answer(nil, &w.req, u.s.maxUDP, false)
-				u.s.stats.count(fail)
-				out = u.s.pack(&w.udpWorker, fail)
-			}
-			w.outs[i] = w.out[:cap(w.out)] // keep a grown buffer
+			out := u.answer(&w.udpWorker, &w.outs[i], pkt, func() bool {
+				return u.later(pkt, u.goReply(m.Addr, w.replyOOB(u, m.OOB[:m.NN])))
+			})
 			if out == nil {
 				continue
 			}
 			r := &w.wr[k]
-			r.Buffers[0], r.Addr, r.OOB = out, m.Addr, w.replyOOB(u, m)
+			r.Buffers[0], r.Addr, r.OOB = out, m.Addr, w.replyOOB(u, m.OOB[:m.NN])
 			k++
 		}
-		sendAll(b, w.wr[:k], func(m *ipv4.Message, err error) {
+		msgs := w.wr[:k]
+		sendAll(k, func(from int) (int, error) { return b.WriteBatch(msgs[from:], 0) }, func(i int, err error) {
 			u.s.stats.writeErrors.Add(1)
-			u.s.log.Debug("dns: write failed", "remote", m.Addr, "err", err)
+			u.s.log.Debug("dns: write failed", "remote", msgs[i].Addr, "err", err)
 		})
 	}
 }
 
-// replyOOB is the control message a reply to m must carry: its source
-// address on a socket bound to an unspecified address, else none. The
-// slice returned is never written afterwards (a lookup goroutine may keep
-// it).
-func (w *batchWorker) replyOOB(u *udpServer, m *ipv4.Message) []byte {
+// goReply sends one reply later through the netpoller's socket.
+func (u *udpServer) goReply(addr net.Addr, oob []byte) func([]byte) error {
+	if ua, ok := addr.(*net.UDPAddr); ok {
+		ua = &net.UDPAddr{IP: bytes.Clone(ua.IP), Port: ua.Port, Zone: ua.Zone}
+		return func(out []byte) error {
+			_, _, err := u.conn.WriteMsgUDP(out, oob, ua)
+			return err
+		}
+	}
+	return func(out []byte) error {
+		_, err := u.conn.WriteTo(out, addr)
+		return err
+	}
+}
+
+// replyOOB is the control message a reply to a query that came with in
+// must carry: its source address on a socket bound to an unspecified
+// address, else none. The slice returned is never written afterwards (a
+// lookup goroutine may keep it).
+func (w *replies) replyOOB(u *udpServer, in []byte) []byte {
 	if !u.session {
 		return nil
 	}
-	if in := m.OOB[:m.NN]; !bytes.Equal(in, w.lastIn) {
+	if !bytes.Equal(in, w.lastIn) {
 		w.lastIn, w.lastOut = bytes.Clone(in), replySource(in)
 	}
 	return w.lastOut
 }
 
 // later hands a query that waits for a user lookup to a goroutine of its
-// own, which answers it itself: the reader goes on with the batch. It
-// reports false, and starts nothing, when the pool is full.
-func (u *udpServer) later(pkt []byte, addr net.Addr, oob []byte) bool {
+// own, which answers it through reply: the reader goes on with the batch.
+// It reports false, and starts nothing, when the pool is full.
+func (u *udpServer) later(pkt []byte, reply func([]byte) error) bool {
 	s := u.s
 	select {
 	case s.slots <- struct{}{}:
@@ -199,20 +273,19 @@ func (u *udpServer) later(pkt []byte, addr net.Addr, oob []byte) bool {
 		return false
 	}
 	pkt = bytes.Clone(pkt) // the reader's buffer is the next batch's
-	if ua, ok := addr.(*net.UDPAddr); ok {
-		addr = &net.UDPAddr{IP: bytes.Clone(ua.IP), Port: ua.Port, Zone: ua.Zone}
-	}
 	s.lookWG.Add(1)
+	u.raw.refs.Add(1) // the socket stays open until this reply is sent
 	go func() {
 		defer s.lookWG.Done()
+		defer u.raw.refs.Done()
 		defer func() { <-s.slots }()
-		u.answerLater(pkt, addr, oob)
+		u.answerLater(pkt, reply)
 	}()
 	return true
 }
 
 // answerLater answers one query after its lookup and sends the reply.
-func (u *udpServer) answerLater(pkt []byte, addr net.Addr, oob []byte) {
+func (u *udpServer) answerLater(pkt []byte, reply func([]byte) error) {
 	s := u.s
 	req := new(dns.Msg)
 	if err := req.Unpack(pkt); err != nil {
@@ -231,28 +304,25 @@ func (u *udpServer) answerLater(pkt []byte, addr net.Addr, oob []byte) {
 	s.stats.count(m)
 	out, err := m.Pack()
 	if err == nil {
-		if ua, ok := addr.(*net.UDPAddr); ok {
-			_, _, err = u.conn.WriteMsgUDP(out, oob, ua)
-		} else {
-			_, err = u.conn.WriteTo(out, addr)
-		}
+		err = reply(out)
 	}
 	if err != nil {
 		s.stats.writeErrors.Add(1)
-		s.log.Debug("dns: write failed", "remote", addr, "err", err)
+		s.log.Debug("dns: write failed", "err", err)
 	}
 }
 
-// sendAll sends msgs in as few WriteBatch calls as it takes. The kernel
+// sendAll sends n replies in as few write calls as it takes; write(from)
+// sends those from index from on and returns how many went. The kernel
 // sends in order and stops at a message it refuses (a spoofed source port
 // 0, a firewall's EPERM): that one is reported to refused and skipped, the
 // rest go on.
-func sendAll(b batcher, msgs []ipv4.Message, refused func(*ipv4.Message, error)) {
-	for sent := 0; sent < len(msgs); {
-		c, err := b.WriteBatch(msgs[sent:], 0)
+func sendAll(n int, write func(from int) (int, error), refused func(int, error)) {
+	for sent := 0; sent < n; {
+		c, err := write(sent)
 		sent += max(c, 0) // -1 when the first one fails (the raw system call's result)
-		if err != nil && sent < len(msgs) {
-			refused(&msgs[sent], err)
+		if err != nil && sent < n {
+			refused(sent, err)
 			sent++
 		}
 	}

@@ -4,12 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
-	"golang.org/x/net/ipv4"
 )
 
 // TestUDPBatches floods the server from several sockets at once, so that
@@ -18,35 +18,57 @@ import (
 // socket bound to an address and on one answering from the query's
 // destination (IP_PKTINFO, the 0.0.0.0 default).
 func TestUDPBatches(t *testing.T) {
-	for _, session := range []bool{false, true} {
-		t.Run(fmt.Sprintf("session=%v", session), func(t *testing.T) {
-			sessionAlways = session
-			t.Cleanup(func() { sessionAlways = false })
-			s := startServer(t, userZone(t, 500, 1), ServerOptions{})
-			if got := s.udps[0].session; got != session {
-				t.Fatalf("session %v, want %v", got, session)
-			}
-			addr, _ := serverAddr(t, s)
-			const clients, perClient = 8, 64
-			var wg sync.WaitGroup
-			errs := make(chan error, clients)
-			for c := range clients {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					errs <- floodOne(addr, c, perClient)
-				}()
-			}
-			wg.Wait()
-			close(errs)
-			for err := range errs {
-				if err != nil {
-					t.Error(err)
+	forUDPPaths(t, func(t *testing.T) {
+		for _, session := range []bool{false, true} {
+			t.Run(fmt.Sprintf("session=%v", session), func(t *testing.T) {
+				sessionAlways = session
+				t.Cleanup(func() { sessionAlways = false })
+				s := startServer(t, userZone(t, 500, 1), ServerOptions{})
+				if got := s.udps[0].session; got != session {
+					t.Fatalf("session %v, want %v", got, session)
 				}
+				addr, _ := serverAddr(t, s)
+				const clients, perClient = 8, 64
+				var wg sync.WaitGroup
+				errs := make(chan error, clients)
+				for c := range clients {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						errs <- floodOne(addr, c, perClient)
+					}()
+				}
+				wg.Wait()
+				close(errs)
+				for err := range errs {
+					if err != nil {
+						t.Error(err)
+					}
+				}
+				if n := s.udps[0].largest.Load(); n < 2 {
+					t.Errorf("the largest read held %d packet(s): no batch was exercised", n)
+				}
+			})
+		}
+	})
+}
+
+// forUDPPaths runs f on each UDP reader path this platform has: the
+// blocking one (Linux) and the netpoller's, and checks the path was taken.
+func forUDPPaths(t *testing.T, f func(t *testing.T)) {
+	paths := []bool{false}
+	if runtime.GOOS == "linux" {
+		paths = append(paths, true)
+	}
+	for _, blocking := range paths {
+		t.Run(fmt.Sprintf("blocking=%v", blocking), func(t *testing.T) {
+			udpBlocking = blocking
+			t.Cleanup(func() { udpBlocking = true })
+			probe := startServer(t, testZone(t), ServerOptions{})
+			if got := probe.udps[0].conn == nil; got != blocking {
+				t.Fatalf("blocking path taken: %v, want %v", got, blocking)
 			}
-			if n := s.udps[0].largest.Load(); n < 2 {
-				t.Errorf("the largest read held %d packet(s): no batch was exercised", n)
-			}
+			f(t)
 		})
 	}
 }
@@ -96,9 +118,9 @@ func floodOne(addr string, client, n int) error {
 	return nil
 }
 
-// scriptedBatcher answers WriteBatch as scripted: how many it sent, and an
-// error, per call (recvmmsg is not used).
-type scriptedBatcher struct {
+// scriptedWriter answers write calls as scripted: how many it sent, and an
+// error, per call.
+type scriptedWriter struct {
 	script []struct {
 		n   int
 		err error
@@ -106,14 +128,8 @@ type scriptedBatcher struct {
 	calls [][]string // the messages offered at each call
 }
 
-func (b *scriptedBatcher) ReadBatch([]ipv4.Message, int) (int, error) { return 0, nil }
-
-func (b *scriptedBatcher) WriteBatch(ms []ipv4.Message, _ int) (int, error) {
-	var offered []string
-	for _, m := range ms {
-		offered = append(offered, string(m.Buffers[0]))
-	}
-	b.calls = append(b.calls, offered)
+func (b *scriptedWriter) write(ms []string, from int) (int, error) {
+	b.calls = append(b.calls, ms[from:])
 	step := b.script[0]
 	b.script = b.script[1:]
 	return step.n, step.err
@@ -122,13 +138,7 @@ func (b *scriptedBatcher) WriteBatch(ms []ipv4.Message, _ int) (int, error) {
 // A refused reply is skipped and reported, whether it is first in the batch
 // (sendmmsg returns -1) or further on, and the others are still sent.
 func TestSendAllSkipsRefused(t *testing.T) {
-	msgs := func() []ipv4.Message {
-		var ms []ipv4.Message
-		for _, s := range []string{"a", "b", "c", "d"} {
-			ms = append(ms, ipv4.Message{Buffers: [][]byte{[]byte(s)}})
-		}
-		return ms
-	}
+	msgs := []string{"a", "b", "c", "d"}
 	einval := errors.New("sendmmsg: invalid argument")
 	type step = struct {
 		n   int
@@ -147,13 +157,13 @@ func TestSendAllSkipsRefused(t *testing.T) {
 		{"partial, then the rest", []step{{1, nil}, {3, nil}}, "", 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			b := &scriptedBatcher{script: tc.script}
+			b := &scriptedWriter{script: tc.script}
 			var refused string
-			sendAll(b, msgs(), func(m *ipv4.Message, err error) {
+			sendAll(len(msgs), func(from int) (int, error) { return b.write(msgs, from) }, func(i int, err error) {
 				if !errors.Is(err, einval) {
 					t.Errorf("refused with %v", err)
 				}
-				refused += string(m.Buffers[0])
+				refused += msgs[i]
 			})
 			if refused != tc.refused || len(b.calls) != tc.calls || len(b.script) != 0 {
 				t.Fatalf("refused %q in %d calls (%d scripted left), want %q in %d", refused, len(b.calls), len(b.script), tc.refused, tc.calls)
