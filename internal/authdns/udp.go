@@ -110,7 +110,6 @@ func (u *udpServer) wait(done <-chan struct{}) bool {
 
 // udpWorker is one reader's reusable state for one packet.
 type udpWorker struct {
-	in  [udpReadSize]byte
 	out []byte
 	req dns.Msg
 }

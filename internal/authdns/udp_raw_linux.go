@@ -1,6 +1,7 @@
 package authdns
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -86,10 +87,11 @@ type rawWorker struct {
 	rd, wr [udpBatch]unix.Mmsghdr
 	rdIov  [udpBatch]unix.Iovec
 	wrIov  [udpBatch]unix.Iovec
-	names  [udpBatch]unix.RawSockaddrInet6 // large enough for both families
+	names  [udpBatch][sockaddrSize]byte
 	oobs   [udpBatch][oobSize]byte
 	ins    [udpBatch][udpReadSize]byte
 	outs   [udpBatch][]byte
+	from   [udpBatch]int // the receive slot of each reply
 	// keep holds what the send headers point at beyond the worker (the
 	// replies' control messages), so the collector sees it used.
 	keep [udpBatch][]byte
@@ -103,7 +105,7 @@ func newRawWorker(u *udpServer) *rawWorker {
 		w.rdIov[i].SetLen(udpReadSize)
 		w.rd[i].Hdr.Iov = &w.rdIov[i]
 		w.rd[i].Hdr.SetIovlen(1)
-		w.rd[i].Hdr.Name = (*byte)(unsafe.Pointer(&w.names[i]))
+		w.rd[i].Hdr.Name = &w.names[i][0]
 		w.wr[i].Hdr.Iov = &w.wrIov[i]
 		w.wr[i].Hdr.SetIovlen(1)
 		w.outs[i] = make([]byte, u.s.maxUDP)
@@ -116,7 +118,7 @@ func newRawWorker(u *udpServer) *rawWorker {
 func (w *rawWorker) reset(session bool) {
 	for i := range udpBatch {
 		h := &w.rd[i].Hdr
-		h.Namelen = uint32(unsafe.Sizeof(w.names[i]))
+		h.Namelen = sockaddrSize
 		if session {
 			h.Control = &w.oobs[i][0]
 			h.SetControllen(oobSize)
@@ -149,13 +151,13 @@ func (u *udpServer) readRaw() {
 		for i := range n {
 			m := &w.rd[i]
 			pkt := w.ins[i][:m.Len]
-			name := (*[unsafe.Sizeof(w.names[i])]byte)(unsafe.Pointer(&w.names[i]))[:m.Hdr.Namelen]
+			name := w.names[i][:m.Hdr.Namelen]
 			var in []byte
 			if u.session {
 				in = w.oobs[i][:m.Hdr.Controllen]
 			}
 			out := u.answer(&w.udpWorker, &w.outs[i], pkt, func() bool {
-				return u.later(pkt, u.rawReply(name, w.replyOOB(u, in)))
+				return u.later(pkt, u.rawReply(name, m.Hdr.Namelen, w.replyOOB(u, in)))
 			})
 			if out == nil {
 				continue
@@ -164,7 +166,7 @@ func (u *udpServer) readRaw() {
 			r := &w.wr[k].Hdr
 			w.wrIov[k].Base = &out[0]
 			w.wrIov[k].SetLen(len(out))
-			r.Name, r.Namelen = m.Hdr.Name, m.Hdr.Namelen
+			r.Name, r.Namelen, w.from[k] = m.Hdr.Name, m.Hdr.Namelen, i
 			r.Control, w.keep[k] = nil, oob
 			r.SetControllen(len(oob))
 			if len(oob) > 0 {
@@ -176,7 +178,7 @@ func (u *udpServer) readRaw() {
 			return mmsg(unix.SYS_SENDMMSG, fd, w.wr[from:k], 0)
 		}, func(i int, err error) {
 			u.s.stats.writeErrors.Add(1)
-			u.s.log.Debug("dns: write failed", "remote", sockaddrString(w.wr[i].Hdr.Name, w.wr[i].Hdr.Namelen), "err", err)
+			u.s.log.Debug("dns: write failed", "remote", sockaddrString(w.names[w.from[i]][:w.wr[i].Hdr.Namelen]), "err", err)
 		})
 	}
 }
@@ -187,6 +189,7 @@ func mmsg(trap uintptr, fd int, msgs []unix.Mmsghdr, flags int) (int, error) {
 	if len(msgs) == 0 {
 		return 0, nil
 	}
+	//nolint:gosec // G103: the system call takes the headers' address; they and what they point at are the caller's, alive across the call
 	n, _, errno := unix.Syscall6(trap, uintptr(fd), uintptr(unsafe.Pointer(&msgs[0])), uintptr(len(msgs)), uintptr(flags), 0, 0)
 	if errno != 0 {
 		return -1, errno
@@ -194,16 +197,16 @@ func mmsg(trap uintptr, fd int, msgs []unix.Mmsghdr, flags int) (int, error) {
 	return int(n), nil
 }
 
-// rawReply sends one reply later to the address name (a raw sockaddr,
-// copied: the reader's slot is the next batch's) with the control
+// rawReply sends one reply later to the address name (a raw sockaddr of
+// n bytes, copied: the reader's slot is the next batch's) with the control
 // message oob.
-func (u *udpServer) rawReply(name, oob []byte) func([]byte) error {
-	var to [unsafe.Sizeof(unix.RawSockaddrInet6{})]byte
-	n := copy(to[:], name)
+func (u *udpServer) rawReply(name []byte, n uint32, oob []byte) func([]byte) error {
+	var to [sockaddrSize]byte
+	copy(to[:], name)
 	return func(out []byte) error {
 		iov := unix.Iovec{Base: &out[0]}
 		iov.SetLen(len(out))
-		h := unix.Msghdr{Name: &to[0], Namelen: uint32(n), Iov: &iov}
+		h := unix.Msghdr{Name: &to[0], Namelen: n, Iov: &iov}
 		h.SetIovlen(1)
 		if len(oob) > 0 {
 			h.Control = &oob[0]
@@ -211,24 +214,28 @@ func (u *udpServer) rawReply(name, oob []byte) func([]byte) error {
 		}
 		msgs := []unix.Mmsghdr{{Hdr: h}}
 		if _, err := mmsg(unix.SYS_SENDMMSG, u.raw.fd, msgs, 0); err != nil {
-			return fmt.Errorf("send to %s: %w", sockaddrString(h.Name, h.Namelen), err)
+			return fmt.Errorf("send to %s: %w", sockaddrString(to[:n]), err)
 		}
 		return nil
 	}
 }
 
+// sockaddrSize holds a raw IPv4 or IPv6 socket address (sockaddr_in6 is
+// the larger).
+const sockaddrSize = unix.SizeofSockaddrInet6
+
 // sockaddrString is a raw IPv4 or IPv6 socket address as text (logs only).
-func sockaddrString(name *byte, n uint32) string {
-	b := unsafe.Slice(name, n)
-	port := uint16(0)
-	if n >= 4 {
-		port = uint16(b[2])<<8 | uint16(b[3]) // network order
+func sockaddrString(b []byte) string {
+	if len(b) < 4 {
+		return fmt.Sprintf("sockaddr(%d bytes)", len(b))
 	}
-	switch family := (*unix.RawSockaddr)(unsafe.Pointer(name)).Family; {
-	case family == unix.AF_INET && n >= unix.SizeofSockaddrInet4:
+	family := binary.NativeEndian.Uint16(b) // sa_family_t, host order
+	port := binary.BigEndian.Uint16(b[2:])
+	switch {
+	case family == unix.AF_INET && len(b) >= unix.SizeofSockaddrInet4:
 		return netip.AddrPortFrom(netip.AddrFrom4([4]byte(b[4:8])), port).String()
-	case family == unix.AF_INET6 && n >= unix.SizeofSockaddrInet6:
+	case family == unix.AF_INET6 && len(b) >= unix.SizeofSockaddrInet6:
 		return netip.AddrPortFrom(netip.AddrFrom16([16]byte(b[8:24])), port).String()
 	}
-	return fmt.Sprintf("sockaddr(%d bytes)", n)
+	return fmt.Sprintf("sockaddr(%d bytes)", len(b))
 }
