@@ -19,8 +19,6 @@ import (
 
 	"github.com/miekg/dns"
 
-	"github.com/pryv/pryv-tls/internal/acme/acmetest"
-	"github.com/pryv/pryv-tls/internal/acme/pebbledev"
 	"github.com/pryv/pryv-tls/internal/admin"
 	"github.com/pryv/pryv-tls/internal/devpki"
 	"github.com/pryv/pryv-tls/internal/join"
@@ -33,84 +31,31 @@ type clusterPorts struct{ front, dns, peer, client, join int }
 // 127.0.0.2 and 127.0.0.3: one core gets the wildcard by DNS-01, becomes the
 // CA holder, two cores join with bundles, and everything replicates.
 func TestClusterOfThree(t *testing.T) {
-	const domain = "mc.example.com"
-	ports := clusterPorts{freeUDPTCPPort(t), freeUDPTCPPort(t), freePort(t), freePort(t), freePort(t)}
-	pebble := acmetest.Start(t, acmetest.Options{Options: pebbledev.Options{DNSServer: fmt.Sprintf("127.0.0.1:%d", ports.dns)}})
-	root := t.TempDir()
-	dirs := map[string]string{}
-	for _, id := range []string{"core1", "core2", "core3"} {
-		dirs[id] = filepath.Join(root, id)
-		if err := os.MkdirAll(dirs[id], 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	key := strings.TrimSpace(mustOut(t, binary, "keygen"))
-	cfg1 := filepath.Join(dirs["core1"], "default-config.yml")
-	writeFile(t, cfg1, yamlConfig(
-		"http: {ip: 127.0.0.1, port: "+itoa(ports.front)+"}",
-		"core: {id: core1, ip: 127.0.0.1, url: 'https://core1."+domain+"'}",
-		"dns: {active: true, domain: "+domain+", ip: 127.0.0.1, port: "+itoa(ports.dns)+"}",
-		"letsEncrypt:",
-		"  enabled: true",
-		"  email: ops@"+domain,
-		"  atRestKey: '"+key+"'",
-		"  certRenewer: true",
-		"  directoryUrl: "+pebble.DirectoryURL,
-		"  directoryCaFile: "+pebble.CAFile,
-		"  http01Port: "+itoa(pebble.HTTPPort),
-		"  profile: shortlived",
-		"auth: {adminAccessKey: cluster-admin}",
-		"platformDB: {peerAddress: '127.0.0.1:"+itoa(ports.peer)+"', clientAddress: '127.0.0.1:"+itoa(ports.client)+"'}",
-		"cluster: {ca: {path: "+filepath.Join(dirs["core1"], "ca")+"}, joinPort: "+itoa(ports.join)+"}",
-	), 0o600)
+	cl := startCluster(t, clusterOptions{dns: true, acme: true, profile: "shortlived"})
+	domain, ports, dirs, roots := cl.domain, cl.ports, cl.dirs, cl.roots
+	cfg1, override1 := cl.cfg1, cl.override1
 	front := func(ip string) string { return fmt.Sprintf("%s:%d", ip, ports.front) }
-	roots := pebble.IssuerRoots(t)
+	root := cl.root
 
 	// 1. A single core with the wildcard, and data written before the conversion.
-	c1 := startCoreIn(t, dirs["core1"], front("127.0.0.1"), "--config", cfg1)
-	wildcard := waitWildcard(t, front("127.0.0.1"), "alice."+domain, roots, 90*time.Second, c1)
 	mustCLI(t, dirs["core1"], "users", "set-core", "--config", cfg1, "alice", "core1")
 
 	// 2. It becomes the CA holder, live (TestLiveCluster covers the
-	// switch itself), then restarts with the override, as its unit would.
-	out := mustCLI(t, dirs["core1"], "bootstrap", "init-ca-holder", "--config", cfg1)
-	if !strings.Contains(out, "fingerprint") || !strings.Contains(out, "switched live") {
+	// switch itself), then restarts with the override, as its unit would;
+	// 3. two cores join with bundles.
+	joinStart := time.Now()
+	cl.join()
+	t.Logf("CA holder and two joins: %s", time.Since(joinStart).Round(time.Millisecond))
+	if out := cl.caHolder; !strings.Contains(out, "fingerprint") || !strings.Contains(out, "switched live") {
 		t.Fatalf("init-ca-holder: %s", out)
 	}
 	if out := mustCLI(t, dirs["core1"], "bootstrap", "init-ca-holder", "--config", cfg1); !strings.Contains(out, "already was the CA holder") {
 		t.Fatalf("init-ca-holder again (idempotent): %s", out)
 	}
-	override1 := filepath.Join(dirs["core1"], "cluster-config.yml")
-	c1.signal(syscall.SIGTERM)
-	c1.wait(20 * time.Second)
-	c1 = startCoreIn(t, dirs["core1"], front("127.0.0.1"), "--config", cfg1, "--config", override1)
-	waitSerialNamed(t, front("127.0.0.1"), "alice."+domain, roots, wildcard, 15*time.Second)
-	waitDNS(t, "127.0.0.1", ports.dns, "alice."+domain, "127.0.0.1", 10*time.Second)
-
-	// 3. Two cores join with bundles.
-	joinStart := time.Now()
-	joins := map[string]*core{}
-	for i, id := range []string{"core2", "core3"} {
-		ip := fmt.Sprintf("127.0.0.%d", i+2)
-		bundle := filepath.Join(dirs[id], id+".bundle")
-		out := mustCLI(t, dirs["core1"], "bootstrap", "new-core", "--config", cfg1, "--config", override1,
-			"--id", id, "--ip", ip, "--url", "https://"+id+"."+domain, "--out", bundle)
-		pass := passphraseFrom(t, out)
-		writeFile(t, filepath.Join(dirs[id], "pass"), []byte(pass+"\n"), 0o600)
-		copyFile(t, bundle, bundle+".copy")
-		own := filepath.Join(dirs[id], "default-config.yml")
-		writeFile(t, own, []byte("# this core's own settings would go here\n"), 0o600)
-		begin := time.Now()
-		joins[id] = startCoreIn(t, dirs[id], front(ip), "--config", own, "--bootstrap", bundle,
-			"--bootstrap-passphrase-file", filepath.Join(dirs[id], "pass"))
-		waitSerialNamed(t, front(ip), "alice."+domain, roots, wildcard, 30*time.Second)
-		t.Logf("%s: join to the wildcard served from replication: %s", id, time.Since(begin).Round(time.Millisecond))
-		if _, err := os.Stat(bundle); !os.IsNotExist(err) {
-			t.Errorf("%s: the bundle was not deleted after the join", id)
-		}
+	c1, joins := cl.cores["core1"], cl.cores
+	for _, ip := range []string{"127.0.0.1", "127.0.0.2", "127.0.0.3"} {
 		waitDNS(t, ip, ports.dns, "alice."+domain, "127.0.0.1", 10*time.Second)
 	}
-	t.Logf("two joins: %s", time.Since(joinStart).Round(time.Millisecond))
 
 	t.Run("cores endpoint", func(t *testing.T) {
 		deadline := time.Now().Add(30 * time.Second)

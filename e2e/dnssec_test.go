@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -167,44 +166,11 @@ func TestDNSSEC(t *testing.T) {
 // one DS "pryv-tls dns ds" prints on core1.
 func TestDNSSECClusterOfThree(t *testing.T) {
 	delv := needTool(t, "delv")
-	const domain = "mc.example.com"
-	ports := clusterPorts{freeUDPTCPPort(t), freeUDPTCPPort(t), freePort(t), freePort(t), freePort(t)}
-	root := t.TempDir()
-	dirs := map[string]string{}
-	for _, id := range []string{"core1", "core2", "core3"} {
-		dirs[id] = filepath.Join(root, id)
-		if err := os.MkdirAll(dirs[id], 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	key := strings.TrimSpace(mustOut(t, binary, "keygen"))
-	cfg1 := filepath.Join(dirs["core1"], "default-config.yml")
-	writeFile(t, cfg1, yamlConfig(
-		"http: {ip: 127.0.0.1, port: "+itoa(ports.front)+"}",
-		"core: {id: core1, ip: 127.0.0.1, url: 'https://core1."+domain+"'}",
-		"dns: {active: true, domain: "+domain+", ip: 127.0.0.1, port: "+itoa(ports.dns)+", dnssec: true, userLookup: {source: 'off'}}",
-		"letsEncrypt: {atRestKey: '"+key+"'}",
-		"platformDB: {peerAddress: '127.0.0.1:"+itoa(ports.peer)+"', clientAddress: '127.0.0.1:"+itoa(ports.client)+"'}",
-		"cluster: {ca: {path: "+filepath.Join(dirs["core1"], "ca")+"}, joinPort: "+itoa(ports.join)+"}",
-	), 0o600)
-	front := func(ip string) string { return fmt.Sprintf("%s:%d", ip, ports.front) }
-	c1 := startCoreIn(t, dirs["core1"], front("127.0.0.1"), "--config", cfg1)
-	mustCLI(t, dirs["core1"], "bootstrap", "init-ca-holder", "--config", cfg1)
-	override1 := filepath.Join(dirs["core1"], "cluster-config.yml")
-	c1.signal(syscall.SIGTERM)
-	c1.wait(20 * time.Second)
-	startCoreIn(t, dirs["core1"], front("127.0.0.1"), "--config", cfg1, "--config", override1)
-	for i, id := range []string{"core2", "core3"} {
-		ip := fmt.Sprintf("127.0.0.%d", i+2)
-		bundle := filepath.Join(dirs[id], id+".bundle")
-		out := mustCLI(t, dirs["core1"], "bootstrap", "new-core", "--config", cfg1, "--config", override1,
-			"--id", id, "--ip", ip, "--url", "https://"+id+"."+domain, "--out", bundle)
-		writeFile(t, filepath.Join(dirs[id], "pass"), []byte(passphraseFrom(t, out)+"\n"), 0o600)
-		own := filepath.Join(dirs[id], "default-config.yml")
-		writeFile(t, own, []byte("dns: {userLookup: {source: 'off'}}\n"), 0o600)
-		startCoreIn(t, dirs[id], front(ip), "--config", own, "--bootstrap", bundle,
-			"--bootstrap-passphrase-file", filepath.Join(dirs[id], "pass"))
-	}
+	cl := startCluster(t, clusterOptions{dns: true, dnsExtra: "dnssec: true, userLookup: {source: 'off'}",
+		joinerConfig: []string{"dns: {userLookup: {source: 'off'}}"}})
+	cl.join()
+	domain, ports, dirs, root := cl.domain, cl.ports, cl.dirs, cl.root
+	cfg1, override1 := cl.cfg1, cl.override1
 	mustCLI(t, dirs["core1"], "users", "set-core", "--config", cfg1, "--config", override1, "alice", "core2")
 
 	out := mustCLI(t, dirs["core1"], "dns", "ds", "--config", cfg1, "--config", override1)

@@ -3,16 +3,10 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
-
-	"github.com/pryv/pryv-tls/internal/acme/acmetest"
-	"github.com/pryv/pryv-tls/internal/acme/pebbledev"
 )
 
 // doctorResult is one line of "pryv-tls doctor --json".
@@ -54,40 +48,10 @@ func byCheck(rs []doctorResult) map[string][]doctorResult {
 // joined (every per-core check for all three), and names core3's DNS and
 // PlatformDB member when core3 is killed.
 func TestDoctorClusterOfThree(t *testing.T) {
-	const domain = "mc.example.com"
-	ports := clusterPorts{freeUDPTCPPort(t), freeUDPTCPPort(t), freePort(t), freePort(t), freePort(t)}
-	pebble := acmetest.Start(t, acmetest.Options{Options: pebbledev.Options{DNSServer: fmt.Sprintf("127.0.0.1:%d", ports.dns)}})
-	root := t.TempDir()
-	dirs := map[string]string{}
-	for _, id := range []string{"core1", "core2", "core3"} {
-		dirs[id] = filepath.Join(root, id)
-		if err := os.MkdirAll(dirs[id], 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	key := strings.TrimSpace(mustOut(t, binary, "keygen"))
-	cfg1 := filepath.Join(dirs["core1"], "default-config.yml")
-	writeFile(t, cfg1, yamlConfig(
-		"http: {ip: 127.0.0.1, port: "+itoa(ports.front)+"}",
-		"core: {id: core1, ip: 127.0.0.1, url: 'https://core1."+domain+"'}",
-		"dns: {active: true, domain: "+domain+", ip: 127.0.0.1, port: "+itoa(ports.dns)+", dnssec: true, userLookup: {source: 'off'}}",
-		"letsEncrypt:",
-		"  enabled: true",
-		"  email: ops@"+domain,
-		"  atRestKey: '"+key+"'",
-		"  certRenewer: true",
-		"  directoryUrl: "+pebble.DirectoryURL,
-		"  directoryCaFile: "+pebble.CAFile,
-		"  http01Port: "+itoa(pebble.HTTPPort),
-		"  profile: shortlived",
-		"auth: {adminAccessKey: cluster-admin}",
-		"platformDB: {peerAddress: '127.0.0.1:"+itoa(ports.peer)+"', clientAddress: '127.0.0.1:"+itoa(ports.client)+"'}",
-		"cluster: {ca: {path: "+filepath.Join(dirs["core1"], "ca")+"}, joinPort: "+itoa(ports.join)+"}",
-	), 0o600)
-	front := func(ip string) string { return fmt.Sprintf("%s:%d", ip, ports.front) }
-	roots := pebble.IssuerRoots(t)
-	c1 := startCoreIn(t, dirs["core1"], front("127.0.0.1"), "--config", cfg1)
-	wildcard := waitWildcard(t, front("127.0.0.1"), "alice."+domain, roots, 90*time.Second, c1)
+	cl := startCluster(t, clusterOptions{dns: true, dnsExtra: "dnssec: true, userLookup: {source: 'off'}", acme: true, profile: "shortlived",
+		joinerConfig: []string{"dns: {userLookup: {source: 'off'}}"}})
+	domain, ports, dirs, pebble := cl.domain, cl.ports, cl.dirs, cl.pebble
+	cfg1, c1 := cl.cfg1, cl.cores["core1"]
 	account := regexp.MustCompile(`ACME account registered.* account=(\S+)`).FindStringSubmatch(c1.logs.String())
 	if account == nil {
 		t.Fatalf("no account registration in the logs:\n%s", c1.logs.String())
@@ -133,24 +97,8 @@ func TestDoctorClusterOfThree(t *testing.T) {
 	}
 
 	// 2. Three cores, made as an operator makes them.
-	mustCLI(t, dirs["core1"], "bootstrap", "init-ca-holder", "--config", cfg1)
-	override1 := filepath.Join(dirs["core1"], "cluster-config.yml")
-	c1.signal(syscall.SIGTERM)
-	c1.wait(20 * time.Second)
-	c1 = startCoreIn(t, dirs["core1"], front("127.0.0.1"), "--config", cfg1, "--config", override1)
-	joined := map[string]*core{}
-	for i, id := range []string{"core2", "core3"} {
-		ip := fmt.Sprintf("127.0.0.%d", i+2)
-		bundle := filepath.Join(dirs[id], id+".bundle")
-		out := mustCLI(t, dirs["core1"], "bootstrap", "new-core", "--config", cfg1, "--config", override1,
-			"--id", id, "--ip", ip, "--url", "https://"+id+"."+domain, "--out", bundle)
-		writeFile(t, filepath.Join(dirs[id], "pass"), []byte(passphraseFrom(t, out)+"\n"), 0o600)
-		own := filepath.Join(dirs[id], "default-config.yml")
-		writeFile(t, own, []byte("dns: {userLookup: {source: 'off'}}\n"), 0o600)
-		joined[id] = startCoreIn(t, dirs[id], front(ip), "--config", own, "--bootstrap", bundle,
-			"--bootstrap-passphrase-file", filepath.Join(dirs[id], "pass"))
-		waitSerialNamed(t, front(ip), "alice."+domain, roots, wildcard, 30*time.Second)
-	}
+	cl.join()
+	joined, override1 := cl.cores, cl.override1
 	doctorArgs := []string{"--config", cfg1, "--config", override1}
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(500 * time.Millisecond) {
 		code, rs, out = runDoctor(t, dirs["core1"], doctorArgs...)

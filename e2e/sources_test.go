@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"crypto/tls"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pryv/pryv-tls/internal/acme/acmetest"
-	"github.com/pryv/pryv-tls/internal/admin"
 	"github.com/pryv/pryv-tls/internal/devpki"
 )
 
@@ -113,82 +109,21 @@ func TestStrategyAOnCertbotFiles(t *testing.T) {
 // (force-renew of core2's name), and core2 serves its own certificate from
 // replication.
 func TestDNSLessClusterCertificates(t *testing.T) {
-	ports := clusterPorts{front: freePort(t), peer: freePort(t), client: freePort(t), join: freePort(t)}
-	pebble := acmetest.Start(t, acmetest.Options{})
-	root := t.TempDir()
-	dirs := map[string]string{"core1": filepath.Join(root, "core1"), "core2": filepath.Join(root, "core2")}
-	for _, d := range dirs {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	key := strings.TrimSpace(mustOut(t, binary, "keygen"))
-	cfg1 := filepath.Join(dirs["core1"], "default-config.yml")
-	writeFile(t, cfg1, yamlConfig(
-		"http: {ip: 127.0.0.1, port: "+itoa(ports.front)+"}",
-		"core: {id: core1, ip: 127.0.0.1, url: 'https://core1.example.org'}",
-		"letsEncrypt:",
-		"  enabled: true",
-		"  email: ops@example.org",
-		"  atRestKey: '"+key+"'",
-		"  certRenewer: true",
-		"  directoryUrl: "+pebble.DirectoryURL,
-		"  directoryCaFile: "+pebble.CAFile,
-		"  http01Port: "+itoa(pebble.HTTPPort),
-		"auth: {adminAccessKey: cluster-admin}",
-		"platformDB: {peerAddress: '127.0.0.1:"+itoa(ports.peer)+"', clientAddress: '127.0.0.1:"+itoa(ports.client)+"'}",
-		"cluster: {ca: {path: "+filepath.Join(dirs["core1"], "ca")+"}, joinPort: "+itoa(ports.join)+"}",
-	), 0o600)
-	front := func(ip string) string { return fmt.Sprintf("%s:%d", ip, ports.front) }
-	roots := pebble.IssuerRoots(t)
-
-	c1 := startCoreIn(t, dirs["core1"], front("127.0.0.1"), "--config", cfg1)
-	first := waitWildcard(t, front("127.0.0.1"), "core1.example.org", roots, 60*time.Second, c1)
-	mustCLI(t, dirs["core1"], "bootstrap", "init-ca-holder", "--config", cfg1)
-	override1 := filepath.Join(dirs["core1"], "cluster-config.yml")
-	c1.signal(syscall.SIGTERM)
-	c1.wait(20 * time.Second)
-	c1 = startCoreIn(t, dirs["core1"], front("127.0.0.1"), "--config", cfg1, "--config", override1)
-	waitSerialNamed(t, front("127.0.0.1"), "core1.example.org", roots, first, 15*time.Second)
-
-	bundle := filepath.Join(dirs["core2"], "core2.bundle")
-	out := mustCLI(t, dirs["core1"], "bootstrap", "new-core", "--config", cfg1, "--config", override1,
-		"--id", "core2", "--ip", "127.0.0.2", "--out", bundle) // no --url: core2's own files name it
-	writeFile(t, filepath.Join(dirs["core2"], "pass"), []byte(passphraseFrom(t, out)+"\n"), 0o600)
-	own := filepath.Join(dirs["core2"], "default-config.yml")
-	writeFile(t, own, yamlConfig(
-		"core: {url: 'https://core2.example.org'}",
-		"http: {ip: 127.0.0.2, port: "+itoa(ports.front)+"}",
-	), 0o600)
-	c2 := startCoreIn(t, dirs["core2"], front("127.0.0.2"), "--config", own, "--bootstrap", bundle,
-		"--bootstrap-passphrase-file", filepath.Join(dirs["core2"], "pass"))
+	cl := startCluster(t, clusterOptions{cores: 2, acme: true})
+	roots, first := cl.roots, cl.first
+	front := func(ip string) string { return fmt.Sprintf("%s:%d", ip, cl.ports.front) }
+	// core2's bundle is made without --url: its own files name it; core1's
+	// certificate reaching core2 (replication) is the join done.
+	cl.join()
+	c1, c2 := cl.cores["core1"], cl.cores["core2"]
 	if log := c2.logs.String(); !strings.Contains(log, "core.url, http.ip, http.port left to this core's own configuration") {
 		t.Errorf("serve --bootstrap does not say it kept core2's own settings:\n%s", log)
 	}
-	// core1's certificate reaches core2 first (replication): the join is done.
-	waitSerialNamed(t, front("127.0.0.2"), "core1.example.org", roots, first, 30*time.Second)
 
 	// The renewer knows core2's plan as soon as core2 registered it; its
 	// next pass would order it, force-renew does it now.
-	client := admin.SocketClient(filepath.Join(dirs["core1"], "var-pryv/run/pryv-tls.sock"))
-	client.Timeout = 2 * time.Minute // an order behind the renewer's own pass waits for its lock
-	deadline := time.Now().Add(30 * time.Second)
 	begin := time.Now()
-	for {
-		resp, err := client.Post("http://pryv-tls/certs/force-renew", "application/json", strings.NewReader(`{"hostname":"core2.example.org"}`))
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode == http.StatusOK {
-			break
-		}
-		if time.Now().After(deadline) || !strings.Contains(string(body), "not a hostname") {
-			t.Fatalf("force-renew of core2.example.org: %s %s\n%s", resp.Status, body, c1.logs.String())
-		}
-		time.Sleep(200 * time.Millisecond) // core2's core-info row is not there yet
-	}
+	forceRenew(t, cl.socket("core1"), "core2.example.org", c1)
 	t.Logf("force-renew of core2.example.org answered after %s", time.Since(begin).Round(time.Millisecond))
 	got := waitWildcard(t, front("127.0.0.2"), "core2.example.org", roots, 30*time.Second, c2)
 	if got == first {

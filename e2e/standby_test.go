@@ -3,16 +3,12 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/pryv/pryv-tls/internal/acme/acmetest"
 	"github.com/pryv/pryv-tls/internal/admin"
 )
 
@@ -24,60 +20,12 @@ import (
 // finds the preferred renewer gone and renews it — one order, not two —
 // and core2's status names the core that renewed and why.
 func TestStandbyRenewsWhenThePreferredIsKilled(t *testing.T) {
-	ports := clusterPorts{front: freePort(t), peer: freePort(t), client: freePort(t), join: freePort(t)}
-	pebble := acmetest.Start(t, acmetest.Options{})
-	pebble.SetA(t, "core2.example.org", "127.0.0.2")
-	pebble.SetA(t, "core3.example.org", "127.0.0.3")
-	root := t.TempDir()
-	dirs := map[string]string{}
-	for _, id := range []string{"core1", "core2", "core3"} {
-		dirs[id] = filepath.Join(root, id)
-		if err := os.MkdirAll(dirs[id], 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	key := strings.TrimSpace(mustOut(t, binary, "keygen"))
-	cfg1 := filepath.Join(dirs["core1"], "default-config.yml")
-	writeFile(t, cfg1, yamlConfig(
-		"http: {ip: 127.0.0.1, port: "+itoa(ports.front)+"}",
-		"core: {id: core1, ip: 127.0.0.1, url: 'https://core1.example.org'}",
-		"letsEncrypt:",
-		"  enabled: true",
-		"  email: ops@example.org",
-		"  atRestKey: '"+key+"'",
-		"  certRenewer: true",
-		"  profile: short120s",
-		"  directoryUrl: "+pebble.DirectoryURL,
-		"  directoryCaFile: "+pebble.CAFile,
-		"  http01Port: "+itoa(pebble.HTTPPort),
-		"auth: {adminAccessKey: cluster-admin}",
-		"platformDB: {peerAddress: '127.0.0.1:"+itoa(ports.peer)+"', clientAddress: '127.0.0.1:"+itoa(ports.client)+"'}",
-		"cluster: {ca: {path: "+filepath.Join(dirs["core1"], "ca")+"}, joinPort: "+itoa(ports.join)+"}",
-	), 0o600)
-	front := func(ip string) string { return fmt.Sprintf("%s:%d", ip, ports.front) }
-	roots := pebble.IssuerRoots(t)
-
-	c1 := startCoreIn(t, dirs["core1"], front("127.0.0.1"), "--config", cfg1)
-	first := waitWildcard(t, front("127.0.0.1"), "core1.example.org", roots, 60*time.Second, c1)
-	mustCLI(t, dirs["core1"], "bootstrap", "init-ca-holder", "--config", cfg1)
-	override1 := filepath.Join(dirs["core1"], "cluster-config.yml")
-	c1.signal(syscall.SIGTERM)
-	c1.wait(20 * time.Second)
-	c1 = startCoreIn(t, dirs["core1"], front("127.0.0.1"), "--config", cfg1, "--config", override1)
-	waitSerialNamed(t, front("127.0.0.1"), "core1.example.org", roots, first, 15*time.Second)
-
-	cores := map[string]*core{}
-	for i, id := range []string{"core2", "core3"} {
-		ip := fmt.Sprintf("127.0.0.%d", i+2)
-		bundle := filepath.Join(dirs[id], id+".bundle")
-		out := mustCLI(t, dirs["core1"], "bootstrap", "new-core", "--config", cfg1, "--config", override1,
-			"--id", id, "--ip", ip, "--out", bundle)
-		writeFile(t, filepath.Join(dirs[id], "pass"), []byte(passphraseFrom(t, out)+"\n"), 0o600)
-		own := filepath.Join(dirs[id], "default-config.yml")
-		writeFile(t, own, yamlConfig("core: {url: 'https://"+id+".example.org'}", "http: {ip: "+ip+", port: "+itoa(ports.front)+"}"), 0o600)
-		cores[id] = startCoreIn(t, dirs[id], front(ip), "--config", own, "--bootstrap", bundle,
-			"--bootstrap-passphrase-file", filepath.Join(dirs[id], "pass"))
-		waitWildcard(t, front(ip), "core1.example.org", roots, 30*time.Second, cores[id]) // replicated: joined
+	cl := startCluster(t, clusterOptions{acme: true, profile: "short120s"})
+	dirs, roots := cl.dirs, cl.roots
+	front := func(ip string) string { return fmt.Sprintf("%s:%d", ip, cl.ports.front) }
+	cl.join()
+	cores, c1 := cl.cores, cl.cores["core1"]
+	for _, id := range []string{"core2", "core3"} {
 		if log := cores[id].logs.String(); !strings.Contains(log, "standby renewer:") {
 			t.Fatalf("%s does not say it stands by:\n%s", id, log)
 		}
@@ -129,30 +77,6 @@ func TestStandbyRenewsWhenThePreferredIsKilled(t *testing.T) {
 		t.Errorf("status says core2.example.org renewed by %q because %q", by, why)
 	}
 	t.Logf("status: renewed by %s, %s", by, why)
-}
-
-// forceRenew asks the renewer behind sock to order hostname now, retrying
-// while its plan is not known yet.
-func forceRenew(t *testing.T, sock, hostname string, c *core) {
-	t.Helper()
-	client := admin.SocketClient(sock)
-	client.Timeout = 2 * time.Minute
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := client.Post("http://pryv-tls/certs/force-renew", "application/json", strings.NewReader(`{"hostname":"`+hostname+`"}`))
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode == http.StatusOK {
-			return
-		}
-		if time.Now().After(deadline) || !strings.Contains(string(body), "not a hostname") {
-			t.Fatalf("force-renew of %s: %s %s\n%s", hostname, resp.Status, body, c.logs.String())
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
 }
 
 // statusOf is GET /status on dir's control socket.
