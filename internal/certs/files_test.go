@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/pryv/pryv-tls/internal/devpki"
+	"github.com/pryv/pryv-tls/internal/testutil"
 )
 
 const (
@@ -181,13 +182,9 @@ func (h *fileHarness) assertStays(want *big.Int) {
 // waitRefusals waits until n refusals are logged.
 func (h *fileHarness) waitRefusals(n int) {
 	h.t.Helper()
-	deadline := time.Now().Add(waitFor)
-	for h.logs.Count(refusedMsg) < n {
-		if time.Now().After(deadline) {
-			h.t.Fatalf("%d refusal(s) not logged within %v; logs:\n%s", n, waitFor, h.logs)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	testutil.Eventually(h.t, waitFor, fmt.Sprintf("%d refusal(s) logged", n), func() (bool, string) {
+		return h.logs.Count(refusedMsg) >= n, "logs:\n" + h.logs.String()
+	})
 }
 
 // replace swaps one file atomically (temp file + rename), so a poll never

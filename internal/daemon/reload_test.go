@@ -18,6 +18,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/pryv/pryv-tls/internal/config"
+	"github.com/pryv/pryv-tls/internal/testutil"
 )
 
 func freeTCP(t *testing.T) string {
@@ -168,13 +169,10 @@ func TestReloadAndReopenInProcess(t *testing.T) {
 		return resp.StatusCode
 	}
 	cores := "http://" + front + "/system/pryv-tls/admin/cores"
-	deadline := time.Now().Add(10 * time.Second)
-	for status(cores, "admin-key-one-1111") != http.StatusOK {
-		if time.Now().After(deadline) {
-			t.Fatal("the admin API does not answer with the first key")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testutil.Eventually(t, 10*time.Second, "the admin API answering with the first key", func() (bool, string) {
+		st := status(cores, "admin-key-one-1111")
+		return st == http.StatusOK, fmt.Sprint(st)
+	})
 	if got, err := get(); got != "A" || err != nil {
 		t.Fatalf("before the reload the front answers %q (%v)", got, err)
 	}
@@ -183,13 +181,7 @@ func TestReloadAndReopenInProcess(t *testing.T) {
 	}
 
 	hup <- struct{}{}
-	deadline = time.Now().Add(10 * time.Second)
-	for st := c.ob.lastReload.Load(); st == nil; st = c.ob.lastReload.Load() {
-		if time.Now().After(deadline) {
-			t.Fatal("the reload did not finish within 10s")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.EventuallyTrue(t, 10*time.Second, "the reload finished", func() bool { return c.ob.lastReload.Load() != nil })
 	if st := c.ob.lastReload.Load(); !st.OK {
 		t.Fatalf("reload refused: %s", st.Error)
 	}

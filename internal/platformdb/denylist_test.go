@@ -13,6 +13,8 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/pryv/pryv-tls/internal/testutil"
 )
 
 func leafOf(t *testing.T, f *TLSFiles) *x509.Certificate {
@@ -99,13 +101,7 @@ func TestDenylist(t *testing.T) {
 	w := leafOf(t, viaWatch)
 	data, _ := json.Marshal(DeniedCert{Serial: SerialHex(w), CoreID: "core-4", DeniedAt: time.Now()})
 	mustPut(t, e.Conn, DeniedKey(SerialHex(w)), data)
-	deadline := time.Now().Add(5 * time.Second)
-	for !e.Denied(w) && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	if !e.Denied(w) {
-		t.Fatal("a denylist row written directly was not applied within 5 s")
-	}
+	testutil.EventuallyTrue(t, 5*time.Second, "a denylist row written directly applied", func() bool { return e.Denied(w) })
 	if err := client(viaWatch); err == nil {
 		t.Error("the client listener accepted a certificate denied through the watch")
 	}
