@@ -48,9 +48,6 @@ import (
 // and issues under when an order names it.
 type Profile = pebbledev.Profile
 
-// Window is an ARI suggested renewal window.
-type Window = pebbledev.Window
-
 // DefaultProfiles are the profiles Start configures when Options.Profiles is
 // nil: a 90-day one, Let's Encrypt's 160-hour "shortlived", and a 120-second
 // one for tests that need a real expiry or renewal while they run.
@@ -68,8 +65,9 @@ type Options struct {
 }
 
 // Pebble is a running in-process Pebble: the embedded pebbledev.Pebble
-// (its fields, HTTPClient, the TXT records), with the methods that return
-// an error there failing the test here instead. CAFile lives in a
+// (its fields, HTTPClient, the TXT records, and what no test here needed
+// a wrapper for, such as RenewalInfo), with the methods the tests use that
+// return an error there failing the test here instead. CAFile lives in a
 // t.TempDir.
 type Pebble struct {
 	*pebbledev.Pebble
@@ -112,19 +110,6 @@ func (p *Pebble) IssuerRoots(t testing.TB) *x509.CertPool {
 	return must(t, p.Pebble.IssuerRoots)
 }
 
-// IssuerRootCerts is IssuerRoots as certificates, root 0 first.
-func (p *Pebble) IssuerRootCerts(t testing.TB) []*x509.Certificate {
-	t.Helper()
-	return must(t, p.Pebble.IssuerRootCerts)
-}
-
-// Intermediate returns the certificate that signs leaves in chain i (0 is
-// the default chain), from the management API.
-func (p *Pebble) Intermediate(t testing.TB, i int) *x509.Certificate {
-	t.Helper()
-	return must(t, func() (*x509.Certificate, error) { return p.Pebble.Intermediate(i) })
-}
-
 // SetRenewalInfo moves the ARI suggested window of a certificate Pebble
 // issued (certPEM: the leaf first, e.g. a full chain) via the management
 // API's /set-renewal-info/. A window in the past makes an ARI client renew
@@ -134,23 +119,6 @@ func (p *Pebble) SetRenewalInfo(t testing.TB, certPEM []byte, start, end time.Ti
 	if err := p.Pebble.SetRenewalInfo(certPEM, start, end); err != nil {
 		t.Fatalf("acmetest: %v", err)
 	}
-}
-
-// SetRenewalInfoResponse makes Pebble answer ARI queries for the certificate
-// with body verbatim (it may be malformed JSON on purpose).
-func (p *Pebble) SetRenewalInfoResponse(t testing.TB, certPEM []byte, body string) {
-	t.Helper()
-	if err := p.Pebble.SetRenewalInfoResponse(certPEM, body); err != nil {
-		t.Fatalf("acmetest: %v", err)
-	}
-}
-
-// RenewalInfo returns the ARI window Pebble currently suggests for a
-// certificate it issued (certPEM: the leaf first), as a client would fetch
-// it from the directory's renewalInfo endpoint.
-func (p *Pebble) RenewalInfo(t testing.TB, certPEM []byte) Window {
-	t.Helper()
-	return must(t, func() (Window, error) { return p.Pebble.RenewalInfo(certPEM) })
 }
 
 // ARICertID is the ARI (RFC 9773) identifier of a certificate:

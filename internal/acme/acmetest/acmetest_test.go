@@ -3,18 +3,11 @@ package acmetest
 // These tests cover what acmetest adds to pebbledev: the testing.TB API
 // (t.Setenv, t.Cleanup, t.Fatalf, the log kept for failed tests) and the
 // methods it wraps. The options and everything else are pebbledev's, and
-// tested there. They use golang.org/x/crypto/acme as a minimal ACME client.
+// tested there.
 // Start calls t.Setenv: no t.Parallel here.
 
 import (
-	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"net"
@@ -28,35 +21,21 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
-	"golang.org/x/crypto/acme"
 
 	"github.com/pryv/pryv-tls/internal/acme/pebbledev"
 )
 
-type directory struct {
-	Meta struct {
-		Profiles                map[string]string `json:"profiles"`
-		ExternalAccountRequired bool              `json:"externalAccountRequired"`
-	} `json:"meta"`
-}
-
-func getDirectory(t *testing.T, c *http.Client, url string) directory {
+// get fails t unless url answers 200 through c.
+func get(t *testing.T, c *http.Client, url string) {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, url, nil)
-	req.Header.Set("User-Agent", "acmetest-test")
-	resp, err := c.Do(req)
+	resp, err := c.Get(url)
 	if err != nil {
 		t.Fatalf("GET %s: %v", url, err)
 	}
-	defer resp.Body.Close()
+	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("GET %s: %s", url, resp.Status)
 	}
-	var d directory
-	if err := json.NewDecoder(resp.Body).Decode(&d); err != nil {
-		t.Fatalf("directory: %v", err)
-	}
-	return d
 }
 
 // TestStartStop: what Start adds to pebbledev.Start. CAFile is in a
@@ -64,12 +43,9 @@ func getDirectory(t *testing.T, c *http.Client, url string) directory {
 // listeners.
 func TestStartStop(t *testing.T) {
 	p := Start(t, Options{})
-	d := getDirectory(t, p.HTTPClient(), p.DirectoryURL)
-	if _, ok := d.Meta.Profiles["short120s"]; !ok {
-		t.Errorf("meta.profiles lacks short120s: %v", d.Meta.Profiles)
-	}
+	get(t, p.HTTPClient(), p.DirectoryURL)
 	fromFile := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: p.ListenerRoots}}}
-	getDirectory(t, fromFile, p.DirectoryURL)
+	get(t, fromFile, p.DirectoryURL)
 
 	p.Stop()
 	p.Stop() // idempotent
@@ -95,114 +71,6 @@ func TestSetA(t *testing.T) {
 	}
 	if len(in.Answer) != 1 || !in.Answer[0].(*dns.A).A.Equal(net.IPv4(127, 0, 0, 2)) {
 		t.Errorf("A after SetA: %v", in.Answer)
-	}
-}
-
-func ctxFor(t *testing.T, d time.Duration) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
-
-func newClient(t *testing.T, ctx context.Context, p *Pebble) *acme.Client {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &acme.Client{Key: key, DirectoryURL: p.DirectoryURL, HTTPClient: p.HTTPClient(), UserAgent: "acmetest-test"}
-	if _, err := c.Register(ctx, &acme.Account{}, acme.AcceptTOS); err != nil {
-		t.Fatalf("register: %v", err)
-	}
-	return c
-}
-
-// issueAlwaysValid gets a certificate for name from a Pebble started with
-// AlwaysValid (no challenge is served) and returns its chain, leaf first.
-func issueAlwaysValid(t *testing.T, p *Pebble, name, profile string) ([]byte, []*x509.Certificate) {
-	t.Helper()
-	ctx := ctxFor(t, 60*time.Second)
-	c := newClient(t, ctx, p)
-	order, err := c.AuthorizeOrder(ctx, acme.DomainIDs(name), acme.WithOrderIssuanceProfile(acme.ProfileName(profile)))
-	if err != nil {
-		t.Fatalf("new order: %v", err)
-	}
-	for _, u := range order.AuthzURLs {
-		z, err := c.GetAuthorization(ctx, u)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := c.Accept(ctx, z.Challenges[0]); err != nil {
-			t.Fatalf("accept: %v", err)
-		}
-		if _, err := c.WaitAuthorization(ctx, z.URI); err != nil {
-			t.Fatalf("authorization: %v", err)
-		}
-	}
-	if order, err = c.WaitOrder(ctx, order.URI); err != nil {
-		t.Fatalf("order: %v", err)
-	}
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{DNSNames: []string{name}}, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ders, _, err := c.CreateCertFromOrder(ctx, order, csr, true)
-	if err != nil {
-		t.Fatalf("finalize: %v", err)
-	}
-	var chainPEM []byte
-	var chain []*x509.Certificate
-	for _, der := range ders {
-		cert, err := x509.ParseCertificate(der)
-		if err != nil {
-			t.Fatal(err)
-		}
-		chain = append(chain, cert)
-		chainPEM = append(chainPEM, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
-	}
-	return chainPEM, chain
-}
-
-// TestRenewalInfo: IssuerRoots, RenewalInfo, SetRenewalInfo and
-// SetRenewalInfoResponse on a certificate Pebble issued.
-func TestRenewalInfo(t *testing.T) {
-	p := Start(t, Options{Options: pebbledev.Options{AlwaysValid: true}})
-	chainPEM, chain := issueAlwaysValid(t, p, "www.pryv.test", "short120s")
-	inter := x509.NewCertPool()
-	for _, c := range chain[1:] {
-		inter.AddCert(c)
-	}
-	leaf := chain[0]
-	if _, err := leaf.Verify(x509.VerifyOptions{DNSName: "www.pryv.test", Roots: p.IssuerRoots(t), Intermediates: inter}); err != nil {
-		t.Errorf("chain does not verify against IssuerRoots: %v", err)
-	}
-	if inter := p.Intermediate(t, 0); !inter.Equal(chain[1]) {
-		t.Errorf("Intermediate(0) is %s, the chain's is %s", inter.Subject, chain[1].Subject)
-	}
-	if roots := p.IssuerRootCerts(t); len(roots) != 1 || chain[1].CheckSignatureFrom(roots[0]) != nil {
-		t.Errorf("IssuerRootCerts: %d roots, the intermediate not signed by the first", len(roots))
-	}
-	if id, err := ARICertID(leaf); err != nil || !strings.Contains(id, ".") {
-		t.Errorf("ARICertID = %q, %v", id, err)
-	}
-
-	// For a 120 s certificate the window is its whole life.
-	w := p.RenewalInfo(t, chainPEM)
-	if w.Start.After(leaf.NotBefore.Add(time.Second)) || w.End.Before(leaf.NotAfter.Add(-time.Second)) {
-		t.Errorf("ARI window %v..%v, lifetime %v..%v", w.Start, w.End, leaf.NotBefore, leaf.NotAfter)
-	}
-	start, end := time.Now().Add(-time.Hour).Truncate(time.Second), time.Now().Add(-time.Minute).Truncate(time.Second)
-	p.SetRenewalInfo(t, chainPEM, start, end)
-	if w := p.RenewalInfo(t, chainPEM); !w.Start.Equal(start) || !w.End.Equal(end) {
-		t.Errorf("after SetRenewalInfo: window %v..%v, want %v..%v", w.Start, w.End, start, end)
-	}
-
-	p.SetRenewalInfoResponse(t, chainPEM, "not json")
-	msg := fatalOf(t, func(tb testing.TB) { p.RenewalInfo(tb, chainPEM) })
-	if !strings.HasPrefix(msg, "acmetest: ") || !strings.Contains(msg, "RenewalInfo") {
-		t.Errorf("RenewalInfo of a malformed ARI answer: Fatalf(%q)", msg)
 	}
 }
 
@@ -303,7 +171,7 @@ func TestLog(t *testing.T) {
 		t.Run("", func(t *testing.T) {
 			f = &fakeTB{TB: t, failed: failed}
 			p := Start(f, opts)
-			getDirectory(t, p.HTTPClient(), p.DirectoryURL)
+			get(t, p.HTTPClient(), p.DirectoryURL)
 		})
 		return f.logged()
 	}
