@@ -3,11 +3,14 @@ package daemon
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"runtime/debug"
 	"runtime/metrics"
 	"testing"
 	"time"
+
+	"github.com/pryv/pryv-tls/internal/testutil"
 )
 
 func TestGCPolicy(t *testing.T) {
@@ -92,16 +95,15 @@ func TestMemoryPolicyFollowsActivity(t *testing.T) {
 	}
 	waitGOGC := func(want uint64, work bool) {
 		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for gogc() != want {
-			if time.Now().After(deadline) {
-				t.Fatalf("GOGC still %d after 10 s, want %d", gogc(), want)
+		testutil.Eventually(t, 10*time.Second, fmt.Sprintf("GOGC %d", want), func() (bool, string) {
+			if g := gogc(); g == want {
+				return true, ""
 			}
 			if work {
 				garbage(4 << 20) // busy: over trimQuiet a second
 			}
-			time.Sleep(50 * time.Millisecond)
-		}
+			return false, fmt.Sprintf("GOGC %d", gogc())
+		})
 	}
 	waitGOGC(quietGCPercent, false)
 	waitGOGC(busyGCPercent, true)
