@@ -234,8 +234,7 @@ func TestLiveCluster(t *testing.T) {
 		t.Errorf("core1's peer listener with its own certificate: %v", err)
 	}
 	joinURL := "https://" + at(ip1, joinPort) + "/join"
-	if _, err := join.RenewNodeCert(context.Background(), joinURL, filepath.Join(node2Dir, "cluster-ca.pem"),
-		filepath.Join(node2Dir, "node.pem"), filepath.Join(node2Dir, "node-key.pem")); err == nil || !strings.Contains(err.Error(), "revoked") {
+	if _, err := join.RenewNodeCert(context.Background(), joinURL, platformdb.TLSFiles{CAFile: filepath.Join(node2Dir, "cluster-ca.pem"), CertFile: filepath.Join(node2Dir, "node.pem"), KeyFile: filepath.Join(node2Dir, "node-key.pem")}); err == nil || !strings.Contains(err.Error(), "revoked") {
 		t.Errorf("/renew with core2's certificate after remove-core: %v", err)
 	}
 	// Its rows are gone; the member list is core1 alone.

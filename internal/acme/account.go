@@ -55,15 +55,24 @@ func (u *user) GetEmail() string                           { return u.email }
 func (u *user) GetRegistration() *legoacme.ExtendedAccount { return u.reg }
 func (u *user) GetPrivateKey() crypto.Signer               { return u.key }
 
-// accountReader is what loadAccount reads through (the renewer's KV, or
+// accountReader is what account.load reads through (the renewer's KV, or
 // an import's AccountKV).
 type accountReader interface {
 	Get(ctx context.Context, key string) (platformdb.Entry, error)
 }
 
-// loadAccount returns the stored account for the directory, or a fresh
-// unregistered one (with a new key) if there is none.
-func loadAccount(ctx context.Context, kv accountReader, keys *atrest.Keyring, directory, email string) (*user, bool, error) {
+// account is the ACME account of one directory, as stored: its row, the
+// keyring that seals its key, and the EAB it registers with (nil: none).
+type account struct {
+	directory string
+	keys      *atrest.Keyring
+	eab       *EAB
+}
+
+// load returns the stored account, or a fresh unregistered one (with a new
+// key and email) if there is none.
+func (a account) load(ctx context.Context, kv accountReader, email string) (*user, bool, error) {
+	directory, keys := a.directory, a.keys
 	row := AccountRow(directory)
 	e, err := kv.Get(ctx, row)
 	if errors.Is(err, platformdb.ErrNotFound) {
@@ -108,7 +117,8 @@ func newUser(email string) (*user, error) {
 // register creates the account at the CA (accepting its terms, with EAB when
 // configured) and stores it. It is only called with the renewer lock held,
 // so two cores cannot register two accounts.
-func register(ctx context.Context, client *lego.Client, kv KV, keys *atrest.Keyring, directory string, u *user, eab *EAB) error {
+func (a account) register(ctx context.Context, client *lego.Client, kv KV, u *user) error {
+	directory, keys, eab := a.directory, a.keys, a.eab
 	var (
 		reg *legoacme.ExtendedAccount
 		err error

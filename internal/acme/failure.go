@@ -74,7 +74,8 @@ func unpauseURL(p *Problem) string {
 // retry, so a CA down for a day is one alert, not hundreds — or when the
 // CA has just paused the account (the retries have stopped: the operator
 // must act).
-func (r *Renewer) recordFailure(ctx context.Context, p Plan, st *State, err error, now time.Time) {
+func (r *Renewer) recordFailure(ctx context.Context, l look, err error) {
+	p, st, now := l.p, l.st, l.now
 	st.Failures++
 	st.LastError, st.LastErrorAt = problem(err), now
 	st.Problem = problemDoc(err)

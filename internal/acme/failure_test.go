@@ -193,11 +193,11 @@ func TestPausedNotRetried(t *testing.T) {
 
 	// Two failures: one streak, heard once; then the CA pauses the account.
 	st := State{Hostnames: opts.Plans[0].Hostnames}
-	r.recordFailure(ctx, opts.Plans[0], &st, errors.New("dial tcp: refused"), clock.Now())
-	r.recordFailure(ctx, opts.Plans[0], &st, errors.New("dial tcp: refused"), clock.Now())
+	r.recordFailure(ctx, look{p: opts.Plans[0], st: &st, now: clock.Now()}, errors.New("dial tcp: refused"))
+	r.recordFailure(ctx, look{p: opts.Plans[0], st: &st, now: clock.Now()}, errors.New("dial tcp: refused"))
 	paused := &legoacme.RateLimitedError{ProblemDetails: &legoacme.ProblemDetails{Type: legoacme.RateLimitedErrorType, Detail: pausedDetail, HTTPStatus: 429}}
-	r.recordFailure(ctx, opts.Plans[0], &st, paused, clock.Now())
-	r.recordFailure(ctx, opts.Plans[0], &st, paused, clock.Now()) // a forced retry, still paused
+	r.recordFailure(ctx, look{p: opts.Plans[0], st: &st, now: clock.Now()}, paused)
+	r.recordFailure(ctx, look{p: opts.Plans[0], st: &st, now: clock.Now()}, paused) // a forced retry, still paused
 	fs := heard.all()
 	if len(fs) != 2 || fs[0].UnpauseURL != "" || !strings.Contains(fs[1].UnpauseURL, "/sfe/v1/unpause?jwt=") || fs[1].Failures != 3 {
 		t.Fatalf("heard %+v; want the streak's start, then the pause with its link (once)", fs)

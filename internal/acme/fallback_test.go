@@ -88,7 +88,7 @@ func TestFallbackCAAfterThePrimaryFails(t *testing.T) {
 	// renewal window asked of the fallback. (Whether it is due by its ARI
 	// window depends on Pebble's window and the fake clock: not asserted.)
 	st = e.state(host)
-	if _, reason := r.due(ctx, p, e.record(host), &st, clock.Now()); strings.Contains(reason, "directory changed") {
+	if _, reason := r.due(ctx, look{p, e.record(host), &st, clock.Now()}); strings.Contains(reason, "directory changed") {
 		t.Errorf("the fallback's certificate is due because %s", reason)
 	}
 	if n := e.calls.count("second", http.MethodGet, pebbleRenewalInfo); n == 0 {

@@ -110,7 +110,7 @@ func LoadAccountInfo(ctx context.Context, kv AccountKV, keys *atrest.Keyring, di
 }
 
 func loadInfo(ctx context.Context, kv AccountKV, keys *atrest.Keyring, directory string) (*AccountInfo, crypto.Signer, error) {
-	u, ok, err := loadAccount(ctx, kv, keys, directory, "")
+	u, ok, err := account{directory: directory, keys: keys}.load(ctx, kv, "")
 	if err != nil {
 		return nil, nil, err
 	}

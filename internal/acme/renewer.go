@@ -431,7 +431,7 @@ func (r *Renewer) checkPlan(ctx context.Context, p Plan, mode checkMode) (*certs
 			r.note(row, st)
 			return nil, nil // backing off, or paused by the CA until the operator acts
 		}
-		due, _ := r.due(ctx, p, cur, &st, now)
+		due, _ := r.due(ctx, look{p, cur, &st, now})
 		// Saved either way: the ARI answer just fetched must not be asked
 		// again under the lock.
 		if err := r.save(ctx, row, st); err != nil || !due {
@@ -439,7 +439,7 @@ func (r *Renewer) checkPlan(ctx context.Context, p Plan, mode checkMode) (*certs
 		}
 		if r.opts.Standby {
 			var may bool
-			if may, standby = r.standbyMay(ctx, row, cur, st, now); !may {
+			if may, standby = r.standbyMay(ctx, look{p, cur, &st, now}); !may {
 				return nil, nil // the preferred renewer's to renew, for now
 			}
 		}
@@ -478,7 +478,7 @@ func (r *Renewer) checkPlan(ctx context.Context, p Plan, mode checkMode) (*certs
 	}
 	now := r.opts.Now().UTC()
 	if !force {
-		due, reason := r.due(octx, p, cur, &st, now)
+		due, reason := r.due(octx, look{p, cur, &st, now})
 		if !due || now.Before(st.NextAttempt) || st.UnpauseURL != "" {
 			return nil, r.save(octx, row, st)
 		}
@@ -528,7 +528,7 @@ func (r *Renewer) checkPlan(ctx context.Context, p Plan, mode checkMode) (*certs
 		if st.Failures == 0 {
 			st.FailingSince = now
 		}
-		r.recordFailure(ctx, p, &st, err, now)
+		r.recordFailure(ctx, look{p, cur, &st, now}, err)
 		if urgent(cur, now) {
 			st.NextAttempt = now.Add(retryDelay(st.Failures, retryAfter(err), true))
 		}
@@ -645,8 +645,19 @@ func (r *Renewer) current(ctx context.Context, row string) (*certstore.Record, e
 	return rec, err
 }
 
+// look is one look at a plan: its certificate and state as loaded, at one
+// instant. The decisions taken on it (due, standbyMay, recordFailure) read
+// it and write into st.
+type look struct {
+	p   Plan
+	cur *certstore.Record
+	st  *State
+	now time.Time
+}
+
 // due decides whether cur must be replaced now, and records when it will be.
-func (r *Renewer) due(ctx context.Context, p Plan, cur *certstore.Record, st *State, now time.Time) (bool, string) {
+func (r *Renewer) due(ctx context.Context, l look) (bool, string) {
+	p, cur, st, now := l.p, l.cur, l.st, l.now
 	switch {
 	case cur == nil && st.Unreadable != "":
 		return true, "the stored certificate row is unreadable"
@@ -733,7 +744,7 @@ func (r *Renewer) order(octx context.Context, p Plan, replaces string) (*certsto
 	}
 	if r.user.reg == nil {
 		// Another renewer may have registered while we waited for the lock.
-		if u, ok, err := loadAccount(octx, r.opts.KV, r.opts.Keys, r.opts.DirectoryURL, r.opts.Email); err == nil && ok {
+		if u, ok, err := r.account().load(octx, r.opts.KV, r.opts.Email); err == nil && ok {
 			r.user, r.client = u, nil
 			if client, err = r.ensureClient(octx); err != nil {
 				return nil, err
@@ -741,7 +752,7 @@ func (r *Renewer) order(octx context.Context, p Plan, replaces string) (*certsto
 		}
 	}
 	if r.user.reg == nil {
-		if err := register(octx, client, r.kv(), r.opts.Keys, r.opts.DirectoryURL, r.user, r.opts.EAB); err != nil {
+		if err := r.account().register(octx, client, r.kv(), r.user); err != nil {
 			return nil, err
 		}
 		r.log.Info("ACME account registered", "directory", r.opts.DirectoryURL, "account", r.user.reg.Location)
@@ -787,7 +798,7 @@ func (r *Renewer) order(octx context.Context, p Plan, replaces string) (*certsto
 // the lock: a renewer that lost the lock mid-order never replaces the
 // certificate its successor stored.
 func (r *Renewer) store(ctx context.Context, row string, chainPEM, keyPEM []byte) (*certstore.Record, error) {
-	rec, _, err := certstore.NewRecord(r.opts.Keys, row, certstore.SourceACME, chainPEM, keyPEM, time.Now())
+	rec, _, err := certstore.NewRecord(r.opts.Keys, certstore.Input{Hostname: row, Source: certstore.SourceACME, Chain: chainPEM, Key: keyPEM}, time.Now())
 	if err != nil {
 		return nil, err
 	}
@@ -799,6 +810,11 @@ func (r *Renewer) store(ctx context.Context, row string, chainPEM, keyPEM []byte
 		return nil, fmt.Errorf("writing %s: %w", certstore.RowKey(rec.Hostname), err)
 	}
 	return rec, nil
+}
+
+// account is this renewer's account at its directory.
+func (r *Renewer) account() account {
+	return account{directory: r.opts.DirectoryURL, keys: r.opts.Keys, eab: r.opts.EAB}
 }
 
 // reregister replaces the stored account by a new one (a new key: a
@@ -813,7 +829,7 @@ func (r *Renewer) reregister(ctx context.Context) (*lego.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := register(ctx, client, r.kv(), r.opts.Keys, r.opts.DirectoryURL, r.user, r.opts.EAB); err != nil {
+	if err := r.account().register(ctx, client, r.kv(), r.user); err != nil {
 		return nil, err
 	}
 	r.log.Info("ACME account registered", "directory", r.opts.DirectoryURL, "account", r.user.reg.Location)
@@ -846,7 +862,7 @@ func (r *Renewer) ensureClient(ctx context.Context) (*lego.Client, error) {
 		return r.client, nil
 	}
 	if r.user == nil {
-		u, _, err := loadAccount(ctx, r.opts.KV, r.opts.Keys, r.opts.DirectoryURL, r.opts.Email)
+		u, _, err := r.account().load(ctx, r.opts.KV, r.opts.Email)
 		if err != nil {
 			return nil, err
 		}

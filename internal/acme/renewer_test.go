@@ -336,7 +336,7 @@ func TestImportedCertificateARI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	imported, err := e.certs.Store(ctx, host, certstore.SourceFile, imp.FullChain, imp.KeyPEM)
+	imported, err := e.certs.Store(ctx, certstore.Input{Hostname: host, Source: certstore.SourceFile, Chain: imp.FullChain, Key: imp.KeyPEM})
 	if err != nil {
 		t.Fatal(err)
 	}

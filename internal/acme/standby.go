@@ -83,8 +83,9 @@ func (r *Renewer) standbyGrace(cur *certstore.Record) time.Duration {
 
 // standbyMay decides whether this standby orders row's due certificate now,
 // and why; when not, it notes when to look again.
-func (r *Renewer) standbyMay(ctx context.Context, row string, cur *certstore.Record, st State, now time.Time) (bool, string) {
-	since := r.dueSince(row, cur, st, now)
+func (r *Renewer) standbyMay(ctx context.Context, l look) (bool, string) {
+	row, cur, now := l.p.Row(), l.cur, l.now
+	since := r.dueSince(row, cur, *l.st, now)
 	if r.preferredGone(ctx) {
 		return true, "standby " + r.opts.Core + ": the preferred renewer is gone (its presence lease in PlatformDB ended)"
 	}

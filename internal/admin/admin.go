@@ -28,7 +28,7 @@ import (
 // Certs is what the API needs of the certificate store.
 type Certs interface {
 	List(ctx context.Context) ([]*certstore.Record, []error, error)
-	Store(ctx context.Context, hostname, source string, chainPEM, keyPEM []byte) (*certstore.Record, error)
+	Store(ctx context.Context, in certstore.Input) (*certstore.Record, error)
 	Export(ctx context.Context, hostname string) (chainPEM, keyPEM []byte, err error)
 	Delete(ctx context.Context, hostname string) error
 }
@@ -371,7 +371,7 @@ func (a *API) importCert(w http.ResponseWriter, r *http.Request) {
 	if src == "" {
 		src = certstore.SourceImport
 	}
-	rec, err := a.Certs.Store(r.Context(), req.Hostname, src, []byte(req.Chain), []byte(req.Key))
+	rec, err := a.Certs.Store(r.Context(), certstore.Input{Hostname: req.Hostname, Source: src, Chain: []byte(req.Chain), Key: []byte(req.Key)})
 	if err != nil {
 		var invalid *certstore.InvalidError
 		if errors.As(err, &invalid) {

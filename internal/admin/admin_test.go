@@ -35,10 +35,10 @@ func newPublicFixture(t *testing.T) *publicFixture {
 	f := &publicFixture{nb: nb, na: na}
 	f.a = issue(t, ca, devpki.Leaf{Names: []string{"a.example.com"}, NotBefore: nb, NotAfter: na})
 	f.wild = issue(t, ca, devpki.Leaf{Names: []string{"*.mc.example.com", "mc.example.com"}, KeyType: "rsa2048", NotBefore: nb, NotAfter: na})
-	if _, err := cat.Store(ctx, "", certstore.SourceFile, f.a.FullChain, f.a.KeyPEM); err != nil {
+	if _, err := cat.Store(ctx, certstore.Input{Source: certstore.SourceFile, Chain: f.a.FullChain, Key: f.a.KeyPEM}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := cat.Store(ctx, "", certstore.SourceACME, f.wild.FullChain, f.wild.KeyPEM); err != nil {
+	if _, err := cat.Store(ctx, certstore.Input{Source: certstore.SourceACME, Chain: f.wild.FullChain, Key: f.wild.KeyPEM}); err != nil {
 		t.Fatal(err)
 	}
 	f.api = &API{Certs: cat, Logger: quietLogger(), Now: func() time.Time { return nb.Add(10 * 24 * time.Hour) }}
@@ -209,7 +209,7 @@ func TestPublicListEmptyAndBroken(t *testing.T) {
 	// An unreadable row is skipped, the others listed.
 	ca := newCA(t)
 	iss := issue(t, ca, devpki.Leaf{Names: []string{"a.example.com"}})
-	if _, err := cat.Store(testCtx(t), "", certstore.SourceFile, iss.FullChain, iss.KeyPEM); err != nil {
+	if _, err := cat.Store(testCtx(t), certstore.Input{Source: certstore.SourceFile, Chain: iss.FullChain, Key: iss.KeyPEM}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := db.Put(testCtx(t), "tls-cert/broken.example.com", []byte("{")); err != nil {

@@ -126,7 +126,7 @@ func (f fakeCerts) List(context.Context) ([]*certstore.Record, []error, error) {
 	return nil, nil, f.err
 }
 
-func (f fakeCerts) Store(context.Context, string, string, []byte, []byte) (*certstore.Record, error) {
+func (f fakeCerts) Store(context.Context, certstore.Input) (*certstore.Record, error) {
 	return nil, f.err
 }
 

@@ -45,7 +45,7 @@ func TestStatus(t *testing.T) {
 	ca := newCA(t)
 	now := time.Now().UTC().Truncate(time.Second)
 	good := issue(t, ca, devpki.Leaf{Names: []string{"good.example.com"}, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(80 * 24 * time.Hour)})
-	if _, err := cat.Store(ctx, "", certstore.SourceACME, good.FullChain, good.KeyPEM); err != nil {
+	if _, err := cat.Store(ctx, certstore.Input{Source: certstore.SourceACME, Chain: good.FullChain, Key: good.KeyPEM}); err != nil {
 		t.Fatal(err)
 	}
 	next := now.Add(50 * 24 * time.Hour)
@@ -90,7 +90,7 @@ func TestStatus(t *testing.T) {
 
 	t.Run("needs attention", func(t *testing.T) {
 		soon := issue(t, ca, devpki.Leaf{Names: []string{"soon.example.com"}, NotBefore: now.Add(-80 * 24 * time.Hour), NotAfter: now.Add(3*24*time.Hour + time.Hour)})
-		if _, err := cat.Store(ctx, "", certstore.SourceImport, soon.FullChain, soon.KeyPEM); err != nil {
+		if _, err := cat.Store(ctx, certstore.Input{Source: certstore.SourceImport, Chain: soon.FullChain, Key: soon.KeyPEM}); err != nil {
 			t.Fatal(err)
 		}
 		failedAt := now.Add(-time.Hour)
@@ -144,7 +144,7 @@ func TestStatusLifetime(t *testing.T) {
 	const day = 24 * time.Hour
 	store := func(name string, notBefore time.Time, life time.Duration, source string) *devpki.Issued {
 		iss := issue(t, ca, devpki.Leaf{Names: []string{name}, NotBefore: notBefore, NotAfter: notBefore.Add(life)})
-		if _, err := cat.Store(ctx, "", source, iss.FullChain, iss.KeyPEM); err != nil {
+		if _, err := cat.Store(ctx, certstore.Input{Source: source, Chain: iss.FullChain, Key: iss.KeyPEM}); err != nil {
 			t.Fatal(err)
 		}
 		return iss

@@ -87,7 +87,7 @@ func newRotationBench(b *testing.B, n, burst int, incremental bool) *rotationBen
 		served:  make(chan time.Time, 1),
 	}
 	record := func(host, source string, iss *devpki.Issued) platformdb.Entry {
-		r, _, err := NewRecord(keys, host, source, iss.FullChain, iss.KeyPEM, now)
+		r, _, err := NewRecord(keys, Input{Hostname: host, Source: source, Chain: iss.FullChain, Key: iss.KeyPEM}, now)
 		if err != nil {
 			b.Fatal(err)
 		}

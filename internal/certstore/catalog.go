@@ -37,10 +37,10 @@ func (c *Catalog) now() time.Time {
 	return time.Now()
 }
 
-// Store validates a PEM pair and writes it as hostname's record ("" = the
-// certificate's first name). Nothing is written if the pair is not servable.
-func (c *Catalog) Store(ctx context.Context, hostname, source string, chainPEM, keyPEM []byte) (*Record, error) {
-	r, _, err := NewRecord(c.Keys, hostname, source, chainPEM, keyPEM, c.now())
+// Store validates a PEM pair and writes it as its record (see Input).
+// Nothing is written if the pair is not servable.
+func (c *Catalog) Store(ctx context.Context, in Input) (*Record, error) {
+	r, _, err := NewRecord(c.Keys, in, c.now())
 	if err != nil {
 		return nil, err
 	}

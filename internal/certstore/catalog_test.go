@@ -38,7 +38,7 @@ func TestCatalog(t *testing.T) {
 		{"", a.FullChain, a.KeyPEM},
 		{"b.example.com", rsa.FullChain, rsa.KeyPEM},
 	} {
-		r, err := cat.Store(ctx, s.host, SourceImport, s.chain, s.key)
+		r, err := cat.Store(ctx, Input{Hostname: s.host, Source: SourceImport, Chain: s.chain, Key: s.key})
 		if err != nil {
 			t.Fatalf("Store(%q): %v", s.host, err)
 		}
@@ -131,14 +131,14 @@ func TestCatalog(t *testing.T) {
 
 	// Store replaces; an invalid pair writes nothing.
 	a2 := issueFor(t, ca, "a.example.com")
-	if _, err := cat.Store(ctx, "", SourceACME, a2.FullChain, a2.KeyPEM); err != nil {
+	if _, err := cat.Store(ctx, Input{Source: SourceACME, Chain: a2.FullChain, Key: a2.KeyPEM}); err != nil {
 		t.Fatal(err)
 	}
 	before, err := db.Get(ctx, "tls-cert/a.example.com")
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = cat.Store(ctx, "a.example.com", SourceACME, a2.FullChain, a.KeyPEM)
+	_, err = cat.Store(ctx, Input{Hostname: "a.example.com", Source: SourceACME, Chain: a2.FullChain, Key: a.KeyPEM})
 	var inv *InvalidError
 	if !errors.As(err, &inv) {
 		t.Fatalf("Store of a mismatched pair: %v", err)
@@ -199,7 +199,7 @@ func TestCatalogStoreClosedStore(t *testing.T) {
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
-	_, err := cat.Store(ctx, "", SourceFile, iss.FullChain, iss.KeyPEM)
+	_, err := cat.Store(ctx, Input{Source: SourceFile, Chain: iss.FullChain, Key: iss.KeyPEM})
 	var inv *InvalidError
 	if err == nil || errors.As(err, &inv) {
 		t.Fatalf("Store on a closed store: %v (a store failure is not the caller's mistake)", err)

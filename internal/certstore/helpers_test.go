@@ -207,7 +207,7 @@ func run(t testing.TB, m *Materialiser) (stop func()) {
 func barrier(t testing.TB, ctx context.Context, cat *Catalog, ca *devpki.CA, rec *recorder) {
 	t.Helper()
 	iss := issueFor(t, ca, "barrier.example.com")
-	if _, err := cat.Store(ctx, "", SourceFile, iss.FullChain, iss.KeyPEM); err != nil {
+	if _, err := cat.Store(ctx, Input{Source: SourceFile, Chain: iss.FullChain, Key: iss.KeyPEM}); err != nil {
 		t.Fatal(err)
 	}
 	want := serialOf(iss)

@@ -22,7 +22,7 @@ func TestMaterialiserInitialListing(t *testing.T) {
 	a := issueFor(t, ca, "a.example.com")
 	wild := issueFor(t, ca, "*.mc.example.com", "mc.example.com")
 	for _, iss := range [][2][]byte{{a.FullChain, a.KeyPEM}, {wild.FullChain, wild.KeyPEM}} {
-		if _, err := cat.Store(ctx, "", SourceFile, iss[0], iss[1]); err != nil {
+		if _, err := cat.Store(ctx, Input{Source: SourceFile, Chain: iss[0], Key: iss[1]}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -82,7 +82,7 @@ func TestMaterialiserWatch(t *testing.T) {
 
 	// A put while running.
 	a1 := issueFor(t, ca, "a.example.com")
-	if _, err := cat.Store(ctx, "", SourceACME, a1.FullChain, a1.KeyPEM); err != nil {
+	if _, err := cat.Store(ctx, Input{Source: SourceACME, Chain: a1.FullChain, Key: a1.KeyPEM}); err != nil {
 		t.Fatal(err)
 	}
 	testutil.EventuallyTrue(t, waitTimeout, "a.example.com to be served", func() bool { return rec.servedSerial("a.example.com") == serialOf(a1) })
@@ -93,7 +93,7 @@ func TestMaterialiserWatch(t *testing.T) {
 
 	// A wildcard while running.
 	wild := issueFor(t, ca, "*.mc.example.com", "mc.example.com")
-	if _, err := cat.Store(ctx, "", SourceACME, wild.FullChain, wild.KeyPEM); err != nil {
+	if _, err := cat.Store(ctx, Input{Source: SourceACME, Chain: wild.FullChain, Key: wild.KeyPEM}); err != nil {
 		t.Fatal(err)
 	}
 	testutil.EventuallyTrue(t, waitTimeout, "the wildcard to be served", func() bool { return rec.servedSerial("*.mc.example.com") == serialOf(wild) })
@@ -105,7 +105,7 @@ func TestMaterialiserWatch(t *testing.T) {
 
 	// The same pair stored again (a fresh envelope, the same hash): no
 	// rewrite, no rotation.
-	if _, err := cat.Store(ctx, "", SourceACME, a1.FullChain, a1.KeyPEM); err != nil {
+	if _, err := cat.Store(ctx, Input{Source: SourceACME, Chain: a1.FullChain, Key: a1.KeyPEM}); err != nil {
 		t.Fatal(err)
 	}
 	barrier(t, ctx, cat, ca, rec)
@@ -118,7 +118,7 @@ func TestMaterialiserWatch(t *testing.T) {
 
 	// Sealed under another atRestKey: refused, the previous one stays.
 	a2 := issueFor(t, ca, "a.example.com")
-	other, _, err := NewRecord(testKeys(t, 2), "", SourceACME, a2.FullChain, a2.KeyPEM, time.Now())
+	other, _, err := NewRecord(testKeys(t, 2), Input{Source: SourceACME, Chain: a2.FullChain, Key: a2.KeyPEM}, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +131,7 @@ func TestMaterialiserWatch(t *testing.T) {
 
 	// A chain that does not match its (correctly sealed) key, written as raw
 	// JSON: refused too.
-	good, _, err := NewRecord(keys, "", SourceACME, a2.FullChain, a2.KeyPEM, time.Now())
+	good, _, err := NewRecord(keys, Input{Source: SourceACME, Chain: a2.FullChain, Key: a2.KeyPEM}, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,7 +224,7 @@ func TestMaterialiserPrimaryFiles(t *testing.T) {
 
 	for i := range 2 {
 		wild := issueFor(t, ca, "*.mc.example.com", "mc.example.com")
-		if _, err := cat.Store(ctx, "", SourceACME, wild.FullChain, wild.KeyPEM); err != nil {
+		if _, err := cat.Store(ctx, Input{Source: SourceACME, Chain: wild.FullChain, Key: wild.KeyPEM}); err != nil {
 			t.Fatal(err)
 		}
 		testutil.EventuallyTrue(t, waitTimeout, "the primary's rotation", func() bool { return len(rec.rotationsOf("*.mc.example.com")) == i+1 })
@@ -239,7 +239,7 @@ func TestMaterialiserPrimaryFiles(t *testing.T) {
 
 	// Another host is not copied there.
 	b := issueFor(t, ca, "b.example.com")
-	if _, err := cat.Store(ctx, "", SourceACME, b.FullChain, b.KeyPEM); err != nil {
+	if _, err := cat.Store(ctx, Input{Source: SourceACME, Chain: b.FullChain, Key: b.KeyPEM}); err != nil {
 		t.Fatal(err)
 	}
 	testutil.EventuallyTrue(t, waitTimeout, "b.example.com's rotation", func() bool { return len(rec.rotationsOf("b.example.com")) == 1 })
@@ -266,7 +266,7 @@ func TestMaterialiserPrimaryIsMaterialised(t *testing.T) {
 	run(t, m)
 
 	a := issueFor(t, ca, "a.example.com")
-	if _, err := cat.Store(ctx, "", SourceACME, a.FullChain, a.KeyPEM); err != nil {
+	if _, err := cat.Store(ctx, Input{Source: SourceACME, Chain: a.FullChain, Key: a.KeyPEM}); err != nil {
 		t.Fatal(err)
 	}
 	testutil.EventuallyTrue(t, waitTimeout, "the rotation", func() bool { return len(rec.rotationsOf("a.example.com")) == 1 })
@@ -287,7 +287,7 @@ func TestMaterialiserLoadDisk(t *testing.T) {
 	a := issueFor(t, ca, "a.example.com")
 	wild := issueFor(t, ca, "*.mc.example.com", "mc.example.com")
 	for _, iss := range [][2][]byte{{a.FullChain, a.KeyPEM}, {wild.FullChain, wild.KeyPEM}} {
-		if _, err := cat.Store(ctx, "", SourceFile, iss[0], iss[1]); err != nil {
+		if _, err := cat.Store(ctx, Input{Source: SourceFile, Chain: iss[0], Key: iss[1]}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -371,7 +371,7 @@ func TestMaterialiserForgetsWhatTheStoreLacks(t *testing.T) {
 		t.Fatal(err)
 	}
 	kept := issueFor(t, ca, "kept.example.com")
-	if _, err := cat.Store(ctx, "", SourceFile, kept.FullChain, kept.KeyPEM); err != nil {
+	if _, err := cat.Store(ctx, Input{Source: SourceFile, Chain: kept.FullChain, Key: kept.KeyPEM}); err != nil {
 		t.Fatal(err)
 	}
 	rec := &recorder{}
@@ -401,7 +401,7 @@ func TestMaterialiserRefusedAtStart(t *testing.T) {
 	}
 	link, _ := os.Readlink(filepath.Join(tlsDir, "a.example.com"))
 	newer := issueFor(t, ca, "a.example.com")
-	r, _, err := NewRecord(testKeys(t, 2), "", SourceACME, newer.FullChain, newer.KeyPEM, time.Now())
+	r, _, err := NewRecord(testKeys(t, 2), Input{Source: SourceACME, Chain: newer.FullChain, Key: newer.KeyPEM}, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -438,7 +438,7 @@ func TestMaterialiserPrunes(t *testing.T) {
 	var last []byte
 	for i := range rotations {
 		wild := issueFor(t, ca, "*.mc.example.com")
-		if _, err := cat.Store(ctx, "", SourceACME, wild.FullChain, wild.KeyPEM); err != nil {
+		if _, err := cat.Store(ctx, Input{Source: SourceACME, Chain: wild.FullChain, Key: wild.KeyPEM}); err != nil {
 			t.Fatal(err)
 		}
 		testutil.EventuallyTrue(t, waitTimeout, "the rotation", func() bool { return len(rec.rotationsOf("*.mc.example.com")) == i+1 })
@@ -463,7 +463,7 @@ func TestMaterialiserOnServed(t *testing.T) {
 	ca := newCA(t)
 	cat := &Catalog{KV: db, Keys: testKeys(t, 1)}
 	old := issueFor(t, ca, "old.example.com")
-	if _, err := cat.Store(ctx, "", SourceImport, old.FullChain, old.KeyPEM); err != nil {
+	if _, err := cat.Store(ctx, Input{Source: SourceImport, Chain: old.FullChain, Key: old.KeyPEM}); err != nil {
 		t.Fatal(err)
 	}
 	type timing struct {
@@ -479,7 +479,7 @@ func TestMaterialiserOnServed(t *testing.T) {
 
 	fresh := issueFor(t, ca, "new.example.com")
 	stored := time.Now()
-	if _, err := cat.Store(ctx, "", SourceACME, fresh.FullChain, fresh.KeyPEM); err != nil {
+	if _, err := cat.Store(ctx, Input{Source: SourceACME, Chain: fresh.FullChain, Key: fresh.KeyPEM}); err != nil {
 		t.Fatal(err)
 	}
 	select {

@@ -28,7 +28,7 @@ func TestMaterialiserServesWithoutParsedLeaves(t *testing.T) {
 	want := map[string]*x509.Certificate{}
 	for _, h := range []string{"a.example.com", "b.example.com", "*.w.example.com"} {
 		iss := issueFor(t, ca, h)
-		if _, err := cat.Store(ctx, "", SourceImport, iss.FullChain, iss.KeyPEM); err != nil {
+		if _, err := cat.Store(ctx, Input{Source: SourceImport, Chain: iss.FullChain, Key: iss.KeyPEM}); err != nil {
 			t.Fatal(err)
 		}
 		want[h] = iss.Cert
@@ -104,7 +104,7 @@ func TestMaterialisedHeap(t *testing.T) {
 	for i := range list {
 		h := fmt.Sprintf("h%05d.example.com", i)
 		iss := issueFor(t, ca, h)
-		r, _, err := NewRecord(keys, h, SourceImport, iss.FullChain, iss.KeyPEM, time.Now())
+		r, _, err := NewRecord(keys, Input{Hostname: h, Source: SourceImport, Chain: iss.FullChain, Key: iss.KeyPEM}, time.Now())
 		if err != nil {
 			t.Fatal(err)
 		}

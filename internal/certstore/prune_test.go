@@ -129,7 +129,7 @@ func TestMaterialiserPrunesOnlyWhatChanged(t *testing.T) {
 	for _, h := range hosts {
 		for range 4 {
 			iss := issueFor(t, ca, h)
-			r, _, err := NewRecord(keys, h, SourceACME, iss.FullChain, iss.KeyPEM, time.Now())
+			r, _, err := NewRecord(keys, Input{Hostname: h, Source: SourceACME, Chain: iss.FullChain, Key: iss.KeyPEM}, time.Now())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -138,7 +138,7 @@ func TestMaterialiserPrunesOnlyWhatChanged(t *testing.T) {
 		}
 		// One that does not open: refused, whatever is served stays.
 		iss := issueFor(t, ca, h)
-		r, _, err := NewRecord(other, h, SourceACME, iss.FullChain, iss.KeyPEM, time.Now())
+		r, _, err := NewRecord(other, Input{Hostname: h, Source: SourceACME, Chain: iss.FullChain, Key: iss.KeyPEM}, time.Now())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -326,7 +326,7 @@ func TestMaterialiserServeAndUpdateAgree(t *testing.T) {
 				names = append(names, "a.example.com")
 			}
 			iss := issue(t, ca, devpki.Leaf{Names: names, NotBefore: t0.Add(time.Duration(rng.IntN(2)) * time.Minute)})
-			r, _, err := NewRecord(keys, h, SourceACME, iss.FullChain, iss.KeyPEM, time.Now())
+			r, _, err := NewRecord(keys, Input{Hostname: h, Source: SourceACME, Chain: iss.FullChain, Key: iss.KeyPEM}, time.Now())
 			if err != nil {
 				t.Fatal(err)
 			}

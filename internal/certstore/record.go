@@ -58,10 +58,18 @@ type InvalidError struct{ Err error }
 func (e *InvalidError) Error() string { return e.Err.Error() }
 func (e *InvalidError) Unwrap() error { return e.Err }
 
+// Input is a certificate to store, as it is given: its PEM chain (leaf
+// first) and key, the row it goes in (Hostname; "" means the certificate's
+// first name) and where it came from (Source*).
+type Input struct {
+	Hostname, Source string
+	Chain, Key       []byte
+}
+
 // NewRecord checks a PEM pair exactly as the front would before serving it
-// (certs.ParsePair) and seals the key for hostname's row. hostname "" means
-// the certificate's first name.
-func NewRecord(keys *atrest.Keyring, hostname, source string, chainPEM, keyPEM []byte, now time.Time) (*Record, *tls.Certificate, error) {
+// (certs.ParsePair) and seals the key for the input's row.
+func NewRecord(keys *atrest.Keyring, in Input, now time.Time) (*Record, *tls.Certificate, error) {
+	hostname, source, chainPEM, keyPEM := in.Hostname, in.Source, in.Chain, in.Key
 	c, err := certs.ParsePair(chainPEM, keyPEM, now)
 	if err != nil {
 		return nil, nil, &InvalidError{err}

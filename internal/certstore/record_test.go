@@ -22,7 +22,7 @@ func TestNewRecordKeyTypes(t *testing.T) {
 			na := nb.Add(60 * 24 * time.Hour)
 			iss := issue(t, ca, devpki.Leaf{Names: []string{"core1.example.com", "www.example.com"}, KeyType: kt, NotBefore: nb, NotAfter: na})
 			now := time.Now()
-			r, c, err := NewRecord(keys, "", SourceFile, iss.FullChain, iss.KeyPEM, now)
+			r, c, err := NewRecord(keys, Input{Source: SourceFile, Chain: iss.FullChain, Key: iss.KeyPEM}, now)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -87,7 +87,7 @@ func TestNewRecordHostname(t *testing.T) {
 	keys := testKeys(t, 1)
 	iss := issueFor(t, ca, "a.example.com", "B.example.com")
 
-	r, _, err := NewRecord(keys, "B.EXAMPLE.com", SourceImport, iss.FullChain, iss.KeyPEM, time.Now())
+	r, _, err := NewRecord(keys, Input{Hostname: "B.EXAMPLE.com", Source: SourceImport, Chain: iss.FullChain, Key: iss.KeyPEM}, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +105,7 @@ func TestNewRecordWildcard(t *testing.T) {
 	iss := issueFor(t, ca, "*.mc.example.com", "mc.example.com")
 
 	for _, host := range []string{"", "*.mc.example.com", "*.MC.example.com"} {
-		r, _, err := NewRecord(keys, host, SourceACME, iss.FullChain, iss.KeyPEM, time.Now())
+		r, _, err := NewRecord(keys, Input{Hostname: host, Source: SourceACME, Chain: iss.FullChain, Key: iss.KeyPEM}, time.Now())
 		if err != nil {
 			t.Fatalf("NewRecord(%q): %v", host, err)
 		}
@@ -131,7 +131,7 @@ func TestNewRecordWildcard(t *testing.T) {
 
 	// The apex and a host one level below are covered too.
 	for _, host := range []string{"mc.example.com", "core7.mc.example.com"} {
-		r, _, err := NewRecord(keys, host, SourceACME, iss.FullChain, iss.KeyPEM, time.Now())
+		r, _, err := NewRecord(keys, Input{Hostname: host, Source: SourceACME, Chain: iss.FullChain, Key: iss.KeyPEM}, time.Now())
 		if err != nil {
 			t.Errorf("NewRecord(%q): %v", host, err)
 			continue
@@ -185,7 +185,7 @@ func TestNewRecordInvalid(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			r, tc, err := NewRecord(keys, c.host, SourceImport, c.chain, c.key, now)
+			r, tc, err := NewRecord(keys, Input{Hostname: c.host, Source: SourceImport, Chain: c.chain, Key: c.key}, now)
 			if r != nil || tc != nil {
 				t.Error("a record was returned with the error")
 			}
@@ -201,7 +201,7 @@ func TestRecordMarshalRoundTrip(t *testing.T) {
 	ca := newCA(t)
 	keys := testKeys(t, 1)
 	iss := issueFor(t, ca, "*.mc.example.com", "mc.example.com")
-	r, _, err := NewRecord(keys, "", SourceACME, iss.FullChain, iss.KeyPEM, time.Now())
+	r, _, err := NewRecord(keys, Input{Source: SourceACME, Chain: iss.FullChain, Key: iss.KeyPEM}, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -257,7 +257,7 @@ func TestUnmarshalRefuses(t *testing.T) {
 	ca := newCA(t)
 	keys := testKeys(t, 1)
 	iss := issueFor(t, ca, "a.example.com", "b.example.com")
-	r, _, err := NewRecord(keys, "a.example.com", SourceFile, iss.FullChain, iss.KeyPEM, time.Now())
+	r, _, err := NewRecord(keys, Input{Hostname: "a.example.com", Source: SourceFile, Chain: iss.FullChain, Key: iss.KeyPEM}, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -286,7 +286,7 @@ func TestUnmarshalRefuses(t *testing.T) {
 func TestOpenWrongAtRestKey(t *testing.T) {
 	ca := newCA(t)
 	iss := issueFor(t, ca, "*.mc.example.com", "mc.example.com")
-	r, _, err := NewRecord(testKeys(t, 1), "", SourceACME, iss.FullChain, iss.KeyPEM, time.Now())
+	r, _, err := NewRecord(testKeys(t, 1), Input{Source: SourceACME, Chain: iss.FullChain, Key: iss.KeyPEM}, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -306,7 +306,7 @@ func TestOpenMovedKey(t *testing.T) {
 	ca := newCA(t)
 	keys := testKeys(t, 1)
 	iss := issueFor(t, ca, "*.mc.example.com", "mc.example.com")
-	wild, _, err := NewRecord(keys, "*.mc.example.com", SourceACME, iss.FullChain, iss.KeyPEM, time.Now())
+	wild, _, err := NewRecord(keys, Input{Hostname: "*.mc.example.com", Source: SourceACME, Chain: iss.FullChain, Key: iss.KeyPEM}, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -322,7 +322,7 @@ func TestOpenMovedKey(t *testing.T) {
 
 	// Another record's sealed key put into this one.
 	other := issueFor(t, ca, "b.example.com")
-	b, _, err := NewRecord(keys, "", SourceFile, other.FullChain, other.KeyPEM, time.Now())
+	b, _, err := NewRecord(keys, Input{Source: SourceFile, Chain: other.FullChain, Key: other.KeyPEM}, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -54,7 +54,7 @@ func seed(t *testing.T, ctx context.Context, db *platformdb.Etcd, keys *atrest.K
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := cat.Store(ctx, h, certstore.SourceImport, iss.FullChain, iss.KeyPEM); err != nil {
+		if _, err := cat.Store(ctx, certstore.Input{Hostname: h, Source: certstore.SourceImport, Chain: iss.FullChain, Key: iss.KeyPEM}); err != nil {
 			t.Fatal(err)
 		}
 		keyPEMs[h] = iss.KeyPEM
@@ -81,7 +81,7 @@ func TestReseal(t *testing.T) {
 	foreign := &certstore.Catalog{KV: db, Keys: ring(t, stranger)}
 	root, _ := devpki.NewCA("foreign")
 	iss, _ := root.Issue(devpki.Leaf{Names: []string{"foreign.example.com"}})
-	if _, err := foreign.Store(ctx, "", certstore.SourceImport, iss.FullChain, iss.KeyPEM); err != nil {
+	if _, err := foreign.Store(ctx, certstore.Input{Source: certstore.SourceImport, Chain: iss.FullChain, Key: iss.KeyPEM}); err != nil {
 		t.Fatal(err)
 	}
 	before, _, _ := db.List(ctx, certstore.Prefix)
@@ -169,7 +169,7 @@ func TestResealRowRewrittenMeanwhile(t *testing.T) {
 	root, _ := devpki.NewCA("renewal")
 	renewed, _ := root.Issue(devpki.Leaf{Names: []string{"a.example.com"}})
 	kv := &racing{Etcd: db, row: "tls-cert/a.example.com", write: func() {
-		if _, err := (&certstore.Catalog{KV: db, Keys: ring(t, old)}).Store(ctx, "", certstore.SourceACME, renewed.FullChain, renewed.KeyPEM); err != nil {
+		if _, err := (&certstore.Catalog{KV: db, Keys: ring(t, old)}).Store(ctx, certstore.Input{Source: certstore.SourceACME, Chain: renewed.FullChain, Key: renewed.KeyPEM}); err != nil {
 			t.Error(err)
 		}
 	}}

@@ -66,7 +66,7 @@ func TestMaterialiserStrategyAOnCertbotFiles(t *testing.T) {
 	}
 
 	fresh := issueFor(t, ca, "pryv.example.com")
-	if _, err := cat.Store(ctx, "", SourceACME, fresh.FullChain, fresh.KeyPEM); err != nil {
+	if _, err := cat.Store(ctx, Input{Source: SourceACME, Chain: fresh.FullChain, Key: fresh.KeyPEM}); err != nil {
 		t.Fatal(err)
 	}
 	testutil.EventuallyTrue(t, waitTimeout, "the primary's rotation", func() bool { return len(rec.rotationsOf("pryv.example.com")) == 1 })

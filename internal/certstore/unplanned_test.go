@@ -43,7 +43,7 @@ func TestUnplannedSweep(t *testing.T) {
 		t.Helper()
 		iss := issue(t, ca, l)
 		cat := &Catalog{KV: db, Keys: keys, Now: func() time.Time { return at }}
-		if _, err := cat.Store(ctx, host, SourceImport, iss.FullChain, iss.KeyPEM); err != nil {
+		if _, err := cat.Store(ctx, Input{Hostname: host, Source: SourceImport, Chain: iss.FullChain, Key: iss.KeyPEM}); err != nil {
 			t.Fatalf("storing %s: %v", host, err)
 		}
 	}

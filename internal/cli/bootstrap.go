@@ -277,7 +277,7 @@ func newCore(run bootstrapRun, a newCoreArgs) error {
 	if err != nil {
 		return err
 	}
-	override, err := joinerOverride(cfg, id, ip, coreURL, hosting)
+	override, err := joinerOverride(cfg, joiner{id: id, ip: ip, url: coreURL, hosting: hosting})
 	if err != nil {
 		return err
 	}
@@ -322,10 +322,15 @@ Copy it to the new core, send the passphrase over another channel, and there run
 	return nil
 }
 
+// joiner is the new core's identity: core.id, core.ip, core.url and
+// core.hosting of its configuration.
+type joiner struct{ id, ip, url, hosting string }
+
 // joinerOverride is the configuration the new core must share with the
 // cluster (atRestKey, admin key, ACME and DNS settings), with its own
 // identity and addresses, as YAML it writes next to its configuration.
-func joinerOverride(cfg *config.Config, id, ip, coreURL, hosting string) (string, error) {
+func joinerOverride(cfg *config.Config, j joiner) (string, error) {
+	id, ip, coreURL, hosting := j.id, j.ip, j.url, j.hosting
 	own := func(addr string) string { // an address of the holder's becomes the joiner's
 		if addr == cfg.Core.IP {
 			return ip

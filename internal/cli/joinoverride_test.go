@@ -58,7 +58,7 @@ auth: {adminAccessKey: cluster-admin}
 					t.Fatal(err)
 				}
 			}
-			ov, err := joinerOverride(holder, "core2", "10.0.0.2", tc.url, "")
+			ov, err := joinerOverride(holder, joiner{id: "core2", ip: "10.0.0.2", url: tc.url})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -201,7 +201,7 @@ func (m *coreMigration) run(w io.Writer, dryRun bool) error {
 		p.decide(haveCerts)
 	}
 
-	m.printPlan(w, plans, rows.Account, haveAcct, reached)
+	m.printPlan(w, plans, accountPlan{core: rows.Account, have: haveAcct}, reached)
 	if dryRun {
 		fmt.Fprintln(w)
 		fmt.Fprintf(w, "dry run: nothing imported; the core's rows were read, not modified\n")
@@ -301,7 +301,7 @@ func (m *coreMigration) checkCerts(rows []*corerows.Cert) ([]*certPlan, error) {
 			plans = append(plans, p)
 			continue
 		}
-		rec, _, err := certstore.NewRecord(m.keys, c.Hostname, certstore.SourceCore, c.FullChain(), c.KeyPEM, m.now)
+		rec, _, err := certstore.NewRecord(m.keys, certstore.Input{Hostname: c.Hostname, Source: certstore.SourceCore, Chain: c.FullChain(), Key: c.KeyPEM}, m.now)
 		if err != nil {
 			bad = append(bad, fmt.Sprintf("%s: %v", c.Row, err))
 			continue
@@ -389,7 +389,15 @@ func (m *coreMigration) importAccount(a *corerows.Account) (*acme.AccountImportR
 	return &res, nil
 }
 
-func (m *coreMigration) printPlan(w io.Writer, plans []*certPlan, a *corerows.Account, have *acme.AccountInfo, reached bool) {
+// accountPlan is the core's ACME account row (nil: none) and pryv-tls's
+// account for the same directory (nil: none, or not known).
+type accountPlan struct {
+	core *corerows.Account
+	have *acme.AccountInfo
+}
+
+func (m *coreMigration) printPlan(w io.Writer, plans []*certPlan, acct accountPlan, reached bool) {
+	a, have := acct.core, acct.have
 	renewed := map[string]string{}
 	for _, p := range m.cfg.Plans() {
 		renewed[p.Row()] = p.From

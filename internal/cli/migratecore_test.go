@@ -258,10 +258,10 @@ func TestMigrateCoreNoDowngrade(t *testing.T) {
 	ctx := context.Background()
 	newer := e.issue([]string{"*." + mcDomain, mcDomain}, time.Now().Add(-time.Hour), wild.Cert.NotAfter.Add(24*time.Hour))
 	older := e.issue([]string{"api." + mcDomain + ".example.org"}, time.Now().Add(-2*time.Hour), api.Cert.NotAfter.Add(-24*time.Hour))
-	if _, err := e.catalog.Store(ctx, "*."+mcDomain, certstore.SourceACME, newer.FullChain, newer.KeyPEM); err != nil {
+	if _, err := e.catalog.Store(ctx, certstore.Input{Hostname: "*." + mcDomain, Source: certstore.SourceACME, Chain: newer.FullChain, Key: newer.KeyPEM}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.catalog.Store(ctx, "api."+mcDomain+".example.org", certstore.SourceACME, older.FullChain, older.KeyPEM); err != nil {
+	if _, err := e.catalog.Store(ctx, certstore.Input{Hostname: "api." + mcDomain + ".example.org", Source: certstore.SourceACME, Chain: older.FullChain, Key: older.KeyPEM}); err != nil {
 		t.Fatal(err)
 	}
 	ek, _ := rsa.GenerateKey(rand.Reader, 2048)

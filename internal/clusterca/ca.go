@@ -126,7 +126,7 @@ func (ca *CA) IssueNode(id string, dnsNames []string, ips []net.IP, validity tim
 	if err != nil {
 		return nil, nil, fmt.Errorf("cluster: issue node certificate: generate key: %w", err)
 	}
-	certPEM, err = ca.issue(id, dnsNames, ips, validity, key.Public())
+	certPEM, err = ca.issue(Node{ID: id, DNSNames: dnsNames, IPs: ips}, validity, key.Public())
 	if err != nil {
 		return nil, nil, err
 	}
@@ -146,12 +146,21 @@ func (ca *CA) Renew(old *x509.Certificate, validity time.Duration) ([]byte, erro
 		return nil, fmt.Errorf("cluster: renew: not a certificate of this CA: %w", err)
 	}
 	names := slices.DeleteFunc(slices.Clone(old.DNSNames), func(n string) bool { return n == old.Subject.CommonName })
-	return ca.issue(old.Subject.CommonName, names, old.IPAddresses, validity, old.PublicKey)
+	return ca.issue(Node{ID: old.Subject.CommonName, DNSNames: names, IPs: old.IPAddresses}, validity, old.PublicKey)
+}
+
+// Node is what a node certificate names: CN ID, and as subject alternative
+// names ID, DNSNames and IPs (see IssueNode).
+type Node struct {
+	ID       string
+	DNSNames []string
+	IPs      []net.IP
 }
 
 // issue signs a node certificate for pub.
-func (ca *CA) issue(id string, dnsNames []string, ips []net.IP, validity time.Duration, pub crypto.PublicKey) ([]byte, error) {
-	names, addrs, err := wantSANs(id, dnsNames, ips)
+func (ca *CA) issue(n Node, validity time.Duration, pub crypto.PublicKey) ([]byte, error) {
+	id := n.ID
+	names, addrs, err := wantSANs(n)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: issue node certificate: %w", err)
 	}
@@ -185,9 +194,9 @@ func (ca *CA) issue(id string, dnsNames []string, ips []net.IP, validity time.Du
 	return encodePEM("CERTIFICATE", der), nil
 }
 
-// EnsureNodeCert makes sure dir holds a node certificate for id (node.pem,
-// 0644) and its key (node-key.pem, 0600), signed by ca, naming exactly id,
-// dnsNames and ips, with at least RenewBefore left; it returns the two
+// EnsureNodeCert makes sure dir holds a node certificate for n (node.pem,
+// 0644) and its key (node-key.pem, 0600), signed by ca, naming exactly n's
+// ID, DNSNames and IPs, with at least RenewBefore left; it returns the two
 // paths. It keeps the files when they pass; otherwise it issues a new
 // certificate for DefaultNodeValidity. dir is created 0700 if missing.
 //
@@ -197,9 +206,9 @@ func (ca *CA) issue(id string, dnsNames []string, ips []net.IP, validity time.Du
 // certificate that does not match its key. Only when the key itself is
 // missing or unusable is a new key written (rename) just before the new
 // certificate.
-func EnsureNodeCert(ca *CA, dir, id string, dnsNames []string, ips []net.IP) (certFile, keyFile string, err error) {
+func EnsureNodeCert(ca *CA, dir string, n Node) (certFile, keyFile string, err error) {
 	certFile, keyFile = filepath.Join(dir, NodeCertName), filepath.Join(dir, NodeKeyName)
-	names, addrs, err := wantSANs(id, dnsNames, ips)
+	names, addrs, err := wantSANs(n)
 	if err != nil {
 		return "", "", fmt.Errorf("cluster: node certificate: %w", err)
 	}
@@ -208,7 +217,7 @@ func EnsureNodeCert(ca *CA, dir, id string, dnsNames []string, ips []net.IP) (ce
 	}
 
 	key := readNodeKey(keyFile)
-	if key != nil && nodeCertGood(ca, certFile, key, id, names, addrs) {
+	if key != nil && nodeCertGood(ca, certFile, key, Node{ID: n.ID, DNSNames: names, IPs: addrs}) {
 		return certFile, keyFile, nil
 	}
 	newKey := key == nil
@@ -219,7 +228,7 @@ func EnsureNodeCert(ca *CA, dir, id string, dnsNames []string, ips []net.IP) (ce
 		}
 		key = k
 	}
-	certPEM, err := ca.issue(id, dnsNames, ips, DefaultNodeValidity, key.Public())
+	certPEM, err := ca.issue(n, DefaultNodeValidity, key.Public())
 	if err != nil {
 		return "", "", err
 	}
@@ -258,8 +267,10 @@ func readNodeKey(path string) crypto.Signer {
 
 // nodeCertGood reports whether the certificate at path can be kept: it
 // is for key, verifies against ca for server and client authentication,
-// has CN id and exactly the wanted SANs, and has RenewBefore left.
-func nodeCertGood(ca *CA, path string, key crypto.Signer, id string, names []string, addrs []net.IP) bool {
+// has CN want.ID and exactly want's SANs (normalised: wantSANs), and has
+// RenewBefore left.
+func nodeCertGood(ca *CA, path string, key crypto.Signer, want Node) bool {
+	id, names, addrs := want.ID, want.DNSNames, want.IPs
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return false
@@ -296,11 +307,12 @@ func nodeCertGood(ca *CA, path string, key crypto.Signer, id string, names []str
 	return slices.Equal(gotNames, names) && slices.EqualFunc(gotAddrs, addrs, net.IP.Equal)
 }
 
-// wantSANs returns the SANs of a node certificate for id, dnsNames and ips,
-// normalised (see normSANs). id must be a plain name (letters, digits,
+// wantSANs returns the SANs of a node certificate for n,
+// normalised (see normSANs). n.ID must be a plain name (letters, digits,
 // '.', '-', '_', at most 64 characters, the limit of a CN) or an IP
 // address.
-func wantSANs(id string, dnsNames []string, ips []net.IP) ([]string, []net.IP, error) {
+func wantSANs(n Node) ([]string, []net.IP, error) {
+	id, dnsNames, ips := n.ID, n.DNSNames, n.IPs
 	if id == "" {
 		return nil, nil, errors.New("empty node id")
 	}

@@ -403,7 +403,7 @@ func TestEnsureNodeCert(t *testing.T) {
 	}
 	ensure := func(ca *CA, dns []string, ips []net.IP) {
 		t.Helper()
-		cf, kf, err := EnsureNodeCert(ca, dir, "core-1", dns, ips)
+		cf, kf, err := EnsureNodeCert(ca, dir, Node{ID: "core-1", DNSNames: dns, IPs: ips})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -536,6 +536,6 @@ func (ca *CA) issueForTest(id string, ips []net.IP, validity time.Duration, keyP
 	if err != nil {
 		return nil, nil, err
 	}
-	cert, err := ca.issue(id, nil, ips, validity, key.Public())
+	cert, err := ca.issue(Node{ID: id, IPs: ips}, validity, key.Public())
 	return cert, keyPEM, err
 }

@@ -163,7 +163,7 @@ func TestCoreCA(t *testing.T) {
 
 	// Node certificates issued here chain to ca.crt.
 	nodeDir := filepath.Join(t.TempDir(), "node")
-	certFile, keyFile, err := EnsureNodeCert(ca, nodeDir, "core-a", []string{"core-a.mc.example.com"}, loopback)
+	certFile, keyFile, err := EnsureNodeCert(ca, nodeDir, Node{ID: "core-a", DNSNames: []string{"core-a.mc.example.com"}, IPs: loopback})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,9 +22,16 @@ var (
 	stringType    = reflect.TypeFor[string]()
 )
 
-// coreShape decodes key name of a struct of type parent when its node is in
-// the core's shape; it reports false when the generic walk should go on.
-func (d *fileDecoder) coreShape(parent reflect.Type, name string, n *yaml.Node, v reflect.Value, path string) bool {
+// fieldKey is a key of a struct type's YAML mapping.
+type fieldKey struct {
+	parent reflect.Type
+	name   string
+}
+
+// coreShape decodes key k when its node is in the core's shape; it reports
+// false when the generic walk should go on.
+func (d *fileDecoder) coreShape(k fieldKey, n *yaml.Node, v reflect.Value, path string) bool {
+	parent, name := k.parent, k.name
 	n = deref(n)
 	if n == nil {
 		return false

@@ -107,7 +107,7 @@ func (d *fileDecoder) mapping(n *yaml.Node, v reflect.Value, path string) {
 			d.fail(k, p, msg)
 			continue
 		}
-		if d.coreShape(v.Type(), name, val, v.Field(f), p) {
+		if d.coreShape(fieldKey{v.Type(), name}, val, v.Field(f), p) {
 			continue
 		}
 		d.decode(val, v.Field(f), p)

@@ -16,13 +16,21 @@ import (
 
 const noDNS = "this core runs no DNS server (dns.active is off): the zone is someone else's"
 
-// query asks server (host:port) for name's qtype over UDP, with the DO bit
-// when do; a truncated answer is asked again over TCP. ctx bounds it.
-func query(ctx context.Context, server, name string, qtype uint16, do bool) (*dns.Msg, error) {
+// question is what query asks: name's qtype, with the DO bit when do (the
+// DNSSEC records wanted too).
+type question struct {
+	name  string
+	qtype uint16
+	do    bool
+}
+
+// query asks server (host:port) q over UDP; a truncated answer is asked
+// again over TCP. ctx bounds it.
+func query(ctx context.Context, server string, q question) (*dns.Msg, error) {
 	m := new(dns.Msg)
-	m.SetQuestion(dns.Fqdn(name), qtype)
+	m.SetQuestion(dns.Fqdn(q.name), q.qtype)
 	m.RecursionDesired = false
-	m.SetEdns0(4096, do)
+	m.SetEdns0(4096, q.do)
 	c := &dns.Client{Net: "udp"}
 	r, _, err := c.ExchangeContext(ctx, m, server)
 	if err == nil && r.Truncated {
@@ -39,7 +47,7 @@ func why(err error) string { return netWhy(err) }
 
 // soaOf asks core c for the apex SOA; the answer must be authoritative.
 func (d *doctor) soaOf(ctx context.Context, c Core) (*dns.SOA, error) {
-	r, err := query(ctx, d.dnsAddr(c), d.Domain, dns.TypeSOA, false)
+	r, err := query(ctx, d.dnsAddr(c), question{d.Domain, dns.TypeSOA, false})
 	switch {
 	case err != nil:
 		return nil, errors.New(why(err))
@@ -148,7 +156,7 @@ func checkNS(ctx context.Context, d *doctor) []Result {
 		answers := eachCore(d.Cores, func(c Core) got {
 			var addrs []string
 			for _, t := range []uint16{dns.TypeA, dns.TypeAAAA} {
-				r, err := query(ctx, d.dnsAddr(c), name, t, false)
+				r, err := query(ctx, d.dnsAddr(c), question{name, t, false})
 				if err != nil {
 					return got{nil, errors.New(why(err))}
 				}
@@ -231,7 +239,7 @@ func checkCAA(ctx context.Context, d *doctor) []Result {
 			"the CA's directory names no issuer domain (meta.caaIdentities) and letsEncrypt.caaIdentity is unset: the zone publishes no CAA record for the account")}
 	}
 	self := d.Cores[0]
-	r, err := query(ctx, d.dnsAddr(self), d.Domain, dns.TypeCAA, false)
+	r, err := query(ctx, d.dnsAddr(self), question{d.Domain, dns.TypeCAA, false})
 	if err != nil {
 		return []Result{fail("see the dns result for this core", "CAA at %s from core %s: %s", d.Domain, self, why(err))}
 	}
@@ -360,7 +368,7 @@ func checkDNSSEC(ctx context.Context, d *doctor) []Result {
 }
 
 func (d *doctor) dnssecOf(ctx context.Context, c Core, dss []*dns.DS) Result {
-	r, err := query(ctx, d.dnsAddr(c), d.Domain, dns.TypeDNSKEY, true)
+	r, err := query(ctx, d.dnsAddr(c), question{d.Domain, dns.TypeDNSKEY, true})
 	if err != nil {
 		return warn("see the dns result for that core", "core %s: DNSKEY not read: %s", c, why(err))
 	}

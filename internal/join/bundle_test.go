@@ -87,8 +87,8 @@ func TestCheckToken(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if err := checkToken(tt.t, tt.token, tt.fp, tt.peer, now); !errors.Is(err, tt.want) {
-				t.Fatalf("checkToken = %v, want %v", err, tt.want)
+			if err := tt.t.check(tt.token, tt.fp, tt.peer, now); !errors.Is(err, tt.want) {
+				t.Fatalf("check = %v, want %v", err, tt.want)
 			}
 		})
 	}

@@ -162,7 +162,7 @@ func (j *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	now, log := j.now(), j.logger()
 	t, rev, err := j.Tokens.Get(r.Context(), req.CoreID)
 	if err == nil {
-		err = checkToken(t, req.Token, Fingerprint(leaf.Raw), req.PeerURL, now)
+		err = t.check(req.Token, Fingerprint(leaf.Raw), req.PeerURL, now)
 	}
 	if err == nil && t.PeerURL != "" && t.PeerURL != req.PeerURL {
 		err = fmt.Errorf("join refused: the bundle was made for peer URL %s, not %s", t.PeerURL, req.PeerURL)
@@ -273,9 +273,11 @@ func Call(ctx context.Context, b *Bundle) (*Response, error) {
 }
 
 // RenewNodeCert asks the CA holder at joinURL's host for a fresh node
-// certificate, authenticating with the current one (certFile/keyFile), and
-// returns it (PEM). The key does not change.
-func RenewNodeCert(ctx context.Context, joinURL, caFile, certFile, keyFile string) ([]byte, error) {
+// certificate, authenticating with the current one (node's CertFile and
+// KeyFile; its CAFile is the cluster CA), and returns it (PEM). The key does
+// not change.
+func RenewNodeCert(ctx context.Context, joinURL string, node platformdb.TLSFiles) ([]byte, error) {
+	caFile, certFile, keyFile := node.CAFile, node.CertFile, node.KeyFile
 	caPEM, err := os.ReadFile(caFile)
 	if err != nil {
 		return nil, err

@@ -43,7 +43,7 @@ func newHolder(t *testing.T) *holder {
 		t.Fatal(err)
 	}
 	h.ca, h.caFile = ca, ca.CertFile()
-	certFile, keyFile, err := clusterca.EnsureNodeCert(ca, filepath.Join(h.dir, "tls"), "core1", nil, []net.IP{net.IPv4(127, 0, 0, 1)})
+	certFile, keyFile, err := clusterca.EnsureNodeCert(ca, filepath.Join(h.dir, "tls"), clusterca.Node{ID: "core1", IPs: []net.IP{net.IPv4(127, 0, 0, 1)}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,7 +140,7 @@ func TestRemoveCore(t *testing.T) {
 	if code, body := h.callJoin(t, cert2, key2, Request{CoreID: "core2", Token: token2, PeerURL: "https://127.0.0.2:2380"}); code != http.StatusOK {
 		t.Fatalf("join: %d %s", code, body)
 	}
-	renewed, err := RenewNodeCert(ctx, h.joinURL, h.caFile, cert2, key2)
+	renewed, err := RenewNodeCert(ctx, h.joinURL, platformdb.TLSFiles{CAFile: h.caFile, CertFile: cert2, KeyFile: key2})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,7 +193,7 @@ func TestRemoveCore(t *testing.T) {
 
 	// Its certificates are refused, whichever it presents.
 	for _, f := range []string{cert2, renewedFile} {
-		if _, err := RenewNodeCert(ctx, h.joinURL, h.caFile, f, key2); err == nil || !strings.Contains(err.Error(), "revoked") {
+		if _, err := RenewNodeCert(ctx, h.joinURL, platformdb.TLSFiles{CAFile: h.caFile, CertFile: f, KeyFile: key2}); err == nil || !strings.Contains(err.Error(), "revoked") {
 			t.Errorf("/renew with a removed core's certificate %s: %v", filepath.Base(f), err)
 		}
 	}
@@ -201,7 +201,7 @@ func TestRemoveCore(t *testing.T) {
 		t.Errorf("join again with the removed core's bundle: %d %s", code, body)
 	}
 	// Another core's certificate still renews.
-	if _, err := RenewNodeCert(ctx, h.joinURL, h.caFile, cert3, key3); err != nil {
+	if _, err := RenewNodeCert(ctx, h.joinURL, platformdb.TLSFiles{CAFile: h.caFile, CertFile: cert3, KeyFile: key3}); err != nil {
 		t.Errorf("/renew of core3 after removing core2: %v", err)
 	}
 	// A second run finishes nothing more and does not fail.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/pryv/pryv-tls/internal/clusterca"
 	"github.com/pryv/pryv-tls/internal/devpki"
+	"github.com/pryv/pryv-tls/internal/platformdb"
 )
 
 // TestRenewNodeCert: a node presenting its current certificate over mutual
@@ -60,7 +61,7 @@ func TestRenewNodeCert(t *testing.T) {
 		t.Fatal(err)
 	}
 	certFile, keyFile := write("node.pem", ncert), write("node-key.pem", nkey)
-	got, err := RenewNodeCert(context.Background(), joinURL, caFile, certFile, keyFile)
+	got, err := RenewNodeCert(context.Background(), joinURL, platformdb.TLSFiles{CAFile: caFile, CertFile: certFile, KeyFile: keyFile})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +86,7 @@ func TestRenewNodeCert(t *testing.T) {
 	// Another CA's certificate is refused by the TLS handshake itself.
 	foreign, _ := devpki.NewCA("foreign")
 	fl, _ := foreign.Issue(devpki.Leaf{Names: []string{"core2"}})
-	if _, err := RenewNodeCert(context.Background(), joinURL, caFile, write("f.pem", fl.FullChain), write("f.key", fl.KeyPEM)); err == nil {
+	if _, err := RenewNodeCert(context.Background(), joinURL, platformdb.TLSFiles{CAFile: caFile, CertFile: write("f.pem", fl.FullChain), KeyFile: write("f.key", fl.KeyPEM)}); err == nil {
 		t.Fatal("a certificate from another CA was renewed")
 	}
 }

@@ -59,8 +59,8 @@ var (
 	ErrRevoked       = errors.New("refused: this node certificate was revoked (its core was removed with \"pryv-tls bootstrap remove-core\"; to bring it back, run \"pryv-tls bootstrap new-core\" again)")
 )
 
-// checkToken validates a presented token against its row.
-func checkToken(t Token, token, fingerprint, peerURL string, now time.Time) error {
+// check validates a presented token against its row t.
+func (t Token) check(token, fingerprint, peerURL string, now time.Time) error {
 	if subtle.ConstantTimeCompare([]byte(HashToken(token)), []byte(t.Hash)) != 1 {
 		return ErrTokenMismatch
 	}

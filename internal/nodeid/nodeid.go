@@ -134,7 +134,7 @@ func (id *Identity) TLS() (*platformdb.TLSFiles, error) {
 			return nil, fmt.Errorf("PlatformDB TLS: %w", err)
 		}
 	}
-	certFile, keyFile, err := clusterca.EnsureNodeCert(ca, dir, id.opts.Name, id.opts.Names, sanIPs(id.opts.Addrs))
+	certFile, keyFile, err := clusterca.EnsureNodeCert(ca, dir, clusterca.Node{ID: id.opts.Name, DNSNames: id.opts.Names, IPs: sanIPs(id.opts.Addrs)})
 	if err != nil {
 		return nil, fmt.Errorf("PlatformDB TLS: %w", err)
 	}
@@ -174,7 +174,7 @@ func (id *Identity) RenewOnce(ctx context.Context) error {
 	if time.Until(c.Leaf.NotAfter) >= clusterca.RenewBefore {
 		return nil
 	}
-	pem, err := join.RenewNodeCert(ctx, strings.TrimSpace(string(joinURL)), filepath.Join(id.opts.Dir, MemberCAName), certFile, keyFile)
+	pem, err := join.RenewNodeCert(ctx, strings.TrimSpace(string(joinURL)), platformdb.TLSFiles{CAFile: filepath.Join(id.opts.Dir, MemberCAName), CertFile: certFile, KeyFile: keyFile})
 	if err != nil {
 		return err
 	}

@@ -283,7 +283,7 @@ func TestTLSTurnOnAndRotate(t *testing.T) {
 		return conn.ConnectionState().PeerCertificates[0]
 	}
 	before := served()
-	if _, _, err := clusterca.EnsureNodeCert(pki.ca, filepath.Dir(pki.node.CertFile), "core-test", nil, []net.IP{loopbackIP, net.IPv4(127, 0, 0, 3)}); err != nil {
+	if _, _, err := clusterca.EnsureNodeCert(pki.ca, filepath.Dir(pki.node.CertFile), clusterca.Node{ID: "core-test", IPs: []net.IP{loopbackIP, net.IPv4(127, 0, 0, 3)}}); err != nil {
 		t.Fatal(err)
 	}
 	after := served()
@@ -323,7 +323,7 @@ func TestPairReader(t *testing.T) {
 	if p2, _ := r.get(); p2 != p1 {
 		t.Fatal("unchanged files loaded again")
 	}
-	if _, _, err := clusterca.EnsureNodeCert(pki.ca, filepath.Dir(pki.node.CertFile), "core-test", []string{"core-test.example"}, []net.IP{loopbackIP}); err != nil {
+	if _, _, err := clusterca.EnsureNodeCert(pki.ca, filepath.Dir(pki.node.CertFile), clusterca.Node{ID: "core-test", DNSNames: []string{"core-test.example"}, IPs: []net.IP{loopbackIP}}); err != nil {
 		t.Fatal(err)
 	}
 	p3, err := r.get()
@@ -371,7 +371,7 @@ func newTestPKI(t testing.TB) *testPKI {
 func (p *testPKI) issue(t testing.TB, id string, ips ...net.IP) *TLSFiles {
 	t.Helper()
 	dir := filepath.Join(p.dir, fmt.Sprintf("node-%d", p.n.Add(1)))
-	cert, key, err := clusterca.EnsureNodeCert(p.ca, dir, id, nil, ips)
+	cert, key, err := clusterca.EnsureNodeCert(p.ca, dir, clusterca.Node{ID: id, IPs: ips})
 	if err != nil {
 		t.Fatal(err)
 	}

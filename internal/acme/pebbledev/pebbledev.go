@@ -191,21 +191,19 @@ func Start(opts Options) (*Pebble, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pebbledev: %w", err)
 	}
-	keyAlg := opts.KeyAlgorithm
-	if keyAlg == "" {
-		keyAlg = "ecdsa"
+	if opts.KeyAlgorithm == "" {
+		opts.KeyAlgorithm = "ecdsa"
 	}
-	if keyAlg != "ecdsa" && keyAlg != "rsa" {
-		return nil, fmt.Errorf("pebbledev: KeyAlgorithm %q: want ecdsa or rsa", keyAlg)
+	if opts.KeyAlgorithm != "ecdsa" && opts.KeyAlgorithm != "rsa" {
+		return nil, fmt.Errorf("pebbledev: KeyAlgorithm %q: want ecdsa or rsa", opts.KeyAlgorithm)
 	}
-	chainLength := max(opts.ChainLength, 1)
+	opts.ChainLength = max(opts.ChainLength, 1)
 	if opts.AlternateRoots < 0 {
 		return nil, fmt.Errorf("pebbledev: AlternateRoots %d < 0", opts.AlternateRoots)
 	}
 	if opts.Logger != nil && opts.LogWriter != nil {
 		return nil, errors.New("pebbledev: set Options.Logger or Options.LogWriter, not both")
 	}
-	logger, httpLogger := pebbleLoggers(opts)
 
 	// Pebble reads these in va.New and wfe.New.
 	setenv := opts.Setenv
@@ -232,7 +230,7 @@ func Start(opts Options) (*Pebble, error) {
 		retry:    !opts.NoRetryAfter,
 		ariRetry: opts.ARIRetryAfter,
 	}
-	if err := p.start(opts, profiles, keyAlg, chainLength, logger, httpLogger); err != nil {
+	if err := p.start(opts, profiles); err != nil {
 		_ = p.Close()
 		return nil, fmt.Errorf("pebbledev: %w", err)
 	}
@@ -253,8 +251,9 @@ func pebbleLoggers(opts Options) (pebble, httpServer *log.Logger) {
 	}
 }
 
-func (p *Pebble) start(opts Options, profiles map[string]ca.Profile, keyAlg string, chainLength int,
-	logger, httpLogger *log.Logger) error {
+// start starts Pebble's parts for opts, whose defaults Start has filled in.
+func (p *Pebble) start(opts Options, profiles map[string]ca.Profile) error {
+	logger, httpLogger := pebbleLoggers(opts)
 	// The listener certificate.
 	lca, err := devpki.NewCA("pebbledev Pebble listener CA")
 	if err != nil {
@@ -308,7 +307,7 @@ func (p *Pebble) start(opts Options, profiles map[string]ca.Profile, keyAlg stri
 
 	// Pebble itself, as cmd/pebble wires it.
 	store := db.NewMemoryStore()
-	caImpl := ca.New(logger, store, "", keyAlg, opts.AlternateRoots, chainLength, profiles)
+	caImpl := ca.New(logger, store, "", opts.KeyAlgorithm, opts.AlternateRoots, opts.ChainLength, profiles)
 	vaImpl := va.New(logger, p.HTTPPort, p.TLSALPNPort, false, resolver, store)
 	for _, kid := range slices.Sorted(maps.Keys(opts.EABKeys)) {
 		if err := store.AddExternalAccountKeyByID(kid, opts.EABKeys[kid]); err != nil {
