@@ -145,23 +145,16 @@ func (h *fileHarness) served() (*x509.Certificate, error) {
 // waitSerial polls handshakes until want is served.
 func (h *fileHarness) waitSerial(want *big.Int) *x509.Certificate {
 	h.t.Helper()
-	deadline := time.Now().Add(waitFor)
-	var last string
-	for {
-		leaf, err := h.served()
-		if err == nil && leaf.SerialNumber.Cmp(want) == 0 {
-			return leaf
-		}
+	var leaf *x509.Certificate
+	testutil.Eventually(h.t, waitFor, fmt.Sprintf("serial %x served", want), func() (bool, string) {
+		l, err := h.served()
 		if err != nil {
-			last = err.Error()
-		} else {
-			last = fmt.Sprintf("serial %x", leaf.SerialNumber)
+			return false, err.Error() + "\nlogs:\n" + h.logs.String()
 		}
-		if time.Now().After(deadline) {
-			h.t.Fatalf("serial %x not served within %v; last: %s\nlogs:\n%s", want, waitFor, last, h.logs)
-		}
-		time.Sleep(pollInterval / 4)
-	}
+		leaf = l
+		return l.SerialNumber.Cmp(want) == 0, fmt.Sprintf("serial %x\nlogs:\n%s", l.SerialNumber, h.logs)
+	})
+	return leaf
 }
 
 // assertStays checks want keeps serving for stableTicks poll intervals.
