@@ -101,7 +101,7 @@ var keyDocs = func() map[string]keyDoc {
 		"dns.ip":                      {by: byDNS, def: DefaultDNSIP, text: "IPv4 listen address, UDP and TCP."},
 		"dns.ip6":                     {by: byDNS, text: "An IPv6 listen address in addition to `dns.ip`, same port."},
 		"dns.port":                    {by: byDNS, def: DefaultDNSPort, text: "Listen port, UDP and TCP; `53` in production (root or `CAP_NET_BIND_SERVICE`). The DNS-01 propagation check queries the other cores on this same port."},
-		"dns.defaultTTL":              {by: byDNS, def: DefaultDNSTTL, text: "TTL of the answers, in seconds, at least 1 (DNS-01 TXT values always have 60)."},
+		"dns.defaultTTL":              {by: byDNS, def: DefaultDNSTTL, text: "TTL of the answers, in seconds, from 1 to 2147483647 (DNS-01 TXT values always have 60)."},
 		"dns.publicIp":                {by: byDNS, defNote: "`core.ip`", text: "IPv4 of `core.{domain}`, the zone's name server: the glue record to give the registrar."},
 		"dns.records":                 {by: byDNS, text: "Records of the zone's own names."},
 		"dns.records.root":            {by: byDNS, text: "Records at the apex, `{domain}`."},

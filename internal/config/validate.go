@@ -18,6 +18,9 @@ import (
 	"github.com/pryv/pryv-tls/internal/authdns"
 )
 
+// maxTTL is the largest TTL RFC 2181 allows (section 8).
+const maxTTL = 1<<31 - 1
+
 // NoHostnameError is the spec's "loud error": letsEncrypt is on but the
 // topology names no host to certify.
 const NoHostnameError = "letsEncrypt.enabled is true but no hostname can be derived from the topology: " +
@@ -164,8 +167,13 @@ func (v *validator) dns(c *Config) {
 	v.ip("dns.ip", d.IP, 4, true)
 	v.ip("dns.ip6", d.IP6, 6, true)
 	v.port("dns.port", d.Port)
-	if d.DefaultTTL < 1 {
+	switch {
+	case d.DefaultTTL < 1:
 		v.add("dns.defaultTTL", "must be a positive number of seconds, got %d", d.DefaultTTL)
+	case d.DefaultTTL > maxTTL:
+		// A TTL is 32 bits on the wire and RFC 2181 (section 8) caps it at
+		// 2^31-1: a larger one would wrap into a short one.
+		v.add("dns.defaultTTL", "must be at most %d seconds (RFC 2181), got %d", maxTTL, d.DefaultTTL)
 	}
 	// It defaults to core.ip, which reports its own error.
 	if d.PublicIP != c.Core.IP {

@@ -137,6 +137,7 @@ func TestValidation(t *testing.T) {
 			[]string{`dns.domain: "` + strings.Repeat("a", 64) + `.com" is not a valid domain name`}},
 		{"domain required", "dns:\n  active: true\n", []string{"dns.domain: required when dns.active is true"}},
 		{"defaultTTL", "dns:\n  defaultTTL: -3\n", []string{"dns.defaultTTL: must be a positive number of seconds, got -3"}},
+		{"defaultTTL wraps", "dns:\n  defaultTTL: 4294967596\n", []string{"dns.defaultTTL: must be at most 2147483647 seconds (RFC 2181), got 4294967596"}},
 
 		{"static entry subdomain", "dns:\n  staticEntries:\n    - subdomain: www\n    - records:\n        a: [192.0.2.1]\n",
 			[]string{"dns.staticEntries[1].subdomain: required"}},
