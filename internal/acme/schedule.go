@@ -101,5 +101,5 @@ func jitter(d time.Duration, frac float64) time.Duration {
 		return d
 	}
 	delta := float64(d) * frac
-	return time.Duration(float64(d) - delta + rand.Float64()*2*delta)
+	return time.Duration(float64(d) - delta + rand.Float64()*2*delta) //nolint:gosec // G404: jitter that spreads renewals, not a secret
 }

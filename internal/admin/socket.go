@@ -43,7 +43,7 @@ func ListenSocket(path string) (net.Listener, error) {
 		ln.Close()
 		return nil, fmt.Errorf("control socket %s: %w", path, err)
 	}
-	return &peerCheckListener{Listener: ln, uid: uint32(os.Getuid())}, nil
+	return &peerCheckListener{Listener: ln, uid: uint32(os.Getuid())}, nil //nolint:gosec // G115: a Linux uid is 32 bits
 }
 
 type peerCheckListener struct {

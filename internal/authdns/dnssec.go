@@ -157,8 +157,10 @@ func (s *signer) sign(rrset []dns.RR, now time.Time) ([]dns.RR, error) {
 			Algorithm:  k.alg,
 			KeyTag:     k.tag,
 			SignerName: s.origin,
-			Inception:  uint32(now.Add(-sigBackdate).Unix()),
-			Expiration: uint32(now.Add(sigValidity).Unix()),
+			// RFC 4034 section 3.1.5: the times are seconds since the
+			// epoch modulo 2^32 (serial arithmetic): truncating is the rule.
+			Inception:  uint32(now.Add(-sigBackdate).Unix()), //nolint:gosec // G115: modulo 2^32 on purpose (above)
+			Expiration: uint32(now.Add(sigValidity).Unix()),  //nolint:gosec // G115: modulo 2^32 on purpose (above)
 		}
 		if err := sig.Sign(k.signer, rrset); err != nil {
 			return nil, err
@@ -249,7 +251,7 @@ func packSigs(rrs []dns.RR) []byte {
 		out = binary.BigEndian.AppendUint16(out, dns.TypeRRSIG)
 		out = binary.BigEndian.AppendUint16(out, sig.Hdr.Class)
 		out = binary.BigEndian.AppendUint32(out, sig.Hdr.Ttl)
-		out = binary.BigEndian.AppendUint16(out, uint16(18+n+len(raw)))
+		out = binary.BigEndian.AppendUint16(out, uint16(18+n+len(raw))) //nolint:gosec // G115: 18 + a name (at most 255) + one signature (512 bytes for RSA-4096, the largest)
 		out = binary.BigEndian.AppendUint16(out, sig.TypeCovered)
 		out = append(out, sig.Algorithm, sig.Labels)
 		out = binary.BigEndian.AppendUint32(out, sig.OrigTtl)

@@ -42,7 +42,7 @@ func packGroupSet(s *rrset) *packedSet {
 	if len(s.glue) != 0 || len(s.rrs) == 0 || len(s.rrs) > 64 {
 		return nil
 	}
-	p := &packedSet{n: uint16(len(s.rrs))}
+	p := &packedSet{n: uint16(len(s.rrs))} //nolint:gosec // G115: at most 64 (checked above)
 	for _, rr := range s.rrs {
 		var rdata []byte
 		switch r := rr.(type) {
@@ -65,7 +65,7 @@ func packGroupSet(s *rrset) *packedSet {
 		p.wire = binary.BigEndian.AppendUint16(p.wire, h.Rrtype)
 		p.wire = binary.BigEndian.AppendUint16(p.wire, h.Class)
 		p.wire = binary.BigEndian.AppendUint32(p.wire, h.Ttl)
-		p.wire = binary.BigEndian.AppendUint16(p.wire, uint16(len(rdata)))
+		p.wire = binary.BigEndian.AppendUint16(p.wire, uint16(len(rdata))) //nolint:gosec // G115: 4 or 16 bytes (checked above)
 		p.wire = append(p.wire, rdata...)
 	}
 	return p
@@ -214,7 +214,7 @@ func (z *Zone) fastAnswer(pkt, out []byte, maxUDP int) (resp []byte, qtype uint1
 	if arcount == 1 {
 		resp[w] = 0
 		binary.BigEndian.PutUint16(resp[w+1:], dns.TypeOPT)
-		binary.BigEndian.PutUint16(resp[w+3:], uint16(maxUDP))
+		binary.BigEndian.PutUint16(resp[w+3:], uint16(maxUDP)) //nolint:gosec // G115: the server clamps it to 512..65535 (NewServer)
 		binary.BigEndian.PutUint32(resp[w+5:], uint32(optFlags))
 		binary.BigEndian.PutUint16(resp[w+9:], 0)
 	}

@@ -181,7 +181,7 @@ func (s *Server) ListenAndServe(addrs ...string) error {
 			srv.MsgAcceptFunc = accept
 			srv.MsgInvalidFunc = invalid
 			srv.NotifyStartedFunc = func() { close(up) }
-			addr := addrs[i]
+			addr := addrs[i] //nolint:gosec // G602: all has one entry per addr (the loop above)
 			go func() {
 				err := srv.ActivateAndServe()
 				if err != nil {

@@ -40,13 +40,16 @@ func writePair(tlsDir, name string, chain, key []byte) (link string, kept [2]str
 	if name == "" || strings.ContainsAny(name, `/\`) || strings.HasPrefix(name, ".") {
 		return "", kept, fmt.Errorf("materialising: %q is not a usable directory name", name)
 	}
-	if err := os.MkdirAll(tlsDir, 0o755); err != nil {
+	// The materialised tree is read by programs beside us (nginx, a
+	// backup, the core) under their own users: its directories and
+	// fullchain.pem are world-readable, privkey.pem is 0600.
+	if err := os.MkdirAll(tlsDir, 0o755); err != nil { //nolint:gosec // G301: read by others (above)
 		return "", kept, fmt.Errorf("materialising %s: %w", name, err)
 	}
 	link = filepath.Join(tlsDir, name)
 	version := fmt.Sprintf(".%s.%d", name, time.Now().UnixNano())
 	tmpDir := filepath.Join(tlsDir, version+".tmp")
-	if err := os.Mkdir(tmpDir, 0o755); err != nil {
+	if err := os.Mkdir(tmpDir, 0o755); err != nil { //nolint:gosec // G301: read by others (above)
 		return "", kept, fmt.Errorf("materialising %s: %w", name, err)
 	}
 	ok := false
@@ -186,7 +189,7 @@ func writeThrough(path string, data []byte, mode os.FileMode) error {
 
 // writeFileAtomic is atomicfile.Write into a directory made when missing.
 func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil { //nolint:gosec // G301: a materialised directory, read by others (writePair)
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
 	return atomicfile.Write(path, data, mode)

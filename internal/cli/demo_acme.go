@@ -74,7 +74,7 @@ func demoACME(addr, dir string, stdout, stderr io.Writer) int {
 		rootsPEM = append(rootsPEM, devpki.EncodeCert(c)...)
 	}
 	rootsFile := filepath.Join(absDir, "pebble-roots.pem")
-	if err := os.WriteFile(rootsFile, rootsPEM, 0o644); err != nil {
+	if err := os.WriteFile(rootsFile, rootsPEM, 0o644); err != nil { //nolint:gosec // G306: CA certificates, public, for the operator's clients
 		return fail(err)
 	}
 	apiAddr, stopAPI, err := demoUpstream("api")

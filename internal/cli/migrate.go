@@ -39,7 +39,7 @@ DOMAIN defaults to the one *-bundle.crt in the secret directory.
 // v1 paths, relative to PRYV_CONF_ROOT.
 const (
 	v1SSLConfig = "config-leader/ssl/conf/ssl-certificate.yml"
-	v1SecretDir = "pryv/nginx/conf/secret"
+	v1SecretDir = "pryv/nginx/conf/secret" //nolint:gosec // G101: a directory name, not a credential
 	v1BundleExt = "-bundle.crt"
 	v1KeyExt    = "-key.pem"
 )

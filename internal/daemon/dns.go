@@ -170,7 +170,7 @@ func (d *dnsSys) attach(ctx context.Context, w *wiring) error {
 // the keys in PlatformDB (issue 15, decision 0022).
 func (d *dnsSys) dnssec(ctx context.Context, w *wiring) error {
 	cfg := d.cfg.Load()
-	ks := &dnsdata.KeyStore{KV: w.db, Keys: w.keys, Domain: cfg.DNS.Domain, TTL: uint32(cfg.DNS.DefaultTTL)}
+	ks := &dnsdata.KeyStore{KV: w.db, Keys: w.keys, Domain: cfg.DNS.Domain, TTL: uint32(cfg.DNS.DefaultTTL)} //nolint:gosec // G115: config validates 1..2^31-1
 	created, err := ks.Ensure(ctx)
 	if err != nil {
 		return fmt.Errorf("dns.dnssec: %w", err)
@@ -188,7 +188,7 @@ func static(cfg *config.Config) dnsdata.Static {
 	d := cfg.DNS
 	st := dnsdata.Static{
 		Domain:     d.Domain,
-		TTL:        uint32(d.DefaultTTL),
+		TTL:        uint32(d.DefaultTTL), //nolint:gosec // G115: config validates 1..2^31-1
 		Root:       records(d.Records.Root),
 		RootSOA:    d.Records.Root.SOA,
 		NSHostIP:   d.PublicIP,

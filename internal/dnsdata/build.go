@@ -86,7 +86,7 @@ func newRows() *rows {
 func (r *rows) setUser(name, id string) {
 	i, ok := r.coreIdx[id]
 	if !ok {
-		i = uint32(len(r.coreIDs))
+		i = uint32(len(r.coreIDs)) //nolint:gosec // G115: cores of one platform, far below 2^32
 		r.coreIDs = append(r.coreIDs, id)
 		r.coreIdx[id] = i
 	}

@@ -247,9 +247,9 @@ func Open(ctx context.Context, opts Options) (*Etcd, error) {
 	cfg.AutoCompactionRetention = strconv.Itoa(CompactionRevisions)
 	cfg.QuotaBackendBytes = QuotaBackendBytes
 	cfg.SnapshotCount = SnapshotCount
-	cfg.TickMs = uint(opts.HeartbeatInterval.Milliseconds())
-	cfg.ElectionMs = uint(opts.ElectionTimeout.Milliseconds())
-	cfg.EnableGRPCGateway = false // gRPC only: no JSON gateway on the client port
+	cfg.TickMs = uint(opts.HeartbeatInterval.Milliseconds())   //nolint:gosec // G115: positive (defaulted above)
+	cfg.ElectionMs = uint(opts.ElectionTimeout.Milliseconds()) //nolint:gosec // G115: positive (defaulted above)
+	cfg.EnableGRPCGateway = false                              // gRPC only: no JSON gateway on the client port
 	if t := opts.TLS; t != nil {
 		// etcd reads the files itself (again at every handshake).
 		// ClientCertAuth: a client certificate signed by the CA is

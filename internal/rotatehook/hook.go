@@ -67,7 +67,7 @@ func (r *Runner) run(ctx context.Context, what, hostname string, env []string) R
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, r.Script)
+	cmd := exec.CommandContext(ctx, r.Script) //nolint:gosec // G204: the operator's configured hook script, run on purpose
 	cmd.Env = append(os.Environ(), env...)
 	var stderr limitedBuffer
 	cmd.Stderr = &stderr

@@ -39,7 +39,7 @@ func newCache(size int) *cache {
 }
 
 func (c *cache) index(label string) int {
-	return int(maphash.String(c.seed, label)&c.mask) &^ 1
+	return int(maphash.String(c.seed, label)&c.mask) &^ 1 //nolint:gosec // G115: masked to the slot count, an int
 }
 
 // get returns label's entry if it is there and alive at now.

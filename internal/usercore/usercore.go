@@ -367,7 +367,7 @@ func (r *Resolver) place(ctx context.Context, label string, w Where) (authdns.Us
 	if err != nil {
 		return authdns.UserHost{}, err
 	}
-	rrs, err := infoRecords(info, uint32(r.ttl/int64(time.Second)))
+	rrs, err := infoRecords(info, uint32(r.ttl/int64(time.Second))) //nolint:gosec // G115: the daemon passes dns.defaultTTL, validated at most 2^31-1 s
 	if err != nil {
 		return authdns.UserHost{}, fmt.Errorf("user lookup: core-info row of %q: %w", w.CoreID, err)
 	}
