@@ -11,6 +11,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/codes"
@@ -44,6 +45,9 @@ type Conn struct {
 	cli     *clientv3.Client
 	// rev reads the current store revision (Watch from 0, after a reset).
 	rev func(context.Context) (int64, error)
+	// rangeKV is List's request: the gRPC client's Range, or for an Etcd
+	// its own member's, in process (see Open).
+	rangeKV func(context.Context, *pb.RangeRequest) (*pb.RangeResponse, error)
 
 	ctx    context.Context // cancelled by Close: watchers, pending locks
 	cancel context.CancelFunc
@@ -122,6 +126,11 @@ func newConn(opts ConnectOptions) (*Conn, error) {
 	}
 	c.cli = cli
 	c.rev = c.readRev
+	kv := clientv3.RetryKVClient(cli) // what cli.Get calls, without its Op
+	c.rangeKV = func(ctx context.Context, r *pb.RangeRequest) (*pb.RangeResponse, error) {
+		resp, err := kv.Range(ctx, r)
+		return resp, clientv3.ContextError(ctx, err) // as cli.Get: rpctypes errors
+	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	return c, nil
 }
@@ -385,17 +394,20 @@ func (s *Conn) list(ctx context.Context, prefix string) ([]Entry, int64, error) 
 		page    = listPage
 	)
 	for {
-		opts := []clientv3.OpOption{clientv3.WithLimit(page), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend)}
-		switch {
-		case rev == 0:
-			opts = append(opts, clientv3.WithPrefix())
-		case prefix == "":
-			opts = append(opts, clientv3.WithFromKey(), clientv3.WithRev(rev), clientv3.WithSerializable())
-		default:
-			opts = append(opts, clientv3.WithRange(clientv3.GetPrefixRangeEnd(prefix)), clientv3.WithRev(rev), clientv3.WithSerializable())
+		// The requests clientv3's Get made: WithLimit, WithSort(key, ascending)
+		// (no sort for etcd: its order), WithPrefix on the first page
+		// (linearizable), then WithRange or WithFromKey, WithRev and
+		// WithSerializable.
+		req := &pb.RangeRequest{Key: []byte(key), Limit: page, SortOrder: pb.RangeRequest_ASCEND, SortTarget: pb.RangeRequest_KEY}
+		if key == "" {
+			req.Key = []byte{0} // etcd refuses an empty key; \x00 is the first one
+		}
+		req.RangeEnd = []byte(clientv3.GetPrefixRangeEnd(prefix)) // "\x00" for "": every key from key on
+		if rev != 0 {
+			req.Revision, req.Serializable = rev, true
 		}
 		rctx, cancel := context.WithTimeout(ctx, s.timeout)
-		resp, err := s.cli.Get(rctx, key, opts...)
+		resp, err := s.rangeKV(rctx, req)
 		cancel()
 		if err != nil {
 			return nil, 0, err

@@ -13,7 +13,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"go.etcd.io/etcd/server/v3/embed"
+	"go.etcd.io/etcd/server/v3/storage/mvcc"
 	"go.etcd.io/etcd/server/v3/storage/wal"
 )
 
@@ -307,6 +310,15 @@ func Open(ctx context.Context, opts Options) (*Etcd, error) {
 	}
 	// The local member's applied revision: no request, never unavailable.
 	conn.rev = func(context.Context) (int64, error) { return srv.Server.KV().Rev(), nil }
+	// List asks the member in process: the same request and answer as over
+	// gRPC (the first page linearizable, then serializable at its
+	// revision), without the loopback TLS, the protobuf encoding and the
+	// copies in between, which were half the CPU time of listing 100,000
+	// user rows at a start (decision 0033).
+	conn.rangeKV = func(ctx context.Context, r *pb.RangeRequest) (*pb.RangeResponse, error) {
+		resp, err := srv.Server.Range(ctx, r)
+		return resp, localError(err)
+	}
 	s.Conn = conn
 	if s.deny != nil {
 		s.bg.Go(func() { s.watchDenylist(conn.ctx) })
@@ -348,6 +360,21 @@ func (s *Etcd) fixPeerURL(ctx context.Context) error {
 		return fmt.Errorf("member update of peer URL: %w", err)
 	}
 	return nil
+}
+
+// localError is the error the gRPC client would have returned for err, an
+// error of the member's own server (Conn reads rpctypes errors: compacted,
+// unavailable).
+func localError(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, mvcc.ErrCompacted):
+		return rpctypes.ErrCompacted
+	case errors.Is(err, mvcc.ErrFutureRev):
+		return rpctypes.ErrFutureRev
+	}
+	return rpctypes.Error(err) // etcdserver's errors: the gRPC ones' messages
 }
 
 // dialAddress is where the in-process client reaches a listener bound to
