@@ -37,6 +37,19 @@ type synthResponse struct {
 	syn synth
 }
 
+// into is where resolve and chase write an answer: the response, and the
+// room for synthesised records (nil: they are allocated).
+type into struct {
+	r   *response
+	syn *synth
+}
+
+// question is the query's name (canonical, inside the zone) and type.
+type question struct {
+	name  string
+	qtype uint16
+}
+
 type synth struct {
 	a    dns.A
 	aaaa dns.AAAA
@@ -92,13 +105,14 @@ func (z *Zone) synthesisable(req *dns.Msg, lookups bool) bool {
 // read-only (packing it is fine). See the package documentation for the
 // semantics.
 func Answer(z *Zone, req *dns.Msg, maxUDP int, tcp bool) *dns.Msg {
-	m, _ := answer(z, req, maxUDP, tcp, nil)
+	m, _ := z.answer(req, maxUDP, tcp, nil)
 	return m
 }
 
 // answer is Answer consulting users (may be nil) for the names the zone
 // does not hold; see AnswerUsers.
-func answer(z *Zone, req *dns.Msg, maxUDP int, tcp bool, users UserCache) (*dns.Msg, Lookup) {
+// z may be nil (no zone loaded yet: SERVFAIL).
+func (z *Zone) answer(req *dns.Msg, maxUDP int, tcp bool, users UserCache) (*dns.Msg, Lookup) {
 	if req == nil || req.Response {
 		return nil, NotLookedUp
 	}
@@ -196,7 +210,7 @@ func answer(z *Zone, req *dns.Msg, maxUDP int, tcp bool, users UserCache) (*dns.
 		return finish(m, r, limit, false), NotLookedUp
 	}
 	m.Authoritative = true
-	referral, lk := z.resolve(r, syn, qname, q.Qtype, users)
+	referral, lk := z.resolve(into{r, syn}, question{qname, q.Qtype}, users)
 	if lk == LookupMiss {
 		return nil, LookupMiss
 	}
@@ -249,7 +263,8 @@ func finish(m *dns.Msg, r *response, limit int, referral bool) *dns.Msg {
 // reports whether it is a referral, and what users knew (NotLookedUp when
 // they were not consulted; LookupMiss: m is not filled in).
 // Synthesised records go to syn (nil: allocated).
-func (z *Zone) resolve(r *response, syn *synth, qname string, qtype uint16, users UserCache) (referral bool, lk Lookup) {
+func (z *Zone) resolve(w into, q question, users UserCache) (referral bool, lk Lookup) {
+	r, syn, qname, qtype := w.r, w.syn, q.name, q.qtype
 	m := &r.msg
 	if z.hasCuts {
 		if cut := z.cutAbove(qname, qtype == dns.TypeDS); cut != nil {
@@ -308,7 +323,7 @@ func (z *Zone) resolve(r *response, syn *synth, qname string, qtype uint16, user
 		return false, lk
 	}
 	if n.cname != nil && qtype != dns.TypeCNAME {
-		z.chase(r, syn, qname, n, synth, qtype)
+		z.chase(w, q, n, synth)
 		return false, lk
 	}
 	s := n.get(qtype)
@@ -381,7 +396,8 @@ func (z *Zone) cutAbove(name string, ds bool) *rrset {
 }
 
 // chase answers for a name holding a CNAME (RFC 1034 §4.3.2, RFC 6604).
-func (z *Zone) chase(r *response, syn *synth, qname string, n *node, synth bool, qtype uint16) {
+func (z *Zone) chase(w into, q question, n *node, synth bool) {
+	r, syn, qname, qtype := w.r, w.syn, q.name, q.qtype
 	m := &r.msg
 	ans := make([]dns.RR, 0, 4)
 	var seen [maxCNAMEChain]string

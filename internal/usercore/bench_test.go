@@ -73,7 +73,7 @@ func BenchmarkAnswer(b *testing.B) {
 	} {
 		req := new(dns.Msg)
 		req.SetQuestion(c.qname, dns.TypeA)
-		m, lk := authdns.AnswerUsers(z, req, authdns.DefaultMaxUDPSize, false, c.users)
+		m, lk := z.AnswerUsers(req, authdns.DefaultMaxUDPSize, false, c.users)
 		if m == nil || lk != c.want || m.Rcode != c.rcode {
 			b.Fatalf("%s: %v %v", c.name, m, lk)
 		}
@@ -81,7 +81,7 @@ func BenchmarkAnswer(b *testing.B) {
 			buf := make([]byte, 512)
 			b.ReportAllocs()
 			for b.Loop() {
-				m, _ := authdns.AnswerUsers(z, req, authdns.DefaultMaxUDPSize, false, c.users)
+				m, _ := z.AnswerUsers(req, authdns.DefaultMaxUDPSize, false, c.users)
 				if _, err := m.PackBuffer(buf); err != nil {
 					b.Fatal(err)
 				}
