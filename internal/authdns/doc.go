@@ -173,9 +173,12 @@
 // Server serves UDP and TCP on any number of addresses. Queries read the
 // current Zone from an atomic.Pointer: no lock and no I/O on the query path.
 // TCP is served by miekg/dns's Server (through ServeDNS); UDP by a fixed set
-// of reader goroutines per socket (GOMAXPROCS, at least 2), each reusing its
-// read buffer, request message and pack buffer, so no goroutine is started
-// per packet (udp.go). Both follow the same rules: a packet shorter than a
+// of readers per socket, each reusing its read buffers, request message and
+// pack buffers, so no goroutine is started per packet (udp.go): on Linux one
+// reader blocked in recvmmsg on the socket taken out of the netpoller,
+// replying with sendmmsg to the raw addresses it received (udp_raw_linux.go,
+// decision 0032); elsewhere GOMAXPROCS readers (at least 2) through the
+// netpoller. Both follow the same rules: a packet shorter than a
 // header is dropped, an unparsable body gets FORMERR; responses (QR set) are
 // dropped before parsing; everything else goes through Answer. A panic in the
 // handler is recovered, logged and answered with SERVFAIL.
