@@ -151,6 +151,9 @@ func (u *udpServer) readRaw() {
 		for i := range n {
 			m := &w.rd[i]
 			pkt := w.ins[i][:m.Len]
+			// The kernel reports an address's full length even when the slot
+			// held less of it (never for UDP's two families, all the same).
+			m.Hdr.Namelen = min(m.Hdr.Namelen, sockaddrSize)
 			name := w.names[i][:m.Hdr.Namelen]
 			var in []byte
 			if u.session {

@@ -60,3 +60,34 @@ func TestUDPShutdownWhileBlocked(t *testing.T) {
 		}
 	})
 }
+
+// The same floods on an IPv6 socket (its sockaddr_in6 addresses, and
+// IPV6_PKTINFO for the reply's source), on both paths.
+func TestUDPBatchesIPv6(t *testing.T) {
+	if pc, err := net.ListenPacket("udp6", "[::1]:0"); err != nil {
+		t.Skipf("no IPv6 loopback here: %v", err)
+	} else {
+		_ = pc.Close()
+	}
+	forUDPPaths(t, func(t *testing.T) {
+		for _, session := range []bool{false, true} {
+			sessionAlways = session
+			t.Cleanup(func() { sessionAlways = false })
+			s := NewServer(ServerOptions{})
+			s.Swap(userZone(t, 500, 1))
+			if err := s.ListenAndServe("[::1]:0"); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = s.Shutdown(context.Background()) })
+			if s.udps[0].session != session {
+				t.Fatalf("session %v, want %v", s.udps[0].session, session)
+			}
+			udp, _ := serverAddr(t, s)
+			for c := range 4 {
+				if err := floodOne(udp, c, 64); err != nil {
+					t.Fatalf("session=%v: %v", session, err)
+				}
+			}
+		}
+	})
+}
