@@ -21,6 +21,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pryv/pryv-tls/internal/apijson"
 	"github.com/pryv/pryv-tls/internal/certstore"
 	"github.com/pryv/pryv-tls/internal/dnsdata"
 )
@@ -139,14 +140,14 @@ func (a *API) Public(adminKey string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		got := r.Header.Get("Authorization")
 		if got == "" {
-			writeError(w, http.StatusUnauthorized, "invalid-access-token", "missing Authorization header")
+			apijson.Error(w, http.StatusUnauthorized, "invalid-access-token", "missing Authorization header")
 			return
 		}
 		// Hash both sides so the comparison's time depends on neither the
 		// key's content nor its length.
 		h := sha256.Sum256([]byte(got))
 		if adminKey == "" || subtle.ConstantTimeCompare(h[:], want[:]) != 1 {
-			writeError(w, http.StatusForbidden, "forbidden", "access denied")
+			apijson.Error(w, http.StatusForbidden, "forbidden", "access denied")
 			return
 		}
 		rest, own := strings.CutPrefix(r.URL.Path, OwnPrefix)
@@ -168,7 +169,7 @@ func (a *API) Public(adminKey string) http.Handler {
 			return
 		}
 		if r.Method != method {
-			writeError(w, http.StatusMethodNotAllowed, "invalid-operation", "only "+method+" is allowed here")
+			apijson.Error(w, http.StatusMethodNotAllowed, "invalid-operation", "only "+method+" is allowed here")
 			return
 		}
 		handle(w, r)
@@ -187,14 +188,14 @@ func (a *API) serveMux(mux *http.ServeMux, w http.ResponseWriter, r *http.Reques
 	h.ServeHTTP(&rec, r)
 	if rec.code == http.StatusMethodNotAllowed {
 		w.Header().Set("Allow", rec.h.Get("Allow"))
-		writeError(w, http.StatusMethodNotAllowed, "invalid-operation", "only "+rec.h.Get("Allow")+" allowed here")
+		apijson.Error(w, http.StatusMethodNotAllowed, "invalid-operation", "only "+rec.h.Get("Allow")+" allowed here")
 		return
 	}
 	notFound(w, r)
 }
 
 func notFound(w http.ResponseWriter, r *http.Request) {
-	writeError(w, http.StatusNotFound, "unknown-resource", "no pryv-tls admin endpoint "+r.Method+" "+r.URL.Path+
+	apijson.Error(w, http.StatusNotFound, "unknown-resource", "no pryv-tls admin endpoint "+r.Method+" "+r.URL.Path+
 		" (under "+OwnPrefix+"/: certs, certs/force-renew, dns-records, users, cores)")
 }
 
@@ -247,7 +248,7 @@ func (a *API) listCerts(w http.ResponseWriter, r *http.Request) {
 		a.storeError(w, "listing certificates", err)
 		return
 	}
-	writeJSON(w, http.StatusOK, struct {
+	apijson.Write(w, http.StatusOK, struct {
 		Certs []CertInfo `json:"certs"`
 	}{list})
 }
@@ -307,12 +308,12 @@ func (a *API) forceRenew(w http.ResponseWriter, r *http.Request) {
 	}
 	if r.ContentLength != 0 {
 		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&req); err != nil && !errors.Is(err, io.EOF) {
-			writeJSON(w, http.StatusBadRequest, map[string]any{"ok": false, "error": "body must be JSON {\"hostname\": \"...\"} or empty"})
+			apijson.Write(w, http.StatusBadRequest, map[string]any{"ok": false, "error": "body must be JSON {\"hostname\": \"...\"} or empty"})
 			return
 		}
 	}
 	if a.Renewer == nil {
-		writeJSON(w, http.StatusBadRequest, map[string]any{"ok": false,
+		apijson.Write(w, http.StatusBadRequest, map[string]any{"ok": false,
 			"error": "not the certRenewer core: force-renew on the core with letsEncrypt.certRenewer: true"})
 		return
 	}
@@ -324,14 +325,14 @@ func (a *API) forceRenew(w http.ResponseWriter, r *http.Request) {
 	var later retryAfter
 	if errors.As(err, &later) {
 		w.Header().Set("Retry-After", strconv.Itoa(int(later.RetryAfter(time.Now())/time.Second)))
-		writeJSON(w, http.StatusTooManyRequests, map[string]any{"ok": false, "error": err.Error()})
+		apijson.Write(w, http.StatusTooManyRequests, map[string]any{"ok": false, "error": err.Error()})
 		return
 	}
 	if err != nil {
-		writeJSON(w, http.StatusBadRequest, map[string]any{"ok": false, "error": err.Error()})
+		apijson.Write(w, http.StatusBadRequest, map[string]any{"ok": false, "error": err.Error()})
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"ok": true, "hostname": rec.Hostname,
+	apijson.Write(w, http.StatusOK, map[string]any{"ok": true, "hostname": rec.Hostname,
 		"issuedAt": rec.IssuedAt.UTC(), "expiresAt": rec.ExpiresAt.UTC()})
 }
 
@@ -364,7 +365,7 @@ func (a *API) importCert(w http.ResponseWriter, r *http.Request) {
 	}
 	var req ImportRequest
 	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
-		writeError(w, http.StatusBadRequest, "invalid-request-structure", "body must be JSON {hostname, chain, key}")
+		apijson.Error(w, http.StatusBadRequest, "invalid-request-structure", "body must be JSON {hostname, chain, key}")
 		return
 	}
 	src := req.Source
@@ -375,14 +376,14 @@ func (a *API) importCert(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		var invalid *certstore.InvalidError
 		if errors.As(err, &invalid) {
-			writeError(w, http.StatusBadRequest, "invalid-certificate", err.Error())
+			apijson.Error(w, http.StatusBadRequest, "invalid-certificate", err.Error())
 			return
 		}
 		a.storeError(w, "storing the certificate", err)
 		return
 	}
 	a.log().Info("certificate imported", "hostname", rec.Hostname, "serial", rec.Serial, "source", rec.Source)
-	writeJSON(w, http.StatusOK, Info(rec, a.now()))
+	apijson.Write(w, http.StatusOK, Info(rec, a.now()))
 }
 
 // ExportResponse is the body of GET /certs/{hostname}/export.
@@ -402,7 +403,7 @@ func (a *API) exportCert(w http.ResponseWriter, r *http.Request) {
 		a.recordError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, ExportResponse{Hostname: strings.ToLower(host), Chain: string(chain), Key: string(key)})
+	apijson.Write(w, http.StatusOK, ExportResponse{Hostname: strings.ToLower(host), Chain: string(chain), Key: string(key)})
 }
 
 func (a *API) deleteCert(w http.ResponseWriter, r *http.Request) {
@@ -415,14 +416,14 @@ func (a *API) deleteCert(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.log().Info("certificate deleted", "hostname", host)
-	writeJSON(w, http.StatusOK, map[string]string{"deleted": strings.ToLower(host)})
+	apijson.Write(w, http.StatusOK, map[string]string{"deleted": strings.ToLower(host)})
 }
 
 // noCerts answers for a core that keeps no certificates in PlatformDB (it
 // runs the store for DNS only, without an atRestKey to seal keys with).
 func (a *API) noCerts(w http.ResponseWriter) bool {
 	if a.Certs == nil {
-		writeError(w, http.StatusNotFound, "unknown-resource",
+		apijson.Error(w, http.StatusNotFound, "unknown-resource",
 			"this core keeps no certificates in PlatformDB: set letsEncrypt.atRestKey (pryv-tls keygen), the same on every core")
 		return true
 	}
@@ -431,7 +432,7 @@ func (a *API) noCerts(w http.ResponseWriter) bool {
 
 func (a *API) recordError(w http.ResponseWriter, err error) {
 	if errors.Is(err, certstore.ErrNoRecord) {
-		writeError(w, http.StatusNotFound, "unknown-resource", err.Error())
+		apijson.Error(w, http.StatusNotFound, "unknown-resource", err.Error())
 		return
 	}
 	a.storeError(w, "reading the certificate", err)
@@ -442,15 +443,5 @@ func (a *API) recordError(w http.ResponseWriter, err error) {
 // form to the caller.
 func (a *API) storeError(w http.ResponseWriter, what string, err error) {
 	a.log().Error(what, "error", err.Error())
-	writeError(w, http.StatusServiceUnavailable, "unexpected-error", what+": "+err.Error())
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
-}
-
-func writeError(w http.ResponseWriter, status int, id, msg string) {
-	writeJSON(w, status, map[string]any{"error": map[string]string{"id": id, "message": msg}})
+	apijson.Error(w, http.StatusServiceUnavailable, "unexpected-error", what+": "+err.Error())
 }

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/pryv/pryv-tls/internal/apijson"
 	"github.com/pryv/pryv-tls/internal/dnsdata"
 )
 
@@ -42,7 +43,7 @@ func (a *API) dnsRoutes(mux *http.ServeMux, prefix string) {
 
 func (a *API) noDNS(w http.ResponseWriter) bool {
 	if a.DNS == nil {
-		writeError(w, http.StatusNotFound, "unknown-resource", "this core runs no PlatformDB DNS rows (set dns.active or letsEncrypt.atRestKey)")
+		apijson.Error(w, http.StatusNotFound, "unknown-resource", "this core runs no PlatformDB DNS rows (set dns.active or letsEncrypt.atRestKey)")
 		return true
 	}
 	return false
@@ -60,7 +61,7 @@ func (a *API) listRecords(w http.ResponseWriter, r *http.Request) {
 	if recs == nil {
 		recs = []dnsdata.Entry{}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"records": recs})
+	apijson.Write(w, http.StatusOK, map[string]any{"records": recs})
 }
 
 // LoadRequest is the body of POST dns-records: the YAML file's content.
@@ -87,7 +88,7 @@ func (a *API) loadRecords(w http.ResponseWriter, r *http.Request) {
 	}
 	var req LoadRequest
 	if err := json.NewDecoder(io.LimitReader(r.Body, 8<<20)).Decode(&req); err != nil {
-		writeError(w, http.StatusBadRequest, "invalid-request-structure", "body must be JSON {records: [{subdomain, records}], replace, dryRun}")
+		apijson.Error(w, http.StatusBadRequest, "invalid-request-structure", "body must be JSON {records: [{subdomain, records}], replace, dryRun}")
 		return
 	}
 	want := map[string]dnsdata.Records{}
@@ -97,11 +98,11 @@ func (a *API) loadRecords(w http.ResponseWriter, r *http.Request) {
 			err = e.Records.Check()
 		}
 		if err != nil {
-			writeError(w, http.StatusBadRequest, "invalid-parameters-format", "records["+strconv.Itoa(i)+"] ("+e.Subdomain+"): "+err.Error())
+			apijson.Error(w, http.StatusBadRequest, "invalid-parameters-format", "records["+strconv.Itoa(i)+"] ("+e.Subdomain+"): "+err.Error())
 			return
 		}
 		if _, dup := want[sub]; dup {
-			writeError(w, http.StatusBadRequest, "invalid-parameters-format", "records["+strconv.Itoa(i)+"]: subdomain "+sub+" appears twice")
+			apijson.Error(w, http.StatusBadRequest, "invalid-parameters-format", "records["+strconv.Itoa(i)+"]: subdomain "+sub+" appears twice")
 			return
 		}
 		want[sub] = e.Records
@@ -148,7 +149,7 @@ func (a *API) loadRecords(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	writeJSON(w, http.StatusOK, res)
+	apijson.Write(w, http.StatusOK, res)
 }
 
 func (a *API) deleteRecords(w http.ResponseWriter, r *http.Request) {
@@ -160,7 +161,7 @@ func (a *API) deleteRecords(w http.ResponseWriter, r *http.Request) {
 		a.rowError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"deleted": strings.ToLower(sub)})
+	apijson.Write(w, http.StatusOK, map[string]string{"deleted": strings.ToLower(sub)})
 }
 
 // CoreStatus is one core as GET cores shows it.
@@ -194,7 +195,7 @@ func (a *API) listUsers(w http.ResponseWriter, r *http.Request) {
 	for _, u := range users {
 		out = append(out, UserInfo{Username: u[0], Core: u[1]})
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"users": out})
+	apijson.Write(w, http.StatusOK, map[string]any{"users": out})
 }
 
 func (a *API) getUser(w http.ResponseWriter, r *http.Request) {
@@ -207,7 +208,7 @@ func (a *API) getUser(w http.ResponseWriter, r *http.Request) {
 		a.rowError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, UserInfo{Username: u, Core: core})
+	apijson.Write(w, http.StatusOK, UserInfo{Username: u, Core: core})
 }
 
 func (a *API) setUser(w http.ResponseWriter, r *http.Request) {
@@ -218,19 +219,19 @@ func (a *API) setUser(w http.ResponseWriter, r *http.Request) {
 		Core string `json:"core"`
 	}
 	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&body); err != nil || body.Core == "" {
-		writeError(w, http.StatusBadRequest, "invalid-request-structure", `body must be JSON {"core": "<core id>"}`)
+		apijson.Error(w, http.StatusBadRequest, "invalid-request-structure", `body must be JSON {"core": "<core id>"}`)
 		return
 	}
 	u := r.PathValue("username")
 	if err := a.DNS.SetUserCore(r.Context(), u, body.Core); err != nil {
 		if errors.Is(err, dnsdata.ErrInvalid) {
-			writeError(w, http.StatusBadRequest, "invalid-parameters-format", err.Error())
+			apijson.Error(w, http.StatusBadRequest, "invalid-parameters-format", err.Error())
 			return
 		}
 		a.storeError(w, "writing the user row", err)
 		return
 	}
-	writeJSON(w, http.StatusOK, UserInfo{Username: strings.ToLower(u), Core: body.Core})
+	apijson.Write(w, http.StatusOK, UserInfo{Username: strings.ToLower(u), Core: body.Core})
 }
 
 func (a *API) deleteUser(w http.ResponseWriter, r *http.Request) {
@@ -242,7 +243,7 @@ func (a *API) deleteUser(w http.ResponseWriter, r *http.Request) {
 		a.rowError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"deleted": strings.ToLower(u)})
+	apijson.Write(w, http.StatusOK, map[string]string{"deleted": strings.ToLower(u)})
 }
 
 func (a *API) listCores(w http.ResponseWriter, r *http.Request) {
@@ -254,7 +255,7 @@ func (a *API) listCores(w http.ResponseWriter, r *http.Request) {
 		a.storeError(w, err.what, err.err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"cores": out})
+	apijson.Write(w, http.StatusOK, map[string]any{"cores": out})
 }
 
 type whatError struct {
@@ -294,11 +295,11 @@ func (a *API) coreStatuses(ctx context.Context) ([]CoreStatus, map[string]bool, 
 
 func (a *API) rowError(w http.ResponseWriter, err error) {
 	if errors.Is(err, dnsdata.ErrNotFound) {
-		writeError(w, http.StatusNotFound, "unknown-resource", err.Error())
+		apijson.Error(w, http.StatusNotFound, "unknown-resource", err.Error())
 		return
 	}
 	if errors.Is(err, dnsdata.ErrInvalid) {
-		writeError(w, http.StatusBadRequest, "invalid-parameters-format", err.Error())
+		apijson.Error(w, http.StatusBadRequest, "invalid-parameters-format", err.Error())
 		return
 	}
 	a.storeError(w, "PlatformDB", err)

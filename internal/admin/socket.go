@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/pryv/pryv-tls/internal/apijson"
 )
 
 // ListenSocket opens the control socket: its directory is made 0700, the
@@ -124,7 +126,7 @@ func serveSocket(ln net.Listener, log *slog.Logger) *Socket {
 	first := "starting"
 	s.step.Store(&first)
 	var starting http.Handler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		writeError(w, http.StatusServiceUnavailable, IDStarting, "the core is starting ("+*s.step.Load()+"); try again in a moment")
+		apijson.Error(w, http.StatusServiceUnavailable, IDStarting, "the core is starting ("+*s.step.Load()+"); try again in a moment")
 	})
 	s.start = &starting
 	s.h.Store(s.start)
@@ -153,7 +155,7 @@ func (s *Socket) Serve(h http.Handler) { s.h.Store(&h) }
 // and call Serve later, in either order.
 func (s *Socket) Unavailable(msg string) {
 	var h http.Handler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		writeError(w, http.StatusServiceUnavailable, IDUnavailable, msg)
+		apijson.Error(w, http.StatusServiceUnavailable, IDUnavailable, msg)
 	})
 	s.h.CompareAndSwap(s.start, &h)
 }
@@ -161,7 +163,7 @@ func (s *Socket) Unavailable(msg string) {
 // Stopping answers 503 IDStopping from now on: the core drains.
 func (s *Socket) Stopping() {
 	var h http.Handler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		writeError(w, http.StatusServiceUnavailable, IDStopping, "the core is shutting down")
+		apijson.Error(w, http.StatusServiceUnavailable, IDStopping, "the core is shutting down")
 	})
 	s.h.Store(&h)
 }

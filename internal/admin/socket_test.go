@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pryv/pryv-tls/internal/apijson"
 	"github.com/pryv/pryv-tls/internal/devpki"
 )
 
@@ -334,7 +335,7 @@ func TestSocketLifecycle(t *testing.T) {
 		t.Fatalf("the starting answer does not name the step: %q %q", id, msg)
 	}
 
-	api := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, map[string]any{}) })
+	api := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { apijson.Write(w, http.StatusOK, map[string]any{}) })
 	s.Unavailable("no quorum")
 	if st, id, msg := answer(t, c); st != http.StatusServiceUnavailable || id != IDUnavailable || msg != "no quorum" {
 		t.Fatalf("after Unavailable: %d %q %q", st, id, msg)

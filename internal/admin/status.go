@@ -9,6 +9,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/pryv/pryv-tls/internal/apijson"
 	"github.com/pryv/pryv-tls/internal/dnsdata"
 	"github.com/pryv/pryv-tls/internal/health"
 )
@@ -219,7 +220,7 @@ type RenewalEvent struct {
 }
 
 func (a *API) status(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, a.Status(r.Context()))
+	apijson.Write(w, http.StatusOK, a.Status(r.Context()))
 }
 
 // Status gathers the state of this core, the cluster and the certificates.

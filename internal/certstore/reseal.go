@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 
+	"github.com/pryv/pryv-tls/internal/apijson"
 	"github.com/pryv/pryv-tls/internal/atrest"
 	"github.com/pryv/pryv-tls/internal/platformdb"
 )
@@ -156,11 +157,11 @@ type RotateAPI struct {
 
 func (h *RotateAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path != "/keys/rotate" {
-		writeJSON(w, http.StatusNotFound, apiError("unknown-resource", "no such resource"))
+		apijson.Error(w, http.StatusNotFound, "unknown-resource", "no such resource")
 		return
 	}
 	if r.Method != http.MethodPost {
-		writeJSON(w, http.StatusMethodNotAllowed, apiError("invalid-operation", "only POST is allowed here"))
+		apijson.Error(w, http.StatusMethodNotAllowed, "invalid-operation", "only POST is allowed here")
 		return
 	}
 	log := h.Logger
@@ -170,22 +171,12 @@ func (h *RotateAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rep, err := Reseal(r.Context(), h.KV, h.Keys)
 	if err != nil {
 		log.Error("atRestKey rotation stopped; run keys rotate again", "resealed", len(rep.Resealed), "error", err.Error())
-		writeJSON(w, http.StatusServiceUnavailable, apiError("unexpected-error", "keys rotate: "+err.Error()+fmt.Sprintf(" (%d rows resealed before that)", len(rep.Resealed))))
+		apijson.Error(w, http.StatusServiceUnavailable, "unexpected-error", "keys rotate: "+err.Error()+fmt.Sprintf(" (%d rows resealed before that)", len(rep.Resealed)))
 		return
 	}
 	for _, f := range rep.Left {
 		log.Error("atRestKey rotation: row left as it is", "row", f.Row, "error", f.Error)
 	}
 	log.Info("atRestKey rotation", "resealed", len(rep.Resealed), "alreadyCurrent", rep.Current, "left", len(rep.Left), "previousKeys", h.Keys.Previous())
-	writeJSON(w, http.StatusOK, rep)
-}
-
-func apiError(id, msg string) map[string]any {
-	return map[string]any{"error": map[string]string{"id": id, "message": msg}}
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
+	apijson.Write(w, http.StatusOK, rep)
 }

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/pryv/pryv-tls/internal/apijson"
 	"github.com/pryv/pryv-tls/internal/clusterca"
 	"github.com/pryv/pryv-tls/internal/config"
 	"github.com/pryv/pryv-tls/internal/join"
@@ -171,7 +172,7 @@ func onCoreIP(cfg *config.Config, req join.CAHolderRequest) error {
 func (c *clusterAPI) serveCAHolder(w http.ResponseWriter, r *http.Request) {
 	var req join.CAHolderRequest
 	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<12)).Decode(&req); err != nil || req.PeerAddress == "" || req.ClientAddress == "" {
-		jsonError(w, http.StatusBadRequest, "body must be {peerAddress, clientAddress}")
+		apijson.Error(w, http.StatusBadRequest, "cluster", "body must be {peerAddress, clientAddress}")
 		return
 	}
 	res, err := c.caHolder(r.Context(), req)
@@ -180,8 +181,8 @@ func (c *clusterAPI) serveCAHolder(w http.ResponseWriter, r *http.Request) {
 		if errors.Is(err, errNotOpen) {
 			status = http.StatusServiceUnavailable
 		}
-		jsonError(w, status, err.Error())
+		apijson.Error(w, status, "cluster", err.Error())
 		return
 	}
-	writeJSON(w, res)
+	apijson.Write(w, http.StatusOK, res)
 }

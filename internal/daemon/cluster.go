@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pryv/pryv-tls/internal/apijson"
 	"github.com/pryv/pryv-tls/internal/clusterca"
 	"github.com/pryv/pryv-tls/internal/config"
 	"github.com/pryv/pryv-tls/internal/dnsdata"
@@ -189,38 +190,38 @@ func (c *clusterAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case r.Method == http.MethodPost && r.URL.Path == "/cluster/join-tokens":
 		var req TokenRequest
 		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&req); err != nil || req.Token.CoreID == "" {
-			jsonError(w, http.StatusBadRequest, "body must be a TokenRequest")
+			apijson.Error(w, http.StatusBadRequest, "cluster", "body must be a TokenRequest")
 			return
 		}
 		if ms, err := c.db.Members(ctx); err == nil {
 			for _, m := range ms {
 				if m.Name == req.Token.CoreID {
-					jsonError(w, http.StatusConflict, fmt.Sprintf("core %s is already a PlatformDB member", req.Token.CoreID))
+					apijson.Error(w, http.StatusConflict, "cluster", fmt.Sprintf("core %s is already a PlatformDB member", req.Token.CoreID))
 					return
 				}
 			}
 		}
 		req.Core.Available = false
 		if err := tokens.Put(ctx, req.Token); err != nil {
-			jsonError(w, http.StatusServiceUnavailable, err.Error())
+			apijson.Error(w, http.StatusServiceUnavailable, "cluster", err.Error())
 			return
 		}
 		if err := rows.SetCoreInfo(ctx, req.Core); err != nil {
 			_ = tokens.Revoke(ctx, req.Token.CoreID) // all or nothing
-			jsonError(w, http.StatusServiceUnavailable, err.Error())
+			apijson.Error(w, http.StatusServiceUnavailable, "cluster", err.Error())
 			return
 		}
-		writeJSON(w, map[string]string{"coreId": req.Token.CoreID})
+		apijson.Write(w, http.StatusOK, map[string]string{"coreId": req.Token.CoreID})
 	case r.Method == http.MethodGet && r.URL.Path == "/cluster/join-tokens":
 		list, err := tokens.List(ctx)
 		if err != nil {
-			jsonError(w, http.StatusServiceUnavailable, err.Error())
+			apijson.Error(w, http.StatusServiceUnavailable, "cluster", err.Error())
 			return
 		}
 		for i := range list {
 			list[i].Hash = "" // never leaves the store
 		}
-		writeJSON(w, map[string]any{"tokens": list})
+		apijson.Write(w, http.StatusOK, map[string]any{"tokens": list})
 	case r.Method == http.MethodDelete && len(r.URL.Path) > len("/cluster/join-tokens/"):
 		id := r.URL.Path[len("/cluster/join-tokens/"):]
 		if err := tokens.Revoke(ctx, id); err != nil {
@@ -228,20 +229,20 @@ func (c *clusterAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			if errors.Is(err, join.ErrTokenUnknown) {
 				status = http.StatusNotFound
 			}
-			jsonError(w, status, err.Error())
+			apijson.Error(w, status, "cluster", err.Error())
 			return
 		}
 		// A core that never joined is not left listed as a core.
 		if _, err := c.memberByName(ctx, id); err != nil {
 			_ = c.db.Delete(ctx, dnsdata.CoreInfoPrefix+id)
 		}
-		writeJSON(w, map[string]string{"revoked": id})
+		apijson.Write(w, http.StatusOK, map[string]string{"revoked": id})
 	case strings.HasPrefix(r.URL.Path, join.RemoveCorePath):
 		join.RemoveHandler(c.db, c.domain, c.log).ServeHTTP(w, r)
 	case r.Method == http.MethodPost && r.URL.Path == join.CAHolderPath:
 		c.serveCAHolder(w, r)
 	default:
-		jsonError(w, http.StatusNotFound, "unknown cluster endpoint")
+		apijson.Error(w, http.StatusNotFound, "cluster", "unknown cluster endpoint")
 	}
 }
 
@@ -256,15 +257,4 @@ func (c *clusterAPI) memberByName(ctx context.Context, name string) (platformdb.
 		}
 	}
 	return platformdb.Member{}, errors.New("not a member")
-}
-
-func writeJSON(w http.ResponseWriter, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(v)
-}
-
-func jsonError(w http.ResponseWriter, status int, msg string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{"id": "cluster", "message": msg}})
 }

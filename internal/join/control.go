@@ -1,11 +1,12 @@
 package join
 
 import (
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
 	"strings"
+
+	"github.com/pryv/pryv-tls/internal/apijson"
 )
 
 // The control socket's cluster routes this package answers (the daemon
@@ -45,7 +46,7 @@ func RemoveHandler(db Cluster, domain string, log *slog.Logger) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id := strings.TrimPrefix(r.URL.Path, RemoveCorePath)
 		if r.Method != http.MethodDelete || id == "" || strings.Contains(id, "/") {
-			controlError(w, http.StatusNotFound, "DELETE "+RemoveCorePath+"<core id>")
+			apijson.Error(w, http.StatusNotFound, "cluster", "DELETE "+RemoveCorePath+"<core id>")
 			return
 		}
 		force := r.URL.Query().Get("force") == "true"
@@ -61,21 +62,13 @@ func RemoveHandler(db Cluster, domain string, log *slog.Logger) http.Handler {
 			if log != nil {
 				log.Warn("remove-core refused or cut short", "core", id, "error", err.Error())
 			}
-			controlError(w, status, err.Error())
+			apijson.Error(w, status, "cluster", err.Error())
 			return
 		}
 		if log != nil {
 			log.Info("core removed from the cluster", "core", id, "memberRemoved", res.MemberRemoved,
 				"deniedCertificates", len(res.DeniedCerts), "deletedRows", len(res.DeletedRows), "usersPinned", res.UsersPinned)
 		}
-		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(res)
+		apijson.Write(w, http.StatusOK, res)
 	})
-}
-
-// controlError is the control socket's error shape.
-func controlError(w http.ResponseWriter, status int, msg string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{"id": "cluster", "message": msg}})
 }
