@@ -153,9 +153,9 @@ func (m *Materialiser) loadPrimaryFiles() {
 	if err1 != nil || err2 != nil {
 		return // replaced in between: the next start reads it
 	}
-	m.take(m.Primary, served{hash: pairHash(chain, key), cert: c, files: true})
 	m.log().Info("serving the pair at http.ssl until PlatformDB has the primary's certificate",
 		"hostname", m.Primary, "certFile", m.CertFile, "certificate", certs.Describe(c.Leaf), "notAfter", c.Leaf.NotAfter.UTC())
+	m.take(m.Primary, served{hash: pairHash(chain, key), cert: c, files: true})
 }
 
 // Run syncs from PlatformDB until ctx ends: a full listing, then the watch;
@@ -294,8 +294,9 @@ func (m *Materialiser) apply(e platformdb.Entry) (pending, bool) {
 			"row", e.Key, "error", err.Error())
 		return pending{}, false
 	}
+	p := pending{rec: r, keyPEM: keyPEM, leaf: c.Leaf}
 	m.take(r.Hostname, served{hash: pairHash([]byte(r.Chain), keyPEM), cert: c})
-	return pending{rec: r, keyPEM: keyPEM, leaf: c.Leaf}, true
+	return p, true
 }
 
 // finish runs after the batch is served from memory: the disk copies (with
@@ -411,10 +412,9 @@ func (m *Materialiser) take(host string, c served) {
 	}
 	if m.Update != nil {
 		// The Cache gets the leaf beside the certificate (certs.Change.Leaf)
-		// and keeps only what it ranks by; Serve's Replace reads Leaf.
-		cp := *c.cert
-		cp.Leaf, c.leaf = nil, c.cert.Leaf
-		c.cert = &cp
+		// and keeps only what it ranks by; Serve's Replace reads Leaf. The
+		// certificate is ParsePair's, nobody else's yet: changed in place.
+		c.leaf, c.cert.Leaf = c.cert.Leaf, nil
 	}
 	if _, ok := m.served[host]; !ok {
 		m.hosts = nil // a new name: Serve's order is to be redone
