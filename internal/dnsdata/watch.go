@@ -23,6 +23,7 @@ type Watcher struct {
 	KV     interface {
 		List(ctx context.Context, prefix string) ([]platformdb.Entry, int64, error)
 		Watch(ctx context.Context, prefix string, from int64) <-chan platformdb.Event
+		Put(ctx context.Context, key string, value []byte) (int64, error) // the serial row
 	}
 	Swap   func(*authdns.Zone)
 	Logger *slog.Logger
@@ -61,7 +62,27 @@ type Watcher struct {
 // ResignEvery is how often a signed zone is rebuilt when nothing changes.
 const ResignEvery = 24 * time.Hour
 
-var tables = []string{UserCorePrefix, CoreInfoPrefix, RecordPrefix, ChallengePrefix, AccountPrefix, DNSSECKeyPrefix}
+var tables = []string{UserCorePrefix, CoreInfoPrefix, RecordPrefix, ChallengePrefix, AccountPrefix, DNSSECKeyPrefix, SerialPrefix}
+
+// SerialPrefix holds SerialRow, which every watcher rewrites before it
+// lists the DNS tables (at its start, after a lost watch).
+//
+// The zone's SOA serial is the highest revision among the DNS tables' rows
+// (SerialRow included), kept up by the revisions of their watch events:
+// the same on every core that read the same rows, whenever it started.
+// Neither the listing's header revision (it counts writes to every table:
+// a core starting after a certificate or lock write answered a serial the
+// running cores never would) nor the rows' revisions alone (a deletion
+// leaves no row with its revision: a core starting after it answered a
+// lower serial than the running cores, and than it did before a restart)
+// is that. Writing SerialRow first makes the starting core's serial the
+// newest revision, past any deletion; the running cores see the row's
+// event and take the same. A restart so moves every core's serial up by
+// one write, never down.
+const (
+	SerialPrefix = "dns-serial/"
+	SerialRow    = SerialPrefix + "listed"
+)
 
 func (w *Watcher) log() *slog.Logger {
 	if w.Logger != nil {
@@ -120,6 +141,12 @@ func (w *Watcher) Run(ctx context.Context) {
 }
 
 func (w *Watcher) listAll(ctx context.Context) (map[string]int64, error) {
+	// A store that refuses the write (no space) still serves its rows:
+	// this core's serial may then differ from the others' until the next
+	// change of the DNS tables, which the warning says.
+	if _, err := w.KV.Put(ctx, SerialRow, []byte(`{"why":"a DNS watcher listed the DNS tables; the revision of this row is a floor of the SOA serial"}`)); err != nil {
+		w.log().Warn("writing the DNS serial row; this core's SOA serial may differ from the other cores' until the next DNS change", "row", SerialRow, "error", err.Error())
+	}
 	r := newRows()
 	revs := map[string]int64{}
 	var maxRev int64
@@ -129,17 +156,17 @@ func (w *Watcher) listAll(ctx context.Context) (map[string]int64, error) {
 			return nil, err
 		}
 		revs[t] = rev
-		maxRev = max(maxRev, rev)
 		if t == UserCorePrefix {
 			r.expectUsers(len(entries))
 		}
 		for _, e := range entries {
+			maxRev = max(maxRev, e.Revision)
 			r.apply(platformdb.Event{Type: platformdb.EventPut, Entry: e})
 		}
 	}
 	w.mu.Lock()
 	w.rows = r
-	w.serial = uint32(maxRev)
+	w.serial = max(w.serial, uint32(maxRev)) //nolint:gosec // G115: an SOA serial is 32 bits (RFC 1982 arithmetic); 4 billion revisions are decades of writes
 	w.loaded = true
 	w.mu.Unlock()
 	return revs, nil
