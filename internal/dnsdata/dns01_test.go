@@ -74,7 +74,7 @@ func TestDNS01Timeout(t *testing.T) {
 // *.mc.example.com (two authorisations, one name, two values).
 func TestDNS01EndToEnd(t *testing.T) {
 	db := platformdbtest.Open(t)
-	ctx := testCtx(t, 60*time.Second)
+	ctx := testCtx(t)
 	h := newHarness(t, db, staticConfig())
 	h.run()
 

@@ -69,7 +69,7 @@ func dnskeysAndSigs(t *testing.T, addr string) (published, signed []uint16) {
 
 func TestDNSSECKeysInPlatformDB(t *testing.T) {
 	db := platformdbtest.Open(t)
-	ctx := testCtx(t, 60*time.Second)
+	ctx := testCtx(t)
 	keys := testKeyring(t)
 	now := time.Now()
 	store := &KeyStore{KV: db, Keys: keys, Domain: testDomain, TTL: 60, Now: func() time.Time { return now }}
@@ -141,7 +141,7 @@ func TestDNSSECKeysInPlatformDB(t *testing.T) {
 
 func TestDNSSECKeyOtherAtRestKey(t *testing.T) {
 	db := platformdbtest.Open(t)
-	ctx := testCtx(t, 60*time.Second)
+	ctx := testCtx(t)
 	store := &KeyStore{KV: db, Keys: testKeyring(t), Domain: testDomain, TTL: 60}
 	if _, err := store.Ensure(ctx); err != nil {
 		t.Fatal(err)
@@ -165,7 +165,7 @@ func tags(ts []uint16) string { return fmt.Sprint(ts) }
 // atRestKey alone.
 func TestDNSSECKeyResealed(t *testing.T) {
 	db := platformdbtest.Open(t)
-	ctx := testCtx(t, 60*time.Second)
+	ctx := testCtx(t)
 	m1, m2 := make([]byte, atrest.MasterSize), make([]byte, atrest.MasterSize)
 	_, _ = rand.Read(m1)
 	_, _ = rand.Read(m2)

@@ -100,8 +100,9 @@ func warningWith(warnings []string, parts ...string) string {
 
 // ---- PlatformDB ----
 
-func testCtx(t testing.TB, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
+// testCtx bounds a test's PlatformDB calls (a minute: a loaded machine).
+func testCtx(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	t.Cleanup(cancel)
 	return ctx
 }

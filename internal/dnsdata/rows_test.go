@@ -6,7 +6,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/pryv/pryv-tls/internal/platformdb/platformdbtest"
 )
@@ -14,7 +13,7 @@ import (
 func TestRows(t *testing.T) {
 	db := platformdbtest.Open(t)
 	rows := Rows{KV: db}
-	ctx := testCtx(t, 60*time.Second)
+	ctx := testCtx(t)
 
 	t.Run("SetUserCore validation", func(t *testing.T) {
 		for _, bad := range []string{"", "-x", "x-", "a.b", "a_b", "a b", "é", strings.Repeat("a", 64), "alice\n", "*"} {

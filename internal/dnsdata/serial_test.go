@@ -16,7 +16,7 @@ import (
 // changes and across a restart.
 func TestSerialSameOnEveryCore(t *testing.T) {
 	db := platformdbtest.Open(t)
-	ctx := testCtx(t, 60*time.Second)
+	ctx := testCtx(t)
 	h1 := newHarness(t, db, staticConfig())
 	h1.run()
 	rows := h1.rows

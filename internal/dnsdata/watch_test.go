@@ -23,7 +23,7 @@ import (
 func TestWatcherEndToEnd(t *testing.T) {
 	db := platformdbtest.Open(t)
 	rows := Rows{KV: db}
-	ctx := testCtx(t, 60*time.Second)
+	ctx := testCtx(t)
 
 	// Rows that exist before the watcher starts.
 	if err := rows.SetCoreInfo(ctx, CoreInfo{ID: "core0", IP: "127.0.0.4", Available: true}); err != nil {
@@ -223,7 +223,7 @@ func TestWatcherEndToEnd(t *testing.T) {
 func TestWatcherBurstAndRestart(t *testing.T) {
 	db := platformdbtest.Open(t)
 	rows := Rows{KV: db}
-	ctx := testCtx(t, 60*time.Second)
+	ctx := testCtx(t)
 	if err := rows.SetCoreInfo(ctx, CoreInfo{ID: "core1", IP: "127.0.0.5", IPv6: "::5", Available: true}); err != nil {
 		t.Fatal(err)
 	}
