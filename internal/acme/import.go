@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"strings"
 
+	"github.com/pryv/pryv-tls/internal/apijson"
 	"github.com/pryv/pryv-tls/internal/atrest"
 	"github.com/pryv/pryv-tls/internal/platformdb"
 )
@@ -198,7 +199,7 @@ type AccountImportResponse struct {
 
 func (h *AccountAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path != "/acme/account" {
-		writeAPIError(w, http.StatusNotFound, "unknown-resource", "no such resource")
+		apijson.Error(w, http.StatusNotFound, "unknown-resource", "no such resource")
 		return
 	}
 	switch r.Method {
@@ -206,37 +207,37 @@ func (h *AccountAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		info, err := LoadAccountInfo(r.Context(), h.KV, h.Keys, r.URL.Query().Get("directory"))
 		switch {
 		case errors.Is(err, ErrNoAccount):
-			writeAPIError(w, http.StatusNotFound, "unknown-resource", ErrNoAccount.Error())
+			apijson.Error(w, http.StatusNotFound, "unknown-resource", ErrNoAccount.Error())
 		case err != nil:
 			h.storeError(w, err)
 		default:
-			writeAPIJSON(w, http.StatusOK, info)
+			apijson.Write(w, http.StatusOK, info)
 		}
 	case http.MethodPost:
 		var req AccountImportRequest
 		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
-			writeAPIError(w, http.StatusBadRequest, "invalid-request-structure", "body must be JSON {directory, email, uri, key}")
+			apijson.Error(w, http.StatusBadRequest, "invalid-request-structure", "body must be JSON {directory, email, uri, key}")
 			return
 		}
 		key, err := parseAccountKey(req.Key)
 		if err != nil {
-			writeAPIError(w, http.StatusBadRequest, "invalid-parameters-format", err.Error())
+			apijson.Error(w, http.StatusBadRequest, "invalid-parameters-format", err.Error())
 			return
 		}
 		res, info, err := ImportAccount(r.Context(), h.KV, h.Keys, ImportedAccount{Directory: req.Directory, Email: req.Email, URI: req.URI, Key: key})
 		var ie *InputError
 		switch {
 		case errors.As(err, &ie):
-			writeAPIError(w, http.StatusBadRequest, "invalid-parameters-format", err.Error())
+			apijson.Error(w, http.StatusBadRequest, "invalid-parameters-format", err.Error())
 			return
 		case err != nil:
 			h.storeError(w, err)
 			return
 		}
 		h.log().Info("ACME account import", "result", res, "directory", info.Directory, "account", info.URI)
-		writeAPIJSON(w, http.StatusOK, AccountImportResponse{Result: res, Account: info})
+		apijson.Write(w, http.StatusOK, AccountImportResponse{Result: res, Account: info})
 	default:
-		writeAPIError(w, http.StatusMethodNotAllowed, "invalid-operation", "only GET and POST are allowed here")
+		apijson.Error(w, http.StatusMethodNotAllowed, "invalid-operation", "only GET and POST are allowed here")
 	}
 }
 
@@ -249,7 +250,7 @@ func (h *AccountAPI) log() *slog.Logger {
 
 func (h *AccountAPI) storeError(w http.ResponseWriter, err error) {
 	h.log().Error("ACME account", "error", err.Error())
-	writeAPIError(w, http.StatusServiceUnavailable, "unexpected-error", "ACME account: "+err.Error())
+	apijson.Error(w, http.StatusServiceUnavailable, "unexpected-error", "ACME account: "+err.Error())
 }
 
 // parseAccountKey reads a PEM private key (PKCS#8, PKCS#1 or SEC 1).
@@ -280,14 +281,4 @@ func parseAccountKey(s string) (crypto.Signer, error) {
 		return nil, fmt.Errorf("key: unusable key type %T", k)
 	}
 	return signer, nil
-}
-
-func writeAPIJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
-}
-
-func writeAPIError(w http.ResponseWriter, status int, id, msg string) {
-	writeAPIJSON(w, status, map[string]any{"error": map[string]string{"id": id, "message": msg}})
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/pryv/pryv-tls/internal/acme"
 	"github.com/pryv/pryv-tls/internal/admin"
+	"github.com/pryv/pryv-tls/internal/apijson"
 	"github.com/pryv/pryv-tls/internal/atrest"
 	"github.com/pryv/pryv-tls/internal/certstore"
 	"github.com/pryv/pryv-tls/internal/config"
@@ -204,9 +205,7 @@ func (p *platformSys) Public() http.Handler {
 			(*h).ServeHTTP(w, r)
 			return
 		}
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusServiceUnavailable)
-		_, _ = w.Write([]byte(`{"error":{"id":"unavailable","message":"PlatformDB is not reachable yet (no quorum?)"}}` + "\n"))
+		apijson.Error(w, http.StatusServiceUnavailable, "unavailable", "PlatformDB is not reachable yet (no quorum?)")
 	})
 }
 

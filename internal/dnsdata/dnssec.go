@@ -18,6 +18,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/pryv/pryv-tls/internal/apijson"
 	"github.com/pryv/pryv-tls/internal/atrest"
 	"github.com/pryv/pryv-tls/internal/authdns"
 	"github.com/pryv/pryv-tls/internal/platformdb"
@@ -269,14 +270,8 @@ func (s *KeyStore) Infos(ctx context.Context) ([]KeyInfo, error) {
 // ServeHTTP is the control socket's /dnssec/ API: GET /dnssec/keys,
 // POST /dnssec/rollover, POST /dnssec/rollover/finish.
 func (s *KeyStore) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	reply := func(code int, v any) {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(code)
-		_ = json.NewEncoder(w).Encode(v)
-	}
-	fail := func(code int, err error) {
-		reply(code, map[string]any{"error": map[string]string{"id": "dnssec", "message": err.Error()}})
-	}
+	reply := func(code int, v any) { apijson.Write(w, code, v) }
+	fail := func(code int, err error) { apijson.Error(w, code, "dnssec", err.Error()) }
 	ctx := r.Context()
 	switch {
 	case r.Method == http.MethodGet && r.URL.Path == "/dnssec/keys":
