@@ -336,8 +336,9 @@ func adminGET(t *testing.T, addr, name string, roots interface{}, path string, i
 	t.Helper()
 	cl := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
 		TLSClientConfig: &tls.Config{ServerName: name, RootCAs: rootsOf(roots)},
-		DialTLS: func(network, _ string) (net.Conn, error) {
-			return tls.Dial(network, addr, &tls.Config{ServerName: name, RootCAs: rootsOf(roots)})
+		DialTLSContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			d := &tls.Dialer{Config: &tls.Config{ServerName: name, RootCAs: rootsOf(roots)}}
+			return d.DialContext(ctx, network, addr)
 		},
 	}}
 	req, _ := http.NewRequest("GET", "https://"+name+path, nil)

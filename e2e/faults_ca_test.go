@@ -314,7 +314,6 @@ type chanListener struct {
 	addr net.Addr
 	ch   chan net.Conn
 	done chan struct{}
-	once sync.Once
 }
 
 func (l *chanListener) Accept() (net.Conn, error) {

@@ -221,11 +221,10 @@ func TestFaultsCluster(t *testing.T) {
 		}
 		time.Sleep(time.Until(killed.Add(3 * time.Second)))
 		stats := l.end()
-		hs, hsFailed, req, reqFailed, text := loadSummary(stats)
+		hs, hsFailed, reqFailed, text := loadSummary(stats)
 		if hs < 20 || hsFailed > 0 || reqFailed > 0 {
 			t.Errorf("%s: %s; first error: %s", name, text, firstErr(stats))
 		}
-		_ = req
 		restart := time.Now()
 		fc.start(victim)
 		waitSerialNamed(t, fc.front(victim), faultHost, fc.p.roots, serial(next), 30*time.Second)
@@ -334,7 +333,7 @@ func TestFaultsCluster(t *testing.T) {
 			fc.waitHealthy(30 * time.Second)
 		}
 		stats := l.end()
-		_, hsFailed, _, reqFailed, text := loadSummary(stats)
+		_, hsFailed, reqFailed, text := loadSummary(stats)
 		if hsFailed > 0 || reqFailed > 0 {
 			t.Errorf("core3 during the partitions: %s; first error: %s", text, firstErr(stats))
 		}
@@ -385,7 +384,7 @@ func TestFaultsCluster(t *testing.T) {
 			waitSerialNamed(t, fc.front(i), faultHost, fc.p.roots, serial(after), 10*time.Second)
 		}
 		stats := l.end()
-		_, hsFailed, _, reqFailed, text := loadSummary(stats)
+		_, hsFailed, reqFailed, text := loadSummary(stats)
 		if hsFailed > 0 || reqFailed > 0 {
 			t.Errorf("core3 without quorum: %s; first error: %s", text, firstErr(stats))
 		}

@@ -281,8 +281,9 @@ func (l *load) end() []*loadStats {
 }
 
 // sum is "N handshakes (F failed), M requests (G failed)" over stats.
-func loadSummary(stats []*loadStats) (hs, hsFailed, req, reqFailed int, text string) {
+func loadSummary(stats []*loadStats) (hs, hsFailed, reqFailed int, text string) {
 	var parts []string
+	req := 0
 	for _, s := range stats {
 		hs += s.handshakes
 		hsFailed += s.hsFailed
@@ -290,7 +291,7 @@ func loadSummary(stats []*loadStats) (hs, hsFailed, req, reqFailed int, text str
 		reqFailed += s.reqFailed
 		parts = append(parts, fmt.Sprintf("%s %d/%d", s.addr, s.handshakes-s.hsFailed, s.handshakes))
 	}
-	return hs, hsFailed, req, reqFailed, fmt.Sprintf("%d handshakes (%d failed), %d requests (%d failed) [%s]", hs, hsFailed, req, reqFailed, strings.Join(parts, ", "))
+	return hs, hsFailed, reqFailed, fmt.Sprintf("%d handshakes (%d failed), %d requests (%d failed) [%s]", hs, hsFailed, req, reqFailed, strings.Join(parts, ", "))
 }
 
 // socketImport stores a pair through a core's control socket; it returns

@@ -388,7 +388,7 @@ func runPeer(t *testing.T, name, addr string, cmd *exec.Cmd) {
 // startNginxSample runs samples/nginx.conf as an operator installs it, with
 // only its addresses and files moved to the test's: both servers on
 // 127.0.0.1 ports, the upstreams at the stand-ins, the certificate is.
-func startNginxSample(t *testing.T, dir, api, hfs string, p *pki, is *devpki.Issued) peer {
+func startNginxSample(t *testing.T, dir, api, hfs string, is *devpki.Issued) peer {
 	t.Helper()
 	nginx := needTool(t, "nginx")
 	b, err := os.ReadFile(samplePath("nginx.conf"))
@@ -492,7 +492,7 @@ func TestRoutesAsNginxAndCaddy(t *testing.T) {
 	writeFile(t, override, yamlConfig("upstreams:", "  api: http://"+api, "  hfs: http://"+hfs), 0o644)
 	startCore(t, fmt.Sprintf("127.0.0.1:%d", port), "--config", sslConfig(t, dir, port, certFile, keyFile), "--config", override)
 	ours := peer{name: "pryv-tls", url: fmt.Sprintf("https://%s:%d", host, port), port: port}
-	peers := []peer{startNginxSample(t, filepath.Join(dir, "nginx"), api, hfs, p, is), startCaddySample(t, filepath.Join(dir, "caddy"), api, hfs)}
+	peers := []peer{startNginxSample(t, filepath.Join(dir, "nginx"), api, hfs, is), startCaddySample(t, filepath.Join(dir, "caddy"), api, hfs)}
 
 	cases := []struct {
 		target, upstream, forwarded string
@@ -570,7 +570,7 @@ func TestEdgeHeadersAsNginx(t *testing.T) {
 	writeFile(t, override, yamlConfig("http:", "  hsts: '"+hsts+"'", "upstreams:", "  api: http://"+api, "  hfs: http://"+hfs), 0o644)
 	startCore(t, fmt.Sprintf("127.0.0.1:%d", port), "--config", sslConfig(t, dir, port, certFile, keyFile), "--config", override)
 	ours := peer{name: "pryv-tls", url: fmt.Sprintf("https://%s:%d", host, port), port: port}
-	nginx := startNginxSample(t, filepath.Join(dir, "nginx"), api, hfs, p, is)
+	nginx := startNginxSample(t, filepath.Join(dir, "nginx"), api, hfs, is)
 	caddy := startCaddySample(t, filepath.Join(dir, "caddy"), api, hfs)
 
 	for _, pr := range []peer{ours, nginx, caddy} {

@@ -129,12 +129,12 @@ func exitOf(t *testing.T, err error) int {
 	return -1
 }
 
-// socketAnswer is one GET on the control socket: status and error id.
-func socketAnswer(path, p string) (int, string, error) {
+// socketAnswer is one GET /status on the control socket: status and error id.
+func socketAnswer(path string) (int, string, error) {
 	c := admin.SocketClient(path)
 	defer c.CloseIdleConnections()
 	c.Timeout = 2 * time.Second
-	resp, err := c.Get("http://pryv-tls" + p)
+	resp, err := c.Get("http://pryv-tls/status")
 	if err != nil {
 		return 0, "", err
 	}
@@ -294,7 +294,7 @@ func TestLifecycleNotify(t *testing.T) {
 	if got, err := servedSerial(t, c.front, host, c.pki.roots); err != nil || got != c.serial {
 		t.Fatalf("at READY=1 the front does not serve the certificate: %q %v", got, err)
 	}
-	if st, id, err := socketAnswer(c.socket(), "/status"); err != nil || st != http.StatusOK {
+	if st, id, err := socketAnswer(c.socket()); err != nil || st != http.StatusOK {
 		t.Fatalf("at READY=1 the control socket answers %d %q %v, want the API", st, id, err)
 	}
 	if !strings.Contains(ready, "STATUS=serving") {
@@ -381,7 +381,7 @@ func TestLifecycleSIGTERMAtStartup(t *testing.T) {
 
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		st, id, err := socketAnswer(c.socket(), "/status")
+		st, id, err := socketAnswer(c.socket())
 		if err == nil && st == http.StatusServiceUnavailable && strings.HasPrefix(id, "starting: ") && strings.Contains(id, "opening PlatformDB") {
 			break
 		}
@@ -410,7 +410,7 @@ func TestLifecycleSIGTERMAtStartup(t *testing.T) {
 			t.Errorf("--wait %s failed after %s, want within [%s, %s]", tc.wait, d, tc.min, tc.max)
 		}
 	}
-	if st, id, _ := socketAnswer(c.socket(), "/status"); st != http.StatusServiceUnavailable || !strings.HasPrefix(id, "starting: ") {
+	if st, id, _ := socketAnswer(c.socket()); st != http.StatusServiceUnavailable || !strings.HasPrefix(id, "starting: ") {
 		t.Fatalf("start-up is over before the signal (%d %q): the test would not test start-up", st, id)
 	}
 
@@ -468,7 +468,7 @@ func TestLifecycleReadyWithoutQuorum(t *testing.T) {
 	if got, err := servedSerial(t, c.front, host, c.pki.roots); err != nil || got != c.serial {
 		t.Fatalf("at READY=1 the front does not serve the certificate: %q %v", got, err)
 	}
-	if st, id, err := socketAnswer(c.socket(), "/status"); err != nil || st != http.StatusServiceUnavailable || !strings.HasPrefix(id, "unavailable: PlatformDB is not reachable yet") {
+	if st, id, err := socketAnswer(c.socket()); err != nil || st != http.StatusServiceUnavailable || !strings.HasPrefix(id, "unavailable: PlatformDB is not reachable yet") {
 		t.Fatalf("the control socket answers %d %q %v, want 503 unavailable", st, id, err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

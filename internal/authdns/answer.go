@@ -214,7 +214,7 @@ func (z *Zone) answer(req *dns.Msg, maxUDP int, tcp bool, users UserCache) (*dns
 	if lk == LookupMiss {
 		return nil, LookupMiss
 	}
-	if z.sig != nil && reqOPT != nil && reqOPT.Do() && !(m.Rcode == dns.RcodeServerFailure) {
+	if z.sig != nil && reqOPT != nil && reqOPT.Do() && m.Rcode != dns.RcodeServerFailure {
 		z.signResponse(m, &r.deny, referral, time.Now())
 	}
 	if q.Name != qname {

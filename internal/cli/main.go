@@ -59,7 +59,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	cmd, rest := args[0], args[1:]
 	switch cmd {
 	case "serve":
-		return serve(rest, stdout, stderr)
+		return serve(rest, stderr)
 	case "config":
 		if len(rest) == 0 || rest[0] != "check" {
 			fmt.Fprintln(stderr, `usage: pryv-tls config check --config FILE [--config FILE ...]`)

@@ -19,7 +19,7 @@ import (
 	"github.com/pryv/pryv-tls/internal/join"
 )
 
-func serve(args []string, stdout, stderr io.Writer) int {
+func serve(args []string, stderr io.Writer) int {
 	// From the first moment: a SIGTERM while the configuration loads or
 	// PlatformDB opens is a stop (exit 0, "stopped during start-up"), and a
 	// SIGHUP then waits for the core to be ready; neither takes the

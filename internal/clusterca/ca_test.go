@@ -123,7 +123,7 @@ func TestCreateAndLoad(t *testing.T) {
 	if want := "sha256:" + hex.EncodeToString(sum[:]); ca.Fingerprint() != want {
 		t.Fatalf("Fingerprint %s, want %s", ca.Fingerprint(), want)
 	}
-	if ca.Fingerprint() != ca.Fingerprint() {
+	if a, b := ca.Fingerprint(), ca.Fingerprint(); a != b {
 		t.Fatal("Fingerprint not stable")
 	}
 	other, _ := newCA(t)
@@ -466,7 +466,7 @@ func TestEnsureNodeCert(t *testing.T) {
 	verify(t, ca, cert5, x509.ExtKeyUsageClientAuth)
 
 	// Less than 30 days left: re-issued for a year.
-	short, _, err := ca.issueForTest("core-1", ips, 29*24*time.Hour, key1)
+	short, err := ca.issueForTest("core-1", ips, 29*24*time.Hour, key1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -479,7 +479,7 @@ func TestEnsureNodeCert(t *testing.T) {
 		t.Fatalf("renewed certificate ends %v", leaf.NotAfter)
 	}
 	// 31 days left: kept.
-	long, _, err := ca.issueForTest("core-1", ips, 31*24*time.Hour, key1)
+	long, err := ca.issueForTest("core-1", ips, 31*24*time.Hour, key1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -531,11 +531,11 @@ func TestEnsureNodeCert(t *testing.T) {
 
 // issueForTest signs a certificate of a given validity for the key in
 // keyPEM (as EnsureNodeCert would, but with any lifetime).
-func (ca *CA) issueForTest(id string, ips []net.IP, validity time.Duration, keyPEM []byte) ([]byte, []byte, error) {
+func (ca *CA) issueForTest(id string, ips []net.IP, validity time.Duration, keyPEM []byte) ([]byte, error) {
 	key, err := parseKeyPEM(keyPEM)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	cert, err := ca.issue(Node{ID: id, IPs: ips}, validity, key.Public())
-	return cert, keyPEM, err
+	return cert, err
 }

@@ -51,10 +51,10 @@ func rawUpstream(t *testing.T, serve func(c net.Conn)) string {
 
 // readRequestHead reads one request head from c (what a real upstream does
 // before it misbehaves).
-func readRequestHead(c net.Conn) (*http.Request, *bufio.Reader, error) {
+func readRequestHead(c net.Conn) (*bufio.Reader, error) {
 	br := bufio.NewReader(c)
-	req, err := http.ReadRequest(br)
-	return req, br, err
+	_, err := http.ReadRequest(br)
+	return br, err
 }
 
 func TestHSTS(t *testing.T) {
@@ -116,7 +116,7 @@ func TestUpstreamFaults(t *testing.T) {
 		defer c.Close()
 		hung.Add(1)
 		defer hung.Done()
-		_, br, err := readRequestHead(c)
+		br, err := readRequestHead(c)
 		if err != nil {
 			return
 		}
@@ -126,13 +126,13 @@ func TestUpstreamFaults(t *testing.T) {
 	defer close(release)
 	garbage := rawUpstream(t, func(c net.Conn) {
 		defer c.Close()
-		if _, _, err := readRequestHead(c); err == nil {
+		if _, err := readRequestHead(c); err == nil {
 			_, _ = io.WriteString(c, "SSH-2.0-OpenSSH_9.2\r\n\r\n")
 		}
 	})
 	resetting := rawUpstream(t, func(c net.Conn) {
 		defer c.Close()
-		if _, _, err := readRequestHead(c); err != nil {
+		if _, err := readRequestHead(c); err != nil {
 			return
 		}
 		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 1048576\r\nContent-Type: application/octet-stream\r\n\r\n")

@@ -205,11 +205,10 @@ func (s *Conn) removeInner(id int) {
 
 // breakWatches cancels the etcd watch under every live Watch, as a lost
 // connection would; the Watches resume by themselves. For tests.
-func (s *Conn) breakWatches() int {
+func (s *Conn) breakWatches() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, c := range s.inner {
 		c()
 	}
-	return len(s.inner)
 }

@@ -53,9 +53,9 @@ func TestDenylist(t *testing.T) {
 	kept := pki.issue(t, "core-3", loopbackIP)
 	viaWatch := pki.issue(t, "core-4", loopbackIP)
 	client := func(f *TLSFiles) error {
-		return tryClient(t, clientv3.Config{Endpoints: []string{e.ClientAddress()}, TLS: tlsConfig(t, f, pki.ca.Pool())})
+		return tryClient(clientv3.Config{Endpoints: []string{e.ClientAddress()}, TLS: tlsConfig(t, f, pki.ca.Pool())})
 	}
-	peer := func(f *TLSFiles) error { return peerGet(t, e.PeerAddress(), tlsConfig(t, f, pki.ca.Pool()), nil) }
+	peer := func(f *TLSFiles) error { return peerGet(e.PeerAddress(), tlsConfig(t, f, pki.ca.Pool()), nil) }
 	for _, f := range []*TLSFiles{removed, kept, viaWatch} {
 		if err := client(f); err != nil {
 			t.Fatalf("before any denial, client %s: %v", f.CertFile, err)

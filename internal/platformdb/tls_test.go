@@ -94,7 +94,7 @@ func TestTLSRefusesStrangers(t *testing.T) {
 		for _, c := range cases {
 			t.Run(c.name, func(t *testing.T) {
 				t.Parallel()
-				err := tryClient(t, c.cfg)
+				err := tryClient(c.cfg)
 				if err == nil {
 					t.Fatal("a client without a node certificate read and wrote the store")
 				}
@@ -128,16 +128,16 @@ func TestTLSRefusesStrangers(t *testing.T) {
 		// No client certificate: the handshake fails. With TLS 1.3 the
 		// client's Handshake returns before the server has checked its
 		// (empty) certificate; the refusal is the first thing it reads.
-		err := peerGet(t, peer, &tls.Config{RootCAs: pki.ca.Pool()}, nil)
+		err := peerGet(peer, &tls.Config{RootCAs: pki.ca.Pool()}, nil)
 		if err == nil {
 			t.Fatal("peer listener accepted a client without a certificate")
 		}
 		t.Logf("no certificate: %v", err)
-		if err := peerGet(t, peer, tlsConfig(t, otherCA, pki.ca.Pool()), nil); err == nil {
+		if err := peerGet(peer, tlsConfig(t, otherCA, pki.ca.Pool()), nil); err == nil {
 			t.Fatal("peer listener accepted another CA's certificate")
 		}
 		// A node certificate that does not name the source address.
-		if err := peerGet(t, peer, tlsConfig(t, wrongIP, pki.ca.Pool()), nil); err == nil {
+		if err := peerGet(peer, tlsConfig(t, wrongIP, pki.ca.Pool()), nil); err == nil {
 			t.Fatal("peer listener accepted a certificate that does not name the source address")
 		} else {
 			t.Logf("certificate for 127.0.0.2 from 127.0.0.1: %v", err)
@@ -145,10 +145,10 @@ func TestTLSRefusesStrangers(t *testing.T) {
 		// The same certificate from 127.0.0.2 passes, and so does a node
 		// certificate naming 127.0.0.1: the refusals above are not the
 		// listener refusing everyone.
-		if err := peerGet(t, peer, tlsConfig(t, wrongIP, pki.ca.Pool()), net.IPv4(127, 0, 0, 2)); err != nil {
+		if err := peerGet(peer, tlsConfig(t, wrongIP, pki.ca.Pool()), net.IPv4(127, 0, 0, 2)); err != nil {
 			t.Fatalf("certificate for 127.0.0.2 from 127.0.0.2: %v", err)
 		}
-		if err := peerGet(t, peer, tlsConfig(t, sameCA, pki.ca.Pool()), nil); err != nil {
+		if err := peerGet(peer, tlsConfig(t, sameCA, pki.ca.Pool()), nil); err != nil {
 			t.Fatalf("node certificate: %v", err)
 		}
 	})
@@ -166,7 +166,7 @@ func TestTLSRefusesStrangers(t *testing.T) {
 		}
 		mustPut(t, c, "other/k", []byte("w"))
 		// The raw client of the same certificate works too.
-		if err := tryClient(t, clientv3.Config{Endpoints: []string{client}, TLS: tlsConfig(t, sameCA, pki.ca.Pool())}); err != nil {
+		if err := tryClient(clientv3.Config{Endpoints: []string{client}, TLS: tlsConfig(t, sameCA, pki.ca.Pool())}); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -424,7 +424,7 @@ func tlsConfig(t testing.TB, files *TLSFiles, roots *x509.CertPool) *tls.Config 
 
 // tryClient writes then reads with a raw etcd client of cfg, each bounded
 // by a short timeout, and returns the first error.
-func tryClient(t testing.TB, cfg clientv3.Config) error {
+func tryClient(cfg clientv3.Config) error {
 	cfg.DialTimeout = time.Second
 	cfg.Logger = zap.NewNop()
 	cli, err := clientv3.New(cfg)
@@ -443,7 +443,7 @@ func tryClient(t testing.TB, cfg clientv3.Config) error {
 
 // peerGet does GET /members on the peer listener over TLS with cfg, from
 // local address from (nil: any), and fails unless it gets a 200.
-func peerGet(t testing.TB, peer string, cfg *tls.Config, from net.IP) error {
+func peerGet(peer string, cfg *tls.Config, from net.IP) error {
 	d := &net.Dialer{Timeout: 2 * time.Second}
 	if from != nil {
 		d.LocalAddr = &net.TCPAddr{IP: from}

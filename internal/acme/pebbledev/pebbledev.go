@@ -658,7 +658,7 @@ func pebbleProfiles(in map[string]Profile) (map[string]ca.Profile, error) {
 		in = DefaultProfiles()
 	}
 	if len(in) == 0 {
-		return nil, errors.New("Profiles is empty (nil means the defaults)")
+		return nil, errors.New("pebbledev: Options.Profiles is empty (nil means the defaults)")
 	}
 	out := make(map[string]ca.Profile, len(in))
 	for name, pr := range in {
