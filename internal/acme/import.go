@@ -7,7 +7,6 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/pryv/pryv-tls/internal/apijson"
 	"github.com/pryv/pryv-tls/internal/atrest"
+	"github.com/pryv/pryv-tls/internal/certs"
 	"github.com/pryv/pryv-tls/internal/platformdb"
 )
 
@@ -219,9 +219,9 @@ func (h *AccountAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			apijson.Error(w, http.StatusBadRequest, "invalid-request-structure", "body must be JSON {directory, email, uri, key}")
 			return
 		}
-		key, err := parseAccountKey(req.Key)
+		key, err := certs.ParseKeyPEM([]byte(req.Key))
 		if err != nil {
-			apijson.Error(w, http.StatusBadRequest, "invalid-parameters-format", err.Error())
+			apijson.Error(w, http.StatusBadRequest, "invalid-parameters-format", "key: "+err.Error())
 			return
 		}
 		res, info, err := ImportAccount(r.Context(), h.KV, h.Keys, ImportedAccount{Directory: req.Directory, Email: req.Email, URI: req.URI, Key: key})
@@ -251,34 +251,4 @@ func (h *AccountAPI) log() *slog.Logger {
 func (h *AccountAPI) storeError(w http.ResponseWriter, err error) {
 	h.log().Error("ACME account", "error", err.Error())
 	apijson.Error(w, http.StatusServiceUnavailable, "unexpected-error", "ACME account: "+err.Error())
-}
-
-// parseAccountKey reads a PEM private key (PKCS#8, PKCS#1 or SEC 1).
-func parseAccountKey(s string) (crypto.Signer, error) {
-	b, _ := pem.Decode([]byte(s))
-	if b == nil {
-		return nil, errors.New("key: no PEM block")
-	}
-	var (
-		k   any
-		err error
-	)
-	switch b.Type {
-	case "PRIVATE KEY":
-		k, err = x509.ParsePKCS8PrivateKey(b.Bytes)
-	case "RSA PRIVATE KEY":
-		k, err = x509.ParsePKCS1PrivateKey(b.Bytes)
-	case "EC PRIVATE KEY":
-		k, err = x509.ParseECPrivateKey(b.Bytes)
-	default:
-		return nil, fmt.Errorf("key: a PEM %q block, not a private key", b.Type)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("key: its %s does not parse", b.Type)
-	}
-	signer, ok := k.(crypto.Signer)
-	if !ok {
-		return nil, fmt.Errorf("key: unusable key type %T", k)
-	}
-	return signer, nil
 }

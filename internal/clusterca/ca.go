@@ -42,6 +42,7 @@ import (
 	"time"
 
 	"github.com/pryv/pryv-tls/internal/atomicfile"
+	"github.com/pryv/pryv-tls/internal/certs"
 )
 
 // File names in the CA and node directories.
@@ -258,7 +259,7 @@ func readNodeKey(path string) crypto.Signer {
 	if err != nil {
 		return nil
 	}
-	key, err := parseKeyPEM(b)
+	key, err := certs.ParseKeyPEM(b)
 	if err != nil {
 		return nil
 	}

@@ -16,6 +16,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pryv/pryv-tls/internal/certs"
 )
 
 var loopback = []net.IP{net.IPv4(127, 0, 0, 1)}
@@ -532,7 +534,7 @@ func TestEnsureNodeCert(t *testing.T) {
 // issueForTest signs a certificate of a given validity for the key in
 // keyPEM (as EnsureNodeCert would, but with any lifetime).
 func (ca *CA) issueForTest(id string, ips []net.IP, validity time.Duration, keyPEM []byte) ([]byte, error) {
-	key, err := parseKeyPEM(keyPEM)
+	key, err := certs.ParseKeyPEM(keyPEM)
 	if err != nil {
 		return nil, err
 	}

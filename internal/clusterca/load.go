@@ -10,16 +10,15 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/pryv/pryv-tls/internal/atomicfile"
+	"github.com/pryv/pryv-tls/internal/certs"
 )
 
 // LoadOrCreateCA loads the CA from dir, or creates a new one there if no CA
@@ -133,7 +132,7 @@ func readCAKey(path string, fi fs.FileInfo) (crypto.Signer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster CA: %w", err)
 	}
-	key, err := parseKeyPEM(b)
+	key, err := certs.ParseKeyPEM(b)
 	if err != nil {
 		return nil, fmt.Errorf("cluster CA: %s: %w", path, err)
 	}
@@ -262,39 +261,6 @@ func createCA(dir string) (*CA, error) {
 		}
 	}
 	return &CA{cert: cert, certPEM: certPEM, certFile: filepath.Join(dir, CoreCACertName), key: key}, nil
-}
-
-// parseKeyPEM returns the private key of a PEM file: PKCS#8 ("PRIVATE
-// KEY"), SEC 1 ("EC PRIVATE KEY", openssl ecparam's) or PKCS#1 ("RSA
-// PRIVATE KEY"). Blocks before the key (openssl's "EC PARAMETERS") are
-// skipped.
-func parseKeyPEM(b []byte) (crypto.Signer, error) {
-	for {
-		var block *pem.Block
-		block, b = pem.Decode(b)
-		if block == nil {
-			return nil, errors.New("no PEM private key block (PRIVATE KEY, EC PRIVATE KEY or RSA PRIVATE KEY)")
-		}
-		if block.Type == "ENCRYPTED PRIVATE KEY" || strings.Contains(block.Headers["Proc-Type"], "ENCRYPTED") {
-			return nil, errors.New("the key is encrypted: store it unencrypted (openssl pkey -in KEY -out NEW, then replace KEY with NEW, mode 0600)")
-		}
-		switch block.Type {
-		case "PRIVATE KEY":
-			k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
-			if err != nil {
-				return nil, err
-			}
-			s, ok := k.(crypto.Signer)
-			if !ok {
-				return nil, fmt.Errorf("unsupported private key type %T", k)
-			}
-			return s, nil
-		case "EC PRIVATE KEY":
-			return x509.ParseECPrivateKey(block.Bytes)
-		case "RSA PRIVATE KEY":
-			return x509.ParsePKCS1PrivateKey(block.Bytes)
-		}
-	}
 }
 
 // readOptional reads path; a missing file is (nil, false, nil).

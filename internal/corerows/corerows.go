@@ -24,7 +24,6 @@ import (
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/rsa"
-	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
@@ -35,6 +34,7 @@ import (
 	"time"
 	"unicode"
 
+	"github.com/pryv/pryv-tls/internal/certs"
 	"github.com/pryv/pryv-tls/internal/rqlite"
 )
 
@@ -221,41 +221,12 @@ func ParseAccount(value string, key []byte) (*Account, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot open %s (accountKey): %w", AccountRow, err)
 	}
-	signer, err := parseKey(pt)
+	signer, err := certs.ParseKeyPEM(pt)
 	if err != nil {
-		return nil, fmt.Errorf("%s: accountKey opens, but %w", AccountRow, err)
+		return nil, fmt.Errorf("%s: accountKey opens, but holds no usable private key: %w", AccountRow, err)
 	}
 	a.Key, a.KeyPEM = signer, pt
 	return a, nil
-}
-
-func parseKey(pemBytes []byte) (crypto.Signer, error) {
-	b, _ := pem.Decode(pemBytes)
-	if b == nil {
-		return nil, errors.New("to no PEM block")
-	}
-	var (
-		k   any
-		err error
-	)
-	switch b.Type {
-	case "PRIVATE KEY":
-		k, err = x509.ParsePKCS8PrivateKey(b.Bytes)
-	case "RSA PRIVATE KEY":
-		k, err = x509.ParsePKCS1PrivateKey(b.Bytes)
-	case "EC PRIVATE KEY":
-		k, err = x509.ParseECPrivateKey(b.Bytes)
-	default:
-		return nil, fmt.Errorf("to a PEM %q block, not a private key", b.Type)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("its %s does not parse: %w", b.Type, err)
-	}
-	s, ok := k.(crypto.Signer)
-	if !ok {
-		return nil, fmt.Errorf("to an unusable key type %T", k)
-	}
-	return s, nil
 }
 
 // Source is where the rows are read: the core's rqlite (rqlite.Client).

@@ -217,7 +217,7 @@ func TestParseAccount(t *testing.T) {
 		{"no url", `{"accountKey":"x"}`, "no accountUrl", key},
 		{"http url", `{"accountKey":"x","accountUrl":"http://ca/acct/1"}`, "is not an https URL", key},
 		{"no key", `{"accountUrl":"` + url + `"}`, "no accountKey", key},
-		{"jwk not pem", corerowstest.AccountValue(key, []byte(`{"kty":"RSA"}`), url, "e"), "to no PEM block", key},
+		{"jwk not pem", corerowstest.AccountValue(key, []byte(`{"kty":"RSA"}`), url, "e"), "no PEM block", key},
 		{"certificate not key", corerowstest.AccountValue(key, pemKey(t, "CERTIFICATE", []byte{1}), url, "e"), `"CERTIFICATE" block, not a private key`, key},
 		{"garbage der", corerowstest.AccountValue(key, pemKey(t, "PRIVATE KEY", []byte{1, 2}), url, "e"), "does not parse", key},
 		{"not json", "[]", "not the core's account JSON", key},
