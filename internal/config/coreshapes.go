@@ -64,11 +64,9 @@ func (d *fileDecoder) staticMap(n *yaml.Node, v reflect.Value, path string) {
 			d.fail(k, p, "expected a subdomain as the key")
 			continue
 		}
-		if first, dup := seen[k.Value]; dup {
-			d.fail(k, p, fmt.Sprintf("duplicate key (first set on line %d)", first))
+		if d.duplicate(seen, k, p) {
 			continue
 		}
-		seen[k.Value] = k.Line
 		e := StaticEntry{Subdomain: k.Value}
 		if val != nil && !isNull(val) {
 			if d.coreEntry(val, &e.Records, p) {
@@ -96,11 +94,9 @@ func (d *fileDecoder) coreEntry(n *yaml.Node, r *RecordSet, path string) bool {
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, val := n.Content[i], n.Content[i+1]
 		p := joinPath(path, k.Value)
-		if first, dup := seen[k.Value]; dup {
-			d.fail(k, p, fmt.Sprintf("duplicate key (first set on line %d)", first))
+		if d.duplicate(seen, k, p) {
 			continue
 		}
-		seen[k.Value] = k.Line
 		switch k.Value {
 		case "a":
 			r.A = d.stringOrList(val, p)
@@ -179,11 +175,9 @@ func (d *fileDecoder) fields(n *yaml.Node, path string, keys map[string]reflect.
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, val := n.Content[i], n.Content[i+1]
 		p := joinPath(path, k.Value)
-		if first, dup := seen[k.Value]; dup {
-			d.fail(k, p, fmt.Sprintf("duplicate key (first set on line %d)", first))
+		if d.duplicate(seen, k, p) {
 			continue
 		}
-		seen[k.Value] = k.Line
 		f, known := keys[k.Value]
 		if !known {
 			msg := "unknown key"

@@ -89,11 +89,9 @@ func (d *fileDecoder) mapping(n *yaml.Node, v reflect.Value, path string) {
 		if d.core && !isShared(p) {
 			continue
 		}
-		if first, dup := seen[name]; dup {
-			d.fail(k, p, fmt.Sprintf("duplicate key (first set on line %d)", first))
+		if d.duplicate(seen, k, p) {
 			continue
 		}
-		seen[name] = k.Line
 		f, ok := fields.byName[name]
 		if !ok && d.core && !underShared(p) {
 			// A section on the way to a shared key this build does not read.
@@ -274,5 +272,17 @@ func holdsSecret(t reflect.Type) bool {
 			}
 		}
 	}
+	return false
+}
+
+// duplicate reports k when an earlier key of the same mapping had its name
+// (YAML forbids it; the parser does not say), else notes it in seen (name
+// to line).
+func (d *fileDecoder) duplicate(seen map[string]int, k *yaml.Node, p string) bool {
+	if first, dup := seen[k.Value]; dup {
+		d.fail(k, p, fmt.Sprintf("duplicate key (first set on line %d)", first))
+		return true
+	}
+	seen[k.Value] = k.Line
 	return false
 }
