@@ -48,6 +48,14 @@ func (r *rawSocket) open(conn *net.UDPConn) error {
 	if dupErr != nil {
 		return fmt.Errorf("dup: %w", dupErr)
 	}
+	// Both calls with no message: 0 where the kernel (or a sandbox's
+	// filter) has them, ENOSYS or EPERM where it does not.
+	for _, trap := range []uintptr{unix.SYS_RECVMMSG, unix.SYS_SENDMMSG} {
+		if _, _, errno := unix.Syscall6(trap, uintptr(fd), 0, 0, unix.MSG_DONTWAIT, 0, 0); errno != 0 {
+			_ = unix.Close(fd)
+			return fmt.Errorf("probe system call %d: %w", trap, errno)
+		}
+	}
 	if err := unix.SetNonblock(fd, false); err != nil {
 		_ = unix.Close(fd)
 		return fmt.Errorf("set blocking: %w", err)
