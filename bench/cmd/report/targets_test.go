@@ -18,10 +18,10 @@ func TestTargets(t *testing.T) {
 	}
 	scale := map[string]map[string]string{
 		"idle RSS: 1 certificate, 10,000 users in the zone (pryv-tls, knot)": {"pryv-tls": "39.9", "knot": "11.7"},
-		"100,000-user zone: RSS":                                            {"pryv-tls": "90.0", "knot": "71.1"},
-		"100,000-user zone: RSS after restart":                              {"pryv-tls": "72.5", "knot": "39.7"},
-		"100,000-user zone: restart until the last user answers":            {"pryv-tls": "0.50", "knot": "0.11"},
-		"10,000 certificates: RSS after restart":                            {"pryv-tls": "110", "caddy": "113"},
+		"100,000-user zone: RSS":                                 {"pryv-tls": "90.0", "knot": "71.1"},
+		"100,000-user zone: RSS after restart":                   {"pryv-tls": "72.5", "knot": "39.7"},
+		"100,000-user zone: restart until the last user answers": {"pryv-tls": "0.50", "knot": "0.11"},
+		"10,000 certificates: RSS after restart":                 {"pryv-tls": "110", "caddy": "113"},
 	}
 	got := map[string]string{}
 	for _, tg := range targets(res, scale, map[string]string{"n_scale-zone": "100,000", "n_scale-certs": "10,000"}) {
