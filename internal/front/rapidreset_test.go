@@ -131,3 +131,12 @@ func TestResetsBelowTheBound(t *testing.T) {
 		t.Errorf("%d resets (under the bound of %d): GOAWAY %v, closed %v; want the connection kept", sent, maxResets, goAway, closed)
 	}
 }
+
+// TestGrowStackDoesNotAllocate: the stream's stack reserve is a frame, not a
+// heap object (escape analysis keeps the array on the stack only while
+// nothing keeps it).
+func TestGrowStackDoesNotAllocate(t *testing.T) {
+	if n := testing.AllocsPerRun(100, growStack); n != 0 {
+		t.Fatalf("growStack allocates %v times per call", n)
+	}
+}
