@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"reflect"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -131,6 +132,7 @@ func (d *dnsSys) attach(ctx context.Context, w *wiring) error {
 			return err
 		}
 	}
+	d.watch.Listed = func() { go releaseAfterListing(d.log) }
 	w.run.Go(d.watch.Run)
 
 	// DNS-01 is validated by querying the cores' DNS servers, so the value
@@ -299,4 +301,19 @@ func coreName(cfg *config.Config) string {
 		return cfg.Core.ID
 	}
 	return "single"
+}
+
+// releaseAfterListing returns the start's garbage to the OS and releases the
+// executable's pages once the DNS watcher's first listing is served: a
+// 100,000-user start held 100-108 MiB 1 s after its last user answered,
+// 54-65 MiB once the heap policy's quiet checks had done the same a few
+// seconds later (decision 0036). The policy's own release still runs when
+// the process goes quiet.
+func releaseAfterListing(log *slog.Logger) {
+	debug.FreeOSMemory()
+	if n, err := releaseExecPages(); err != nil {
+		log.Debug("after the first listing: the executable's pages stay resident", "error", err.Error())
+	} else {
+		log.Debug("after the first listing: released the executable's pages", "bytes", n)
+	}
 }

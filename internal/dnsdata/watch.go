@@ -43,6 +43,10 @@ type Watcher struct {
 	// maps a core's answer to. It must not keep the slice's callers
 	// waiting (it runs in the watcher's goroutine).
 	Cores func([]CoreInfo)
+	// Listed, if set, is called once, in the watcher's goroutine, after
+	// the zone of the first listing is served: the start's burst is over
+	// (the daemon returns its garbage then, decision 0036).
+	Listed func()
 	// Keys, when set (dns.dnssec), opens the DNSSEC key rows and the zone
 	// is signed with them (Static.DNSSEC); set it before Run.
 	Keys Opener
@@ -136,6 +140,10 @@ func (w *Watcher) Run(ctx context.Context) {
 			continue
 		}
 		w.rebuildLogged()
+		if w.Listed != nil {
+			w.Listed()
+			w.Listed = nil
+		}
 		w.follow(ctx, revs, settle, spacing)
 	}
 }

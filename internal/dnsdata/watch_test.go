@@ -539,3 +539,44 @@ func TestWatcherCores(t *testing.T) {
 		t.Fatalf("Cores heard %q, want %q", got, want)
 	}
 }
+
+// TestWatcherListedOnce: Listed runs once, when the first listing's zone is
+// already served (a user row written before the start answers), and not
+// again for later changes.
+func TestWatcherListedOnce(t *testing.T) {
+	db := platformdbtest.Open(t)
+	rows := Rows{KV: db}
+	ctx := testCtx(t)
+	if err := rows.SetCoreInfo(ctx, CoreInfo{ID: "core0", IP: "127.0.0.4", Available: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := rows.SetUserCore(ctx, "early", "core0"); err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t, db, staticConfig())
+	var calls atomic.Int32
+	answered := make(chan string, 4)
+	h.w.Listed = func() {
+		calls.Add(1)
+		answered <- answerA("udp", h.addr, "early."+testDomain)
+	}
+	h.run()
+	select {
+	case got := <-answered:
+		if got != "127.0.0.4" {
+			t.Errorf("A early at Listed = %s, want 127.0.0.4", got)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("Listed never called")
+	}
+	if err := rows.SetUserCore(ctx, "late", "core0"); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(time.Minute)
+	for answerA("udp", h.addr, "late."+testDomain) != "127.0.0.4" && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := calls.Load(); n != 1 {
+		t.Errorf("Listed called %d times, want 1", n)
+	}
+}
