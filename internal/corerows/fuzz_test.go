@@ -38,7 +38,7 @@ func FuzzParseCert(f *testing.F) {
 	f.Fuzz(func(t *testing.T, row, value string) {
 		c, err := corerows.ParseCert(row, value, fuzzKey)
 		if err != nil {
-			checkRowError(t, err.Error(), value)
+			checkRowError(t, err.Error(), row+"\n"+value)
 			return
 		}
 		if !bytes.Contains(c.KeyPEM, []byte("PRIVATE KEY")) {
@@ -77,16 +77,21 @@ func FuzzParseAccount(f *testing.F) {
 	})
 }
 
-func checkRowError(t *testing.T, msg, value string) {
+// checkRowError fails t when a parser's error msg holds the atRestKey or an
+// opened secret, or a byte a terminal would act on. input is what the parser was given (the row's name and value): an error may
+// quote the input, and the fuzzer can write the key's own bytes there (a row
+// named "ZZZ…", the key's 0x5a bytes as text), which the parser cannot know
+// for a secret; such a form is not checked.
+func checkRowError(t *testing.T, msg, input string) {
 	t.Helper()
 	for _, secret := range []string{hex.EncodeToString(fuzzKey), base64.StdEncoding.EncodeToString(fuzzKey), string(fuzzKey)} {
-		if strings.Contains(msg, secret) {
+		if strings.Contains(msg, secret) && !strings.Contains(input, secret) {
 			t.Fatalf("an error holds the atRestKey: %s", msg)
 		}
 	}
 	// What a sealed field opens to is secret: an error may name the field,
 	// never repeat a line of its plaintext.
-	for _, sealed := range sealedFields(value) {
+	for _, sealed := range sealedFields(input) {
 		pt, err := corerows.Open(fuzzKey, sealed)
 		if err != nil {
 			continue
