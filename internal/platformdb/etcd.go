@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/url"
 	"os"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -17,11 +16,8 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"go.etcd.io/etcd/server/v3/embed"
-	"go.etcd.io/etcd/server/v3/etcdserver"
 	"go.etcd.io/etcd/server/v3/storage/mvcc"
 	"go.etcd.io/etcd/server/v3/storage/wal"
-	"go.etcd.io/raft/v3"
-	"go.etcd.io/raft/v3/raftpb"
 )
 
 // Defaults of Options.
@@ -282,16 +278,11 @@ func Open(ctx context.Context, opts Options) (*Etcd, error) {
 		}
 	}
 
-	_, statErr := os.Stat(filepath.Join(opts.DataDir, "member", "wal"))
-	restart := statErr == nil // a first start's membership entries are still to apply: it elects on its ticks
 	srv, err := embed.StartEtcd(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("platformdb: start etcd (%s): %w", where, err)
 	}
 	s.srv = srv
-	if restart {
-		campaignAlone(srv.Server)
-	}
 	select {
 	case <-srv.Server.ReadyNotify():
 	case err := <-srv.Err():
@@ -341,34 +332,6 @@ func Open(ctx context.Context, opts Options) (*Etcd, error) {
 		return nil, fmt.Errorf("platformdb: start etcd (%s): %w", where, err)
 	}
 	return s, nil
-}
-
-// campaignAlone has a member that is its cluster's only member start its
-// election now. etcd fast-forwards all but one of the election ticks of a
-// lone member, and raft draws the election timeout at random between one
-// and two election timeouts, so the last 1-5 ticks (100-500 ms with the
-// defaults) were waited out at every start of a one-core platform — a
-// third to a half of a 100,000-user core's restart (decision 0036). raft's
-// own MsgHup (what its tick sends itself) is given to the member's raft
-// node through EtcdServer.Process, the peers' entry point; a node ignores a
-// local message from a peer, so it names raft's local append thread as its
-// sender. With one voter the campaign wins at once (its own vote is the
-// quorum). A cluster of several members, a learner included, is left to
-// its ticks: an early campaign there is an election like any other, but
-// not worth its risk. Only a restart asks: a first start still has its
-// membership entries to apply, and a node that cannot campaign yet
-// (unapplied membership changes) ignores the message with a warning and
-// elects on its ticks.
-func campaignAlone(srv *etcdserver.EtcdServer) {
-	if len(srv.Cluster().Members()) != 1 {
-		return
-	}
-	typ, from, to := raftpb.MessageType_MsgHup, uint64(raft.LocalAppendThread), uint64(srv.MemberID())
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	// An error (the node stopped, or busy for a second) leaves the ticks
-	// to elect, as before.
-	_ = srv.Process(ctx, &raftpb.Message{Type: &typ, From: &from, To: &to})
 }
 
 // fixPeerURL records the bound peer URL in the membership when it differs
