@@ -67,8 +67,17 @@ type Front struct {
 	log  *slog.Logger
 
 	draining atomic.Bool  // Shutdown began: every answer says Connection: close
+	closing  atomic.Bool  // Shutdown closed the listener: Accept's error is the end
 	lastConn atomic.Int64 // unix nanoseconds of the last accepted connection
 	accepted atomic.Int64 // connections accepted since the drain began
+
+	// The front accepts and shakes hands itself (accept.go): HTTP/1.1 goes
+	// to the lean loop (h1.go), the rest to srv through handoff.
+	tlsCfg  *tls.Config // nil: plain HTTP
+	baseCtx context.Context
+	handoff *handoffListener
+	lean    leanConns
+	leanH1  bool // false: every connection goes to net/http (the tests' reference)
 }
 
 // TLSConfig is the front's TLS policy: TLS 1.2 and 1.3 only, forward-secret
@@ -116,7 +125,7 @@ func New(opts Options) (*Front, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	f := &Front{opts: opts, log: log}
+	f := &Front{opts: opts, log: log, baseCtx: context.Background(), leanH1: true}
 	f.px.Store(f.newProxy(opts.API, opts.HFS))
 	var h http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { f.px.Load().ServeHTTP(w, r) })
 	if len(opts.Local) > 0 {
@@ -145,7 +154,7 @@ func New(opts Options) (*Front, error) {
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    1 << 20,
-		ConnContext:       f.connContext, // the drain's clock, the HTTP/2 reset count
+		ConnContext:       f.connContext, // the HTTP/2 reset count
 		// Handshake failures from scanners are noise at info level.
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
@@ -190,6 +199,7 @@ func (f *Front) Listen() error {
 		return fmt.Errorf("front: listening on %s: %w", f.opts.Addr, err)
 	}
 	f.ln = ln
+	f.handoff = newHandoffListener(ln.Addr())
 	return nil
 }
 
@@ -198,19 +208,27 @@ func (f *Front) Addr() net.Addr { return f.ln.Addr() }
 
 // Serve blocks until Shutdown; it returns nil after a clean shutdown.
 func (f *Front) Serve() error {
-	var err error
 	if f.srv.TLSConfig != nil {
+		// net/http configures HTTP/2 on srv.TLSConfig when Serve starts;
+		// the handshakes use a copy made first, which already offers h2.
+		f.tlsCfg = f.srv.TLSConfig.Clone()
 		f.log.Info("front listening", "addr", f.ln.Addr().String(), "tls", true)
-		err = f.srv.ServeTLS(f.ln, "", "")
 	} else {
 		f.log.Info("front listening", "addr", f.ln.Addr().String(), "tls", false,
 			"note", "plain HTTP: a proxy in front terminates TLS (Strategy B)")
-		err = f.srv.Serve(f.ln)
 	}
-	if errors.Is(err, http.ErrServerClosed) {
-		return nil
+	served := make(chan error, 1)
+	go func() { served <- f.srv.Serve(f.handoff) }()
+	err := f.acceptLoop()
+	if err != nil {
+		_ = f.handoff.Close()
+		_ = <-served // ErrServerClosed: the listener closed just above
+		return fmt.Errorf("front: accepting on %s: %w", f.ln.Addr(), err)
 	}
-	return err
+	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
 }
 
 // Shutdown drains: for a short grace it still accepts connections, and
@@ -227,12 +245,22 @@ func (f *Front) Shutdown(ctx context.Context) error {
 		grace = time.Until(dl) / 2
 	}
 	f.draining.Store(true)
-	if grace > 0 && f.ln != nil {
+	if f.ln == nil {
+		return nil
+	}
+	if grace > 0 {
 		f.waitGrace(ctx, grace)
 	}
-	err := f.srv.Shutdown(ctx)
+	f.closing.Store(true)
+	_ = f.ln.Close()
+	f.lean.closeIdle()
+	err := f.srv.Shutdown(ctx) // closes the handoff listener too
+	if lerr := f.lean.shutdown(ctx); err == nil {
+		err = lerr
+	}
 	if err != nil {
 		f.log.Warn("drain timed out; closing remaining connections", "error", err.Error())
+		f.lean.closeAll()
 		return f.srv.Close()
 	}
 	return nil

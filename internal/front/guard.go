@@ -52,11 +52,9 @@ func (f *Front) waitGrace(ctx context.Context, grace time.Duration) {
 		"acceptedDuringGrace", f.accepted.Load())
 }
 
-// connContext is the server's ConnContext: it notes the connection's
-// arrival (for the grace) and gives it its HTTP/2 reset count.
+// connContext is the server's ConnContext: it gives a connection its
+// HTTP/2 reset count (the drain's clock is kept by the accept loop).
 func (f *Front) connContext(ctx context.Context, _ net.Conn) context.Context {
-	f.lastConn.Store(time.Now().UnixNano())
-	f.accepted.Add(1)
 	return context.WithValue(ctx, connGuardKey{}, &connGuard{})
 }
 
