@@ -35,7 +35,8 @@ type h1Writer struct {
 	pend        []byte
 	closeAfter  bool
 	hasTrailers bool
-	failed      bool // a write to the connection failed
+	failed      bool     // a write to the connection failed
+	scratch     [24]byte // numbers formatted for the wire
 }
 
 type headerKV struct {
@@ -186,8 +187,7 @@ func (w *h1Writer) body(p []byte) error {
 	}
 	bw := w.c.bw
 	if w.chunked {
-		var n [16]byte
-		_, _ = bw.Write(strconv.AppendInt(n[:0], int64(len(p)), 16))
+		_, _ = bw.Write(strconv.AppendInt(w.scratch[:0], int64(len(p)), 16))
 		_, _ = bw.WriteString("\r\n")
 		_, _ = bw.Write(p)
 		_, err := bw.WriteString("\r\n")
@@ -331,9 +331,8 @@ func (w *h1Writer) writeHead(done bool) {
 	}
 	bw := w.c.bw
 	if setLength {
-		var n [20]byte
 		_, _ = bw.WriteString("Content-Length: ")
-		_, _ = bw.Write(strconv.AppendInt(n[:0], w.length, 10))
+		_, _ = bw.Write(strconv.AppendInt(w.scratch[:0], w.length, 10))
 		_, _ = bw.WriteString("\r\n")
 	}
 	if bodyOK && !w.snapHas("Content-Type") && te == "" && w.snapGet("Content-Encoding") == "" && len(w.pend) > 0 {
@@ -357,18 +356,29 @@ func (w *h1Writer) writeHead(done bool) {
 
 func writeStatus(w *h1Writer, code int) {
 	bw := w.c.bw
-	var n [8]byte
-	_, _ = bw.WriteString("HTTP/1.1 ")
-	_, _ = bw.Write(strconv.AppendInt(n[:0], int64(code), 10))
-	_ = bw.WriteByte(' ')
-	if text := http.StatusText(code); text != "" {
-		_, _ = bw.WriteString(text)
-	} else {
-		_, _ = bw.WriteString("status code ")
-		_, _ = bw.Write(strconv.AppendInt(n[:0], int64(code), 10))
+	if code < len(statusLines) && statusLines[code] != "" {
+		_, _ = bw.WriteString(statusLines[code])
+		return
 	}
+	_, _ = bw.WriteString("HTTP/1.1 ")
+	n := strconv.AppendInt(w.scratch[:0], int64(code), 10)
+	_, _ = bw.Write(n)
+	_, _ = bw.WriteString(" status code ")
+	_, _ = bw.Write(n)
 	_, _ = bw.WriteString("\r\n")
 }
+
+// statusLines are the status lines of the codes with a text, as
+// net/http's writeStatusLine writes them.
+var statusLines = func() []string {
+	l := make([]string, 600)
+	for code := range l {
+		if text := http.StatusText(code); text != "" {
+			l[code] = "HTTP/1.1 " + strconv.Itoa(code) + " " + text + "\r\n"
+		}
+	}
+	return l
+}()
 
 // writeField writes one header's lines as net/http's Header.Write does: an
 // invalid name is skipped, a CR or LF in a value becomes a space, the value
