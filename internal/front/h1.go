@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -111,26 +112,53 @@ func (f *Front) serveH1(c net.Conn, st *tls.ConnectionState) {
 	}
 	ctx, cancel := context.WithCancel(f.baseCtx)
 	ctx = context.WithValue(ctx, http.LocalAddrContextKey, c.LocalAddr())
+	b := h1BufPool.Get().(*h1Bufs)
 	hc := &h1Conn{f: f, rwc: c, raw: watchReader{c: c}, tls: st, remote: c.RemoteAddr().String(),
-		ctx: ctx, cancel: cancel, hdr: make(http.Header, 16), watchDone: make(chan struct{}, 1)}
-	hc.br = bufio.NewReaderSize(&hc.raw, h1ReadBuffer)
-	hc.bw = bufio.NewWriterSize(c, h1WriteBuffer)
+		ctx: ctx, cancel: cancel, hdr: b.hdr, br: b.br, bw: b.bw}
+	b.br.Reset(&hc.raw)
+	b.bw.Reset(c)
+	hc.w.c, hc.w.header, hc.w.pend = hc, b.wh, b.pend
 	hc.tmpl = *hc.tmpl.WithContext(ctx)
-	hc.w.c = hc
-	hc.watch = time.AfterFunc(time.Hour, hc.startWatch)
-	hc.watch.Stop()
 	hc.state.Store(connIdle)
 	f.lean.add(hc)
 	handedOff := false
 	defer func() {
 		f.lean.remove(hc)
-		hc.watch.Stop()
+		if hc.watch != nil {
+			hc.watch.Stop()
+		}
 		cancel()
 		if !handedOff {
 			_ = c.Close()
 		}
+		b.release(hc)
 	}()
 	handedOff = hc.loop()
+}
+
+// h1Bufs are a connection's buffers and maps, pooled: a connection that
+// only shakes hands (or sends one request) costs no 8 KiB of buffers.
+type h1Bufs struct {
+	br      *bufio.Reader
+	bw      *bufio.Writer
+	hdr, wh http.Header
+	pend    []byte
+}
+
+var h1BufPool = sync.Pool{New: func() any {
+	return &h1Bufs{br: bufio.NewReaderSize(nil, h1ReadBuffer), bw: bufio.NewWriterSize(nil, h1WriteBuffer),
+		hdr: make(http.Header, 16), wh: make(http.Header, 16), pend: make([]byte, 0, bufferBeforeHead)}
+}}
+
+// release returns the buffers once c no longer uses them; the maps are
+// cleared so that nothing the connection read is kept alive by the pool.
+func (b *h1Bufs) release(c *h1Conn) {
+	b.br.Reset(nil)
+	b.bw.Reset(nil)
+	clear(b.hdr)
+	clear(b.wh)
+	b.pend = c.w.pend[:0]
+	h1BufPool.Put(b)
 }
 
 // loop serves requests; true: c went to net/http.
@@ -389,7 +417,12 @@ func (c *h1Conn) serve() (keep, clean bool) {
 	watching := c.br.Buffered() == 0 // pipelined bytes: the client is there
 	if watching {
 		c.armed.Store(true)
-		c.watch.Reset(watchAfter)
+		if c.watch == nil {
+			c.watchDone = make(chan struct{}, 1)
+			c.watch = time.AfterFunc(watchAfter, c.startWatch)
+		} else {
+			c.watch.Reset(watchAfter)
+		}
 	}
 	defer func() {
 		if watching {

@@ -48,10 +48,6 @@ type headerKV struct {
 const bufferBeforeHead = 2048
 
 func (w *h1Writer) reset(r *http.Request) {
-	if w.header == nil {
-		w.header = make(http.Header, 16)
-		w.pend = make([]byte, 0, bufferBeforeHead)
-	}
 	clear(w.header)
 	clear(w.snap)
 	w.req, w.snap, w.pend = r, w.snap[:0], w.pend[:0]
