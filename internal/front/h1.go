@@ -41,7 +41,7 @@ const (
 	h1WriteBuffer = 4 << 10
 	// deadlineSlack: the idle deadline is moved at most once per slack, so a
 	// busy connection sets none per request; the idle timeout is then kept
-	// to within the slack.
+	// to within the slack (never shorter, at most a slack longer).
 	deadlineSlack = time.Second
 	// watchAfter is how long a request runs before the loop starts reading
 	// the connection to notice a client that went away (net/http starts that
@@ -111,6 +111,10 @@ func (f *Front) serveH1(c net.Conn, st *tls.ConnectionState) {
 		return
 	}
 	ctx, cancel := context.WithCancel(f.baseCtx)
+	// As net/http's: ReverseProxy aborts a response whose body copy failed
+	// (http.ErrAbortHandler) only under a server, and would otherwise end
+	// a truncated body as a whole one.
+	ctx = context.WithValue(ctx, http.ServerContextKey, f.srv)
 	ctx = context.WithValue(ctx, http.LocalAddrContextKey, c.LocalAddr())
 	b := h1BufPool.Get().(*h1Bufs)
 	hc := &h1Conn{f: f, rwc: c, raw: watchReader{c: c}, tls: st, remote: c.RemoteAddr().String(),
@@ -206,8 +210,8 @@ func (c *h1Conn) readHead() (head []byte, ok bool, err error) {
 		if i := bytes.Index(buf, crlfcrlf); i >= 0 {
 			return buf[:i+4], true, nil
 		}
-		if n == c.br.Size() {
-			return nil, false, nil
+		if n == c.br.Size() || bytes.Count(buf, lf) != bytes.Count(buf, crlf) {
+			return nil, false, nil // too long, or a bare LF: net/http ends a line there
 		}
 		// A head in several reads: from here the header timeout counts.
 		c.setDeadline(time.Now().Add(c.f.srv.ReadHeaderTimeout))
@@ -223,12 +227,13 @@ func (c *h1Conn) readHead() (head []byte, ok bool, err error) {
 // idleDeadline sets the idle timeout's deadline, unless the one set is
 // recent enough.
 func (c *h1Conn) idleDeadline() {
-	now := time.Now()
-	want := now.Add(c.f.srv.IdleTimeout)
-	if !c.deadline.IsZero() && want.Sub(c.deadline) < deadlineSlack && c.deadline.After(now) {
+	// Never before the idle timeout (a client may reuse the connection
+	// until then), at most a slack after it.
+	want := time.Now().Add(c.f.srv.IdleTimeout)
+	if !c.deadline.Before(want) && c.deadline.Sub(want) <= deadlineSlack {
 		return
 	}
-	c.setDeadline(want)
+	c.setDeadline(want.Add(deadlineSlack))
 }
 
 func (c *h1Conn) setDeadline(t time.Time) {
@@ -324,6 +329,7 @@ func (c *h1Conn) parse(head []byte) bool {
 
 var (
 	crlf    = []byte("\r\n")
+	lf      = []byte("\n")
 	sp      = []byte(" ")
 	colon   = []byte(":")
 	noCache = []string{"no-cache"}

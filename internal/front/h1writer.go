@@ -292,8 +292,8 @@ func (w *h1Writer) writeHead(done bool) {
 	if setLength {
 		w.length = int64(len(w.pend))
 	}
-	if w.snapGet("Connection") == "close" {
-		w.closeAfter = true
+	if w.snapGet("Connection") == "close" || w.c.f.draining.Load() {
+		w.closeAfter = true // the drain's, for a request that began before it too (net/http's doKeepAlives)
 	}
 	if !isHEAD && bodyOK {
 		switch {
