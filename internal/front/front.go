@@ -287,16 +287,25 @@ type localPrefix struct {
 
 func (l *localRoutes) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if h, ok := l.routes[r.URL.Path]; ok {
-		h.ServeHTTP(w, r)
+		serveLocal(h, w, r)
 		return
 	}
 	if strings.HasPrefix(r.URL.Path, LocalPrefixRoot) {
 		for _, p := range l.prefixes {
 			if strings.HasPrefix(r.URL.Path, p.prefix) {
-				p.h.ServeHTTP(w, r)
+				serveLocal(p.h, w, r)
 				return
 			}
 		}
 	}
 	l.next.ServeHTTP(w, r)
+}
+
+// serveLocal gives a local handler its own request and a context that ends
+// when it returns, as net/http's do: the lean HTTP/1.1 loop reuses its
+// request and its connection's context from one request to the next.
+func serveLocal(h http.Handler, w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	h.ServeHTTP(w, r.WithContext(ctx))
 }
