@@ -205,6 +205,7 @@ func (c *h1Conn) readHead() (head []byte, ok bool, err error) {
 	if _, err := c.br.Peek(1); err != nil {
 		return nil, false, err
 	}
+	partial := c.served == 0 // the first head's bound runs from the connection's start
 	for n := c.br.Buffered(); ; n = c.br.Buffered() {
 		buf, _ := c.br.Peek(n)
 		if i := bytes.Index(buf, crlfcrlf); i >= 0 {
@@ -213,8 +214,12 @@ func (c *h1Conn) readHead() (head []byte, ok bool, err error) {
 		if n == c.br.Size() || bytes.Count(buf, lf) != bytes.Count(buf, crlf) {
 			return nil, false, nil // too long, or a bare LF: net/http ends a line there
 		}
-		// A head in several reads: from here the header timeout counts.
-		c.setDeadline(time.Now().Add(c.f.srv.ReadHeaderTimeout))
+		// A head in several reads: from its first byte the header timeout
+		// counts, once (a client sending a byte at a time is cut by it).
+		if !partial {
+			partial = true
+			c.setDeadline(time.Now().Add(c.f.srv.ReadHeaderTimeout))
+		}
 		if _, err := c.br.Peek(n + 1); err != nil {
 			if len(buf) > 0 && errors.Is(err, bufio.ErrBufferFull) {
 				return nil, false, nil
